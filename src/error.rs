@@ -1,0 +1,226 @@
+//! The crate's error type: an [`ErrorKind`] plus where it happened (file, tensor).
+//!
+//! `Display` reads outside-in: `model.pth: tensor blocks.3.attn.qkv.weight: pickle: disallowed
+//! global os.system at byte 42`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error with its kind and, where known, the file and tensor it concerns.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    path: Option<PathBuf>,
+    tensor: Option<String>,
+}
+
+impl Error {
+    /// Creates an error of the given kind with no location.
+    pub fn new(kind: ErrorKind) -> Self {
+        Error {
+            kind,
+            path: None,
+            tensor: None,
+        }
+    }
+
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// The file the error concerns, if known.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The tensor the error concerns, if known.
+    pub fn tensor(&self) -> Option<&str> {
+        self.tensor.as_deref()
+    }
+
+    /// Attaches a file path (keeps an existing one: the innermost location wins).
+    pub fn with_path(mut self, path: impl Into<PathBuf>) -> Self {
+        if self.path.is_none() {
+            self.path = Some(path.into());
+        }
+        self
+    }
+
+    /// Attaches a tensor name (keeps an existing one).
+    pub fn with_tensor(mut self, tensor: impl Into<String>) -> Self {
+        if self.tensor.is_none() {
+            self.tensor = Some(tensor.into());
+        }
+        self
+    }
+}
+
+impl From<ErrorKind> for Error {
+    fn from(kind: ErrorKind) -> Self {
+        Error::new(kind)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = &self.path {
+            write!(f, "{}: ", p.display())?;
+        }
+        if let Some(t) = &self.tensor {
+            write!(f, "tensor {t}: ")?;
+        }
+        write!(f, "{}", self.kind)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.kind)
+    }
+}
+
+/// What went wrong. Variants carry the data needed to say where.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An operating-system I/O error.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done (`open`, `read`, `write`, `rename`, …).
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file's leading bytes match no supported container.
+    #[error("unrecognised file format (leading bytes {magic})")]
+    UnknownFormat {
+        /// The first bytes of the file, in hex.
+        magic: String,
+    },
+    /// The input ended before a structure was complete.
+    #[error("truncated {what} at byte {offset}: need {needed} bytes, {available} available")]
+    Truncated {
+        /// What was being read.
+        what: &'static str,
+        /// Byte offset where the read started.
+        offset: u64,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// A pickle named a global that is not on the allowlist; nothing was executed.
+    #[error("pickle: disallowed global {global} at byte {offset}")]
+    DisallowedGlobal {
+        /// `module.name` of the refused global.
+        global: String,
+        /// Byte offset of the opcode within the pickle.
+        offset: u64,
+    },
+    /// A pickle opcode that the safe machine does not implement.
+    #[error("pickle: unsupported opcode 0x{opcode:02x} at byte {offset}")]
+    UnsupportedOpcode {
+        /// The opcode byte.
+        opcode: u8,
+        /// Byte offset within the pickle.
+        offset: u64,
+    },
+    /// A pickle that is structurally invalid (stack underflow, wrong operand types, …).
+    #[error("pickle: {reason} at byte {offset}")]
+    MalformedPickle {
+        /// What is wrong.
+        reason: String,
+        /// Byte offset within the pickle.
+        offset: u64,
+    },
+    /// A resource budget (memo entries, nesting, stack, tensor count, header size …) was exceeded.
+    #[error("{budget} budget exceeded: limit {limit} (at byte {offset})")]
+    BudgetExceeded {
+        /// Which budget.
+        budget: &'static str,
+        /// Its limit.
+        limit: u64,
+        /// Byte offset where it was exceeded.
+        offset: u64,
+    },
+    /// A dtype that this crate cannot represent.
+    #[error("unsupported dtype {dtype}")]
+    UnsupportedDType {
+        /// The dtype as the file spells it.
+        dtype: String,
+    },
+    /// A shape, stride or offset that is invalid (negative, overflowing, rank mismatch, …).
+    #[error("invalid tensor layout: {reason}")]
+    InvalidLayout {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor's extent runs past the end of its storage.
+    #[error(
+        "tensor extends past its storage {storage}: needs {needed} bytes, storage has {available}"
+    )]
+    StorageOutOfBounds {
+        /// Storage key.
+        storage: String,
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// A storage record named by the pickle is absent from the container.
+    #[error("missing storage record {key}")]
+    MissingStorage {
+        /// Storage key.
+        key: String,
+    },
+    /// A storage record whose size disagrees with what the pickle declares.
+    #[error("storage {key} has {found} bytes, pickle declares {declared}")]
+    StorageSizeMismatch {
+        /// Storage key.
+        key: String,
+        /// Bytes declared by the pickle.
+        declared: u64,
+        /// Bytes found in the container.
+        found: u64,
+    },
+    /// The same name appears twice (zip entry, tensor, dict key).
+    #[error("duplicate {what} {name}")]
+    Duplicate {
+        /// What kind of name (`zip entry`, `tensor`, …).
+        what: &'static str,
+        /// The duplicated name.
+        name: String,
+    },
+    /// A malformed container (zip, npy, safetensors, legacy torch).
+    #[error("{container}: {reason}")]
+    MalformedContainer {
+        /// Which container format.
+        container: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Big-endian data that cannot be read faithfully.
+    #[error("big-endian data is not supported: {what}")]
+    BigEndian {
+        /// Where the marker was found.
+        what: String,
+    },
+    /// A tensor name that the source does not hold.
+    #[error("no tensor named {name}")]
+    TensorNotFound {
+        /// The requested name.
+        name: String,
+    },
+}
+
+impl ErrorKind {
+    /// Wraps an I/O error with the operation that failed.
+    pub(crate) fn io(op: &'static str, source: std::io::Error) -> Self {
+        ErrorKind::Io { op, source }
+    }
+}

@@ -1,0 +1,158 @@
+//! Checkpoint containers behind one trait, [`TensorSource`].
+//!
+//! [`open`] sniffs the format from the file's magic bytes (never from its extension) and returns
+//! a source that lists tensors without reading their data and reads one tensor on demand.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::mmap::FileBytes;
+use crate::tensor::{Tensor, TensorInfo};
+
+pub(crate) mod npy;
+pub(crate) mod npz;
+pub(crate) mod pickle;
+pub(crate) mod safetensors;
+pub(crate) mod torch;
+pub(crate) mod torch_legacy;
+pub(crate) mod torch_zip;
+
+/// Container formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Format {
+    /// safetensors.
+    Safetensors,
+    /// PyTorch zip archive (`torch.save` since 1.6).
+    TorchZip,
+    /// PyTorch legacy (pre-1.6) sequential-pickle format.
+    TorchLegacy,
+    /// A single numpy `.npy` array.
+    Npy,
+    /// A numpy `.npz` archive.
+    Npz,
+}
+
+impl Format {
+    /// A short name (`safetensors`, `torch_zip`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Safetensors => "safetensors",
+            Format::TorchZip => "torch_zip",
+            Format::TorchLegacy => "torch_legacy",
+            Format::Npy => "npy",
+            Format::Npz => "npz",
+        }
+    }
+}
+
+/// What the magic bytes say, before looking inside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sniffed {
+    /// A zip archive: torch zip or npz, decided from its entries.
+    Zip,
+    /// A pickle stream: legacy torch.
+    Pickle,
+    /// `\x93NUMPY`.
+    Npy,
+    /// An 8-byte little-endian header length followed by `{`.
+    Safetensors,
+}
+
+/// Classifies a file from its first bytes.
+pub(crate) fn sniff(bytes: &[u8]) -> Option<Sniffed> {
+    if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
+        return Some(Sniffed::Zip);
+    }
+    if bytes.starts_with(b"\x93NUMPY") {
+        return Some(Sniffed::Npy);
+    }
+    if bytes.len() >= 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) {
+        return Some(Sniffed::Pickle);
+    }
+    if bytes.len() >= 9 && bytes[8] == b'{' {
+        return Some(Sniffed::Safetensors);
+    }
+    None
+}
+
+/// A checkpoint file opened for reading tensors.
+///
+/// Listing never reads tensor data; [`TensorSource::read`] reads one tensor and returns it
+/// C-contiguous and little-endian, borrowed from the file when the stored layout already is.
+pub trait TensorSource: Send + Sync {
+    /// The container format.
+    fn format(&self) -> Format;
+
+    /// Every tensor, in the order the file lists them.
+    fn tensors(&self) -> &[TensorInfo];
+
+    /// Reads one tensor's data.
+    ///
+    /// # Errors
+    /// [`ErrorKind::TensorNotFound`] for an unknown name; a container error when the stored
+    /// bytes are inconsistent with the listing.
+    fn read(&self, name: &str) -> Result<Tensor<'_>>;
+
+    /// Container metadata (safetensors `__metadata__`, npy/pickle facts), sorted by key.
+    fn metadata(&self) -> &BTreeMap<String, String>;
+
+    /// Notes about things seen but not turned into tensors (opaque pickle objects, …).
+    fn notes(&self) -> &[String] {
+        &[]
+    }
+
+    /// Looks up a tensor's listing entry by name.
+    fn info(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors().iter().find(|t| t.name == name)
+    }
+}
+
+/// Opens a checkpoint, sniffing its format from its magic bytes.
+///
+/// # Errors
+/// [`ErrorKind::Io`] if the file cannot be read, [`ErrorKind::UnknownFormat`] if no container
+/// matches, or the container's own error when its structure is invalid. Every error carries the
+/// path.
+pub fn open(path: &Path) -> Result<Box<dyn TensorSource>> {
+    let bytes = FileBytes::open(path)?;
+    open_bytes(bytes).map_err(|e| e.with_path(path))
+}
+
+/// Opens a checkpoint held in memory (the same as [`open`], without a file).
+///
+/// # Errors
+/// As [`open`].
+pub fn open_bytes(bytes: FileBytes) -> Result<Box<dyn TensorSource>> {
+    match sniff(&bytes) {
+        Some(Sniffed::Zip) => {
+            if torch_zip::is_torch_zip(&bytes)? {
+                Ok(Box::new(torch_zip::TorchZipSource::parse(bytes)?))
+            } else {
+                Ok(Box::new(npz::NpzSource::parse(bytes)?))
+            }
+        }
+        Some(Sniffed::Pickle) => Ok(Box::new(torch_legacy::TorchLegacySource::parse(bytes)?)),
+        Some(Sniffed::Npy) => Ok(Box::new(npy::NpySource::parse(bytes)?)),
+        Some(Sniffed::Safetensors) => Ok(Box::new(safetensors::SafetensorsSource::parse(bytes)?)),
+        None => Err(Error::from(ErrorKind::UnknownFormat {
+            magic: hex_prefix(&bytes, 8),
+        })),
+    }
+}
+
+fn hex_prefix(bytes: &[u8], n: usize) -> String {
+    if bytes.is_empty() {
+        return "(empty file)".to_string();
+    }
+    bytes
+        .iter()
+        .take(n)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

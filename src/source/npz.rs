@@ -1,0 +1,37 @@
+//! Placeholder until the reader lands (same commit series).
+#![allow(dead_code)]
+use crate::error::{ErrorKind, Result};
+use crate::mmap::FileBytes;
+use crate::source::{Format, TensorSource};
+use crate::tensor::{Tensor, TensorInfo};
+use std::collections::BTreeMap;
+
+pub(crate) struct NpzSource {
+    tensors: Vec<TensorInfo>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl NpzSource {
+    pub(crate) fn parse(_bytes: FileBytes) -> Result<Self> {
+        Err(ErrorKind::MalformedContainer {
+            container: "npz",
+            reason: "reader not built yet".into(),
+        }
+        .into())
+    }
+}
+
+impl TensorSource for NpzSource {
+    fn format(&self) -> Format {
+        Format::Npy
+    }
+    fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+    fn read(&self, name: &str) -> Result<Tensor<'_>> {
+        Err(ErrorKind::TensorNotFound { name: name.into() }.into())
+    }
+    fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+}

@@ -1,0 +1,320 @@
+//! Tensor metadata ([`DType`], [`TensorInfo`]) and tensor data ([`Tensor`]).
+//!
+//! Tensor data is always C-contiguous and little-endian, whatever the container held.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::error::{ErrorKind, Result};
+
+/// Element types a checkpoint tensor may have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[non_exhaustive]
+pub enum DType {
+    /// 64-bit float.
+    F64,
+    /// 32-bit float.
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// 64-bit signed integer.
+    I64,
+    /// 32-bit signed integer.
+    I32,
+    /// 16-bit signed integer.
+    I16,
+    /// 8-bit signed integer.
+    I8,
+    /// 8-bit unsigned integer.
+    U8,
+    /// Boolean, one byte per element (0 or 1).
+    #[serde(rename = "BOOL")]
+    Bool,
+}
+
+impl DType {
+    /// Every dtype, in a fixed order.
+    pub const ALL: [DType; 10] = [
+        DType::F64,
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::I64,
+        DType::I32,
+        DType::I16,
+        DType::I8,
+        DType::U8,
+        DType::Bool,
+    ];
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 => 2,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+        }
+    }
+
+    /// The name used in listings and safetensors headers (`F32`, `BF16`, `BOOL`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F64 => "F64",
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            DType::I64 => "I64",
+            DType::I32 => "I32",
+            DType::I16 => "I16",
+            DType::I8 => "I8",
+            DType::U8 => "U8",
+            DType::Bool => "BOOL",
+        }
+    }
+
+    /// Parses a name as spelled by [`DType::name`].
+    pub fn from_name(name: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// True for the floating-point dtypes.
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Number of elements of a shape, or `None` on overflow.
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+/// Byte length of a C-contiguous tensor, or `None` on overflow.
+pub fn checked_byte_len(dtype: DType, shape: &[usize]) -> Option<usize> {
+    checked_numel(shape)?.checked_mul(dtype.size())
+}
+
+/// A tensor's name, dtype and shape: what a listing shows, without data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TensorInfo {
+    /// The tensor's name in its source (container path for nested checkpoints).
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape (empty for scalars).
+    pub shape: Vec<usize>,
+}
+
+impl TensorInfo {
+    /// Number of elements. Readers validate shapes, so this does not overflow for listed tensors;
+    /// it saturates otherwise.
+    pub fn numel(&self) -> usize {
+        checked_numel(&self.shape).unwrap_or(usize::MAX)
+    }
+
+    /// Size of the tensor's data in bytes (saturating, as [`TensorInfo::numel`]).
+    pub fn byte_len(&self) -> usize {
+        checked_byte_len(self.dtype, &self.shape).unwrap_or(usize::MAX)
+    }
+}
+
+/// A tensor's data: C-contiguous little-endian bytes, borrowed from the source when possible.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor<'a> {
+    /// Element type.
+    pub dtype: DType,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// `numel × dtype.size()` bytes, little-endian, C order.
+    pub data: Cow<'a, [u8]>,
+}
+
+impl<'a> Tensor<'a> {
+    /// Builds a tensor, checking that the data length matches the shape.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidLayout`] when `data.len()` is not `numel × dtype.size()`.
+    pub fn new(dtype: DType, shape: Vec<usize>, data: Cow<'a, [u8]>) -> Result<Self> {
+        let want = checked_byte_len(dtype, &shape).ok_or_else(|| ErrorKind::InvalidLayout {
+            reason: format!("shape {shape:?} overflows"),
+        })?;
+        if want != data.len() {
+            return Err(ErrorKind::InvalidLayout {
+                reason: format!(
+                    "shape {shape:?} of {dtype} needs {want} bytes, got {}",
+                    data.len()
+                ),
+            }
+            .into());
+        }
+        Ok(Tensor { dtype, shape, data })
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.data.len() / self.dtype.size()
+    }
+
+    /// Detaches the tensor from its source, copying borrowed data.
+    pub fn into_owned(self) -> Tensor<'static> {
+        Tensor {
+            dtype: self.dtype,
+            shape: self.shape,
+            data: Cow::Owned(self.data.into_owned()),
+        }
+    }
+}
+
+/// Copies the elements of a strided view into C order.
+///
+/// `storage` holds little-endian elements of `elem` bytes each; `offset` and `strides` are in
+/// elements. The caller has validated (with [`strided_extent`]) that every element lies inside
+/// `storage`; this function re-checks and returns `None` rather than panic if it does not.
+pub(crate) fn gather_strided(
+    storage: &[u8],
+    elem: usize,
+    shape: &[usize],
+    strides: &[usize],
+    offset: usize,
+) -> Option<Vec<u8>> {
+    let numel = checked_numel(shape)?;
+    let total = numel.checked_mul(elem)?;
+    let mut out = Vec::with_capacity(total);
+    if numel == 0 {
+        return Some(out);
+    }
+    let rank = shape.len();
+    let mut index = vec![0usize; rank];
+    let mut pos = offset;
+    // Innermost dimension handled as a run when its stride is 1.
+    let (inner_len, inner_stride) = match rank {
+        0 => (1, 1),
+        _ => (shape[rank - 1], strides[rank - 1]),
+    };
+    let outer_rank = rank.saturating_sub(1);
+    loop {
+        if inner_stride == 1 {
+            let start = pos.checked_mul(elem)?;
+            let end = start.checked_add(inner_len.checked_mul(elem)?)?;
+            out.extend_from_slice(storage.get(start..end)?);
+        } else {
+            let mut p = pos;
+            for _ in 0..inner_len {
+                let start = p.checked_mul(elem)?;
+                out.extend_from_slice(storage.get(start..start.checked_add(elem)?)?);
+                p = p.checked_add(inner_stride)?;
+            }
+        }
+        // Advance the outer index (odometer), adjusting `pos`.
+        let mut d = outer_rank;
+        loop {
+            if d == 0 {
+                return Some(out);
+            }
+            d -= 1;
+            index[d] += 1;
+            pos = pos.checked_add(strides[d])?;
+            if index[d] < shape[d] {
+                break;
+            }
+            pos = pos.checked_sub(strides[d].checked_mul(shape[d])?)?;
+            index[d] = 0;
+        }
+    }
+}
+
+/// Number of storage elements a strided view touches, `offset + Σ (shape_k − 1)·stride_k + 1`,
+/// or 0 for an empty view; `None` on overflow.
+pub(crate) fn strided_extent(shape: &[usize], strides: &[usize], offset: usize) -> Option<usize> {
+    if shape.len() != strides.len() {
+        return None;
+    }
+    if shape.contains(&0) {
+        return Some(0);
+    }
+    let mut last = offset;
+    for (&d, &s) in shape.iter().zip(strides) {
+        last = last.checked_add((d - 1).checked_mul(s)?)?;
+    }
+    last.checked_add(1)
+}
+
+/// True when `strides` describe the C-contiguous layout of `shape` (size-1 dims ignored).
+pub(crate) fn is_c_contiguous(shape: &[usize], strides: &[usize]) -> bool {
+    let mut expected = 1usize;
+    for (&d, &s) in shape.iter().zip(strides).rev() {
+        if d != 1 && s != expected {
+            return false;
+        }
+        expected = match expected.checked_mul(d) {
+            Some(e) => e,
+            None => return false,
+        };
+    }
+    true
+}
+
+/// Reverses the byte order of every `elem`-byte element in place (big-endian → little-endian).
+pub(crate) fn swap_bytes_in_place(data: &mut [u8], elem: usize) {
+    if elem > 1 {
+        for chunk in data.chunks_exact_mut(elem) {
+            chunk.reverse();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gather_transposed_matrix_reads_columns() {
+        // storage is a 2x3 row-major matrix of u8; view is its transpose (3x2, strides [1,3]).
+        let storage = [0u8, 1, 2, 3, 4, 5];
+        let out = gather_strided(&storage, 1, &[3, 2], &[1, 3], 0).unwrap();
+        assert_eq!(out, vec![0, 3, 1, 4, 2, 5]);
+    }
+
+    #[test]
+    fn gather_honours_offset_and_zero_strides() {
+        let storage = [9u8, 9, 7, 8];
+        let out = gather_strided(&storage, 1, &[2, 2], &[0, 1], 2).unwrap();
+        assert_eq!(out, vec![7, 8, 7, 8]);
+    }
+
+    #[test]
+    fn gather_out_of_range_returns_none() {
+        let storage = [0u8; 4];
+        assert!(gather_strided(&storage, 1, &[5], &[1], 0).is_none());
+    }
+
+    #[test]
+    fn extent_counts_last_element() {
+        assert_eq!(strided_extent(&[2, 3], &[3, 1], 4), Some(10));
+        assert_eq!(strided_extent(&[2, 0], &[3, 1], 4), Some(0));
+        assert_eq!(strided_extent(&[usize::MAX, 2], &[2, 1], 0), None);
+        assert_eq!(strided_extent(&[], &[], 5), Some(6));
+    }
+
+    #[test]
+    fn contiguity_ignores_unit_dims() {
+        assert!(is_c_contiguous(&[2, 1, 3], &[3, 99, 1]));
+        assert!(!is_c_contiguous(&[3, 2], &[1, 3]));
+    }
+
+    #[test]
+    fn tensor_new_rejects_wrong_length() {
+        let e = Tensor::new(DType::F32, vec![2], Cow::Owned(vec![0; 7])).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::InvalidLayout { .. }));
+    }
+}
