@@ -210,6 +210,55 @@ pub enum ErrorKind {
         /// Where the marker was found.
         what: String,
     },
+    /// A mapping table that cannot be parsed or is inconsistent.
+    #[error("mapping table {file}:{line}: {reason}")]
+    Table {
+        /// Table file.
+        file: String,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A mapping table did not fit the checkpoint (unconsumed, missing or twice-produced tensors,
+    /// shape contradictions, layer gaps).
+    #[error("{reason} (table {file}{})", if *.line > 0 { format!(":{}", .line) } else { String::new() })]
+    Mapping {
+        /// Table file.
+        file: String,
+        /// Rule line (0 when no single rule is concerned).
+        line: usize,
+        /// What did not fit.
+        reason: String,
+    },
+    /// The checkpoint uses a feature that the HF ViT/DeiT layout cannot represent.
+    #[error("unsupported architecture: {feature} (found {tensor}; rule {rule}); HF ViT cannot represent it, refusing rather than dropping it")]
+    UnsupportedFeature {
+        /// The feature (`layer scale`, `fc_norm / average pooling`, …).
+        feature: String,
+        /// The tensor that revealed it.
+        tensor: String,
+        /// The table rule that recognised it (`file:line`).
+        rule: String,
+    },
+    /// `--from auto` could not pick exactly one family.
+    #[error("cannot detect the checkpoint family: {reason}")]
+    Detection {
+        /// Candidates and what was seen.
+        reason: String,
+    },
+    /// A config value that is missing or inconsistent.
+    #[error("config: {reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A command-line or API option that does not apply.
+    #[error("{reason}")]
+    InvalidOption {
+        /// What is wrong.
+        reason: String,
+    },
     /// A tensor name that the source does not hold.
     #[error("no tensor named {name}")]
     TensorNotFound {

@@ -26,14 +26,21 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod convert;
 pub mod error;
 pub mod inspect;
+pub mod mapping;
 mod mmap;
+pub mod model;
 pub mod source;
 pub mod tensor;
+pub mod write;
 
+pub use convert::{convert, ConversionReport, ConvertOptions, OutputFormat};
 pub use error::{Error, ErrorKind, Result};
 pub use inspect::{inspect, Inspection};
+pub use mapping::{MappingReport, MappingTable};
 pub use mmap::FileBytes;
+pub use model::{Architecture, ViTConfig};
 pub use source::{open, open_bytes, Format, TensorSource};
 pub use tensor::{DType, Tensor, TensorInfo};

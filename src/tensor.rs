@@ -318,3 +318,51 @@ mod tests {
         assert!(matches!(e.kind(), ErrorKind::InvalidLayout { .. }));
     }
 }
+
+/// Converts a floating-point tensor to another floating-point dtype (round to nearest even, as
+/// torch does). Integer and bool tensors, and tensors already of `to`, are returned unchanged.
+pub fn cast_float(t: Tensor<'_>, to: DType) -> Tensor<'_> {
+    use half::{bf16, f16};
+    if t.dtype == to || !t.dtype.is_float() || !to.is_float() {
+        return t;
+    }
+    let values: Vec<f64> = match t.dtype {
+        DType::F64 => t
+            .data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect(),
+        DType::F32 => t
+            .data
+            .chunks_exact(4)
+            .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+            .collect(),
+        DType::F16 => t
+            .data
+            .chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        DType::BF16 => t
+            .data
+            .chunks_exact(2)
+            .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        _ => return t,
+    };
+    let mut out = Vec::with_capacity(values.len() * to.size());
+    for v in values {
+        match to {
+            DType::F64 => out.extend_from_slice(&v.to_le_bytes()),
+            // f64 → f32 → f16/bf16 would round twice; convert from f64 directly where it matters.
+            DType::F32 => out.extend_from_slice(&(v as f32).to_le_bytes()),
+            DType::F16 => out.extend_from_slice(&f16::from_f64(v).to_le_bytes()),
+            DType::BF16 => out.extend_from_slice(&bf16::from_f64(v).to_le_bytes()),
+            _ => {}
+        }
+    }
+    Tensor {
+        dtype: to,
+        shape: t.shape,
+        data: Cow::Owned(out),
+    }
+}

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod convert;
 mod inspect;
 
 /// Exit code for success.
@@ -27,6 +28,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Convert a checkpoint to the canonical HF layout (or timm / npz). This is also the default:
+    /// `vit-convert --from timm --to safetensors in.pth -o out/`.
+    #[command(
+        after_help = "Examples:\n  vit-convert --from timm --to safetensors vit.pth -o out/\n  vit-convert convert --from dino --branch teacher checkpoint.pth -o dino-out/\n  vit-convert --from jax --to safetensors ViT-B_16.npz -o vit-b16/"
+    )]
+    Convert(convert::ConvertArgs),
     /// List a checkpoint's tensors (name, dtype, shape, bytes) without reading their data.
     #[command(after_help = "Example:\n  vit-convert inspect model.pth --json")]
     Inspect {
@@ -38,9 +45,26 @@ enum Command {
     },
 }
 
+const SUBCOMMANDS: &[&str] = &["convert", "inspect", "help"];
+
+/// `vit-convert --from timm in.pth -o out/` means `vit-convert convert …`: insert the subcommand
+/// when the first argument is neither a subcommand nor a top-level flag.
+fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let first = args.get(1).and_then(|a| a.to_str()).map(str::to_string);
+    let insert = match first.as_deref() {
+        None => false,
+        Some("-h" | "--help" | "-V" | "--version") => false,
+        Some(a) => !SUBCOMMANDS.contains(&a),
+    };
+    if insert {
+        args.insert(1, "convert".into());
+    }
+    args
+}
+
 /// Parses the command line, runs the command and returns the process exit code.
 pub fn run() -> i32 {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(with_default_command(std::env::args_os().collect())) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
@@ -50,6 +74,7 @@ pub fn run() -> i32 {
     };
     let result = match cli.command {
         Command::Inspect { file, json } => inspect::run(&file, json),
+        Command::Convert(a) => convert::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,134 @@
+//! `vit-convert convert` (also the default command: `vit-convert --from timm in.pth -o out/`).
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use vit_convert::model::ConfigOverrides;
+use vit_convert::{ConvertOptions, DType, MappingTable, OutputFormat};
+
+use super::EXIT_OK;
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// The checkpoint to convert (.pth/.pt/.bin/.ckpt, .npz, .safetensors).
+    pub input: PathBuf,
+    /// Output folder (created): model.safetensors, config.json, preprocessor_config.json.
+    #[arg(short = 'o', long = "output", value_name = "OUTDIR")]
+    pub output: PathBuf,
+    /// Source family: auto, timm, dino, deit, jax, hf.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "timm", "dino", "deit", "jax", "hf"])]
+    pub from: String,
+    /// Output layout: safetensors (canonical HF), timm (timm-layout safetensors), npz (JAX layout).
+    #[arg(long, default_value = "safetensors", value_parser = ["safetensors", "timm", "npz"])]
+    pub to: String,
+    /// Number of attention heads (when the checkpoint does not record it).
+    #[arg(long, value_name = "N")]
+    pub num_heads: Option<usize>,
+    /// A JSON file whose fields override the inferred config.json fields.
+    #[arg(long, value_name = "FILE.json")]
+    pub config: Option<PathBuf>,
+    /// Convert floating-point weights: keep, f32, f16, bf16.
+    #[arg(long, default_value = "keep", value_parser = ["keep", "f32", "f16", "bf16"])]
+    pub dtype: String,
+    /// DINO training checkpoints: which network to convert.
+    #[arg(long, value_parser = ["teacher", "student"])]
+    pub branch: Option<String>,
+    /// A custom mapping table (TOML) instead of the built-in ones.
+    #[arg(long, value_name = "FILE.toml")]
+    pub table: Option<PathBuf>,
+    /// Override the activation written to config.json (gelu, gelu_pytorch_tanh, gelu_new).
+    #[arg(long, value_parser = ["gelu", "gelu_pytorch_tanh", "gelu_new"])]
+    pub hidden_act: Option<String>,
+    /// Print a JSON report instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
+    let table = match &a.table {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("{}: read", p.display()))?;
+            Some(MappingTable::from_toml(&text, &p.display().to_string())?)
+        }
+        None => None,
+    };
+    let config = match &a.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("{}: read", p.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not JSON", p.display()))?;
+            match v {
+                serde_json::Value::Object(m) => Some(m),
+                _ => anyhow::bail!("{}: --config must hold a JSON object", p.display()),
+            }
+        }
+        None => None,
+    };
+    let opts = ConvertOptions {
+        from: Some(a.from.clone()),
+        table,
+        to: OutputFormat::parse(&a.to).unwrap_or_default(),
+        dtype: match a.dtype.as_str() {
+            "f32" => Some(DType::F32),
+            "f16" => Some(DType::F16),
+            "bf16" => Some(DType::BF16),
+            _ => None,
+        },
+        branch: a.branch.clone(),
+        overrides: ConfigOverrides {
+            num_heads: a.num_heads,
+            hidden_act: a.hidden_act.clone(),
+            config,
+        },
+    };
+    let report = vit_convert::convert(&a.input, &a.output, &opts)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+        return Ok(EXIT_OK);
+    }
+    let m = &report.mapping;
+    writeln!(
+        out,
+        "{} ({}, table {}{}) → {}: {}, {} tensors, {} bytes",
+        report.input.display(),
+        report.input_format,
+        m.table,
+        m.selected
+            .as_ref()
+            .map(|s| format!(", from `{s}`"))
+            .unwrap_or_default(),
+        a.output.display(),
+        report.architecture.name(),
+        report.tensors,
+        report.bytes
+    )?;
+    for n in &report.notes {
+        writeln!(out, "note: {n}")?;
+    }
+    for (n, why) in &report.dropped {
+        writeln!(out, "dropped {n}: {why}")?;
+    }
+    if !m.ignored.is_empty() {
+        writeln!(
+            out,
+            "ignored {} tensors the table drops (e.g. {})",
+            m.ignored.len(),
+            m.ignored[0]
+        )?;
+    }
+    if !m.not_selected.is_empty() {
+        writeln!(
+            out,
+            "left {} tensors outside the converted state dict (e.g. {})",
+            m.not_selected.len(),
+            m.not_selected[0]
+        )?;
+    }
+    Ok(EXIT_OK)
+}

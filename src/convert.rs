@@ -1,0 +1,406 @@
+//! Conversion: source checkpoint → mapping table → canonical tensors + config → files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::mapping::{self, MappingReport, MappingTable, PlannedSource};
+use crate::mmap::FileBytes;
+use crate::model::{self, preprocessor, Architecture, ConfigOverrides, ViTConfig};
+use crate::source::{self, TensorSource};
+use crate::tensor::{DType, TensorInfo};
+use crate::write::{self, WriteItem};
+
+/// The output layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OutputFormat {
+    /// Canonical HF transformers safetensors + `config.json` + `preprocessor_config.json`.
+    #[default]
+    Safetensors,
+    /// timm-layout safetensors (`cls_token`, `blocks.{i}.attn.qkv.weight`, …).
+    Timm,
+    /// google-research/vision_transformer npz layout.
+    Npz,
+}
+
+impl OutputFormat {
+    /// Parses `safetensors`, `timm` or `npz`.
+    pub fn parse(s: &str) -> Option<OutputFormat> {
+        match s {
+            "safetensors" => Some(OutputFormat::Safetensors),
+            "timm" => Some(OutputFormat::Timm),
+            "npz" => Some(OutputFormat::Npz),
+            _ => None,
+        }
+    }
+}
+
+/// Options for [`convert`].
+#[derive(Clone, Debug, Default)]
+pub struct ConvertOptions {
+    /// Source family (`timm`, `dino`, `deit`, `jax`, `hf`); `None` detects it from tensor names.
+    pub from: Option<String>,
+    /// A custom table (overrides `from`).
+    pub table: Option<MappingTable>,
+    /// Output layout.
+    pub to: OutputFormat,
+    /// Convert floating-point tensors to this dtype (`None` keeps them).
+    pub dtype: Option<DType>,
+    /// DINO training checkpoints: `teacher` (default) or `student`.
+    pub branch: Option<String>,
+    /// Config overrides (`--num-heads`, `--hidden-act`, `--config`).
+    pub overrides: ConfigOverrides,
+}
+
+/// What a conversion did.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConversionReport {
+    /// Input file.
+    pub input: PathBuf,
+    /// sha256 of the input file.
+    pub input_sha256: String,
+    /// Container format of the input.
+    pub input_format: &'static str,
+    /// The mapping applied.
+    pub mapping: MappingReport,
+    /// The model class written.
+    pub architecture: Architecture,
+    /// The inferred config.
+    pub config: serde_json::Value,
+    /// Decisions not read straight from tensor shapes.
+    pub notes: Vec<String>,
+    /// Canonical tensors dropped, with the reason.
+    pub dropped: Vec<(String, String)>,
+    /// Files written.
+    pub outputs: Vec<PathBuf>,
+    /// Number of tensors written.
+    pub tensors: usize,
+    /// Bytes of the weights file.
+    pub bytes: u64,
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = FileBytes::open(path)?;
+    let mut h = Sha256::new();
+    for chunk in bytes.chunks(1 << 22) {
+        h.update(chunk);
+    }
+    Ok(mapping::schema::hex(&h.finalize()))
+}
+
+/// Chooses the table for a source: a custom table, a named family, or detection.
+///
+/// # Errors
+/// [`ErrorKind::Detection`] when detection finds no family or more than one.
+pub fn choose_table(
+    src: &dyn TensorSource,
+    from: Option<&str>,
+    custom: Option<&MappingTable>,
+) -> Result<MappingTable> {
+    if let Some(t) = custom {
+        return Ok(t.clone());
+    }
+    if let Some(f) = from.filter(|f| *f != "auto") {
+        return MappingTable::builtin(f);
+    }
+    let names: Vec<&str> = src.tensors().iter().map(|t| t.name.as_str()).collect();
+    let mut hits = Vec::new();
+    for t in MappingTable::builtins()? {
+        if let Ok(view) = mapping::select_view(&t, &names, None) {
+            if mapping::apply::detect(&t, &view) {
+                hits.push(t);
+            }
+        }
+    }
+    match hits.len() {
+        1 => Ok(hits.remove(0)),
+        0 => {
+            let seen: Vec<&str> = names.iter().take(6).copied().collect();
+            Err(ErrorKind::Detection {
+                reason: format!(
+                    "no known family matches (candidates: {}; seen: {}{}); pass --from or --table",
+                    mapping::builtin_ids().join(", "),
+                    seen.join(", "),
+                    if names.len() > 6 { ", …" } else { "" }
+                ),
+            }
+            .into())
+        }
+        _ => Err(ErrorKind::Detection {
+            reason: format!(
+                "ambiguous: matches {}; pass --from",
+                hits.iter()
+                    .map(|t| t.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+        .into()),
+    }
+}
+
+/// The canonical view of a checkpoint: planned tensors, architecture and config.
+pub(crate) struct Canonical<'s> {
+    pub(crate) planned: PlannedSource<'s>,
+    pub(crate) table: MappingTable,
+    pub(crate) config: ViTConfig,
+    pub(crate) notes: Vec<String>,
+    pub(crate) dropped: Vec<(String, String)>,
+}
+
+/// Plans a source into canonical tensors and infers the config.
+pub(crate) fn canonicalize<'s>(
+    src: &'s dyn TensorSource,
+    input: &Path,
+    opts: &ConvertOptions,
+) -> Result<Canonical<'s>> {
+    let table = choose_table(src, opts.from.as_deref(), opts.table.as_ref())?;
+    let mut plan = mapping::plan_forward(&table, src.tensors(), opts.branch.as_deref())?;
+    let names: BTreeSet<String> = plan.targets.iter().map(|t| t.info.name.clone()).collect();
+    let (arch, dropped) = model::architecture_of(&names);
+    let drop_names: BTreeSet<&str> = dropped.iter().map(|(n, _)| n.as_str()).collect();
+    plan.targets
+        .retain(|t| !drop_names.contains(t.info.name.as_str()));
+    let heads = table
+        .facts
+        .num_heads
+        .as_ref()
+        .and_then(|sym| plan.bindings.get(sym).copied());
+    let mut overrides = opts.overrides.clone();
+    if table.id == "hf" {
+        merge_sidecar_config(input, &mut overrides)?;
+    }
+    let infos: Vec<TensorInfo> = plan.targets.iter().map(|t| t.info.clone()).collect();
+    let (config, inf) = model::infer_config(
+        arch,
+        &infos,
+        table.facts.layer_norm_eps,
+        &table.facts.hidden_act,
+        heads,
+        &overrides,
+    )?;
+    let expected = model::expected_names(&config);
+    let got: BTreeSet<String> = infos.iter().map(|t| t.name.clone()).collect();
+    if let Some(missing) = expected.difference(&got).next() {
+        return Err(Error::from(ErrorKind::Mapping {
+            file: table.file.clone(),
+            line: 0,
+            reason: format!(
+                "the checkpoint lacks {missing}, which {} requires",
+                arch.name()
+            ),
+        }));
+    }
+    if let Some(extra) = got.difference(&expected).next() {
+        return Err(Error::from(ErrorKind::Mapping {
+            file: table.file.clone(),
+            line: 0,
+            reason: format!("{extra} has no place in {}", arch.name()),
+        }));
+    }
+    Ok(Canonical {
+        planned: PlannedSource::new(src, plan),
+        table,
+        config,
+        notes: inf.notes,
+        dropped,
+    })
+}
+
+/// For `--from hf`: a `config.json` next to the input supplies what tensors cannot (heads, eps,
+/// labels, activation); explicit options still win.
+fn merge_sidecar_config(input: &Path, o: &mut ConfigOverrides) -> Result<()> {
+    let Some(dir) = input.parent() else {
+        return Ok(());
+    };
+    let path = dir.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::from(ErrorKind::Config {
+            reason: format!("{e}"),
+        })
+        .with_path(&path)
+    })?;
+    let Some(side) = v.as_object() else {
+        return Ok(());
+    };
+    let keep = [
+        "num_attention_heads",
+        "layer_norm_eps",
+        "hidden_act",
+        "id2label",
+        "image_size",
+    ];
+    let mut merged: serde_json::Map<String, serde_json::Value> = side
+        .iter()
+        .filter(|(k, _)| keep.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(user) = &o.config {
+        for (k, v) in user {
+            merged.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(h) = o.num_heads {
+        merged.insert("num_attention_heads".into(), serde_json::json!(h));
+    }
+    if let Some(a) = &o.hidden_act {
+        merged.insert("hidden_act".into(), serde_json::json!(a));
+    }
+    o.config = Some(merged);
+    o.num_heads = None;
+    Ok(())
+}
+
+/// Converts `input` into `outdir`.
+///
+/// ```no_run
+/// use vit_convert::{convert, ConvertOptions};
+/// let opts = ConvertOptions { from: Some("timm".into()), ..Default::default() };
+/// let report = convert(std::path::Path::new("vit.pth"), std::path::Path::new("out"), &opts)?;
+/// println!("{} tensors → {:?}", report.tensors, report.outputs);
+/// # Ok::<(), vit_convert::Error>(())
+/// ```
+///
+/// # Errors
+/// Any reader, mapping, config or I/O error. On error no partial file is left in `outdir` and
+/// existing files there are untouched; the input is never written.
+pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<ConversionReport> {
+    let src = source::open(input)?;
+    let canon = canonicalize(src.as_ref(), input, opts).map_err(|e| e.with_path(input))?;
+    let arch = canon.config.architecture;
+
+    std::fs::create_dir_all(outdir)
+        .map_err(|e| Error::from(ErrorKind::io("create directory", e)).with_path(outdir))?;
+    let (weights_name, disk): (&str, Vec<WriteItem>) = match opts.to {
+        OutputFormat::Safetensors => (
+            "model.safetensors",
+            canon
+                .planned
+                .tensors()
+                .iter()
+                .map(|t| WriteItem {
+                    name: model::disk_name(arch, &t.name),
+                    source: t.name.clone(),
+                })
+                .collect(),
+        ),
+        OutputFormat::Timm | OutputFormat::Npz => (
+            if opts.to == OutputFormat::Npz {
+                "model.npz"
+            } else {
+                "model.safetensors"
+            },
+            Vec::new(),
+        ),
+    };
+    let weights = outdir.join(weights_name);
+    refuse_overwriting_input(input, &weights)?;
+    for f in ["config.json", "preprocessor_config.json"] {
+        refuse_overwriting_input(input, &outdir.join(f))?;
+    }
+
+    let input_sha256 = sha256_file(input)?;
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    meta.insert(
+        "vit_convert_version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    meta.insert("source_sha256".to_string(), input_sha256.clone());
+    meta.insert("mapping_table".to_string(), canon.table.id.clone());
+    meta.insert("mapping_table_sha256".to_string(), canon.table.hash.clone());
+
+    let mut config = canon.config.clone();
+    if let Some(d) = opts.dtype {
+        config.dtype = match d {
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
+            DType::F64 => "float64",
+            _ => "float32",
+        }
+        .to_string();
+    }
+
+    let (count, bytes) = match opts.to {
+        OutputFormat::Safetensors => {
+            let b = write::write_safetensors(&weights, &canon.planned, &disk, opts.dtype, &meta)
+                .map_err(|e| e.with_path(input))?;
+            (disk.len(), b)
+        }
+        OutputFormat::Timm | OutputFormat::Npz => {
+            let id = match (opts.to, arch.prefix_tokens()) {
+                (OutputFormat::Npz, _) => "jax",
+                (_, 2) => "deit",
+                _ => "timm",
+            };
+            let table = MappingTable::builtin(id)?;
+            let plan =
+                mapping::plan_reverse(&table, canon.planned.tensors(), &config.symbol_bindings())?;
+            let rev = PlannedSource::new(&canon.planned, plan);
+            let items: Vec<WriteItem> = rev
+                .tensors()
+                .iter()
+                .map(|t| WriteItem {
+                    name: t.name.clone(),
+                    source: t.name.clone(),
+                })
+                .collect();
+            let b = if opts.to == OutputFormat::Npz {
+                write::npz::write_npz(&weights, &rev, &items, opts.dtype)
+            } else {
+                write::write_safetensors(&weights, &rev, &items, opts.dtype, &meta)
+            }
+            .map_err(|e| e.with_path(input))?;
+            (items.len(), b)
+        }
+    };
+    let config_json = config.to_json();
+    let mut outputs = vec![weights];
+    let cfg_path = outdir.join("config.json");
+    write::write_json(&cfg_path, &config_json)?;
+    outputs.push(cfg_path);
+    let pre =
+        preprocessor::preprocessor_config(&canon.table.facts.preprocessor, config.image_size)?;
+    let pre_path = outdir.join("preprocessor_config.json");
+    write::write_json(&pre_path, &pre)?;
+    outputs.push(pre_path);
+
+    Ok(ConversionReport {
+        input: input.to_path_buf(),
+        input_sha256,
+        input_format: src.format().name(),
+        mapping: canon.planned.plan().report.clone(),
+        architecture: arch,
+        config: config_json,
+        notes: canon.notes,
+        dropped: canon.dropped,
+        outputs,
+        tensors: count,
+        bytes,
+    })
+}
+
+fn refuse_overwriting_input(input: &Path, output: &Path) -> Result<()> {
+    let same = match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        return Err(Error::from(ErrorKind::InvalidOption {
+            reason: format!(
+                "output {} would overwrite the input; choose another -o",
+                output.display()
+            ),
+        })
+        .with_path(input));
+    }
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! The declarative mapping engine: tables (`mappings/*.toml`) that rename, split, join and
+//! transpose tensors between a source layout and the canonical HF layout. It knows nothing about
+//! file formats: it plans from a tensor listing and reads data through a [`TensorSource`].
+
+use std::collections::BTreeMap;
+
+use crate::error::{ErrorKind, Result};
+use crate::source::{Format, TensorSource};
+use crate::tensor::{Tensor, TensorInfo};
+
+pub(crate) mod apply;
+pub(crate) mod dims;
+pub(crate) mod ops;
+pub(crate) mod pattern;
+pub(crate) mod schema;
+
+pub use apply::MappingReport;
+pub(crate) use apply::{plan_forward, plan_reverse, select_view, Plan};
+pub use schema::MappingTable;
+
+/// The tables shipped with the crate: (id, file, text).
+const BUILTIN: &[(&str, &str, &str)] = &[
+    (
+        "timm",
+        "mappings/timm.toml",
+        include_str!("../../mappings/timm.toml"),
+    ),
+    (
+        "dino",
+        "mappings/dino.toml",
+        include_str!("../../mappings/dino.toml"),
+    ),
+    (
+        "deit",
+        "mappings/deit.toml",
+        include_str!("../../mappings/deit.toml"),
+    ),
+    (
+        "jax",
+        "mappings/jax.toml",
+        include_str!("../../mappings/jax.toml"),
+    ),
+    (
+        "hf",
+        "mappings/hf.toml",
+        include_str!("../../mappings/hf.toml"),
+    ),
+];
+
+impl MappingTable {
+    /// A built-in table by id (`timm`, `dino`, `deit`, `jax`, `hf`).
+    ///
+    /// ```
+    /// let t = vit_convert::MappingTable::builtin("timm")?;
+    /// assert_eq!(t.id(), "timm");
+    /// # Ok::<(), vit_convert::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidOption`] for an unknown id.
+    pub fn builtin(id: &str) -> Result<MappingTable> {
+        let (_, file, text) =
+            BUILTIN
+                .iter()
+                .find(|(i, _, _)| *i == id)
+                .ok_or_else(|| ErrorKind::InvalidOption {
+                    reason: format!(
+                        "no built-in mapping table `{id}` (built-in: {})",
+                        builtin_ids().join(", ")
+                    ),
+                })?;
+        MappingTable::from_toml(text, file)
+    }
+
+    /// Every built-in table, in a fixed order.
+    ///
+    /// # Errors
+    /// Only if a shipped table failed to parse (a build defect, covered by tests).
+    pub fn builtins() -> Result<Vec<MappingTable>> {
+        BUILTIN
+            .iter()
+            .map(|(_, file, text)| MappingTable::from_toml(text, file))
+            .collect()
+    }
+}
+
+/// Ids of the built-in tables.
+pub fn builtin_ids() -> Vec<&'static str> {
+    BUILTIN.iter().map(|(id, _, _)| *id).collect()
+}
+
+/// A source seen through a plan: lists the planned tensors and computes each on `read`.
+pub(crate) struct PlannedSource<'s> {
+    inner: &'s dyn TensorSource,
+    plan: Plan,
+    infos: Vec<TensorInfo>,
+    index: BTreeMap<String, usize>,
+    metadata: BTreeMap<String, String>,
+}
+
+impl<'s> PlannedSource<'s> {
+    pub(crate) fn new(inner: &'s dyn TensorSource, plan: Plan) -> Self {
+        let infos: Vec<TensorInfo> = plan.targets.iter().map(|t| t.info.clone()).collect();
+        let index = infos
+            .iter()
+            .enumerate()
+            .map(|(k, t)| (t.name.clone(), k))
+            .collect();
+        PlannedSource {
+            inner,
+            plan,
+            infos,
+            index,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn plan(&self) -> &Plan {
+        &self.plan
+    }
+}
+
+impl TensorSource for PlannedSource<'_> {
+    fn format(&self) -> Format {
+        self.inner.format()
+    }
+
+    fn tensors(&self) -> &[TensorInfo] {
+        &self.infos
+    }
+
+    fn read(&self, name: &str) -> Result<Tensor<'_>> {
+        let k = *self
+            .index
+            .get(name)
+            .ok_or_else(|| ErrorKind::TensorNotFound {
+                name: name.to_string(),
+            })?;
+        let t = &self.plan.targets[k];
+        let mut inputs = Vec::with_capacity(t.sources.len());
+        for s in &t.sources {
+            inputs.push(self.inner.read(s)?);
+        }
+        let last = t.ops.len().saturating_sub(1);
+        let mut cur = inputs;
+        for (j, op) in t.ops.iter().enumerate() {
+            let want = if j == last { t.output } else { 0 };
+            let out = op.apply(cur, want).map_err(|reason| {
+                crate::Error::from(ErrorKind::InvalidLayout { reason }).with_tensor(name)
+            })?;
+            cur = vec![out];
+        }
+        let out = cur.pop().ok_or_else(|| ErrorKind::TensorNotFound {
+            name: name.to_string(),
+        })?;
+        if out.shape != t.info.shape || out.dtype != t.info.dtype {
+            return Err(crate::Error::from(ErrorKind::InvalidLayout {
+                reason: format!(
+                    "planned {} {:?}, computed {} {:?}",
+                    t.info.dtype, t.info.shape, out.dtype, out.shape
+                ),
+            })
+            .with_tensor(name));
+        }
+        Ok(out)
+    }
+
+    fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+}
+
+#[cfg(test)]
+mod tests;

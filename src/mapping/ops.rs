@@ -1,0 +1,442 @@
+//! The closed op set a mapping rule may use. Every op checks shapes; all are pure and exact
+//! (they move bytes, never change values), so every op has an exact inverse.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use super::dims::{Bindings, Dim};
+use crate::tensor::{checked_numel, gather_strided, Tensor};
+
+/// An op as written in a table, with symbolic dimensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum OpSpec {
+    /// `transpose(p0, p1, …)`: output axis k is input axis p_k.
+    Transpose(Vec<usize>),
+    /// `reshape(d0, d1, …)`: same elements, new shape.
+    Reshape(Vec<Dim>),
+    /// `split(axis, parts)`: equal parts along an axis (one input → `parts` outputs).
+    Split { axis: usize, parts: usize },
+    /// `concat(axis)`: all inputs joined along an axis (many inputs → one output).
+    Concat { axis: usize },
+    /// `squeeze(axis)`: drop a size-1 axis.
+    Squeeze(usize),
+    /// `unsqueeze(axis)`: insert a size-1 axis.
+    Unsqueeze(usize),
+}
+
+/// An op with concrete dimensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    Transpose(Vec<usize>),
+    Reshape(Vec<usize>),
+    Split { axis: usize, parts: usize },
+    Concat { axis: usize },
+    Squeeze(usize),
+    Unsqueeze(usize),
+}
+
+impl OpSpec {
+    /// Parses `name(arg, …)`.
+    pub(crate) fn parse(text: &str) -> Result<OpSpec, String> {
+        let text = text.trim();
+        let (name, rest) = text
+            .split_once('(')
+            .ok_or_else(|| format!("op `{text}`: expected name(args)"))?;
+        let args = rest
+            .strip_suffix(')')
+            .ok_or_else(|| format!("op `{text}`: missing `)`"))?;
+        let args: Vec<&str> = if args.trim().is_empty() {
+            Vec::new()
+        } else {
+            args.split(',').map(str::trim).collect()
+        };
+        let int = |s: &str| {
+            s.parse::<usize>()
+                .map_err(|_| format!("op `{text}`: `{s}` is not a non-negative integer"))
+        };
+        let want = |n: usize| {
+            if args.len() == n {
+                Ok(())
+            } else {
+                Err(format!(
+                    "op `{text}`: expected {n} argument(s), got {}",
+                    args.len()
+                ))
+            }
+        };
+        match name.trim() {
+            "transpose" => {
+                let perm = args.iter().map(|a| int(a)).collect::<Result<Vec<_>, _>>()?;
+                let mut seen = perm.clone();
+                seen.sort_unstable();
+                if perm.is_empty() || seen != (0..perm.len()).collect::<Vec<_>>() {
+                    return Err(format!("op `{text}`: not a permutation"));
+                }
+                Ok(OpSpec::Transpose(perm))
+            }
+            "reshape" => {
+                if args.is_empty() {
+                    return Err(format!("op `{text}`: reshape needs dimensions"));
+                }
+                let dims = args
+                    .iter()
+                    .map(|a| Dim::parse(a))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(OpSpec::Reshape(dims))
+            }
+            "split" => {
+                want(2)?;
+                let parts = int(args[1])?;
+                if parts < 2 {
+                    return Err(format!("op `{text}`: split needs at least 2 parts"));
+                }
+                Ok(OpSpec::Split {
+                    axis: int(args[0])?,
+                    parts,
+                })
+            }
+            "concat" => {
+                want(1)?;
+                Ok(OpSpec::Concat {
+                    axis: int(args[0])?,
+                })
+            }
+            "squeeze" => {
+                want(1)?;
+                Ok(OpSpec::Squeeze(int(args[0])?))
+            }
+            "unsqueeze" => {
+                want(1)?;
+                Ok(OpSpec::Unsqueeze(int(args[0])?))
+            }
+            other => Err(format!(
+                "unknown op `{other}` (ops: transpose, reshape, split, concat, squeeze, unsqueeze)"
+            )),
+        }
+    }
+
+    /// Resolves symbolic dimensions.
+    pub(crate) fn resolve(&self, b: &Bindings) -> Result<Op, String> {
+        Ok(match self {
+            OpSpec::Transpose(p) => Op::Transpose(p.clone()),
+            OpSpec::Reshape(dims) => Op::Reshape(
+                dims.iter()
+                    .map(|d| {
+                        d.eval(b)
+                            .ok_or_else(|| format!("reshape dimension `{d}` is not bound"))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            OpSpec::Split { axis, parts } => Op::Split {
+                axis: *axis,
+                parts: *parts,
+            },
+            OpSpec::Concat { axis } => Op::Concat { axis: *axis },
+            OpSpec::Squeeze(a) => Op::Squeeze(*a),
+            OpSpec::Unsqueeze(a) => Op::Unsqueeze(*a),
+        })
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |v: &[usize]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            Op::Transpose(p) => write!(f, "transpose({})", list(p)),
+            Op::Reshape(d) => write!(f, "reshape({})", list(d)),
+            Op::Split { axis, parts } => write!(f, "split({axis}, {parts})"),
+            Op::Concat { axis } => write!(f, "concat({axis})"),
+            Op::Squeeze(a) => write!(f, "squeeze({a})"),
+            Op::Unsqueeze(a) => write!(f, "unsqueeze({a})"),
+        }
+    }
+}
+
+impl Op {
+    /// Output shapes for the given input shapes, or why the op does not apply.
+    pub(crate) fn out_shapes(&self, inputs: &[Vec<usize>]) -> Result<Vec<Vec<usize>>, String> {
+        let single = || match inputs {
+            [one] => Ok(one),
+            _ => Err(format!("{self} takes one input, got {}", inputs.len())),
+        };
+        match self {
+            Op::Transpose(p) => {
+                let s = single()?;
+                if p.len() != s.len() {
+                    return Err(format!("{self} on a rank-{} tensor", s.len()));
+                }
+                Ok(vec![p.iter().map(|&k| s[k]).collect()])
+            }
+            Op::Reshape(to) => {
+                let s = single()?;
+                if checked_numel(s) != checked_numel(to) {
+                    return Err(format!("{self} of shape {s:?} changes the element count"));
+                }
+                Ok(vec![to.clone()])
+            }
+            Op::Split { axis, parts } => {
+                let s = single()?;
+                let len = *s
+                    .get(*axis)
+                    .ok_or_else(|| format!("{self} on a rank-{} tensor", s.len()))?;
+                if len % parts != 0 {
+                    return Err(format!(
+                        "{self}: axis length {len} is not divisible by {parts}"
+                    ));
+                }
+                let mut part = s.clone();
+                part[*axis] = len / parts;
+                Ok(vec![part; *parts])
+            }
+            Op::Concat { axis } => {
+                let first = inputs
+                    .first()
+                    .ok_or_else(|| format!("{self} with no inputs"))?;
+                if *axis >= first.len() {
+                    return Err(format!("{self} on a rank-{} tensor", first.len()));
+                }
+                let mut out = first.clone();
+                out[*axis] = 0;
+                for s in inputs {
+                    let same_other = s.len() == first.len()
+                        && s.iter()
+                            .zip(first)
+                            .enumerate()
+                            .all(|(k, (a, b))| k == *axis || a == b);
+                    if !same_other {
+                        return Err(format!("{self}: shapes {first:?} and {s:?} do not line up"));
+                    }
+                    out[*axis] = out[*axis]
+                        .checked_add(s[*axis])
+                        .ok_or_else(|| format!("{self}: size overflow"))?;
+                }
+                Ok(vec![out])
+            }
+            Op::Squeeze(a) => {
+                let s = single()?;
+                if s.get(*a) != Some(&1) {
+                    return Err(format!("{self} of shape {s:?}: axis is not of size 1"));
+                }
+                let mut out = s.clone();
+                out.remove(*a);
+                Ok(vec![out])
+            }
+            Op::Unsqueeze(a) => {
+                let s = single()?;
+                if *a > s.len() {
+                    return Err(format!("{self} on a rank-{} tensor", s.len()));
+                }
+                let mut out = s.clone();
+                out.insert(*a, 1);
+                Ok(vec![out])
+            }
+        }
+    }
+
+    /// The inverse op, given the input shapes this op was applied to.
+    pub(crate) fn inverse(&self, inputs: &[Vec<usize>]) -> Op {
+        match self {
+            Op::Transpose(p) => {
+                let mut inv = vec![0; p.len()];
+                for (k, &pk) in p.iter().enumerate() {
+                    if let Some(slot) = inv.get_mut(pk) {
+                        *slot = k;
+                    }
+                }
+                Op::Transpose(inv)
+            }
+            Op::Reshape(_) => Op::Reshape(inputs.first().cloned().unwrap_or_default()),
+            Op::Split { axis, .. } => Op::Concat { axis: *axis },
+            Op::Concat { axis } => Op::Split {
+                axis: *axis,
+                parts: inputs.len(),
+            },
+            Op::Squeeze(a) => Op::Unsqueeze(*a),
+            Op::Unsqueeze(a) => Op::Squeeze(*a),
+        }
+    }
+
+    /// Applies the op. For `split`, only output `want` is produced (the others are not needed).
+    pub(crate) fn apply<'a>(
+        &self,
+        inputs: Vec<Tensor<'a>>,
+        want: usize,
+    ) -> Result<Tensor<'a>, String> {
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape.clone()).collect();
+        let mut outs = self.out_shapes(&shapes)?;
+        let out_shape = if want < outs.len() {
+            outs.swap_remove(want)
+        } else {
+            return Err(format!("{self}: no output {want}"));
+        };
+        let dtype = match inputs.first() {
+            Some(t) => t.dtype,
+            None => return Err(format!("{self} with no inputs")),
+        };
+        if inputs.iter().any(|t| t.dtype != dtype) {
+            return Err(format!("{self}: inputs have different dtypes"));
+        }
+        let elem = dtype.size();
+        let mut inputs = inputs;
+        let data: Cow<'a, [u8]> = match self {
+            Op::Reshape(_) | Op::Squeeze(_) | Op::Unsqueeze(_) => inputs.swap_remove(0).data,
+            Op::Transpose(p) => {
+                let t = &inputs[0];
+                let strides = c_strides(&t.shape);
+                let view_strides: Vec<usize> = p.iter().map(|&k| strides[k]).collect();
+                Cow::Owned(
+                    gather_strided(&t.data, elem, &out_shape, &view_strides, 0)
+                        .ok_or_else(|| format!("{self}: data shorter than shape"))?,
+                )
+            }
+            Op::Split { axis, parts } => {
+                let t = inputs.swap_remove(0);
+                let (outer, len, inner) = axis_split(&t.shape, *axis, elem);
+                let part = len / parts;
+                let block = part * inner;
+                let start = want * block;
+                if outer == 1 {
+                    match t.data {
+                        Cow::Borrowed(b) => Cow::Borrowed(
+                            b.get(start..start + block)
+                                .ok_or_else(|| format!("{self}: data shorter than shape"))?,
+                        ),
+                        Cow::Owned(v) => Cow::Owned(
+                            v.get(start..start + block)
+                                .ok_or_else(|| format!("{self}: data shorter than shape"))?
+                                .to_vec(),
+                        ),
+                    }
+                } else {
+                    let mut out = Vec::with_capacity(outer * block);
+                    for o in 0..outer {
+                        let base = o * len * inner + start;
+                        out.extend_from_slice(
+                            t.data
+                                .get(base..base + block)
+                                .ok_or_else(|| format!("{self}: data shorter than shape"))?,
+                        );
+                    }
+                    Cow::Owned(out)
+                }
+            }
+            Op::Concat { axis } => {
+                let (outer, _, _) = axis_split(&inputs[0].shape, *axis, elem);
+                let total: usize = inputs.iter().map(|t| t.data.len()).sum();
+                let mut out = Vec::with_capacity(total);
+                for o in 0..outer {
+                    for t in &inputs {
+                        let (_, len, inner) = axis_split(&t.shape, *axis, elem);
+                        let block = len * inner;
+                        out.extend_from_slice(
+                            t.data
+                                .get(o * block..(o + 1) * block)
+                                .ok_or_else(|| format!("{self}: data shorter than shape"))?,
+                        );
+                    }
+                }
+                Cow::Owned(out)
+            }
+        };
+        Tensor::new(dtype, out_shape, data).map_err(|e| format!("{self}: {e}"))
+    }
+}
+
+fn c_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1usize; shape.len()];
+    for k in (0..shape.len().saturating_sub(1)).rev() {
+        strides[k] = strides[k + 1].saturating_mul(shape[k + 1]);
+    }
+    strides
+}
+
+/// (product of dims before `axis`, dim at `axis`, bytes per step along `axis`).
+fn axis_split(shape: &[usize], axis: usize, elem: usize) -> (usize, usize, usize) {
+    let outer = shape.iter().take(axis).product();
+    let len = shape.get(axis).copied().unwrap_or(1);
+    let inner = shape.iter().skip(axis + 1).product::<usize>() * elem;
+    (outer, len, inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::DType;
+
+    fn u8t(shape: &[usize], data: Vec<u8>) -> Tensor<'static> {
+        Tensor::new(DType::U8, shape.to_vec(), Cow::Owned(data)).unwrap()
+    }
+
+    #[test]
+    fn parse_accepts_the_closed_set_only() {
+        assert_eq!(
+            OpSpec::parse("transpose(1, 0)").unwrap(),
+            OpSpec::Transpose(vec![1, 0])
+        );
+        assert_eq!(
+            OpSpec::parse("split(0,3)").unwrap(),
+            OpSpec::Split { axis: 0, parts: 3 }
+        );
+        assert!(OpSpec::parse("transpose(0, 0)").is_err());
+        assert!(OpSpec::parse("scale(2)").is_err());
+        assert!(OpSpec::parse("split(0, 1)").is_err());
+    }
+
+    #[test]
+    fn split_of_rows_borrows_and_split_of_columns_copies() {
+        let data: Vec<u8> = (0..12).collect();
+        let t = Tensor::new(DType::U8, vec![6, 2], Cow::Borrowed(&data[..])).unwrap();
+        let mid = Op::Split { axis: 0, parts: 3 }.apply(vec![t], 1).unwrap();
+        assert!(matches!(mid.data, Cow::Borrowed(_)));
+        assert_eq!(&mid.data[..], &[4, 5, 6, 7]);
+        let cols = Op::Split { axis: 1, parts: 2 }
+            .apply(vec![u8t(&[3, 2], (0..6).collect())], 1)
+            .unwrap();
+        assert_eq!(&cols.data[..], &[1, 3, 5]);
+    }
+
+    #[test]
+    fn concat_inverts_split() {
+        let t = u8t(&[2, 6], (0..12).collect());
+        let parts: Vec<_> = (0..3)
+            .map(|k| {
+                Op::Split { axis: 1, parts: 3 }
+                    .apply(vec![t.clone()], k)
+                    .unwrap()
+            })
+            .collect();
+        let back = Op::Concat { axis: 1 }.apply(parts, 0).unwrap();
+        assert_eq!(back, t);
+    }
+
+    #[test]
+    fn transpose_and_its_inverse_round_trip() {
+        let t = u8t(&[2, 3, 4], (0..24).collect());
+        let op = Op::Transpose(vec![2, 0, 1]);
+        let moved = op.apply(vec![t.clone()], 0).unwrap();
+        assert_eq!(moved.shape, vec![4, 2, 3]);
+        assert_eq!(moved.data[1], 4); // out[0,0,1] = in[0,1,0] = 1*4
+        let inv = op.inverse(&[t.shape.clone()]);
+        assert_eq!(inv.apply(vec![moved], 0).unwrap(), t);
+    }
+
+    #[test]
+    fn reshape_refuses_a_different_element_count() {
+        let t = u8t(&[2, 3], vec![0; 6]);
+        assert!(Op::Reshape(vec![7]).apply(vec![t], 0).is_err());
+    }
+
+    #[test]
+    fn squeeze_checks_the_axis_is_one() {
+        assert!(Op::Squeeze(0).out_shapes(&[vec![2, 1]]).is_err());
+        assert_eq!(
+            Op::Squeeze(1).out_shapes(&[vec![2, 1]]).unwrap(),
+            vec![vec![2]]
+        );
+    }
+}

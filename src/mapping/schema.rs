@@ -1,0 +1,446 @@
+//! The mapping-table file format (`mappings/*.toml`), parsed and validated into a [`MappingTable`].
+//! The format is documented in `mappings/README.md`.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+use super::dims::Dim;
+use super::ops::OpSpec;
+use super::pattern::Pattern;
+use crate::error::{ErrorKind, Result};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    table: TableSpec,
+    model: ModelSpec,
+    #[serde(default)]
+    source: SourceSpec,
+    #[serde(default)]
+    reject: Vec<Spanned<RejectSpec>>,
+    #[serde(default)]
+    rule: Vec<Spanned<RuleSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableSpec {
+    id: String,
+    description: String,
+    families: Vec<String>,
+    #[serde(default)]
+    detect: DetectSpec,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DetectSpec {
+    #[serde(default)]
+    all: Vec<String>,
+    #[serde(default)]
+    any: Vec<String>,
+    #[serde(default)]
+    none: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSpec {
+    layer_norm_eps: f64,
+    hidden_act: String,
+    preprocessor: String,
+    #[serde(default)]
+    num_heads: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SourceSpec {
+    #[serde(default)]
+    wrappers: Vec<String>,
+    #[serde(default)]
+    branches: Vec<String>,
+    #[serde(default)]
+    strip_prefixes: Vec<String>,
+    #[serde(default)]
+    ignore_prefixes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectSpec {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    prefix: Option<String>,
+    feature: String,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum DimSpec {
+    Int(u64),
+    Expr(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    from: OneOrMany,
+    shape: Vec<DimSpec>,
+    #[serde(default)]
+    ops: Vec<String>,
+    to: OneOrMany,
+    #[serde(default)]
+    optional: bool,
+}
+
+/// Which names must (all), may (any: at least one) and must not (none) appear for a table to
+/// claim a checkpoint in `--from auto`.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Detect {
+    pub(crate) all: Vec<String>,
+    pub(crate) any: Vec<String>,
+    pub(crate) none: Vec<String>,
+}
+
+/// Model facts a table carries.
+#[derive(Clone, Debug)]
+pub(crate) struct ModelFacts {
+    pub(crate) layer_norm_eps: f64,
+    pub(crate) hidden_act: String,
+    pub(crate) preprocessor: String,
+    /// A shape symbol that gives the head count (JAX kernels), if any.
+    pub(crate) num_heads: Option<String>,
+}
+
+/// A name that marks an architecture HF ViT cannot represent.
+#[derive(Clone, Debug)]
+pub(crate) struct Reject {
+    pub(crate) matcher: RejectMatch,
+    pub(crate) feature: String,
+    pub(crate) line: usize,
+}
+
+/// How a [`Reject`] recognises names.
+#[derive(Clone, Debug)]
+pub(crate) enum RejectMatch {
+    /// A name template.
+    Name(Pattern),
+    /// Any name starting with this text.
+    Prefix(String),
+}
+
+impl Reject {
+    /// True when `name` reveals the rejected feature.
+    pub(crate) fn matches(&self, name: &str) -> bool {
+        match &self.matcher {
+            RejectMatch::Name(p) => p.matches(name).is_some(),
+            RejectMatch::Prefix(p) => name.starts_with(p.as_str()),
+        }
+    }
+}
+
+/// One rule: source name(s), their symbolic shape, ops, target name(s).
+#[derive(Clone, Debug)]
+pub(crate) struct Rule {
+    pub(crate) line: usize,
+    pub(crate) from: Vec<Pattern>,
+    pub(crate) shape: Vec<Dim>,
+    pub(crate) ops: Vec<OpSpec>,
+    pub(crate) to: Vec<Pattern>,
+    pub(crate) optional: bool,
+}
+
+impl Rule {
+    /// True when the rule is instantiated once per layer (`{i}`).
+    pub(crate) fn is_indexed(&self) -> bool {
+        self.from.first().is_some_and(Pattern::is_indexed)
+    }
+}
+
+/// A parsed, validated mapping table.
+#[derive(Clone, Debug)]
+pub struct MappingTable {
+    pub(crate) id: String,
+    pub(crate) description: String,
+    pub(crate) families: Vec<String>,
+    /// Where the table came from (`mappings/timm.toml` or a user path), for error messages.
+    pub(crate) file: String,
+    /// sha256 of the table text.
+    pub(crate) hash: String,
+    pub(crate) text: String,
+    pub(crate) detect: Detect,
+    pub(crate) facts: ModelFacts,
+    pub(crate) wrappers: Vec<String>,
+    pub(crate) branches: Vec<String>,
+    pub(crate) strip_prefixes: Vec<String>,
+    pub(crate) ignore_prefixes: Vec<String>,
+    pub(crate) rejects: Vec<Reject>,
+    pub(crate) rules: Vec<Rule>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(0, |s| s.bytes().filter(|&b| b == b'\n').count())
+        + 1
+}
+
+fn table_error(file: &str, line: usize, reason: impl Into<String>) -> crate::Error {
+    ErrorKind::Table {
+        file: file.to_string(),
+        line,
+        reason: reason.into(),
+    }
+    .into()
+}
+
+impl MappingTable {
+    /// Parses a table from TOML text. `file` names it in error messages.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Table`] naming the file and line of the first problem.
+    pub fn from_toml(text: &str, file: &str) -> Result<MappingTable> {
+        let spec: FileSpec = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| line_of(text, s.start));
+            table_error(file, line, e.message().to_string())
+        })?;
+        let mut rules = Vec::with_capacity(spec.rule.len());
+        for r in spec.rule {
+            let line = line_of(text, r.span().start);
+            rules.push(build_rule(r.into_inner(), file, line)?);
+        }
+        let mut rejects = Vec::new();
+        for r in spec.reject {
+            let line = line_of(text, r.span().start);
+            let r = r.into_inner();
+            let matcher = match (r.name, r.prefix) {
+                (Some(n), None) => {
+                    RejectMatch::Name(Pattern::parse(&n).map_err(|e| table_error(file, line, e.0))?)
+                }
+                (None, Some(p)) if !p.is_empty() => RejectMatch::Prefix(p),
+                _ => {
+                    return Err(table_error(
+                        file,
+                        line,
+                        "a reject needs exactly one of `name` or `prefix`",
+                    ))
+                }
+            };
+            rejects.push(Reject {
+                matcher,
+                feature: r.feature,
+                line,
+            });
+        }
+        if spec.table.id.is_empty() {
+            return Err(table_error(file, 1, "table id is empty"));
+        }
+        let hash = hex(&Sha256::digest(text.as_bytes()));
+        Ok(MappingTable {
+            id: spec.table.id,
+            description: spec.table.description,
+            families: spec.table.families,
+            file: file.to_string(),
+            hash,
+            text: text.to_string(),
+            detect: Detect {
+                all: spec.table.detect.all,
+                any: spec.table.detect.any,
+                none: spec.table.detect.none,
+            },
+            facts: ModelFacts {
+                layer_norm_eps: spec.model.layer_norm_eps,
+                hidden_act: spec.model.hidden_act,
+                preprocessor: spec.model.preprocessor,
+                num_heads: spec.model.num_heads,
+            },
+            wrappers: spec.source.wrappers,
+            branches: spec.source.branches,
+            strip_prefixes: spec.source.strip_prefixes,
+            ignore_prefixes: spec.source.ignore_prefixes,
+            rejects,
+            rules,
+        })
+    }
+
+    /// The table's id (`timm`, `dino`, …).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// One-line description.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    /// Source families the table serves.
+    pub fn families(&self) -> &[String] {
+        &self.families
+    }
+
+    /// sha256 (hex) of the table's text.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The table's TOML text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
+    let err = |m: String| table_error(file, line, m);
+    let parse_all = |v: Vec<String>| -> Result<Vec<Pattern>> {
+        v.iter()
+            .map(|s| Pattern::parse(s).map_err(|e| err(e.0)))
+            .collect()
+    };
+    let from = parse_all(spec.from.into_vec())?;
+    let to = parse_all(spec.to.into_vec())?;
+    if from.is_empty() || to.is_empty() {
+        return Err(err(
+            "a rule needs at least one `from` and one `to` name".into()
+        ));
+    }
+    let indexed = from[0].is_indexed();
+    if from.iter().chain(&to).any(|p| p.is_indexed() != indexed) {
+        return Err(err(
+            "either every name of a rule has `{i}` or none has".into()
+        ));
+    }
+    let shape = spec
+        .shape
+        .into_iter()
+        .map(|d| match d {
+            DimSpec::Int(v) => usize::try_from(v)
+                .map(Dim::int)
+                .map_err(|_| err(format!("dimension {v} too large"))),
+            DimSpec::Expr(s) => Dim::parse(&s).map_err(err),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let ops = spec
+        .ops
+        .iter()
+        .map(|s| OpSpec::parse(s).map_err(err))
+        .collect::<Result<Vec<_>>>()?;
+    for (k, op) in ops.iter().enumerate() {
+        match op {
+            OpSpec::Concat { .. } if k != 0 => {
+                return Err(err("concat must be the first op".into()))
+            }
+            OpSpec::Split { .. } if k + 1 != ops.len() => {
+                return Err(err("split must be the last op".into()))
+            }
+            _ => {}
+        }
+    }
+    let concat = matches!(ops.first(), Some(OpSpec::Concat { .. }));
+    if concat != (from.len() > 1) {
+        return Err(err("a rule with several `from` names must start with concat(axis), and only such a rule may".into()));
+    }
+    match ops.last() {
+        Some(OpSpec::Split { parts, .. }) if *parts != to.len() => {
+            return Err(err(format!(
+                "split into {parts} parts needs {parts} `to` names, found {}",
+                to.len()
+            )))
+        }
+        Some(OpSpec::Split { .. }) => {}
+        _ if to.len() != 1 => {
+            return Err(err(
+                "several `to` names need a final split(axis, parts)".into()
+            ))
+        }
+        _ => {}
+    }
+    Ok(Rule {
+        line,
+        from,
+        shape,
+        ops,
+        to,
+        optional: spec.optional,
+    })
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[table]
+id = "t"
+description = "test"
+families = ["x"]
+
+[model]
+layer_norm_eps = 1e-6
+hidden_act = "gelu"
+preprocessor = "vit"
+
+[[rule]]
+from = "a.{i}.qkv"
+shape = ["3*D", "D"]
+ops = ["split(0, 3)"]
+to = ["q.{i}", "k.{i}", "v.{i}"]
+"#;
+
+    #[test]
+    fn minimal_table_parses_with_line_numbers() {
+        let t = MappingTable::from_toml(MINIMAL, "t.toml").unwrap();
+        assert_eq!(t.rules.len(), 1);
+        assert_eq!(t.rules[0].line, 12);
+        assert!(t.rules[0].is_indexed());
+    }
+
+    #[test]
+    fn split_with_wrong_target_count_names_the_line() {
+        let bad = MINIMAL.replace(
+            r#"to = ["q.{i}", "k.{i}", "v.{i}"]"#,
+            r#"to = ["q.{i}", "k.{i}"]"#,
+        );
+        let e = MappingTable::from_toml(&bad, "t.toml").unwrap_err();
+        match e.kind() {
+            ErrorKind::Table { file, line, reason } => {
+                assert_eq!(file, "t.toml");
+                assert_eq!(*line, 12);
+                assert!(reason.contains("split into 3 parts"), "{reason}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let bad = MINIMAL
+            .replace("optional", "x")
+            .replace("hidden_act", "hiden_act");
+        assert!(matches!(
+            MappingTable::from_toml(&bad, "t.toml").unwrap_err().kind(),
+            ErrorKind::Table { .. }
+        ));
+    }
+}

@@ -1,0 +1,659 @@
+//! The canonical model: architecture, HF `config.json` fields, and their inference from tensors.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::error::{ErrorKind, Result};
+use crate::mapping::dims::Bindings;
+use crate::tensor::TensorInfo;
+
+pub(crate) mod preprocessor;
+
+/// The HF model class a canonical checkpoint corresponds to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub enum Architecture {
+    /// `ViTModel` (headless; optional pooler). Keys have no prefix.
+    ViTModel,
+    /// `ViTForImageClassification`: `vit.` prefix + `classifier.*`.
+    ViTForImageClassification,
+    /// `DeiTModel` (distillation token, headless). Keys have no prefix.
+    DeiTModel,
+    /// `DeiTForImageClassificationWithTeacher`: `deit.` prefix + `cls_classifier.*` +
+    /// `distillation_classifier.*`.
+    DeiTForImageClassificationWithTeacher,
+}
+
+impl Architecture {
+    /// The class name as written in `config.json` `architectures`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::ViTModel => "ViTModel",
+            Architecture::ViTForImageClassification => "ViTForImageClassification",
+            Architecture::DeiTModel => "DeiTModel",
+            Architecture::DeiTForImageClassificationWithTeacher => {
+                "DeiTForImageClassificationWithTeacher"
+            }
+        }
+    }
+
+    /// `model_type` in `config.json`.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Architecture::ViTModel | Architecture::ViTForImageClassification => "vit",
+            _ => "deit",
+        }
+    }
+
+    /// The prefix body tensors carry on disk (`vit.`, `deit.` or none).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Architecture::ViTForImageClassification => "vit.",
+            Architecture::DeiTForImageClassificationWithTeacher => "deit.",
+            _ => "",
+        }
+    }
+
+    /// Parses a class name.
+    pub fn from_name(name: &str) -> Option<Architecture> {
+        [
+            Architecture::ViTModel,
+            Architecture::ViTForImageClassification,
+            Architecture::DeiTModel,
+            Architecture::DeiTForImageClassificationWithTeacher,
+        ]
+        .into_iter()
+        .find(|a| a.name() == name)
+    }
+
+    /// Number of prefix tokens (class, and distillation for DeiT).
+    pub fn prefix_tokens(self) -> usize {
+        match self {
+            Architecture::DeiTModel | Architecture::DeiTForImageClassificationWithTeacher => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Names of head tensors: they never take the body prefix.
+pub(crate) fn is_head(name: &str) -> bool {
+    ["classifier.", "cls_classifier.", "distillation_classifier."]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+/// The on-disk name of a canonical tensor under an architecture.
+pub fn disk_name(arch: Architecture, canonical: &str) -> String {
+    if is_head(canonical) {
+        canonical.to_string()
+    } else {
+        format!("{}{canonical}", arch.prefix())
+    }
+}
+
+/// The HF config of a canonical ViT/DeiT checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ViTConfig {
+    /// Model class.
+    pub architecture: Architecture,
+    /// D.
+    pub hidden_size: usize,
+    /// L.
+    pub num_hidden_layers: usize,
+    /// H.
+    pub num_attention_heads: usize,
+    /// M.
+    pub intermediate_size: usize,
+    /// P.
+    pub patch_size: usize,
+    /// Input resolution (square).
+    pub image_size: usize,
+    /// C.
+    pub num_channels: usize,
+    /// Whether q/k/v have biases.
+    pub qkv_bias: bool,
+    /// LayerNorm epsilon.
+    pub layer_norm_eps: f64,
+    /// Activation (`gelu`, `gelu_pytorch_tanh`, `gelu_new`).
+    pub hidden_act: String,
+    /// Class labels (index → name); empty for headless models.
+    pub id2label: BTreeMap<usize, String>,
+    /// Pooler output size when a pooler exists.
+    pub pooler_output_size: Option<usize>,
+    /// dtype name of the weights (`float32`, `float16`, `bfloat16`).
+    pub dtype: String,
+    /// Fields copied verbatim from a user `--config` file that are not modelled above.
+    pub extra: Map<String, Value>,
+}
+
+impl ViTConfig {
+    /// Number of labels.
+    pub fn num_labels(&self) -> usize {
+        self.id2label.len()
+    }
+
+    /// Whether the model has a pooler.
+    pub fn has_pooler(&self) -> bool {
+        self.pooler_output_size.is_some()
+    }
+
+    /// Head dimension.
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads.max(1)
+    }
+
+    /// The `config.json` document.
+    pub fn to_json(&self) -> Value {
+        let id2label: Map<String, Value> = self
+            .id2label
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.clone())))
+            .collect();
+        let label2id: Map<String, Value> = self
+            .id2label
+            .iter()
+            .map(|(k, v)| (v.clone(), json!(k)))
+            .collect();
+        let mut m = Map::new();
+        m.insert("architectures".into(), json!([self.architecture.name()]));
+        m.insert("model_type".into(), json!(self.architecture.model_type()));
+        m.insert("hidden_size".into(), json!(self.hidden_size));
+        m.insert("num_hidden_layers".into(), json!(self.num_hidden_layers));
+        m.insert(
+            "num_attention_heads".into(),
+            json!(self.num_attention_heads),
+        );
+        m.insert("intermediate_size".into(), json!(self.intermediate_size));
+        m.insert("hidden_act".into(), json!(self.hidden_act));
+        m.insert("hidden_dropout_prob".into(), json!(0.0));
+        m.insert("attention_probs_dropout_prob".into(), json!(0.0));
+        m.insert("initializer_range".into(), json!(0.02));
+        m.insert("layer_norm_eps".into(), json!(self.layer_norm_eps));
+        m.insert("image_size".into(), json!(self.image_size));
+        m.insert("patch_size".into(), json!(self.patch_size));
+        m.insert("num_channels".into(), json!(self.num_channels));
+        m.insert("qkv_bias".into(), json!(self.qkv_bias));
+        m.insert("encoder_stride".into(), json!(self.patch_size));
+        m.insert("pooler_act".into(), json!("tanh"));
+        m.insert(
+            "pooler_output_size".into(),
+            json!(self.pooler_output_size.unwrap_or(self.hidden_size)),
+        );
+        if !self.id2label.is_empty() {
+            m.insert("id2label".into(), Value::Object(id2label));
+            m.insert("label2id".into(), Value::Object(label2id));
+        }
+        m.insert("dtype".into(), json!(self.dtype));
+        m.insert("torch_dtype".into(), json!(self.dtype));
+        for (k, v) in &self.extra {
+            m.insert(k.clone(), v.clone());
+        }
+        Value::Object(m)
+    }
+
+    /// Reads an HF `config.json` document.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] when a required field is missing or has the wrong type.
+    pub fn from_json(v: &Value) -> Result<ViTConfig> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| cfg_err("config.json is not an object"))?;
+        let uint = |k: &str| -> Result<usize> {
+            obj.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|x| usize::try_from(x).ok())
+                .ok_or_else(|| {
+                    cfg_err(format!(
+                        "field `{k}` is missing or not a non-negative integer"
+                    ))
+                })
+        };
+        let side = |k: &str| -> Result<usize> {
+            match obj.get(k) {
+                Some(Value::Array(a)) if a.len() == 2 && a[0] == a[1] => a[0]
+                    .as_u64()
+                    .and_then(|x| usize::try_from(x).ok())
+                    .ok_or_else(|| cfg_err(format!("field `{k}` is not an integer pair"))),
+                Some(Value::Array(_)) => Err(cfg_err(format!("non-square `{k}` is not supported"))),
+                _ => uint(k),
+            }
+        };
+        let arch_name = obj
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(Value::as_str);
+        let architecture = match arch_name {
+            Some(n) => Architecture::from_name(n)
+                .ok_or_else(|| cfg_err(format!("unsupported architecture `{n}`")))?,
+            None => match obj.get("model_type").and_then(Value::as_str) {
+                Some("deit") => Architecture::DeiTModel,
+                _ => Architecture::ViTModel,
+            },
+        };
+        let mut id2label = BTreeMap::new();
+        if let Some(m) = obj.get("id2label").and_then(Value::as_object) {
+            for (k, v) in m {
+                let idx = k
+                    .parse::<usize>()
+                    .map_err(|_| cfg_err(format!("id2label key `{k}` is not an index")))?;
+                id2label.insert(idx, v.as_str().unwrap_or_default().to_string());
+            }
+        }
+        let hidden_size = uint("hidden_size")?;
+        let pooler = match obj.get("pooler_output_size") {
+            Some(Value::Null) | None => hidden_size,
+            Some(_) => uint("pooler_output_size")?,
+        };
+        Ok(ViTConfig {
+            architecture,
+            hidden_size,
+            num_hidden_layers: uint("num_hidden_layers")?,
+            num_attention_heads: uint("num_attention_heads")?,
+            intermediate_size: uint("intermediate_size")?,
+            patch_size: side("patch_size")?,
+            image_size: side("image_size")?,
+            num_channels: uint("num_channels").unwrap_or(3),
+            qkv_bias: obj.get("qkv_bias").and_then(Value::as_bool).unwrap_or(true),
+            layer_norm_eps: obj
+                .get("layer_norm_eps")
+                .and_then(Value::as_f64)
+                .unwrap_or(1e-12),
+            hidden_act: obj
+                .get("hidden_act")
+                .and_then(Value::as_str)
+                .unwrap_or("gelu")
+                .to_string(),
+            id2label,
+            pooler_output_size: Some(pooler),
+            dtype: obj
+                .get("dtype")
+                .or_else(|| obj.get("torch_dtype"))
+                .and_then(Value::as_str)
+                .unwrap_or("float32")
+                .to_string(),
+            extra: Map::new(),
+        })
+    }
+
+    /// The symbol values tables use (`D`, `M`, `H`, `hd`, `P`, `C`, `T`, `K`, `R`, `F`), for
+    /// running tables backwards.
+    pub(crate) fn symbol_bindings(&self) -> Bindings {
+        let mut b = Bindings::new();
+        let grid = self.image_size / self.patch_size.max(1);
+        b.insert("D".into(), self.hidden_size);
+        b.insert("M".into(), self.intermediate_size);
+        b.insert("H".into(), self.num_attention_heads);
+        b.insert("hd".into(), self.head_dim());
+        b.insert("P".into(), self.patch_size);
+        b.insert("C".into(), self.num_channels);
+        b.insert("T".into(), grid * grid + self.architecture.prefix_tokens());
+        b.insert("K".into(), self.num_labels());
+        let r = self.pooler_output_size.unwrap_or(self.hidden_size);
+        b.insert("R".into(), r);
+        b.insert(
+            "F".into(),
+            if self.has_pooler() {
+                r
+            } else {
+                self.hidden_size
+            },
+        );
+        b
+    }
+}
+
+fn cfg_err(reason: impl Into<String>) -> crate::Error {
+    ErrorKind::Config {
+        reason: reason.into(),
+    }
+    .into()
+}
+
+/// Options that override what inference would choose.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigOverrides {
+    /// `--num-heads`.
+    pub num_heads: Option<usize>,
+    /// `--hidden-act`.
+    pub hidden_act: Option<String>,
+    /// `--config FILE.json` contents: any field given here wins.
+    pub config: Option<Map<String, Value>>,
+}
+
+/// What config inference decided and why (for the report).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct InferenceNotes {
+    /// One line per decision that was not read straight from a tensor shape.
+    pub notes: Vec<String>,
+}
+
+/// The architecture a set of canonical tensor names implies, plus tensors to drop (with why).
+pub(crate) fn architecture_of(names: &BTreeSet<String>) -> (Architecture, Vec<(String, String)>) {
+    let has = |n: &str| names.contains(n);
+    let mut drop = Vec::new();
+    let arch = if has("embeddings.distillation_token") {
+        if has("cls_classifier.weight") {
+            Architecture::DeiTForImageClassificationWithTeacher
+        } else {
+            Architecture::DeiTModel
+        }
+    } else if has("classifier.weight") && has("pooler.dense.weight") {
+        // A representation (pre-logits) layer feeds the original head; HF's classifier reads the
+        // raw class token, so the faithful export is ViTModel + pooler without the head.
+        for n in ["classifier.weight", "classifier.bias"] {
+            if has(n) {
+                drop.push((
+                    n.to_string(),
+                    "the head follows a pre-logits layer, which ViTForImageClassification cannot represent; exported as ViTModel with pooler".to_string(),
+                ));
+            }
+        }
+        Architecture::ViTModel
+    } else if has("classifier.weight") {
+        Architecture::ViTForImageClassification
+    } else {
+        Architecture::ViTModel
+    };
+    (arch, drop)
+}
+
+/// Infers the config from canonical tensors, the table's model facts and the user's overrides.
+pub(crate) fn infer_config(
+    arch: Architecture,
+    tensors: &[TensorInfo],
+    eps: f64,
+    hidden_act: &str,
+    heads_from_table: Option<usize>,
+    overrides: &ConfigOverrides,
+) -> Result<(ViTConfig, InferenceNotes)> {
+    let get = |n: &str| tensors.iter().find(|t| t.name == n);
+    let mut notes = InferenceNotes::default();
+    let patch = get("embeddings.patch_embeddings.projection.weight")
+        .ok_or_else(|| cfg_err("embeddings.patch_embeddings.projection.weight is missing"))?;
+    let [d, c, ph, pw] = patch.shape[..] else {
+        return Err(cfg_err(format!(
+            "patch embedding has shape {:?}, expected [D, C, P, P]",
+            patch.shape
+        )));
+    };
+    if ph != pw {
+        return Err(cfg_err(format!(
+            "non-square patches {ph}x{pw} are not supported"
+        )));
+    }
+    let layers = (0..)
+        .take_while(|i| get(&format!("encoder.layer.{i}.layernorm_before.weight")).is_some())
+        .count();
+    let inter = get("encoder.layer.0.intermediate.dense.weight")
+        .and_then(|t| t.shape.first().copied())
+        .ok_or_else(|| cfg_err("encoder.layer.0.intermediate.dense.weight is missing"))?;
+    let pos = get("embeddings.position_embeddings")
+        .ok_or_else(|| cfg_err("embeddings.position_embeddings is missing"))?;
+    let rows = pos.shape.get(1).copied().unwrap_or(0);
+    let patches = rows
+        .checked_sub(arch.prefix_tokens())
+        .ok_or_else(|| cfg_err(format!("position embeddings have only {rows} rows")))?;
+    let grid = (patches as f64).sqrt().round() as usize;
+    let image_size = if grid * grid == patches {
+        Some(grid * ph)
+    } else {
+        None
+    };
+    let qkv_bias = get("encoder.layer.0.attention.attention.query.bias").is_some();
+    let heads = match (heads_from_table, overrides.num_heads) {
+        (Some(h), Some(o)) if h != o => {
+            return Err(cfg_err(format!(
+                "--num-heads {o} contradicts the {h} heads in the attention kernels"
+            )))
+        }
+        (Some(h), _) => {
+            notes.notes.push(format!(
+                "num_attention_heads = {h} (from the attention kernel shapes)"
+            ));
+            h
+        }
+        (None, Some(o)) => {
+            notes
+                .notes
+                .push(format!("num_attention_heads = {o} (from --num-heads)"));
+            o
+        }
+        (None, None) => {
+            if d % 64 != 0 || d == 0 {
+                return Err(cfg_err(format!(
+                    "cannot infer the head count: hidden size {d} is not a multiple of 64; pass --num-heads"
+                )));
+            }
+            notes.notes.push(format!(
+                "num_attention_heads = {} (assumed hidden_size/64; the checkpoint does not record it — pass --num-heads if wrong)",
+                d / 64
+            ));
+            d / 64
+        }
+    };
+    if heads == 0 || d % heads != 0 {
+        return Err(cfg_err(format!(
+            "hidden size {d} is not divisible by {heads} heads"
+        )));
+    }
+    let head_name = match arch {
+        Architecture::DeiTForImageClassificationWithTeacher => Some("cls_classifier.weight"),
+        Architecture::ViTForImageClassification => Some("classifier.weight"),
+        _ => None,
+    };
+    let k = head_name
+        .and_then(get)
+        .and_then(|t| t.shape.first().copied())
+        .unwrap_or(0);
+    let id2label = (0..k).map(|i| (i, format!("LABEL_{i}"))).collect();
+    let pooler = get("pooler.dense.weight").and_then(|t| t.shape.first().copied());
+    let dtype = match get("encoder.layer.0.layernorm_before.weight").map(|t| t.dtype) {
+        Some(crate::DType::F16) => "float16",
+        Some(crate::DType::BF16) => "bfloat16",
+        Some(crate::DType::F64) => "float64",
+        _ => "float32",
+    };
+    let hidden_act = overrides
+        .hidden_act
+        .clone()
+        .unwrap_or_else(|| hidden_act.to_string());
+    let mut cfg = ViTConfig {
+        architecture: arch,
+        hidden_size: d,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        intermediate_size: inter,
+        patch_size: ph,
+        image_size: image_size.unwrap_or(0),
+        num_channels: c,
+        qkv_bias,
+        layer_norm_eps: eps,
+        hidden_act,
+        id2label,
+        pooler_output_size: pooler,
+        dtype: dtype.to_string(),
+        extra: Map::new(),
+    };
+    if let Some(user) = &overrides.config {
+        apply_user_config(&mut cfg, user, &mut notes)?;
+    }
+    if cfg.image_size == 0 {
+        return Err(cfg_err(format!(
+            "{patches} patch positions do not form a square grid; give image_size with --config"
+        )));
+    }
+    let grid = cfg.image_size / cfg.patch_size;
+    if grid * grid + arch.prefix_tokens() != rows || cfg.image_size % cfg.patch_size != 0 {
+        return Err(cfg_err(format!(
+            "image_size {} with patch {} gives {} positions, the tensors hold {rows}",
+            cfg.image_size,
+            cfg.patch_size,
+            grid * grid + arch.prefix_tokens()
+        )));
+    }
+    Ok((cfg, notes))
+}
+
+fn apply_user_config(
+    cfg: &mut ViTConfig,
+    user: &Map<String, Value>,
+    notes: &mut InferenceNotes,
+) -> Result<()> {
+    let check_usize = |key: &str, slot: &mut usize, inferred_from_tensors: bool| -> Result<()> {
+        if let Some(v) = user.get(key) {
+            let x = v
+                .as_u64()
+                .and_then(|x| usize::try_from(x).ok())
+                .ok_or_else(|| {
+                    cfg_err(format!("--config: `{key}` must be a non-negative integer"))
+                })?;
+            if inferred_from_tensors && x != *slot {
+                return Err(cfg_err(format!(
+                    "--config: `{key}` = {x} contradicts the tensors ({})",
+                    *slot
+                )));
+            }
+            *slot = x;
+        }
+        Ok(())
+    };
+    check_usize("hidden_size", &mut cfg.hidden_size, true)?;
+    check_usize("num_hidden_layers", &mut cfg.num_hidden_layers, true)?;
+    check_usize("intermediate_size", &mut cfg.intermediate_size, true)?;
+    check_usize("patch_size", &mut cfg.patch_size, true)?;
+    check_usize("num_channels", &mut cfg.num_channels, true)?;
+    check_usize("num_attention_heads", &mut cfg.num_attention_heads, false)?;
+    check_usize("image_size", &mut cfg.image_size, false)?;
+    if let Some(v) = user.get("layer_norm_eps") {
+        cfg.layer_norm_eps = v
+            .as_f64()
+            .ok_or_else(|| cfg_err("--config: `layer_norm_eps` must be a number"))?;
+    }
+    if let Some(v) = user.get("hidden_act") {
+        cfg.hidden_act = v
+            .as_str()
+            .ok_or_else(|| cfg_err("--config: `hidden_act` must be a string"))?
+            .to_string();
+    }
+    if let Some(v) = user.get("id2label") {
+        let m = v
+            .as_object()
+            .ok_or_else(|| cfg_err("--config: `id2label` must be an object"))?;
+        let mut labels = BTreeMap::new();
+        for (k, name) in m {
+            let i = k
+                .parse::<usize>()
+                .map_err(|_| cfg_err(format!("--config: id2label key `{k}` is not an index")))?;
+            labels.insert(i, name.as_str().unwrap_or_default().to_string());
+        }
+        if labels.len() != cfg.id2label.len() || labels.keys().ne(cfg.id2label.keys()) {
+            return Err(cfg_err(format!(
+                "--config: id2label has {} labels, the head has {}",
+                labels.len(),
+                cfg.id2label.len()
+            )));
+        }
+        cfg.id2label = labels;
+    }
+    if cfg.hidden_size % cfg.num_attention_heads.max(1) != 0 || cfg.num_attention_heads == 0 {
+        return Err(cfg_err(
+            "--config: hidden_size is not divisible by num_attention_heads",
+        ));
+    }
+    const MODELLED: &[&str] = &[
+        "hidden_size",
+        "num_hidden_layers",
+        "intermediate_size",
+        "patch_size",
+        "num_channels",
+        "num_attention_heads",
+        "image_size",
+        "layer_norm_eps",
+        "hidden_act",
+        "id2label",
+        "label2id",
+        "architectures",
+        "model_type",
+        "qkv_bias",
+        "pooler_output_size",
+        "dtype",
+        "torch_dtype",
+    ];
+    for (k, v) in user {
+        if !MODELLED.contains(&k.as_str()) {
+            cfg.extra.insert(k.clone(), v.clone());
+        }
+    }
+    notes.notes.push("fields from --config applied".into());
+    Ok(())
+}
+
+/// The exact set of canonical tensor names a config implies (unprefixed; heads as is).
+pub(crate) fn expected_names(cfg: &ViTConfig) -> BTreeSet<String> {
+    let mut s = BTreeSet::new();
+    for n in [
+        "embeddings.cls_token",
+        "embeddings.position_embeddings",
+        "embeddings.patch_embeddings.projection.weight",
+        "embeddings.patch_embeddings.projection.bias",
+        "layernorm.weight",
+        "layernorm.bias",
+    ] {
+        s.insert(n.to_string());
+    }
+    if cfg.architecture.prefix_tokens() == 2 {
+        s.insert("embeddings.distillation_token".into());
+    }
+    for i in 0..cfg.num_hidden_layers {
+        let mut parts = vec![
+            "layernorm_before.weight",
+            "layernorm_before.bias",
+            "attention.attention.query.weight",
+            "attention.attention.key.weight",
+            "attention.attention.value.weight",
+            "attention.output.dense.weight",
+            "attention.output.dense.bias",
+            "layernorm_after.weight",
+            "layernorm_after.bias",
+            "intermediate.dense.weight",
+            "intermediate.dense.bias",
+            "output.dense.weight",
+            "output.dense.bias",
+        ];
+        if cfg.qkv_bias {
+            parts.extend([
+                "attention.attention.query.bias",
+                "attention.attention.key.bias",
+                "attention.attention.value.bias",
+            ]);
+        }
+        for p in parts {
+            s.insert(format!("encoder.layer.{i}.{p}"));
+        }
+    }
+    if cfg.has_pooler() {
+        s.insert("pooler.dense.weight".into());
+        s.insert("pooler.dense.bias".into());
+    }
+    match cfg.architecture {
+        Architecture::ViTForImageClassification => {
+            s.insert("classifier.weight".into());
+            s.insert("classifier.bias".into());
+        }
+        Architecture::DeiTForImageClassificationWithTeacher => {
+            for n in [
+                "cls_classifier.weight",
+                "cls_classifier.bias",
+                "distillation_classifier.weight",
+                "distillation_classifier.bias",
+            ] {
+                s.insert(n.to_string());
+            }
+        }
+        _ => {}
+    }
+    s
+}

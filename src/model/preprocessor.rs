@@ -1,0 +1,59 @@
+//! `preprocessor_config.json` presets named by the mapping tables (layouts.md §1.5, §3.5).
+
+use serde_json::{json, Value};
+
+use crate::error::{ErrorKind, Result};
+
+/// ImageNet mean (DeiT, DINO).
+pub(crate) const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+/// ImageNet std (DeiT, DINO).
+pub(crate) const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
+/// The crop ratio DeiT and DINO evaluate with (224 / 256).
+pub(crate) const CROP_RATIO: f64 = 0.875;
+
+/// Builds the preprocessor config for a preset at an image size.
+///
+/// * `vit`: resize to a square `image_size` (PIL bilinear), rescale 1/255, mean = std = 0.5 —
+///   what HF's ViT conversions and Google's ViT evaluation use.
+/// * `imagenet_crop`: resize the shorter side to `int(image_size / 0.875)` (bicubic), center crop
+///   `image_size`, ImageNet mean/std — what DeiT and DINO evaluate with.
+///
+/// # Errors
+/// [`ErrorKind::Config`] for an unknown preset.
+pub(crate) fn preprocessor_config(preset: &str, image_size: usize) -> Result<Value> {
+    let rescale = 1.0 / 255.0;
+    match preset {
+        "vit" => Ok(json!({
+            "do_normalize": true,
+            "do_rescale": true,
+            "do_resize": true,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.5, 0.5, 0.5],
+            "image_processor_type": "ViTImageProcessor",
+            "resample": 2,
+            "rescale_factor": rescale,
+            "size": {"height": image_size, "width": image_size}
+        })),
+        "imagenet_crop" => {
+            let resize = (image_size as f64 / CROP_RATIO) as usize;
+            Ok(json!({
+                "crop_size": {"height": image_size, "width": image_size},
+                "do_center_crop": true,
+                "do_convert_rgb": true,
+                "do_normalize": true,
+                "do_rescale": true,
+                "do_resize": true,
+                "image_mean": IMAGENET_MEAN,
+                "image_std": IMAGENET_STD,
+                "image_processor_type": "BitImageProcessor",
+                "resample": 3,
+                "rescale_factor": rescale,
+                "size": {"shortest_edge": resize}
+            }))
+        }
+        other => Err(ErrorKind::Config {
+            reason: format!("unknown preprocessor preset `{other}` (known: vit, imagenet_crop)"),
+        }
+        .into()),
+    }
+}
