@@ -273,52 +273,6 @@ pub(crate) fn swap_bytes_in_place(data: &mut [u8], elem: usize) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gather_transposed_matrix_reads_columns() {
-        // storage is a 2x3 row-major matrix of u8; view is its transpose (3x2, strides [1,3]).
-        let storage = [0u8, 1, 2, 3, 4, 5];
-        let out = gather_strided(&storage, 1, &[3, 2], &[1, 3], 0).unwrap();
-        assert_eq!(out, vec![0, 3, 1, 4, 2, 5]);
-    }
-
-    #[test]
-    fn gather_honours_offset_and_zero_strides() {
-        let storage = [9u8, 9, 7, 8];
-        let out = gather_strided(&storage, 1, &[2, 2], &[0, 1], 2).unwrap();
-        assert_eq!(out, vec![7, 8, 7, 8]);
-    }
-
-    #[test]
-    fn gather_out_of_range_returns_none() {
-        let storage = [0u8; 4];
-        assert!(gather_strided(&storage, 1, &[5], &[1], 0).is_none());
-    }
-
-    #[test]
-    fn extent_counts_last_element() {
-        assert_eq!(strided_extent(&[2, 3], &[3, 1], 4), Some(10));
-        assert_eq!(strided_extent(&[2, 0], &[3, 1], 4), Some(0));
-        assert_eq!(strided_extent(&[usize::MAX, 2], &[2, 1], 0), None);
-        assert_eq!(strided_extent(&[], &[], 5), Some(6));
-    }
-
-    #[test]
-    fn contiguity_ignores_unit_dims() {
-        assert!(is_c_contiguous(&[2, 1, 3], &[3, 99, 1]));
-        assert!(!is_c_contiguous(&[3, 2], &[1, 3]));
-    }
-
-    #[test]
-    fn tensor_new_rejects_wrong_length() {
-        let e = Tensor::new(DType::F32, vec![2], Cow::Owned(vec![0; 7])).unwrap_err();
-        assert!(matches!(e.kind(), ErrorKind::InvalidLayout { .. }));
-    }
-}
-
 /// Converts a floating-point tensor to another floating-point dtype (round to nearest even, as
 /// torch does). Integer and bool tensors, and tensors already of `to`, are returned unchanged.
 pub fn cast_float(t: Tensor<'_>, to: DType) -> Tensor<'_> {
@@ -364,5 +318,51 @@ pub fn cast_float(t: Tensor<'_>, to: DType) -> Tensor<'_> {
         dtype: to,
         shape: t.shape,
         data: Cow::Owned(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gather_transposed_matrix_reads_columns() {
+        // storage is a 2x3 row-major matrix of u8; view is its transpose (3x2, strides [1,3]).
+        let storage = [0u8, 1, 2, 3, 4, 5];
+        let out = gather_strided(&storage, 1, &[3, 2], &[1, 3], 0).unwrap();
+        assert_eq!(out, vec![0, 3, 1, 4, 2, 5]);
+    }
+
+    #[test]
+    fn gather_honours_offset_and_zero_strides() {
+        let storage = [9u8, 9, 7, 8];
+        let out = gather_strided(&storage, 1, &[2, 2], &[0, 1], 2).unwrap();
+        assert_eq!(out, vec![7, 8, 7, 8]);
+    }
+
+    #[test]
+    fn gather_out_of_range_returns_none() {
+        let storage = [0u8; 4];
+        assert!(gather_strided(&storage, 1, &[5], &[1], 0).is_none());
+    }
+
+    #[test]
+    fn extent_counts_last_element() {
+        assert_eq!(strided_extent(&[2, 3], &[3, 1], 4), Some(10));
+        assert_eq!(strided_extent(&[2, 0], &[3, 1], 4), Some(0));
+        assert_eq!(strided_extent(&[usize::MAX, 2], &[2, 1], 0), None);
+        assert_eq!(strided_extent(&[], &[], 5), Some(6));
+    }
+
+    #[test]
+    fn contiguity_ignores_unit_dims() {
+        assert!(is_c_contiguous(&[2, 1, 3], &[3, 99, 1]));
+        assert!(!is_c_contiguous(&[3, 2], &[1, 3]));
+    }
+
+    #[test]
+    fn tensor_new_rejects_wrong_length() {
+        let e = Tensor::new(DType::F32, vec![2], Cow::Owned(vec![0; 7])).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::InvalidLayout { .. }));
     }
 }

@@ -421,7 +421,7 @@ mod tests {
         let moved = op.apply(vec![t.clone()], 0).unwrap();
         assert_eq!(moved.shape, vec![4, 2, 3]);
         assert_eq!(moved.data[1], 4); // out[0,0,1] = in[0,1,0] = 1*4
-        let inv = op.inverse(&[t.shape.clone()]);
+        let inv = op.inverse(std::slice::from_ref(&t.shape));
         assert_eq!(inv.apply(vec![moved], 0).unwrap(), t);
     }
 
