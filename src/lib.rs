@@ -28,6 +28,7 @@
 
 pub mod convert;
 pub mod error;
+pub mod forward;
 pub mod inspect;
 pub mod mapping;
 mod mmap;
