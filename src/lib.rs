@@ -35,6 +35,7 @@ mod mmap;
 pub mod model;
 pub mod source;
 pub mod tensor;
+pub mod verify;
 pub mod write;
 
 pub use convert::{convert, ConversionReport, ConvertOptions, OutputFormat};

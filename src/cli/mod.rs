@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod convert;
+mod forward;
 mod inspect;
 
 /// Exit code for success.
@@ -13,6 +14,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
 /// Exit code for a usage error (clap's own).
 pub const EXIT_USAGE: i32 = 2;
+/// Exit code for outputs outside tolerance (`verify`).
+pub const EXIT_MISMATCH: i32 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +37,16 @@ enum Command {
         after_help = "Examples:\n  vit-convert --from timm --to safetensors vit.pth -o out/\n  vit-convert convert --from dino --branch teacher checkpoint.pth -o dino-out/\n  vit-convert --from jax --to safetensors ViT-B_16.npz -o vit-b16/"
     )]
     Convert(convert::ConvertArgs),
+    /// Run the reference forward pass on a [B, C, H, W] float32 .npy input.
+    #[command(
+        after_help = "Example:\n  vit-convert forward out/ --input x.npy --output logits.npy"
+    )]
+    Forward(forward::ForwardArgs),
+    /// Run the forward pass and compare with expected outputs: exit 0 within tolerance, 3 outside, 1 on error.
+    #[command(
+        after_help = "Example:\n  vit-convert verify out/ --input x.npy --expected logits_timm.npy --json"
+    )]
+    Verify(forward::VerifyArgs),
     /// List a checkpoint's tensors (name, dtype, shape, bytes) without reading their data.
     #[command(after_help = "Example:\n  vit-convert inspect model.pth --json")]
     Inspect {
@@ -45,7 +58,7 @@ enum Command {
     },
 }
 
-const SUBCOMMANDS: &[&str] = &["convert", "inspect", "help"];
+const SUBCOMMANDS: &[&str] = &["convert", "forward", "inspect", "verify", "help"];
 
 /// `vit-convert --from timm in.pth -o out/` means `vit-convert convert …`: insert the subcommand
 /// when the first argument is neither a subcommand nor a top-level flag.
@@ -75,6 +88,8 @@ pub fn run() -> i32 {
     let result = match cli.command {
         Command::Inspect { file, json } => inspect::run(&file, json),
         Command::Convert(a) => convert::run(a),
+        Command::Forward(a) => forward::forward(a),
+        Command::Verify(a) => forward::verify(a),
     };
     match result {
         Ok(code) => code,

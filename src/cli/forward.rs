@@ -1,0 +1,140 @@
+//! `vit-convert forward` and `vit-convert verify`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use vit_convert::forward::{ForwardOptions, Model, PosInterp};
+use vit_convert::verify::{self, Array, Tolerance, DEFAULT_ATOL, DEFAULT_RTOL};
+
+use super::{EXIT_MISMATCH, EXIT_OK};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Folder with model.safetensors and config.json (as written by `convert`).
+    pub model_dir: PathBuf,
+    /// Input pixels: float32 .npy of shape [B, C, H, W].
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Accept inputs of another size than image_size, resampling the position embeddings.
+    #[arg(long)]
+    pub interpolate_pos_encoding: bool,
+    /// Resampling algorithm: hf (current transformers) or dino (original DINO, +0.1 offset).
+    #[arg(long, default_value = "hf", value_parser = ["hf", "dino"])]
+    pub pos_interp: String,
+}
+
+impl RunArgs {
+    fn options(&self) -> ForwardOptions {
+        ForwardOptions {
+            interpolate_pos_encoding: self.interpolate_pos_encoding || self.pos_interp == "dino",
+            pos_interp: if self.pos_interp == "dino" {
+                PosInterp::Dino
+            } else {
+                PosInterp::Hf
+            },
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ForwardArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Where to write the output: logits [B, K] for models with a head, else last_hidden_state [B, T, D].
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Also write last_hidden_state [B, T, D].
+    #[arg(long, value_name = "H.npy")]
+    pub hidden_states: Option<PathBuf>,
+    /// Also write the pooler output [B, R] (models with a pooler).
+    #[arg(long, value_name = "P.npy")]
+    pub pooled: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Expected output computed by the original framework (float .npy).
+    #[arg(long)]
+    pub expected: PathBuf,
+    /// Absolute tolerance.
+    #[arg(long, default_value_t = DEFAULT_ATOL)]
+    pub atol: f64,
+    /// Tolerance relative to the largest expected magnitude.
+    #[arg(long, default_value_t = DEFAULT_RTOL)]
+    pub rtol: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn forward(a: ForwardArgs) -> anyhow::Result<i32> {
+    let model = Model::load(&a.run.model_dir)?;
+    let input = Array::read_npy(&a.run.input)?;
+    let out = model.forward(input.as_nchw()?, &a.run.options())?;
+    let (shape, data) = out.primary();
+    Array { shape, data }.write_npy(&a.output)?;
+    if let Some(p) = &a.hidden_states {
+        let h = &out.last_hidden_state;
+        Array {
+            shape: h.shape().to_vec(),
+            data: h.iter().copied().collect(),
+        }
+        .write_npy(p)?;
+    }
+    if let Some(p) = &a.pooled {
+        let pooled = out.pooler_output.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("{}: the model has no pooler", a.run.model_dir.display())
+        })?;
+        Array {
+            shape: pooled.shape().to_vec(),
+            data: pooled.iter().copied().collect(),
+        }
+        .write_npy(p)?;
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
+    let model = Model::load(&a.run.model_dir)?;
+    let input = Array::read_npy(&a.run.input)?;
+    let expected = Array::read_npy(&a.expected)?;
+    let tol = Tolerance {
+        atol: a.atol,
+        rtol: a.rtol,
+    };
+    let r = verify::verify(&model, &input, &expected, &a.run.options(), tol)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &r)?;
+        writeln!(out)?;
+    } else {
+        let agree = r.top1.iter().filter(|t| t.agree).count();
+        writeln!(
+            out,
+            "{}: max |Δ| {:.3e} at {:?} (relative {:.3e} of max |expected| {:.4}), tolerance atol {:e} + rtol {:e}{}",
+            if r.passed { "PASS" } else { "FAIL" },
+            r.max_abs_error,
+            r.max_abs_error_at,
+            r.max_rel_error,
+            r.max_abs_expected,
+            r.tolerance.atol,
+            r.tolerance.rtol,
+            if r.top1.is_empty() {
+                String::new()
+            } else {
+                format!("; top-1 agrees on {agree}/{} samples", r.top1.len())
+            }
+        )?;
+        for t in r.top1.iter().filter(|t| !t.agree) {
+            writeln!(
+                out,
+                "  sample {}: expected class {}, got {}",
+                t.sample, t.expected, t.got
+            )?;
+        }
+    }
+    Ok(if r.passed { EXIT_OK } else { EXIT_MISMATCH })
+}
