@@ -841,7 +841,7 @@ mod tests {
     #[test]
     fn npy_v3_header_accepts_utf8_padding_and_rejects_invalid_utf8() {
         let mut header = dict("<f4", false, "(1,)");
-        header.insert_str(header.len() - 1, " ");
+        header.insert(header.len() - 1, ' ');
         assert!(read_all(npy_bytes(3, &header, &f32_le(&[1.0]))).is_ok());
         let mut bytes = npy_bytes(3, &dict("<f4", false, "(1,)"), &f32_le(&[1.0]));
         // Replace a padding-free byte inside the header with invalid UTF-8.
@@ -944,7 +944,7 @@ mod tests {
     #[test]
     fn npy_fortran_order_3d_is_gathered_into_c_order() {
         // v[i,j,k] = 12i + 4j + k lives at Fortran index i + 2j + 6k.
-        let mut stored = vec![0u16; 24];
+        let mut stored = [0u16; 24];
         for i in 0..2 {
             for j in 0..3 {
                 for k in 0..4 {
