@@ -49,7 +49,7 @@ const V2_PREAMBLE_LEN: usize = 12;
 const NPY_HEADER_ALIGN: usize = 64;
 
 /// The name under which a `.npy` file's single array is listed.
-pub const NPY_TENSOR_NAME: &str = "array";
+pub(crate) const NPY_TENSOR_NAME: &str = "array";
 
 /// Byte order of the stored elements.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
