@@ -241,13 +241,14 @@ impl Array {
     /// # Errors
     /// I/O errors.
     pub fn write_npy(&self, path: &Path) -> Result<()> {
-        let mut out = AtomicFile::create(path)?;
-        out.write_all(&crate::write::npz::npy_header(DType::F32, &self.shape))?;
         let mut bytes = Vec::with_capacity(self.data.len() * 4);
         for v in &self.data {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
-        out.write_all(&bytes)?;
+        let mut npy = Vec::new();
+        crate::source::npy::write_npy(&mut npy, DType::F32, &self.shape, &bytes)?;
+        let mut out = AtomicFile::create(path)?;
+        out.write_all(&npy)?;
         out.commit()
     }
 

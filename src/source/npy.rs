@@ -625,8 +625,6 @@ pub(crate) fn npy_descr(dtype: DType) -> &'static str {
 ///
 /// # Errors
 /// [`ErrorKind::InvalidLayout`] when `data_le` is not `numel × dtype.size()` bytes.
-// Used by the npz writer (`--to npz`), which lands later.
-#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn write_npy(
     out: &mut Vec<u8>,
     dtype: DType,

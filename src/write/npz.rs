@@ -9,51 +9,9 @@ use zip::write::SimpleFileOptions;
 
 use super::{AtomicFile, WriteItem};
 use crate::error::{Error, ErrorKind, Result};
+use crate::source::npy::write_npy;
 use crate::source::TensorSource;
 use crate::tensor::{cast_float, DType};
-
-fn descr(d: DType) -> &'static str {
-    match d {
-        DType::F64 => "<f8",
-        DType::F32 => "<f4",
-        DType::F16 => "<f2",
-        DType::BF16 => "<V2",
-        DType::I64 => "<i8",
-        DType::I32 => "<i4",
-        DType::I16 => "<i2",
-        DType::I8 => "|i1",
-        DType::U8 => "|u1",
-        DType::Bool => "|b1",
-    }
-}
-
-/// The npy 1.0 header for a C-order little-endian array (padded so data starts at a multiple of 64).
-pub(crate) fn npy_header(dtype: DType, shape: &[usize]) -> Vec<u8> {
-    let shape_text = match shape {
-        [one] => format!("({one},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let mut dict = format!(
-        "{{'descr': '{}', 'fortran_order': False, 'shape': {shape_text}, }}",
-        descr(dtype)
-    );
-    let unpadded = 10 + dict.len() + 1;
-    let pad = (64 - unpadded % 64) % 64;
-    dict.push_str(&" ".repeat(pad));
-    dict.push('\n');
-    let mut out = Vec::with_capacity(10 + dict.len());
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-    out.extend_from_slice(dict.as_bytes());
-    out
-}
 
 /// Writes an npz of the given tensors (entries in the given order, names + `.npy`).
 ///
@@ -88,8 +46,9 @@ pub fn write_npz(
         zip.start_file(format!("{}.npy", it.name), opts)
             .map_err(zerr)?;
         let io = |e| Error::from(ErrorKind::io("write", e)).with_path(dest);
-        zip.write_all(&npy_header(t.dtype, &t.shape)).map_err(io)?;
-        zip.write_all(&t.data).map_err(io)?;
+        let mut npy = Vec::new();
+        write_npy(&mut npy, t.dtype, &t.shape, &t.data).map_err(|e| e.with_tensor(it.name.clone()))?;
+        zip.write_all(&npy).map_err(io)?;
     }
     let bytes = zip.finish().map_err(zerr)?.into_inner();
     let mut out = AtomicFile::create(dest)?;
