@@ -403,7 +403,13 @@ pub(crate) fn infer_config(
         None
     };
     let qkv_bias = get("encoder.layer.0.attention.attention.query.bias").is_some();
-    let heads = match (heads_from_table, overrides.num_heads) {
+    let config_heads = overrides
+        .config
+        .as_ref()
+        .and_then(|c| c.get("num_attention_heads"))
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|h| usize::try_from(h).ok());
+    let heads = match (heads_from_table, overrides.num_heads.or(config_heads)) {
         (Some(h), Some(o)) if h != o => {
             return Err(cfg_err(format!(
                 "--num-heads {o} contradicts the {h} heads in the attention kernels"
@@ -416,9 +422,14 @@ pub(crate) fn infer_config(
             h
         }
         (None, Some(o)) => {
-            notes
-                .notes
-                .push(format!("num_attention_heads = {o} (from --num-heads)"));
+            notes.notes.push(format!(
+                "num_attention_heads = {o} (from {})",
+                if overrides.num_heads.is_some() {
+                    "--num-heads"
+                } else {
+                    "the config: --config or config.json beside the input"
+                }
+            ));
             o
         }
         (None, None) => {
@@ -587,7 +598,10 @@ fn apply_user_config(
             cfg.extra.insert(k.clone(), v.clone());
         }
     }
-    notes.notes.push("fields from --config applied".into());
+    notes.notes.push(format!(
+        "config fields applied: {}",
+        user.keys().cloned().collect::<Vec<_>>().join(", ")
+    ));
     Ok(())
 }
 

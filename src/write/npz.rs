@@ -47,7 +47,8 @@ pub fn write_npz(
             .map_err(zerr)?;
         let io = |e| Error::from(ErrorKind::io("write", e)).with_path(dest);
         let mut npy = Vec::new();
-        write_npy(&mut npy, t.dtype, &t.shape, &t.data).map_err(|e| e.with_tensor(it.name.clone()))?;
+        write_npy(&mut npy, t.dtype, &t.shape, &t.data)
+            .map_err(|e| e.with_tensor(it.name.clone()))?;
         zip.write_all(&npy).map_err(io)?;
     }
     let bytes = zip.finish().map_err(zerr)?.into_inner();
