@@ -11,6 +11,11 @@
 
 pub(crate) mod allow;
 pub(crate) mod opcodes;
+mod reduce;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub(crate) mod text;
 pub(crate) mod value;
 pub(crate) mod vm;
