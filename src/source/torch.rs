@@ -728,3 +728,7 @@ impl Checkpoint {
         Tensor::new(info.dtype, info.shape.clone(), data).map_err(|e| e.with_tensor(name))
     }
 }
+
+#[cfg(test)]
+#[path = "torch_tests.rs"]
+mod tests;
