@@ -254,3 +254,187 @@ impl TensorSource for TorchLegacySource {
         &self.notes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::source::pickle::opcodes::*;
+    use crate::source::pickle::testutil::{f32_bytes, P};
+
+    const MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e";
+    const VERSION: &[u8] = b"\x80\x02\x4d\xe9\x03\x2e";
+
+    fn sys_info() -> Vec<u8> {
+        P::new(2)
+            .op(&[EMPTY_DICT])
+            .str("protocol_version")
+            .int(1001)
+            .op(&[SETITEM])
+            .str("little_endian")
+            .op(&[NEWTRUE, SETITEM])
+            .stop()
+    }
+
+    fn keys(k: &[&str]) -> Vec<u8> {
+        let mut p = P::new(2).op(&[MARK]);
+        for key in k {
+            p = p.str(key);
+        }
+        p.op(&[LIST]).stop()
+    }
+
+    /// magic, version, sys_info, object, keys, then `(count, data)` per storage.
+    fn legacy(object: &[u8], key_list: &[&str], data: &[(i64, &[u8])]) -> Vec<u8> {
+        let mut out = [MAGIC, VERSION, &sys_info(), object, &keys(key_list)].concat();
+        for (count, bytes) in data {
+            out.extend_from_slice(&count.to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+
+    fn object() -> Vec<u8> {
+        P::new(2)
+            .op(&[EMPTY_DICT, MARK])
+            .str("w")
+            .tensor_with("FloatStorage", "k1", 6, 0, &[2, 3], &[3, 1], true)
+            .str("wt")
+            .tensor_with("FloatStorage", "k1", 6, 0, &[3, 2], &[1, 3], true)
+            .str("row")
+            .tensor_with("FloatStorage", "k1", 6, 3, &[3], &[1], true)
+            .str("i")
+            .tensor_with("LongStorage", "k2", 2, 0, &[2], &[1], true)
+            .op(&[SETITEMS])
+            .stop()
+    }
+
+    fn six() -> Vec<u8> {
+        f32_bytes(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    }
+
+    fn longs() -> Vec<u8> {
+        [7i64, -1].iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    fn open(bytes: Vec<u8>) -> Result<TorchLegacySource> {
+        TorchLegacySource::parse(FileBytes::from_vec(bytes))
+    }
+
+    fn err_of(r: Result<TorchLegacySource>) -> Error {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn legacy_file_reads_every_view_exactly() {
+        let bytes = legacy(&object(), &["k1", "k2"], &[(6, &six()), (2, &longs())]);
+        let src = open(bytes).unwrap();
+        assert_eq!(src.format(), Format::TorchLegacy);
+        let names: Vec<&str> = src.tensors().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["w", "wt", "row", "i"]);
+        assert_eq!(
+            src.metadata()
+                .get("sys_info.little_endian")
+                .map(String::as_str),
+            Some("True")
+        );
+        let w = src.read("w").unwrap();
+        assert!(matches!(w.data, Cow::Borrowed(_)));
+        assert_eq!(w.data.as_ref(), six().as_slice());
+        assert_eq!(
+            src.read("wt").unwrap().data.as_ref(),
+            f32_bytes(&[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]).as_slice()
+        );
+        assert_eq!(
+            src.read("row").unwrap().data.as_ref(),
+            f32_bytes(&[3.0, 4.0, 5.0]).as_slice()
+        );
+        assert_eq!(src.read("i").unwrap().data.as_ref(), longs().as_slice());
+    }
+
+    #[test]
+    fn legacy_count_prefix_must_match_pickle_numel() {
+        let bytes = legacy(
+            &object(),
+            &["k1", "k2"],
+            &[(5, &six()[..20]), (2, &longs())],
+        );
+        let e = err_of(open(bytes));
+        assert!(matches!(
+            e.kind(),
+            ErrorKind::StorageSizeMismatch { key, declared: 24, found: 20 } if key == "k1"
+        ));
+    }
+
+    #[test]
+    fn legacy_storage_data_past_the_end_is_truncated() {
+        let full = legacy(&object(), &["k1", "k2"], &[(6, &six()), (2, &longs())]);
+        assert!(open(full.clone()).is_ok());
+        let e = err_of(open(full[..full.len() - 1].to_vec()));
+        assert!(matches!(e.kind(), ErrorKind::Truncated { .. }));
+        for cut in 0..full.len() {
+            assert!(open(full[..cut].to_vec()).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn legacy_requires_the_magic_number() {
+        let mut bytes = legacy(&object(), &["k1", "k2"], &[(6, &six()), (2, &longs())]);
+        bytes[5] ^= 1;
+        let e = err_of(open(bytes));
+        assert!(matches!(e.kind(), ErrorKind::MalformedContainer { .. }));
+        assert!(e.to_string().contains("not a torch legacy file"));
+    }
+
+    #[test]
+    fn legacy_view_metadata_selects_a_slice_of_the_root_storage() {
+        let object = P::new(2)
+            .global("torch._utils", "_rebuild_tensor")
+            .op(&[MARK, MARK])
+            .str("storage")
+            .global("torch", "FloatStorage")
+            .str("root")
+            .str("cpu")
+            .int(6)
+            .op(&[MARK])
+            .str("view")
+            .int(2)
+            .int(3)
+            .op(&[TUPLE, TUPLE, BINPERSID])
+            .int(1)
+            .ints(&[2])
+            .ints(&[1])
+            .op(&[TUPLE, REDUCE])
+            .stop();
+        let src = open(legacy(&object, &["root"], &[(6, &six())])).unwrap();
+        assert_eq!(
+            src.read("tensor").unwrap().data.as_ref(),
+            f32_bytes(&[3.0, 4.0]).as_slice()
+        );
+    }
+
+    #[test]
+    fn legacy_key_list_must_match_the_pickle() {
+        let e = err_of(open(legacy(&object(), &["k1"], &[(6, &six())])));
+        assert!(matches!(e.kind(), ErrorKind::MissingStorage { key } if key == "k2"));
+        let e = err_of(open(legacy(
+            &object(),
+            &["k1", "k2", "k3"],
+            &[(6, &six()), (2, &longs()), (0, &[])],
+        )));
+        assert!(matches!(e.kind(), ErrorKind::MalformedContainer { .. }));
+    }
+
+    #[test]
+    fn tar_container_is_refused_clearly() {
+        let mut tar = vec![0u8; 1024];
+        tar[..8].copy_from_slice(b"sys_info");
+        tar[257..262].copy_from_slice(b"ustar");
+        let e = err_of(open(tar));
+        assert!(e.to_string().contains("TAR"));
+    }
+}

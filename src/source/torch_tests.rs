@@ -70,16 +70,28 @@ fn zip_reads_contiguous_transposed_and_offset_views_exactly() {
     assert_eq!(src.format(), Format::TorchZip);
     let names: Vec<&str> = src.tensors().iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["w", "wt", "row"]);
-    assert_eq!(src.metadata().get("archive_root").map(String::as_str), Some("archive"));
-    assert_eq!(src.metadata().get("byteorder").map(String::as_str), Some("little"));
+    assert_eq!(
+        src.metadata().get("archive_root").map(String::as_str),
+        Some("archive")
+    );
+    assert_eq!(
+        src.metadata().get("byteorder").map(String::as_str),
+        Some("little")
+    );
 
     let w = src.read("w").unwrap();
     assert!(matches!(w.data, Cow::Borrowed(_)));
     assert_eq!(w.data.as_ref(), six().as_slice());
     let wt = src.read("wt").unwrap();
     assert!(matches!(wt.data, Cow::Owned(_)));
-    assert_eq!((wt.dtype, wt.shape.as_slice()), (DType::F32, &[3usize, 2][..]));
-    assert_eq!(wt.data.as_ref(), f32_bytes(&[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]).as_slice());
+    assert_eq!(
+        (wt.dtype, wt.shape.as_slice()),
+        (DType::F32, &[3usize, 2][..])
+    );
+    assert_eq!(
+        wt.data.as_ref(),
+        f32_bytes(&[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]).as_slice()
+    );
     let row = src.read("row").unwrap();
     assert!(matches!(row.data, Cow::Borrowed(_)));
     assert_eq!(row.data.as_ref(), f32_bytes(&[3.0, 4.0, 5.0]).as_slice());
@@ -128,7 +140,11 @@ fn record_size_must_match_declared_numel() {
     let e = err_of(open(archive(&pkl, &[("0", &short)], None)));
     assert!(matches!(
         e.kind(),
-        ErrorKind::StorageSizeMismatch { declared: 24, found: 8, .. }
+        ErrorKind::StorageSizeMismatch {
+            declared: 24,
+            found: 8,
+            ..
+        }
     ));
 }
 
@@ -143,7 +159,10 @@ fn entries_outside_the_archive_root_are_refused() {
     let e = err_of(open(bytes));
     let msg = e.to_string();
     assert!(matches!(e.kind(), ErrorKind::MalformedContainer { .. }));
-    assert!(msg.contains("\"other\"") && msg.contains("\"archive\""), "{msg}");
+    assert!(
+        msg.contains("\"other\"") && msg.contains("\"archive\""),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -160,19 +179,37 @@ fn big_endian_byteorder_swaps_every_element() {
         .tensor("ByteStorage", "2", 2, 0, &[2], &[1])
         .op(&[SETITEMS])
         .stop();
-    let f: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|x| x.to_be_bytes()).collect();
-    let s: Vec<u8> = [0x0102i16, -2, 7].iter().flat_map(|x| x.to_be_bytes()).collect();
+    let f: Vec<u8> = [1.5f32, -2.0]
+        .iter()
+        .flat_map(|x| x.to_be_bytes())
+        .collect();
+    let s: Vec<u8> = [0x0102i16, -2, 7]
+        .iter()
+        .flat_map(|x| x.to_be_bytes())
+        .collect();
     let src = open(archive(
         &pkl,
         &[("0", &f), ("1", &s), ("2", &[9, 8])],
         Some(b"big"),
     ))
     .unwrap();
-    assert_eq!(src.metadata().get("byteorder").map(String::as_str), Some("big"));
-    assert_eq!(src.read("f").unwrap().data.as_ref(), f32_bytes(&[1.5, -2.0]).as_slice());
+    assert_eq!(
+        src.metadata().get("byteorder").map(String::as_str),
+        Some("big")
+    );
+    assert_eq!(
+        src.read("f").unwrap().data.as_ref(),
+        f32_bytes(&[1.5, -2.0]).as_slice()
+    );
     let le = |v: &[i16]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
-    assert_eq!(src.read("s").unwrap().data.as_ref(), le(&[0x0102, -2, 7]).as_slice());
-    assert_eq!(src.read("st").unwrap().data.as_ref(), le(&[0x0102, 7]).as_slice());
+    assert_eq!(
+        src.read("s").unwrap().data.as_ref(),
+        le(&[0x0102, -2, 7]).as_slice()
+    );
+    assert_eq!(
+        src.read("st").unwrap().data.as_ref(),
+        le(&[0x0102, 7]).as_slice()
+    );
     let b = src.read("b").unwrap();
     assert!(matches!(b.data, Cow::Borrowed(_)));
     assert_eq!(b.data.as_ref(), &[9, 8]);

@@ -8,7 +8,13 @@ use super::vm::{malformed, off, Vm};
 
 impl Vm<'_> {
     /// `cls(*args)` for NEWOBJ/INST/OBJ: classes only.
-    pub(super) fn instantiate(&mut self, cls: NodeId, args: NodeId, at: usize, op: &str) -> Result<Node> {
+    pub(super) fn instantiate(
+        &mut self,
+        cls: NodeId,
+        args: NodeId,
+        at: usize,
+        op: &str,
+    ) -> Result<Node> {
         match self.arena.get(cls) {
             Node::Global {
                 global:

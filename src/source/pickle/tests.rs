@@ -76,7 +76,10 @@ fn assert_disallowed(b: &[u8], at: usize) {
 fn assert_malformed(b: &[u8], needle: &str) {
     match kind(b) {
         ErrorKind::MalformedPickle { reason, .. } => {
-            assert!(reason.contains(needle), "{reason:?} should mention {needle:?}")
+            assert!(
+                reason.contains(needle),
+                "{reason:?} should mention {needle:?}"
+            )
         }
         other => panic!("expected MalformedPickle, got {other:?}"),
     }
@@ -118,7 +121,10 @@ fn obj_refuses_class_named_by_global() {
 fn newobj_and_reduce_refuse_their_callable_when_named() {
     let p = P::new(2);
     let at = p.at();
-    let newobj = p.global("posix", "system").op(&[EMPTY_TUPLE, NEWOBJ]).stop();
+    let newobj = p
+        .global("posix", "system")
+        .op(&[EMPTY_TUPLE, NEWOBJ])
+        .stop();
     assert_disallowed(&newobj, at);
     let p = P::new(2);
     let at = p.at();
@@ -206,17 +212,33 @@ fn build_on_ordered_dict_sets_attributes_not_items() {
 
 #[test]
 fn container_opcodes_check_their_target_type() {
-    assert_malformed(&P::new(2).op(&[EMPTY_DICT]).int(1).op(&[APPEND]).stop(), "APPEND to dict");
     assert_malformed(
-        &P::new(2).op(&[EMPTY_LIST]).int(1).int(2).op(&[SETITEM]).stop(),
+        &P::new(2).op(&[EMPTY_DICT]).int(1).op(&[APPEND]).stop(),
+        "APPEND to dict",
+    );
+    assert_malformed(
+        &P::new(2)
+            .op(&[EMPTY_LIST])
+            .int(1)
+            .int(2)
+            .op(&[SETITEM])
+            .stop(),
         "SETITEM on list",
     );
     assert_malformed(
-        &P::new(4).op(&[MARK, FROZENSET, MARK]).int(1).op(&[ADDITEMS]).stop(),
+        &P::new(4)
+            .op(&[MARK, FROZENSET, MARK])
+            .int(1)
+            .op(&[ADDITEMS])
+            .stop(),
         "ADDITEMS to frozenset",
     );
     assert_malformed(
-        &P::new(2).op(&[EMPTY_DICT, MARK]).int(1).op(&[SETITEMS]).stop(),
+        &P::new(2)
+            .op(&[EMPTY_DICT, MARK])
+            .int(1)
+            .op(&[SETITEMS])
+            .stop(),
         "odd number",
     );
 }
@@ -224,7 +246,10 @@ fn container_opcodes_check_their_target_type() {
 #[test]
 fn stack_and_mark_discipline_is_enforced() {
     assert_malformed(&P::new(2).op(&[APPEND]).stop(), "underflow");
-    assert_malformed(&P::new(2).op(&[EMPTY_LIST, MARK, APPEND]).stop(), "underflow");
+    assert_malformed(
+        &P::new(2).op(&[EMPTY_LIST, MARK, APPEND]).stop(),
+        "underflow",
+    );
     assert_malformed(&P::new(2).op(&[TUPLE]).stop(), "without MARK");
     assert_malformed(&P::new(2).op(&[MARK, NONE]).stop(), "open MARK");
     assert_malformed(&P::new(2).op(&[NONE, NONE]).stop(), "2 values");
@@ -252,9 +277,7 @@ fn long1_reads_nine_byte_and_negative_values() {
         let p = parse(b).unwrap();
         p.arena.get(p.root).clone()
     };
-    let nine = P::new(2)
-        .op(&[LONG1, 9, 0, 0, 0, 0, 0, 0, 0, 0, 1])
-        .stop();
+    let nine = P::new(2).op(&[LONG1, 9, 0, 0, 0, 0, 0, 0, 0, 0, 1]).stop();
     assert_eq!(
         root(&nine),
         Node::BigInt(BigInt {
@@ -272,8 +295,14 @@ fn long1_reads_nine_byte_and_negative_values() {
         .op(&[LONG4, 10, 0, 0, 0])
         .op(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80])
         .stop();
-    assert!(matches!(root(&big_negative), Node::BigInt(BigInt { negative: true, .. })));
-    assert_malformed(&P::new(2).op(&[LONG4, 0xff, 0xff, 0xff, 0xff]).stop(), "negative");
+    assert!(matches!(
+        root(&big_negative),
+        Node::BigInt(BigInt { negative: true, .. })
+    ));
+    assert_malformed(
+        &P::new(2).op(&[LONG4, 0xff, 0xff, 0xff, 0xff]).stop(),
+        "negative",
+    );
 }
 
 #[test]
@@ -288,7 +317,13 @@ fn protocol4_frame_memoize_stack_global_pickle_reads() {
         panic!("one item expected");
     };
     assert_eq!(p.arena.get(*k), &Node::Str("w".into()));
-    assert!(matches!(p.arena.get(*v), Node::Call { name: "torch._utils._rebuild_tensor_v2", .. }));
+    assert!(matches!(
+        p.arena.get(*v),
+        Node::Call {
+            name: "torch._utils._rebuild_tensor_v2",
+            ..
+        }
+    ));
     let x = extract(&p).unwrap();
     assert_eq!(x.tensors.len(), 1);
     assert_eq!(x.tensors[0].info.shape, vec![2, 3]);
@@ -325,7 +360,12 @@ fn protocol0_text_opcodes_read() {
 
 #[test]
 fn persistent_ids_resolve_only_storage_tuples() {
-    let b = P::new(2).op(&[MARK]).str("module").int(1).op(&[TUPLE, BINPERSID]).stop();
+    let b = P::new(2)
+        .op(&[MARK])
+        .str("module")
+        .int(1)
+        .op(&[TUPLE, BINPERSID])
+        .stop();
     assert_malformed(&b, "\"module\"");
     let b = P::new(2).int(3).op(&[BINPERSID]).stop();
     assert_malformed(&b, "persistent id is a int");

@@ -621,9 +621,16 @@ impl<'a> Vm<'a> {
                         off(at),
                     ));
                 }
-                EXT1 | EXT2 | EXT4 | NEXT_BUFFER | READONLY_BUFFER | _ => {
-                    // Extension registry and out-of-band buffers are refused, as are bytes that
-                    // are no opcode at all.
+                EXT1 | EXT2 | EXT4 | NEXT_BUFFER | READONLY_BUFFER => {
+                    // The extension registry and out-of-band buffers are refused.
+                    return Err(ErrorKind::UnsupportedOpcode {
+                        opcode: op,
+                        offset: off(at),
+                    }
+                    .into());
+                }
+                _ => {
+                    // A byte that is no pickle opcode.
                     return Err(ErrorKind::UnsupportedOpcode {
                         opcode: op,
                         offset: off(at),
@@ -686,4 +693,3 @@ fn decode_string(bytes: Vec<u8>) -> Node {
         Err(e) => Node::Bytes(e.into_bytes()),
     }
 }
-
