@@ -155,8 +155,15 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
                     }
                     .into());
                 }
-                let (spec, storage) =
+                let (spec, storage, states) =
                     rebuild(arena, id).map_err(|e| e.with_tensor(name.as_str()))?;
+                // Python state attached to a tensor is not interpreted; a tensor in it would be
+                // lost silently, so it is an error (shared state is still walked only once).
+                work.extend(states.into_iter().map(|id| Work::Enter {
+                    id,
+                    component: None,
+                    forbidden: Some("tensor state"),
+                }));
                 let index = declare(&mut out.storages, &mut storage_index, &storage, *offset)
                     .map_err(|e| e.with_tensor(name.as_str()))?;
                 let plan = plan(name.clone(), spec, &storage, &out.storages, index)
@@ -324,7 +331,9 @@ struct Spec {
 }
 
 /// Interprets a chain of rebuild calls down to `_rebuild_tensor{,_v2,_v3}`.
-fn rebuild(arena: &Arena, call: NodeId) -> Result<(Spec, StorageRef)> {
+///
+/// Also returns the Python state of wrapping rebuilds, which the caller checks for tensors.
+fn rebuild(arena: &Arena, call: NodeId) -> Result<(Spec, StorageRef, Vec<NodeId>)> {
     let Node::Call {
         func,
         name,
@@ -335,6 +344,7 @@ fn rebuild(arena: &Arena, call: NodeId) -> Result<(Spec, StorageRef)> {
         return Err(malformed("not a tensor rebuild call".into(), 0));
     };
     let (mut func, mut name, mut args, offset) = (*func, *name, *args, *offset);
+    let mut states = Vec::new();
     for _ in 0..MAX_REBUILD_WRAPPING {
         let argv = match arena.get(args) {
             Node::Tuple(v) => v.as_slice(),
@@ -374,12 +384,22 @@ fn rebuild(arena: &Arena, call: NodeId) -> Result<(Spec, StorageRef)> {
                         offset: storage_offset,
                     },
                     (**storage).clone(),
+                    states,
                 ));
             }
             Rebuild::Parameter | Rebuild::ParameterWithState => {
-                let want = if func == Rebuild::Parameter { 3 } else { 4 };
-                if argv.len() != want {
+                // `_rebuild_parameter(data, requires_grad, hooks)`, torch 0.4's
+                // `Parameter(data, requires_grad)`, `_rebuild_parameter_with_state(…, state)`.
+                let want = if func == Rebuild::Parameter {
+                    1..=3
+                } else {
+                    4..=4
+                };
+                if !want.contains(&argv.len()) {
                     return Err(bad(&format!("{} arguments", argv.len())));
+                }
+                if func == Rebuild::ParameterWithState {
+                    states.extend(argv.get(3).copied());
                 }
                 let Some(Node::Call {
                     func: f,
@@ -393,7 +413,7 @@ fn rebuild(arena: &Arena, call: NodeId) -> Result<(Spec, StorageRef)> {
                 (func, name, args) = (*f, *n, *a);
             }
             Rebuild::FromTypeV2 => {
-                let [f, ty, a, _state] = argv else {
+                let [f, ty, a, state] = argv else {
                     return Err(bad(&format!("{} arguments", argv.len())));
                 };
                 let Node::Global {
@@ -422,6 +442,7 @@ fn rebuild(arena: &Arena, call: NodeId) -> Result<(Spec, StorageRef)> {
                         )))
                     }
                 }
+                states.push(*state);
                 (func, name, args) = (*f, *n, *a);
             }
         }

@@ -446,3 +446,32 @@ fn storage_declared_twice_differently_is_refused() {
     let e = err_of(open(archive(&pkl, &[("0", &six())], None)));
     assert!(matches!(e.kind(), ErrorKind::MalformedPickle { .. }), "{e}");
 }
+
+#[test]
+fn old_parameter_class_wrapping_a_tensor_reads_as_the_tensor() {
+    let pkl = P::new(2)
+        .global("torch.nn.parameter", "Parameter")
+        .op(&[MARK])
+        .tensor("FloatStorage", "0", 6, 0, &[6], &[1])
+        .op(&[NEWTRUE, TUPLE, REDUCE])
+        .stop();
+    let src = open(archive(&pkl, &[("0", &six())], None)).unwrap();
+    assert_eq!(src.read("tensor").unwrap().data.as_ref(), six().as_slice());
+}
+
+#[test]
+fn tensor_hidden_in_tensor_state_is_refused() {
+    let pkl = P::new(2)
+        .global("torch._utils", "_rebuild_parameter_with_state")
+        .op(&[MARK])
+        .tensor("FloatStorage", "0", 6, 0, &[6], &[1])
+        .op(&[NEWTRUE])
+        .global("collections", "OrderedDict")
+        .op(&[EMPTY_TUPLE, REDUCE, EMPTY_DICT])
+        .str("hidden")
+        .tensor("FloatStorage", "0", 6, 0, &[1], &[1])
+        .op(&[SETITEM, TUPLE, REDUCE])
+        .stop();
+    let e = err_of(open(archive(&pkl, &[("0", &six())], None)));
+    assert!(e.to_string().contains("tensor state"), "{e}");
+}

@@ -419,7 +419,7 @@ impl TorchZipSource {
             if big_endian { "big" } else { "little" }.to_string(),
         );
         for (rel, key) in [
-            ("version", "format_version"),
+            ("version", "archive_version"),
             (".format_version", "format_version"),
             (".storage_alignment", "storage_alignment"),
         ] {

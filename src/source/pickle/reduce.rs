@@ -2,9 +2,12 @@
 
 use crate::error::Result;
 
-use super::allow::{Builtin, Global};
+use super::allow::{Builtin, Global, Rebuild};
 use super::value::{sequence, Node, NodeId, StorageRef, StorageView};
 use super::vm::{malformed, off, Vm};
+
+/// `torch.nn.parameter.Parameter`, inert unless it wraps a tensor.
+const PARAMETER: &str = "torch.nn.parameter.Parameter";
 
 impl Vm<'_> {
     /// `cls(*args)` for NEWOBJ/INST/OBJ: classes only.
@@ -130,6 +133,20 @@ impl Vm<'_> {
                 })?))
             }
             Global::Builtin(b) => self.builtin(b, name, &argv, args, at),
+            // torch 0.4 pickled parameters as `Parameter(tensor, requires_grad)`.
+            Global::Inert
+                if name == PARAMETER
+                    && argv
+                        .first()
+                        .is_some_and(|a| matches!(self.arena.get(*a), Node::Call { .. })) =>
+            {
+                Ok(Node::Call {
+                    func: Rebuild::Parameter,
+                    name,
+                    args,
+                    offset: off(at),
+                })
+            }
             Global::TorchDevice | Global::Inert => Ok(Node::Object {
                 class: name,
                 args: Some(args),
