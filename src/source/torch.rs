@@ -1,1 +1,755 @@
-//! Placeholder.
+//! From a torch pickle's value tree to tensor entries, shared by the zip and legacy containers.
+//!
+//! [`extract`] walks the tree (iteratively, each shared container once) and names every tensor by
+//! its container path; it interprets the rebuild calls and validates every layout against the
+//! storage sizes the pickle declares. [`Checkpoint`] then binds the storages to byte ranges of the
+//! file (checking each record's size) and reads tensors, borrowing when the stored layout already
+//! is C-contiguous little-endian.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::source::pickle::{
+    Arena, Global, Node, NodeId, Parsed, Rebuild, StorageClass, StorageRef, TorchDType,
+    MAX_TENSORS, MAX_WALK_DEPTH,
+};
+use crate::tensor::{
+    checked_byte_len, checked_numel, gather_strided, is_c_contiguous, strided_extent,
+    swap_bytes_in_place, DType, Tensor, TensorInfo,
+};
+
+/// Deepest chain of wrapping rebuilds (`_rebuild_from_type_v2` → `_rebuild_parameter` → …).
+pub(crate) const MAX_REBUILD_WRAPPING: usize = 8;
+
+/// A storage the pickle declares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StorageDecl {
+    /// Storage key.
+    pub(crate) key: String,
+    /// The class `module.name` (for messages).
+    pub(crate) class_name: &'static str,
+    /// Bytes per storage element.
+    pub(crate) elem_size: usize,
+    /// Declared elements (bytes for `UntypedStorage`).
+    pub(crate) numel: u64,
+}
+
+impl StorageDecl {
+    /// Declared size in bytes, if it fits.
+    pub(crate) fn byte_len(&self) -> Option<usize> {
+        usize::try_from(self.numel)
+            .ok()?
+            .checked_mul(self.elem_size)
+    }
+}
+
+/// One tensor: its listing and where its elements live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TensorPlan {
+    /// Name, dtype, shape.
+    pub(crate) info: TensorInfo,
+    /// Strides in elements.
+    pub(crate) strides: Vec<usize>,
+    /// Storage offset in elements, from `base`.
+    pub(crate) offset: usize,
+    /// Byte offset of the (legacy view) region within the storage.
+    pub(crate) base: usize,
+    /// Index into [`Extracted::storages`].
+    pub(crate) storage: usize,
+}
+
+/// What a torch pickle holds.
+#[derive(Debug, Default)]
+pub(crate) struct Extracted {
+    /// Tensors in file order.
+    pub(crate) tensors: Vec<TensorPlan>,
+    /// Storages in first-use order.
+    pub(crate) storages: Vec<StorageDecl>,
+    /// Notes about things skipped.
+    pub(crate) notes: Vec<String>,
+}
+
+fn malformed(reason: String, offset: u64) -> Error {
+    ErrorKind::MalformedPickle { reason, offset }.into()
+}
+
+fn invalid(reason: String) -> Error {
+    ErrorKind::InvalidLayout { reason }.into()
+}
+
+enum Work {
+    /// Visit a node; `component` names it in the path; `forbidden` says a tensor here is an error
+    /// (constructor arguments of opaque objects, set members, OrderedDict attributes).
+    Enter {
+        id: NodeId,
+        component: Option<String>,
+        forbidden: Option<&'static str>,
+    },
+    /// Leave a node that pushed a path component.
+    Exit,
+}
+
+/// Walks a torch pickle's value tree and lists its tensors.
+///
+/// # Errors
+/// `MalformedPickle` for rebuild calls with wrong arguments or tensors inside opaque objects,
+/// `InvalidLayout`/`StorageOutOfBounds`/`UnsupportedDType` for tensors that cannot be read,
+/// `Duplicate` for two tensors with one name, `BudgetExceeded` for too deep or too many.
+pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
+    let arena = &parsed.arena;
+    let mut out = Extracted::default();
+    let mut storage_index: HashMap<String, usize> = HashMap::new();
+    let mut names: HashSet<String> = HashSet::new();
+    let mut visited = vec![false; arena.len()];
+    let mut notes: Vec<Note> = Vec::new();
+    let mut path: Vec<String> = Vec::new();
+    let mut work = vec![Work::Enter {
+        id: parsed.root,
+        component: None,
+        forbidden: None,
+    }];
+    while let Some(item) = work.pop() {
+        let (id, component, forbidden) = match item {
+            Work::Exit => {
+                path.pop();
+                continue;
+            }
+            Work::Enter {
+                id,
+                component,
+                forbidden,
+            } => (id, component, forbidden),
+        };
+        let node = arena.get(id);
+        let here = |path: &[String]| -> String {
+            let mut p = path.join("/");
+            if let Some(c) = &component {
+                if !p.is_empty() {
+                    p.push('/');
+                }
+                p.push_str(c);
+            }
+            p
+        };
+        match node {
+            Node::Call { offset, .. } => {
+                let name = here(&path);
+                if let Some(context) = forbidden {
+                    return Err(malformed(
+                        format!("tensor at {name:?} inside {context}, which is never interpreted"),
+                        *offset,
+                    ));
+                }
+                let name = if name.is_empty() {
+                    "tensor".to_string()
+                } else {
+                    name
+                };
+                if out.tensors.len() >= MAX_TENSORS {
+                    return Err(ErrorKind::BudgetExceeded {
+                        budget: "tensor count",
+                        limit: MAX_TENSORS as u64,
+                        offset: *offset,
+                    }
+                    .into());
+                }
+                let (spec, storage, states) =
+                    rebuild(arena, id).map_err(|e| e.with_tensor(name.as_str()))?;
+                // Python state attached to a tensor is not interpreted; a tensor in it would be
+                // lost silently, so it is an error (shared state is still walked only once).
+                work.extend(states.into_iter().map(|id| Work::Enter {
+                    id,
+                    component: None,
+                    forbidden: Some("tensor state"),
+                }));
+                let index = declare(&mut out.storages, &mut storage_index, &storage, *offset)
+                    .map_err(|e| e.with_tensor(name.as_str()))?;
+                let plan = plan(name.clone(), spec, &storage, &out.storages, index)
+                    .map_err(|e| e.with_tensor(name.as_str()))?;
+                if !names.insert(name.clone()) {
+                    return Err(ErrorKind::Duplicate {
+                        what: "tensor",
+                        name,
+                    }
+                    .into());
+                }
+                out.tensors.push(plan);
+            }
+            Node::Storage(s) => {
+                let class = s.class_name;
+                push_note(
+                    &mut notes,
+                    class,
+                    " (storage outside a tensor, skipped)",
+                    here(&path),
+                );
+            }
+            Node::Dict(_)
+            | Node::OrderedDict { .. }
+            | Node::List(_)
+            | Node::Tuple(_)
+            | Node::Set(_)
+            | Node::FrozenSet(_)
+            | Node::Object { .. } => {
+                let Some(seen) = visited.get_mut(id.index()) else {
+                    continue;
+                };
+                if *seen {
+                    continue;
+                }
+                *seen = true;
+                if let Some(c) = component {
+                    if path.len() >= MAX_WALK_DEPTH {
+                        return Err(ErrorKind::BudgetExceeded {
+                            budget: "container nesting",
+                            limit: MAX_WALK_DEPTH as u64,
+                            offset: 0,
+                        }
+                        .into());
+                    }
+                    path.push(c);
+                    work.push(Work::Exit);
+                }
+                children(arena, node, forbidden, &path, &mut notes, &mut work);
+            }
+            _ => {}
+        }
+    }
+    out.notes = notes
+        .into_iter()
+        .map(|n| {
+            let at = if n.path.is_empty() {
+                "(top level)"
+            } else {
+                n.path.as_str()
+            };
+            match n.count {
+                1 => format!("{at}: {}{}", n.class, n.suffix),
+                c => format!("{at}: {}{}, {} more like it", n.class, n.suffix, c - 1),
+            }
+        })
+        .collect();
+    Ok(out)
+}
+
+/// One kind of skipped object: the first path where it was seen and how often.
+struct Note {
+    class: &'static str,
+    suffix: &'static str,
+    path: String,
+    count: usize,
+}
+
+/// Notes are keyed by kind; the first path is kept and later ones counted.
+fn push_note(notes: &mut Vec<Note>, class: &'static str, suffix: &'static str, path: String) {
+    match notes
+        .iter_mut()
+        .find(|n| n.class == class && n.suffix == suffix)
+    {
+        Some(n) => n.count += 1,
+        None => notes.push(Note {
+            class,
+            suffix,
+            path,
+            count: 1,
+        }),
+    }
+}
+
+/// Queues a container's children in reverse, so they are visited in file order.
+fn children(
+    arena: &Arena,
+    node: &Node,
+    forbidden: Option<&'static str>,
+    path: &[String],
+    notes: &mut Vec<Note>,
+    work: &mut Vec<Work>,
+) {
+    let enter =
+        |id: NodeId, component: Option<String>, forbidden: Option<&'static str>| Work::Enter {
+            id,
+            component,
+            forbidden,
+        };
+    let start = work.len();
+    match node {
+        Node::Dict(items) | Node::OrderedDict { items, .. } => {
+            for (k, v) in items {
+                work.push(enter(*v, Some(key_component(arena.get(*k))), forbidden));
+            }
+            if let Node::OrderedDict { attrs: Some(a), .. } = node {
+                work.push(enter(*a, None, Some("OrderedDict attributes")));
+            }
+        }
+        Node::List(items) | Node::Tuple(items) => {
+            for (i, v) in items.iter().enumerate() {
+                work.push(enter(*v, Some(i.to_string()), forbidden));
+            }
+        }
+        Node::Set(items) | Node::FrozenSet(items) => {
+            for v in items {
+                work.push(enter(*v, None, Some("a set")));
+            }
+        }
+        Node::Object { class, args, state } => {
+            push_note(notes, class, " (inert)", path.join("/"));
+            if let Some(a) = args {
+                work.push(enter(*a, None, Some(class)));
+            }
+            if let Some(s) = state {
+                work.push(enter(*s, None, forbidden));
+            }
+        }
+        _ => {}
+    }
+    if let Some(queued) = work.get_mut(start..) {
+        queued.reverse();
+    }
+}
+
+/// A dict key as a path component: strings as they are, integers in decimal.
+fn key_component(node: &Node) -> String {
+    match node {
+        Node::Str(s) => s.clone(),
+        Node::Int(i) => i.to_string(),
+        Node::Bool(b) => if *b { "True" } else { "False" }.to_string(),
+        Node::None => "None".to_string(),
+        Node::Float(f) => f.to_string(),
+        Node::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        other => format!("<{}>", other.kind()),
+    }
+}
+
+/// A tensor rebuild call, resolved.
+struct Spec {
+    dtype: DType,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+    offset: usize,
+}
+
+/// Interprets a chain of rebuild calls down to `_rebuild_tensor{,_v2,_v3}`.
+///
+/// Also returns the Python state of wrapping rebuilds, which the caller checks for tensors.
+fn rebuild(arena: &Arena, call: NodeId) -> Result<(Spec, StorageRef, Vec<NodeId>)> {
+    let Node::Call {
+        func,
+        name,
+        args,
+        offset,
+    } = arena.get(call)
+    else {
+        return Err(malformed("not a tensor rebuild call".into(), 0));
+    };
+    let (mut func, mut name, mut args, offset) = (*func, *name, *args, *offset);
+    let mut states = Vec::new();
+    for _ in 0..MAX_REBUILD_WRAPPING {
+        let argv = match arena.get(args) {
+            Node::Tuple(v) => v.as_slice(),
+            other => {
+                return Err(malformed(
+                    format!("{name} arguments are a {}, not a tuple", other.kind()),
+                    offset,
+                ))
+            }
+        };
+        let bad = |what: &str| malformed(format!("{name}: {what}"), offset);
+        match func {
+            Rebuild::Tensor | Rebuild::TensorV2 | Rebuild::TensorV3 => {
+                let (want, dtype_arg) = match func {
+                    Rebuild::Tensor => (4..=4, None),
+                    Rebuild::TensorV2 => (6..=7, None),
+                    _ => (7..=8, argv.get(6)),
+                };
+                if !want.contains(&argv.len()) {
+                    return Err(bad(&format!("{} arguments", argv.len())));
+                }
+                let [storage, storage_offset, size, stride, ..] = argv else {
+                    return Err(bad("too few arguments"));
+                };
+                let Node::Storage(storage) = arena.get(*storage) else {
+                    return Err(bad("first argument is not a storage"));
+                };
+                let shape = dims(arena, *size, "size")?;
+                let strides = dims(arena, *stride, "stride")?;
+                let storage_offset = dim(arena.get(*storage_offset), "storage offset")?;
+                let dtype = tensor_dtype(arena, storage, dtype_arg.copied(), name, offset)?;
+                return Ok((
+                    Spec {
+                        dtype,
+                        shape,
+                        strides,
+                        offset: storage_offset,
+                    },
+                    (**storage).clone(),
+                    states,
+                ));
+            }
+            Rebuild::Parameter | Rebuild::ParameterWithState => {
+                // `_rebuild_parameter(data, requires_grad, hooks)`, torch 0.4's
+                // `Parameter(data, requires_grad)`, `_rebuild_parameter_with_state(…, state)`.
+                let want = if func == Rebuild::Parameter {
+                    1..=3
+                } else {
+                    4..=4
+                };
+                if !want.contains(&argv.len()) {
+                    return Err(bad(&format!("{} arguments", argv.len())));
+                }
+                if func == Rebuild::ParameterWithState {
+                    states.extend(argv.get(3).copied());
+                }
+                let Some(Node::Call {
+                    func: f,
+                    name: n,
+                    args: a,
+                    ..
+                }) = argv.first().map(|d| arena.get(*d))
+                else {
+                    return Err(bad("data is not a tensor"));
+                };
+                (func, name, args) = (*f, *n, *a);
+            }
+            Rebuild::FromTypeV2 => {
+                let [f, ty, a, state] = argv else {
+                    return Err(bad(&format!("{} arguments", argv.len())));
+                };
+                let Node::Global {
+                    global: Global::Rebuild(f),
+                    name: n,
+                } = arena.get(*f)
+                else {
+                    return Err(bad(&format!(
+                        "wraps {}, not a tensor rebuild function",
+                        arena.get(*f).kind()
+                    )));
+                };
+                match arena.get(*ty) {
+                    Node::Global {
+                        global: Global::TorchTensor,
+                        ..
+                    } => {}
+                    Node::Global {
+                        name: "torch.nn.parameter.Parameter",
+                        ..
+                    } => {}
+                    other => {
+                        return Err(bad(&format!(
+                            "tensor type {} is not supported",
+                            other.kind()
+                        )))
+                    }
+                }
+                states.push(*state);
+                (func, name, args) = (*f, *n, *a);
+            }
+        }
+    }
+    Err(malformed(
+        format!("tensor rebuild calls nested deeper than {MAX_REBUILD_WRAPPING}"),
+        offset,
+    ))
+}
+
+/// The element type of a tensor: the storage's, or v3's explicit dtype.
+fn tensor_dtype(
+    arena: &Arena,
+    storage: &StorageRef,
+    dtype_arg: Option<NodeId>,
+    name: &str,
+    offset: u64,
+) -> Result<DType> {
+    let unsupported = |dtype: &str| -> Error {
+        ErrorKind::UnsupportedDType {
+            dtype: dtype.to_string(),
+        }
+        .into()
+    };
+    let from_storage = match storage.class {
+        StorageClass::Typed(d) => Some(d),
+        StorageClass::Untyped => None,
+        StorageClass::Unsupported(_) => return Err(unsupported(storage.class_name)),
+    };
+    let Some(arg) = dtype_arg else {
+        return Ok(from_storage.unwrap_or(DType::U8));
+    };
+    let explicit = match arena.get(arg) {
+        Node::Global {
+            global: Global::DType(TorchDType::Supported(d)),
+            ..
+        } => *d,
+        Node::Global {
+            global: Global::DType(TorchDType::Unsupported),
+            name,
+        } => return Err(unsupported(name)),
+        other => {
+            return Err(malformed(
+                format!("{name}: dtype argument is {}", other.kind()),
+                offset,
+            ))
+        }
+    };
+    match from_storage {
+        Some(d) if d != explicit => Err(malformed(
+            format!(
+                "{name}: dtype {explicit} disagrees with storage {}",
+                storage.class_name
+            ),
+            offset,
+        )),
+        _ => Ok(explicit),
+    }
+}
+
+/// A `torch.Size` / tuple of non-negative ints.
+fn dims(arena: &Arena, id: NodeId, what: &str) -> Result<Vec<usize>> {
+    match arena.get(id) {
+        Node::Tuple(v) | Node::List(v) => v.iter().map(|d| dim(arena.get(*d), what)).collect(),
+        other => Err(invalid(format!(
+            "{what} is a {}, not a tuple",
+            other.kind()
+        ))),
+    }
+}
+
+fn dim(node: &Node, what: &str) -> Result<usize> {
+    match node {
+        Node::Int(i) if *i < 0 => Err(invalid(format!("negative {what} {i}"))),
+        Node::Int(i) => usize::try_from(*i).map_err(|_| invalid(format!("{what} {i} too large"))),
+        Node::BigInt(_) => Err(invalid(format!("{what} does not fit 64 bits"))),
+        other => Err(invalid(format!("{what} is a {}, not an int", other.kind()))),
+    }
+}
+
+/// Records a storage's declaration, checking that every use agrees.
+fn declare(
+    storages: &mut Vec<StorageDecl>,
+    index: &mut HashMap<String, usize>,
+    s: &StorageRef,
+    offset: u64,
+) -> Result<usize> {
+    let elem_size = s.class.elem_size();
+    let decl = StorageDecl {
+        key: s.key.clone(),
+        class_name: s.class_name,
+        elem_size,
+        numel: s.numel,
+    };
+    if let Some(&i) = index.get(&s.key) {
+        match storages.get(i) {
+            Some(prev) if *prev == decl => return Ok(i),
+            Some(prev) => {
+                return Err(malformed(
+                    format!(
+                        "storage {} declared as {} × {} and as {} × {}",
+                        s.key, prev.numel, prev.class_name, decl.numel, decl.class_name
+                    ),
+                    offset,
+                ))
+            }
+            None => {}
+        }
+    }
+    storages.push(decl);
+    let i = storages.len() - 1;
+    index.insert(s.key.clone(), i);
+    Ok(i)
+}
+
+/// Validates a tensor's layout against its storage's declared size.
+fn plan(
+    name: String,
+    spec: Spec,
+    s: &StorageRef,
+    storages: &[StorageDecl],
+    index: usize,
+) -> Result<TensorPlan> {
+    let Spec {
+        dtype,
+        shape,
+        strides,
+        offset,
+    } = spec;
+    let decl = storages
+        .get(index)
+        .ok_or_else(|| invalid("storage index".into()))?;
+    if shape.len() != strides.len() {
+        return Err(invalid(format!(
+            "size {shape:?} and stride {strides:?} differ in rank"
+        )));
+    }
+    if checked_byte_len(dtype, &shape).is_none() {
+        return Err(invalid(format!("size {shape:?} of {dtype} overflows")));
+    }
+    let oob = |needed: u64, available: u64| -> Error {
+        ErrorKind::StorageOutOfBounds {
+            storage: s.key.clone(),
+            needed,
+            available,
+        }
+        .into()
+    };
+    let storage_bytes = decl.byte_len().ok_or_else(|| oob(u64::MAX, 0))?;
+    // A legacy view selects [offset, offset + size) elements of the root storage.
+    let (base, region) = match &s.view {
+        None => (0usize, storage_bytes),
+        Some(v) => {
+            let e = decl.elem_size as u64;
+            let start = v.offset.checked_mul(e);
+            let len = v.size.checked_mul(e);
+            let end = start.zip(len).and_then(|(a, b)| a.checked_add(b));
+            match (start, len, end) {
+                (Some(start), Some(len), Some(end)) if end <= storage_bytes as u64 => (
+                    usize::try_from(start).map_err(|_| oob(end, storage_bytes as u64))?,
+                    usize::try_from(len).map_err(|_| oob(end, storage_bytes as u64))?,
+                ),
+                (_, _, end) => return Err(oob(end.unwrap_or(u64::MAX), storage_bytes as u64)),
+            }
+        }
+    };
+    let extent = strided_extent(&shape, &strides, offset).ok_or_else(|| {
+        invalid(format!(
+            "size {shape:?}, stride {strides:?}, offset {offset} overflow"
+        ))
+    })?;
+    let needed = extent.checked_mul(dtype.size());
+    match needed {
+        Some(n) if n <= region => {}
+        _ => return Err(oob(needed.map_or(u64::MAX, |n| n as u64), region as u64)),
+    }
+    debug_assert!(checked_numel(&shape).is_some());
+    Ok(TensorPlan {
+        info: TensorInfo { name, dtype, shape },
+        strides,
+        offset,
+        base,
+        storage: index,
+    })
+}
+
+/// Tensors bound to the bytes of their storages.
+#[derive(Debug)]
+pub(crate) struct Checkpoint {
+    infos: Vec<TensorInfo>,
+    plans: Vec<TensorPlan>,
+    by_name: HashMap<String, usize>,
+    /// Byte range of each storage in the file, aligned with `Extracted::storages`.
+    records: Vec<Range<usize>>,
+    big_endian: bool,
+}
+
+impl Checkpoint {
+    /// Binds storages to byte ranges of `file`, checking each record's size against its
+    /// declaration (`StorageSizeMismatch`) and that it lies inside the file.
+    pub(crate) fn bind(
+        extracted: Extracted,
+        records: Vec<Range<usize>>,
+        file_len: usize,
+        big_endian: bool,
+    ) -> Result<Self> {
+        for (decl, r) in extracted.storages.iter().zip(&records) {
+            let found = r.end.saturating_sub(r.start);
+            let declared = decl.byte_len();
+            if declared != Some(found) {
+                return Err(ErrorKind::StorageSizeMismatch {
+                    key: decl.key.clone(),
+                    declared: declared.map_or(u64::MAX, |d| d as u64),
+                    found: found as u64,
+                }
+                .into());
+            }
+            if r.start > r.end || r.end > file_len {
+                return Err(ErrorKind::StorageOutOfBounds {
+                    storage: decl.key.clone(),
+                    needed: r.end as u64,
+                    available: file_len as u64,
+                }
+                .into());
+            }
+        }
+        if records.len() != extracted.storages.len() {
+            return Err(ErrorKind::MissingStorage {
+                key: extracted
+                    .storages
+                    .get(records.len())
+                    .map_or_else(String::new, |d| d.key.clone()),
+            }
+            .into());
+        }
+        let infos: Vec<TensorInfo> = extracted.tensors.iter().map(|p| p.info.clone()).collect();
+        let by_name = infos
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Ok(Checkpoint {
+            infos,
+            plans: extracted.tensors,
+            by_name,
+            records,
+            big_endian,
+        })
+    }
+
+    /// Every tensor in file order.
+    pub(crate) fn tensors(&self) -> &[TensorInfo] {
+        &self.infos
+    }
+
+    /// Reads one tensor from `file` as C-contiguous little-endian bytes.
+    pub(crate) fn read<'a>(&self, file: &'a [u8], name: &str) -> Result<Tensor<'a>> {
+        let not_found = || -> Error {
+            ErrorKind::TensorNotFound {
+                name: name.to_string(),
+            }
+            .into()
+        };
+        let plan = self
+            .by_name
+            .get(name)
+            .and_then(|&i| self.plans.get(i))
+            .ok_or_else(not_found)?;
+        let info = &plan.info;
+        let record = self
+            .records
+            .get(plan.storage)
+            .and_then(|r| file.get(r.clone()))
+            .and_then(|rec| rec.get(plan.base..))
+            .ok_or_else(not_found)?;
+        let elem = info.dtype.size();
+        let oob = || -> Error {
+            Error::from(ErrorKind::StorageOutOfBounds {
+                storage: format!("of {name}"),
+                needed: info.byte_len() as u64,
+                available: record.len() as u64,
+            })
+            .with_tensor(name)
+        };
+        let swap = self.big_endian && elem > 1;
+        let data = if is_c_contiguous(&info.shape, &plan.strides) && !swap {
+            let start = plan.offset.checked_mul(elem).ok_or_else(oob)?;
+            let end = start.checked_add(info.byte_len()).ok_or_else(oob)?;
+            Cow::Borrowed(record.get(start..end).ok_or_else(oob)?)
+        } else {
+            let mut v = if is_c_contiguous(&info.shape, &plan.strides) {
+                let start = plan.offset.checked_mul(elem).ok_or_else(oob)?;
+                let end = start.checked_add(info.byte_len()).ok_or_else(oob)?;
+                record.get(start..end).ok_or_else(oob)?.to_vec()
+            } else {
+                gather_strided(record, elem, &info.shape, &plan.strides, plan.offset)
+                    .ok_or_else(oob)?
+            };
+            if swap {
+                swap_bytes_in_place(&mut v, elem);
+            }
+            Cow::Owned(v)
+        };
+        Tensor::new(info.dtype, info.shape.clone(), data).map_err(|e| e.with_tensor(name))
+    }
+}
+
+#[cfg(test)]
+#[path = "torch_tests.rs"]
+mod tests;
