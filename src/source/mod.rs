@@ -74,6 +74,10 @@ pub(crate) fn sniff(bytes: &[u8]) -> Option<Sniffed> {
     if bytes.len() >= 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) {
         return Some(Sniffed::Pickle);
     }
+    // The TAR-era torch container: routed to the legacy reader, which refuses it by name.
+    if bytes.get(257..262) == Some(b"ustar") {
+        return Some(Sniffed::Pickle);
+    }
     if bytes.len() >= 9 && bytes[8] == b'{' {
         return Some(Sniffed::Safetensors);
     }
@@ -155,4 +159,30 @@ fn hex_prefix(bytes: &[u8], n: usize) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_container_is_refused_by_name() {
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        let e = open_bytes(FileBytes::from_vec(tar))
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|m| m.contains("TAR-era torch container")));
+    }
+
+    #[test]
+    fn unknown_bytes_name_their_magic() {
+        let e = open_bytes(FileBytes::from_vec(b"hello world".to_vec())).err();
+        match e.as_ref().map(Error::kind) {
+            Some(ErrorKind::UnknownFormat { magic }) => {
+                assert_eq!(magic, "68 65 6c 6c 6f 20 77 6f")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
