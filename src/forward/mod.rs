@@ -288,7 +288,7 @@ impl Model {
         let heads = match config.architecture {
             Architecture::ViTForImageClassification => vec![l.linear("classifier", k, d, true)?],
             Architecture::DeiTForImageClassificationWithTeacher => vec![
-                l.linear("cls_classifier", k, d, true)?,
+                l.linear("classifier", k, d, true)?,
                 l.linear("distillation_classifier", k, d, true)?,
             ],
             _ => Vec::new(),

@@ -84,10 +84,17 @@ pub(crate) fn is_head(name: &str) -> bool {
         .any(|p| name.starts_with(p))
 }
 
-/// The on-disk name of a canonical tensor under an architecture.
+/// The on-disk name of a canonical tensor under an architecture: the body takes the model
+/// prefix (`vit.`, `deit.`); DeiT-with-teacher writes its class head `classifier.*` as
+/// `cls_classifier.*`.
 pub fn disk_name(arch: Architecture, canonical: &str) -> String {
     if is_head(canonical) {
-        canonical.to_string()
+        match (arch, canonical.strip_prefix("classifier.")) {
+            (Architecture::DeiTForImageClassificationWithTeacher, Some(rest)) => {
+                format!("cls_classifier.{rest}")
+            }
+            _ => canonical.to_string(),
+        }
     } else {
         format!("{}{canonical}", arch.prefix())
     }
@@ -335,7 +342,7 @@ pub(crate) fn architecture_of(names: &BTreeSet<String>) -> (Architecture, Vec<(S
     let has = |n: &str| names.contains(n);
     let mut drop = Vec::new();
     let arch = if has("embeddings.distillation_token") {
-        if has("cls_classifier.weight") {
+        if has("distillation_classifier.weight") {
             Architecture::DeiTForImageClassificationWithTeacher
         } else {
             Architecture::DeiTModel
@@ -451,7 +458,7 @@ pub(crate) fn infer_config(
         )));
     }
     let head_name = match arch {
-        Architecture::DeiTForImageClassificationWithTeacher => Some("cls_classifier.weight"),
+        Architecture::DeiTForImageClassificationWithTeacher => Some("classifier.weight"),
         Architecture::ViTForImageClassification => Some("classifier.weight"),
         _ => None,
     };
@@ -659,8 +666,8 @@ pub(crate) fn expected_names(cfg: &ViTConfig) -> BTreeSet<String> {
         }
         Architecture::DeiTForImageClassificationWithTeacher => {
             for n in [
-                "cls_classifier.weight",
-                "cls_classifier.bias",
+                "classifier.weight",
+                "classifier.bias",
                 "distillation_classifier.weight",
                 "distillation_classifier.bias",
             ] {
