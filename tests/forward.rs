@@ -1,0 +1,261 @@
+//! The reference forward pass against outputs computed by transformers (and timm) for every
+//! fixture case: native size, other resolutions with interpolation (HF and DINO algorithms),
+//! non-square inputs, batches, DeiT's two heads, headless backbones and poolers.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use vit_convert::forward::{ForwardOptions, ForwardOutput, Model, PosInterp};
+use vit_convert::model::ConfigOverrides;
+use vit_convert::verify::{compare, Array, Tolerance};
+use vit_convert::{convert, ConvertOptions, ErrorKind};
+
+fn cases() -> Vec<Value> {
+    let text = std::fs::read_to_string(common::fixture("convert", "cases.json")).unwrap();
+    serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn case_dir(case: &Value) -> PathBuf {
+    common::fixture_dir("convert").join(case["dir"].as_str().unwrap())
+}
+
+fn output<'a>(out: &'a ForwardOutput, key: &str) -> (Vec<usize>, Vec<f32>) {
+    let arr2 = |a: &'a Option<ndarray::Array2<f32>>| {
+        let a = a.as_ref().unwrap_or_else(|| panic!("no {key}"));
+        (a.shape().to_vec(), a.iter().copied().collect())
+    };
+    match key {
+        "logits" => arr2(&out.logits),
+        "cls_logits" => arr2(&out.cls_logits),
+        "distillation_logits" => arr2(&out.distillation_logits),
+        "pooler_output" => arr2(&out.pooler_output),
+        "last_hidden_state" | "features" => (
+            out.last_hidden_state.shape().to_vec(),
+            out.last_hidden_state.iter().copied().collect(),
+        ),
+        other => panic!("unknown output {other}"),
+    }
+}
+
+fn check(
+    model: &Model,
+    dir: &Path,
+    io: &Value,
+    group: &str,
+    interp: PosInterp,
+    what: &str,
+) -> usize {
+    let Some(outputs) = io.get(group).and_then(Value::as_object) else {
+        return 0;
+    };
+    let input = Array::read_npy(&dir.join(io["input"].as_str().unwrap())).unwrap();
+    let opts = ForwardOptions {
+        interpolate_pos_encoding: io["interpolate"].as_bool().unwrap() || interp == PosInterp::Dino,
+        pos_interp: interp,
+    };
+    let out = model.forward(input.as_nchw().unwrap(), &opts).unwrap();
+    for (key, file) in outputs {
+        let want = Array::read_npy(&dir.join(file.as_str().unwrap())).unwrap();
+        let (shape, got) = output(&out, key);
+        assert_eq!(shape, want.shape, "{what} {key}");
+        let r = compare(&got, &want.data, &shape, Tolerance::strict()).unwrap();
+        assert!(
+            r.passed,
+            "{what} {key} ({group}): max |Δ| {:e} at {:?}, max |expected| {}",
+            r.max_abs_error, r.max_abs_error_at, r.max_abs_expected
+        );
+        assert!(
+            r.top1.iter().all(|t| t.agree),
+            "{what} {key}: top-1 differs"
+        );
+    }
+    outputs.len()
+}
+
+fn check_case(model: &Model, case: &Value, what: &str) -> usize {
+    let dir = case_dir(case);
+    let mut n = 0;
+    for (name, io) in case["io"].as_object().unwrap() {
+        let label = format!("{what} {name}");
+        n += check(model, &dir, io, "outputs", PosInterp::Hf, &label);
+        n += check(model, &dir, io, "timm_outputs", PosInterp::Hf, &label);
+        n += check(
+            model,
+            &dir,
+            io,
+            "dino_interp_outputs",
+            PosInterp::Dino,
+            &label,
+        );
+    }
+    n
+}
+
+#[test]
+fn forward_on_transformers_checkpoints_reproduces_their_outputs() {
+    let mut n = 0;
+    for case in cases() {
+        let dir = case_dir(&case).join(case["expected_dir"].as_str().unwrap());
+        let model = Model::load(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        n += check_case(&model, &case, case["case"].as_str().unwrap());
+    }
+    assert!(n >= 60, "only {n} outputs checked");
+}
+
+#[test]
+fn forward_on_converted_checkpoints_reproduces_the_source_outputs() {
+    for case in cases() {
+        let source = &case["sources"][0];
+        let input = case_dir(&case).join(source["file"].as_str().unwrap());
+        let out = tempfile::tempdir().unwrap();
+        let opts = ConvertOptions {
+            branch: source["branch"]
+                .as_str()
+                .filter(|b| *b == "student")
+                .map(str::to_string),
+            overrides: ConfigOverrides {
+                num_heads: case["config"]["num_attention_heads"]
+                    .as_u64()
+                    .map(|h| h as usize),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        convert(&input, out.path(), &opts).unwrap();
+        let model = Model::load(out.path()).unwrap();
+        check_case(&model, &case, &format!("converted {}", case["case"]));
+    }
+}
+
+#[test]
+fn other_sizes_without_interpolation_are_refused_as_in_hf() {
+    let model = Model::load(&common::fixture("convert", "timm_vit/hf")).unwrap();
+    let x = Array::read_npy(&common::fixture("convert", "timm_vit/io/input_48.npy")).unwrap();
+    let e = model
+        .forward(x.as_nchw().unwrap(), &ForwardOptions::default())
+        .unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::InvalidOption { .. }));
+    assert!(e.to_string().contains("doesn't match model (32*32)"), "{e}");
+}
+
+#[test]
+fn half_precision_weights_are_computed_in_f32_within_tolerance() {
+    let out = tempfile::tempdir().unwrap();
+    let opts = ConvertOptions {
+        from: Some("hf".into()),
+        dtype: Some(vit_convert::DType::BF16),
+        ..Default::default()
+    };
+    convert(
+        &common::fixture("convert", "timm_vit/hf/model.safetensors"),
+        out.path(),
+        &opts,
+    )
+    .unwrap();
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["dtype"], "bfloat16");
+    let model = Model::load(out.path()).unwrap();
+    let x = Array::read_npy(&common::fixture("convert", "timm_vit/io/input.npy")).unwrap();
+    let want = Array::read_npy(&common::fixture("convert", "timm_vit/io/logits_hf.npy")).unwrap();
+    let got = model
+        .forward(x.as_nchw().unwrap(), &ForwardOptions::default())
+        .unwrap();
+    let (shape, data) = got.primary();
+    let r = compare(&data, &want.data, &shape, Tolerance::default()).unwrap();
+    // bf16 weights are a different model: close, but not within the f32 tolerance.
+    assert!(r.max_rel_error < 0.1, "{}", r.max_rel_error);
+    assert!(!r.passed);
+}
+
+fn verify_cli(expected: &Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vit-convert"))
+        .arg("verify")
+        .arg(common::fixture("convert", "deit_distilled/hf"))
+        .arg("--input")
+        .arg(common::fixture("convert", "deit_distilled/io/batch5.npy"))
+        .arg("--expected")
+        .arg(expected)
+        .arg("--json")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn verify_exits_0_within_tolerance_3_outside_and_1_on_error() {
+    let good = common::fixture("convert", "deit_distilled/io/logits_batch5_hf.npy");
+    let (code, json) = verify_cli(&good);
+    assert_eq!(code, Some(0), "{json}");
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["top1"].as_array().unwrap().len(), 5);
+
+    let mut bad = Array::read_npy(&good).unwrap();
+    bad.data[7] += 0.01;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("perturbed.npy");
+    bad.write_npy(&path).unwrap();
+    let (code, json) = verify_cli(&path);
+    assert_eq!(code, Some(3), "{json}");
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["passed"], false);
+    assert_eq!(report["max_abs_error_at"], serde_json::json!([1, 2]));
+
+    let (code, _) = verify_cli(&common::fixture(
+        "convert",
+        "deit_distilled/io/cls_logits_hf.npy",
+    ));
+    assert_eq!(code, Some(1), "shape mismatch is an error, not a mismatch");
+}
+
+#[test]
+fn forward_cli_writes_logits_hidden_states_and_pooler() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::fixture("convert", "jax_vit_prelogits/hf");
+    let out = Command::new(env!("CARGO_BIN_EXE_vit-convert"))
+        .arg("forward")
+        .arg(&model)
+        .arg("--input")
+        .arg(common::fixture(
+            "convert",
+            "jax_vit_prelogits/io/input_32x48.npy",
+        ))
+        .arg("--interpolate-pos-encoding")
+        .arg("--output")
+        .arg(dir.path().join("y.npy"))
+        .arg("--pooled")
+        .arg(dir.path().join("p.npy"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let y = Array::read_npy(&dir.path().join("y.npy")).unwrap();
+    let want = Array::read_npy(&common::fixture(
+        "convert",
+        "jax_vit_prelogits/io/last_hidden_state_32x48_hf.npy",
+    ))
+    .unwrap();
+    assert_eq!(y.shape, want.shape);
+    assert!(
+        compare(&y.data, &want.data, &y.shape, Tolerance::strict())
+            .unwrap()
+            .passed
+    );
+    let p = Array::read_npy(&dir.path().join("p.npy")).unwrap();
+    assert_eq!(p.shape, vec![1, 16]);
+}
