@@ -391,7 +391,7 @@ fn unknown_layout_is_a_detection_error_listing_candidates() {
     match e.kind() {
         ErrorKind::Detection { reason } => {
             assert!(
-                reason.contains("candidates: timm, dino, deit, jax, hf"),
+                reason.contains("candidates: timm, dino, deit, jax, big_vision, hf"),
                 "{reason}"
             );
             assert!(reason.contains("seen: "), "{reason}");

@@ -17,8 +17,8 @@ pub struct ConvertArgs {
     /// Output folder (created): model.safetensors, config.json, preprocessor_config.json.
     #[arg(short = 'o', long = "output", value_name = "OUTDIR")]
     pub output: PathBuf,
-    /// Source family: auto, timm, dino, deit, jax, hf.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "timm", "dino", "deit", "jax", "hf"])]
+    /// Source family: auto, timm, dino, deit, jax, big_vision, hf.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "timm", "dino", "deit", "jax", "big_vision", "hf"])]
     pub from: String,
     /// Output layout: safetensors (canonical HF), timm (timm-layout safetensors), npz (JAX layout).
     #[arg(long, default_value = "safetensors", value_parser = ["safetensors", "timm", "npz"])]

@@ -22,6 +22,11 @@ pub(crate) enum OpSpec {
     Squeeze(usize),
     /// `unsqueeze(axis)`: insert a size-1 axis.
     Unsqueeze(usize),
+    /// `prepend_zeros(axis, n)`: n zero slices before the data along an axis (a class-token row
+    /// for position embeddings that had none).
+    PrependZeros { axis: usize, n: usize },
+    /// `drop_zeros(axis, n)`: remove n leading slices, which must be zero (else an error).
+    DropZeros { axis: usize, n: usize },
 }
 
 /// An op with concrete dimensions.
@@ -33,6 +38,8 @@ pub(crate) enum Op {
     Concat { axis: usize },
     Squeeze(usize),
     Unsqueeze(usize),
+    PrependZeros { axis: usize, n: usize },
+    DropZeros { axis: usize, n: usize },
 }
 
 impl OpSpec {
@@ -109,8 +116,20 @@ impl OpSpec {
                 want(1)?;
                 Ok(OpSpec::Unsqueeze(int(args[0])?))
             }
+            "prepend_zeros" | "drop_zeros" => {
+                want(2)?;
+                let (axis, n) = (int(args[0])?, int(args[1])?);
+                if n == 0 {
+                    return Err(format!("op `{text}`: n must be at least 1"));
+                }
+                Ok(if name.trim() == "prepend_zeros" {
+                    OpSpec::PrependZeros { axis, n }
+                } else {
+                    OpSpec::DropZeros { axis, n }
+                })
+            }
             other => Err(format!(
-                "unknown op `{other}` (ops: transpose, reshape, split, concat, squeeze, unsqueeze)"
+                "unknown op `{other}` (ops: transpose, reshape, split, concat, squeeze, unsqueeze, prepend_zeros, drop_zeros)"
             )),
         }
     }
@@ -134,6 +153,8 @@ impl OpSpec {
             OpSpec::Concat { axis } => Op::Concat { axis: *axis },
             OpSpec::Squeeze(a) => Op::Squeeze(*a),
             OpSpec::Unsqueeze(a) => Op::Unsqueeze(*a),
+            OpSpec::PrependZeros { axis, n } => Op::PrependZeros { axis: *axis, n: *n },
+            OpSpec::DropZeros { axis, n } => Op::DropZeros { axis: *axis, n: *n },
         })
     }
 }
@@ -153,6 +174,8 @@ impl fmt::Display for Op {
             Op::Concat { axis } => write!(f, "concat({axis})"),
             Op::Squeeze(a) => write!(f, "squeeze({a})"),
             Op::Unsqueeze(a) => write!(f, "unsqueeze({a})"),
+            Op::PrependZeros { axis, n } => write!(f, "prepend_zeros({axis}, {n})"),
+            Op::DropZeros { axis, n } => write!(f, "drop_zeros({axis}, {n})"),
         }
     }
 }
@@ -235,6 +258,21 @@ impl Op {
                 out.insert(*a, 1);
                 Ok(vec![out])
             }
+            Op::PrependZeros { axis, n } | Op::DropZeros { axis, n } => {
+                let s = single()?;
+                let len = *s
+                    .get(*axis)
+                    .ok_or_else(|| format!("{self} on a rank-{} tensor", s.len()))?;
+                let mut out = s.clone();
+                out[*axis] = if matches!(self, Op::PrependZeros { .. }) {
+                    len.checked_add(*n)
+                        .ok_or_else(|| format!("{self}: size overflow"))?
+                } else {
+                    len.checked_sub(*n)
+                        .ok_or_else(|| format!("{self}: axis has only {len} slices"))?
+                };
+                Ok(vec![out])
+            }
         }
     }
 
@@ -258,6 +296,8 @@ impl Op {
             },
             Op::Squeeze(a) => Op::Unsqueeze(*a),
             Op::Unsqueeze(a) => Op::Squeeze(*a),
+            Op::PrependZeros { axis, n } => Op::DropZeros { axis: *axis, n: *n },
+            Op::DropZeros { axis, n } => Op::PrependZeros { axis: *axis, n: *n },
         }
     }
 
@@ -324,6 +364,39 @@ impl Op {
                     }
                     Cow::Owned(out)
                 }
+            }
+            Op::PrependZeros { axis, n } => {
+                let t = &inputs[0];
+                let (outer, len, inner) = axis_split(&t.shape, *axis, elem);
+                let mut out = Vec::with_capacity(t.data.len() + outer * n * inner);
+                for o in 0..outer {
+                    out.resize(out.len() + n * inner, 0);
+                    out.extend_from_slice(
+                        t.data
+                            .get(o * len * inner..(o + 1) * len * inner)
+                            .ok_or_else(|| format!("{self}: data shorter than shape"))?,
+                    );
+                }
+                Cow::Owned(out)
+            }
+            Op::DropZeros { axis, n } => {
+                let t = &inputs[0];
+                let (outer, len, inner) = axis_split(&t.shape, *axis, elem);
+                let mut out = Vec::with_capacity(t.data.len().saturating_sub(outer * n * inner));
+                for o in 0..outer {
+                    let block = t
+                        .data
+                        .get(o * len * inner..(o + 1) * len * inner)
+                        .ok_or_else(|| format!("{self}: data shorter than shape"))?;
+                    let (dropped, kept) = block.split_at(n * inner);
+                    if dropped.iter().any(|&b| b != 0) {
+                        return Err(format!(
+                            "{self}: the leading slices are not zero, so this layout cannot hold them exactly"
+                        ));
+                    }
+                    out.extend_from_slice(kept);
+                }
+                Cow::Owned(out)
             }
             Op::Concat { axis } => {
                 let (outer, _, _) = axis_split(&inputs[0].shape, *axis, elem);
@@ -429,6 +502,19 @@ mod tests {
     fn reshape_refuses_a_different_element_count() {
         let t = u8t(&[2, 3], vec![0; 6]);
         assert!(Op::Reshape(vec![7]).apply(vec![t], 0).is_err());
+    }
+
+    #[test]
+    fn prepend_zeros_round_trips_and_drop_refuses_nonzero() {
+        let t = u8t(&[1, 2, 2], vec![1, 2, 3, 4]);
+        let op = Op::PrependZeros { axis: 1, n: 1 };
+        let padded = op.apply(vec![t.clone()], 0).unwrap();
+        assert_eq!(padded.shape, vec![1, 3, 2]);
+        assert_eq!(&padded.data[..], &[0, 0, 1, 2, 3, 4]);
+        let inv = op.inverse(std::slice::from_ref(&t.shape));
+        assert_eq!(inv.apply(vec![padded], 0).unwrap(), t);
+        let e = inv.apply(vec![t], 0).unwrap_err();
+        assert!(e.contains("not zero"), "{e}");
     }
 
     #[test]

@@ -285,7 +285,7 @@ impl ViTConfig {
         })
     }
 
-    /// The symbol values tables use (`D`, `M`, `H`, `hd`, `P`, `C`, `T`, `K`, `R`, `F`), for
+    /// The symbol values tables use (`D`, `M`, `H`, `hd`, `P`, `C`, `N`, `T`, `K`, `R`, `F`), for
     /// running tables backwards.
     pub(crate) fn symbol_bindings(&self) -> Bindings {
         let mut b = Bindings::new();
@@ -296,6 +296,7 @@ impl ViTConfig {
         b.insert("hd".into(), self.head_dim());
         b.insert("P".into(), self.patch_size);
         b.insert("C".into(), self.num_channels);
+        b.insert("N".into(), grid * grid);
         b.insert("T".into(), grid * grid + self.architecture.prefix_tokens());
         b.insert("K".into(), self.num_labels());
         let r = self.pooler_output_size.unwrap_or(self.hidden_size);
