@@ -41,6 +41,11 @@ const BUILTIN: &[(&str, &str, &str)] = &[
         include_str!("../../mappings/jax.toml"),
     ),
     (
+        "big_vision",
+        "mappings/big_vision.toml",
+        include_str!("../../mappings/big_vision.toml"),
+    ),
+    (
         "hf",
         "mappings/hf.toml",
         include_str!("../../mappings/hf.toml"),
