@@ -12,6 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::tensor::{Tensor, TensorInfo};
 
+pub(crate) mod flax;
 pub(crate) mod npy;
 pub(crate) mod npz;
 pub(crate) mod pickle;
@@ -35,6 +36,8 @@ pub enum Format {
     Npy,
     /// A numpy `.npz` archive.
     Npz,
+    /// A Flax msgpack checkpoint (`flax_model.msgpack`, `flax.serialization.to_bytes`).
+    Flax,
 }
 
 impl Format {
@@ -46,6 +49,7 @@ impl Format {
             Format::TorchLegacy => "torch_legacy",
             Format::Npy => "npy",
             Format::Npz => "npz",
+            Format::Flax => "flax",
         }
     }
 }
@@ -61,6 +65,8 @@ pub(crate) enum Sniffed {
     Npy,
     /// An 8-byte little-endian header length followed by `{`.
     Safetensors,
+    /// A msgpack map (fixmap, map16, map32): a Flax checkpoint.
+    Msgpack,
 }
 
 /// Classifies a file from its first bytes.
@@ -70,6 +76,11 @@ pub(crate) fn sniff(bytes: &[u8]) -> Option<Sniffed> {
     }
     if bytes.starts_with(b"\x93NUMPY") {
         return Some(Sniffed::Npy);
+    }
+    // A safetensors header length whose low byte is 0x80 (and next byte 2..=5) also looks like a
+    // pickle PROTO opcode: a `{` at byte 8 with a length that fits the file decides first.
+    if looks_like_safetensors(bytes) {
+        return Some(Sniffed::Safetensors);
     }
     if bytes.len() >= 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) {
         return Some(Sniffed::Pickle);
@@ -81,7 +92,25 @@ pub(crate) fn sniff(bytes: &[u8]) -> Option<Sniffed> {
     if bytes.len() >= 9 && bytes[8] == b'{' {
         return Some(Sniffed::Safetensors);
     }
+    // After pickle (0x80 0x02..=0x05: a fixmap 0x80 is empty, so nothing can follow it) and
+    // safetensors (a `{` at byte 8).
+    if matches!(bytes.first(), Some(0x80..=0x8f | 0xde | 0xdf)) {
+        return Some(Sniffed::Msgpack);
+    }
     None
+}
+
+/// A `{` at byte 8 and a little-endian header length that fits in the file.
+fn looks_like_safetensors(bytes: &[u8]) -> bool {
+    match (bytes.get(..8), bytes.get(8)) {
+        (Some(len), Some(b'{')) => {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(len);
+            let n = u64::from_le_bytes(le);
+            u64::try_from(bytes.len().saturating_sub(8)).is_ok_and(|avail| n <= avail)
+        }
+        _ => false,
+    }
 }
 
 /// A checkpoint file opened for reading tensors.
@@ -143,6 +172,7 @@ pub fn open_bytes(bytes: FileBytes) -> Result<Box<dyn TensorSource>> {
         Some(Sniffed::Pickle) => Ok(Box::new(torch_legacy::TorchLegacySource::parse(bytes)?)),
         Some(Sniffed::Npy) => Ok(Box::new(npy::NpySource::parse(bytes)?)),
         Some(Sniffed::Safetensors) => Ok(Box::new(safetensors::SafetensorsSource::parse(bytes)?)),
+        Some(Sniffed::Msgpack) => Ok(Box::new(flax::FlaxSource::parse(bytes)?)),
         None => Err(Error::from(ErrorKind::UnknownFormat {
             magic: hex_prefix(&bytes, 8),
         })),
