@@ -26,15 +26,19 @@ pub enum OutputFormat {
     Timm,
     /// google-research/vision_transformer npz layout.
     Npz,
+    /// HF transformers 4.x Flax `flax_model.msgpack` (`FlaxViTModel`,
+    /// `FlaxViTForImageClassification`).
+    Flax,
 }
 
 impl OutputFormat {
-    /// Parses `safetensors`, `timm` or `npz`.
+    /// Parses `safetensors`, `timm`, `npz` or `flax`.
     pub fn parse(s: &str) -> Option<OutputFormat> {
         match s {
             "safetensors" => Some(OutputFormat::Safetensors),
             "timm" => Some(OutputFormat::Timm),
             "npz" => Some(OutputFormat::Npz),
+            "flax" => Some(OutputFormat::Flax),
             _ => None,
         }
     }
@@ -172,8 +176,8 @@ pub(crate) fn canonicalize<'s>(
         .as_ref()
         .and_then(|sym| plan.bindings.get(sym).copied());
     let mut overrides = opts.overrides.clone();
-    if table.id == "hf" {
-        merge_sidecar_config(input, &mut overrides)?;
+    if table.id == "hf" || table.id == "flax" {
+        merge_sidecar_config(input, &mut overrides, arch)?;
     }
     let infos: Vec<TensorInfo> = plan.targets.iter().map(|t| t.info.clone()).collect();
     let (config, inf) = model::infer_config(
@@ -212,9 +216,10 @@ pub(crate) fn canonicalize<'s>(
     })
 }
 
-/// For `--from hf`: a `config.json` next to the input supplies what tensors cannot (heads, eps,
-/// labels, activation); explicit options still win.
-fn merge_sidecar_config(input: &Path, o: &mut ConfigOverrides) -> Result<()> {
+/// For `--from hf` and `--from flax`: a `config.json` next to the input supplies what tensors cannot (heads, eps,
+/// labels, activation); explicit options still win. A headless model's `id2label` (transformers
+/// 4.x saves its two default labels in every config) describes no head and is not taken.
+fn merge_sidecar_config(input: &Path, o: &mut ConfigOverrides, arch: Architecture) -> Result<()> {
     let Some(dir) = input.parent() else {
         return Ok(());
     };
@@ -241,6 +246,14 @@ fn merge_sidecar_config(input: &Path, o: &mut ConfigOverrides) -> Result<()> {
     let mut merged: serde_json::Map<String, serde_json::Value> = side
         .iter()
         .filter(|(k, _)| keep.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            *k != "id2label"
+                || matches!(
+                    arch,
+                    Architecture::ViTForImageClassification
+                        | Architecture::DeiTForImageClassificationWithTeacher
+                )
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if let Some(user) = &o.config {
@@ -292,11 +305,11 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
                 })
                 .collect(),
         ),
-        OutputFormat::Timm | OutputFormat::Npz => (
-            if opts.to == OutputFormat::Npz {
-                "model.npz"
-            } else {
-                "model.safetensors"
+        OutputFormat::Timm | OutputFormat::Npz | OutputFormat::Flax => (
+            match opts.to {
+                OutputFormat::Npz => "model.npz",
+                OutputFormat::Flax => "flax_model.msgpack",
+                _ => "model.safetensors",
             },
             Vec::new(),
         ),
@@ -318,6 +331,10 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
     meta.insert("mapping_table".to_string(), canon.table.id.clone());
     meta.insert("mapping_table_sha256".to_string(), canon.table.hash.clone());
 
+    let mut notes = canon.notes;
+    if opts.to == OutputFormat::Flax {
+        notes.extend(flax_notes(arch, &canon.config)?);
+    }
     let mut config = canon.config.clone();
     if let Some(d) = opts.dtype {
         config.dtype = match d {
@@ -335,9 +352,10 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
                 .map_err(|e| e.with_path(input))?;
             (disk.len(), b)
         }
-        OutputFormat::Timm | OutputFormat::Npz => {
+        OutputFormat::Timm | OutputFormat::Npz | OutputFormat::Flax => {
             let id = match (opts.to, arch.prefix_tokens()) {
                 (OutputFormat::Npz, _) => "jax",
+                (OutputFormat::Flax, _) => "flax",
                 (_, 2) => "deit",
                 _ => "timm",
             };
@@ -349,12 +367,17 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
                 .tensors()
                 .iter()
                 .map(|t| WriteItem {
-                    name: t.name.clone(),
+                    name: match opts.to {
+                        OutputFormat::Flax => flax_disk_name(arch, &t.name),
+                        _ => t.name.clone(),
+                    },
                     source: t.name.clone(),
                 })
                 .collect();
             let b = if opts.to == OutputFormat::Npz {
                 write::npz::write_npz(&weights, &rev, &items, opts.dtype)
+            } else if opts.to == OutputFormat::Flax {
+                write::flax::write_flax(&weights, &rev, &items, opts.dtype)
             } else {
                 write::write_safetensors(&weights, &rev, &items, opts.dtype, &meta)
             }
@@ -380,12 +403,41 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
         mapping: canon.planned.plan().report.clone(),
         architecture: arch,
         config: config_json,
-        notes: canon.notes,
+        notes,
         dropped: canon.dropped,
         outputs,
         tensors: count,
         bytes,
     })
+}
+
+/// The name of a `mappings/flax.toml` tensor in a Flax checkpoint of `arch`:
+/// `FlaxViTForImageClassification` nests the body under `vit/`.
+fn flax_disk_name(arch: Architecture, name: &str) -> String {
+    if arch == Architecture::ViTForImageClassification && !name.starts_with("classifier/") {
+        format!("vit/{name}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// Refuses what transformers' Flax ViT cannot load and says how to load the rest.
+fn flax_notes(arch: Architecture, config: &ViTConfig) -> Result<Vec<String>> {
+    match arch {
+        Architecture::ViTForImageClassification => Ok(Vec::new()),
+        Architecture::ViTModel if config.has_pooler() => Ok(Vec::new()),
+        Architecture::ViTModel => Ok(vec![
+            "no pooler: load with FlaxViTModel.from_pretrained(dir, add_pooling_layer=False)"
+                .to_string(),
+        ]),
+        other => Err(ErrorKind::InvalidOption {
+            reason: format!(
+                "--to flax: transformers has no Flax {} (Flax ViT only: FlaxViTModel, FlaxViTForImageClassification)",
+                other.name()
+            ),
+        }
+        .into()),
+    }
 }
 
 fn refuse_overwriting_input(input: &Path, output: &Path) -> Result<()> {

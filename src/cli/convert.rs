@@ -12,16 +12,17 @@ use super::EXIT_OK;
 
 #[derive(Args)]
 pub struct ConvertArgs {
-    /// The checkpoint to convert (.pth/.pt/.bin/.ckpt, .npz, .safetensors).
+    /// The checkpoint to convert (.pth/.pt/.bin/.ckpt, .npz, .safetensors, flax_model.msgpack).
     pub input: PathBuf,
     /// Output folder (created): model.safetensors, config.json, preprocessor_config.json.
     #[arg(short = 'o', long = "output", value_name = "OUTDIR")]
     pub output: PathBuf,
-    /// Source family: auto, timm, dino, deit, jax, big_vision, hf.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "timm", "dino", "deit", "jax", "big_vision", "hf"])]
+    /// Source family: auto, timm, dino, deit, jax, big_vision, hf, flax.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "timm", "dino", "deit", "jax", "big_vision", "hf", "flax"])]
     pub from: String,
-    /// Output layout: safetensors (canonical HF), timm (timm-layout safetensors), npz (JAX layout).
-    #[arg(long, default_value = "safetensors", value_parser = ["safetensors", "timm", "npz"])]
+    /// Output layout: safetensors (canonical HF), timm (timm-layout safetensors), npz (JAX layout),
+    /// flax (HF Flax flax_model.msgpack).
+    #[arg(long, default_value = "safetensors", value_parser = ["safetensors", "timm", "npz", "flax"])]
     pub to: String,
     /// Number of attention heads (when the checkpoint does not record it).
     #[arg(long, value_name = "N")]

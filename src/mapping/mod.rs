@@ -50,10 +50,15 @@ const BUILTIN: &[(&str, &str, &str)] = &[
         "mappings/hf.toml",
         include_str!("../../mappings/hf.toml"),
     ),
+    (
+        "flax",
+        "mappings/flax.toml",
+        include_str!("../../mappings/flax.toml"),
+    ),
 ];
 
 impl MappingTable {
-    /// A built-in table by id (`timm`, `dino`, `deit`, `jax`, `hf`).
+    /// A built-in table by id (`timm`, `dino`, `deit`, `jax`, `big_vision`, `hf`, `flax`).
     ///
     /// ```
     /// let t = vit_convert::MappingTable::builtin("timm")?;

@@ -1,4 +1,5 @@
-//! Writers: canonical (and timm-layout) safetensors, JAX-layout npz, and JSON configs. Every
+//! Writers: canonical (and timm-layout) safetensors, JAX-layout npz, Flax msgpack, and JSON
+//! configs. Every
 //! file is written to a temporary file in the destination folder and renamed into place, so a
 //! failure never leaves a partial file and never touches an existing one.
 
@@ -11,6 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::source::TensorSource;
 use crate::tensor::{cast_float, checked_byte_len, DType};
 
+pub(crate) mod flax;
 pub(crate) mod npz;
 
 /// A file being written: a temp file beside its destination, removed unless committed.
