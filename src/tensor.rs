@@ -310,7 +310,7 @@ pub fn cast_float(t: Tensor<'_>, to: DType) -> Tensor<'_> {
             // f64 → f32 → f16/bf16 would round twice; convert from f64 directly where it matters.
             DType::F32 => out.extend_from_slice(&(v as f32).to_le_bytes()),
             DType::F16 => out.extend_from_slice(&f16::from_f64(v).to_le_bytes()),
-            DType::BF16 => out.extend_from_slice(&bf16::from_f64(v).to_le_bytes()),
+            DType::BF16 => out.extend_from_slice(&bf16_from_f64(v).to_le_bytes()),
             _ => {}
         }
     }
@@ -321,9 +321,51 @@ pub fn cast_float(t: Tensor<'_>, to: DType) -> Tensor<'_> {
     }
 }
 
+/// f64 → bf16 rounded once, to nearest even. (`half`'s `bf16::from_f64` misrounds about one
+/// value in 20 000, e.g. f32 `0x3D328005`.) Rounds to f32 *to odd*, then to bf16: with 16 spare
+/// bits, round-to-odd followed by round-to-nearest-even is the correctly rounded result.
+fn bf16_from_f64(v: f64) -> half::bf16 {
+    let t = v as f32;
+    if t.is_nan() || t.is_infinite() || f64::from(t) == v {
+        return half::bf16::from_f32(t);
+    }
+    let bits = t.to_bits();
+    let odd = if bits & 1 == 1 {
+        bits
+    } else if f64::from(t).abs() < v.abs() {
+        bits.wrapping_add(1)
+    } else {
+        bits.wrapping_sub(1)
+    };
+    half::bf16::from_f32(f32::from_bits(odd))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bf16_cast_rounds_to_nearest_even_once() {
+        // 0x3D328005: the dropped bits 0x8005 are above half: rounds up (torch, numpy, jax agree).
+        let x = f32::from_bits(0x3D32_8005);
+        assert_eq!(bf16_from_f64(f64::from(x)).to_bits(), 0x3D33);
+        let t = Tensor::new(DType::F32, vec![1], Cow::Owned(x.to_le_bytes().to_vec())).unwrap();
+        assert_eq!(cast_float(t, DType::BF16).data.as_ref(), &[0x33, 0x3D]);
+        // Every f32 bit pattern class agrees with a direct f32 -> bf16 rounding.
+        let mut s: u32 = 12345;
+        for _ in 0..200_000 {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let x = f32::from_bits(s);
+            if x.is_finite() {
+                let want = half::bf16::from_f32(x).to_bits();
+                assert_eq!(bf16_from_f64(f64::from(x)).to_bits(), want, "{s:08x}");
+            }
+        }
+        // A true f64 just above a bf16 tie rounds up; exactly on the tie rounds to even.
+        let tie = f64::from(f32::from_bits(0x3F80_8000));
+        assert_eq!(bf16_from_f64(tie).to_bits(), 0x3F80);
+        assert_eq!(bf16_from_f64(tie + 1e-12).to_bits(), 0x3F81);
+    }
 
     #[test]
     fn gather_transposed_matrix_reads_columns() {

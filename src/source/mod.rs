@@ -206,6 +206,21 @@ mod tests {
     }
 
     #[test]
+    fn safetensors_whose_length_looks_like_a_pickle_proto_is_safetensors() {
+        // Header length 0x0280 = 640: its first two bytes are 0x80 0x02, a pickle PROTO 2.
+        let mut f = 640u64.to_le_bytes().to_vec();
+        f.extend_from_slice(b"{}");
+        f.resize(8 + 640, b' ');
+        assert_eq!(sniff(&f), Some(Sniffed::Safetensors));
+        // A real protocol-2 pickle stays a pickle; an empty msgpack map is msgpack.
+        assert_eq!(sniff(b"\x80\x02}q\x00."), Some(Sniffed::Pickle));
+        assert_eq!(sniff(&[0x80]), Some(Sniffed::Msgpack));
+        for first in [0x81, 0x8f, 0xde, 0xdf] {
+            assert_eq!(sniff(&[first, 0xa1, b'k', 0xc0]), Some(Sniffed::Msgpack));
+        }
+    }
+
+    #[test]
     fn unknown_bytes_name_their_magic() {
         let e = open_bytes(FileBytes::from_vec(b"hello world".to_vec())).err();
         match e.as_ref().map(Error::kind) {
