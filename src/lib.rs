@@ -9,6 +9,7 @@
 //! ```
 //!
 //! * [`open`] reads any supported container — PyTorch zip and legacy `.pth`, numpy `.npy`/`.npz`,
+//!   Flax `flax_model.msgpack`,
 //!   safetensors — sniffing the format from its magic bytes, and returns a [`TensorSource`] that
 //!   lists tensors without reading their data and reads one tensor on demand. Pickles are
 //!   interpreted by a small inert machine with an allowlist: nothing in a checkpoint is ever

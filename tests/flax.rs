@@ -849,3 +849,26 @@ fn byte_mutations_never_panic() {
         }
     }
 }
+
+#[test]
+fn flax_layout_safetensors_reads_as_the_flax_tree_and_converts_alike() {
+    let st = flax_dir().join("vit_cls_safetensors/model.safetensors");
+    let msgpack = flax_dir().join("vit_cls/flax_model.msgpack");
+    let src = vit_convert::open(&st).unwrap();
+    assert_eq!(src.metadata()["format"], "flax");
+    assert_eq!(tensors(&st), tensors(&msgpack));
+    let out = tempfile::tempdir().unwrap();
+    let r = convert(&st, out.path(), &ConvertOptions::default()).unwrap();
+    assert_eq!(r.mapping.table, "flax");
+    assert_eq!(
+        tensors(&out.path().join("model.safetensors")),
+        tensors(&flax_dir().join("vit_cls/pt/model.safetensors"))
+    );
+    // The PyTorch-layout table does not take it.
+    let opts = ConvertOptions {
+        from: Some("hf".into()),
+        ..Default::default()
+    };
+    let e = convert(&st, out.path(), &opts).unwrap_err();
+    assert!(matches!(e.kind(), ErrorKind::Mapping { .. }), "{e}");
+}

@@ -171,7 +171,14 @@ pub fn open_bytes(bytes: FileBytes) -> Result<Box<dyn TensorSource>> {
         }
         Some(Sniffed::Pickle) => Ok(Box::new(torch_legacy::TorchLegacySource::parse(bytes)?)),
         Some(Sniffed::Npy) => Ok(Box::new(npy::NpySource::parse(bytes)?)),
-        Some(Sniffed::Safetensors) => Ok(Box::new(safetensors::SafetensorsSource::parse(bytes)?)),
+        Some(Sniffed::Safetensors) => {
+            let st = safetensors::SafetensorsSource::parse(bytes)?;
+            if flax::FlaxSafetensors::is_flax(st.metadata()) {
+                Ok(Box::new(flax::FlaxSafetensors::new(Box::new(st))?))
+            } else {
+                Ok(Box::new(st))
+            }
+        }
         Some(Sniffed::Msgpack) => Ok(Box::new(flax::FlaxSource::parse(bytes)?)),
         None => Err(Error::from(ErrorKind::UnknownFormat {
             magic: hex_prefix(&bytes, 8),
