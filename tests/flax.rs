@@ -47,9 +47,15 @@ fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
         .collect()
 }
 
-fn from_flax() -> ConvertOptions {
+/// `--from FROM --to TO` with an explicit head count (when no config.json is beside the input).
+fn options(from: &str, to: OutputFormat, heads: Option<usize>) -> ConvertOptions {
     ConvertOptions {
-        from: Some("flax".into()),
+        from: Some(from.into()),
+        to,
+        overrides: ConfigOverrides {
+            num_heads: heads,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -224,7 +230,12 @@ fn converted_flax_models_reproduce_the_flax_outputs() {
     for case in cases() {
         let dir = flax_dir().join(case["dir"].as_str().unwrap());
         let out = tempfile::tempdir().unwrap();
-        convert(&dir.join("flax_model.msgpack"), out.path(), &from_flax()).unwrap();
+        convert(
+            &dir.join("flax_model.msgpack"),
+            out.path(),
+            &options("flax", OutputFormat::Safetensors, None),
+        )
+        .unwrap();
         let model = Model::load(out.path()).unwrap();
         let input = Array::read_npy(&dir.join("input.npy")).unwrap();
         let primary = Array::read_npy(&dir.join(case["primary_output"].as_str().unwrap())).unwrap();
@@ -254,11 +265,7 @@ fn to_flax_writes_the_bytes_flax_to_bytes_wrote() {
         let want = std::fs::read(dir.join("flax_model.msgpack")).unwrap();
         // From the PyTorch equivalent (config.json beside it supplies the head count) …
         let out = tempfile::tempdir().unwrap();
-        let opts = ConvertOptions {
-            from: Some("hf".into()),
-            to: OutputFormat::Flax,
-            ..Default::default()
-        };
+        let opts = options("hf", OutputFormat::Flax, None);
         let r = convert(&dir.join("pt/model.safetensors"), out.path(), &opts).unwrap();
         assert_eq!(r.outputs[0].file_name().unwrap(), "flax_model.msgpack");
         let got = std::fs::read(&r.outputs[0]).unwrap();
@@ -266,10 +273,7 @@ fn to_flax_writes_the_bytes_flax_to_bytes_wrote() {
         assert_eq!(r.bytes, want.len() as u64);
         // … and from the Flax file itself.
         let again = tempfile::tempdir().unwrap();
-        let opts = ConvertOptions {
-            to: OutputFormat::Flax,
-            ..from_flax()
-        };
+        let opts = options("flax", OutputFormat::Flax, None);
         convert(&dir.join("flax_model.msgpack"), again.path(), &opts).unwrap();
         assert!(std::fs::read(again.path().join("flax_model.msgpack")).unwrap() == want);
     }
@@ -280,10 +284,8 @@ fn to_flax_bf16_matches_flax_to_bf16() {
     let dir = flax_dir().join("vit_cls");
     let out = tempfile::tempdir().unwrap();
     let opts = ConvertOptions {
-        from: Some("hf".into()),
-        to: OutputFormat::Flax,
         dtype: Some(vit_convert::DType::BF16),
-        ..Default::default()
+        ..options("hf", OutputFormat::Flax, None)
     };
     convert(&dir.join("pt/model.safetensors"), out.path(), &opts).unwrap();
     let got = std::fs::read(out.path().join("flax_model.msgpack")).unwrap();
@@ -303,24 +305,14 @@ fn round_trips_of_other_families_through_flax_are_bit_exact() {
             .join(c["dir"].as_str().unwrap())
             .join(c["expected_dir"].as_str().unwrap())
             .join("model.safetensors");
-        let heads = c["config"]["num_attention_heads"].as_u64().unwrap() as usize;
-        let overrides = ConfigOverrides {
-            num_heads: Some(heads),
-            ..Default::default()
-        };
+        let heads = c["config"]["num_attention_heads"]
+            .as_u64()
+            .map(|h| h as usize);
         let mid = tempfile::tempdir().unwrap();
-        let opts = ConvertOptions {
-            from: Some("hf".into()),
-            to: OutputFormat::Flax,
-            overrides: overrides.clone(),
-            ..Default::default()
-        };
+        let opts = options("hf", OutputFormat::Flax, heads);
         let r = convert(&hf, mid.path(), &opts).unwrap();
         let back = tempfile::tempdir().unwrap();
-        let opts = ConvertOptions {
-            overrides,
-            ..from_flax()
-        };
+        let opts = options("flax", OutputFormat::Safetensors, heads);
         convert(&r.outputs[0], back.path(), &opts).unwrap();
         assert_eq!(
             tensors(&hf),
@@ -337,15 +329,7 @@ fn round_trips_of_other_families_through_flax_are_bit_exact() {
 fn to_flax_refuses_deit_and_notes_a_missing_pooler() {
     let deit = common::fixture("convert", "deit_distilled/source.pth");
     let out = tempfile::tempdir().unwrap();
-    let opts = ConvertOptions {
-        from: Some("deit".into()),
-        to: OutputFormat::Flax,
-        overrides: ConfigOverrides {
-            num_heads: Some(3),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let opts = options("deit", OutputFormat::Flax, Some(3));
     let e = convert(&deit, out.path(), &opts).unwrap_err();
     assert!(
         matches!(e.kind(), ErrorKind::InvalidOption { reason } if reason.contains("no Flax")),
@@ -354,15 +338,7 @@ fn to_flax_refuses_deit_and_notes_a_missing_pooler() {
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 
     let dino = common::fixture("convert", "dino_backbone/hf/model.safetensors");
-    let opts = ConvertOptions {
-        from: Some("hf".into()),
-        to: OutputFormat::Flax,
-        overrides: ConfigOverrides {
-            num_heads: Some(4),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let opts = options("hf", OutputFormat::Flax, Some(4));
     let r = convert(&dino, out.path(), &opts).unwrap();
     assert!(
         r.notes
@@ -865,10 +841,7 @@ fn flax_layout_safetensors_reads_as_the_flax_tree_and_converts_alike() {
         tensors(&flax_dir().join("vit_cls/pt/model.safetensors"))
     );
     // The PyTorch-layout table does not take it.
-    let opts = ConvertOptions {
-        from: Some("hf".into()),
-        ..Default::default()
-    };
+    let opts = options("hf", OutputFormat::Safetensors, None);
     let e = convert(&st, out.path(), &opts).unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::Mapping { .. }), "{e}");
 }
