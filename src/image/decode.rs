@@ -21,7 +21,7 @@ use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, Limits};
 
-use super::{RgbImage, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
+use super::{check_pixels, RgbImage, MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Largest image file read into memory (bytes).
@@ -100,15 +100,7 @@ fn limits() -> Limits {
 
 fn finish(mut decoder: impl ImageDecoder, container: &'static str) -> Result<RgbImage> {
     let (w, h) = decoder.dimensions();
-    let pixels = u64::from(w).saturating_mul(u64::from(h));
-    if pixels > MAX_IMAGE_PIXELS {
-        return Err(ErrorKind::BudgetExceeded {
-            budget: "image pixels",
-            limit: MAX_IMAGE_PIXELS,
-            offset: 0,
-        }
-        .into());
-    }
+    check_pixels(u64::from(w).saturating_mul(u64::from(h)))?;
     let orientation = decoder
         .orientation()
         .map_err(|e| image_error(container, e))?;

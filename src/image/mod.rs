@@ -41,6 +41,8 @@ pub const MAX_IMAGE_SIDE: u32 = 1 << 15;
 pub const MAX_IMAGE_PIXELS: u64 = 178_956_970;
 /// Largest batch [`preprocess`] accepts.
 pub const MAX_BATCH: usize = 4096;
+/// Largest number of float32 values [`preprocess`] returns (1 GiB).
+pub const MAX_OUTPUT_VALUES: usize = 1 << 28;
 
 /// An 8-bit RGB image, rows top to bottom, pixels `[r, g, b]` interleaved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,8 +80,11 @@ impl RgbImage {
 
     /// Row `y` (empty when out of range).
     fn row(&self, y: usize) -> &[u8] {
-        let len = self.width * 3;
-        self.data.get(y * len..(y + 1) * len).unwrap_or(&[])
+        let len = self.width.saturating_mul(3);
+        let start = y.saturating_mul(len);
+        self.data
+            .get(start..start.saturating_add(len))
+            .unwrap_or(&[])
     }
 }
 
@@ -394,10 +399,7 @@ pub fn output_size(to: ResizeTo, height: usize, width: usize) -> Result<(usize, 
             size_with_aspect_ratio(height, width, shortest, longest)
         }
     };
-    let limit = usize::try_from(MAX_IMAGE_SIDE).unwrap_or(usize::MAX);
-    if h > limit || w > limit {
-        return Err(too_big(h.max(w)));
-    }
+    check_area(h, w)?;
     if h == 0 || w == 0 {
         return Err(ErrorKind::InvalidOption {
             reason: format!("resizing a {width}x{height} image gives an empty {w}x{h} image"),
@@ -414,6 +416,28 @@ fn too_big(_side: usize) -> Error {
         offset: 0,
     }
     .into()
+}
+
+/// Checks a resize or crop target against [`MAX_IMAGE_SIDE`] and [`MAX_IMAGE_PIXELS`].
+fn check_area(h: usize, w: usize) -> Result<()> {
+    let limit = usize::try_from(MAX_IMAGE_SIDE).unwrap_or(usize::MAX);
+    if h > limit || w > limit {
+        return Err(too_big(h.max(w)));
+    }
+    check_pixels(u64::try_from(h.saturating_mul(w)).unwrap_or(u64::MAX))
+}
+
+/// [`ErrorKind::BudgetExceeded`] when an image area is above [`MAX_IMAGE_PIXELS`].
+fn check_pixels(area: u64) -> Result<()> {
+    if area > MAX_IMAGE_PIXELS {
+        return Err(ErrorKind::BudgetExceeded {
+            budget: "image pixels",
+            limit: MAX_IMAGE_PIXELS,
+            offset: 0,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// `image_transforms.get_size_with_aspect_ratio`, float for float (Python `round` is half-even).
@@ -503,6 +527,7 @@ fn geometry(decoded: Decoded, cfg: &PreprocessorConfig) -> Result<RgbImage> {
         img = resize(&img, w, h, cfg.resample);
     }
     if let Some((h, w)) = cfg.center_crop {
+        check_area(h, w)?;
         img = center_crop(&img, h, w);
     }
     Ok(img)
@@ -589,6 +614,14 @@ pub fn preprocess(paths: &[impl AsRef<Path>], preprocessor_config: &Value) -> Re
                 .with_path(path));
             }
             Some(_) => {}
+        }
+        if data.len().saturating_add(values.len()) > MAX_OUTPUT_VALUES {
+            return Err(Error::from(ErrorKind::BudgetExceeded {
+                budget: "preprocessed values",
+                limit: u64::try_from(MAX_OUTPUT_VALUES).unwrap_or(u64::MAX),
+                offset: 0,
+            })
+            .with_path(path));
         }
         data.extend_from_slice(&values);
     }
