@@ -690,6 +690,18 @@ mod tests {
     }
 
     #[test]
+    fn configs_written_by_convert_presets_parse() {
+        let vit = crate::model::preprocessor::preprocessor_config("vit", 224).unwrap();
+        let cfg = PreprocessorConfig::from_json(&vit).unwrap();
+        assert_eq!(cfg.resample, Filter::Bilinear);
+        let crop = crate::model::preprocessor::preprocessor_config("imagenet_crop", 224).unwrap();
+        let cfg = PreprocessorConfig::from_json(&crop).unwrap();
+        assert_eq!(cfg.resize, Some(ResizeTo::ShortestEdge(256)));
+        assert_eq!(cfg.center_crop, Some((224, 224)));
+        assert!(cfg.do_convert_rgb);
+    }
+
+    #[test]
     fn config_without_known_type_needs_explicit_flags() {
         let err = PreprocessorConfig::from_json(&json!({"size": 32})).unwrap_err();
         assert!(matches!(err.kind(), ErrorKind::Config { .. }), "{err}");
