@@ -29,6 +29,7 @@
 pub mod convert;
 pub mod error;
 pub mod forward;
+pub mod image;
 pub mod inspect;
 pub mod mapping;
 mod mmap;
