@@ -40,6 +40,7 @@ pub mod verify;
 pub mod write;
 
 pub use convert::{convert, ConversionReport, ConvertOptions, OutputFormat};
+pub use forward::{ForwardOptions, ForwardOutput, Model, PosInterp};
 pub use error::{Error, ErrorKind, Result};
 pub use inspect::{inspect, Inspection};
 pub use mapping::{MappingReport, MappingTable};
@@ -47,3 +48,4 @@ pub use mmap::FileBytes;
 pub use model::{Architecture, ViTConfig};
 pub use source::{open, open_bytes, Format, TensorSource};
 pub use tensor::{DType, Tensor, TensorInfo};
+pub use verify::{verify, Tolerance, VerifyReport};

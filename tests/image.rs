@@ -32,42 +32,11 @@ fn config(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-/// A minimal `.npy` reader for the fixtures (C order, `<f4` or `|u1`), so these tests do not
-/// depend on the crate's own readers.
-fn parse_npy(bytes: &[u8]) -> (String, Vec<usize>, Vec<u8>) {
-    assert_eq!(&bytes[..6], b"\x93NUMPY");
-    let (hlen, start) = match bytes[6] {
-        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
-        _ => (
-            usize::try_from(u32::from_le_bytes(bytes[8..12].try_into().unwrap())).unwrap(),
-            12,
-        ),
-    };
-    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
-    assert!(header.contains("'fortran_order': False"), "{header}");
-    let descr = header.split("'descr': '").nth(1).unwrap();
-    let descr = descr[..descr.find('\'').unwrap()].to_string();
-    let shape = header.split("'shape': (").nth(1).unwrap();
-    let shape: Vec<usize> = shape[..shape.find(')').unwrap()]
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    (descr, shape, bytes[start + hlen..].to_vec())
-}
-
 fn expected(cfg: &str, image: &str) -> Array {
     let path = dir()
         .join(cfg)
         .join(format!("{}.npy", image.replace('.', "_")));
-    let (descr, shape, data) = parse_npy(&std::fs::read(path).unwrap());
-    assert_eq!(descr, "<f4");
-    let data = data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    Array { shape, data }
+    Array::read_npy(&path).unwrap()
 }
 
 fn max_abs_diff(a: &Array, b: &Array) -> f32 {
@@ -106,24 +75,22 @@ fn jpeg_decoding_is_within_a_few_levels_of_pil() {
 
 #[test]
 fn resize_matches_pillow_for_every_filter_and_size() {
-    let file = std::fs::File::open(dir().join("resize_rgb_50x40.npz")).unwrap();
-    let mut zip = zip::ZipArchive::new(file).unwrap();
+    let expected = vit_convert::open(&dir().join("resize_rgb_50x40.npz")).unwrap();
     let decoded = vit_convert::image::read_image(&dir().join("rgb_50x40.png")).unwrap();
     let mut seen = 0;
-    for i in 0..zip.len() {
-        let mut entry = zip.by_index(i).unwrap();
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
-        let entry_name = entry.name().unwrap().to_string();
-        let name = entry_name.trim_end_matches(".npy");
+    for info in expected.tensors() {
+        let name = info.name.as_str();
         let (f, size) = name.split_once('_').unwrap();
         let filter = Filter::from_pil_code(f.trim_start_matches('f').parse().unwrap()).unwrap();
         let (w, h) = size.split_once('x').unwrap();
         let (w, h): (usize, usize) = (w.parse().unwrap(), h.parse().unwrap());
-        let (descr, shape, want) = parse_npy(&bytes);
-        assert_eq!((descr.as_str(), shape), ("|u1", vec![h, w, 3]));
+        assert_eq!(
+            (info.dtype, info.shape.clone()),
+            (vit_convert::DType::U8, vec![h, w, 3])
+        );
+        let want = expected.read(name).unwrap();
         let got = resize(&decoded.rgb, w, h, filter);
-        assert_eq!(got.as_bytes(), &want[..], "{name}");
+        assert_eq!(got.as_bytes(), &want.data[..], "{name}");
         seen += 1;
     }
     assert_eq!(seen, 24);
