@@ -40,8 +40,8 @@ pub mod verify;
 pub mod write;
 
 pub use convert::{convert, ConversionReport, ConvertOptions, OutputFormat};
-pub use forward::{ForwardOptions, ForwardOutput, Model, PosInterp};
 pub use error::{Error, ErrorKind, Result};
+pub use forward::{ForwardOptions, ForwardOutput, Model, PosInterp};
 pub use inspect::{inspect, Inspection};
 pub use mapping::{MappingReport, MappingTable};
 pub use mmap::FileBytes;
