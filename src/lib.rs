@@ -30,6 +30,7 @@
 pub mod convert;
 pub mod error;
 pub mod forward;
+pub mod image;
 pub mod inspect;
 pub mod mapping;
 mod mmap;
@@ -41,9 +42,11 @@ pub mod write;
 
 pub use convert::{convert, ConversionReport, ConvertOptions, OutputFormat};
 pub use error::{Error, ErrorKind, Result};
+pub use forward::{ForwardOptions, ForwardOutput, Model, PosInterp};
 pub use inspect::{inspect, Inspection};
 pub use mapping::{MappingReport, MappingTable};
 pub use mmap::FileBytes;
 pub use model::{Architecture, ViTConfig};
 pub use source::{open, open_bytes, Format, TensorSource};
 pub use tensor::{DType, Tensor, TensorInfo};
+pub use verify::{verify, Tolerance, VerifyReport};

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
@@ -13,18 +13,7 @@ use vit_convert::model::ConfigOverrides;
 use vit_convert::verify::{compare, Array, Tolerance};
 use vit_convert::{convert, ConvertOptions, ErrorKind};
 
-fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(common::fixture("convert", "cases.json")).unwrap();
-    serde_json::from_str::<Value>(&text)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn case_dir(case: &Value) -> PathBuf {
-    common::fixture_dir("convert").join(case["dir"].as_str().unwrap())
-}
+use common::{case_dir, convert_cases as cases};
 
 fn output<'a>(out: &'a ForwardOutput, key: &str) -> (Vec<usize>, Vec<f32>) {
     let arr2 = |a: &'a Option<ndarray::Array2<f32>>| {
@@ -258,4 +247,80 @@ fn forward_cli_writes_logits_hidden_states_and_pooler() {
     );
     let p = Array::read_npy(&dir.path().join("p.npy")).unwrap();
     assert_eq!(p.shape, vec![1, 16]);
+}
+
+#[test]
+fn image_input_is_preprocessed_like_transformers_and_top_k_prints_labels() {
+    let img = common::fixture("convert", "image/cat.png");
+    let cfg_path = common::fixture("convert", "image/vit_pil/preprocessor_config.json");
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let pixels = vit_convert::image::preprocess(&[&img], &cfg).unwrap();
+    let want = Array::read_npy(&common::fixture(
+        "convert",
+        "image/pixel_values_vit_pil.npy",
+    ))
+    .unwrap();
+    assert_eq!(pixels.shape, want.shape);
+    assert!(
+        compare(
+            &pixels.data,
+            &want.data,
+            &want.shape,
+            Tolerance {
+                atol: 1e-5,
+                rtol: 0.0
+            }
+        )
+        .unwrap()
+        .passed
+    );
+
+    // The CLI reads preprocessor_config.json from the model folder.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(
+            common::fixture("convert", &format!("timm_vit/hf/{f}")),
+            dir.path().join(f),
+        )
+        .unwrap();
+    }
+    std::fs::copy(&cfg_path, dir.path().join("preprocessor_config.json")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vit-convert"))
+        .arg("forward")
+        .arg(dir.path())
+        .arg("--image")
+        .arg(&img)
+        .args(["--top-k", "2", "--output"])
+        .arg(dir.path().join("y.npy"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let model = Model::load(dir.path()).unwrap();
+    let direct = model
+        .forward(want.as_nchw().unwrap(), &ForwardOptions::default())
+        .unwrap();
+    let logits = direct.logits.unwrap();
+    let best = (0..logits.ncols())
+        .max_by(|&a, &b| logits[[0, a]].total_cmp(&logits[[0, b]]))
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().nth(1).unwrap();
+    assert!(first.trim_start().starts_with(&best.to_string()), "{text}");
+    assert!(first.ends_with(&format!("LABEL_{best}")), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+    let y = Array::read_npy(&dir.path().join("y.npy")).unwrap();
+    assert!(
+        compare(
+            &y.data,
+            logits.as_slice().unwrap(),
+            &y.shape,
+            Tolerance::strict()
+        )
+        .unwrap()
+        .passed
+    );
 }

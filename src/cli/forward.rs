@@ -14,8 +14,11 @@ pub struct RunArgs {
     /// Folder with model.safetensors and config.json (as written by `convert`).
     pub model_dir: PathBuf,
     /// Input pixels: float32 .npy of shape [B, C, H, W].
-    #[arg(long)]
-    pub input: PathBuf,
+    #[arg(long, required_unless_present = "image", conflicts_with = "image")]
+    pub input: Option<PathBuf>,
+    /// Input images (PNG/JPEG), preprocessed as the model folder's preprocessor_config.json says.
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    pub image: Vec<PathBuf>,
     /// Accept inputs of another size than image_size, resampling the position embeddings.
     #[arg(long)]
     pub interpolate_pos_encoding: bool,
@@ -25,6 +28,21 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The input batch: the .npy as given, or the images preprocessed for this model.
+    fn input(&self) -> anyhow::Result<Array> {
+        match &self.input {
+            Some(p) => Ok(Array::read_npy(p)?),
+            None => {
+                let path = self.model_dir.join("preprocessor_config.json");
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e} (needed for --image)", path.display()))?;
+                let cfg: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                Ok(vit_convert::image::preprocess(&self.image, &cfg)?)
+            }
+        }
+    }
+
     fn options(&self) -> ForwardOptions {
         ForwardOptions {
             interpolate_pos_encoding: self.interpolate_pos_encoding || self.pos_interp == "dino",
@@ -42,8 +60,11 @@ pub struct ForwardArgs {
     #[command(flatten)]
     pub run: RunArgs,
     /// Where to write the output: logits [B, K] for models with a head, else last_hidden_state [B, T, D].
-    #[arg(long)]
-    pub output: PathBuf,
+    #[arg(long, required_unless_present = "top_k")]
+    pub output: Option<PathBuf>,
+    /// Print the N most likely labels (from config.json id2label) for each sample.
+    #[arg(long, value_name = "N")]
+    pub top_k: Option<usize>,
     /// Also write last_hidden_state [B, T, D].
     #[arg(long, value_name = "H.npy")]
     pub hidden_states: Option<PathBuf>,
@@ -72,10 +93,15 @@ pub struct VerifyArgs {
 
 pub fn forward(a: ForwardArgs) -> anyhow::Result<i32> {
     let model = Model::load(&a.run.model_dir)?;
-    let input = Array::read_npy(&a.run.input)?;
+    let input = a.run.input()?;
     let out = model.forward(input.as_nchw()?, &a.run.options())?;
+    if let Some(k) = a.top_k {
+        print_top_k(&model, &out, k, &a.run.image)?;
+    }
     let (shape, data) = out.primary();
-    Array { shape, data }.write_npy(&a.output)?;
+    if let Some(p) = &a.output {
+        Array { shape, data }.write_npy(p)?;
+    }
     if let Some(p) = &a.hidden_states {
         let h = &out.last_hidden_state;
         Array {
@@ -99,7 +125,7 @@ pub fn forward(a: ForwardArgs) -> anyhow::Result<i32> {
 
 pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
     let model = Model::load(&a.run.model_dir)?;
-    let input = Array::read_npy(&a.run.input)?;
+    let input = a.run.input()?;
     let expected = Array::read_npy(&a.expected)?;
     let tol = Tolerance {
         atol: a.atol,
@@ -137,4 +163,35 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(if r.passed { EXIT_OK } else { EXIT_MISMATCH })
+}
+
+fn print_top_k(
+    model: &Model,
+    out: &vit_convert::forward::ForwardOutput,
+    k: usize,
+    images: &[PathBuf],
+) -> anyhow::Result<()> {
+    let logits = out
+        .logits
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("--top-k needs a model with a classification head"))?;
+    let labels = &model.config().id2label;
+    let mut stdout = std::io::stdout().lock();
+    for (i, row) in logits.rows().into_iter().enumerate() {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = row.iter().map(|&v| f64::from(v - max).exp()).sum();
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|&x, &y| row[y].total_cmp(&row[x]).then(x.cmp(&y)));
+        let name = images
+            .get(i)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("sample {i}"));
+        writeln!(stdout, "{name}:")?;
+        for &c in order.iter().take(k) {
+            let p = f64::from(row[c] - max).exp() / sum;
+            let label = labels.get(&c).map(String::as_str).unwrap_or("?");
+            writeln!(stdout, "  {c:>6}  {p:>7.4}  {:>9.4}  {label}", row[c])?;
+        }
+    }
+    Ok(())
 }
