@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use common::tensors;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -31,21 +32,6 @@ fn options(case: &Value, source: &Value, from: &str) -> ConvertOptions {
         },
         ..Default::default()
     }
-}
-
-/// name → (dtype, shape, bytes)
-fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
-    let src = vit_convert::open(path).unwrap();
-    src.tensors()
-        .iter()
-        .map(|t| {
-            let data = src.read(&t.name).unwrap().data.into_owned();
-            (
-                t.name.clone(),
-                (t.dtype.name().to_string(), t.shape.clone(), data),
-            )
-        })
-        .collect()
 }
 
 fn data_section(path: &Path) -> Vec<u8> {

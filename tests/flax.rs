@@ -6,8 +6,9 @@
 
 mod common;
 
+use common::tensors;
+
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -30,21 +31,6 @@ fn cases() -> Vec<Value> {
         .as_array()
         .unwrap()
         .clone()
-}
-
-/// name → (dtype, shape, bytes)
-fn tensors(path: &Path) -> BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
-    let src = vit_convert::open(path).unwrap();
-    src.tensors()
-        .iter()
-        .map(|t| {
-            let data = src.read(&t.name).unwrap().data.into_owned();
-            (
-                t.name.clone(),
-                (t.dtype.name().to_string(), t.shape.clone(), data),
-            )
-        })
-        .collect()
 }
 
 /// `--from FROM --to TO` with an explicit head count (when no config.json is beside the input).

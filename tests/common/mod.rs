@@ -156,3 +156,18 @@ pub fn convert_cases() -> Vec<serde_json::Value> {
 pub fn case_dir(case: &serde_json::Value) -> PathBuf {
     fixture_dir("convert").join(case["dir"].as_str().unwrap())
 }
+
+/// Every tensor of a file: name → (dtype, shape, bytes).
+pub fn tensors(path: &Path) -> std::collections::BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
+    let src = vit_convert::open(path).unwrap();
+    src.tensors()
+        .iter()
+        .map(|t| {
+            let data = src.read(&t.name).unwrap().data.into_owned();
+            (
+                t.name.clone(),
+                (t.dtype.name().to_string(), t.shape.clone(), data),
+            )
+        })
+        .collect()
+}
