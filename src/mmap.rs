@@ -66,6 +66,50 @@ impl FileBytes {
         })
     }
 
+    /// Drops this process's resident pages of a mapped file: the bytes stay readable and are
+    /// faulted back in from the page cache on the next access, but they no longer count towards
+    /// the process's resident memory. Streaming writers call it after each tensor so that
+    /// converting a model never holds the whole mapped input resident. A no-op for bytes read
+    /// into memory and on platforms without `madvise`; failures are ignored (it is only a hint
+    /// about memory, never about content).
+    pub fn release(&self) {
+        self.release_range(0, self.len());
+    }
+
+    /// [`FileBytes::release`] for `len` bytes from `offset` (widened to whole pages; clamped to
+    /// the file).
+    pub fn release_range(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        if let Inner::Mapped(m) = &self.inner {
+            let offset = offset.min(m.len());
+            let len = len.min(m.len() - offset);
+            if len == 0 {
+                return;
+            }
+            // SAFETY: `MADV_DONTNEED` is unsafe in general because it discards pages a process has
+            // written to a private mapping. This mapping is read-only (`Mmap`, PROT_READ): no
+            // page of it was ever written, so no copy-on-write page exists to be discarded, and
+            // the kernel only drops page-table entries. The next access faults the same file
+            // page back in from the page cache, so any slice still borrowed from the map reads
+            // the same bytes as before (file modification by another process is the contract
+            // the module docs already accept). The range is clamped to the mapping above.
+            let _ = unsafe {
+                m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
+    }
+
+    /// Hints that the bytes will be read once, front to back (larger readahead; pages behind
+    /// the reader may be dropped early). A no-op for bytes in memory.
+    pub fn advise_sequential(&self) {
+        #[cfg(unix)]
+        if let Inner::Mapped(m) = &self.inner {
+            let _ = m.advise(memmap2::Advice::Sequential);
+        }
+    }
+
     /// Wraps bytes already in memory.
     pub fn from_vec(data: Vec<u8>) -> Self {
         FileBytes {

@@ -126,6 +126,10 @@ impl<'s> PlannedSource<'s> {
 }
 
 impl TensorSource for PlannedSource<'_> {
+    fn release_pages(&self) {
+        self.inner.release_pages();
+    }
+
     fn format(&self) -> Format {
         self.inner.format()
     }

@@ -110,6 +110,11 @@ pub trait TensorSource: Send + Sync {
         &[]
     }
 
+    /// Drops the resident pages of a memory-mapped input (see [`FileBytes::release`]): data read
+    /// earlier stays readable. Streaming writers call it after each tensor so that memory stays
+    /// flat in the model's size. The default does nothing.
+    fn release_pages(&self) {}
+
     /// Looks up a tensor's listing entry by name.
     fn info(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors().iter().find(|t| t.name == name)

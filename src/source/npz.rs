@@ -351,6 +351,10 @@ fn duplicate_entry_name(bytes: &[u8], central_start: u64) -> Option<String> {
 }
 
 impl TensorSource for NpzSource {
+    fn release_pages(&self) {
+        self.bytes.release();
+    }
+
     fn format(&self) -> Format {
         Format::Npz
     }

@@ -271,6 +271,10 @@ impl<'de> Deserialize<'de> for RawHeader {
 }
 
 impl TensorSource for SafetensorsSource {
+    fn release_pages(&self) {
+        self.bytes.release();
+    }
+
     fn format(&self) -> Format {
         Format::Safetensors
     }

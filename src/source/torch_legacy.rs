@@ -234,6 +234,10 @@ fn storage_keys(keys: &Parsed) -> Result<Vec<String>> {
 }
 
 impl TensorSource for TorchLegacySource {
+    fn release_pages(&self) {
+        self.bytes.release();
+    }
+
     fn format(&self) -> Format {
         Format::TorchLegacy
     }

@@ -460,6 +460,10 @@ impl TorchZipSource {
 }
 
 impl TensorSource for TorchZipSource {
+    fn release_pages(&self) {
+        self.bytes.release();
+    }
+
     fn format(&self) -> Format {
         Format::TorchZip
     }
