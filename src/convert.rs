@@ -1,6 +1,7 @@
 //! Conversion: source checkpoint → mapping table → canonical tensors + config → files.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -8,7 +9,6 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::{self, MappingReport, MappingTable, PlannedSource};
-use crate::mmap::FileBytes;
 use crate::model::{self, preprocessor, Architecture, ConfigOverrides, ViTConfig};
 use crate::source::{self, TensorSource};
 use crate::tensor::{DType, TensorInfo};
@@ -84,21 +84,27 @@ pub struct ConversionReport {
     pub bytes: u64,
 }
 
-/// Bytes hashed between two page releases.
-const HASH_CHUNK: usize = 1 << 22;
+/// Bytes read per call while hashing the input.
+const HASH_CHUNK: usize = 1 << 20;
 
 /// Length of a sha256 in hex.
 const SHA256_HEX_LEN: usize = 64;
 
-/// The sha256 of a file, read through its own mapping front to back, each chunk's pages released
-/// once hashed so that hashing a large input does not make it resident.
+/// The sha256 of a file, read in chunks into one reused buffer (memory stays flat, and the
+/// page cache serves the bytes without faulting a mapping in).
 fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = FileBytes::open(path)?;
-    bytes.advise_sequential();
+    let io = |op, e| Error::from(ErrorKind::io(op, e)).with_path(path);
+    let mut file = std::fs::File::open(path).map_err(|e| io("open", e))?;
+    let mut buf = vec![0u8; HASH_CHUNK];
     let mut h = Sha256::new();
-    for (k, chunk) in bytes.chunks(HASH_CHUNK).enumerate() {
-        h.update(chunk);
-        bytes.release_range(k.saturating_mul(HASH_CHUNK), chunk.len());
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io("read", e)),
+        };
+        h.update(buf.get(..n).unwrap_or(&[]));
     }
     Ok(mapping::schema::hex(&h.finalize()))
 }

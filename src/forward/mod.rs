@@ -630,3 +630,45 @@ impl Model {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::Array;
+
+    fn fixture(rel: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/convert/timm_vit")
+            .join(rel)
+    }
+
+    #[test]
+    fn forward_results_do_not_depend_on_the_thread_count() {
+        let mut model = Model::load(&fixture("hf")).unwrap();
+        let input = Array::read_npy(&fixture("io/batch5.npy")).unwrap();
+        let opts = ForwardOptions::default();
+        let mut outs = Vec::new();
+        for n in [1, 3] {
+            model.set_threads(n);
+            assert_eq!(model.threads(), n);
+            outs.push(model.forward(input.as_nchw().unwrap(), &opts).unwrap());
+        }
+        assert_eq!(outs[0].last_hidden_state, outs[1].last_hidden_state);
+        assert_eq!(outs[0].logits, outs[1].logits);
+    }
+
+    #[test]
+    fn loaded_f32_weights_are_read_in_place_and_copied_from_borrowed_sources() {
+        let dir = fixture("hf");
+        let mapped = Model::load(&dir).unwrap();
+        assert_eq!(mapped.resident_weight_bytes(), 0);
+        let src = source::open(&dir.join("model.safetensors")).unwrap();
+        let copied = Model::from_source(src.as_ref(), mapped.config().clone()).unwrap();
+        assert!(copied.resident_weight_bytes() > 0);
+        let input = Array::read_npy(&fixture("io/input.npy")).unwrap();
+        let opts = ForwardOptions::default();
+        let a = mapped.forward(input.as_nchw().unwrap(), &opts).unwrap();
+        let b = copied.forward(input.as_nchw().unwrap(), &opts).unwrap();
+        assert_eq!(a.logits, b.logits);
+    }
+}

@@ -130,6 +130,10 @@ impl TensorSource for PlannedSource<'_> {
         self.inner.release_pages();
     }
 
+    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
+        self.inner.locate(data)
+    }
+
     fn format(&self) -> Format {
         self.inner.format()
     }

@@ -765,6 +765,10 @@ impl TensorSource for NpySource {
         self.bytes.release();
     }
 
+    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
+        self.bytes.locate(data)
+    }
+
     fn format(&self) -> Format {
         Format::Npy
     }

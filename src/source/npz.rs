@@ -355,6 +355,10 @@ impl TensorSource for NpzSource {
         self.bytes.release();
     }
 
+    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
+        self.bytes.locate(data)
+    }
+
     fn format(&self) -> Format {
         Format::Npz
     }

@@ -238,6 +238,10 @@ impl TensorSource for TorchLegacySource {
         self.bytes.release();
     }
 
+    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
+        self.bytes.locate(data)
+    }
+
     fn format(&self) -> Format {
         Format::TorchLegacy
     }

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -86,6 +86,33 @@ impl AtomicFile {
         })
     }
 
+    /// Appends `len` bytes of `file` from `offset`, copied inside the kernel where it can
+    /// (`std::io::copy` between files uses `copy_file_range` on Linux, as `cp` does).
+    pub(crate) fn copy_from(&mut self, file: &File, offset: u64, len: u64) -> Result<()> {
+        let dest = &self.dest;
+        let io = |op, e| Error::from(ErrorKind::io(op, e)).with_path(dest);
+        let Some(w) = self.out.as_mut() else {
+            return Ok(());
+        };
+        w.flush().map_err(|e| io("write", e))?;
+        let mut from = file;
+        from.seek(SeekFrom::Start(offset))
+            .map_err(|e| io("seek input", e))?;
+        let copied = std::io::copy(&mut from.take(len), w.get_mut()).map_err(|e| io("copy", e))?;
+        if copied != len {
+            return Err(io(
+                "copy",
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "copied {copied} of {len} bytes: the input is shorter than when parsed"
+                    ),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Overwrites bytes already written at `offset` (flushing the buffer first).
     pub(crate) fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
         let dest = &self.dest;
@@ -115,6 +142,9 @@ impl AtomicFile {
         Ok(())
     }
 }
+
+/// Tensors at least this large are copied file to file when they are a byte range of the input.
+const KERNEL_COPY_MIN: u64 = 1 << 16;
 
 /// Whether `VIT_CONVERT_FSYNC` asks for files to be synced before their rename.
 fn fsync_requested() -> bool {
@@ -265,7 +295,12 @@ pub(crate) fn write_safetensors_deferred(
             })
             .with_tensor(it.source.clone()));
         }
-        out.write_all(&t.data)?;
+        match src.locate(&t.data) {
+            // Big unmodified ranges of the input go file to file in the kernel; small ones
+            // through the buffer.
+            Some((file, at)) if len >= KERNEL_COPY_MIN => out.copy_from(file, at, len)?,
+            _ => out.write_all(&t.data)?,
+        }
         drop(t);
         src.release_pages();
     }
@@ -308,4 +343,92 @@ pub fn write_json(dest: &Path, value: &serde_json::Value) -> Result<()> {
     let mut out = AtomicFile::create(dest)?;
     out.write_all(&text)?;
     out.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mmap::FileBytes;
+    use crate::source::npy::write_npy;
+
+    fn npy_source(values: &[f32]) -> Box<dyn TensorSource> {
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut npy = Vec::new();
+        write_npy(&mut npy, DType::F32, &[values.len()], &data).unwrap();
+        crate::source::open_bytes(FileBytes::from_vec(npy)).unwrap()
+    }
+
+    #[test]
+    fn deferred_metadata_writes_the_same_bytes_as_metadata_known_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = npy_source(&[1.0, 2.0, 3.0]);
+        let name = src.tensors()[0].name.clone();
+        let items = [WriteItem {
+            name: "w".into(),
+            source: name,
+        }];
+        let sha = "ab".repeat(32);
+        let mut meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+        let mut value = || Ok(sha.clone());
+        let late = DeferredMeta {
+            key: "source_sha256",
+            len: 64,
+            value: &mut value,
+        };
+        let a = dir.path().join("a.safetensors");
+        write_safetensors_deferred(&a, src.as_ref(), &items, None, &meta, Some(late)).unwrap();
+        meta.insert("source_sha256".into(), sha.clone());
+        let b = dir.path().join("b.safetensors");
+        write_safetensors(&b, src.as_ref(), &items, None, &meta).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    }
+
+    #[test]
+    fn deferred_metadata_of_the_wrong_length_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = npy_source(&[1.0]);
+        let items = [WriteItem {
+            name: "w".into(),
+            source: src.tensors()[0].name.clone(),
+        }];
+        let mut value = || Ok("short".to_string());
+        let late = DeferredMeta {
+            key: "source_sha256",
+            len: 64,
+            value: &mut value,
+        };
+        let dest = dir.path().join("m.safetensors");
+        let e = write_safetensors_deferred(
+            &dest,
+            src.as_ref(),
+            &items,
+            None,
+            &BTreeMap::new(),
+            Some(late),
+        );
+        assert!(e.is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn kernel_copied_tensors_match_the_source_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let values: Vec<f32> = (0..100_000).map(|i| i as f32 * 0.5).collect();
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut npy = Vec::new();
+        write_npy(&mut npy, DType::F32, &[values.len()], &data).unwrap();
+        let input = dir.path().join("in.npy");
+        std::fs::write(&input, &npy).unwrap();
+        let src = crate::source::open(&input).unwrap();
+        let name = src.tensors()[0].name.clone();
+        assert!(src.locate(&src.read(&name).unwrap().data).is_some());
+        let dest = dir.path().join("out.safetensors");
+        let items = [WriteItem {
+            name: "w".into(),
+            source: name,
+        }];
+        write_safetensors(&dest, src.as_ref(), &items, None, &BTreeMap::new()).unwrap();
+        let out = crate::source::open(&dest).unwrap();
+        assert_eq!(&out.read("w").unwrap().data[..], &data[..]);
+    }
 }
