@@ -173,14 +173,7 @@ fn write_input(out: &str) {
 }
 
 fn write_model(src: &Synthetic, out: &str) {
-    let items: Vec<WriteItem> = src
-        .tensors()
-        .iter()
-        .map(|t| WriteItem {
-            name: t.name.clone(),
-            source: t.name.clone(),
-        })
-        .collect();
+    let items = WriteItem::same_names(src);
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     match write_safetensors(Path::new(out), src, &items, None, &meta) {
         Ok(bytes) => println!("{out}: {bytes} bytes"),

@@ -433,14 +433,7 @@ fn write_weights(
     let table = MappingTable::builtin(id)?;
     let plan = mapping::plan_reverse(&table, canon.planned.tensors(), &config.symbol_bindings())?;
     let rev = PlannedSource::new(&canon.planned, plan);
-    let items: Vec<WriteItem> = rev
-        .tensors()
-        .iter()
-        .map(|t| WriteItem {
-            name: t.name.clone(),
-            source: t.name.clone(),
-        })
-        .collect();
+    let items = WriteItem::same_names(&rev);
     let b = if opts.to == OutputFormat::Npz {
         write::npz::write_npz(weights, &rev, &items, opts.dtype)?
     } else {

@@ -168,6 +168,19 @@ pub struct WriteItem {
     pub source: String,
 }
 
+impl WriteItem {
+    /// Every tensor of `src`, under its own name.
+    pub fn same_names(src: &dyn TensorSource) -> Vec<WriteItem> {
+        src.tensors()
+            .iter()
+            .map(|t| WriteItem {
+                name: t.name.clone(),
+                source: t.name.clone(),
+            })
+            .collect()
+    }
+}
+
 /// Writes a safetensors file, streaming one tensor at a time from `src`. Tensors are sorted by
 /// name; the header is padded with spaces to a multiple of 8; the bytes are deterministic.
 ///
