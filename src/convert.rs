@@ -1,6 +1,7 @@
 //! Conversion: source checkpoint → mapping table → canonical tensors + config → files.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -8,11 +9,10 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::{self, MappingReport, MappingTable, PlannedSource};
-use crate::mmap::FileBytes;
 use crate::model::{self, preprocessor, Architecture, ConfigOverrides, ViTConfig};
 use crate::source::{self, TensorSource};
 use crate::tensor::{DType, TensorInfo};
-use crate::write::{self, WriteItem};
+use crate::write::{self, DeferredMeta, WriteItem};
 
 /// The output layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
@@ -88,11 +88,27 @@ pub struct ConversionReport {
     pub bytes: u64,
 }
 
+/// Bytes read per call while hashing the input.
+const HASH_CHUNK: usize = 1 << 20;
+
+/// Length of a sha256 in hex.
+const SHA256_HEX_LEN: usize = 64;
+
+/// The sha256 of a file, read in chunks into one reused buffer (memory stays flat, and the
+/// page cache serves the bytes without faulting a mapping in).
 fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = FileBytes::open(path)?;
+    let io = |op, e| Error::from(ErrorKind::io(op, e)).with_path(path);
+    let mut file = std::fs::File::open(path).map_err(|e| io("open", e))?;
+    let mut buf = vec![0u8; HASH_CHUNK];
     let mut h = Sha256::new();
-    for chunk in bytes.chunks(1 << 22) {
-        h.update(chunk);
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io("read", e)),
+        };
+        h.update(buf.get(..n).unwrap_or(&[]));
     }
     Ok(mapping::schema::hex(&h.finalize()))
 }
@@ -292,46 +308,17 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
 
     std::fs::create_dir_all(outdir)
         .map_err(|e| Error::from(ErrorKind::io("create directory", e)).with_path(outdir))?;
-    let (weights_name, disk): (&str, Vec<WriteItem>) = match opts.to {
-        OutputFormat::Safetensors => (
-            "model.safetensors",
-            canon
-                .planned
-                .tensors()
-                .iter()
-                .map(|t| WriteItem {
-                    name: model::disk_name(arch, &t.name),
-                    source: t.name.clone(),
-                })
-                .collect(),
-        ),
-        OutputFormat::Timm | OutputFormat::Npz | OutputFormat::Flax => (
-            match opts.to {
-                OutputFormat::Npz => "model.npz",
-                OutputFormat::Flax => "flax_model.msgpack",
-                _ => "model.safetensors",
-            },
-            Vec::new(),
-        ),
-    };
-    let weights = outdir.join(weights_name);
+    let weights = outdir.join(match opts.to {
+        OutputFormat::Npz => "model.npz",
+        OutputFormat::Flax => "flax_model.msgpack",
+        OutputFormat::Safetensors | OutputFormat::Timm => "model.safetensors",
+    });
     refuse_overwriting_input(input, &weights)?;
     for f in ["config.json", "preprocessor_config.json"] {
         refuse_overwriting_input(input, &outdir.join(f))?;
     }
 
-    let input_sha256 = sha256_file(input)?;
-    let mut meta = BTreeMap::new();
-    meta.insert("format".to_string(), "pt".to_string());
-    meta.insert(
-        "vit_convert_version".to_string(),
-        env!("CARGO_PKG_VERSION").to_string(),
-    );
-    meta.insert("source_sha256".to_string(), input_sha256.clone());
-    meta.insert("mapping_table".to_string(), canon.table.id.clone());
-    meta.insert("mapping_table_sha256".to_string(), canon.table.hash.clone());
-
-    let mut notes = canon.notes;
+    let mut notes = canon.notes.clone();
     if opts.to == OutputFormat::Flax {
         notes.extend(flax_notes(arch, &canon.config)?);
     }
@@ -346,45 +333,25 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
         .to_string();
     }
 
-    let (count, bytes) = match opts.to {
-        OutputFormat::Safetensors => {
-            let b = write::write_safetensors(&weights, &canon.planned, &disk, opts.dtype, &meta)
-                .map_err(|e| e.with_path(input))?;
-            (disk.len(), b)
-        }
-        OutputFormat::Timm | OutputFormat::Npz | OutputFormat::Flax => {
-            let id = match (opts.to, arch.prefix_tokens()) {
-                (OutputFormat::Npz, _) => "jax",
-                (OutputFormat::Flax, _) => "flax",
-                (_, 2) => "deit",
-                _ => "timm",
-            };
-            let table = MappingTable::builtin(id)?;
-            let plan =
-                mapping::plan_reverse(&table, canon.planned.tensors(), &config.symbol_bindings())?;
-            let rev = PlannedSource::new(&canon.planned, plan);
-            let items: Vec<WriteItem> = rev
-                .tensors()
-                .iter()
-                .map(|t| WriteItem {
-                    name: match opts.to {
-                        OutputFormat::Flax => flax_disk_name(arch, &t.name),
-                        _ => t.name.clone(),
-                    },
-                    source: t.name.clone(),
-                })
-                .collect();
-            let b = if opts.to == OutputFormat::Npz {
-                write::npz::write_npz(&weights, &rev, &items, opts.dtype)
-            } else if opts.to == OutputFormat::Flax {
-                write::flax::write_flax(&weights, &rev, &items, opts.dtype)
-            } else {
-                write::write_safetensors(&weights, &rev, &items, opts.dtype, &meta)
-            }
+    // The input's sha256 (recorded in the output's metadata) is computed on another thread while
+    // the tensors stream; the safetensors header is written with a placeholder of the hash's
+    // length and rewritten in place once the hash is known.
+    let (input_sha256, (count, bytes)) = std::thread::scope(|scope| {
+        let mut hash = PendingHash {
+            thread: Some(scope.spawn(|| sha256_file(input))),
+            value: None,
+        };
+        let mut get = || hash.get();
+        let deferred = DeferredMeta {
+            key: "source_sha256",
+            len: SHA256_HEX_LEN,
+            value: &mut get,
+        };
+        let written = write_weights(&canon, &config, &weights, opts, deferred)
             .map_err(|e| e.with_path(input))?;
-            (items.len(), b)
-        }
-    };
+        Ok::<_, Error>((hash.get()?, written))
+    })?;
+
     let config_json = config.to_json();
     let mut outputs = vec![weights];
     let cfg_path = outdir.join("config.json");
@@ -438,6 +405,118 @@ fn flax_notes(arch: Architecture, config: &ViTConfig) -> Result<Vec<String>> {
         }
         .into()),
     }
+}
+
+/// The input's sha256, being computed on a scoped thread.
+struct PendingHash<'scope> {
+    thread: Option<std::thread::ScopedJoinHandle<'scope, Result<String>>>,
+    value: Option<String>,
+}
+
+impl PendingHash<'_> {
+    /// Waits for the hash (once) and returns it.
+    fn get(&mut self) -> Result<String> {
+        if let Some(thread) = self.thread.take() {
+            let sha = thread.join().map_err(|_| {
+                Error::from(ErrorKind::io(
+                    "hash",
+                    std::io::Error::other("the hashing thread panicked"),
+                ))
+            })??;
+            self.value = Some(sha);
+        }
+        self.value.clone().ok_or_else(|| {
+            Error::from(ErrorKind::io(
+                "hash",
+                std::io::Error::other("the input hash is unavailable"),
+            ))
+        })
+    }
+}
+
+/// Writes the weights file in the requested layout; returns (tensors, bytes).
+fn write_weights(
+    canon: &Canonical<'_>,
+    config: &ViTConfig,
+    weights: &Path,
+    opts: &ConvertOptions,
+    sha: DeferredMeta<'_>,
+) -> Result<(usize, u64)> {
+    let arch = canon.config.architecture;
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    meta.insert(
+        "vit_convert_version".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    );
+    meta.insert("mapping_table".to_string(), canon.table.id.clone());
+    meta.insert("mapping_table_sha256".to_string(), canon.table.hash.clone());
+
+    if opts.to == OutputFormat::Safetensors {
+        let disk: Vec<WriteItem> = canon
+            .planned
+            .tensors()
+            .iter()
+            .map(|t| WriteItem {
+                name: model::disk_name(arch, &t.name),
+                source: t.name.clone(),
+            })
+            .collect();
+        let b = write::write_safetensors_deferred(
+            weights,
+            &canon.planned,
+            &disk,
+            opts.dtype,
+            &meta,
+            Some(sha),
+        )?;
+        return Ok((disk.len(), b));
+    }
+    let id = match (opts.to, arch.prefix_tokens()) {
+        (OutputFormat::Npz, _) => "jax",
+        (OutputFormat::Flax, _) => "flax",
+        (_, 2) => "deit",
+        _ => "timm",
+    };
+    let table = MappingTable::builtin(id)?;
+    let plan = mapping::plan_reverse(&table, canon.planned.tensors(), &config.symbol_bindings())?;
+    let rev = PlannedSource::new(&canon.planned, plan);
+    let b = match opts.to {
+        OutputFormat::Npz => {
+            let items = WriteItem::same_names(&rev);
+            (
+                items.len(),
+                write::npz::write_npz(weights, &rev, &items, opts.dtype)?,
+            )
+        }
+        OutputFormat::Flax => {
+            let items: Vec<WriteItem> = rev
+                .tensors()
+                .iter()
+                .map(|t| WriteItem {
+                    name: flax_disk_name(arch, &t.name),
+                    source: t.name.clone(),
+                })
+                .collect();
+            (
+                items.len(),
+                write::flax::write_flax(weights, &rev, &items, opts.dtype)?,
+            )
+        }
+        OutputFormat::Safetensors | OutputFormat::Timm => {
+            let items = WriteItem::same_names(&rev);
+            let b = write::write_safetensors_deferred(
+                weights,
+                &rev,
+                &items,
+                opts.dtype,
+                &meta,
+                Some(sha),
+            )?;
+            (items.len(), b)
+        }
+    };
+    Ok(b)
 }
 
 fn refuse_overwriting_input(input: &Path, output: &Path) -> Result<()> {

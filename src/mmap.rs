@@ -15,7 +15,9 @@ use std::path::Path;
 use crate::error::{Error, ErrorKind, Result};
 
 enum Inner {
-    Mapped(memmap2::Mmap),
+    /// The map, and the file it maps (kept open for kernel-side copies, see
+    /// [`FileBytes::locate`]).
+    Mapped(memmap2::Mmap, File),
     Owned(Vec<u8>),
 }
 
@@ -50,7 +52,7 @@ impl FileBytes {
         let map = unsafe { memmap2::MmapOptions::new().map(&file) }
             .map_err(|e| Error::from(ErrorKind::io("mmap", e)).with_path(path))?;
         Ok(FileBytes {
-            inner: Inner::Mapped(map),
+            inner: Inner::Mapped(map, file),
         })
     }
 
@@ -66,6 +68,60 @@ impl FileBytes {
         })
     }
 
+    /// Drops this process's resident pages of a mapped file: the bytes stay readable and are
+    /// faulted back in from the page cache on the next access, but they no longer count towards
+    /// the process's resident memory. Streaming writers call it after each tensor so that
+    /// converting a model never holds the whole mapped input resident. A no-op for bytes read
+    /// into memory and on platforms without `madvise`; failures are ignored (it is only a hint
+    /// about memory, never about content).
+    pub fn release(&self) {
+        self.release_range(0, self.len());
+    }
+
+    /// The open file and byte offset that `part` was mapped from, when `part` lies wholly inside
+    /// this mapping (for instance a tensor borrowed from it). Writers use it to copy those bytes
+    /// file to file inside the kernel (`copy_file_range`, as `cp` does) instead of through the
+    /// mapping. `None` for bytes read into memory and for slices from anywhere else.
+    pub fn locate(&self, part: &[u8]) -> Option<(&File, u64)> {
+        let Inner::Mapped(m, file) = &self.inner else {
+            return None;
+        };
+        // Address arithmetic only (no pointer is dereferenced): `part` must start at or after the
+        // map's first byte and end at or before its last.
+        let base = m.as_ptr() as usize;
+        let start = (part.as_ptr() as usize).checked_sub(base)?;
+        let end = start.checked_add(part.len())?;
+        if end > m.len() {
+            return None;
+        }
+        Some((file, u64::try_from(start).ok()?))
+    }
+
+    /// [`FileBytes::release`] for `len` bytes from `offset` (widened to whole pages; clamped to
+    /// the file).
+    fn release_range(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        if let Inner::Mapped(m, _) = &self.inner {
+            let offset = offset.min(m.len());
+            let len = len.min(m.len() - offset);
+            if len == 0 {
+                return;
+            }
+            // SAFETY: `MADV_DONTNEED` is unsafe in general because it discards pages a process has
+            // written to a private mapping. This mapping is read-only (`Mmap`, PROT_READ): no
+            // page of it was ever written, so no copy-on-write page exists to be discarded, and
+            // the kernel only drops page-table entries. The next access faults the same file
+            // page back in from the page cache, so any slice still borrowed from the map reads
+            // the same bytes as before (file modification by another process is the contract
+            // the module docs already accept). The range is clamped to the mapping above.
+            let _ = unsafe {
+                m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
+    }
+
     /// Wraps bytes already in memory.
     pub fn from_vec(data: Vec<u8>) -> Self {
         FileBytes {
@@ -78,7 +134,7 @@ impl Deref for FileBytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match &self.inner {
-            Inner::Mapped(m) => m,
+            Inner::Mapped(m, _) => m,
             Inner::Owned(v) => v,
         }
     }
@@ -87,5 +143,42 @@ impl Deref for FileBytes {
 impl std::fmt::Debug for FileBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "FileBytes({} bytes)", self.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped(data: &[u8]) -> (tempfile::TempDir, FileBytes) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, data).unwrap();
+        let bytes = FileBytes::open(&path).unwrap();
+        (dir, bytes)
+    }
+
+    #[test]
+    fn locate_gives_the_file_offset_of_a_slice_inside_the_map_only() {
+        let data: Vec<u8> = (0..=255).cycle().take(10_000).collect();
+        let (_dir, bytes) = mapped(&data);
+        let (_, at) = bytes.locate(&bytes[1234..5678]).unwrap();
+        assert_eq!(at, 1234);
+        assert_eq!(bytes.locate(&bytes[..]).map(|(_, at)| at), Some(0));
+        assert!(bytes.locate(&data[10..20]).is_none());
+        let owned = FileBytes::from_vec(data.clone());
+        assert!(owned.locate(&owned[10..20]).is_none());
+    }
+
+    #[test]
+    fn released_pages_read_back_the_same_bytes() {
+        let data: Vec<u8> = (0..=255).cycle().take(3 * 4096 + 17).collect();
+        let (_dir, bytes) = mapped(&data);
+        let before: Vec<u8> = bytes.to_vec();
+        bytes.release();
+        bytes.release_range(4095, 2);
+        bytes.release_range(usize::MAX, 10);
+        assert_eq!(&bytes[..], &before[..]);
+        assert_eq!(&bytes[..], &data[..]);
     }
 }

@@ -25,6 +25,9 @@ pub struct RunArgs {
     /// Resampling algorithm: hf (current transformers) or dino (original DINO, +0.1 offset).
     #[arg(long, default_value = "hf", value_parser = ["hf", "dino"])]
     pub pos_interp: String,
+    /// Threads for the forward pass (default: one per available core).
+    #[arg(long, env = "VIT_CONVERT_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 impl RunArgs {
@@ -41,6 +44,14 @@ impl RunArgs {
                 Ok(vit_convert::image::preprocess(&self.image, &cfg)?)
             }
         }
+    }
+
+    fn load(&self) -> anyhow::Result<Model> {
+        let mut model = Model::load(&self.model_dir)?;
+        if let Some(n) = self.threads {
+            model.set_threads(n);
+        }
+        Ok(model)
     }
 
     fn options(&self) -> ForwardOptions {
@@ -92,7 +103,7 @@ pub struct VerifyArgs {
 }
 
 pub fn forward(a: ForwardArgs) -> anyhow::Result<i32> {
-    let model = Model::load(&a.run.model_dir)?;
+    let model = a.run.load()?;
     let input = a.run.input()?;
     let out = model.forward(input.as_nchw()?, &a.run.options())?;
     if let Some(k) = a.top_k {
@@ -124,7 +135,7 @@ pub fn forward(a: ForwardArgs) -> anyhow::Result<i32> {
 }
 
 pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
-    let model = Model::load(&a.run.model_dir)?;
+    let model = a.run.load()?;
     let input = a.run.input()?;
     let expected = Array::read_npy(&a.expected)?;
     let tol = Tolerance {

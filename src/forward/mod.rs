@@ -2,20 +2,28 @@
 //! numerics (layouts.md §1.6): patch embedding, class (and distillation) token, position
 //! embeddings (optionally interpolated), pre-LN blocks, eager attention with softmax in f32,
 //! GELU, final LayerNorm, then the head or pooler. f16/bf16 weights are computed in f32.
+//!
+//! Performance: [`Model::load`] borrows f32 weights straight from the memory-mapped
+//! safetensors file (nothing is copied; other dtypes are converted once), every sample's tokens
+//! are stacked into one matrix so each linear layer is one product, the products are split over
+//! output columns and attention over (sample, head) pairs on a thread pool of
+//! [`Model::set_threads`] threads (default: one per available core), and the activation
+//! buffers are allocated once per call.
 
 use std::path::Path;
 
-use ndarray::{concatenate, s, Array1, Array2, Array3, ArrayView4, Axis};
+use ndarray::{concatenate, s, Array2, Array3, ArrayView1, ArrayView2, ArrayView4, Axis};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{disk_name, Architecture, ViTConfig};
 use crate::source::{self, TensorSource};
-use crate::tensor::{cast_float, DType};
 
 pub(crate) mod interp;
 pub(crate) mod ops;
+mod weights;
 
 pub use interp::PosInterp;
+use weights::{Resolved, Weights, P};
 
 /// Options for [`Model::forward`].
 #[derive(Clone, Copy, Debug, Default)]
@@ -55,18 +63,29 @@ impl ForwardOutput {
     }
 }
 
+/// A linear layer's parameters: weight `[out, in]`, optional bias `[out]`.
+#[derive(Clone, Copy)]
 struct Linear {
-    w: Array2<f32>,
-    b: Option<Array1<f32>>,
+    w: P,
+    b: Option<P>,
+    out: usize,
+    inp: usize,
+}
+
+/// A LayerNorm's weight and bias.
+#[derive(Clone, Copy)]
+struct Norm {
+    w: P,
+    b: P,
 }
 
 struct Layer {
-    ln1: (Array1<f32>, Array1<f32>),
+    ln1: Norm,
     q: Linear,
     k: Linear,
     v: Linear,
     o: Linear,
-    ln2: (Array1<f32>, Array1<f32>),
+    ln2: Norm,
     fc1: Linear,
     fc2: Linear,
 }
@@ -74,19 +93,24 @@ struct Layer {
 /// A canonical ViT/DeiT model loaded for the reference forward pass (weights in f32).
 pub struct Model {
     config: ViTConfig,
-    cls: Array1<f32>,
-    dist: Option<Array1<f32>>,
-    pos: Array2<f32>,
+    weights: Weights,
+    cls: P,
+    dist: Option<P>,
+    pos: P,
+    pos_rows: usize,
     patch: Linear,
     layers: Vec<Layer>,
-    ln: (Array1<f32>, Array1<f32>),
+    ln: Norm,
     pooler: Option<Linear>,
     heads: Vec<Linear>,
+    threads: usize,
+    pool: Option<rayon::ThreadPool>,
 }
 
 struct Loader<'a> {
     src: &'a dyn TensorSource,
     arch: Architecture,
+    weights: Weights,
 }
 
 impl Loader<'_> {
@@ -97,7 +121,7 @@ impl Loader<'_> {
             .find(|n| self.src.info(n).is_some())
     }
 
-    fn array(&self, canonical: &str, shape: &[usize]) -> Result<ndarray::ArrayD<f32>> {
+    fn param(&mut self, canonical: &str, shape: &[usize]) -> Result<P> {
         let name = self
             .name(canonical)
             .ok_or_else(|| ErrorKind::TensorNotFound {
@@ -118,60 +142,61 @@ impl Loader<'_> {
             })
             .with_tensor(name));
         }
-        let t = cast_float(t, DType::F32);
-        let values: Vec<f32> = t
-            .data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        ndarray::ArrayD::from_shape_vec(shape.to_vec(), values).map_err(|e| {
-            Error::from(ErrorKind::InvalidLayout {
-                reason: e.to_string(),
-            })
-            .with_tensor(name)
-        })
+        self.weights.add(self.src, &name, t)
     }
 
-    fn vec(&self, canonical: &str, n: usize) -> Result<Array1<f32>> {
-        Ok(self
-            .array(canonical, &[n])?
-            .into_dimensionality()
-            .map_err(|e| ErrorKind::InvalidLayout {
-                reason: e.to_string(),
-            })?)
-    }
-
-    fn mat(&self, canonical: &str, r: usize, c: usize) -> Result<Array2<f32>> {
-        Ok(self
-            .array(canonical, &[r, c])?
-            .into_dimensionality()
-            .map_err(|e| ErrorKind::InvalidLayout {
-                reason: e.to_string(),
-            })?)
-    }
-
-    fn linear(&self, base: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+    fn linear(&mut self, base: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
         Ok(Linear {
-            w: self.mat(&format!("{base}.weight"), out, inp)?,
+            w: self.param(&format!("{base}.weight"), &[out, inp])?,
             b: if bias {
-                Some(self.vec(&format!("{base}.bias"), out)?)
+                Some(self.param(&format!("{base}.bias"), &[out])?)
             } else {
                 None
             },
+            out,
+            inp,
         })
     }
 
-    fn ln(&self, base: &str, d: usize) -> Result<(Array1<f32>, Array1<f32>)> {
-        Ok((
-            self.vec(&format!("{base}.weight"), d)?,
-            self.vec(&format!("{base}.bias"), d)?,
-        ))
+    fn norm(&mut self, base: &str, d: usize) -> Result<Norm> {
+        Ok(Norm {
+            w: self.param(&format!("{base}.weight"), &[d])?,
+            b: self.param(&format!("{base}.bias"), &[d])?,
+        })
     }
+}
+
+/// `p` as a `[rows, cols]` matrix.
+fn mat<'a>(w: &Resolved<'a>, p: P, rows: usize, cols: usize) -> Result<ArrayView2<'a, f32>> {
+    ArrayView2::from_shape((rows, cols), w.get(p)).map_err(|e| {
+        ErrorKind::InvalidLayout {
+            reason: format!("parameter of {rows}x{cols}: {e}"),
+        }
+        .into()
+    })
+}
+
+/// `p` as a vector of `n`.
+fn vector<'a>(w: &Resolved<'a>, p: P, n: usize) -> Result<&'a [f32]> {
+    let v = w.get(p);
+    if v.len() != n {
+        return Err(ErrorKind::InvalidLayout {
+            reason: format!("parameter of {} values, expected {n}", v.len()),
+        }
+        .into());
+    }
+    Ok(v)
+}
+
+/// Threads used when none are set: one per available core.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Model {
     /// Loads `model.safetensors` and `config.json` from a folder written by `convert`
-    /// (or by transformers' `save_pretrained`).
+    /// (or by transformers' `save_pretrained`). f32 weights stay in the memory-mapped file and
+    /// are read in place.
     ///
     /// # Errors
     /// I/O, format and config errors; a tensor whose shape disagrees with the config.
@@ -188,18 +213,27 @@ impl Model {
         let config = ViTConfig::from_json(&v).map_err(|e| e.with_path(&cfg_path))?;
         let weights = dir.join("model.safetensors");
         let src = source::open(&weights)?;
-        Model::from_source(src.as_ref(), config).map_err(|e| e.with_path(&weights))
+        let mut model = Model::build(src.as_ref(), config, Weights::new(true))
+            .map_err(|e| e.with_path(&weights))?;
+        model.weights.keep_source(src);
+        Ok(model)
     }
 
     /// Builds a model from any source holding canonical tensors (with or without the `vit.` /
-    /// `deit.` prefix) and its config. A pooler is used when the source holds one.
+    /// `deit.` prefix) and its config. A pooler is used when the source holds one. The weights
+    /// are copied (as f32) out of `src`.
     ///
     /// # Errors
     /// A missing tensor, or one whose shape disagrees with the config.
-    pub fn from_source(src: &dyn TensorSource, mut config: ViTConfig) -> Result<Model> {
-        let l = Loader {
+    pub fn from_source(src: &dyn TensorSource, config: ViTConfig) -> Result<Model> {
+        Model::build(src, config, Weights::new(false))
+    }
+
+    fn build(src: &dyn TensorSource, mut config: ViTConfig, weights: Weights) -> Result<Model> {
+        let mut l = Loader {
             src,
             arch: config.architecture,
+            weights,
         };
         let d = config.hidden_size;
         let m = config.intermediate_size;
@@ -221,58 +255,44 @@ impl Model {
             .ok_or_else(|| ErrorKind::TensorNotFound {
                 name: "embeddings.position_embeddings".into(),
             })?;
-        let cls = l
-            .array("embeddings.cls_token", &[1, 1, d])?
-            .into_shape_with_order(d);
-        let cls = cls.map_err(|e| ErrorKind::InvalidLayout {
-            reason: e.to_string(),
-        })?;
+        if pos_rows < config.architecture.prefix_tokens() {
+            return Err(ErrorKind::Config {
+                reason: format!("{pos_rows} position embeddings leave no room for patches"),
+            }
+            .into());
+        }
+        let cls = l.param("embeddings.cls_token", &[1, 1, d])?;
         let dist = if config.architecture.prefix_tokens() == 2 {
-            Some(
-                l.array("embeddings.distillation_token", &[1, 1, d])?
-                    .into_shape_with_order(d)
-                    .map_err(|e| ErrorKind::InvalidLayout {
-                        reason: e.to_string(),
-                    })?,
-            )
+            Some(l.param("embeddings.distillation_token", &[1, 1, d])?)
         } else {
             None
         };
-        let pos = l
-            .array("embeddings.position_embeddings", &[1, pos_rows, d])?
-            .into_shape_with_order((pos_rows, d))
-            .map_err(|e| ErrorKind::InvalidLayout {
-                reason: e.to_string(),
-            })?;
-        let patch_w = l
-            .array(
+        let pos = l.param("embeddings.position_embeddings", &[1, pos_rows, d])?;
+        let patch = Linear {
+            w: l.param(
                 "embeddings.patch_embeddings.projection.weight",
                 &[d, c, p, p],
-            )?
-            .into_shape_with_order((d, c * p * p))
-            .map_err(|e| ErrorKind::InvalidLayout {
-                reason: e.to_string(),
-            })?;
-        let patch = Linear {
-            w: patch_w,
-            b: Some(l.vec("embeddings.patch_embeddings.projection.bias", d)?),
+            )?,
+            b: Some(l.param("embeddings.patch_embeddings.projection.bias", &[d])?),
+            out: d,
+            inp: c * p * p,
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let base = format!("encoder.layer.{i}");
             let att = format!("{base}.attention.attention");
             layers.push(Layer {
-                ln1: l.ln(&format!("{base}.layernorm_before"), d)?,
+                ln1: l.norm(&format!("{base}.layernorm_before"), d)?,
                 q: l.linear(&format!("{att}.query"), d, d, config.qkv_bias)?,
                 k: l.linear(&format!("{att}.key"), d, d, config.qkv_bias)?,
                 v: l.linear(&format!("{att}.value"), d, d, config.qkv_bias)?,
                 o: l.linear(&format!("{base}.attention.output.dense"), d, d, true)?,
-                ln2: l.ln(&format!("{base}.layernorm_after"), d)?,
+                ln2: l.norm(&format!("{base}.layernorm_after"), d)?,
                 fc1: l.linear(&format!("{base}.intermediate.dense"), m, d, true)?,
                 fc2: l.linear(&format!("{base}.output.dense"), d, m, true)?,
             });
         }
-        let ln = l.ln("layernorm", d)?;
+        let ln = l.norm("layernorm", d)?;
         let pooler = match l.name("pooler.dense.weight").and_then(|n| src.info(&n)) {
             Some(info) => {
                 let r = info.shape.first().copied().unwrap_or(d);
@@ -293,17 +313,23 @@ impl Model {
             ],
             _ => Vec::new(),
         };
-        Ok(Model {
+        let mut model = Model {
             config,
+            weights: l.weights,
             cls,
             dist,
             pos,
+            pos_rows,
             patch,
             layers,
             ln,
             pooler,
             heads,
-        })
+            threads: 0,
+            pool: None,
+        };
+        model.set_threads(0);
+        Ok(model)
     }
 
     /// The model's config.
@@ -311,8 +337,40 @@ impl Model {
         &self.config
     }
 
+    /// Sets how many threads [`Model::forward`] uses; `0` means one per available core (the
+    /// default). Results do not depend on the thread count.
+    pub fn set_threads(&mut self, threads: usize) {
+        let n = if threads == 0 {
+            default_threads()
+        } else {
+            threads
+        };
+        if self.pool.is_some() && n == self.threads {
+            return;
+        }
+        self.threads = n;
+        // Without a pool of its own (threads could not be spawned) the pass runs on rayon's
+        // global pool, with the same results.
+        self.pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .thread_name(|i| format!("vit-forward-{i}"))
+            .build()
+            .ok();
+    }
+
+    /// The number of threads [`Model::forward`] uses.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Bytes of weights held in memory; the rest is read in place from the mapped file.
+    pub fn resident_weight_bytes(&self) -> usize {
+        self.weights.owned_bytes()
+    }
+
     fn position_embeddings(
         &self,
+        pos: ArrayView2<f32>,
         h: usize,
         w: usize,
         opts: &ForwardOptions,
@@ -320,7 +378,7 @@ impl Model {
         let cfg = &self.config;
         let p = cfg.patch_size;
         let prefix = cfg.architecture.prefix_tokens();
-        let n_pos = self.pos.nrows() - prefix;
+        let n_pos = pos.nrows() - prefix;
         let (gh, gw) = (h / p, w / p);
         if !opts.interpolate_pos_encoding {
             if h != cfg.image_size || w != cfg.image_size {
@@ -332,10 +390,10 @@ impl Model {
                 }
                 .into());
             }
-            return Ok(self.pos.clone());
+            return Ok(pos.to_owned());
         }
         if gh * gw == n_pos && h == w {
-            return Ok(self.pos.clone());
+            return Ok(pos.to_owned());
         }
         let s = (n_pos as f64).sqrt().round() as usize;
         if s * s != n_pos {
@@ -351,14 +409,14 @@ impl Model {
             .into());
         }
         let d = cfg.hidden_size;
-        let grid: Vec<f32> = self.pos.slice(s![prefix.., ..]).iter().copied().collect();
+        let grid: Vec<f32> = pos.slice(s![prefix.., ..]).iter().copied().collect();
         let out = interp::bicubic_grid(&grid, (s, s), (gh, gw), d, opts.pos_interp);
         let out =
             Array2::from_shape_vec((gh * gw, d), out).map_err(|e| ErrorKind::InvalidLayout {
                 reason: e.to_string(),
             })?;
         Ok(
-            concatenate(Axis(0), &[self.pos.slice(s![..prefix, ..]), out.view()]).map_err(|e| {
+            concatenate(Axis(0), &[pos.slice(s![..prefix, ..]), out.view()]).map_err(|e| {
                 ErrorKind::InvalidLayout {
                     reason: e.to_string(),
                 }
@@ -372,8 +430,64 @@ impl Model {
     /// [`ErrorKind::InvalidOption`] when the channel count differs, or the size differs from
     /// `image_size` without `interpolate_pos_encoding` (as HF does).
     pub fn forward(&self, pixels: ArrayView4<f32>, opts: &ForwardOptions) -> Result<ForwardOutput> {
+        let w = self.weights.resolve()?;
+        match &self.pool {
+            Some(pool) => pool.install(|| self.run(&w, pixels, opts)),
+            None => self.run(&w, pixels, opts),
+        }
+    }
+
+    /// `x · Wᵀ + b` (then `act`) for one of the model's linear layers, into `y`.
+    fn linear(
+        &self,
+        w: &Resolved<'_>,
+        l: &Linear,
+        x: ArrayView2<f32>,
+        act: Option<ops::Activation>,
+        y: ndarray::ArrayViewMut2<f32>,
+    ) -> Result<()> {
+        let wm = mat(w, l.w, l.out, l.inp)?;
+        let b = match l.b {
+            Some(b) => Some(vector(w, b, l.out)?),
+            None => None,
+        };
+        ops::linear(x, wm, b, act, y);
+        Ok(())
+    }
+
+    /// A head or the pooler on rows `token`, `token + t`, … of `x` (one per sample).
+    fn head(
+        &self,
+        w: &Resolved<'_>,
+        l: &Linear,
+        x: ArrayView2<f32>,
+        token: usize,
+        t: usize,
+    ) -> Result<Array2<f32>> {
+        let samples = x.nrows() / t.max(1);
+        let mut tokens = Array2::<f32>::zeros((samples, l.inp));
+        for (mut dst, sample) in tokens
+            .rows_mut()
+            .into_iter()
+            .zip(x.axis_chunks_iter(Axis(0), t.max(1)))
+        {
+            if let Some(row) = sample.rows().into_iter().nth(token) {
+                dst.assign(&row);
+            }
+        }
+        let mut y = Array2::zeros((tokens.nrows(), l.out));
+        self.linear(w, l, tokens.view(), None, y.view_mut())?;
+        Ok(y)
+    }
+
+    fn run(
+        &self,
+        w: &Resolved<'_>,
+        pixels: ArrayView4<f32>,
+        opts: &ForwardOptions,
+    ) -> Result<ForwardOutput> {
         let cfg = &self.config;
-        let (b, c, h, w) = pixels.dim();
+        let (b, c, h, wd) = pixels.dim();
         if c != cfg.num_channels {
             return Err(ErrorKind::InvalidOption {
                 reason: format!(
@@ -383,32 +497,111 @@ impl Model {
             }
             .into());
         }
-        let pos = self.position_embeddings(h, w, opts)?;
-        let t = pos.nrows();
         let d = cfg.hidden_size;
-        let mut hidden = Array3::<f32>::zeros((b, t, d));
-        let mut pooled = self
-            .pooler
-            .as_ref()
-            .map(|p| Array2::<f32>::zeros((b, p.w.nrows())));
-        let k = cfg.num_labels();
-        let mut head_out: Vec<Array2<f32>> =
-            self.heads.iter().map(|_| Array2::zeros((b, k))).collect();
-        for i in 0..b {
-            let x = self.sample(pixels.index_axis(Axis(0), i), &pos)?;
-            if let (Some(p), Some(out)) = (&self.pooler, pooled.as_mut()) {
-                out.row_mut(i).assign(&ops::pooler(
-                    x.row(0),
-                    &p.w,
-                    p.b.as_ref().unwrap_or(&Array1::zeros(p.w.nrows())),
-                ));
+        let pos = self.position_embeddings(mat(w, self.pos, self.pos_rows, d)?, h, wd, opts)?;
+        let t = pos.nrows();
+        let p = cfg.patch_size;
+        let prefix = cfg.architecture.prefix_tokens();
+        let n = (h / p) * (wd / p);
+        if n + prefix != t {
+            return Err(ErrorKind::InvalidLayout {
+                reason: format!("{} tokens but {t} position embeddings", n + prefix),
             }
-            for (j, (head, out)) in self.heads.iter().zip(head_out.iter_mut()).enumerate() {
-                let tok = x.row(j).insert_axis(Axis(0));
-                out.row_mut(i)
-                    .assign(&ops::linear(tok, &head.w, head.b.as_ref()).row(0));
+            .into());
+        }
+        let too_big = || -> Error {
+            ErrorKind::InvalidOption {
+                reason: format!("a batch of {b} images of {h}x{wd} is too large"),
             }
-            hidden.index_axis_mut(Axis(0), i).assign(&x);
+            .into()
+        };
+        let rows = b.checked_mul(t).ok_or_else(too_big)?;
+        let patch_rows = b.checked_mul(n).ok_or_else(too_big)?;
+
+        // Embeddings: [cls, (dist,) conv(patches) + bias] + position embeddings, per sample.
+        let mut patches = Array2::<f32>::zeros((patch_rows, self.patch.inp));
+        for (s, block) in patches.axis_chunks_iter_mut(Axis(0), n.max(1)).enumerate() {
+            ops::patches(pixels.index_axis(Axis(0), s), p, block);
+        }
+        let mut emb = Array2::<f32>::zeros((patch_rows, d));
+        self.linear(w, &self.patch, patches.view(), None, emb.view_mut())?;
+        drop(patches);
+        let cls = vector(w, self.cls, d)?;
+        let dist = match self.dist {
+            Some(dt) => Some(vector(w, dt, d)?),
+            None => None,
+        };
+        let mut x = Array2::<f32>::zeros((rows, d));
+        for (mut block, e) in x
+            .axis_chunks_iter_mut(Axis(0), t.max(1))
+            .zip(emb.axis_chunks_iter(Axis(0), n.max(1)))
+        {
+            block.row_mut(0).assign(&ArrayView1::from(cls));
+            if let Some(dt) = dist {
+                block.row_mut(1).assign(&ArrayView1::from(dt));
+            }
+            block.slice_mut(s![prefix.., ..]).assign(&e);
+            block += &pos;
+        }
+        drop(emb);
+
+        let eps = cfg.layer_norm_eps;
+        let act = match cfg.hidden_act.as_str() {
+            "gelu" => ops::Activation::GeluErf,
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => ops::Activation::GeluTanh,
+            other => {
+                return Err(ErrorKind::Config {
+                    reason: format!("unsupported hidden_act `{other}`"),
+                }
+                .into())
+            }
+        };
+        let heads = cfg.num_attention_heads;
+        let mut hn = Array2::<f32>::zeros((rows, d));
+        let mut q = Array2::<f32>::zeros((rows, d));
+        let mut k = Array2::<f32>::zeros((rows, d));
+        let mut v = Array2::<f32>::zeros((rows, d));
+        let mut a = Array2::<f32>::zeros((rows, d));
+        let mut y = Array2::<f32>::zeros((rows, d));
+        let mut inter = Array2::<f32>::zeros((rows, cfg.intermediate_size));
+        for l in &self.layers {
+            let norm = |nm: &Norm| -> Result<(&[f32], &[f32])> {
+                Ok((vector(w, nm.w, d)?, vector(w, nm.b, d)?))
+            };
+            let (lw, lb) = norm(&l.ln1)?;
+            ops::layer_norm(x.view(), lw, lb, eps, hn.view_mut());
+            self.linear(w, &l.q, hn.view(), None, q.view_mut())?;
+            self.linear(w, &l.k, hn.view(), None, k.view_mut())?;
+            self.linear(w, &l.v, hn.view(), None, v.view_mut())?;
+            ops::attention(q.view(), k.view(), v.view(), heads, t, a.view_mut());
+            self.linear(w, &l.o, a.view(), None, y.view_mut())?;
+            ops::add_assign(x.view_mut(), y.view());
+            let (lw, lb) = norm(&l.ln2)?;
+            ops::layer_norm(x.view(), lw, lb, eps, hn.view_mut());
+            self.linear(w, &l.fc1, hn.view(), Some(act), inter.view_mut())?;
+            self.linear(w, &l.fc2, inter.view(), None, y.view_mut())?;
+            ops::add_assign(x.view_mut(), y.view());
+        }
+        let mut last = hn;
+        ops::layer_norm(
+            x.view(),
+            vector(w, self.ln.w, d)?,
+            vector(w, self.ln.b, d)?,
+            eps,
+            last.view_mut(),
+        );
+
+        let pooler_output = match &self.pooler {
+            Some(pl) => {
+                let mut o = self.head(w, pl, last.view(), 0, t)?;
+                o.mapv_inplace(f32::tanh);
+                Some(o)
+            }
+            None => None,
+        };
+        let mut head_out = Vec::with_capacity(self.heads.len());
+        for (j, hd) in self.heads.iter().enumerate() {
+            head_out.push(self.head(w, hd, last.view(), j, t)?);
         }
         let (logits, cls_logits, distillation_logits) = match head_out.len() {
             1 => (head_out.pop(), None, None),
@@ -423,68 +616,59 @@ impl Model {
             }
             _ => (None, None, None),
         };
+        let last_hidden_state =
+            last.into_shape_with_order((b, t, d))
+                .map_err(|e| ErrorKind::InvalidLayout {
+                    reason: e.to_string(),
+                })?;
         Ok(ForwardOutput {
-            last_hidden_state: hidden,
+            last_hidden_state,
             logits,
             cls_logits,
             distillation_logits,
-            pooler_output: pooled,
+            pooler_output,
         })
     }
+}
 
-    fn sample(&self, img: ndarray::ArrayView3<f32>, pos: &Array2<f32>) -> Result<Array2<f32>> {
-        let cfg = &self.config;
-        let patches = ops::patch_embed(
-            img,
-            &self.patch.w,
-            self.patch
-                .b
-                .as_ref()
-                .unwrap_or(&Array1::zeros(cfg.hidden_size)),
-            cfg.patch_size,
-        );
-        let mut rows = vec![self.cls.view().insert_axis(Axis(0))];
-        if let Some(dt) = &self.dist {
-            rows.push(dt.view().insert_axis(Axis(0)));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::Array;
+
+    fn fixture(rel: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/convert/timm_vit")
+            .join(rel)
+    }
+
+    #[test]
+    fn forward_results_do_not_depend_on_the_thread_count() {
+        let mut model = Model::load(&fixture("hf")).unwrap();
+        let input = Array::read_npy(&fixture("io/batch5.npy")).unwrap();
+        let opts = ForwardOptions::default();
+        let mut outs = Vec::new();
+        for n in [1, 3] {
+            model.set_threads(n);
+            assert_eq!(model.threads(), n);
+            outs.push(model.forward(input.as_nchw().unwrap(), &opts).unwrap());
         }
-        rows.push(patches.view());
-        let mut x = concatenate(Axis(0), &rows).map_err(|e| ErrorKind::InvalidLayout {
-            reason: e.to_string(),
-        })?;
-        if x.nrows() != pos.nrows() {
-            return Err(ErrorKind::InvalidLayout {
-                reason: format!(
-                    "{} tokens but {} position embeddings",
-                    x.nrows(),
-                    pos.nrows()
-                ),
-            }
-            .into());
-        }
-        x += pos;
-        let eps = cfg.layer_norm_eps;
-        let act: fn(f32) -> f32 = match cfg.hidden_act.as_str() {
-            "gelu" => ops::gelu_erf,
-            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => ops::gelu_tanh,
-            other => {
-                return Err(ErrorKind::Config {
-                    reason: format!("unsupported hidden_act `{other}`"),
-                }
-                .into())
-            }
-        };
-        for layer in &self.layers {
-            let hn = ops::layer_norm(x.view(), &layer.ln1.0, &layer.ln1.1, eps);
-            let q = ops::linear(hn.view(), &layer.q.w, layer.q.b.as_ref());
-            let k = ops::linear(hn.view(), &layer.k.w, layer.k.b.as_ref());
-            let v = ops::linear(hn.view(), &layer.v.w, layer.v.b.as_ref());
-            let a = ops::attention(&q, &k, &v, cfg.num_attention_heads);
-            x += &ops::linear(a.view(), &layer.o.w, layer.o.b.as_ref());
-            let hn = ops::layer_norm(x.view(), &layer.ln2.0, &layer.ln2.1, eps);
-            let mut inter = ops::linear(hn.view(), &layer.fc1.w, layer.fc1.b.as_ref());
-            inter.mapv_inplace(act);
-            x += &ops::linear(inter.view(), &layer.fc2.w, layer.fc2.b.as_ref());
-        }
-        Ok(ops::layer_norm(x.view(), &self.ln.0, &self.ln.1, eps))
+        assert_eq!(outs[0].last_hidden_state, outs[1].last_hidden_state);
+        assert_eq!(outs[0].logits, outs[1].logits);
+    }
+
+    #[test]
+    fn loaded_f32_weights_are_read_in_place_and_copied_from_borrowed_sources() {
+        let dir = fixture("hf");
+        let mapped = Model::load(&dir).unwrap();
+        assert_eq!(mapped.resident_weight_bytes(), 0);
+        let src = source::open(&dir.join("model.safetensors")).unwrap();
+        let copied = Model::from_source(src.as_ref(), mapped.config().clone()).unwrap();
+        assert!(copied.resident_weight_bytes() > 0);
+        let input = Array::read_npy(&fixture("io/input.npy")).unwrap();
+        let opts = ForwardOptions::default();
+        let a = mapped.forward(input.as_nchw().unwrap(), &opts).unwrap();
+        let b = copied.forward(input.as_nchw().unwrap(), &opts).unwrap();
+        assert_eq!(a.logits, b.logits);
     }
 }

@@ -131,6 +131,14 @@ impl<'s> PlannedSource<'s> {
 }
 
 impl TensorSource for PlannedSource<'_> {
+    fn release_pages(&self) {
+        self.inner.release_pages();
+    }
+
+    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
+        self.inner.locate(data)
+    }
+
     fn format(&self) -> Format {
         self.inner.format()
     }

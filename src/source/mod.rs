@@ -139,6 +139,19 @@ pub trait TensorSource: Send + Sync {
         &[]
     }
 
+    /// Drops the resident pages of a memory-mapped input (see [`FileBytes::release`]): data read
+    /// earlier stays readable. Streaming writers call it after each tensor so that memory stays
+    /// flat in the model's size. The default does nothing.
+    fn release_pages(&self) {}
+
+    /// Where `data` — bytes returned by [`TensorSource::read`] — lies in the input file, when
+    /// it is an unmodified byte range of a memory-mapped input (see [`FileBytes::locate`]).
+    /// Writers then copy it file to file in the kernel. The default knows of no file.
+    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
+        let _ = data;
+        None
+    }
+
     /// Looks up a tensor's listing entry by name.
     fn info(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors().iter().find(|t| t.name == name)

@@ -641,6 +641,19 @@ pub(crate) fn write_npy(
         }
         .into());
     }
+    let header = npy_header(dtype, shape)?;
+    out.reserve(header.len() + data_le.len());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(data_le);
+    Ok(())
+}
+
+/// The magic, version, length and padded header of a `.npy` of `shape` (what [`write_npy`]
+/// writes before the data), for writers that stream the data separately.
+///
+/// # Errors
+/// [`ErrorKind::InvalidLayout`] when the header does not fit npy 2.0's length field.
+pub(crate) fn npy_header(dtype: DType, shape: &[usize]) -> Result<Vec<u8>> {
     let dims = match shape {
         [d] => format!("({d},)"),
         _ => {
@@ -668,7 +681,7 @@ pub(crate) fn write_npy(
         header.push(' ');
     }
     header.push('\n');
-    out.reserve(preamble + header.len() + data_le.len());
+    let mut out = Vec::with_capacity(preamble + header.len());
     out.extend_from_slice(NPY_MAGIC);
     if v1 {
         out.extend_from_slice(&[1, 0]);
@@ -684,8 +697,7 @@ pub(crate) fn write_npy(
         out.extend_from_slice(&len.to_le_bytes());
     }
     out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data_le);
-    Ok(())
+    Ok(out)
 }
 
 /// A single `.npy` array, listed as [`NPY_TENSOR_NAME`].
@@ -749,6 +761,14 @@ pub(crate) fn check_data_len(header: &NpyHeader, total_len: usize) -> Result<()>
 }
 
 impl TensorSource for NpySource {
+    fn release_pages(&self) {
+        self.bytes.release();
+    }
+
+    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
+        self.bytes.locate(data)
+    }
+
     fn format(&self) -> Format {
         Format::Npy
     }

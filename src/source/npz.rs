@@ -351,6 +351,14 @@ fn duplicate_entry_name(bytes: &[u8], central_start: u64) -> Option<String> {
 }
 
 impl TensorSource for NpzSource {
+    fn release_pages(&self) {
+        self.bytes.release();
+    }
+
+    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
+        self.bytes.locate(data)
+    }
+
     fn format(&self) -> Format {
         Format::Npz
     }

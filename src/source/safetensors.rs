@@ -271,6 +271,14 @@ impl<'de> Deserialize<'de> for RawHeader {
 }
 
 impl TensorSource for SafetensorsSource {
+    fn release_pages(&self) {
+        self.bytes.release();
+    }
+
+    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
+        self.bytes.locate(data)
+    }
+
     fn format(&self) -> Format {
         Format::Safetensors
     }

@@ -234,6 +234,14 @@ fn storage_keys(keys: &Parsed) -> Result<Vec<String>> {
 }
 
 impl TensorSource for TorchLegacySource {
+    fn release_pages(&self) {
+        self.bytes.release();
+    }
+
+    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
+        self.bytes.locate(data)
+    }
+
     fn format(&self) -> Format {
         Format::TorchLegacy
     }

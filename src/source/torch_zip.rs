@@ -460,6 +460,14 @@ impl TorchZipSource {
 }
 
 impl TensorSource for TorchZipSource {
+    fn release_pages(&self) {
+        self.bytes.release();
+    }
+
+    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
+        self.bytes.locate(data)
+    }
+
     fn format(&self) -> Format {
         Format::TorchZip
     }

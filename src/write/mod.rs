@@ -2,10 +2,21 @@
 //! configs. Every
 //! file is written to a temporary file in the destination folder and renamed into place, so a
 //! failure never leaves a partial file and never touches an existing one.
+//!
+//! Writers stream: one tensor is read, written and released (its mapped input pages dropped,
+//! see [`TensorSource::release_pages`]) before the next, so peak memory does not grow with the
+//! model. Tensors are written straight from the (usually borrowed, memory-mapped) source
+//! bytes; only small pieces go through the write buffer.
+//!
+//! Durability: files are renamed into place after a complete write, so a reader sees either the
+//! old file or the whole new one, but they are not `fsync`ed (like `cp`, `torch.save` and
+//! safetensors' `save_file`): after a power loss a just-converted file may be missing or empty,
+//! never a partial file under its final name with no error reported earlier. Set
+//! `VIT_CONVERT_FSYNC=1` to sync every file before its rename.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -66,18 +77,80 @@ impl AtomicFile {
         }
     }
 
-    /// Flushes, syncs and renames into place.
+    /// The buffered writer, for encoders that need `Write + Seek` (the zip writer).
+    pub(crate) fn writer(&mut self) -> Result<&mut BufWriter<File>> {
+        self.out.as_mut().ok_or_else(|| {
+            Error::from(ErrorKind::io(
+                "write",
+                std::io::Error::other("file already committed"),
+            ))
+            .with_path(&self.dest)
+        })
+    }
+
+    /// Appends `len` bytes of `file` from `offset`, copied inside the kernel where it can
+    /// (`std::io::copy` between files uses `copy_file_range` on Linux, as `cp` does).
+    pub(crate) fn copy_from(&mut self, file: &File, offset: u64, len: u64) -> Result<()> {
+        let dest = &self.dest;
+        let io = |op, e| Error::from(ErrorKind::io(op, e)).with_path(dest);
+        let Some(w) = self.out.as_mut() else {
+            return Ok(());
+        };
+        w.flush().map_err(|e| io("write", e))?;
+        let mut from = file;
+        from.seek(SeekFrom::Start(offset))
+            .map_err(|e| io("seek input", e))?;
+        let copied = std::io::copy(&mut from.take(len), w.get_mut()).map_err(|e| io("copy", e))?;
+        if copied != len {
+            return Err(io(
+                "copy",
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "copied {copied} of {len} bytes: the input is shorter than when parsed"
+                    ),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Overwrites bytes already written at `offset` (flushing the buffer first).
+    pub(crate) fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        let dest = &self.dest;
+        let io = |op, e| Error::from(ErrorKind::io(op, e)).with_path(dest);
+        let Some(w) = self.out.as_mut() else {
+            return Ok(());
+        };
+        w.seek(SeekFrom::Start(offset))
+            .and_then(|_| w.write_all(bytes))
+            .and_then(|()| w.seek(SeekFrom::End(0)))
+            .map(|_| ())
+            .map_err(|e| io("write", e))
+    }
+
+    /// Flushes (and with `VIT_CONVERT_FSYNC=1` syncs) and renames into place.
     pub(crate) fn commit(mut self) -> Result<()> {
         let io = |op, e, p: &Path| Error::from(ErrorKind::io(op, e)).with_path(p);
         if let Some(w) = self.out.take() {
             let f = w
                 .into_inner()
                 .map_err(|e| io("write", e.into_error(), &self.dest))?;
-            f.sync_all().map_err(|e| io("sync", e, &self.dest))?;
+            if fsync_requested() {
+                f.sync_all().map_err(|e| io("sync", e, &self.dest))?;
+            }
         }
         std::fs::rename(&self.tmp, &self.dest).map_err(|e| io("rename", e, &self.dest))?;
         Ok(())
     }
+}
+
+/// Tensors at least this large are copied file to file when they are a byte range of the input.
+const KERNEL_COPY_MIN: u64 = 1 << 16;
+
+/// Whether `VIT_CONVERT_FSYNC` asks for files to be synced before their rename.
+fn fsync_requested() -> bool {
+    std::env::var_os("VIT_CONVERT_FSYNC").is_some_and(|v| !v.is_empty() && v != "0")
 }
 
 impl Drop for AtomicFile {
@@ -97,6 +170,19 @@ pub struct WriteItem {
     pub source: String,
 }
 
+impl WriteItem {
+    /// Every tensor of `src`, under its own name.
+    pub fn same_names(src: &dyn TensorSource) -> Vec<WriteItem> {
+        src.tensors()
+            .iter()
+            .map(|t| WriteItem {
+                name: t.name.clone(),
+                source: t.name.clone(),
+            })
+            .collect()
+    }
+}
+
 /// Writes a safetensors file, streaming one tensor at a time from `src`. Tensors are sorted by
 /// name; the header is padded with spaces to a multiple of 8; the bytes are deterministic.
 ///
@@ -111,16 +197,26 @@ pub fn write_safetensors(
     dtype: Option<DType>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<u64> {
-    let mut items: Vec<&WriteItem> = items.iter().collect();
-    items.sort_by(|a, b| a.name.cmp(&b.name));
-    if let Some(w) = items.windows(2).find(|w| w[0].name == w[1].name) {
-        return Err(ErrorKind::Duplicate {
-            what: "output tensor",
-            name: w[0].name.clone(),
-        }
-        .into());
-    }
-    // Header.
+    write_safetensors_deferred(dest, src, items, dtype, metadata, None)
+}
+
+/// A `__metadata__` value known only once the tensors are written (the input's sha256, hashed
+/// on another thread while they stream). Its length is fixed in advance, so the header is
+/// written with a placeholder of that length first and rewritten in place at the end.
+pub(crate) struct DeferredMeta<'a> {
+    /// The metadata key.
+    pub(crate) key: &'static str,
+    /// The value's exact length in bytes.
+    pub(crate) len: usize,
+    /// Produces the value (called once, after the last tensor).
+    pub(crate) value: &'a mut dyn FnMut() -> Result<String>,
+}
+
+/// The safetensors header for `plan`, padded with spaces to a multiple of 8.
+fn safetensors_header(
+    metadata: &BTreeMap<String, String>,
+    plan: &[(&WriteItem, DType, &[usize], u64)],
+) -> Result<Vec<u8>> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         let m: serde_json::Map<String, serde_json::Value> = metadata
@@ -130,7 +226,48 @@ pub fn write_safetensors(
         header.insert("__metadata__".into(), serde_json::Value::Object(m));
     }
     let mut offset = 0u64;
+    for (it, out_dtype, shape, len) in plan {
+        header.insert(
+            it.name.clone(),
+            serde_json::json!({
+                "dtype": out_dtype.name(),
+                "shape": shape,
+                "data_offsets": [offset, offset + len],
+            }),
+        );
+        offset += len;
+    }
+    let mut text = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(|e| {
+        ErrorKind::InvalidOption {
+            reason: format!("header: {e}"),
+        }
+    })?;
+    while text.len() % 8 != 0 {
+        text.push(b' ');
+    }
+    Ok(text)
+}
+
+/// [`write_safetensors`] with one metadata value computed while the tensors stream.
+pub(crate) fn write_safetensors_deferred(
+    dest: &Path,
+    src: &dyn TensorSource,
+    items: &[WriteItem],
+    dtype: Option<DType>,
+    metadata: &BTreeMap<String, String>,
+    deferred: Option<DeferredMeta<'_>>,
+) -> Result<u64> {
+    let mut items: Vec<&WriteItem> = items.iter().collect();
+    items.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(w) = items.windows(2).find(|w| w[0].name == w[1].name) {
+        return Err(ErrorKind::Duplicate {
+            what: "output tensor",
+            name: w[0].name.clone(),
+        }
+        .into());
+    }
     let mut plan = Vec::with_capacity(items.len());
+    let mut total = 0u64;
     for it in &items {
         if it.name == "__metadata__" {
             return Err(ErrorKind::InvalidOption {
@@ -151,29 +288,18 @@ pub fn write_safetensors(
             checked_byte_len(out_dtype, &info.shape).ok_or_else(|| ErrorKind::InvalidLayout {
                 reason: format!("{} shape {:?} overflows", it.name, info.shape),
             })? as u64;
-        header.insert(
-            it.name.clone(),
-            serde_json::json!({
-                "dtype": out_dtype.name(),
-                "shape": info.shape,
-                "data_offsets": [offset, offset + len],
-            }),
-        );
-        plan.push((it, out_dtype, len));
-        offset += len;
+        plan.push((*it, out_dtype, info.shape.as_slice(), len));
+        total += len;
     }
-    let mut text = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(|e| {
-        ErrorKind::InvalidOption {
-            reason: format!("header: {e}"),
-        }
-    })?;
-    while text.len() % 8 != 0 {
-        text.push(b' ');
+    let mut meta = metadata.clone();
+    if let Some(d) = &deferred {
+        meta.insert(d.key.to_string(), "0".repeat(d.len));
     }
+    let text = safetensors_header(&meta, &plan)?;
     let mut out = AtomicFile::create(dest)?;
     out.write_all(&(text.len() as u64).to_le_bytes())?;
     out.write_all(&text)?;
-    for (it, out_dtype, len) in plan {
+    for &(it, out_dtype, _, len) in &plan {
         let t = src
             .read(&it.source)
             .map_err(|e| e.with_tensor(it.source.clone()))?;
@@ -184,10 +310,40 @@ pub fn write_safetensors(
             })
             .with_tensor(it.source.clone()));
         }
-        out.write_all(&t.data)?;
+        match src.locate(&t.data) {
+            // Big unmodified ranges of the input go file to file in the kernel; small ones
+            // through the buffer.
+            Some((file, at)) if len >= KERNEL_COPY_MIN => out.copy_from(file, at, len)?,
+            _ => out.write_all(&t.data)?,
+        }
+        drop(t);
+        src.release_pages();
+    }
+    if let Some(d) = deferred {
+        let value = (d.value)()?;
+        if value.len() != d.len {
+            return Err(ErrorKind::InvalidOption {
+                reason: format!(
+                    "metadata {} is {} bytes, {} were reserved",
+                    d.key,
+                    value.len(),
+                    d.len
+                ),
+            }
+            .into());
+        }
+        meta.insert(d.key.to_string(), value);
+        let last = safetensors_header(&meta, &plan)?;
+        if last.len() != text.len() {
+            return Err(ErrorKind::InvalidOption {
+                reason: format!("metadata {} changed the header's length", d.key),
+            }
+            .into());
+        }
+        out.write_at(8, &last)?;
     }
     out.commit()?;
-    Ok(8 + text.len() as u64 + offset)
+    Ok(8 + text.len() as u64 + total)
 }
 
 /// Writes a JSON document (pretty, trailing newline) atomically.
@@ -202,4 +358,92 @@ pub fn write_json(dest: &Path, value: &serde_json::Value) -> Result<()> {
     let mut out = AtomicFile::create(dest)?;
     out.write_all(&text)?;
     out.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mmap::FileBytes;
+    use crate::source::npy::write_npy;
+
+    fn npy_source(values: &[f32]) -> Box<dyn TensorSource> {
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut npy = Vec::new();
+        write_npy(&mut npy, DType::F32, &[values.len()], &data).unwrap();
+        crate::source::open_bytes(FileBytes::from_vec(npy)).unwrap()
+    }
+
+    #[test]
+    fn deferred_metadata_writes_the_same_bytes_as_metadata_known_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = npy_source(&[1.0, 2.0, 3.0]);
+        let name = src.tensors()[0].name.clone();
+        let items = [WriteItem {
+            name: "w".into(),
+            source: name,
+        }];
+        let sha = "ab".repeat(32);
+        let mut meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+        let mut value = || Ok(sha.clone());
+        let late = DeferredMeta {
+            key: "source_sha256",
+            len: 64,
+            value: &mut value,
+        };
+        let a = dir.path().join("a.safetensors");
+        write_safetensors_deferred(&a, src.as_ref(), &items, None, &meta, Some(late)).unwrap();
+        meta.insert("source_sha256".into(), sha.clone());
+        let b = dir.path().join("b.safetensors");
+        write_safetensors(&b, src.as_ref(), &items, None, &meta).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    }
+
+    #[test]
+    fn deferred_metadata_of_the_wrong_length_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = npy_source(&[1.0]);
+        let items = [WriteItem {
+            name: "w".into(),
+            source: src.tensors()[0].name.clone(),
+        }];
+        let mut value = || Ok("short".to_string());
+        let late = DeferredMeta {
+            key: "source_sha256",
+            len: 64,
+            value: &mut value,
+        };
+        let dest = dir.path().join("m.safetensors");
+        let e = write_safetensors_deferred(
+            &dest,
+            src.as_ref(),
+            &items,
+            None,
+            &BTreeMap::new(),
+            Some(late),
+        );
+        assert!(e.is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn kernel_copied_tensors_match_the_source_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let values: Vec<f32> = (0..100_000).map(|i| i as f32 * 0.5).collect();
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut npy = Vec::new();
+        write_npy(&mut npy, DType::F32, &[values.len()], &data).unwrap();
+        let input = dir.path().join("in.npy");
+        std::fs::write(&input, &npy).unwrap();
+        let src = crate::source::open(&input).unwrap();
+        let name = src.tensors()[0].name.clone();
+        assert!(src.locate(&src.read(&name).unwrap().data).is_some());
+        let dest = dir.path().join("out.safetensors");
+        let items = [WriteItem {
+            name: "w".into(),
+            source: name,
+        }];
+        write_safetensors(&dest, src.as_ref(), &items, None, &BTreeMap::new()).unwrap();
+        let out = crate::source::open(&dest).unwrap();
+        assert_eq!(&out.read("w").unwrap().data[..], &data[..]);
+    }
 }

@@ -1,17 +1,20 @@
 //! `.npz` writer (stored entries, npy format 1.0, little-endian, C order), for `--to npz`.
 //! bfloat16 arrays are written as `<V2`, which is what numpy writes for `ml_dtypes.bfloat16`
 //! and what timm's JAX loader reads back through `ml_dtypes`.
+//!
+//! The archive streams into the temporary file one tensor at a time (the zip writer seeks back
+//! to fill in each entry's CRC and sizes), so memory does not grow with the model.
 
-use std::io::{Cursor, Write};
+use std::io::{Seek, Write};
 use std::path::Path;
 
 use zip::write::SimpleFileOptions;
 
 use super::{AtomicFile, WriteItem};
 use crate::error::{Error, ErrorKind, Result};
-use crate::source::npy::write_npy;
+use crate::source::npy::npy_header;
 use crate::source::TensorSource;
-use crate::tensor::{cast_float, DType};
+use crate::tensor::{cast_float, checked_byte_len, DType};
 
 /// Writes an npz of the given tensors (entries in the given order, names + `.npy`).
 ///
@@ -23,7 +26,6 @@ pub fn write_npz(
     items: &[WriteItem],
     dtype: Option<DType>,
 ) -> Result<u64> {
-    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let opts = SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Stored)
         .last_modified_time(zip::DateTime::default())
@@ -35,6 +37,9 @@ pub fn write_npz(
         })
         .with_path(dest)
     };
+    let io = |e| Error::from(ErrorKind::io("write", e)).with_path(dest);
+    let mut out = AtomicFile::create(dest)?;
+    let mut zip = zip::ZipWriter::new(out.writer()?);
     for it in items {
         let t = src
             .read(&it.source)
@@ -43,17 +48,27 @@ pub fn write_npz(
             Some(d) => cast_float(t, d),
             None => t,
         };
+        if checked_byte_len(t.dtype, &t.shape) != Some(t.data.len()) {
+            return Err(Error::from(ErrorKind::InvalidLayout {
+                reason: format!(
+                    "shape {:?} of {} does not match {} bytes",
+                    t.shape,
+                    t.dtype,
+                    t.data.len()
+                ),
+            })
+            .with_tensor(it.name.clone()));
+        }
+        let header = npy_header(t.dtype, &t.shape).map_err(|e| e.with_tensor(it.name.clone()))?;
         zip.start_file(format!("{}.npy", it.name), opts)
             .map_err(zerr)?;
-        let io = |e| Error::from(ErrorKind::io("write", e)).with_path(dest);
-        let mut npy = Vec::new();
-        write_npy(&mut npy, t.dtype, &t.shape, &t.data)
-            .map_err(|e| e.with_tensor(it.name.clone()))?;
-        zip.write_all(&npy).map_err(io)?;
+        zip.write_all(&header).map_err(io)?;
+        zip.write_all(&t.data).map_err(io)?;
+        drop(t);
+        src.release_pages();
     }
-    let bytes = zip.finish().map_err(zerr)?.into_inner();
-    let mut out = AtomicFile::create(dest)?;
-    out.write_all(&bytes)?;
+    let w = zip.finish().map_err(zerr)?;
+    let len = w.stream_position().map_err(io)?;
     out.commit()?;
-    Ok(bytes.len() as u64)
+    Ok(len)
 }

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Performance figures of issue 5, each printed next to its baseline measured in the same run.
+#
+#   scripts/bench.sh [--rounds N] [--sizes "ti s b l"] [--threads N] [--workdir DIR] [--no-torch]
+#
+# Builds the release binary, creates ViT checkpoints (timm random weights saved with torch.save
+# when the fixture Python environment is present — $VIT_BENCH_PYTHON, default
+# /root/vitc-venv/bin/python — else timm-layout safetensors written by the pure-Rust generator
+# `cargo bench --bench make_checkpoint`), then, for N rounds with the baselines interleaved:
+#   convert  `vit-convert --from timm CKPT -o OUT` (whole process) vs `cp CKPT` — wall and peak RSS
+#   inspect  `vit-convert inspect CKPT` (ViT-B)
+#   forward  `vit-convert forward --threads T` (whole process, loading included) vs PyTorch's
+#            in-process forward (timm, eval, no_grad, torch.set_num_threads(T), median of 5 calls)
+# and prints medians (with min–max, to show the noise) and ratios, then the conversion scaling from
+# ViT-Ti to ViT-L. The ViT-B output is checked against PyTorch's logits with `vit-convert verify`.
+# Wall times come from bash's EPOCHREALTIME around each process; peak RSS from GNU time (%M).
+# Nothing here is a test: the numbers go into BENCHMARKS.md by hand.
+set -euo pipefail
+
+ROUNDS=5
+SIZES="ti s b l"
+THREADS=2
+WORK="${BENCH_DIR:-${TMPDIR:-/tmp}/vit-convert-bench}"
+PY="${VIT_BENCH_PYTHON:-/root/vitc-venv/bin/python}"
+USE_TORCH=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) ROUNDS="$2"; shift 2 ;;
+        --sizes) SIZES="$2"; shift 2 ;;
+        --threads) THREADS="$2"; shift 2 ;;
+        --workdir) WORK="$2"; shift 2 ;;
+        --no-torch) USE_TORCH=0; shift ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+# ViT-B is always measured (the headline figures); the other sizes feed the scaling table.
+case " $SIZES " in *" b "*) ;; *) SIZES="$SIZES b" ;; esac
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+mkdir -p "$WORK"
+
+if [ ! -x /usr/bin/time ]; then
+    echo "installing GNU time (peak RSS)…" >&2
+    apt-get install -y -q time >/dev/null
+fi
+
+cargo build --release --quiet
+BIN="$ROOT/target/release/vit-convert"
+
+if [ "$USE_TORCH" = 1 ] && ! "$PY" -c "import torch, timm" 2>/dev/null; then
+    echo "no torch/timm at $PY: pure-Rust checkpoints, no PyTorch baseline" >&2
+    USE_TORCH=0
+fi
+
+timm_name() {
+    case "$1" in
+        ti) echo vit_tiny_patch16_224 ;;
+        s) echo vit_small_patch16_224 ;;
+        b) echo vit_base_patch16_224 ;;
+        l) echo vit_large_patch16_224 ;;
+    esac
+}
+
+ckpt() {
+    if [ "$USE_TORCH" = 1 ]; then echo "$WORK/vit_$1.pth"; else echo "$WORK/vit_$1.safetensors"; fi
+}
+
+# ---- inputs -------------------------------------------------------------------------------
+for s in $SIZES; do
+    c="$(ckpt "$s")"
+    [ -s "$c" ] && continue
+    echo "creating $c" >&2
+    if [ "$USE_TORCH" = 1 ]; then
+        "$PY" scripts/bench_torch.py gen "$(timm_name "$s")" "$c"
+    else
+        cargo bench --quiet --bench make_checkpoint -- "$s" "$c" >/dev/null
+    fi
+done
+INPUT="$WORK/input.npy"
+if [ ! -s "$INPUT" ]; then
+    if [ "$USE_TORCH" = 1 ]; then
+        "$PY" scripts/bench_torch.py input "$INPUT"
+    else
+        cargo bench --quiet --bench make_checkpoint -- input "$INPUT" >/dev/null
+    fi
+fi
+
+# ---- helpers ------------------------------------------------------------------------------
+now_us() { echo "${EPOCHREALTIME/./}"; }
+
+# Runs a command; appends "wall_seconds peak_rss_kib" to file $1.
+measure() {
+    local log="$1"; shift
+    local t0 t1
+    t0=$(now_us)
+    if ! /usr/bin/time -f "%M" -o "$WORK/rss" "$@" >/dev/null 2>"$WORK/stderr"; then
+        cat "$WORK/stderr" >&2
+        exit 1
+    fi
+    t1=$(now_us)
+    echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e6 }') $(tail -n 1 "$WORK/rss")" >>"$log"
+}
+
+# Median, min and max of column $2 of file $1: "median min max".
+stats() {
+    sort -g -k"$2","$2" "$1" | awk -v c="$2" '{ v[NR] = $c } END {
+        printf "%s %s %s", v[int((NR + 1) / 2)], v[1], v[NR] }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+bytes_of() { stat -c %s "$1"; }
+
+# Warm the page cache so that neither side pays for the first read from disk.
+for s in $SIZES; do cat "$(ckpt "$s")" >/dev/null; done
+
+rm -f "$WORK"/*.log
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "rounds: $ROUNDS (baselines interleaved in each round)"
+
+# ---- conversion and cp, interleaved -------------------------------------------------------
+for r in $(seq "$ROUNDS"); do
+    for s in $SIZES; do
+        c="$(ckpt "$s")"
+        measure "$WORK/cp_$s.log" cp "$c" "$WORK/copy.bin"
+        rm -f "$WORK/copy.bin"
+        rm -rf "$WORK/out_$s"
+        measure "$WORK/convert_$s.log" "$BIN" --from timm "$c" -o "$WORK/out_$s"
+    done
+    for _ in 1 2 3; do
+        measure "$WORK/inspect.log" "$BIN" inspect "$(ckpt b)"
+    done
+done
+
+# ---- forward vs PyTorch, interleaved ------------------------------------------------------
+B="$(ckpt b)"
+[ -d "$WORK/out_b" ] || "$BIN" --from timm "$B" -o "$WORK/out_b" >/dev/null
+for r in $(seq "$ROUNDS"); do
+    if [ "$USE_TORCH" = 1 ]; then
+        "$PY" scripts/bench_torch.py forward vit_base_patch16_224 "$B" "$INPUT" \
+            "$WORK/torch_logits.npy" "$THREADS" 5 >>"$WORK/torch.log"
+    fi
+    measure "$WORK/forward.log" "$BIN" forward "$WORK/out_b" --input "$INPUT" \
+        --output "$WORK/logits.npy" --threads "$THREADS"
+done
+
+# ---- report -------------------------------------------------------------------------------
+echo
+echo "== ViT-B/16 ($(bytes_of "$B") bytes): median (min–max) of $ROUNDS rounds =="
+read -r cm cl ch <<<"$(stats "$WORK/convert_b.log" 1)"
+read -r pm pl ph <<<"$(stats "$WORK/cp_b.log" 1)"
+read -r rm_ _ rh <<<"$(stats "$WORK/convert_b.log" 2)"
+echo "convert --from timm --to safetensors: ${cm} s (${cl}–${ch})   cp: ${pm} s (${pl}–${ph})   ratio $(ratio "$cm" "$pm")× (target ≤ 1.5×)"
+echo "convert peak RSS: $(mib "$rm_") MiB (max $(mib "$rh"))   target ≤ 64 MiB"
+read -r im il ih <<<"$(stats "$WORK/inspect.log" 1)"
+echo "inspect: $(awk -v v="$im" 'BEGIN { printf "%.1f", v * 1000 }') ms ($(awk -v a="$il" -v b="$ih" 'BEGIN { printf "%.1f–%.1f", a * 1000, b * 1000 }'))   target ≤ 50 ms"
+read -r fm fl fh <<<"$(stats "$WORK/forward.log" 1)"
+read -r fr _ _ <<<"$(stats "$WORK/forward.log" 2)"
+echo "forward (whole process, $THREADS threads): ${fm} s (${fl}–${fh}); peak RSS $(mib "$fr") MiB = $(ratio "$((fr * 1024))" "$(bytes_of "$B")")× the checkpoint (target ≤ 1.5×)"
+if [ "$USE_TORCH" = 1 ]; then
+    read -r tm tl th <<<"$(stats "$WORK/torch.log" 1)"
+    echo "PyTorch in-process forward ($THREADS threads, median of 5 calls per round): ${tm} s (${tl}–${th})   ratio $(ratio "$fm" "$tm")× (target ≤ 1.0×)"
+    "$BIN" verify "$WORK/out_b" --input "$INPUT" --expected "$WORK/torch_logits.npy" || true
+fi
+
+echo
+echo "== conversion scaling (median of $ROUNDS) =="
+printf "%-5s %12s %10s %8s %8s %10s %12s\n" size bytes convert_s cp_s ratio MB/s peak_RSS_MiB
+for s in $SIZES; do
+    read -r cm _ _ <<<"$(stats "$WORK/convert_$s.log" 1)"
+    read -r pm _ _ <<<"$(stats "$WORK/cp_$s.log" 1)"
+    read -r rm_ _ _ <<<"$(stats "$WORK/convert_$s.log" 2)"
+    n="$(bytes_of "$(ckpt "$s")")"
+    printf "%-5s %12s %10s %8s %8s %10s %12s\n" "$s" "$n" "$cm" "$pm" "$(ratio "$cm" "$pm")" \
+        "$(awk -v n="$n" -v t="$cm" 'BEGIN { printf "%.0f", n / t / 1e6 }')" "$(mib "$rm_")"
+done
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

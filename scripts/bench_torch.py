@@ -1,0 +1,51 @@
+"""PyTorch side of scripts/bench.sh (run by hand or by that script; never by the tests).
+
+  bench_torch.py gen MODEL OUT.pth            timm MODEL, random weights (seed 0), torch.save(state_dict)
+  bench_torch.py input OUT.npy                 a [1, 3, 224, 224] float32 input (seed 0)
+  bench_torch.py forward MODEL CKPT IN.npy OUT.npy THREADS RUNS
+      loads CKPT into timm MODEL, eval, no_grad, torch.set_num_threads(THREADS), one warm-up,
+      then RUNS timed forward calls (the call only); prints the median seconds; saves the logits.
+"""
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def main() -> None:
+    cmd = sys.argv[1]
+    if cmd == "input":
+        rng = np.random.default_rng(0)
+        np.save(sys.argv[2], rng.standard_normal((1, 3, 224, 224)).astype(np.float32))
+        return
+    import timm
+
+    if cmd == "gen":
+        torch.manual_seed(0)
+        model = timm.create_model(sys.argv[2], pretrained=False)
+        torch.save(model.state_dict(), sys.argv[3])
+        return
+    if cmd == "forward":
+        name, ckpt, inp, out, threads, runs = sys.argv[2:8]
+        torch.set_num_threads(int(threads))
+        model = timm.create_model(name, pretrained=False)
+        model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+        model.eval()
+        x = torch.from_numpy(np.load(inp))
+        times = []
+        with torch.no_grad():
+            y = model(x)
+            for _ in range(int(runs)):
+                t = time.perf_counter()
+                y = model(x)
+                times.append(time.perf_counter() - t)
+        np.save(out, y.numpy())
+        times.sort()
+        print(f"{times[len(times) // 2]:.4f}")
+        return
+    raise SystemExit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()
