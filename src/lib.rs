@@ -44,5 +44,5 @@ pub use inspect::{inspect, Inspection};
 pub use mapping::{MappingReport, MappingTable};
 pub use mmap::FileBytes;
 pub use model::{Architecture, ViTConfig};
-pub use source::{open, open_bytes, Format, TensorSource};
+pub use source::{open, open_bytes, Format, Limits, TensorSource};
 pub use tensor::{DType, Tensor, TensorInfo};

@@ -5,7 +5,7 @@
 //! the rest of the file exactly); its errors become [`ErrorKind::MalformedContainer`] carrying its
 //! message. On top of it this reader checks, before the crate sees the header:
 //!
-//! * the header length against [`MAX_SAFETENSORS_HEADER_LEN`] ([`ErrorKind::BudgetExceeded`]) and
+//! * the header length against [`Limits::safetensors_header_bytes`] ([`ErrorKind::BudgetExceeded`]) and
 //!   against the bytes present ([`ErrorKind::Truncated`]);
 //! * repeated JSON keys, which `serde_json` would otherwise resolve silently by keeping the last
 //!   ([`ErrorKind::Duplicate`] with `what` = `tensor`, or `metadata key` inside `__metadata__`);
@@ -26,11 +26,9 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
+use crate::source::limits::Limits;
 use crate::source::{Format, TensorSource};
 use crate::tensor::{DType, Tensor, TensorInfo};
-
-/// Largest JSON header accepted (the same limit as the `safetensors` crate).
-pub(crate) const MAX_SAFETENSORS_HEADER_LEN: usize = 100_000_000;
 
 /// Bytes of the header-length prefix.
 const LEN_PREFIX: usize = 8;
@@ -80,13 +78,14 @@ impl SafetensorsSource {
                 })
             })?;
         let declared = u64::from_le_bytes(prefix);
+        let max_header = Limits::current().safetensors_header_bytes;
         let header_len = usize::try_from(declared)
             .ok()
-            .filter(|&n| n <= MAX_SAFETENSORS_HEADER_LEN)
+            .filter(|&n| n <= max_header)
             .ok_or_else(|| {
                 Error::from(ErrorKind::BudgetExceeded {
                     budget: "safetensors header length",
-                    limit: to_u64(MAX_SAFETENSORS_HEADER_LEN),
+                    limit: to_u64(max_header),
                     offset: 0,
                 })
             })?;
@@ -477,7 +476,10 @@ mod tests {
 
     #[test]
     fn safetensors_header_over_the_cap_is_refused_before_reading() {
-        for n in [MAX_SAFETENSORS_HEADER_LEN as u64 + 1, u64::MAX] {
+        for n in [
+            Limits::DEFAULT.safetensors_header_bytes as u64 + 1,
+            u64::MAX,
+        ] {
             let mut bytes = st_file("{}", &[]);
             bytes[..8].copy_from_slice(&n.to_le_bytes());
             assert!(

@@ -11,9 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::source::limits::Limits;
 use crate::source::pickle::{
     Arena, Global, Node, NodeId, Parsed, Rebuild, StorageClass, StorageRef, TorchDType,
-    MAX_TENSORS, MAX_WALK_DEPTH,
 };
 use crate::tensor::{
     checked_byte_len, checked_numel, gather_strided, is_c_contiguous, strided_extent,
@@ -79,16 +79,84 @@ fn invalid(reason: String) -> Error {
     ErrorKind::InvalidLayout { reason }.into()
 }
 
+/// A path component, kept as a reference into the arena until a name is needed, so that a
+/// long key shared by many entries costs nothing until it ends up in a tensor name.
+#[derive(Clone, Copy)]
+enum Key {
+    /// A dict key.
+    Node(NodeId),
+    /// A list or tuple index.
+    Index(usize),
+}
+
+/// Upper bound of a key's length as a path component, in O(1).
+fn key_len(arena: &Arena, key: Key) -> usize {
+    const SHORT: usize = 32;
+    match key {
+        Key::Index(_) => SHORT,
+        Key::Node(k) => match arena.get(k) {
+            Node::Str(s) => s.len(),
+            // Lossy UTF-8: each byte becomes at most one 3-byte replacement character.
+            Node::Bytes(b) => b.len().saturating_mul(3),
+            _ => SHORT,
+        },
+    }
+}
+
+/// Appends a key as a path component: strings as they are, integers in decimal.
+fn push_key(arena: &Arena, key: Key, out: &mut String) {
+    match key {
+        Key::Index(i) => out.push_str(&i.to_string()),
+        Key::Node(k) => match arena.get(k) {
+            Node::Str(s) => out.push_str(s),
+            Node::Int(i) => out.push_str(&i.to_string()),
+            Node::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
+            Node::None => out.push_str("None"),
+            Node::Float(f) => out.push_str(&f.to_string()),
+            Node::Bytes(b) => out.push_str(&String::from_utf8_lossy(b)),
+            other => {
+                out.push('<');
+                out.push_str(other.kind());
+                out.push('>');
+            }
+        },
+    }
+}
+
+/// The `/`-joined name of `path` (+ `last`), cut (with `…`) once it passes `cap` bytes.
+fn path_name(arena: &Arena, path: &[Key], last: Option<Key>, cap: usize) -> String {
+    let mut out = String::new();
+    for key in path.iter().chain(last.as_ref()) {
+        if !out.is_empty() {
+            out.push('/');
+        }
+        push_key(arena, *key, &mut out);
+        if out.len() > cap {
+            let mut cut = cap;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            out.push('…');
+            break;
+        }
+    }
+    out
+}
+
+/// Longest path shown in a note.
+const NOTE_PATH_CAP: usize = 1024;
+
 enum Work {
-    /// Visit a node; `component` names it in the path; `forbidden` says a tensor here is an error
+    /// Visit a node; `key` names it in the path; `forbidden` says a tensor here is an error
     /// (constructor arguments of opaque objects, set members, OrderedDict attributes).
     Enter {
         id: NodeId,
-        component: Option<String>,
+        key: Option<Key>,
         forbidden: Option<&'static str>,
     },
-    /// Leave a node that pushed a path component.
-    Exit,
+    /// Leave a node that pushed a path component of `len` bytes.
+    Exit { len: usize },
 }
 
 /// Walks a torch pickle's value tree and lists its tensors.
@@ -96,46 +164,50 @@ enum Work {
 /// # Errors
 /// `MalformedPickle` for rebuild calls with wrong arguments or tensors inside opaque objects,
 /// `InvalidLayout`/`StorageOutOfBounds`/`UnsupportedDType` for tensors that cannot be read,
-/// `Duplicate` for two tensors with one name, `BudgetExceeded` for too deep or too many.
+/// `Duplicate` for two tensors with one name, `BudgetExceeded` for too deep, too many tensors,
+/// names too long, or a tensor expanding its storage past [`Limits::expanded_tensor_bytes`].
 pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
+    let limits = Limits::current();
     let arena = &parsed.arena;
     let mut out = Extracted::default();
     let mut storage_index: HashMap<String, usize> = HashMap::new();
     let mut names: HashSet<String> = HashSet::new();
+    let mut name_bytes = 0usize;
     let mut visited = vec![false; arena.len()];
     let mut notes: Vec<Note> = Vec::new();
-    let mut path: Vec<String> = Vec::new();
+    let mut path: Vec<Key> = Vec::new();
+    // Upper bound of the joined path's length (components + separators).
+    let mut path_bytes = 0usize;
     let mut work = vec![Work::Enter {
         id: parsed.root,
-        component: None,
+        key: None,
         forbidden: None,
     }];
+    let names_budget = |offset: u64| -> Error {
+        ErrorKind::BudgetExceeded {
+            budget: "tensor name bytes",
+            limit: limits.tensor_name_bytes as u64,
+            offset,
+        }
+        .into()
+    };
     while let Some(item) = work.pop() {
-        let (id, component, forbidden) = match item {
-            Work::Exit => {
+        let (id, key, forbidden) = match item {
+            Work::Exit { len } => {
                 path.pop();
+                path_bytes = path_bytes.saturating_sub(len);
                 continue;
             }
-            Work::Enter {
-                id,
-                component,
-                forbidden,
-            } => (id, component, forbidden),
+            Work::Enter { id, key, forbidden } => (id, key, forbidden),
         };
         let node = arena.get(id);
-        let here = |path: &[String]| -> String {
-            let mut p = path.join("/");
-            if let Some(c) = &component {
-                if !p.is_empty() {
-                    p.push('/');
-                }
-                p.push_str(c);
-            }
-            p
-        };
         match node {
             Node::Call { offset, .. } => {
-                let name = here(&path);
+                let here_len = path_bytes.saturating_add(key.map_or(0, |k| key_len(arena, k)));
+                if here_len > limits.tensor_name_bytes {
+                    return Err(names_budget(*offset));
+                }
+                let name = path_name(arena, &path, key, usize::MAX);
                 if let Some(context) = forbidden {
                     return Err(malformed(
                         format!("tensor at {name:?} inside {context}, which is never interpreted"),
@@ -147,26 +219,33 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
                 } else {
                     name
                 };
-                if out.tensors.len() >= MAX_TENSORS {
+                if out.tensors.len() >= limits.tensors {
                     return Err(ErrorKind::BudgetExceeded {
                         budget: "tensor count",
-                        limit: MAX_TENSORS as u64,
+                        limit: limits.tensors as u64,
                         offset: *offset,
                     }
                     .into());
                 }
+                name_bytes = name_bytes
+                    .checked_add(name.len())
+                    .filter(|&n| n <= limits.tensor_name_bytes)
+                    .ok_or_else(|| names_budget(*offset))?;
                 let (spec, storage, states) =
                     rebuild(arena, id).map_err(|e| e.with_tensor(name.as_str()))?;
                 // Python state attached to a tensor is not interpreted; a tensor in it would be
                 // lost silently, so it is an error (shared state is still walked only once).
                 work.extend(states.into_iter().map(|id| Work::Enter {
                     id,
-                    component: None,
+                    key: None,
                     forbidden: Some("tensor state"),
                 }));
                 let index = declare(&mut out.storages, &mut storage_index, &storage, *offset)
                     .map_err(|e| e.with_tensor(name.as_str()))?;
                 let plan = plan(name.clone(), spec, &storage, &out.storages, index)
+                    .and_then(|p| {
+                        check_expansion(p, decl_bytes(&out.storages, index), &limits, *offset)
+                    })
                     .map_err(|e| e.with_tensor(name.as_str()))?;
                 if !names.insert(name.clone()) {
                     return Err(ErrorKind::Duplicate {
@@ -183,7 +262,7 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
                     &mut notes,
                     class,
                     " (storage outside a tensor, skipped)",
-                    here(&path),
+                    || path_name(arena, &path, key, NOTE_PATH_CAP),
                 );
             }
             Node::Dict(_)
@@ -200,17 +279,22 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
                     continue;
                 }
                 *seen = true;
-                if let Some(c) = component {
-                    if path.len() >= MAX_WALK_DEPTH {
+                if let Some(k) = key {
+                    if path.len() >= limits.nesting_depth {
                         return Err(ErrorKind::BudgetExceeded {
                             budget: "container nesting",
-                            limit: MAX_WALK_DEPTH as u64,
+                            limit: limits.nesting_depth as u64,
                             offset: 0,
                         }
                         .into());
                     }
-                    path.push(c);
-                    work.push(Work::Exit);
+                    let len = key_len(arena, k).saturating_add(1);
+                    path_bytes = path_bytes.saturating_add(len);
+                    if path_bytes > limits.tensor_name_bytes {
+                        return Err(names_budget(0));
+                    }
+                    path.push(k);
+                    work.push(Work::Exit { len });
                 }
                 children(arena, node, forbidden, &path, &mut notes, &mut work);
             }
@@ -242,17 +326,22 @@ struct Note {
     count: usize,
 }
 
-/// Notes are keyed by kind; the first path is kept and later ones counted.
-fn push_note(notes: &mut Vec<Note>, class: &'static str, suffix: &'static str, path: String) {
+/// Notes are keyed by kind; the first path is kept (computed only then) and later ones counted.
+fn push_note(
+    notes: &mut Vec<Note>,
+    class: &'static str,
+    suffix: &'static str,
+    path: impl FnOnce() -> String,
+) {
     match notes
         .iter_mut()
         .find(|n| n.class == class && n.suffix == suffix)
     {
-        Some(n) => n.count += 1,
+        Some(n) => n.count = n.count.saturating_add(1),
         None => notes.push(Note {
             class,
             suffix,
-            path,
+            path: path(),
             count: 1,
         }),
     }
@@ -263,21 +352,20 @@ fn children(
     arena: &Arena,
     node: &Node,
     forbidden: Option<&'static str>,
-    path: &[String],
+    path: &[Key],
     notes: &mut Vec<Note>,
     work: &mut Vec<Work>,
 ) {
-    let enter =
-        |id: NodeId, component: Option<String>, forbidden: Option<&'static str>| Work::Enter {
-            id,
-            component,
-            forbidden,
-        };
+    let enter = |id: NodeId, key: Option<Key>, forbidden: Option<&'static str>| Work::Enter {
+        id,
+        key,
+        forbidden,
+    };
     let start = work.len();
     match node {
         Node::Dict(items) | Node::OrderedDict { items, .. } => {
             for (k, v) in items {
-                work.push(enter(*v, Some(key_component(arena.get(*k))), forbidden));
+                work.push(enter(*v, Some(Key::Node(*k)), forbidden));
             }
             if let Node::OrderedDict { attrs: Some(a), .. } = node {
                 work.push(enter(*a, None, Some("OrderedDict attributes")));
@@ -285,7 +373,7 @@ fn children(
         }
         Node::List(items) | Node::Tuple(items) => {
             for (i, v) in items.iter().enumerate() {
-                work.push(enter(*v, Some(i.to_string()), forbidden));
+                work.push(enter(*v, Some(Key::Index(i)), forbidden));
             }
         }
         Node::Set(items) | Node::FrozenSet(items) => {
@@ -294,7 +382,9 @@ fn children(
             }
         }
         Node::Object { class, args, state } => {
-            push_note(notes, class, " (inert)", path.join("/"));
+            push_note(notes, class, " (inert)", || {
+                path_name(arena, path, None, NOTE_PATH_CAP)
+            });
             if let Some(a) = args {
                 work.push(enter(*a, None, Some(class)));
             }
@@ -306,19 +396,6 @@ fn children(
     }
     if let Some(queued) = work.get_mut(start..) {
         queued.reverse();
-    }
-}
-
-/// A dict key as a path component: strings as they are, integers in decimal.
-fn key_component(node: &Node) -> String {
-    match node {
-        Node::Str(s) => s.clone(),
-        Node::Int(i) => i.to_string(),
-        Node::Bool(b) => if *b { "True" } else { "False" }.to_string(),
-        Node::None => "None".to_string(),
-        Node::Float(f) => f.to_string(),
-        Node::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-        other => format!("<{}>", other.kind()),
     }
 }
 
@@ -627,6 +704,34 @@ fn plan(
         base,
         storage: index,
     })
+}
+
+/// Bytes a storage declares (0 when it does not fit: `plan` has refused that already).
+fn decl_bytes(storages: &[StorageDecl], index: usize) -> usize {
+    storages
+        .get(index)
+        .and_then(StorageDecl::byte_len)
+        .unwrap_or(0)
+}
+
+/// A tensor reads at most the bytes of its storage unless its strides overlap (zero strides of
+/// `expand`, sliding windows); reading such a tensor materialises it, so its size is budgeted.
+fn check_expansion(
+    plan: TensorPlan,
+    storage_bytes: usize,
+    limits: &Limits,
+    offset: u64,
+) -> Result<TensorPlan> {
+    let bytes = plan.info.byte_len();
+    if bytes > storage_bytes && bytes > limits.expanded_tensor_bytes {
+        return Err(ErrorKind::BudgetExceeded {
+            budget: "expanded tensor bytes",
+            limit: limits.expanded_tensor_bytes as u64,
+            offset,
+        }
+        .into());
+    }
+    Ok(plan)
 }
 
 /// Tensors bound to the bytes of their storages.

@@ -16,13 +16,12 @@ use std::ops::Range;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
+use crate::source::limits::Limits;
 use crate::source::pickle::parse_pickle;
 use crate::source::torch::{extract, Checkpoint};
 use crate::source::{Format, TensorSource};
 use crate::tensor::{Tensor, TensorInfo};
 
-/// Most entries a zip's central directory may list.
-pub(crate) const MAX_ZIP_ENTRIES: usize = 1 << 20;
 /// Largest small informational record (`byteorder`, `version`, …) that is read into metadata.
 const MAX_INFO_RECORD: usize = 64;
 
@@ -194,10 +193,11 @@ fn find_directory(bytes: &[u8]) -> Result<Directory> {
             dir.offset = to_usize(z.u64(48), "central directory offset")?;
         }
     }
-    if dir.entries > MAX_ZIP_ENTRIES {
+    let max_entries = Limits::current().zip_entries;
+    if dir.entries > max_entries {
         return Err(ErrorKind::BudgetExceeded {
             budget: "zip entries",
-            limit: MAX_ZIP_ENTRIES as u64,
+            limit: max_entries as u64,
             offset: eocd_at as u64,
         }
         .into());
