@@ -98,6 +98,25 @@ const FIELDS: &[(&str, Setter)] = &[
     ("NPZ_INFLATE_RATIO", |l| &mut l.npz_inflate_ratio),
 ];
 
+/// The budget names [`ErrorKind::BudgetExceeded`] reports, and the field each is a limit of.
+const BUDGETS: &[(&str, &str)] = &[
+    ("pickle bytes", "PICKLE_BYTES"),
+    ("pickle memo entries", "PICKLE_MEMO_ENTRIES"),
+    ("pickle nodes", "PICKLE_NODES"),
+    ("pickle container items", "PICKLE_CONTAINER_ITEMS"),
+    ("pickle stack", "PICKLE_STACK_LEN"),
+    ("pickle MARK depth", "PICKLE_MARK_DEPTH"),
+    ("pickle string/bytes payload", "PICKLE_PAYLOAD_BYTES"),
+    ("container nesting", "NESTING_DEPTH"),
+    ("tensor count", "TENSORS"),
+    ("tensor name bytes", "TENSOR_NAME_BYTES"),
+    ("expanded tensor bytes", "EXPANDED_TENSOR_BYTES"),
+    ("zip entries", "ZIP_ENTRIES"),
+    ("npy header length", "NPY_HEADER_BYTES"),
+    ("safetensors header length", "SAFETENSORS_HEADER_BYTES"),
+    ("npz inflate ratio", "NPZ_INFLATE_RATIO"),
+];
+
 static CURRENT: RwLock<Limits> = RwLock::new(Limits::DEFAULT);
 
 impl Limits {
@@ -179,6 +198,15 @@ impl Limits {
     }
 }
 
+/// The environment variable that raises the budget an [`ErrorKind::BudgetExceeded`] names
+/// (`"pickle nodes"` → `VIT_CONVERT_LIMIT_PICKLE_NODES`), if it has one.
+pub fn env_var_for(budget: &str) -> Option<String> {
+    BUDGETS
+        .iter()
+        .find(|(name, _)| *name == budget)
+        .map(|(_, field)| format!("{ENV_PREFIX}{field}"))
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits::DEFAULT
@@ -246,6 +274,19 @@ mod tests {
                 other => panic!("{k}={v}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn every_budget_name_maps_to_a_known_variable() {
+        for (budget, field) in BUDGETS {
+            assert!(FIELDS.iter().any(|(f, _)| f == field), "{budget}");
+        }
+        assert_eq!(BUDGETS.len(), FIELDS.len());
+        assert_eq!(
+            env_var_for("pickle nodes").as_deref(),
+            Some("VIT_CONVERT_LIMIT_PICKLE_NODES")
+        );
+        assert_eq!(env_var_for("no such budget"), None);
     }
 
     #[test]

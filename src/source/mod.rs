@@ -14,6 +14,9 @@ use crate::tensor::{Tensor, TensorInfo};
 
 pub use limits::Limits;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub(crate) mod npy;
 pub(crate) mod npz;
