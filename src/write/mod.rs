@@ -21,13 +21,15 @@ pub(crate) struct AtomicFile {
 }
 
 impl AtomicFile {
-    /// Creates `.<name>.tmp-<pid>-<n>` next to `dest`.
+    /// Creates `.<name>.tmp-<pid>-<n>` next to `dest`, first removing such temp files left by
+    /// processes that no longer exist (a killed conversion cannot clean up after itself).
     pub(crate) fn create(dest: &Path) -> Result<AtomicFile> {
         let dir = dest.parent().unwrap_or(Path::new("."));
         let name = dest
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("output");
+        remove_stale_temps(dir, name);
         let pid = std::process::id();
         for n in 0..1000u32 {
             let tmp = dir.join(format!(".{name}.tmp-{pid}-{n}"));
@@ -75,6 +77,33 @@ impl AtomicFile {
         }
         std::fs::rename(&self.tmp, &self.dest).map_err(|e| io("rename", e, &self.dest))?;
         Ok(())
+    }
+}
+
+/// Removes `.<name>.tmp-<pid>-<n>` files in `dir` whose process is gone. Only where `/proc`
+/// tells which processes exist (Linux); a file of a live process — another conversion into the
+/// same folder — is left alone. Best effort: errors are ignored.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some((pid, n)) = rest.split_once('-') else {
+            continue;
+        };
+        let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if numeric(pid) && numeric(n) && !proc.join(pid).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -200,4 +229,28 @@ pub fn write_json(dest: &Path, value: &serde_json::Value) -> Result<()> {
     let mut out = AtomicFile::create(dest)?;
     out.write_all(&text)?;
     out.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_temp_files_of_dead_processes_are_removed_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir
+            .path()
+            .join(format!(".model.safetensors.tmp-{}-7", std::process::id()));
+        // Linux pids never exceed 2^22.
+        let dead = dir.path().join(".model.safetensors.tmp-999999999-0");
+        let other = dir.path().join(".config.json.tmp-999999999-0");
+        for p in [&live, &dead, &other] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        let f = AtomicFile::create(&dir.path().join("model.safetensors")).unwrap();
+        drop(f);
+        assert!(live.exists(), "a live process's temp file is kept");
+        assert!(other.exists(), "only temp files of this output name are considered");
+        assert_eq!(dead.exists(), !Path::new("/proc/self").exists());
+    }
 }

@@ -1,0 +1,162 @@
+//! Hostile inputs end to end: every refusal the threat model (SECURITY.md) promises, through the
+//! library (asserting the error kind and its key fields) and through the CLI (exit 1, one line on
+//! stderr naming the file, never a panic), plus the output-safety guarantees.
+//!
+//! Set `VIT_CONVERT_WRITE_HOSTILE=DIR` to also write every case into DIR (for
+//! `fuzz/seed_corpus.sh` and `scripts`-style measurements); tests never write into the tree.
+
+mod build;
+mod cases;
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vit_convert::{Error, TensorSource};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_vit-convert"))
+}
+
+/// Opens and reads every tensor; the first error.
+fn first_error(path: &Path) -> Option<Error> {
+    let src: Box<dyn TensorSource> = match vit_convert::open(path) {
+        Ok(s) => s,
+        Err(e) => return Some(e),
+    };
+    for t in src.tensors() {
+        if let Err(e) = src.read(&t.name) {
+            return Some(e);
+        }
+    }
+    None
+}
+
+/// Writes every case into a fresh temp dir (and into `VIT_CONVERT_WRITE_HOSTILE` if set).
+fn written() -> (tempfile::TempDir, Vec<(cases::Case, PathBuf)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let export = std::env::var_os("VIT_CONVERT_WRITE_HOSTILE").map(PathBuf::from);
+    let out = cases::all()
+        .into_iter()
+        .map(|c| {
+            let p = dir.path().join(c.name);
+            std::fs::write(&p, &c.bytes).unwrap();
+            if let Some(d) = &export {
+                std::fs::create_dir_all(d).unwrap();
+                std::fs::write(d.join(c.name), &c.bytes).unwrap();
+            }
+            (c, p)
+        })
+        .collect();
+    (dir, out)
+}
+
+#[test]
+fn every_hostile_case_is_refused_with_its_error_kind() {
+    let (_dir, cases) = written();
+    let mut failures = Vec::new();
+    for (case, path) in &cases {
+        match first_error(path) {
+            None => failures.push(format!("{}: opened and read without error", case.name)),
+            Some(e) if !(case.check)(&e) => failures.push(format!(
+                "{}: got {:?}\n    want {}",
+                case.name,
+                e.kind(),
+                case.expect
+            )),
+            Some(e) => {
+                // Every error names the file it concerns.
+                if e.path() != Some(path.as_path()) {
+                    failures.push(format!("{}: error without its path: {e}", case.name));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert!(cases.len() >= 60, "{} cases", cases.len());
+}
+
+/// Runs the CLI; asserts exit 1 and exactly one stderr line naming the file, no panic.
+fn assert_cli_refuses(args: &[&std::ffi::OsStr], file: &Path, failures: &mut Vec<String>) {
+    let out = bin().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let name = file.file_name().unwrap().to_string_lossy();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let ok = out.status.code() == Some(1)
+        && lines.len() == 1
+        && lines[0].starts_with("error: ")
+        && lines[0].contains(name.as_ref())
+        && !stderr.contains("panicked");
+    if !ok {
+        failures.push(format!(
+            "{name}: {:?}: exit {:?}, stderr {stderr:?}",
+            args.first(),
+            out.status.code()
+        ));
+    }
+}
+
+#[test]
+fn every_hostile_case_through_cli_inspect_exits_1_with_one_line() {
+    let (_dir, cases) = written();
+    let mut failures = Vec::new();
+    for (case, path) in cases.iter().filter(|(c, _)| !c.on_read) {
+        let _ = case;
+        assert_cli_refuses(&["inspect".as_ref(), path.as_os_str()], path, &mut failures);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_hostile_case_through_cli_convert_exits_1_and_writes_nothing() {
+    let (dir, cases) = written();
+    let mut failures = Vec::new();
+    for (case, path) in &cases {
+        let out = dir.path().join(format!("out-{}", case.name));
+        assert_cli_refuses(
+            &[
+                "--from".as_ref(),
+                "timm".as_ref(),
+                path.as_os_str(),
+                "-o".as_ref(),
+                out.as_os_str(),
+            ],
+            path,
+            &mut failures,
+        );
+        if out.join("model.safetensors").exists() {
+            failures.push(format!("{}: model.safetensors written", case.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn committed_hostile_fixtures_through_cli_exit_1_with_one_line() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hostile");
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            continue;
+        }
+        n += 1;
+        // Truncated files may list fine and fail only when read: convert reads every tensor.
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("out");
+        assert_cli_refuses(
+            &[
+                "--from".as_ref(),
+                "timm".as_ref(),
+                path.as_os_str(),
+                "-o".as_ref(),
+                out.as_os_str(),
+            ],
+            &path,
+            &mut failures,
+        );
+    }
+    assert!(n >= 10, "{n} hostile fixtures");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
