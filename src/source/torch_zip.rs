@@ -158,13 +158,16 @@ fn find_directory(bytes: &[u8]) -> Result<Directory> {
     }
     let last = bytes.len() - EOCD_LEN;
     let first = last.saturating_sub(MAX_COMMENT);
-    let eocd_at = (first..=last)
-        .rev()
+    // The record sits at the end unless a comment follows it: look for its signature from the
+    // end, over at most 64 KiB.
+    let sig = EOCD_SIG.to_le_bytes();
+    let window = bytes.get(first..).unwrap_or_default();
+    let eocd_at = memchr::memmem::rfind_iter(window, &sig)
+        .map(|i| first + i)
         .find(|&p| {
-            let f = Fields::new(bytes, p, EOCD_LEN, "zip end record");
-            f.is_ok_and(|f| {
-                f.u32(0) == EOCD_SIG && p + EOCD_LEN + usize::from(f.u16(20)) <= bytes.len()
-            })
+            p <= last
+                && Fields::new(bytes, p, EOCD_LEN, "zip end record")
+                    .is_ok_and(|f| p + EOCD_LEN + usize::from(f.u16(20)) <= bytes.len())
         })
         .ok_or_else(|| bad_zip("no end-of-central-directory record".into()))?;
     let e = Fields::new(bytes, eocd_at, EOCD_LEN, "zip end record")?;

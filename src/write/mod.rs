@@ -250,7 +250,10 @@ mod tests {
         let f = AtomicFile::create(&dir.path().join("model.safetensors")).unwrap();
         drop(f);
         assert!(live.exists(), "a live process's temp file is kept");
-        assert!(other.exists(), "only temp files of this output name are considered");
+        assert!(
+            other.exists(),
+            "only temp files of this output name are considered"
+        );
         assert_eq!(dead.exists(), !Path::new("/proc/self").exists());
     }
 }

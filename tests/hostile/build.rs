@@ -87,7 +87,14 @@ impl P {
         self.op(&[LONG_BINGET]).op(&n.to_le_bytes())
     }
     /// `('storage', <module>.<class>, key, 'cpu', numel[, None])` + BINPERSID.
-    pub fn storage_of(self, module: &str, class: &str, key: &str, numel: i64, legacy: bool) -> Self {
+    pub fn storage_of(
+        self,
+        module: &str,
+        class: &str,
+        key: &str,
+        numel: i64,
+        legacy: bool,
+    ) -> Self {
         let p = self
             .op(&[MARK])
             .str("storage")
@@ -100,7 +107,15 @@ impl P {
     }
     /// `_rebuild_tensor_v2(storage, offset, size, stride, False, OrderedDict())` over
     /// `torch.<class>` storage `key` of `numel` elements.
-    pub fn tensor(self, class: &str, key: &str, numel: i64, offset: i64, size: &[i64], stride: &[i64]) -> Self {
+    pub fn tensor(
+        self,
+        class: &str,
+        key: &str,
+        numel: i64,
+        offset: i64,
+        size: &[i64],
+        stride: &[i64],
+    ) -> Self {
         self.tensor_of("torch", class, key, numel, offset, size, stride, false)
     }
     /// As [`P::tensor`], with the storage class's module and a legacy persistent id.
@@ -206,7 +221,11 @@ pub fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -214,7 +233,10 @@ pub fn crc32(data: &[u8]) -> u32 {
 
 /// A torch zip: `archive/data.pkl`, optional `archive/byteorder`, `archive/data/<key>`.
 pub fn torch_zip(pkl: &[u8], storages: &[(&str, &[u8])], byteorder: Option<&[u8]>) -> Vec<u8> {
-    let names: Vec<String> = storages.iter().map(|(k, _)| format!("archive/data/{k}")).collect();
+    let names: Vec<String> = storages
+        .iter()
+        .map(|(k, _)| format!("archive/data/{k}"))
+        .collect();
     let mut entries: Vec<Entry<'_>> = vec![("archive/data.pkl", pkl, 0)];
     if let Some(b) = byteorder {
         entries.push(("archive/byteorder", b, 0));
@@ -229,7 +251,9 @@ pub fn torch_zip(pkl: &[u8], storages: &[(&str, &[u8])], byteorder: Option<&[u8]
 /// A legacy torch file: magic, protocol 1001, sys_info, `object`, key list, then each
 /// `(count, data)` as given.
 pub fn legacy(object: &[u8], keys: &[&str], records: &[(i64, &[u8])]) -> Vec<u8> {
-    let mut out = vec![PROTO, 2, LONG1, 10, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, STOP];
+    let mut out = vec![
+        PROTO, 2, LONG1, 10, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, STOP,
+    ];
     out.extend(P::new(2).int(1001).stop());
     out.extend(
         P::new(2)

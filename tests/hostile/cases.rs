@@ -63,7 +63,10 @@ fn global_forms() -> Vec<Case> {
 
     let p = P::new(2);
     let at_newobj = p.at();
-    let newobj = p.global("builtins", "eval").op(&[EMPTY_TUPLE, NEWOBJ]).stop();
+    let newobj = p
+        .global("builtins", "eval")
+        .op(&[EMPTY_TUPLE, NEWOBJ])
+        .stop();
 
     let p = P::new(2);
     let at_reduce = p.at();
@@ -112,7 +115,12 @@ fn structural() -> Vec<Case> {
         .op(&[EMPTY_TUPLE, REDUCE])
         .stop();
     // CVE-2026-24747 shape: SETITEM on something that is not a dict.
-    let setitem_list = P::new(2).op(&[EMPTY_LIST]).int(1).int(2).op(&[SETITEM]).stop();
+    let setitem_list = P::new(2)
+        .op(&[EMPTY_LIST])
+        .int(1)
+        .int(2)
+        .op(&[SETITEM])
+        .stop();
     let append_dict = P::new(2).op(&[EMPTY_DICT]).int(1).op(&[APPEND]).stop();
     vec![
         case!("build_on_list.pth", zip1(build_list),
@@ -174,10 +182,16 @@ fn budgets() -> Vec<Case> {
 
     // A 1 MiB key memoised and used as the key of 100 nested dicts: 100 MiB of path.
     let long = "k".repeat(1 << 20);
-    let mut names = P::new(2).str(&long).put(0).op(&[POP, EMPTY_DICT, BINPUT, 1]);
+    let mut names = P::new(2)
+        .str(&long)
+        .put(0)
+        .op(&[POP, EMPTY_DICT, BINPUT, 1]);
     for _ in 0..100 {
         // d[key] = {} ; descend
-        names = names.get(0).op(&[EMPTY_DICT, BINPUT, 2, SETITEM, POP]).op(&[BINGET, 2]);
+        names = names
+            .get(0)
+            .op(&[EMPTY_DICT, BINPUT, 2, SETITEM, POP])
+            .op(&[BINGET, 2]);
     }
     let names = names
         .get(0)
@@ -246,10 +260,20 @@ fn layouts() -> Vec<Case> {
             ErrorKind::InvalidLayout { reason } if reason.contains("overflow")),
         case!("extent_past_storage.pth", c(&[7], &[1], 0),
             ErrorKind::StorageOutOfBounds { storage, needed: 28, available: 24 } if storage == "0"),
-        case!("offset_past_storage.pth", c(&[3], &[1], 4),
-            ErrorKind::StorageOutOfBounds { needed: 28, available: 24, .. }),
-        case!("stride_past_storage.pth", c(&[2], &[i64::MAX], 0),
-            ErrorKind::StorageOutOfBounds { .. }),
+        case!(
+            "offset_past_storage.pth",
+            c(&[3], &[1], 4),
+            ErrorKind::StorageOutOfBounds {
+                needed: 28,
+                available: 24,
+                ..
+            }
+        ),
+        case!(
+            "stride_past_storage.pth",
+            c(&[2], &[i64::MAX], 0),
+            ErrorKind::StorageOutOfBounds { .. }
+        ),
         case!("stride_overflow.pth", c(&[4], &[i64::MAX], 0),
             ErrorKind::InvalidLayout { reason } if reason.contains("overflow")),
         case!("negative_size.pth", c(&[-3], &[1], 0),
@@ -289,8 +313,11 @@ fn containers() -> Vec<Case> {
             ErrorKind::MalformedContainer { container: "torch_zip", reason } if reason.contains("\"other\"")),
         case!("overlapping_zip_entries.pth", overlap,
             ErrorKind::MalformedContainer { reason, .. } if reason.contains("overlap")),
-        case!("deflated_storage.pth", compressed,
-            ErrorKind::MalformedContainer { .. }),
+        case!(
+            "deflated_storage.pth",
+            compressed,
+            ErrorKind::MalformedContainer { .. }
+        ),
         case!("byteorder_middle.pth", middle,
             ErrorKind::MalformedContainer { reason, .. } if reason.contains("byteorder")),
     ]
@@ -323,7 +350,8 @@ fn overlapping_zip() -> Vec<u8> {
     // Append a central entry for archive/data/1 at `hidden`, fixing the end record.
     let eocd = z.len() - 22;
     let cd_size = u32::from_le_bytes(z[eocd + 12..eocd + 16].try_into().unwrap());
-    let inner_cd_start = u32::from_le_bytes(inner[inner.len() - 6..inner.len() - 2].try_into().unwrap()) as usize;
+    let inner_cd_start =
+        u32::from_le_bytes(inner[inner.len() - 6..inner.len() - 2].try_into().unwrap()) as usize;
     let mut entry = inner[inner_cd_start..inner.len() - 22].to_vec();
     entry[42..46].copy_from_slice(&hidden.to_le_bytes());
     let mut end = z.split_off(eocd);
@@ -357,12 +385,27 @@ fn legacy_files() -> Vec<Case> {
     let mut tar = vec![0u8; 1024];
     tar[257..262].copy_from_slice(b"ustar");
     vec![
-        case!("legacy_count_mismatch.pth", legacy(&object("FloatStorage"), &["0"], &[(5, &data[..20])]),
-            ErrorKind::StorageSizeMismatch { declared: 24, found: 20, .. }),
+        case!(
+            "legacy_count_mismatch.pth",
+            legacy(&object("FloatStorage"), &["0"], &[(5, &data[..20])]),
+            ErrorKind::StorageSizeMismatch {
+                declared: 24,
+                found: 20,
+                ..
+            }
+        ),
         case!("legacy_negative_count.pth", legacy(&object("FloatStorage"), &["0"], &[(-1, &data)]),
             ErrorKind::MalformedContainer { reason, .. } if reason.contains("negative element count")),
-        case!("legacy_data_past_end.pth", legacy(&object("FloatStorage"), &["0"], &[(6, &data[..12])]),
-            ErrorKind::Truncated { what: "legacy storage data", needed: 24, available: 12, .. }),
+        case!(
+            "legacy_data_past_end.pth",
+            legacy(&object("FloatStorage"), &["0"], &[(6, &data[..12])]),
+            ErrorKind::Truncated {
+                what: "legacy storage data",
+                needed: 24,
+                available: 12,
+                ..
+            }
+        ),
         case!("legacy_unlisted_storage.pth", legacy(&object("FloatStorage"), &[], &[]),
             ErrorKind::MissingStorage { key } if key == "0"),
         case!("legacy_posix_system.pth", evil_file,
@@ -384,17 +427,42 @@ fn npy_files() -> Vec<Case> {
     absurd.extend_from_slice(b"{'descr': '<f4', ");
     let deep = format!("({})", vec!["1"; 65].join(", "));
     vec![
-        case!("npy_absurd_header.npy", absurd,
-            ErrorKind::BudgetExceeded { budget: "npy header length", offset: 8, .. }),
-        case!("npy_shape_past_data.npy",
-            npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000), }", &[0; 16]),
-            ErrorKind::Truncated { needed: 4_000_000_000, .. }),
-        case!("npy_shape_overflow.npy",
-            npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4), }", &[]),
-            ErrorKind::InvalidLayout { .. }),
-        case!("npy_negative_shape.npy",
-            npy("{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }", &[]),
-            ErrorKind::InvalidLayout { .. }),
+        case!(
+            "npy_absurd_header.npy",
+            absurd,
+            ErrorKind::BudgetExceeded {
+                budget: "npy header length",
+                offset: 8,
+                ..
+            }
+        ),
+        case!(
+            "npy_shape_past_data.npy",
+            npy(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000), }",
+                &[0; 16]
+            ),
+            ErrorKind::Truncated {
+                needed: 4_000_000_000,
+                ..
+            }
+        ),
+        case!(
+            "npy_shape_overflow.npy",
+            npy(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904, 4), }",
+                &[]
+            ),
+            ErrorKind::InvalidLayout { .. }
+        ),
+        case!(
+            "npy_negative_shape.npy",
+            npy(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }",
+                &[]
+            ),
+            ErrorKind::InvalidLayout { .. }
+        ),
         case!("npy_rank_65.npy",
             npy(&format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {deep}, }}"), &[0; 4]),
             ErrorKind::InvalidLayout { reason } if reason.contains("64")),
@@ -409,13 +477,19 @@ fn npy_files() -> Vec<Case> {
 
 /// `.npz` archives.
 fn npz_files() -> Vec<Case> {
-    let member = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }", &six());
+    let member = npy(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (6,), }",
+        &six(),
+    );
     let dup = zip_stored(&[("w.npy", &member, 0), ("w.npy", &member, 0)]);
     let other = zip_stored(&[("w.npy", &member, 0), ("evil.py", b"import os", 0)]);
     // 32 MiB of zeros deflates ~1000:1, past the ratio budget.
     let zeros = vec![0u8; 32 << 20];
     let big = npy(
-        &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}", zeros.len() / 4),
+        &format!(
+            "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+            zeros.len() / 4
+        ),
         &zeros,
     );
     let bomb = deflated_npz(&[("w.npy", &big)]);
@@ -427,10 +501,22 @@ fn npz_files() -> Vec<Case> {
             ErrorKind::Duplicate { what: "zip entry", name } if name == "w.npy"),
         case!("npz_non_npy_entry.npz", other,
             ErrorKind::MalformedContainer { container: "npz", reason } if reason.contains("evil.py")),
-        case!("npz_inflate_ratio.npz", bomb,
-            ErrorKind::BudgetExceeded { budget: "npz inflate ratio", .. }),
-        case!("npz_impossible_size.npz", liar,
-            ErrorKind::MalformedContainer { container: "npz", .. }),
+        case!(
+            "npz_inflate_ratio.npz",
+            bomb,
+            ErrorKind::BudgetExceeded {
+                budget: "npz inflate ratio",
+                ..
+            }
+        ),
+        case!(
+            "npz_impossible_size.npz",
+            liar,
+            ErrorKind::MalformedContainer {
+                container: "npz",
+                ..
+            }
+        ),
     ]
 }
 
@@ -464,22 +550,54 @@ fn safetensors_files() -> Vec<Case> {
     let mut past = (4096u64).to_le_bytes().to_vec();
     past.extend_from_slice(b"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}");
     vec![
-        case!("st_header_over_budget.safetensors", huge,
-            ErrorKind::BudgetExceeded { budget: "safetensors header length", limit: 100_000_000, .. }),
-        case!("st_header_past_file.safetensors", past,
-            ErrorKind::Truncated { what: "safetensors header", needed: 4096, .. }),
-        case!("st_overlapping_offsets.safetensors",
-            safetensors(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#, &[0; 12]),
-            ErrorKind::MalformedContainer { container: "safetensors", .. }),
+        case!(
+            "st_header_over_budget.safetensors",
+            huge,
+            ErrorKind::BudgetExceeded {
+                budget: "safetensors header length",
+                limit: 100_000_000,
+                ..
+            }
+        ),
+        case!(
+            "st_header_past_file.safetensors",
+            past,
+            ErrorKind::Truncated {
+                what: "safetensors header",
+                needed: 4096,
+                ..
+            }
+        ),
+        case!(
+            "st_overlapping_offsets.safetensors",
+            safetensors(
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+                &[0; 12]
+            ),
+            ErrorKind::MalformedContainer {
+                container: "safetensors",
+                ..
+            }
+        ),
         case!("st_duplicate_key.safetensors",
             safetensors(r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, &[0; 8]),
             ErrorKind::Duplicate { name, .. } if name == "a"),
-        case!("st_offsets_past_data.safetensors",
-            safetensors(r#"{"a":{"dtype":"F32","shape":[1000],"data_offsets":[0,4000]}}"#, &[0; 8]),
-            ErrorKind::MalformedContainer { .. } | ErrorKind::Truncated { .. }),
-        case!("st_shape_disagrees.safetensors",
-            safetensors(r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, &[0; 8]),
-            ErrorKind::MalformedContainer { .. } | ErrorKind::InvalidLayout { .. }),
+        case!(
+            "st_offsets_past_data.safetensors",
+            safetensors(
+                r#"{"a":{"dtype":"F32","shape":[1000],"data_offsets":[0,4000]}}"#,
+                &[0; 8]
+            ),
+            ErrorKind::MalformedContainer { .. } | ErrorKind::Truncated { .. }
+        ),
+        case!(
+            "st_shape_disagrees.safetensors",
+            safetensors(
+                r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+                &[0; 8]
+            ),
+            ErrorKind::MalformedContainer { .. } | ErrorKind::InvalidLayout { .. }
+        ),
         case!("st_complex_dtype.safetensors",
             safetensors(r#"{"a":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}"#, &[0; 8]),
             ErrorKind::UnsupportedDType { dtype } if dtype == "C64"),

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use crate::bin;
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
 }
 
 fn names_in(dir: &Path) -> Vec<String> {
@@ -84,10 +86,24 @@ fn full_disk_leaves_no_partial_output_and_keeps_existing_files() {
     assert!(stderr.contains("No space left on device"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
-    assert_eq!(names_in(&out), ["config.json", "model.safetensors"], "no temp files left");
-    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), b"previous model");
-    assert_eq!(std::fs::read(out.join("config.json")).unwrap(), b"{\"previous\": true}");
-    assert_eq!(std::fs::read(&input).unwrap(), before, "the input is never modified");
+    assert_eq!(
+        names_in(&out),
+        ["config.json", "model.safetensors"],
+        "no temp files left"
+    );
+    assert_eq!(
+        std::fs::read(out.join("model.safetensors")).unwrap(),
+        b"previous model"
+    );
+    assert_eq!(
+        std::fs::read(out.join("config.json")).unwrap(),
+        b"{\"previous\": true}"
+    );
+    assert_eq!(
+        std::fs::read(&input).unwrap(),
+        before,
+        "the input is never modified"
+    );
 
     // The library says the same, with the I/O kind.
     let e = vit_convert::convert(
@@ -211,7 +227,10 @@ fn killed_conversion_leaves_no_model_safetensors() {
     assert!(killed_mid_write, "never caught the conversion mid-write");
     let names = names_in(&out);
     assert!(!names.iter().any(|n| n == "model.safetensors"), "{names:?}");
-    assert_eq!(std::fs::read(out.join("config.json")).unwrap(), b"{\"previous\": true}");
+    assert_eq!(
+        std::fs::read(out.join("config.json")).unwrap(),
+        b"{\"previous\": true}"
+    );
 
     // The next run cleans the dead run's temp file and completes.
     let r = bin()
@@ -224,7 +243,11 @@ fn killed_conversion_leaves_no_model_safetensors() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert_eq!(
         names_in(&out),
-        ["config.json", "model.safetensors", "preprocessor_config.json"],
+        [
+            "config.json",
+            "model.safetensors",
+            "preprocessor_config.json"
+        ],
         "stale temp files of the killed run are removed"
     );
 }
