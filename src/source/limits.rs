@@ -57,9 +57,10 @@ pub struct Limits {
     pub tensors: usize,
     /// Most bytes of tensor names (all names together, and the container path being walked).
     pub tensor_name_bytes: usize,
-    /// Largest tensor that reads more bytes than its storage holds (zero or overlapping strides
-    /// expand a small storage into a large tensor), in bytes.
-    pub expanded_tensor_bytes: usize,
+    /// Most bytes the tensors of a torch checkpoint may read beyond what their storages hold:
+    /// zero or overlapping strides (`expand`) and many tensors viewing one storage make a small
+    /// file read as a large one (reading materialises every tensor).
+    pub aliased_tensor_bytes: usize,
     /// Most entries in a zip archive (torch zip, npz).
     pub zip_entries: usize,
     /// Largest `.npy` header, in bytes.
@@ -89,7 +90,7 @@ const FIELDS: &[(&str, Setter)] = &[
     ("NESTING_DEPTH", |l| &mut l.nesting_depth),
     ("TENSORS", |l| &mut l.tensors),
     ("TENSOR_NAME_BYTES", |l| &mut l.tensor_name_bytes),
-    ("EXPANDED_TENSOR_BYTES", |l| &mut l.expanded_tensor_bytes),
+    ("ALIASED_TENSOR_BYTES", |l| &mut l.aliased_tensor_bytes),
     ("ZIP_ENTRIES", |l| &mut l.zip_entries),
     ("NPY_HEADER_BYTES", |l| &mut l.npy_header_bytes),
     ("SAFETENSORS_HEADER_BYTES", |l| {
@@ -110,7 +111,7 @@ const BUDGETS: &[(&str, &str)] = &[
     ("container nesting", "NESTING_DEPTH"),
     ("tensor count", "TENSORS"),
     ("tensor name bytes", "TENSOR_NAME_BYTES"),
-    ("expanded tensor bytes", "EXPANDED_TENSOR_BYTES"),
+    ("aliased tensor bytes", "ALIASED_TENSOR_BYTES"),
     ("zip entries", "ZIP_ENTRIES"),
     ("npy header length", "NPY_HEADER_BYTES"),
     ("safetensors header length", "SAFETENSORS_HEADER_BYTES"),
@@ -132,7 +133,7 @@ impl Limits {
         nesting_depth: 1024,
         tensors: 1 << 18,
         tensor_name_bytes: 64 << 20,
-        expanded_tensor_bytes: 64 << 20,
+        aliased_tensor_bytes: 64 << 20,
         zip_entries: 1 << 20,
         npy_header_bytes: 1 << 20,
         safetensors_header_bytes: 100_000_000,

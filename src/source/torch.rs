@@ -165,7 +165,8 @@ enum Work {
 /// `MalformedPickle` for rebuild calls with wrong arguments or tensors inside opaque objects,
 /// `InvalidLayout`/`StorageOutOfBounds`/`UnsupportedDType` for tensors that cannot be read,
 /// `Duplicate` for two tensors with one name, `BudgetExceeded` for too deep, too many tensors,
-/// names too long, or a tensor expanding its storage past [`Limits::expanded_tensor_bytes`].
+/// names too long, or tensors reading more than their storages hold by more than
+/// [`Limits::aliased_tensor_bytes`].
 pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
     let limits = Limits::current();
     let arena = &parsed.arena;
@@ -173,6 +174,7 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
     let mut storage_index: HashMap<String, usize> = HashMap::new();
     let mut names: HashSet<String> = HashSet::new();
     let mut name_bytes = 0usize;
+    let mut aliased = Aliasing::default();
     let mut visited = vec![false; arena.len()];
     let mut notes: Vec<Note> = Vec::new();
     let mut path: Vec<Key> = Vec::new();
@@ -243,9 +245,9 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
                 let index = declare(&mut out.storages, &mut storage_index, &storage, *offset)
                     .map_err(|e| e.with_tensor(name.as_str()))?;
                 let plan = plan(name.clone(), spec, &storage, &out.storages, index)
-                    .and_then(|p| {
-                        check_expansion(p, decl_bytes(&out.storages, index), &limits, *offset)
-                    })
+                    .map_err(|e| e.with_tensor(name.as_str()))?;
+                aliased
+                    .add(&plan, &out.storages, &limits, *offset)
                     .map_err(|e| e.with_tensor(name.as_str()))?;
                 if !names.insert(name.clone()) {
                     return Err(ErrorKind::Duplicate {
@@ -706,32 +708,46 @@ fn plan(
     })
 }
 
-/// Bytes a storage declares (0 when it does not fit: `plan` has refused that already).
-fn decl_bytes(storages: &[StorageDecl], index: usize) -> usize {
-    storages
-        .get(index)
-        .and_then(StorageDecl::byte_len)
-        .unwrap_or(0)
+/// Bytes the tensors read against bytes their storages hold. Reading materialises each tensor,
+/// so tensors that read more than is stored — zero or overlapping strides (`expand`), many
+/// tensors viewing one storage — would turn a small file into a large output; the excess is
+/// budgeted by [`Limits::aliased_tensor_bytes`].
+#[derive(Default)]
+struct Aliasing {
+    tensor_bytes: u64,
+    storage_bytes: u64,
+    storages_counted: usize,
 }
 
-/// A tensor reads at most the bytes of its storage unless its strides overlap (zero strides of
-/// `expand`, sliding windows); reading such a tensor materialises it, so its size is budgeted.
-fn check_expansion(
-    plan: TensorPlan,
-    storage_bytes: usize,
-    limits: &Limits,
-    offset: u64,
-) -> Result<TensorPlan> {
-    let bytes = plan.info.byte_len();
-    if bytes > storage_bytes && bytes > limits.expanded_tensor_bytes {
-        return Err(ErrorKind::BudgetExceeded {
-            budget: "expanded tensor bytes",
-            limit: limits.expanded_tensor_bytes as u64,
-            offset,
+impl Aliasing {
+    fn add(
+        &mut self,
+        plan: &TensorPlan,
+        storages: &[StorageDecl],
+        limits: &Limits,
+        offset: u64,
+    ) -> Result<()> {
+        for s in storages.get(self.storages_counted..).unwrap_or_default() {
+            let bytes = s.byte_len().map_or(u64::MAX, |b| b as u64);
+            self.storage_bytes = self.storage_bytes.saturating_add(bytes);
         }
-        .into());
+        self.storages_counted = storages.len();
+        self.tensor_bytes = self
+            .tensor_bytes
+            .saturating_add(plan.info.byte_len() as u64);
+        let allowed = self
+            .storage_bytes
+            .saturating_add(limits.aliased_tensor_bytes as u64);
+        if self.tensor_bytes > allowed {
+            return Err(ErrorKind::BudgetExceeded {
+                budget: "aliased tensor bytes",
+                limit: limits.aliased_tensor_bytes as u64,
+                offset,
+            }
+            .into());
+        }
+        Ok(())
     }
-    Ok(plan)
 }
 
 /// Tensors bound to the bytes of their storages.

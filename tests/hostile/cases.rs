@@ -199,6 +199,20 @@ fn budgets() -> Vec<Case> {
         .op(&[SETITEM, POP, BINGET, 1])
         .stop();
 
+    // 100 tensors, each a full view of one 1 MiB storage: 100 MiB read from 1 MiB.
+    let mut aliased = P::new(2).op(&[EMPTY_DICT, MARK]);
+    for i in 0..100 {
+        aliased =
+            aliased
+                .str(&format!("v{i}"))
+                .tensor("FloatStorage", "0", 1 << 18, 0, &[1 << 18], &[1]);
+    }
+    let aliased = torch_zip(
+        &aliased.op(&[SETITEMS]).stop(),
+        &[("0", &[0u8; 1 << 20])],
+        None,
+    );
+
     // expand(): 2^40 elements over one stored element.
     let expand = one_tensor("pos_embed", 0, &[1 << 20, 1 << 20], &[0, 0]);
 
@@ -216,7 +230,15 @@ fn budgets() -> Vec<Case> {
         case!("tensor_name_bytes.pth", zip1(names),
             ErrorKind::BudgetExceeded { budget: "tensor name bytes", limit, .. } if *limit == l.tensor_name_bytes as u64),
         case!("expanded_tensor.pth", zip1(expand),
-            ErrorKind::BudgetExceeded { budget: "expanded tensor bytes", limit, .. } if *limit == l.expanded_tensor_bytes as u64),
+            ErrorKind::BudgetExceeded { budget: "aliased tensor bytes", limit, .. } if *limit == l.aliased_tensor_bytes as u64),
+        case!(
+            "aliased_views.pth",
+            aliased,
+            ErrorKind::BudgetExceeded {
+                budget: "aliased tensor bytes",
+                ..
+            }
+        ),
     ]
 }
 

@@ -160,3 +160,90 @@ fn committed_hostile_fixtures_through_cli_exit_1_with_one_line() {
     assert!(n >= 10, "{n} hostile fixtures");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn cli_budgets_are_raised_and_lowered_by_environment_variables() {
+    let (_dir, cases) = written();
+    let deep = &cases
+        .iter()
+        .find(|(c, _)| c.name == "deep_nesting.pth")
+        .unwrap()
+        .1;
+    // Refused by default, naming the variable that raises the budget …
+    let out = bin().arg("inspect").arg(deep).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("container nesting budget exceeded"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("VIT_CONVERT_LIMIT_NESTING_DEPTH"),
+        "{stderr}"
+    );
+    // … which, raised, lets the (tensor-less) file through.
+    let out = bin()
+        .arg("inspect")
+        .arg(deep)
+        .env("VIT_CONVERT_LIMIT_NESTING_DEPTH", "200000")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A lowered budget refuses an ordinary file.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/readers/zip_p2.pth");
+    let out = bin()
+        .arg("inspect")
+        .arg(&fixture)
+        .env("VIT_CONVERT_LIMIT_TENSORS", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("tensor count budget exceeded: limit 1"),
+        "{stderr}"
+    );
+
+    // A misspelt or malformed variable is a usage error, never ignored.
+    for (k, v) in [
+        ("VIT_CONVERT_LIMIT_TENSOR", "10"),
+        ("VIT_CONVERT_LIMIT_TENSORS", "ten"),
+    ] {
+        let out = bin()
+            .arg("inspect")
+            .arg(&fixture)
+            .env(k, v)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{k}={v}: {stderr}");
+        assert!(stderr.contains(k), "{stderr}");
+    }
+}
+
+#[test]
+fn memo_bomb_opens_in_linear_work_with_shared_references() {
+    use build::*;
+    // t0 = (T, T); t_{i+1} = (t_i, t_i): 2^64 tensor references if copied, 64 tuples when shared.
+    let mut p = P::new(2)
+        .tensor("FloatStorage", "0", 6, 0, &[6], &[1])
+        .op(&[BINPUT, 0, POP]);
+    for _ in 0..64 {
+        p = p.op(&[BINGET, 0, BINGET, 0, TUPLE2, BINPUT, 0, POP]);
+    }
+    let bytes = torch_zip(&p.op(&[BINGET, 0]).stop(), &[("0", &six())], None);
+    let src = vit_convert::open_bytes(vit_convert::FileBytes::from_vec(bytes)).unwrap();
+    // Each shared tuple is walked once: the innermost pair holds the two listed tensors.
+    let names: Vec<&str> = src.tensors().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(
+        names.iter().all(|n| n.split('/').count() == 64),
+        "{names:?}"
+    );
+}
