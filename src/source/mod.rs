@@ -14,6 +14,10 @@ use crate::tensor::{Tensor, TensorInfo};
 
 pub use limits::Limits;
 
+/// Most dimensions a tensor may have in any container (numpy's `NPY_MAXDIMS`, which torch
+/// shares); a fixed structural limit, not a budget.
+pub(crate) const MAX_RANK: usize = 64;
+
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

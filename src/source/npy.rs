@@ -34,7 +34,7 @@ use crate::tensor::{self, DType, Tensor, TensorInfo};
 pub(crate) const NPY_MAGIC: &[u8; 6] = b"\x93NUMPY";
 
 /// Largest rank accepted (numpy's `NPY_MAXDIMS` is 64 since numpy 2.0).
-pub(crate) const MAX_NPY_RANK: usize = 64;
+pub(crate) const MAX_NPY_RANK: usize = super::MAX_RANK;
 
 /// Bytes before the header text of a v1 file (magic, version, u16 length).
 const V1_PREAMBLE_LEN: usize = 10;

@@ -115,6 +115,14 @@ impl NpzSource {
             }
             .into());
         }
+        if archive.len() > limits.tensors {
+            return Err(ErrorKind::BudgetExceeded {
+                budget: "tensor count",
+                limit: to_u64(limits.tensors),
+                offset: archive.central_directory_start(),
+            }
+            .into());
+        }
         if archive
             .has_overlapping_entries()
             .map_err(|e| zip_error("checking entry ranges", e))?

@@ -27,7 +27,7 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use crate::error::{Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::Limits;
-use crate::source::{Format, TensorSource};
+use crate::source::{Format, TensorSource, MAX_RANK};
 use crate::tensor::{DType, Tensor, TensorInfo};
 
 /// Bytes of the header-length prefix.
@@ -104,6 +104,15 @@ impl SafetensorsSource {
         let scanned: RawHeader = serde_json::from_str(text)
             .map_err(|e| malformed(format!("header is not a valid JSON object: {e}")))?;
         let (order, metadata) = check_header(scanned)?;
+        let max_tensors = Limits::current().tensors;
+        if order.len() > max_tensors {
+            return Err(ErrorKind::BudgetExceeded {
+                budget: "tensor count",
+                limit: to_u64(max_tensors),
+                offset: to_u64(LEN_PREFIX),
+            }
+            .into());
+        }
 
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| malformed(e.to_string()))?;
@@ -186,6 +195,22 @@ fn check_header(raw: RawHeader) -> Result<(Vec<(String, DType)>, BTreeMap<String
                 metadata = Some(map);
             }
             RawEntry::Tensor(fields) => {
+                if fields.shape.0 > MAX_RANK {
+                    return Err(Error::from(ErrorKind::InvalidLayout {
+                        reason: format!(
+                            "shape has {} dimensions (at most {MAX_RANK})",
+                            fields.shape.0
+                        ),
+                    })
+                    .with_tensor(&key));
+                }
+                if fields.data_offsets.0 != 2 {
+                    return Err(malformed(format!(
+                        "data_offsets has {} values, not 2",
+                        fields.data_offsets.0
+                    ))
+                    .with_tensor(&key));
+                }
                 let dtype = DType::from_name(&fields.dtype).ok_or_else(|| {
                     Error::from(ErrorKind::UnsupportedDType {
                         dtype: fields.dtype.clone(),
@@ -209,10 +234,50 @@ enum RawEntry {
     Tensor(TensorFields),
 }
 
-/// The only tensor field this reader needs before the crate validates the rest.
+/// The tensor fields this reader checks before the `safetensors` crate parses the header again:
+/// the dtype, and how long the arrays are (counted without storing them, so a shape of millions
+/// of dimensions is refused before anything allocates for it).
 #[derive(serde::Deserialize)]
 struct TensorFields {
     dtype: String,
+    #[serde(default)]
+    shape: Counted,
+    #[serde(default = "Counted::two")]
+    data_offsets: Counted,
+}
+
+/// The length of a JSON array, its elements skipped.
+#[derive(Default)]
+struct Counted(usize);
+
+impl Counted {
+    /// An absent field counts as well-formed; the crate reports it missing.
+    fn two() -> Counted {
+        Counted(2)
+    }
+}
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct CountVisitor;
+        impl<'de> Visitor<'de> for CountVisitor {
+            type Value = Counted;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Counted, A::Error> {
+                let mut n = 0usize;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    n = n.saturating_add(1);
+                }
+                Ok(Counted(n))
+            }
+        }
+        d.deserialize_seq(CountVisitor)
+    }
 }
 
 /// A JSON object as its `(key, value)` pairs in order, repeats included.

@@ -15,6 +15,7 @@ use crate::source::limits::Limits;
 use crate::source::pickle::{
     Arena, Global, Node, NodeId, Parsed, Rebuild, StorageClass, StorageRef, TorchDType,
 };
+use crate::source::MAX_RANK;
 use crate::tensor::{
     checked_byte_len, checked_numel, gather_strided, is_c_contiguous, strided_extent,
     swap_bytes_in_place, DType, Tensor, TensorInfo,
@@ -657,6 +658,12 @@ fn plan(
     if shape.len() != strides.len() {
         return Err(invalid(format!(
             "size {shape:?} and stride {strides:?} differ in rank"
+        )));
+    }
+    if shape.len() > MAX_RANK {
+        return Err(invalid(format!(
+            "size has {} dimensions (at most {MAX_RANK})",
+            shape.len()
         )));
     }
     if checked_byte_len(dtype, &shape).is_none() {

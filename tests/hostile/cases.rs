@@ -304,6 +304,8 @@ fn layouts() -> Vec<Case> {
             ErrorKind::InvalidLayout { reason } if reason.contains("negative stride")),
         case!("negative_offset.pth", c(&[3], &[1], -1),
             ErrorKind::InvalidLayout { reason } if reason.contains("negative storage offset")),
+        case!("rank_65.pth", c(&[1; 65], &[1; 65], 0),
+            ErrorKind::InvalidLayout { reason } if reason.contains("65 dimensions")),
         case!("rank_mismatch.pth", c(&[2, 3], &[1], 0),
             ErrorKind::InvalidLayout { reason } if reason.contains("rank")),
     ]
@@ -619,6 +621,25 @@ fn safetensors_files() -> Vec<Case> {
                 &[0; 8]
             ),
             ErrorKind::MalformedContainer { .. } | ErrorKind::InvalidLayout { .. }
+        ),
+        case!("st_rank_100000.safetensors",
+            safetensors(&format!(r#"{{"a":{{"dtype":"U8","shape":[{}],"data_offsets":[0,1]}}}}"#, vec!["1"; 100_000].join(",")), &[0]),
+            ErrorKind::InvalidLayout { reason } if reason.contains("100000 dimensions")),
+        case!("st_offsets_three.safetensors",
+            safetensors(r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1,2]}}"#, &[0]),
+            ErrorKind::MalformedContainer { reason, .. } if reason.contains("3 values")),
+        case!(
+            "st_tensor_count.safetensors",
+            {
+                let entries: Vec<String> = (0..=Limits::DEFAULT.tensors)
+                    .map(|i| format!(r#""t{i}":{{"dtype":"U8","shape":[0],"data_offsets":[0,0]}}"#))
+                    .collect();
+                safetensors(&format!("{{{}}}", entries.join(",")), &[])
+            },
+            ErrorKind::BudgetExceeded {
+                budget: "tensor count",
+                ..
+            }
         ),
         case!("st_complex_dtype.safetensors",
             safetensors(r#"{"a":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}}"#, &[0; 8]),

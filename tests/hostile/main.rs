@@ -195,20 +195,28 @@ fn cli_budgets_are_raised_and_lowered_by_environment_variables() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // A lowered budget refuses an ordinary file.
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/readers/zip_p2.pth");
-    let out = bin()
-        .arg("inspect")
-        .arg(&fixture)
-        .env("VIT_CONVERT_LIMIT_TENSORS", "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("tensor count budget exceeded: limit 1"),
-        "{stderr}"
-    );
+    // A lowered budget refuses ordinary files, in every container that lists many tensors.
+    let readers = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/readers");
+    for file in [
+        "zip_p2.pth",
+        "legacy_p2.pth",
+        "jax_vit.npz",
+        "small.safetensors",
+    ] {
+        let out = bin()
+            .arg("inspect")
+            .arg(readers.join(file))
+            .env("VIT_CONVERT_LIMIT_TENSORS", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
+        assert!(
+            stderr.contains("tensor count budget exceeded: limit 1"),
+            "{stderr}"
+        );
+    }
+    let fixture = readers.join("zip_p2.pth");
 
     // A misspelt or malformed variable is a usage error, never ignored.
     for (k, v) in [
