@@ -329,6 +329,16 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
         .to_string();
     }
 
+    // The JSON files are written and synced first and renamed after the weights, so a failure
+    // anywhere (a full disk included) leaves OUTDIR as it was.
+    let config_json = config.to_json();
+    let cfg_path = outdir.join("config.json");
+    let cfg_file = write::prepare_json(&cfg_path, &config_json)?;
+    let pre =
+        preprocessor::preprocessor_config(&canon.table.facts.preprocessor, config.image_size)?;
+    let pre_path = outdir.join("preprocessor_config.json");
+    let pre_file = write::prepare_json(&pre_path, &pre)?;
+
     let (count, bytes) = match opts.to {
         OutputFormat::Safetensors => {
             let b = write::write_safetensors(&weights, &canon.planned, &disk, opts.dtype, &meta)
@@ -362,16 +372,9 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
             (items.len(), b)
         }
     };
-    let config_json = config.to_json();
-    let mut outputs = vec![weights];
-    let cfg_path = outdir.join("config.json");
-    write::write_json(&cfg_path, &config_json)?;
-    outputs.push(cfg_path);
-    let pre =
-        preprocessor::preprocessor_config(&canon.table.facts.preprocessor, config.image_size)?;
-    let pre_path = outdir.join("preprocessor_config.json");
-    write::write_json(&pre_path, &pre)?;
-    outputs.push(pre_path);
+    cfg_file.commit()?;
+    pre_file.commit()?;
+    let outputs = vec![weights, cfg_path, pre_path];
 
     Ok(ConversionReport {
         input: input.to_path_buf(),

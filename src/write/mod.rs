@@ -66,8 +66,9 @@ impl AtomicFile {
         }
     }
 
-    /// Flushes, syncs and renames into place.
-    pub(crate) fn commit(mut self) -> Result<()> {
+    /// Flushes and syncs the data to disk, so that only the rename remains: a full disk shows
+    /// here, not at [`AtomicFile::commit`].
+    pub(crate) fn sync(&mut self) -> Result<()> {
         let io = |op, e, p: &Path| Error::from(ErrorKind::io(op, e)).with_path(p);
         if let Some(w) = self.out.take() {
             let f = w
@@ -75,7 +76,14 @@ impl AtomicFile {
                 .map_err(|e| io("write", e.into_error(), &self.dest))?;
             f.sync_all().map_err(|e| io("sync", e, &self.dest))?;
         }
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| io("rename", e, &self.dest))?;
+        Ok(())
+    }
+
+    /// Flushes, syncs and renames into place.
+    pub(crate) fn commit(mut self) -> Result<()> {
+        self.sync()?;
+        std::fs::rename(&self.tmp, &self.dest)
+            .map_err(|e| Error::from(ErrorKind::io("rename", e)).with_path(&self.dest))?;
         Ok(())
     }
 }
@@ -222,13 +230,20 @@ pub fn write_safetensors(
 /// # Errors
 /// I/O errors.
 pub fn write_json(dest: &Path, value: &serde_json::Value) -> Result<()> {
+    prepare_json(dest, value)?.commit()
+}
+
+/// Writes pretty JSON to a synced temp file beside `dest`, to be committed (renamed) later, so
+/// that several files can be written first and put in place together.
+pub(crate) fn prepare_json(dest: &Path, value: &serde_json::Value) -> Result<AtomicFile> {
     let mut text = serde_json::to_vec_pretty(value).map_err(|e| ErrorKind::InvalidOption {
         reason: format!("json: {e}"),
     })?;
     text.push(b'\n');
     let mut out = AtomicFile::create(dest)?;
     out.write_all(&text)?;
-    out.commit()
+    out.sync()?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -123,6 +123,46 @@ fn full_disk_leaves_no_partial_output_and_keeps_existing_files() {
     assert_eq!(names_in(&out), ["config.json", "model.safetensors"]);
 }
 
+#[test]
+fn disk_full_after_the_weights_fit_leaves_outdir_untouched() {
+    // Room for the weights and config.json, not for preprocessor_config.json as well: whichever
+    // file hits the full disk, no file may be put in place (all three or none).
+    let input = fixture("convert/timm_vit/source.pth");
+    let args = |out: &Path| {
+        let mut c = bin();
+        c.args(["--from", "timm", "--num-heads", "2"])
+            .arg(&input)
+            .arg("-o")
+            .arg(out);
+        c
+    };
+    let probe = tempfile::tempdir().unwrap();
+    assert!(args(probe.path()).output().unwrap().status.success());
+    let pages = |f: &str| {
+        let len = std::fs::metadata(probe.path().join(f)).unwrap().len();
+        len.div_ceil(4096)
+    };
+    let room = pages("model.safetensors") + pages("config.json");
+    let fs = match Tmpfs::mount(&format!("{}k", room * 4)) {
+        Ok(fs) => fs,
+        Err(reason) => {
+            println!("skipped disk_full_after_the_weights test: {reason}");
+            return;
+        }
+    };
+    let out = fs.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let r = args(&out).output().unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert_eq!(
+        names_in(&out),
+        Vec::<String>::new(),
+        "all three files or none"
+    );
+}
+
 /// A timm-layout safetensors checkpoint of width `d` and `depth` blocks (f32, all zeros but
 /// distinct per tensor), large enough that writing its conversion takes a while.
 fn big_timm_checkpoint(path: &Path, d: usize, depth: usize) {
