@@ -33,6 +33,12 @@ pub fn read_every_tensor(src: &dyn TensorSource) {
     let _ = src.notes().len();
 }
 
+fn read_parsed<S: TensorSource>(parsed: crate::Result<S>) {
+    if let Ok(s) = parsed {
+        read_every_tensor(&s);
+    }
+}
+
 /// The pickle machine and the torch tensor walker on one pickle stream.
 pub fn pickle(data: &[u8]) {
     if let Ok(parsed) = parse_pickle(data, 0) {
@@ -43,37 +49,33 @@ pub fn pickle(data: &[u8]) {
 
 /// The torch zip container.
 pub fn torch_zip(data: &[u8]) {
-    if let Ok(s) = torch_zip::TorchZipSource::parse(FileBytes::from_vec(data.to_vec())) {
-        read_every_tensor(&s);
-    }
+    read_parsed(torch_zip::TorchZipSource::parse(FileBytes::from_vec(
+        data.to_vec(),
+    )));
 }
 
 /// The torch legacy container.
 pub fn torch_legacy(data: &[u8]) {
-    if let Ok(s) = torch_legacy::TorchLegacySource::parse(FileBytes::from_vec(data.to_vec())) {
-        read_every_tensor(&s);
-    }
+    read_parsed(torch_legacy::TorchLegacySource::parse(FileBytes::from_vec(
+        data.to_vec(),
+    )));
 }
 
 /// A single `.npy`.
 pub fn npy(data: &[u8]) {
-    if let Ok(s) = npy::NpySource::parse(FileBytes::from_vec(data.to_vec())) {
-        read_every_tensor(&s);
-    }
+    read_parsed(npy::NpySource::parse(FileBytes::from_vec(data.to_vec())));
 }
 
 /// A `.npz` archive.
 pub fn npz(data: &[u8]) {
-    if let Ok(s) = npz::NpzSource::parse(FileBytes::from_vec(data.to_vec())) {
-        read_every_tensor(&s);
-    }
+    read_parsed(npz::NpzSource::parse(FileBytes::from_vec(data.to_vec())));
 }
 
 /// A safetensors file.
 pub fn safetensors(data: &[u8]) {
-    if let Ok(s) = safetensors::SafetensorsSource::parse(FileBytes::from_vec(data.to_vec())) {
-        read_every_tensor(&s);
-    }
+    read_parsed(safetensors::SafetensorsSource::parse(FileBytes::from_vec(
+        data.to_vec(),
+    )));
 }
 
 /// A mapping table (TOML text).

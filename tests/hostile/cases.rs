@@ -19,8 +19,6 @@ pub struct Case {
     /// The expected error, as the pattern text (for failure messages) and the check.
     pub expect: &'static str,
     pub check: Check,
-    /// True when the refusal happens only when the tensor is read (not at open).
-    pub on_read: bool,
 }
 
 macro_rules! case {
@@ -30,7 +28,6 @@ macro_rules! case {
             bytes: $bytes,
             expect: stringify!($pat $(if $cond)?),
             check: Box::new(move |e: &Error| matches!(e.kind(), $pat $(if $cond)?)),
-            on_read: false,
         }
     };
 }
