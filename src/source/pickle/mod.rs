@@ -4,7 +4,7 @@
 //! ([`allow`]) at the moment an opcode names them; everything the machine builds is plain data in
 //! an arena ([`value::Arena`]), so shared memo entries cost one index, cycles are harmless and
 //! dropping a deep tree cannot overflow the stack. Every resource the machine can be made to
-//! spend is bounded by a named budget below.
+//! spend is bounded by a budget of [`crate::source::Limits`].
 //!
 //! Layout: [`opcodes`] (the opcode table), [`text`] (protocol-0 text operands), [`allow`] (the
 //! global allowlist), [`value`] (the arena and its nodes), [`vm`] (the machine).
