@@ -8,7 +8,7 @@ use vit_convert::{Error, ErrorKind, Limits};
 use crate::build::*;
 
 /// What an error must look like.
-pub type Check = Box<dyn Fn(&Error) -> bool>;
+pub type Check = Box<dyn Fn(&Error) -> bool + Send + Sync>;
 
 /// One hostile file.
 pub struct Case {

@@ -32,12 +32,18 @@ fn first_error(path: &Path) -> Option<Error> {
     None
 }
 
+/// Every case, built once for all tests of this binary.
+fn all_cases() -> &'static [cases::Case] {
+    static CASES: std::sync::OnceLock<Vec<cases::Case>> = std::sync::OnceLock::new();
+    CASES.get_or_init(cases::all)
+}
+
 /// Writes every case into a fresh temp dir (and into `VIT_CONVERT_WRITE_HOSTILE` if set).
-fn written() -> (tempfile::TempDir, Vec<(cases::Case, PathBuf)>) {
+fn written() -> (tempfile::TempDir, Vec<(&'static cases::Case, PathBuf)>) {
     let dir = tempfile::tempdir().unwrap();
     let export = std::env::var_os("VIT_CONVERT_WRITE_HOSTILE").map(PathBuf::from);
-    let out = cases::all()
-        .into_iter()
+    let out = all_cases()
+        .iter()
         .map(|c| {
             let p = dir.path().join(c.name);
             std::fs::write(&p, &c.bytes).unwrap();
