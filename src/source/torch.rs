@@ -156,6 +156,13 @@ enum Work {
         key: Option<Key>,
         forbidden: Option<&'static str>,
     },
+    /// Visit the children of container `id` from child `next` on, one at a time, so the queue
+    /// grows with the nesting depth, not with the containers' widths.
+    Children {
+        id: NodeId,
+        next: usize,
+        forbidden: Option<&'static str>,
+    },
     /// Leave a node that pushed a path component of `len` bytes.
     Exit { len: usize },
 }
@@ -199,6 +206,21 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
             Work::Exit { len } => {
                 path.pop();
                 path_bytes = path_bytes.saturating_sub(len);
+                continue;
+            }
+            Work::Children {
+                id,
+                next,
+                forbidden,
+            } => {
+                if let Some((child, following)) = child_at(arena.get(id), next, forbidden) {
+                    work.push(Work::Children {
+                        id,
+                        next: following,
+                        forbidden,
+                    });
+                    work.push(child);
+                }
                 continue;
             }
             Work::Enter { id, key, forbidden } => (id, key, forbidden),
@@ -299,7 +321,16 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
                     path.push(k);
                     work.push(Work::Exit { len });
                 }
-                children(arena, node, forbidden, &path, &mut notes, &mut work);
+                if let Node::Object { class, .. } = node {
+                    push_note(&mut notes, class, " (inert)", || {
+                        path_name(arena, &path, None, NOTE_PATH_CAP)
+                    });
+                }
+                work.push(Work::Children {
+                    id,
+                    next: 0,
+                    forbidden,
+                });
             }
             _ => {}
         }
@@ -350,55 +381,49 @@ fn push_note(
     }
 }
 
-/// Queues a container's children in reverse, so they are visited in file order.
-fn children(
-    arena: &Arena,
+/// The first child of a container at position `index` or later, in file order (dict and list
+/// items, then an OrderedDict's attributes; an object's constructor arguments, then its state),
+/// with the position after it.
+fn child_at(
     node: &Node,
+    mut index: usize,
     forbidden: Option<&'static str>,
-    path: &[Key],
-    notes: &mut Vec<Note>,
-    work: &mut Vec<Work>,
-) {
+) -> Option<(Work, usize)> {
     let enter = |id: NodeId, key: Option<Key>, forbidden: Option<&'static str>| Work::Enter {
         id,
         key,
         forbidden,
     };
-    let start = work.len();
-    match node {
-        Node::Dict(items) | Node::OrderedDict { items, .. } => {
-            for (k, v) in items {
-                work.push(enter(*v, Some(Key::Node(*k)), forbidden));
+    loop {
+        let found = match node {
+            Node::Dict(items) | Node::OrderedDict { items, .. } => match items.get(index) {
+                Some((k, v)) => Some(enter(*v, Some(Key::Node(*k)), forbidden)),
+                None => match node {
+                    Node::OrderedDict { attrs: Some(a), .. } if index == items.len() => {
+                        Some(enter(*a, None, Some("OrderedDict attributes")))
+                    }
+                    _ => return None,
+                },
+            },
+            Node::List(items) | Node::Tuple(items) => Some(enter(
+                *items.get(index)?,
+                Some(Key::Index(index)),
+                forbidden,
+            )),
+            Node::Set(items) | Node::FrozenSet(items) => {
+                Some(enter(*items.get(index)?, None, Some("a set")))
             }
-            if let Node::OrderedDict { attrs: Some(a), .. } = node {
-                work.push(enter(*a, None, Some("OrderedDict attributes")));
-            }
+            Node::Object { class, args, state } => match index {
+                0 => args.map(|a| enter(a, None, Some(*class))),
+                1 => state.map(|s| enter(s, None, forbidden)),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        index = index.checked_add(1)?;
+        if let Some(w) = found {
+            return Some((w, index));
         }
-        Node::List(items) | Node::Tuple(items) => {
-            for (i, v) in items.iter().enumerate() {
-                work.push(enter(*v, Some(Key::Index(i)), forbidden));
-            }
-        }
-        Node::Set(items) | Node::FrozenSet(items) => {
-            for v in items {
-                work.push(enter(*v, None, Some("a set")));
-            }
-        }
-        Node::Object { class, args, state } => {
-            push_note(notes, class, " (inert)", || {
-                path_name(arena, path, None, NOTE_PATH_CAP)
-            });
-            if let Some(a) = args {
-                work.push(enter(*a, None, Some(class)));
-            }
-            if let Some(s) = state {
-                work.push(enter(*s, None, forbidden));
-            }
-        }
-        _ => {}
-    }
-    if let Some(queued) = work.get_mut(start..) {
-        queued.reverse();
     }
 }
 
