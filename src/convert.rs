@@ -1,6 +1,7 @@
 //! Conversion: source checkpoint → mapping table → canonical tensors + config → files.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -212,6 +213,9 @@ pub(crate) fn canonicalize<'s>(
     })
 }
 
+/// Largest `config.json` read from beside an input (HF configs with 21k labels are ~1 MB).
+const MAX_SIDECAR_CONFIG_BYTES: u64 = 16 << 20;
+
 /// For `--from hf`: a `config.json` next to the input supplies what tensors cannot (heads, eps,
 /// labels, activation); explicit options still win.
 fn merge_sidecar_config(input: &Path, o: &mut ConfigOverrides) -> Result<()> {
@@ -219,9 +223,22 @@ fn merge_sidecar_config(input: &Path, o: &mut ConfigOverrides) -> Result<()> {
         return Ok(());
     };
     let path = dir.join("config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let Ok(file) = std::fs::File::open(&path) else {
         return Ok(());
     };
+    // Downloaded beside the weights, so as untrusted as they are: bounded before it is read.
+    let mut text = String::new();
+    file.take(MAX_SIDECAR_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::from(ErrorKind::io("read", e)).with_path(&path))?;
+    if text.len() as u64 > MAX_SIDECAR_CONFIG_BYTES {
+        return Err(Error::from(ErrorKind::Config {
+            reason: format!(
+                "larger than {MAX_SIDECAR_CONFIG_BYTES} bytes, which no model config needs"
+            ),
+        })
+        .with_path(&path));
+    }
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         Error::from(ErrorKind::Config {
             reason: format!("{e}"),

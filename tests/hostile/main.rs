@@ -251,3 +251,35 @@ fn memo_bomb_opens_in_linear_work_with_shared_references() {
         "{names:?}"
     );
 }
+
+#[test]
+fn oversized_config_json_beside_hf_weights_is_refused_before_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let weights = dir.path().join("model.safetensors");
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/convert/timm_vit/hf/model.safetensors"),
+        &weights,
+    )
+    .unwrap();
+    let mut config = vec![b' '; 17 << 20];
+    config[0] = b'{';
+    *config.last_mut().unwrap() = b'}';
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    let out = dir.path().join("out");
+    let r = bin()
+        .args(["--from", "hf"])
+        .arg(&weights)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("config.json") && stderr.contains("larger than"),
+        "{stderr}"
+    );
+    assert!(!out.join("model.safetensors").exists());
+}
