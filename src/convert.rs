@@ -232,6 +232,9 @@ pub(crate) fn canonicalize<'s>(
     })
 }
 
+/// Largest `config.json` read from beside an input (HF configs with 21k labels are ~1 MB).
+const MAX_SIDECAR_CONFIG_BYTES: u64 = 16 << 20;
+
 /// For `--from hf` and `--from flax`: a `config.json` next to the input supplies what tensors cannot (heads, eps,
 /// labels, activation); explicit options still win. A headless model's `id2label` (transformers
 /// 4.x saves its two default labels in every config) describes no head and is not taken.
@@ -240,9 +243,22 @@ fn merge_sidecar_config(input: &Path, o: &mut ConfigOverrides, arch: Architectur
         return Ok(());
     };
     let path = dir.join("config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    let Ok(file) = std::fs::File::open(&path) else {
         return Ok(());
     };
+    // Downloaded beside the weights, so as untrusted as they are: bounded before it is read.
+    let mut text = String::new();
+    file.take(MAX_SIDECAR_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::from(ErrorKind::io("read", e)).with_path(&path))?;
+    if text.len() as u64 > MAX_SIDECAR_CONFIG_BYTES {
+        return Err(Error::from(ErrorKind::Config {
+            reason: format!(
+                "larger than {MAX_SIDECAR_CONFIG_BYTES} bytes, which no model config needs"
+            ),
+        })
+        .with_path(&path));
+    }
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         Error::from(ErrorKind::Config {
             reason: format!("{e}"),
@@ -333,6 +349,16 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
         .to_string();
     }
 
+    // The JSON files are written and synced first and renamed after the weights, so a failure
+    // anywhere (a full disk included) leaves OUTDIR as it was.
+    let config_json = config.to_json();
+    let cfg_path = outdir.join("config.json");
+    let cfg_file = write::prepare_json(&cfg_path, &config_json)?;
+    let pre =
+        preprocessor::preprocessor_config(&canon.table.facts.preprocessor, config.image_size)?;
+    let pre_path = outdir.join("preprocessor_config.json");
+    let pre_file = write::prepare_json(&pre_path, &pre)?;
+
     // The input's sha256 (recorded in the output's metadata) is computed on another thread while
     // the tensors stream; the safetensors header is written with a placeholder of the hash's
     // length and rewritten in place once the hash is known.
@@ -351,17 +377,9 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
             .map_err(|e| e.with_path(input))?;
         Ok::<_, Error>((hash.get()?, written))
     })?;
-
-    let config_json = config.to_json();
-    let mut outputs = vec![weights];
-    let cfg_path = outdir.join("config.json");
-    write::write_json(&cfg_path, &config_json)?;
-    outputs.push(cfg_path);
-    let pre =
-        preprocessor::preprocessor_config(&canon.table.facts.preprocessor, config.image_size)?;
-    let pre_path = outdir.join("preprocessor_config.json");
-    write::write_json(&pre_path, &pre)?;
-    outputs.push(pre_path);
+    cfg_file.commit()?;
+    pre_file.commit()?;
+    let outputs = vec![weights, cfg_path, pre_path];
 
     Ok(ConversionReport {
         input: input.to_path_buf(),

@@ -47,6 +47,6 @@ pub use inspect::{inspect, Inspection};
 pub use mapping::{MappingReport, MappingTable};
 pub use mmap::FileBytes;
 pub use model::{Architecture, ViTConfig};
-pub use source::{open, open_bytes, Format, TensorSource};
+pub use source::{open, open_bytes, Format, Limits, TensorSource};
 pub use tensor::{DType, Tensor, TensorInfo};
 pub use verify::{verify, Tolerance, VerifyReport};

@@ -683,6 +683,17 @@ fn bad_keys_and_trailing_bytes_are_refused() {
 }
 
 #[test]
+fn an_empty_top_level_map_is_refused() {
+    // `\x80` is flax's `to_bytes({})` and also a pickle cut off after its PROTO opcode: no
+    // tensors either way, so it must not read as an empty checkpoint.
+    let r = kind_of(vec![0x80]);
+    assert!(
+        matches!(r.as_ref().map_err(|e| e.kind()), Err(ErrorKind::MalformedContainer { reason, .. }) if reason.contains("empty")),
+        "{r:?}"
+    );
+}
+
+#[test]
 fn malformed_chunked_arrays_are_refused() {
     let chunk = |n: usize| Mp::default().array(&[n as u64], "float32", &f32s(n));
     let chunked = |marker: &[u8], shape: &[u64], chunks: Vec<Mp>| {

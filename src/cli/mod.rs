@@ -85,6 +85,14 @@ pub fn run() -> i32 {
             return code;
         }
     };
+    // Budgets for untrusted input: VIT_CONVERT_LIMIT_<FIELD> raises one (see SECURITY.md).
+    match vit_convert::Limits::from_env() {
+        Ok(limits) => limits.set(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    }
     let result = match cli.command {
         Command::Inspect { file, json } => inspect::run(&file, json),
         Command::Convert(a) => convert::run(a),
@@ -94,8 +102,22 @@ pub fn run() -> i32 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e}{}", budget_hint(&e));
             EXIT_ERROR
         }
+    }
+}
+
+/// For a budget refusal, how to raise the budget (on the same line).
+fn budget_hint(e: &anyhow::Error) -> String {
+    let budget = e
+        .chain()
+        .find_map(|c| match c.downcast_ref::<vit_convert::Error>()?.kind() {
+            vit_convert::ErrorKind::BudgetExceeded { budget, .. } => Some(*budget),
+            _ => None,
+        });
+    match budget.and_then(vit_convert::source::limits::env_var_for) {
+        Some(var) => format!(" (if the file is trusted, raise the limit with {var}=N)"),
+        None => String::new(),
     }
 }

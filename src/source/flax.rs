@@ -22,7 +22,7 @@
 //! is validated in [`FlaxSource::parse`] with an explicit stack (no recursion on the input's
 //! depth), every length is checked against the bytes actually present before it is used, nothing
 //! is allocated from a declared count, and tensor data is borrowed from the file. Refused, with
-//! specific [`ErrorKind`]s: a non-map top level, trailing bytes, a non-string or repeated map key
+//! specific [`ErrorKind`]s: a non-map or empty top level, trailing bytes, a non-string or repeated map key
 //! ([`ErrorKind::Duplicate`]), two paths joining to one name, nesting deeper than
 //! [`MAX_FLAX_DEPTH`], more than [`MAX_FLAX_VALUES`] values, strings or payloads longer than
 //! [`MAX_FLAX_PAYLOAD_LEN`], names longer than [`MAX_FLAX_NAME_LEN`], shapes of rank over
@@ -335,6 +335,13 @@ fn parse_tree(bytes: &[u8]) -> Result<Vec<Node>> {
             root.kind()
         )));
     };
+    if n == 0 {
+        // `\x80`, flax's `to_bytes({})`, is also what a pickle truncated after its PROTO opcode
+        // leaves: either way there is nothing to convert.
+        return Err(malformed(
+            "the top-level map is empty: no parameters (or a pickle cut off after its first byte)",
+        ));
+    }
     nodes.push(Node::Map {
         at,
         entries: Vec::new(),

@@ -12,7 +12,17 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::tensor::{Tensor, TensorInfo};
 
+pub use limits::Limits;
+
+/// Most dimensions a tensor may have in any container (numpy's `NPY_MAXDIMS`, which torch
+/// shares); a fixed structural limit, not a budget.
+pub(crate) const MAX_RANK: usize = 64;
+
 pub(crate) mod flax;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod limits;
 pub(crate) mod npy;
 pub(crate) mod npz;
 pub(crate) mod pickle;

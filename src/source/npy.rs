@@ -26,17 +26,15 @@ use std::collections::BTreeMap;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
+use crate::source::limits::Limits;
 use crate::source::{Format, TensorSource};
 use crate::tensor::{self, DType, Tensor, TensorInfo};
 
 /// The magic string every `.npy` starts with.
 pub(crate) const NPY_MAGIC: &[u8; 6] = b"\x93NUMPY";
 
-/// Largest header accepted (numpy writes a few hundred bytes; v2/v3 allow up to 4 GiB).
-pub(crate) const MAX_NPY_HEADER_LEN: usize = 1 << 20;
-
 /// Largest rank accepted (numpy's `NPY_MAXDIMS` is 64 since numpy 2.0).
-pub(crate) const MAX_NPY_RANK: usize = 64;
+pub(crate) const MAX_NPY_RANK: usize = super::MAX_RANK;
 
 /// Bytes before the header text of a v1 file (magic, version, u16 length).
 const V1_PREAMBLE_LEN: usize = 10;
@@ -155,10 +153,11 @@ pub(crate) fn parse_npy_preamble(bytes: &[u8]) -> Result<((u8, u8), usize, usize
             _ => return Err(truncated(V2_PREAMBLE_LEN)),
         }
     };
-    if header_len > MAX_NPY_HEADER_LEN {
+    let max = Limits::current().npy_header_bytes;
+    if header_len > max {
         return Err(ErrorKind::BudgetExceeded {
             budget: "npy header length",
-            limit: to_u64(MAX_NPY_HEADER_LEN),
+            limit: to_u64(max),
             offset: 8,
         }
         .into());
@@ -171,7 +170,7 @@ pub(crate) fn parse_npy_preamble(bytes: &[u8]) -> Result<((u8, u8), usize, usize
 /// Lets a caller holding a stream (a deflated npz member) read exactly the header and no more.
 pub(crate) fn npy_header_total_len(preamble: &[u8]) -> Result<usize> {
     let (_, start, len) = parse_npy_preamble(preamble)?;
-    // Both are bounded (≤ 12 and ≤ MAX_NPY_HEADER_LEN): the sum cannot overflow.
+    // Both are bounded (≤ 12 and ≤ Limits::npy_header_bytes): checked anyway.
     start
         .checked_add(len)
         .ok_or_else(|| malformed("header length overflows"))
@@ -185,7 +184,7 @@ pub(crate) const NPY_PREAMBLE_MAX: usize = V2_PREAMBLE_LEN;
 ///
 /// # Errors
 /// [`ErrorKind::Truncated`] when the header is incomplete, [`ErrorKind::BudgetExceeded`] for a
-/// header longer than [`MAX_NPY_HEADER_LEN`], [`ErrorKind::MalformedContainer`] for a bad magic,
+/// header longer than [`Limits::npy_header_bytes`], [`ErrorKind::MalformedContainer`] for a bad magic,
 /// version or header literal, [`ErrorKind::UnsupportedDType`] for a descr outside the supported
 /// set, [`ErrorKind::InvalidLayout`] for a negative, overflowing or too-high-rank shape.
 pub(crate) fn parse_npy_header(bytes: &[u8]) -> Result<NpyHeader> {

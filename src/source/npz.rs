@@ -27,12 +27,10 @@ use zip::{CompressionMethod, ZipArchive};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
+use crate::source::limits::{Limits, INFLATE_FREE_BYTES};
 use crate::source::npy::{self, NpyHeader};
 use crate::source::{Format, TensorSource};
 use crate::tensor::{Tensor, TensorInfo};
-
-/// Largest number of entries accepted in one archive.
-pub(crate) const MAX_NPZ_ENTRIES: usize = 1 << 20;
 
 /// Suffix every member name must carry.
 const NPY_SUFFIX: &str = ".npy";
@@ -93,7 +91,7 @@ impl NpzSource {
     /// # Errors
     /// [`ErrorKind::MalformedContainer`] for an invalid zip or member (see the module docs),
     /// [`ErrorKind::Duplicate`] for a repeated entry name, [`ErrorKind::BudgetExceeded`] past
-    /// [`MAX_NPZ_ENTRIES`], and the `.npy` header errors of [`npy::parse_npy_header`] with the
+    /// [`Limits::zip_entries`], and the `.npy` header errors of [`npy::parse_npy_header`] with the
     /// tensor name attached.
     pub(crate) fn parse(bytes: FileBytes) -> Result<Self> {
         let bytes = Arc::new(bytes);
@@ -108,10 +106,19 @@ impl NpzSource {
             }
             .into());
         }
-        if archive.len() > MAX_NPZ_ENTRIES {
+        let limits = Limits::current();
+        if archive.len() > limits.zip_entries {
             return Err(ErrorKind::BudgetExceeded {
-                budget: "npz entries",
-                limit: to_u64(MAX_NPZ_ENTRIES),
+                budget: "zip entries",
+                limit: to_u64(limits.zip_entries),
+                offset: archive.central_directory_start(),
+            }
+            .into());
+        }
+        if archive.len() > limits.tensors {
+            return Err(ErrorKind::BudgetExceeded {
+                budget: "tensor count",
+                limit: to_u64(limits.tensors),
                 offset: archive.central_directory_start(),
             }
             .into());
@@ -272,6 +279,7 @@ fn parse_member(
             Ok((header, Member::Stored { data: start..end }))
         }
         CompressionMethod::Deflated => {
+            check_inflation(raw, entry_name)?;
             let header = read_deflated_header(archive, index, entry_name, raw.size)?;
             npy::check_data_len(&header, raw.size)?;
             Ok((
@@ -286,6 +294,37 @@ fn parse_member(
             "entry '{entry_name}' uses compression method {other} (only stored and deflate)"
         ))),
     }
+}
+
+/// Most bytes deflate can produce per compressed byte (a 258-byte match coded in 2 bits), plus
+/// slack for block headers of tiny streams.
+const DEFLATE_MAX_RATIO: usize = 1032;
+const DEFLATE_SLACK: usize = 1024;
+
+/// Refuses a deflated member whose declared size no deflate stream of its length can produce
+/// (`MalformedContainer`), or one that inflates past [`INFLATE_FREE_BYTES`] at a ratio above
+/// [`Limits::npz_inflate_ratio`] (`BudgetExceeded`): the inflated bytes are what reading allocates.
+fn check_inflation(raw: &RawEntry, entry_name: &str) -> Result<()> {
+    let possible = raw
+        .compressed_size
+        .saturating_mul(DEFLATE_MAX_RATIO)
+        .saturating_add(DEFLATE_SLACK);
+    if raw.size > possible {
+        return Err(malformed(format!(
+            "deflated entry '{entry_name}' declares {} bytes, more than {} compressed bytes can inflate to",
+            raw.size, raw.compressed_size
+        )));
+    }
+    let ratio = Limits::current().npz_inflate_ratio;
+    if raw.size > INFLATE_FREE_BYTES && raw.size / ratio.max(1) > raw.compressed_size {
+        return Err(ErrorKind::BudgetExceeded {
+            budget: "npz inflate ratio",
+            limit: to_u64(ratio),
+            offset: to_u64(raw.data_start),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Inflates just enough of a deflated member to parse its `.npy` header.
@@ -304,7 +343,7 @@ fn read_deflated_header(
         .take(to_u64(npy::NPY_PREAMBLE_MAX.min(size)))
         .read_to_end(&mut head)
         .map_err(inflate_err)?;
-    // Bounded by MAX_NPY_HEADER_LEN + preamble; checked against the declared size before reading.
+    // Bounded by Limits::npy_header_bytes + preamble; checked against the declared size before reading.
     let total = npy::npy_header_total_len(&head)?;
     if total > size {
         return Err(ErrorKind::Truncated {

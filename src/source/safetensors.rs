@@ -5,7 +5,7 @@
 //! the rest of the file exactly); its errors become [`ErrorKind::MalformedContainer`] carrying its
 //! message. On top of it this reader checks, before the crate sees the header:
 //!
-//! * the header length against [`MAX_SAFETENSORS_HEADER_LEN`] ([`ErrorKind::BudgetExceeded`]) and
+//! * the header length against [`Limits::safetensors_header_bytes`] ([`ErrorKind::BudgetExceeded`]) and
 //!   against the bytes present ([`ErrorKind::Truncated`]);
 //! * repeated JSON keys, which `serde_json` would otherwise resolve silently by keeping the last
 //!   ([`ErrorKind::Duplicate`] with `what` = `tensor`, or `metadata key` inside `__metadata__`);
@@ -26,11 +26,9 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
-use crate::source::{Format, TensorSource};
+use crate::source::limits::Limits;
+use crate::source::{Format, TensorSource, MAX_RANK};
 use crate::tensor::{DType, Tensor, TensorInfo};
-
-/// Largest JSON header accepted (the same limit as the `safetensors` crate).
-pub(crate) const MAX_SAFETENSORS_HEADER_LEN: usize = 100_000_000;
 
 /// Bytes of the header-length prefix.
 const LEN_PREFIX: usize = 8;
@@ -80,13 +78,14 @@ impl SafetensorsSource {
                 })
             })?;
         let declared = u64::from_le_bytes(prefix);
+        let max_header = Limits::current().safetensors_header_bytes;
         let header_len = usize::try_from(declared)
             .ok()
-            .filter(|&n| n <= MAX_SAFETENSORS_HEADER_LEN)
+            .filter(|&n| n <= max_header)
             .ok_or_else(|| {
                 Error::from(ErrorKind::BudgetExceeded {
                     budget: "safetensors header length",
-                    limit: to_u64(MAX_SAFETENSORS_HEADER_LEN),
+                    limit: to_u64(max_header),
                     offset: 0,
                 })
             })?;
@@ -105,6 +104,15 @@ impl SafetensorsSource {
         let scanned: RawHeader = serde_json::from_str(text)
             .map_err(|e| malformed(format!("header is not a valid JSON object: {e}")))?;
         let (order, metadata) = check_header(scanned)?;
+        let max_tensors = Limits::current().tensors;
+        if order.len() > max_tensors {
+            return Err(ErrorKind::BudgetExceeded {
+                budget: "tensor count",
+                limit: to_u64(max_tensors),
+                offset: to_u64(LEN_PREFIX),
+            }
+            .into());
+        }
 
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| malformed(e.to_string()))?;
@@ -187,6 +195,22 @@ fn check_header(raw: RawHeader) -> Result<(Vec<(String, DType)>, BTreeMap<String
                 metadata = Some(map);
             }
             RawEntry::Tensor(fields) => {
+                if fields.shape.0 > MAX_RANK {
+                    return Err(Error::from(ErrorKind::InvalidLayout {
+                        reason: format!(
+                            "shape has {} dimensions (at most {MAX_RANK})",
+                            fields.shape.0
+                        ),
+                    })
+                    .with_tensor(&key));
+                }
+                if fields.data_offsets.0 != 2 {
+                    return Err(malformed(format!(
+                        "data_offsets has {} values, not 2",
+                        fields.data_offsets.0
+                    ))
+                    .with_tensor(&key));
+                }
                 let dtype = DType::from_name(&fields.dtype).ok_or_else(|| {
                     Error::from(ErrorKind::UnsupportedDType {
                         dtype: fields.dtype.clone(),
@@ -210,10 +234,50 @@ enum RawEntry {
     Tensor(TensorFields),
 }
 
-/// The only tensor field this reader needs before the crate validates the rest.
+/// The tensor fields this reader checks before the `safetensors` crate parses the header again:
+/// the dtype, and how long the arrays are (counted without storing them, so a shape of millions
+/// of dimensions is refused before anything allocates for it).
 #[derive(serde::Deserialize)]
 struct TensorFields {
     dtype: String,
+    #[serde(default)]
+    shape: Counted,
+    #[serde(default = "Counted::two")]
+    data_offsets: Counted,
+}
+
+/// The length of a JSON array, its elements skipped.
+#[derive(Default)]
+struct Counted(usize);
+
+impl Counted {
+    /// An absent field counts as well-formed; the crate reports it missing.
+    fn two() -> Counted {
+        Counted(2)
+    }
+}
+
+impl<'de> Deserialize<'de> for Counted {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct CountVisitor;
+        impl<'de> Visitor<'de> for CountVisitor {
+            type Value = Counted;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Counted, A::Error> {
+                let mut n = 0usize;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    n = n.saturating_add(1);
+                }
+                Ok(Counted(n))
+            }
+        }
+        d.deserialize_seq(CountVisitor)
+    }
 }
 
 /// A JSON object as its `(key, value)` pairs in order, repeats included.
@@ -485,7 +549,10 @@ mod tests {
 
     #[test]
     fn safetensors_header_over_the_cap_is_refused_before_reading() {
-        for n in [MAX_SAFETENSORS_HEADER_LEN as u64 + 1, u64::MAX] {
+        for n in [
+            Limits::DEFAULT.safetensors_header_bytes as u64 + 1,
+            u64::MAX,
+        ] {
             let mut bytes = st_file("{}", &[]);
             bytes[..8].copy_from_slice(&n.to_le_bytes());
             assert!(

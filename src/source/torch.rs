@@ -11,10 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::source::limits::Limits;
 use crate::source::pickle::{
     Arena, Global, Node, NodeId, Parsed, Rebuild, StorageClass, StorageRef, TorchDType,
-    MAX_TENSORS, MAX_WALK_DEPTH,
 };
+use crate::source::MAX_RANK;
 use crate::tensor::{
     checked_byte_len, checked_numel, gather_strided, is_c_contiguous, strided_extent,
     swap_bytes_in_place, DType, Tensor, TensorInfo,
@@ -79,16 +80,91 @@ fn invalid(reason: String) -> Error {
     ErrorKind::InvalidLayout { reason }.into()
 }
 
+/// A path component, kept as a reference into the arena until a name is needed, so that a
+/// long key shared by many entries costs nothing until it ends up in a tensor name.
+#[derive(Clone, Copy)]
+enum Key {
+    /// A dict key.
+    Node(NodeId),
+    /// A list or tuple index.
+    Index(usize),
+}
+
+/// Upper bound of a key's length as a path component, in O(1).
+fn key_len(arena: &Arena, key: Key) -> usize {
+    const SHORT: usize = 32;
+    match key {
+        Key::Index(_) => SHORT,
+        Key::Node(k) => match arena.get(k) {
+            Node::Str(s) => s.len(),
+            // Lossy UTF-8: each byte becomes at most one 3-byte replacement character.
+            Node::Bytes(b) => b.len().saturating_mul(3),
+            _ => SHORT,
+        },
+    }
+}
+
+/// Appends a key as a path component: strings as they are, integers in decimal.
+fn push_key(arena: &Arena, key: Key, out: &mut String) {
+    match key {
+        Key::Index(i) => out.push_str(&i.to_string()),
+        Key::Node(k) => match arena.get(k) {
+            Node::Str(s) => out.push_str(s),
+            Node::Int(i) => out.push_str(&i.to_string()),
+            Node::Bool(b) => out.push_str(if *b { "True" } else { "False" }),
+            Node::None => out.push_str("None"),
+            Node::Float(f) => out.push_str(&f.to_string()),
+            Node::Bytes(b) => out.push_str(&String::from_utf8_lossy(b)),
+            other => {
+                out.push('<');
+                out.push_str(other.kind());
+                out.push('>');
+            }
+        },
+    }
+}
+
+/// The `/`-joined name of `path` (+ `last`), cut (with `…`) once it passes `cap` bytes.
+fn path_name(arena: &Arena, path: &[Key], last: Option<Key>, cap: usize) -> String {
+    let mut out = String::new();
+    for key in path.iter().chain(last.as_ref()) {
+        if !out.is_empty() {
+            out.push('/');
+        }
+        push_key(arena, *key, &mut out);
+        if out.len() > cap {
+            let mut cut = cap;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            out.push('…');
+            break;
+        }
+    }
+    out
+}
+
+/// Longest path shown in a note.
+const NOTE_PATH_CAP: usize = 1024;
+
 enum Work {
-    /// Visit a node; `component` names it in the path; `forbidden` says a tensor here is an error
+    /// Visit a node; `key` names it in the path; `forbidden` says a tensor here is an error
     /// (constructor arguments of opaque objects, set members, OrderedDict attributes).
     Enter {
         id: NodeId,
-        component: Option<String>,
+        key: Option<Key>,
         forbidden: Option<&'static str>,
     },
-    /// Leave a node that pushed a path component.
-    Exit,
+    /// Visit the children of container `id` from child `next` on, one at a time, so the queue
+    /// grows with the nesting depth, not with the containers' widths.
+    Children {
+        id: NodeId,
+        next: usize,
+        forbidden: Option<&'static str>,
+    },
+    /// Leave a node that pushed a path component of `len` bytes.
+    Exit { len: usize },
 }
 
 /// Walks a torch pickle's value tree and lists its tensors.
@@ -96,46 +172,67 @@ enum Work {
 /// # Errors
 /// `MalformedPickle` for rebuild calls with wrong arguments or tensors inside opaque objects,
 /// `InvalidLayout`/`StorageOutOfBounds`/`UnsupportedDType` for tensors that cannot be read,
-/// `Duplicate` for two tensors with one name, `BudgetExceeded` for too deep or too many.
+/// `Duplicate` for two tensors with one name, `BudgetExceeded` for too deep, too many tensors,
+/// names too long, or tensors reading more than their storages hold by more than
+/// [`Limits::aliased_tensor_bytes`].
 pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
+    let limits = Limits::current();
     let arena = &parsed.arena;
     let mut out = Extracted::default();
     let mut storage_index: HashMap<String, usize> = HashMap::new();
     let mut names: HashSet<String> = HashSet::new();
+    let mut name_bytes = 0usize;
+    let mut aliased = Aliasing::default();
     let mut visited = vec![false; arena.len()];
     let mut notes: Vec<Note> = Vec::new();
-    let mut path: Vec<String> = Vec::new();
+    let mut path: Vec<Key> = Vec::new();
+    // Upper bound of the joined path's length (components + separators).
+    let mut path_bytes = 0usize;
     let mut work = vec![Work::Enter {
         id: parsed.root,
-        component: None,
+        key: None,
         forbidden: None,
     }];
+    let names_budget = |offset: u64| -> Error {
+        ErrorKind::BudgetExceeded {
+            budget: "tensor name bytes",
+            limit: limits.tensor_name_bytes as u64,
+            offset,
+        }
+        .into()
+    };
     while let Some(item) = work.pop() {
-        let (id, component, forbidden) = match item {
-            Work::Exit => {
+        let (id, key, forbidden) = match item {
+            Work::Exit { len } => {
                 path.pop();
+                path_bytes = path_bytes.saturating_sub(len);
                 continue;
             }
-            Work::Enter {
+            Work::Children {
                 id,
-                component,
+                next,
                 forbidden,
-            } => (id, component, forbidden),
+            } => {
+                if let Some((child, following)) = child_at(arena.get(id), next, forbidden) {
+                    work.push(Work::Children {
+                        id,
+                        next: following,
+                        forbidden,
+                    });
+                    work.push(child);
+                }
+                continue;
+            }
+            Work::Enter { id, key, forbidden } => (id, key, forbidden),
         };
         let node = arena.get(id);
-        let here = |path: &[String]| -> String {
-            let mut p = path.join("/");
-            if let Some(c) = &component {
-                if !p.is_empty() {
-                    p.push('/');
-                }
-                p.push_str(c);
-            }
-            p
-        };
         match node {
             Node::Call { offset, .. } => {
-                let name = here(&path);
+                let here_len = path_bytes.saturating_add(key.map_or(0, |k| key_len(arena, k)));
+                if here_len > limits.tensor_name_bytes {
+                    return Err(names_budget(*offset));
+                }
+                let name = path_name(arena, &path, key, usize::MAX);
                 if let Some(context) = forbidden {
                     return Err(malformed(
                         format!("tensor at {name:?} inside {context}, which is never interpreted"),
@@ -147,26 +244,33 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
                 } else {
                     name
                 };
-                if out.tensors.len() >= MAX_TENSORS {
+                if out.tensors.len() >= limits.tensors {
                     return Err(ErrorKind::BudgetExceeded {
                         budget: "tensor count",
-                        limit: MAX_TENSORS as u64,
+                        limit: limits.tensors as u64,
                         offset: *offset,
                     }
                     .into());
                 }
+                name_bytes = name_bytes
+                    .checked_add(name.len())
+                    .filter(|&n| n <= limits.tensor_name_bytes)
+                    .ok_or_else(|| names_budget(*offset))?;
                 let (spec, storage, states) =
                     rebuild(arena, id).map_err(|e| e.with_tensor(name.as_str()))?;
                 // Python state attached to a tensor is not interpreted; a tensor in it would be
                 // lost silently, so it is an error (shared state is still walked only once).
                 work.extend(states.into_iter().map(|id| Work::Enter {
                     id,
-                    component: None,
+                    key: None,
                     forbidden: Some("tensor state"),
                 }));
                 let index = declare(&mut out.storages, &mut storage_index, &storage, *offset)
                     .map_err(|e| e.with_tensor(name.as_str()))?;
                 let plan = plan(name.clone(), spec, &storage, &out.storages, index)
+                    .map_err(|e| e.with_tensor(name.as_str()))?;
+                aliased
+                    .add(&plan, &out.storages, &limits, *offset)
                     .map_err(|e| e.with_tensor(name.as_str()))?;
                 if !names.insert(name.clone()) {
                     return Err(ErrorKind::Duplicate {
@@ -183,7 +287,7 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
                     &mut notes,
                     class,
                     " (storage outside a tensor, skipped)",
-                    here(&path),
+                    || path_name(arena, &path, key, NOTE_PATH_CAP),
                 );
             }
             Node::Dict(_)
@@ -200,19 +304,33 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
                     continue;
                 }
                 *seen = true;
-                if let Some(c) = component {
-                    if path.len() >= MAX_WALK_DEPTH {
+                if let Some(k) = key {
+                    if path.len() >= limits.nesting_depth {
                         return Err(ErrorKind::BudgetExceeded {
                             budget: "container nesting",
-                            limit: MAX_WALK_DEPTH as u64,
+                            limit: limits.nesting_depth as u64,
                             offset: 0,
                         }
                         .into());
                     }
-                    path.push(c);
-                    work.push(Work::Exit);
+                    let len = key_len(arena, k).saturating_add(1);
+                    path_bytes = path_bytes.saturating_add(len);
+                    if path_bytes > limits.tensor_name_bytes {
+                        return Err(names_budget(0));
+                    }
+                    path.push(k);
+                    work.push(Work::Exit { len });
                 }
-                children(arena, node, forbidden, &path, &mut notes, &mut work);
+                if let Node::Object { class, .. } = node {
+                    push_note(&mut notes, class, " (inert)", || {
+                        path_name(arena, &path, None, NOTE_PATH_CAP)
+                    });
+                }
+                work.push(Work::Children {
+                    id,
+                    next: 0,
+                    forbidden,
+                });
             }
             _ => {}
         }
@@ -242,83 +360,70 @@ struct Note {
     count: usize,
 }
 
-/// Notes are keyed by kind; the first path is kept and later ones counted.
-fn push_note(notes: &mut Vec<Note>, class: &'static str, suffix: &'static str, path: String) {
+/// Notes are keyed by kind; the first path is kept (computed only then) and later ones counted.
+fn push_note(
+    notes: &mut Vec<Note>,
+    class: &'static str,
+    suffix: &'static str,
+    path: impl FnOnce() -> String,
+) {
     match notes
         .iter_mut()
         .find(|n| n.class == class && n.suffix == suffix)
     {
-        Some(n) => n.count += 1,
+        Some(n) => n.count = n.count.saturating_add(1),
         None => notes.push(Note {
             class,
             suffix,
-            path,
+            path: path(),
             count: 1,
         }),
     }
 }
 
-/// Queues a container's children in reverse, so they are visited in file order.
-fn children(
-    arena: &Arena,
+/// The first child of a container at position `index` or later, in file order (dict and list
+/// items, then an OrderedDict's attributes; an object's constructor arguments, then its state),
+/// with the position after it.
+fn child_at(
     node: &Node,
+    mut index: usize,
     forbidden: Option<&'static str>,
-    path: &[String],
-    notes: &mut Vec<Note>,
-    work: &mut Vec<Work>,
-) {
-    let enter =
-        |id: NodeId, component: Option<String>, forbidden: Option<&'static str>| Work::Enter {
-            id,
-            component,
-            forbidden,
+) -> Option<(Work, usize)> {
+    let enter = |id: NodeId, key: Option<Key>, forbidden: Option<&'static str>| Work::Enter {
+        id,
+        key,
+        forbidden,
+    };
+    loop {
+        let found = match node {
+            Node::Dict(items) | Node::OrderedDict { items, .. } => match items.get(index) {
+                Some((k, v)) => Some(enter(*v, Some(Key::Node(*k)), forbidden)),
+                None => match node {
+                    Node::OrderedDict { attrs: Some(a), .. } if index == items.len() => {
+                        Some(enter(*a, None, Some("OrderedDict attributes")))
+                    }
+                    _ => return None,
+                },
+            },
+            Node::List(items) | Node::Tuple(items) => Some(enter(
+                *items.get(index)?,
+                Some(Key::Index(index)),
+                forbidden,
+            )),
+            Node::Set(items) | Node::FrozenSet(items) => {
+                Some(enter(*items.get(index)?, None, Some("a set")))
+            }
+            Node::Object { class, args, state } => match index {
+                0 => args.map(|a| enter(a, None, Some(*class))),
+                1 => state.map(|s| enter(s, None, forbidden)),
+                _ => return None,
+            },
+            _ => return None,
         };
-    let start = work.len();
-    match node {
-        Node::Dict(items) | Node::OrderedDict { items, .. } => {
-            for (k, v) in items {
-                work.push(enter(*v, Some(key_component(arena.get(*k))), forbidden));
-            }
-            if let Node::OrderedDict { attrs: Some(a), .. } = node {
-                work.push(enter(*a, None, Some("OrderedDict attributes")));
-            }
+        index = index.checked_add(1)?;
+        if let Some(w) = found {
+            return Some((w, index));
         }
-        Node::List(items) | Node::Tuple(items) => {
-            for (i, v) in items.iter().enumerate() {
-                work.push(enter(*v, Some(i.to_string()), forbidden));
-            }
-        }
-        Node::Set(items) | Node::FrozenSet(items) => {
-            for v in items {
-                work.push(enter(*v, None, Some("a set")));
-            }
-        }
-        Node::Object { class, args, state } => {
-            push_note(notes, class, " (inert)", path.join("/"));
-            if let Some(a) = args {
-                work.push(enter(*a, None, Some(class)));
-            }
-            if let Some(s) = state {
-                work.push(enter(*s, None, forbidden));
-            }
-        }
-        _ => {}
-    }
-    if let Some(queued) = work.get_mut(start..) {
-        queued.reverse();
-    }
-}
-
-/// A dict key as a path component: strings as they are, integers in decimal.
-fn key_component(node: &Node) -> String {
-    match node {
-        Node::Str(s) => s.clone(),
-        Node::Int(i) => i.to_string(),
-        Node::Bool(b) => if *b { "True" } else { "False" }.to_string(),
-        Node::None => "None".to_string(),
-        Node::Float(f) => f.to_string(),
-        Node::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-        other => format!("<{}>", other.kind()),
     }
 }
 
@@ -580,6 +685,12 @@ fn plan(
             "size {shape:?} and stride {strides:?} differ in rank"
         )));
     }
+    if shape.len() > MAX_RANK {
+        return Err(invalid(format!(
+            "size has {} dimensions (at most {MAX_RANK})",
+            shape.len()
+        )));
+    }
     if checked_byte_len(dtype, &shape).is_none() {
         return Err(invalid(format!("size {shape:?} of {dtype} overflows")));
     }
@@ -627,6 +738,48 @@ fn plan(
         base,
         storage: index,
     })
+}
+
+/// Bytes the tensors read against bytes their storages hold. Reading materialises each tensor,
+/// so tensors that read more than is stored — zero or overlapping strides (`expand`), many
+/// tensors viewing one storage — would turn a small file into a large output; the excess is
+/// budgeted by [`Limits::aliased_tensor_bytes`].
+#[derive(Default)]
+struct Aliasing {
+    tensor_bytes: u64,
+    storage_bytes: u64,
+    storages_counted: usize,
+}
+
+impl Aliasing {
+    fn add(
+        &mut self,
+        plan: &TensorPlan,
+        storages: &[StorageDecl],
+        limits: &Limits,
+        offset: u64,
+    ) -> Result<()> {
+        for s in storages.get(self.storages_counted..).unwrap_or_default() {
+            let bytes = s.byte_len().map_or(u64::MAX, |b| b as u64);
+            self.storage_bytes = self.storage_bytes.saturating_add(bytes);
+        }
+        self.storages_counted = storages.len();
+        self.tensor_bytes = self
+            .tensor_bytes
+            .saturating_add(plan.info.byte_len() as u64);
+        let allowed = self
+            .storage_bytes
+            .saturating_add(limits.aliased_tensor_bytes as u64);
+        if self.tensor_bytes > allowed {
+            return Err(ErrorKind::BudgetExceeded {
+                budget: "aliased tensor bytes",
+                limit: limits.aliased_tensor_bytes as u64,
+                offset,
+            }
+            .into());
+        }
+        Ok(())
+    }
 }
 
 /// Tensors bound to the bytes of their storages.

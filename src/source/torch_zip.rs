@@ -16,13 +16,12 @@ use std::ops::Range;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
+use crate::source::limits::Limits;
 use crate::source::pickle::parse_pickle;
 use crate::source::torch::{extract, Checkpoint};
 use crate::source::{Format, TensorSource};
 use crate::tensor::{Tensor, TensorInfo};
 
-/// Most entries a zip's central directory may list.
-pub(crate) const MAX_ZIP_ENTRIES: usize = 1 << 20;
 /// Largest small informational record (`byteorder`, `version`, …) that is read into metadata.
 const MAX_INFO_RECORD: usize = 64;
 
@@ -159,13 +158,16 @@ fn find_directory(bytes: &[u8]) -> Result<Directory> {
     }
     let last = bytes.len() - EOCD_LEN;
     let first = last.saturating_sub(MAX_COMMENT);
-    let eocd_at = (first..=last)
-        .rev()
+    // The record sits at the end unless a comment follows it: look for its signature from the
+    // end, over at most 64 KiB.
+    let sig = EOCD_SIG.to_le_bytes();
+    let window = bytes.get(first..).unwrap_or_default();
+    let eocd_at = memchr::memmem::rfind_iter(window, &sig)
+        .map(|i| first + i)
         .find(|&p| {
-            let f = Fields::new(bytes, p, EOCD_LEN, "zip end record");
-            f.is_ok_and(|f| {
-                f.u32(0) == EOCD_SIG && p + EOCD_LEN + usize::from(f.u16(20)) <= bytes.len()
-            })
+            p <= last
+                && Fields::new(bytes, p, EOCD_LEN, "zip end record")
+                    .is_ok_and(|f| p + EOCD_LEN + usize::from(f.u16(20)) <= bytes.len())
         })
         .ok_or_else(|| bad_zip("no end-of-central-directory record".into()))?;
     let e = Fields::new(bytes, eocd_at, EOCD_LEN, "zip end record")?;
@@ -194,10 +196,11 @@ fn find_directory(bytes: &[u8]) -> Result<Directory> {
             dir.offset = to_usize(z.u64(48), "central directory offset")?;
         }
     }
-    if dir.entries > MAX_ZIP_ENTRIES {
+    let max_entries = Limits::current().zip_entries;
+    if dir.entries > max_entries {
         return Err(ErrorKind::BudgetExceeded {
             budget: "zip entries",
-            limit: MAX_ZIP_ENTRIES as u64,
+            limit: max_entries as u64,
             offset: eocd_at as u64,
         }
         .into());

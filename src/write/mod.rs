@@ -34,13 +34,15 @@ pub(crate) struct AtomicFile {
 }
 
 impl AtomicFile {
-    /// Creates `.<name>.tmp-<pid>-<n>` next to `dest`.
+    /// Creates `.<name>.tmp-<pid>-<n>` next to `dest`, first removing such temp files left by
+    /// processes that no longer exist (a killed conversion cannot clean up after itself).
     pub(crate) fn create(dest: &Path) -> Result<AtomicFile> {
         let dir = dest.parent().unwrap_or(Path::new("."));
         let name = dest
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("output");
+        remove_stale_temps(dir, name);
         let pid = std::process::id();
         for n in 0..1000u32 {
             let tmp = dir.join(format!(".{name}.tmp-{pid}-{n}"));
@@ -129,8 +131,9 @@ impl AtomicFile {
             .map_err(|e| io("write", e))
     }
 
-    /// Flushes (and with `VIT_CONVERT_FSYNC=1` syncs) and renames into place.
-    pub(crate) fn commit(mut self) -> Result<()> {
+    /// Flushes the data to the file (and with `VIT_CONVERT_FSYNC=1` syncs it to disk), so that
+    /// only the rename remains: a full disk shows here, not at [`AtomicFile::commit`].
+    pub(crate) fn sync(&mut self) -> Result<()> {
         let io = |op, e, p: &Path| Error::from(ErrorKind::io(op, e)).with_path(p);
         if let Some(w) = self.out.take() {
             let f = w
@@ -140,8 +143,42 @@ impl AtomicFile {
                 f.sync_all().map_err(|e| io("sync", e, &self.dest))?;
             }
         }
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| io("rename", e, &self.dest))?;
         Ok(())
+    }
+
+    /// Flushes (syncs when asked) and renames into place.
+    pub(crate) fn commit(mut self) -> Result<()> {
+        self.sync()?;
+        std::fs::rename(&self.tmp, &self.dest)
+            .map_err(|e| Error::from(ErrorKind::io("rename", e)).with_path(&self.dest))?;
+        Ok(())
+    }
+}
+
+/// Removes `.<name>.tmp-<pid>-<n>` files in `dir` whose process is gone. Only where `/proc`
+/// tells which processes exist (Linux); a file of a live process — another conversion into the
+/// same folder — is left alone. Best effort: errors are ignored.
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Some((pid, n)) = rest.split_once('-') else {
+            continue;
+        };
+        let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if numeric(pid) && numeric(n) && !proc.join(pid).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -351,18 +388,47 @@ pub(crate) fn write_safetensors_deferred(
 /// # Errors
 /// I/O errors.
 pub fn write_json(dest: &Path, value: &serde_json::Value) -> Result<()> {
+    prepare_json(dest, value)?.commit()
+}
+
+/// Writes pretty JSON to a synced temp file beside `dest`, to be committed (renamed) later, so
+/// that several files can be written first and put in place together.
+pub(crate) fn prepare_json(dest: &Path, value: &serde_json::Value) -> Result<AtomicFile> {
     let mut text = serde_json::to_vec_pretty(value).map_err(|e| ErrorKind::InvalidOption {
         reason: format!("json: {e}"),
     })?;
     text.push(b'\n');
     let mut out = AtomicFile::create(dest)?;
     out.write_all(&text)?;
-    out.commit()
+    out.sync()?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_temp_files_of_dead_processes_are_removed_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir
+            .path()
+            .join(format!(".model.safetensors.tmp-{}-7", std::process::id()));
+        // Linux pids never exceed 2^22.
+        let dead = dir.path().join(".model.safetensors.tmp-999999999-0");
+        let other = dir.path().join(".config.json.tmp-999999999-0");
+        for p in [&live, &dead, &other] {
+            std::fs::write(p, b"partial").unwrap();
+        }
+        let f = AtomicFile::create(&dir.path().join("model.safetensors")).unwrap();
+        drop(f);
+        assert!(live.exists(), "a live process's temp file is kept");
+        assert!(
+            other.exists(),
+            "only temp files of this output name are considered"
+        );
+        assert_eq!(dead.exists(), !Path::new("/proc/self").exists());
+    }
     use crate::mmap::FileBytes;
     use crate::source::npy::write_npy;
 

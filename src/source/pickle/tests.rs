@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 use super::opcodes::*;
 use super::testutil::P;
 use super::value::BigInt;
-use super::{parse_pickle, Node, Parsed, MAX_MARK_DEPTH};
+use super::{parse_pickle, Node, Parsed};
 use crate::error::ErrorKind;
 use crate::source::torch::extract;
+use crate::source::Limits;
 
 /// A real protocol-4 `data.pkl` (torch 2.x, `OrderedDict(w=arange(6).reshape(2, 3))`):
 /// FRAME, SHORT_BINUNICODE, MEMOIZE, STACK_GLOBAL.
@@ -444,7 +445,9 @@ fn million_deep_nesting_is_bounded_and_drops_without_recursion() {
     let mut b = P::new(2).0;
     b.extend(std::iter::repeat_n(MARK, DEPTH));
     match kind(&b) {
-        ErrorKind::BudgetExceeded { limit, .. } => assert_eq!(limit, MAX_MARK_DEPTH as u64),
+        ErrorKind::BudgetExceeded { limit, .. } => {
+            assert_eq!(limit, Limits::DEFAULT.pickle_mark_depth as u64)
+        }
         other => panic!("{other:?}"),
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::error::{ErrorKind, Result};
 
 use super::allow::{Global, Rebuild, StorageClass};
-use super::{MAX_CONTAINER_ITEMS, MAX_NODES, MAX_PAYLOAD_BYTES};
+use crate::source::limits::Limits;
 
 /// Index of a node in its [`Arena`]. Only the arena hands these out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -150,17 +150,23 @@ impl Node {
 }
 
 /// The nodes of one pickle, with the budgets that bound them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Arena {
     nodes: Vec<Node>,
     payload: usize,
     items: usize,
+    limits: Limits,
 }
 
 impl Arena {
-    /// An empty arena.
-    pub(crate) fn new() -> Self {
-        Arena::default()
+    /// An empty arena bounded by `limits`.
+    pub(crate) fn new(limits: Limits) -> Self {
+        Arena {
+            nodes: Vec::new(),
+            payload: 0,
+            items: 0,
+            limits,
+        }
     }
 
     /// Number of nodes.
@@ -170,8 +176,9 @@ impl Arena {
 
     /// Adds a node, charging the node, payload and item budgets; `offset` is for the error.
     pub(crate) fn push(&mut self, node: Node, offset: u64) -> Result<NodeId> {
-        if self.nodes.len() >= MAX_NODES {
-            return Err(budget("pickle nodes", MAX_NODES, offset));
+        let max_nodes = self.limits.pickle_nodes;
+        if self.nodes.len() >= max_nodes {
+            return Err(budget("pickle nodes", max_nodes, offset));
         }
         let payload = match &node {
             Node::Str(s) => s.len(),
@@ -188,29 +195,31 @@ impl Arena {
         self.charge_items(items, offset)?;
         let id = NodeId(
             u32::try_from(self.nodes.len())
-                .map_err(|_| budget("pickle nodes", MAX_NODES, offset))?,
+                .map_err(|_| budget("pickle nodes", max_nodes, offset))?,
         );
         self.nodes.push(node);
         Ok(id)
     }
 
-    /// Charges `n` bytes of string/bytes payload against [`MAX_PAYLOAD_BYTES`].
+    /// Charges `n` bytes of string/bytes payload against [`Limits::pickle_payload_bytes`].
     pub(crate) fn charge_payload(&mut self, n: usize, offset: u64) -> Result<()> {
+        let max = self.limits.pickle_payload_bytes;
         self.payload = self
             .payload
             .checked_add(n)
-            .filter(|&p| p <= MAX_PAYLOAD_BYTES)
-            .ok_or_else(|| budget("pickle string/bytes payload", MAX_PAYLOAD_BYTES, offset))?;
+            .filter(|&p| p <= max)
+            .ok_or_else(|| budget("pickle string/bytes payload", max, offset))?;
         Ok(())
     }
 
-    /// Charges `n` container slots against [`MAX_CONTAINER_ITEMS`].
+    /// Charges `n` container slots against [`Limits::pickle_container_items`].
     pub(crate) fn charge_items(&mut self, n: usize, offset: u64) -> Result<()> {
+        let max = self.limits.pickle_container_items;
         self.items = self
             .items
             .checked_add(n)
-            .filter(|&p| p <= MAX_CONTAINER_ITEMS)
-            .ok_or_else(|| budget("pickle container items", MAX_CONTAINER_ITEMS, offset))?;
+            .filter(|&p| p <= max)
+            .ok_or_else(|| budget("pickle container items", max, offset))?;
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use super::allow::{self, Global};
 use super::opcodes::*;
 use super::text;
 use super::value::{budget, Arena, BigInt, Node, NodeId};
-use super::{MAX_MARK_DEPTH, MAX_MEMO_ENTRIES, MAX_PICKLE_BYTES, MAX_STACK_LEN};
+use crate::source::limits::Limits;
 
 /// A parsed pickle: its values and where it ended.
 #[derive(Debug)]
@@ -31,12 +31,14 @@ pub(crate) struct Parsed {
 
 /// Parses one pickle starting at `bytes[start]`.
 ///
-/// Error offsets are positions in `bytes`. At most [`MAX_PICKLE_BYTES`] bytes are read.
+/// Error offsets are positions in `bytes`. At most [`Limits::pickle_bytes`] bytes are read; the
+/// other budgets are those of [`Limits::current`].
 ///
 /// # Errors
 /// `Truncated`, `MalformedPickle`, `UnsupportedOpcode`, `DisallowedGlobal`, `BudgetExceeded`.
 pub(crate) fn parse_pickle(bytes: &[u8], start: usize) -> Result<Parsed> {
-    let limit = start.saturating_add(MAX_PICKLE_BYTES).min(bytes.len());
+    let limits = Limits::current();
+    let limit = start.saturating_add(limits.pickle_bytes).min(bytes.len());
     let cut = limit < bytes.len();
     let buf = bytes.get(..limit).unwrap_or_default();
     if start > buf.len() {
@@ -46,7 +48,8 @@ pub(crate) fn parse_pickle(bytes: &[u8], start: usize) -> Result<Parsed> {
         buf,
         cut,
         pos: start,
-        arena: Arena::new(),
+        arena: Arena::new(limits),
+        limits,
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
@@ -67,6 +70,7 @@ pub(super) struct Vm<'a> {
     pub(super) cut: bool,
     pub(super) pos: usize,
     pub(super) arena: Arena,
+    pub(super) limits: Limits,
     pub(super) stack: Vec<NodeId>,
     pub(super) marks: Vec<usize>,
     pub(super) memo: HashMap<u64, NodeId>,
@@ -112,7 +116,11 @@ impl<'a> Vm<'a> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
         let Some(end) = end else {
             if self.cut {
-                return Err(budget("pickle bytes", MAX_PICKLE_BYTES, off(self.pos)));
+                return Err(budget(
+                    "pickle bytes",
+                    self.limits.pickle_bytes,
+                    off(self.pos),
+                ));
             }
             return Err(truncated(what, self.pos, n, available));
         };
@@ -158,7 +166,11 @@ impl<'a> Vm<'a> {
                 self.pos += 1; // the newline, known present
                 Ok(s)
             }
-            None if self.cut => Err(budget("pickle bytes", MAX_PICKLE_BYTES, off(self.pos))),
+            None if self.cut => Err(budget(
+                "pickle bytes",
+                self.limits.pickle_bytes,
+                off(self.pos),
+            )),
             None => Err(truncated(what, self.pos, rest.len() + 1, rest.len())),
         }
     }
@@ -170,8 +182,12 @@ impl<'a> Vm<'a> {
     }
 
     fn push_id(&mut self, id: NodeId, at: usize) -> Result<()> {
-        if self.stack.len() >= MAX_STACK_LEN {
-            return Err(budget("pickle stack", MAX_STACK_LEN, off(at)));
+        if self.stack.len() >= self.limits.pickle_stack_len {
+            return Err(budget(
+                "pickle stack",
+                self.limits.pickle_stack_len,
+                off(at),
+            ));
         }
         self.stack.push(id);
         Ok(())
@@ -226,8 +242,9 @@ impl<'a> Vm<'a> {
 
     fn memo_put(&mut self, index: u64, at: usize) -> Result<()> {
         let top = self.top(at, "PUT")?;
-        if self.memo.len() >= MAX_MEMO_ENTRIES && !self.memo.contains_key(&index) {
-            return Err(budget("pickle memo entries", MAX_MEMO_ENTRIES, off(at)));
+        let max_memo = self.limits.pickle_memo_entries;
+        if self.memo.len() >= max_memo && !self.memo.contains_key(&index) {
+            return Err(budget("pickle memo entries", max_memo, off(at)));
         }
         self.memo.insert(index, top);
         Ok(())
@@ -270,7 +287,11 @@ impl<'a> Vm<'a> {
                     let available = self.buf.len().saturating_sub(self.pos);
                     if n > available {
                         if self.cut {
-                            return Err(budget("pickle bytes", MAX_PICKLE_BYTES, off(self.pos)));
+                            return Err(budget(
+                                "pickle bytes",
+                                self.limits.pickle_bytes,
+                                off(self.pos),
+                            ));
                         }
                         return Err(truncated("frame", self.pos, n, available));
                     }
@@ -288,8 +309,9 @@ impl<'a> Vm<'a> {
                     };
                 }
                 MARK => {
-                    if self.marks.len() >= MAX_MARK_DEPTH {
-                        return Err(budget("pickle MARK depth", MAX_MARK_DEPTH, off(at)));
+                    let max_marks = self.limits.pickle_mark_depth;
+                    if self.marks.len() >= max_marks {
+                        return Err(budget("pickle MARK depth", max_marks, off(at)));
                     }
                     self.marks.push(self.stack.len());
                 }

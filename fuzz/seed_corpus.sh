@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Builds the seed corpus of every fuzz target from the committed fixtures (run from anywhere).
+# Writes fuzz/corpus/<target>/ (git-ignored). Needs only bash, coreutils and unzip (for the
+# data.pkl of torch zips and the .npy members of npz files; skipped without unzip).
+set -euo pipefail
+cd "$(dirname "$0")"
+root=..
+corpus=corpus
+mkdir -p "$corpus"
+for t in pickle torch_zip torch_legacy npy npz safetensors mapping_table inspect; do
+  mkdir -p "$corpus/$t"
+done
+
+# A file's seed name is its sha256, so reruns do not duplicate seeds.
+add() { # target file
+  local sum
+  sum=$(sha256sum "$2" | cut -c1-16)
+  cp "$2" "$corpus/$1/$sum"
+}
+
+have_unzip=0
+command -v unzip >/dev/null 2>&1 && have_unzip=1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+while IFS= read -r -d '' f; do
+  # Files over 256 KiB slow every execution down; they add no structure the others lack.
+  [ "$(stat -c %s "$f")" -le 262144 ] || continue
+  add inspect "$f"
+  magic=$(head -c 8 "$f" | od -An -tx1 | tr -d ' \n')
+  case "$magic" in
+    504b0304*|504b0506*)
+      if [ $have_unzip = 1 ] && unzip -Z1 "$f" 2>/dev/null | grep -q '/data\.pkl$'; then
+        add torch_zip "$f"
+        name=$(unzip -Z1 "$f" | grep '/data\.pkl$' | head -1)
+        unzip -p "$f" "$name" > "$tmp/data.pkl" && add pickle "$tmp/data.pkl"
+      else
+        add npz "$f"
+        add torch_zip "$f"
+        if [ $have_unzip = 1 ]; then
+          rm -rf "$tmp/npz" && mkdir -p "$tmp/npz"
+          unzip -qq -o "$f" -d "$tmp/npz" 2>/dev/null || true
+          find "$tmp/npz" -name '*.npy' -size -64k -print0 | head -z -n 8 |
+            while IFS= read -r -d '' m; do add npy "$m"; done
+        fi
+      fi
+      ;;
+    934e554d*) add npy "$f" ;;
+    8002*|8003*|8004*|8005*) add torch_legacy "$f"; add pickle "$f" ;;
+    *)
+      case "$f" in
+        *.safetensors) add safetensors "$f" ;;
+      esac
+      ;;
+  esac
+done < <(find "$root/fixtures" -type f \( -name '*.pth' -o -name '*.pt' -o -name '*.bin' \
+  -o -name '*.ckpt' -o -name '*.tar' -o -name '*.npz' -o -name '*.npy' -o -name '*.safetensors' \) -print0)
+
+for f in "$root"/mappings/*.toml; do add mapping_table "$f"; done
+
+for t in pickle torch_zip torch_legacy npy npz safetensors mapping_table inspect; do
+  printf '%-14s %4d seeds\n' "$t" "$(find "$corpus/$t" -type f | wc -l)"
+done

@@ -1,0 +1,307 @@
+//! Resource budgets for reading untrusted checkpoints, and how to change them.
+//!
+//! Every reader bounds what a file can make it spend — bytes parsed, values built, nesting
+//! followed, bytes allocated for a tensor — by one of the budgets in [`Limits`]. A file that
+//! exceeds a budget is refused with [`ErrorKind::BudgetExceeded`] naming the budget and its
+//! limit, before the memory is spent. The defaults ([`Limits::DEFAULT`]) are far above what any
+//! real Vision Transformer checkpoint needs and keep a hostile file under about 2 GiB of memory.
+//!
+//! To read an unusual but trusted file that exceeds a default, raise the budget:
+//!
+//! * from the command line, with an environment variable `VIT_CONVERT_LIMIT_<FIELD>` (the field
+//!   name in upper case, e.g. `VIT_CONVERT_LIMIT_PICKLE_NODES=16777216`; `K`, `M` and `G` suffixes
+//!   mean KiB, MiB, GiB). The CLI reads them once at start ([`Limits::from_env`]); an unknown
+//!   `VIT_CONVERT_LIMIT_*` variable or an unparsable value is an error, never ignored;
+//! * from the library, with [`Limits::set`] before opening files. The library itself never reads
+//!   the environment.
+//!
+//! ```
+//! use vit_convert::Limits;
+//! let mut limits = Limits::current();
+//! limits.pickle_nodes *= 4;
+//! limits.set();
+//! assert_eq!(Limits::current().pickle_nodes, 4 * Limits::DEFAULT.pickle_nodes);
+//! # Limits::DEFAULT.set();
+//! ```
+//!
+//! [`ErrorKind::BudgetExceeded`]: crate::ErrorKind::BudgetExceeded
+
+use std::sync::RwLock;
+
+use crate::error::{ErrorKind, Result};
+
+/// The prefix of the environment variables [`Limits::from_env`] reads.
+pub const ENV_PREFIX: &str = "VIT_CONVERT_LIMIT_";
+
+/// Budgets every reader enforces. See the [module docs](self) for how to change them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest pickle stream, in bytes (torch `data.pkl`, each legacy pickle).
+    pub pickle_bytes: usize,
+    /// Most memo entries one pickle may create.
+    pub pickle_memo_entries: usize,
+    /// Most values one pickle may create (shared memo references count once).
+    pub pickle_nodes: usize,
+    /// Most container slots (list/tuple/dict/set items) one pickle may create.
+    pub pickle_container_items: usize,
+    /// Longest the pickle value stack may grow.
+    pub pickle_stack_len: usize,
+    /// Most pickle MARKs open at once.
+    pub pickle_mark_depth: usize,
+    /// Most string and bytes payload one pickle may hold, in bytes.
+    pub pickle_payload_bytes: usize,
+    /// Deepest container nesting followed when looking for tensors in a pickle.
+    pub nesting_depth: usize,
+    /// Most tensors one checkpoint may list.
+    pub tensors: usize,
+    /// Most bytes of tensor names (all names together, and the container path being walked).
+    pub tensor_name_bytes: usize,
+    /// Most bytes the tensors of a torch checkpoint may read beyond what their storages hold:
+    /// zero or overlapping strides (`expand`) and many tensors viewing one storage make a small
+    /// file read as a large one (reading materialises every tensor).
+    pub aliased_tensor_bytes: usize,
+    /// Most entries in a zip archive (torch zip, npz).
+    pub zip_entries: usize,
+    /// Largest `.npy` header, in bytes.
+    pub npy_header_bytes: usize,
+    /// Largest safetensors JSON header, in bytes (the `safetensors` crate also refuses headers
+    /// over 100 MB, so raising this further has no effect).
+    pub safetensors_header_bytes: usize,
+    /// Largest ratio of inflated to compressed size of a deflated npz member that inflates to
+    /// more than [`INFLATE_FREE_BYTES`].
+    pub npz_inflate_ratio: usize,
+}
+
+/// A deflated npz member may always inflate to this many bytes, whatever its ratio.
+pub const INFLATE_FREE_BYTES: usize = 16 << 20;
+
+/// What one environment variable sets: its name after [`ENV_PREFIX`] and the field.
+type Setter = fn(&mut Limits) -> &mut usize;
+
+const FIELDS: &[(&str, Setter)] = &[
+    ("PICKLE_BYTES", |l| &mut l.pickle_bytes),
+    ("PICKLE_MEMO_ENTRIES", |l| &mut l.pickle_memo_entries),
+    ("PICKLE_NODES", |l| &mut l.pickle_nodes),
+    ("PICKLE_CONTAINER_ITEMS", |l| &mut l.pickle_container_items),
+    ("PICKLE_STACK_LEN", |l| &mut l.pickle_stack_len),
+    ("PICKLE_MARK_DEPTH", |l| &mut l.pickle_mark_depth),
+    ("PICKLE_PAYLOAD_BYTES", |l| &mut l.pickle_payload_bytes),
+    ("NESTING_DEPTH", |l| &mut l.nesting_depth),
+    ("TENSORS", |l| &mut l.tensors),
+    ("TENSOR_NAME_BYTES", |l| &mut l.tensor_name_bytes),
+    ("ALIASED_TENSOR_BYTES", |l| &mut l.aliased_tensor_bytes),
+    ("ZIP_ENTRIES", |l| &mut l.zip_entries),
+    ("NPY_HEADER_BYTES", |l| &mut l.npy_header_bytes),
+    ("SAFETENSORS_HEADER_BYTES", |l| {
+        &mut l.safetensors_header_bytes
+    }),
+    ("NPZ_INFLATE_RATIO", |l| &mut l.npz_inflate_ratio),
+];
+
+/// The budget names [`ErrorKind::BudgetExceeded`] reports, and the field each is a limit of.
+const BUDGETS: &[(&str, &str)] = &[
+    ("pickle bytes", "PICKLE_BYTES"),
+    ("pickle memo entries", "PICKLE_MEMO_ENTRIES"),
+    ("pickle nodes", "PICKLE_NODES"),
+    ("pickle container items", "PICKLE_CONTAINER_ITEMS"),
+    ("pickle stack", "PICKLE_STACK_LEN"),
+    ("pickle MARK depth", "PICKLE_MARK_DEPTH"),
+    ("pickle string/bytes payload", "PICKLE_PAYLOAD_BYTES"),
+    ("container nesting", "NESTING_DEPTH"),
+    ("tensor count", "TENSORS"),
+    ("tensor name bytes", "TENSOR_NAME_BYTES"),
+    ("aliased tensor bytes", "ALIASED_TENSOR_BYTES"),
+    ("zip entries", "ZIP_ENTRIES"),
+    ("npy header length", "NPY_HEADER_BYTES"),
+    ("safetensors header length", "SAFETENSORS_HEADER_BYTES"),
+    ("npz inflate ratio", "NPZ_INFLATE_RATIO"),
+];
+
+static CURRENT: RwLock<Limits> = RwLock::new(Limits::DEFAULT);
+
+impl Limits {
+    /// The defaults.
+    pub const DEFAULT: Limits = Limits {
+        pickle_bytes: 256 << 20,
+        pickle_memo_entries: 1 << 20,
+        pickle_nodes: 1 << 22,
+        pickle_container_items: 1 << 24,
+        pickle_stack_len: 1 << 20,
+        pickle_mark_depth: 1 << 16,
+        pickle_payload_bytes: 256 << 20,
+        nesting_depth: 1024,
+        tensors: 1 << 18,
+        tensor_name_bytes: 64 << 20,
+        aliased_tensor_bytes: 64 << 20,
+        zip_entries: 1 << 20,
+        npy_header_bytes: 1 << 20,
+        safetensors_header_bytes: 100_000_000,
+        npz_inflate_ratio: 64,
+    };
+
+    /// The limits in force for this process ([`Limits::DEFAULT`] unless [`Limits::set`] changed
+    /// them). Readers take a copy when they start parsing a file.
+    pub fn current() -> Limits {
+        match CURRENT.read() {
+            Ok(l) => *l,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// Makes these the limits for every file opened afterwards, process-wide.
+    pub fn set(self) {
+        match CURRENT.write() {
+            Ok(mut l) => *l = self,
+            Err(poisoned) => *poisoned.into_inner() = self,
+        }
+    }
+
+    /// The defaults, with every `VIT_CONVERT_LIMIT_<FIELD>` environment variable applied.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidOption`] for a `VIT_CONVERT_LIMIT_*` variable that names no budget or
+    /// whose value is not a positive integer (optionally with a `K`, `M` or `G` suffix).
+    pub fn from_env() -> Result<Limits> {
+        Limits::from_vars(std::env::vars_os().filter_map(|(k, v)| {
+            let k = k.into_string().ok()?;
+            k.starts_with(ENV_PREFIX)
+                .then(|| (k, v.to_string_lossy().into_owned()))
+        }))
+    }
+
+    /// The defaults with `(VIT_CONVERT_LIMIT_<FIELD>, value)` pairs applied.
+    ///
+    /// # Errors
+    /// As [`Limits::from_env`].
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Limits> {
+        let mut limits = Limits::DEFAULT;
+        for (key, value) in vars {
+            let field = key.strip_prefix(ENV_PREFIX).unwrap_or(&key);
+            let Some((_, setter)) = FIELDS.iter().find(|(name, _)| *name == field) else {
+                let known: Vec<String> = FIELDS
+                    .iter()
+                    .map(|(n, _)| format!("{ENV_PREFIX}{n}"))
+                    .collect();
+                return Err(ErrorKind::InvalidOption {
+                    reason: format!("{key} names no budget (known: {})", known.join(", ")),
+                }
+                .into());
+            };
+            let n = parse_size(&value).ok_or_else(|| ErrorKind::InvalidOption {
+                reason: format!(
+                    "{key}={value:?}: expected a positive integer, optionally with K, M or G"
+                ),
+            })?;
+            *setter(&mut limits) = n;
+        }
+        Ok(limits)
+    }
+}
+
+/// The environment variable that raises the budget an [`ErrorKind::BudgetExceeded`] names
+/// (`"pickle nodes"` → `VIT_CONVERT_LIMIT_PICKLE_NODES`), if it has one.
+pub fn env_var_for(budget: &str) -> Option<String> {
+    BUDGETS
+        .iter()
+        .find(|(name, _)| *name == budget)
+        .map(|(_, field)| format!("{ENV_PREFIX}{field}"))
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+/// `123`, `64K`, `256M`, `2G` (binary multiples); zero and overflow are refused.
+fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'k' | b'K' => (s.get(..s.len() - 1)?, 10),
+        b'm' | b'M' => (s.get(..s.len() - 1)?, 20),
+        b'g' | b'G' => (s.get(..s.len() - 1)?, 30),
+        _ => (s, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: usize = digits.parse().ok()?;
+    let n = n.checked_mul(1usize.checked_shl(shift)?)?;
+    (n > 0).then_some(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn env_values_raise_named_budgets_with_binary_suffixes() {
+        let l = Limits::from_vars(vars(&[
+            ("VIT_CONVERT_LIMIT_PICKLE_NODES", "8388608"),
+            ("VIT_CONVERT_LIMIT_PICKLE_BYTES", "1G"),
+            ("VIT_CONVERT_LIMIT_NPY_HEADER_BYTES", "4m"),
+            ("VIT_CONVERT_LIMIT_TENSORS", "512K"),
+        ]))
+        .unwrap();
+        assert_eq!(l.pickle_nodes, 8 << 20);
+        assert_eq!(l.pickle_bytes, 1 << 30);
+        assert_eq!(l.npy_header_bytes, 4 << 20);
+        assert_eq!(l.tensors, 512 << 10);
+        assert_eq!(l.pickle_memo_entries, Limits::DEFAULT.pickle_memo_entries);
+    }
+
+    #[test]
+    fn unknown_budget_or_bad_value_is_an_invalid_option() {
+        for (k, v) in [
+            ("VIT_CONVERT_LIMIT_PICKLE_NODE", "10"),
+            ("VIT_CONVERT_LIMIT_TENSORS", "0"),
+            ("VIT_CONVERT_LIMIT_TENSORS", "-1"),
+            ("VIT_CONVERT_LIMIT_TENSORS", "1.5G"),
+            ("VIT_CONVERT_LIMIT_TENSORS", "G"),
+            ("VIT_CONVERT_LIMIT_TENSORS", "99999999999999999999"),
+            ("VIT_CONVERT_LIMIT_TENSORS", "9999999999999G"),
+        ] {
+            let e = Limits::from_vars(vars(&[(k, v)])).unwrap_err();
+            match e.kind() {
+                ErrorKind::InvalidOption { reason } => assert!(reason.contains(k), "{reason}"),
+                other => panic!("{k}={v}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_budget_name_maps_to_a_known_variable() {
+        for (budget, field) in BUDGETS {
+            assert!(FIELDS.iter().any(|(f, _)| f == field), "{budget}");
+        }
+        assert_eq!(BUDGETS.len(), FIELDS.len());
+        assert_eq!(
+            env_var_for("pickle nodes").as_deref(),
+            Some("VIT_CONVERT_LIMIT_PICKLE_NODES")
+        );
+        assert_eq!(env_var_for("no such budget"), None);
+    }
+
+    #[test]
+    fn every_field_has_one_variable() {
+        let mut l = Limits::DEFAULT;
+        for (i, (_, setter)) in FIELDS.iter().enumerate() {
+            *setter(&mut l) = 1000 + i;
+        }
+        let mut seen: Vec<usize> = FIELDS.iter().map(|(_, s)| *s(&mut l)).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), FIELDS.len());
+        // Every field was overwritten: none keeps its default.
+        assert_ne!(l.pickle_bytes, Limits::DEFAULT.pickle_bytes);
+        assert_ne!(l.npz_inflate_ratio, Limits::DEFAULT.npz_inflate_ratio);
+    }
+}
