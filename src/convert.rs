@@ -10,6 +10,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::{self, MappingReport, MappingTable, PlannedSource};
 use crate::mmap::FileBytes;
 use crate::model::{self, preprocessor, Architecture, ConfigOverrides, ViTConfig};
+use crate::progress::{NoProgress, Progress, Reporting, Stage};
 use crate::source::{self, TensorSource};
 use crate::tensor::{DType, TensorInfo};
 use crate::write::{self, WriteItem};
@@ -153,19 +154,36 @@ pub(crate) struct Canonical<'s> {
     pub(crate) dropped: Vec<(String, String)>,
 }
 
+/// Chooses the table and plans the canonical tensors that conversion writes (tensors the model
+/// class cannot hold are dropped, with why), without inferring a config.
+pub(crate) fn plan_canonical(
+    src: &dyn TensorSource,
+    from: Option<&str>,
+    custom: Option<&MappingTable>,
+    branch: Option<&str>,
+) -> Result<(MappingTable, mapping::Plan, Architecture, Vec<(String, String)>)> {
+    let table = choose_table(src, from, custom)?;
+    let mut plan = mapping::plan_forward(&table, src.tensors(), branch)?;
+    let names: BTreeSet<String> = plan.targets.iter().map(|t| t.info.name.clone()).collect();
+    let (arch, dropped) = model::architecture_of(&names);
+    let drop_names: BTreeSet<&str> = dropped.iter().map(|(n, _)| n.as_str()).collect();
+    plan.targets
+        .retain(|t| !drop_names.contains(t.info.name.as_str()));
+    Ok((table, plan, arch, dropped))
+}
+
 /// Plans a source into canonical tensors and infers the config.
 pub(crate) fn canonicalize<'s>(
     src: &'s dyn TensorSource,
     input: &Path,
     opts: &ConvertOptions,
 ) -> Result<Canonical<'s>> {
-    let table = choose_table(src, opts.from.as_deref(), opts.table.as_ref())?;
-    let mut plan = mapping::plan_forward(&table, src.tensors(), opts.branch.as_deref())?;
-    let names: BTreeSet<String> = plan.targets.iter().map(|t| t.info.name.clone()).collect();
-    let (arch, dropped) = model::architecture_of(&names);
-    let drop_names: BTreeSet<&str> = dropped.iter().map(|(n, _)| n.as_str()).collect();
-    plan.targets
-        .retain(|t| !drop_names.contains(t.info.name.as_str()));
+    let (table, plan, arch, dropped) = plan_canonical(
+        src,
+        opts.from.as_deref(),
+        opts.table.as_ref(),
+        opts.branch.as_deref(),
+    )?;
     let heads = table
         .facts
         .num_heads
@@ -259,20 +277,41 @@ fn merge_sidecar_config(input: &Path, o: &mut ConfigOverrides) -> Result<()> {
     Ok(())
 }
 
-/// Converts `input` into `outdir`.
+/// Converts `input` into `outdir`: `model.safetensors` (or `model.npz`), `config.json` and
+/// `preprocessor_config.json`.
 ///
-/// ```no_run
-/// use vit_convert::{convert, ConvertOptions};
-/// let opts = ConvertOptions { from: Some("timm".into()), ..Default::default() };
-/// let report = convert(std::path::Path::new("vit.pth"), std::path::Path::new("out"), &opts)?;
-/// println!("{} tensors → {:?}", report.tensors, report.outputs);
-/// # Ok::<(), vit_convert::Error>(())
+/// ```
+/// use vit_convert::{convert, model::ConfigOverrides, ConvertOptions};
+/// let opts = ConvertOptions {
+///     from: Some("timm".into()),
+///     // tiny test model: 24 wide, 2 heads (real checkpoints default to hidden/64)
+///     overrides: ConfigOverrides { num_heads: Some(2), ..Default::default() },
+///     ..Default::default()
+/// };
+/// let out = tempfile::tempdir()?;
+/// let report = convert("fixtures/convert/timm_vit/source.pth".as_ref(), out.path(), &opts)?;
+/// assert_eq!(report.architecture.name(), "ViTForImageClassification");
+/// assert!(out.path().join("model.safetensors").exists());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
 /// # Errors
 /// Any reader, mapping, config or I/O error. On error no partial file is left in `outdir` and
 /// existing files there are untouched; the input is never written.
 pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<ConversionReport> {
+    convert_with_progress(input, outdir, opts, &NoProgress)
+}
+
+/// [`convert`], reporting the bytes written to `progress` ([`Stage::Write`]).
+///
+/// # Errors
+/// As [`convert`].
+pub fn convert_with_progress(
+    input: &Path,
+    outdir: &Path,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+) -> Result<ConversionReport> {
     let src = source::open(input)?;
     let canon = canonicalize(src.as_ref(), input, opts).map_err(|e| e.with_path(input))?;
     let arch = canon.config.architecture;
@@ -331,7 +370,12 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
 
     let (count, bytes) = match opts.to {
         OutputFormat::Safetensors => {
-            let b = write::write_safetensors(&weights, &canon.planned, &disk, opts.dtype, &meta)
+            let src = Reporting {
+                inner: &canon.planned,
+                progress,
+            };
+            progress.start(Stage::Write, src.total());
+            let b = write::write_safetensors(&weights, &src, &disk, opts.dtype, &meta)
                 .map_err(|e| e.with_path(input))?;
             (disk.len(), b)
         }
@@ -353,10 +397,15 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
                     source: t.name.clone(),
                 })
                 .collect();
+            let src = Reporting {
+                inner: &rev,
+                progress,
+            };
+            progress.start(Stage::Write, src.total());
             let b = if opts.to == OutputFormat::Npz {
-                write::npz::write_npz(&weights, &rev, &items, opts.dtype)
+                write::npz::write_npz(&weights, &src, &items, opts.dtype)
             } else {
-                write::write_safetensors(&weights, &rev, &items, opts.dtype, &meta)
+                write::write_safetensors(&weights, &src, &items, opts.dtype, &meta)
             }
             .map_err(|e| e.with_path(input))?;
             (items.len(), b)
@@ -372,6 +421,7 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
     let pre_path = outdir.join("preprocessor_config.json");
     write::write_json(&pre_path, &pre)?;
     outputs.push(pre_path);
+    progress.finish();
 
     Ok(ConversionReport {
         input: input.to_path_buf(),

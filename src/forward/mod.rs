@@ -9,6 +9,7 @@ use ndarray::{concatenate, s, Array1, Array2, Array3, ArrayView4, Axis};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{disk_name, Architecture, ViTConfig};
+use crate::progress::{NoProgress, Progress, Stage};
 use crate::source::{self, TensorSource};
 use crate::tensor::{cast_float, DType};
 
@@ -372,6 +373,29 @@ impl Model {
     /// [`ErrorKind::InvalidOption`] when the channel count differs, or the size differs from
     /// `image_size` without `interpolate_pos_encoding` (as HF does).
     pub fn forward(&self, pixels: ArrayView4<f32>, opts: &ForwardOptions) -> Result<ForwardOutput> {
+        self.forward_with_progress(pixels, opts, &NoProgress)
+    }
+
+    /// [`Model::forward`], reporting each encoder layer run to `progress` ([`Stage::Forward`]:
+    /// `layers × batch` units).
+    ///
+    /// ```
+    /// use vit_convert::{verify::Array, ForwardOptions, Model, NoProgress};
+    /// let model = Model::load("fixtures/convert/timm_vit/hf".as_ref())?;
+    /// let x = Array::read_npy("fixtures/convert/timm_vit/io/input.npy".as_ref())?;
+    /// let out = model.forward_with_progress(x.as_nchw()?, &ForwardOptions::default(), &NoProgress)?;
+    /// assert_eq!(out.logits.map(|l| l.ncols()), Some(5));
+    /// # Ok::<(), vit_convert::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Model::forward`].
+    pub fn forward_with_progress(
+        &self,
+        pixels: ArrayView4<f32>,
+        opts: &ForwardOptions,
+        progress: &dyn Progress,
+    ) -> Result<ForwardOutput> {
         let cfg = &self.config;
         let (b, c, h, w) = pixels.dim();
         if c != cfg.num_channels {
@@ -394,8 +418,13 @@ impl Model {
         let k = cfg.num_labels();
         let mut head_out: Vec<Array2<f32>> =
             self.heads.iter().map(|_| Array2::zeros((b, k))).collect();
+        let layers = u64::try_from(self.layers.len()).unwrap_or(u64::MAX);
+        progress.start(
+            Stage::Forward,
+            layers.saturating_mul(u64::try_from(b).unwrap_or(u64::MAX)),
+        );
         for i in 0..b {
-            let x = self.sample(pixels.index_axis(Axis(0), i), &pos)?;
+            let x = self.sample(pixels.index_axis(Axis(0), i), &pos, progress)?;
             if let (Some(p), Some(out)) = (&self.pooler, pooled.as_mut()) {
                 out.row_mut(i).assign(&ops::pooler(
                     x.row(0),
@@ -423,6 +452,7 @@ impl Model {
             }
             _ => (None, None, None),
         };
+        progress.finish();
         Ok(ForwardOutput {
             last_hidden_state: hidden,
             logits,
@@ -432,7 +462,12 @@ impl Model {
         })
     }
 
-    fn sample(&self, img: ndarray::ArrayView3<f32>, pos: &Array2<f32>) -> Result<Array2<f32>> {
+    fn sample(
+        &self,
+        img: ndarray::ArrayView3<f32>,
+        pos: &Array2<f32>,
+        progress: &dyn Progress,
+    ) -> Result<Array2<f32>> {
         let cfg = &self.config;
         let patches = ops::patch_embed(
             img,
@@ -484,6 +519,7 @@ impl Model {
             let mut inter = ops::linear(hn.view(), &layer.fc1.w, layer.fc1.b.as_ref());
             inter.mapv_inplace(act);
             x += &ops::linear(inter.view(), &layer.fc2.w, layer.fc2.b.as_ref());
+            progress.advance(1);
         }
         Ok(ops::layer_norm(x.view(), &self.ln.0, &self.ln.1, eps))
     }

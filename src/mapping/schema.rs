@@ -305,6 +305,17 @@ impl MappingTable {
     pub fn text(&self) -> &str {
         &self.text
     }
+
+    /// Where the table came from: `mappings/<id>.toml` for built-in tables, else the name given
+    /// to [`MappingTable::from_toml`].
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// Number of `[[rule]]` entries.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
 }
 
 fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {

@@ -12,6 +12,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::tensor::{Tensor, TensorInfo};
 
+pub use memory::MemorySource;
+
+mod memory;
 pub(crate) mod npy;
 pub(crate) mod npz;
 pub(crate) mod pickle;

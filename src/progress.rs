@@ -1,0 +1,125 @@
+//! Progress reporting for long operations. The library never prints: a caller that wants a
+//! progress bar implements [`Progress`] and passes it to
+//! [`convert_with_progress`](crate::convert::convert_with_progress) or
+//! [`Model::forward_with_progress`](crate::forward::Model::forward_with_progress). The
+//! `vit-convert` binary drives an indicatif bar through it, on a terminal only.
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+use crate::source::{Format, TensorSource};
+use crate::tensor::{Tensor, TensorInfo};
+
+/// What a progress report counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stage {
+    /// Writing the converted tensors; units are bytes of tensor data as read from the source.
+    Write,
+    /// The forward pass; units are encoder layers run (layers × samples).
+    Forward,
+}
+
+/// An observer of long operations: one [`start`](Progress::start), then
+/// [`advance`](Progress::advance) calls adding up to `total`, then [`finish`](Progress::finish)
+/// (not called when the operation fails). Every method has an empty default.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use vit_convert::{Progress, Stage};
+///
+/// #[derive(Default)]
+/// struct Count(AtomicU64, AtomicU64);
+/// impl Progress for Count {
+///     fn start(&self, _stage: Stage, total: u64) {
+///         self.0.store(total, Ordering::Relaxed);
+///     }
+///     fn advance(&self, n: u64) {
+///         self.1.fetch_add(n, Ordering::Relaxed);
+///     }
+/// }
+///
+/// let seen = Count::default();
+/// let out = tempfile::tempdir()?;
+/// let opts = vit_convert::ConvertOptions {
+///     from: Some("timm".into()),
+///     overrides: vit_convert::model::ConfigOverrides { num_heads: Some(2), ..Default::default() },
+///     ..Default::default()
+/// };
+/// vit_convert::convert_with_progress(
+///     "fixtures/convert/timm_vit/source.pth".as_ref(),
+///     out.path(),
+///     &opts,
+///     &seen,
+/// )?;
+/// assert!(seen.0.load(Ordering::Relaxed) > 0);
+/// assert_eq!(seen.0.load(Ordering::Relaxed), seen.1.load(Ordering::Relaxed));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Progress: Sync {
+    /// The operation begins; `total` units of `stage` are expected.
+    fn start(&self, stage: Stage, total: u64) {
+        let _ = (stage, total);
+    }
+
+    /// `n` more units are done.
+    fn advance(&self, n: u64) {
+        let _ = n;
+    }
+
+    /// The operation completed.
+    fn finish(&self) {}
+}
+
+/// A [`Progress`] that ignores everything (what [`convert`](crate::convert()) and
+/// [`Model::forward`](crate::forward::Model::forward) use).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// A source that reports the bytes of every tensor read to a [`Progress`].
+pub(crate) struct Reporting<'a> {
+    pub(crate) inner: &'a dyn TensorSource,
+    pub(crate) progress: &'a dyn Progress,
+}
+
+impl Reporting<'_> {
+    /// Total bytes of every listed tensor.
+    pub(crate) fn total(&self) -> u64 {
+        self.inner
+            .tensors()
+            .iter()
+            .map(|t| u64::try_from(t.byte_len()).unwrap_or(u64::MAX))
+            .fold(0u64, u64::saturating_add)
+    }
+}
+
+impl TensorSource for Reporting<'_> {
+    fn format(&self) -> Format {
+        self.inner.format()
+    }
+
+    fn tensors(&self) -> &[TensorInfo] {
+        self.inner.tensors()
+    }
+
+    fn read(&self, name: &str) -> Result<Tensor<'_>> {
+        let t = self.inner.read(name)?;
+        self.progress
+            .advance(u64::try_from(t.data.len()).unwrap_or(u64::MAX));
+        Ok(t)
+    }
+
+    fn metadata(&self) -> &BTreeMap<String, String> {
+        self.inner.metadata()
+    }
+
+    fn notes(&self) -> &[String] {
+        self.inner.notes()
+    }
+
+    fn info(&self, name: &str) -> Option<&TensorInfo> {
+        self.inner.info(name)
+    }
+}
