@@ -154,6 +154,15 @@ pub(crate) struct Canonical<'s> {
     pub(crate) dropped: Vec<(String, String)>,
 }
 
+/// The canonical tensors conversion writes, before any config is inferred.
+pub(crate) struct CanonicalPlan {
+    pub(crate) table: MappingTable,
+    pub(crate) plan: mapping::Plan,
+    pub(crate) arch: Architecture,
+    /// Tensors the model class cannot hold, dropped, with why.
+    pub(crate) dropped: Vec<(String, String)>,
+}
+
 /// Chooses the table and plans the canonical tensors that conversion writes (tensors the model
 /// class cannot hold are dropped, with why), without inferring a config.
 pub(crate) fn plan_canonical(
@@ -161,7 +170,7 @@ pub(crate) fn plan_canonical(
     from: Option<&str>,
     custom: Option<&MappingTable>,
     branch: Option<&str>,
-) -> Result<(MappingTable, mapping::Plan, Architecture, Vec<(String, String)>)> {
+) -> Result<CanonicalPlan> {
     let table = choose_table(src, from, custom)?;
     let mut plan = mapping::plan_forward(&table, src.tensors(), branch)?;
     let names: BTreeSet<String> = plan.targets.iter().map(|t| t.info.name.clone()).collect();
@@ -169,7 +178,12 @@ pub(crate) fn plan_canonical(
     let drop_names: BTreeSet<&str> = dropped.iter().map(|(n, _)| n.as_str()).collect();
     plan.targets
         .retain(|t| !drop_names.contains(t.info.name.as_str()));
-    Ok((table, plan, arch, dropped))
+    Ok(CanonicalPlan {
+        table,
+        plan,
+        arch,
+        dropped,
+    })
 }
 
 /// Plans a source into canonical tensors and infers the config.
@@ -178,7 +192,12 @@ pub(crate) fn canonicalize<'s>(
     input: &Path,
     opts: &ConvertOptions,
 ) -> Result<Canonical<'s>> {
-    let (table, plan, arch, dropped) = plan_canonical(
+    let CanonicalPlan {
+        table,
+        plan,
+        arch,
+        dropped,
+    } = plan_canonical(
         src,
         opts.from.as_deref(),
         opts.table.as_ref(),

@@ -213,8 +213,8 @@ fn tensor_diff(name: &str, a: &Tensor, b: &Tensor, tolerance: Option<Tolerance>)
     } else {
         0.0
     });
-    d.within_tolerance = tolerance
-        .is_some_and(|t| d.non_finite == 0 && max_abs <= t.atol + t.rtol * max_a);
+    d.within_tolerance =
+        tolerance.is_some_and(|t| d.non_finite == 0 && max_abs <= t.atol + t.rtol * max_a);
     d
 }
 

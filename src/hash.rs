@@ -107,17 +107,17 @@ pub(crate) fn with_tensors<R>(
     if !how.is_canonical() {
         return f(src.as_ref(), reading).map_err(|e| e.with_path(path));
     }
-    let (table, plan, _, dropped) = plan_canonical(
+    let c = plan_canonical(
         src.as_ref(),
         how.from.as_deref(),
         how.table.as_ref(),
         how.branch.as_deref(),
     )
     .map_err(|e| e.with_path(path))?;
-    reading.table = Some(table.id().to_string());
-    reading.selected = plan.report.selected.clone();
-    reading.dropped = dropped;
-    let planned = PlannedSource::new(src.as_ref(), plan);
+    reading.table = Some(c.table.id().to_string());
+    reading.selected = c.plan.report.selected.clone();
+    reading.dropped = c.dropped;
+    let planned = PlannedSource::new(src.as_ref(), c.plan);
     f(&planned, reading).map_err(|e| e.with_path(path))
 }
 

@@ -123,3 +123,107 @@ impl TensorSource for Reporting<'_> {
         self.inner.info(name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::forward::{ForwardOptions, Model};
+    use crate::verify::Array;
+
+    #[derive(Default)]
+    struct Log(Mutex<Vec<(&'static str, u64)>>);
+
+    impl Progress for Log {
+        fn start(&self, stage: Stage, total: u64) {
+            let what = match stage {
+                Stage::Write => "write",
+                Stage::Forward => "forward",
+            };
+            self.0.lock().unwrap().push((what, total));
+        }
+        fn advance(&self, n: u64) {
+            self.0.lock().unwrap().push(("advance", n));
+        }
+        fn finish(&self) {
+            self.0.lock().unwrap().push(("finish", 0));
+        }
+    }
+
+    fn fixture(rel: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/convert")
+            .join(rel)
+    }
+
+    #[test]
+    fn forward_reports_one_unit_per_layer_and_sample() {
+        let model = Model::load(&fixture("deit_distilled/hf")).unwrap();
+        let x = Array::read_npy(&fixture("deit_distilled/io/batch5.npy")).unwrap();
+        let log = Log::default();
+        model
+            .forward_with_progress(x.as_nchw().unwrap(), &ForwardOptions::default(), &log)
+            .unwrap();
+        let events = log.0.into_inner().unwrap();
+        let layers = model.config().num_hidden_layers as u64;
+        assert_eq!(events.first(), Some(&("forward", 5 * layers)));
+        assert_eq!(events.last(), Some(&("finish", 0)));
+        let advanced: u64 = events
+            .iter()
+            .filter(|e| e.0 == "advance")
+            .map(|e| e.1)
+            .sum();
+        assert_eq!(advanced, 5 * layers);
+    }
+
+    #[test]
+    fn conversion_reports_every_byte_it_reads_for_every_output_layout() {
+        for to in [
+            crate::OutputFormat::Safetensors,
+            crate::OutputFormat::Timm,
+            crate::OutputFormat::Npz,
+        ] {
+            let out = tempfile::tempdir().unwrap();
+            let opts = crate::ConvertOptions {
+                from: Some("timm".into()),
+                to,
+                overrides: crate::model::ConfigOverrides {
+                    num_heads: Some(2),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let log = Log::default();
+            crate::convert_with_progress(&fixture("timm_vit/source.pth"), out.path(), &opts, &log)
+                .unwrap();
+            let events = log.0.into_inner().unwrap();
+            let Some(&("write", total)) = events.first() else {
+                panic!("{to:?}: {events:?}");
+            };
+            let advanced: u64 = events
+                .iter()
+                .filter(|e| e.0 == "advance")
+                .map(|e| e.1)
+                .sum();
+            assert!(total > 0);
+            assert_eq!(advanced, total, "{to:?}");
+            assert_eq!(events.last(), Some(&("finish", 0)), "{to:?}");
+        }
+    }
+
+    #[test]
+    fn a_failed_conversion_does_not_finish() {
+        let out = tempfile::tempdir().unwrap();
+        let opts = crate::ConvertOptions {
+            from: Some("jax".into()),
+            ..Default::default()
+        };
+        let log = Log::default();
+        let r =
+            crate::convert_with_progress(&fixture("timm_vit/source.pth"), out.path(), &opts, &log);
+        assert!(r.is_err());
+        assert!(!log.0.into_inner().unwrap().contains(&("finish", 0)));
+    }
+}

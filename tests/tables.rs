@@ -74,7 +74,10 @@ fn tables_show_of_an_unknown_id_names_the_builtin_ones() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("vit_huge") && err.contains("timm, dino"), "{err}");
+    assert!(
+        err.contains("vit_huge") && err.contains("timm, dino"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -99,15 +102,17 @@ fn tables_check_reports_the_file_and_line_of_a_bad_rule() {
         .and_then(|r| r.split(':').next())
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no line number in {err}"));
-    assert!(named <= line && line - named < 5, "{named} vs {line}: {err}");
+    assert!(
+        named <= line && line - named < 5,
+        "{named} vs {line}: {err}"
+    );
 }
 
 /// The `toml` block of the README's worked example, verbatim.
 fn readme_table() -> String {
-    let readme = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/README.md"),
-    )
-    .unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/README.md"))
+            .unwrap();
     let section = readme
         .split("## Worked example")
         .nth(1)
@@ -164,10 +169,19 @@ fn mynet_checkpoint(dir: &Path) -> PathBuf {
             Some(rest) => format!("encoder.norm.{rest}"),
             None => name,
         };
-        let t = if linear { transpose(&t) } else { t.into_owned() };
+        let t = if linear {
+            transpose(&t)
+        } else {
+            t.into_owned()
+        };
         src.insert(&format!("net/{name}"), t).unwrap();
     }
-    let step = Tensor::new(DType::I64, vec![], Cow::Owned(1234i64.to_le_bytes().to_vec())).unwrap();
+    let step = Tensor::new(
+        DType::I64,
+        vec![],
+        Cow::Owned(1234i64.to_le_bytes().to_vec()),
+    )
+    .unwrap();
     src.insert("optimizer/step", step).unwrap();
     let items: Vec<WriteItem> = src
         .tensors()

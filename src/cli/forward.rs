@@ -189,7 +189,12 @@ pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
         }
     }
     for p in &report.written {
-        writeln!(text, "wrote {} {:?} to {}", report.output, report.shape, p.display())?;
+        ui.detail(format_args!(
+            "wrote {} {:?} to {}",
+            report.output,
+            report.shape,
+            p.display()
+        ));
     }
     Ok(EXIT_OK)
 }

@@ -61,7 +61,10 @@ fn read_table(path: &Option<PathBuf>) -> anyhow::Result<Option<MappingTable>> {
         return Ok(None);
     };
     let text = std::fs::read_to_string(p).with_context(|| format!("{}: read", p.display()))?;
-    Ok(Some(MappingTable::from_toml(&text, &p.display().to_string())?))
+    Ok(Some(MappingTable::from_toml(
+        &text,
+        &p.display().to_string(),
+    )?))
 }
 
 fn describe(r: &Reading) -> String {

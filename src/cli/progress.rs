@@ -54,16 +54,20 @@ impl Progress for Bar {
             return;
         }
         let template = match stage {
-            Stage::Write => "{msg:>10} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            Stage::Write => {
+                "{msg:>10} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
+            }
             _ => "{msg:>10} [{bar:40}] {pos}/{len} layers, eta {eta}",
         };
         let style = ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
-        let bar = ProgressBar::new(total).with_style(style).with_message(match stage {
-            Stage::Write => "converting",
-            _ => "forward",
-        });
+        let bar = ProgressBar::new(total)
+            .with_style(style)
+            .with_message(match stage {
+                Stage::Write => "converting",
+                _ => "forward",
+            });
         if let Ok(mut b) = self.bar.lock() {
             if let Some(old) = b.replace(bar) {
                 old.finish_and_clear();

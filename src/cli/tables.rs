@@ -58,8 +58,8 @@ pub fn run(a: TablesArgs, ui: Ui) -> anyhow::Result<i32> {
         return Ok(EXIT_OK);
     }
     if let Some(path) = &a.check {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: read", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("{}: read", path.display()))?;
         let t = MappingTable::from_toml(&text, &path.display().to_string())?;
         ui.json(&Listed::from(&t))?;
         writeln!(
@@ -84,7 +84,11 @@ pub fn run(a: TablesArgs, ui: Ui) -> anyhow::Result<i32> {
     }
     if ui.verbose > 0 {
         for t in &listed {
-            writeln!(out, "{}: {} ({} rules, sha256 {})", t.id, t.file, t.rules, t.sha256)?;
+            writeln!(
+                out,
+                "{}: {} ({} rules, sha256 {})",
+                t.id, t.file, t.rules, t.sha256
+            )?;
         }
     }
     Ok(EXIT_OK)
