@@ -15,7 +15,7 @@
 //!   would write, after the mapping table (wrapper chosen, prefixes stripped, q/k/v split,
 //!   kernels transposed …), under canonical names without the `vit.`/`deit.` prefix, and
 //!   without tensors the model class cannot hold (reported in
-//!   [`HashReport::dropped`]). A timm `.pth` read `--from timm`, the same weights as a JAX `.npz`
+//!   [`Reading::dropped`]). A timm `.pth` read `--from timm`, the same weights as a JAX `.npz`
 //!   read `--from jax`, and the converted `model.safetensors` read `--from hf` hash alike.
 //!
 //! # The manifest and the digest

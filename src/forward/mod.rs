@@ -73,6 +73,17 @@ struct Layer {
 }
 
 /// A canonical ViT/DeiT model loaded for the reference forward pass (weights in f32).
+///
+/// ```
+/// use vit_convert::{verify::Array, ForwardOptions, Model};
+/// let model = Model::load("fixtures/convert/dino_backbone/hf".as_ref())?;
+/// let x = Array::read_npy("fixtures/convert/dino_backbone/io/input.npy".as_ref())?;
+/// let out = model.forward(x.as_nchw()?, &ForwardOptions::default())?;
+/// // A headless backbone: no logits; the primary output is last_hidden_state [B, T, D].
+/// assert!(out.logits.is_none());
+/// assert_eq!(out.last_hidden_state.shape()[2], model.config().hidden_size);
+/// # Ok::<(), vit_convert::Error>(())
+/// ```
 pub struct Model {
     config: ViTConfig,
     cls: Array1<f32>,

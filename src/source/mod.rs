@@ -91,6 +91,21 @@ pub(crate) fn sniff(bytes: &[u8]) -> Option<Sniffed> {
 ///
 /// Listing never reads tensor data; [`TensorSource::read`] reads one tensor and returns it
 /// C-contiguous and little-endian, borrowed from the file when the stored layout already is.
+///
+/// Every reader, [`MemorySource`], and the mapping engine's views implement it, so anything
+/// that consumes a source (writers, [`Model::from_source`](crate::Model::from_source), hashing)
+/// works on all of them.
+///
+/// ```
+/// use vit_convert::TensorSource;
+/// fn parameters(src: &dyn TensorSource) -> usize {
+///     src.tensors().iter().map(|t| t.numel()).sum()
+/// }
+/// let npz = vit_convert::open("fixtures/convert/jax_vit/source.npz".as_ref())?;
+/// let pth = vit_convert::open("fixtures/convert/timm_vit/source.pth".as_ref())?;
+/// assert_eq!(parameters(npz.as_ref()), parameters(pth.as_ref())); // same model, two layouts
+/// # Ok::<(), vit_convert::Error>(())
+/// ```
 pub trait TensorSource: Send + Sync {
     /// The container format.
     fn format(&self) -> Format;
@@ -120,6 +135,16 @@ pub trait TensorSource: Send + Sync {
 }
 
 /// Opens a checkpoint, sniffing its format from its magic bytes.
+///
+/// ```
+/// use vit_convert::{DType, Format};
+/// // A legacy (pre-1.6) torch.save file: big-endian-safe, strided views gathered on read.
+/// let src = vit_convert::open("fixtures/convert/timm_vit/legacy.pth".as_ref())?;
+/// assert_eq!(src.format(), Format::TorchLegacy);
+/// let w = src.read("blocks.0.attn.qkv.weight")?;
+/// assert_eq!((w.dtype, w.shape.as_slice()), (DType::F32, &[72, 24][..]));
+/// # Ok::<(), vit_convert::Error>(())
+/// ```
 ///
 /// # Errors
 /// [`ErrorKind::Io`] if the file cannot be read, [`ErrorKind::UnknownFormat`] if no container
