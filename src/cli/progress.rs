@@ -53,11 +53,10 @@ impl Progress for Bar {
         if !self.enabled || (stage == Stage::Write && total < self.min_write_bytes) {
             return;
         }
+        // At most ~70 columns, so the bar never wraps on an 80-column terminal.
         let template = match stage {
-            Stage::Write => {
-                "{msg:>10} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}"
-            }
-            _ => "{msg:>10} [{bar:40}] {pos}/{len} layers, eta {eta}",
+            Stage::Write => "{msg:>10} [{bar:30}] {binary_bytes}/{binary_total_bytes} eta {eta}",
+            _ => "{msg:>10} [{bar:30}] {pos}/{len} layers, eta {eta}",
         };
         let style = ProgressStyle::with_template(template)
             .unwrap_or_else(|_| ProgressStyle::default_bar())
