@@ -408,14 +408,7 @@ pub fn convert_with_progress(
             let plan =
                 mapping::plan_reverse(&table, canon.planned.tensors(), &config.symbol_bindings())?;
             let rev = PlannedSource::new(&canon.planned, plan);
-            let items: Vec<WriteItem> = rev
-                .tensors()
-                .iter()
-                .map(|t| WriteItem {
-                    name: t.name.clone(),
-                    source: t.name.clone(),
-                })
-                .collect();
+            let items = WriteItem::all(&rev);
             let src = Reporting {
                 inner: &rev,
                 progress,

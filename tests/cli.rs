@@ -4,23 +4,22 @@
 
 mod common;
 
-use std::process::{Command, Output};
-
 use serde_json::Value;
 
 const COMMANDS: [&str; 7] = [
     "convert", "forward", "verify", "inspect", "tables", "hash", "diff",
 ];
 
-fn cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vit-convert"))
-        .args(args)
-        .output()
-        .expect("running vit-convert")
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// `args`, with `-v` appended (a global flag: valid after the command's own arguments) when `v`.
+fn verbose(v: bool, mut args: Vec<String>) -> Vec<String> {
+    if v {
+        args.push("-v".into());
+    }
+    args
 }
 
 fn conv(rel: &str) -> String {
@@ -31,13 +30,13 @@ fn conv(rel: &str) -> String {
 
 #[test]
 fn every_command_help_has_an_example_and_the_exit_codes() {
-    let top = cli(&["--help"]);
+    let top = common::run_cli(&["--help"]);
     assert_eq!(top.status.code(), Some(0));
     let top = text(&top.stdout);
     assert!(top.contains("Examples:") && top.contains("Exit codes: 0 ok, 1 error, 2 usage, 3"));
     for c in COMMANDS {
         assert!(top.contains(c), "top-level help lists {c}");
-        let out = cli(&[c, "--help"]);
+        let out = common::run_cli(&[c, "--help"]);
         assert_eq!(out.status.code(), Some(0), "{c}");
         let help = text(&out.stdout);
         assert!(
@@ -65,7 +64,7 @@ fn usage_errors_exit_2() {
         vec!["-q", "-v", "tables"],
         vec![],
     ] {
-        let out = cli(&args);
+        let out = common::run_cli(&args);
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -73,7 +72,7 @@ fn usage_errors_exit_2() {
             text(&out.stderr)
         );
     }
-    assert_eq!(cli(&["--version"]).status.code(), Some(0));
+    assert_eq!(common::run_cli(&["--version"]).status.code(), Some(0));
 }
 
 /// Each command's `--json` output parses, and text output stays off stdout.
@@ -153,7 +152,7 @@ fn json_everywhere() {
         ),
     ];
     for (args, key) in runs {
-        let o = cli(&args);
+        let o = common::run_cli(&args);
         assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o.stderr));
         let v: Value = serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", text(&o.stdout)));
@@ -170,7 +169,7 @@ fn json_everywhere() {
 fn forward_json_has_the_output_shape_files_and_top_k_classes() {
     let dir = tempfile::tempdir().unwrap();
     let y = dir.path().join("y.npy");
-    let o = cli(&[
+    let o = common::run_cli(&[
         "forward".into(),
         conv("deit_distilled/hf"),
         "--input".into(),
@@ -203,7 +202,7 @@ fn quiet_prints_nothing_and_the_exit_code_tells() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     // Global flags before the default command.
-    let o = cli(&[
+    let o = common::run_cli(&[
         "-q".into(),
         "--from".into(),
         "timm".into(),
@@ -222,7 +221,7 @@ fn quiet_prints_nothing_and_the_exit_code_tells() {
     perturbed.data[0] += 1.0;
     let p = dir.path().join("bad.npy");
     perturbed.write_npy(&p).unwrap();
-    let o = cli(&[
+    let o = common::run_cli(&[
         "verify".into(),
         out.to_string_lossy().into_owned(),
         "--input".into(),
@@ -235,7 +234,7 @@ fn quiet_prints_nothing_and_the_exit_code_tells() {
     assert!(o.stdout.is_empty() && o.stderr.is_empty());
 
     // Errors still print.
-    let o = cli(&["-q", "inspect", "/nonexistent/model.pth"]);
+    let o = common::run_cli(&["-q", "inspect", "/nonexistent/model.pth"]);
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(text(&o.stderr).lines().count(), 1);
 }
@@ -244,22 +243,20 @@ fn quiet_prints_nothing_and_the_exit_code_tells() {
 fn errors_are_one_line_and_verbose_prints_the_chain_and_kind() {
     let missing = "/nonexistent/overrides.json";
     let args = |v: bool| {
-        let mut a: Vec<String> = Vec::new();
-        if v {
-            a.push("-v".into());
-        }
-        a.extend([
-            "--from".into(),
-            "timm".into(),
-            conv("timm_vit/source.pth"),
-            "-o".into(),
-            "/nonexistent/out".into(),
-            "--config".into(),
-            missing.into(),
-        ]);
-        a
+        verbose(
+            v,
+            vec![
+                "--from".into(),
+                "timm".into(),
+                conv("timm_vit/source.pth"),
+                "-o".into(),
+                "/nonexistent/out".into(),
+                "--config".into(),
+                missing.into(),
+            ],
+        )
     };
-    let o = cli(&args(false));
+    let o = common::run_cli(&args(false));
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -268,7 +265,7 @@ fn errors_are_one_line_and_verbose_prints_the_chain_and_kind() {
         "{err}"
     );
 
-    let o = cli(&args(true));
+    let o = common::run_cli(&args(true));
     let err = text(&o.stderr);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines[0], format!("error: {missing}: read"), "{err}");
@@ -278,7 +275,7 @@ fn errors_are_one_line_and_verbose_prints_the_chain_and_kind() {
     );
 
     let hostile = common::fixture("hostile", "zip_posix_system.pth");
-    let o = cli(&[
+    let o = common::run_cli(&[
         "-v".into(),
         "inspect".into(),
         hostile.to_string_lossy().into_owned(),
@@ -296,20 +293,18 @@ fn errors_are_one_line_and_verbose_prints_the_chain_and_kind() {
 fn verbose_lists_every_ignored_tensor_and_timings_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let run = |v: bool| {
-        let mut a: Vec<String> = vec![];
-        if v {
-            a.push("-v".into());
-        }
-        a.extend([
-            "--from".into(),
-            "dino".into(),
-            conv("dino_backbone/full_checkpoint.pth"),
-            "-o".into(),
-            dir.path().join("o").to_string_lossy().into_owned(),
-            "--num-heads".into(),
-            "4".into(),
-        ]);
-        cli(&a)
+        common::run_cli(&verbose(
+            v,
+            vec![
+                "--from".into(),
+                "dino".into(),
+                conv("dino_backbone/full_checkpoint.pth"),
+                "-o".into(),
+                dir.path().join("o").to_string_lossy().into_owned(),
+                "--num-heads".into(),
+                "4".into(),
+            ],
+        ))
     };
     let short = run(false);
     assert_eq!(short.status.code(), Some(0), "{}", text(&short.stderr));

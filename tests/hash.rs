@@ -6,7 +6,6 @@ mod common;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 use vit_convert::model::ConfigOverrides;
@@ -14,13 +13,6 @@ use vit_convert::{
     ConvertOptions, DType, DiffOptions, MemorySource, OutputFormat, ReadAs, Tensor, TensorSource,
     Tolerance, WriteItem,
 };
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vit-convert"))
-        .args(args)
-        .output()
-        .expect("running vit-convert")
-}
 
 fn conv(rel: &str) -> PathBuf {
     common::fixture("convert", rel)
@@ -33,14 +25,7 @@ fn digest(path: &Path, from: &str) -> String {
 }
 
 fn write_all(src: &MemorySource, path: &Path) {
-    let items: Vec<WriteItem> = src
-        .tensors()
-        .iter()
-        .map(|t| WriteItem {
-            name: t.name.clone(),
-            source: t.name.clone(),
-        })
-        .collect();
+    let items = WriteItem::all(src);
     vit_convert::write_safetensors(path, src, &items, None, &BTreeMap::new()).unwrap();
 }
 
@@ -172,7 +157,7 @@ fn dino_branches_and_dropped_heads_hash_as_conversion_writes_them() {
 #[test]
 fn digest_is_the_sha256_of_the_printed_manifest() {
     let path = conv("deit_distilled/source.pth");
-    let out = cli(&["hash", path.to_str().unwrap(), "--from", "deit"]);
+    let out = common::run_cli(&["hash", path.to_str().unwrap(), "--from", "deit"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     let (manifest, last) = text.trim_end().rsplit_once('\n').unwrap();
@@ -188,7 +173,7 @@ fn digest_is_the_sha256_of_the_printed_manifest() {
         .lines()
         .any(|l| l.ends_with(" F32 [1,1,24] embeddings.distillation_token")));
 
-    let json = cli(&["hash", path.to_str().unwrap(), "--from", "deit", "--json"]);
+    let json = common::run_cli(&["hash", path.to_str().unwrap(), "--from", "deit", "--json"]);
     let v: Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["digest"], r.digest.as_str());
     assert_eq!(v["table"], "deit");
@@ -263,7 +248,7 @@ fn diff_reports_value_changes_missing_extra_and_shape_changes() {
     );
     assert_eq!(weight.max_abs, None);
 
-    let out = cli(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    let out = common::run_cli(&["diff", a.to_str().unwrap(), b.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("only in A: classifier.bias"), "{text}");
@@ -280,7 +265,7 @@ fn diff_reports_value_changes_missing_extra_and_shape_changes() {
 fn diff_of_a_pth_and_its_conversion_is_identical_read_canonically() {
     let pth = conv("deit_distilled/source.pth");
     let hf = conv("deit_distilled/hf/model.safetensors");
-    let out = cli(&[
+    let out = common::run_cli(&[
         "diff",
         pth.to_str().unwrap(),
         hf.to_str().unwrap(),
@@ -300,7 +285,7 @@ fn diff_of_a_pth_and_its_conversion_is_identical_read_canonically() {
     assert_eq!(v["b"]["table"], "hf");
 
     // As stored the names differ entirely: exit 3, with a hint.
-    let out = cli(&["diff", pth.to_str().unwrap(), hf.to_str().unwrap()]);
+    let out = common::run_cli(&["diff", pth.to_str().unwrap(), hf.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stdout).contains("hint: no names in common"));
 }
@@ -342,13 +327,17 @@ fn diff_with_a_tolerance_accepts_a_dtype_conversion_and_reports_it() {
     assert!(r.equivalent && !r.identical);
 
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
-    assert_eq!(cli(&["diff", a, b]).status.code(), Some(3));
+    assert_eq!(common::run_cli(&["diff", a, b]).status.code(), Some(3));
     assert_eq!(
-        cli(&["diff", a, b, "--atol", "1e-3"]).status.code(),
+        common::run_cli(&["diff", a, b, "--atol", "1e-3"])
+            .status
+            .code(),
         Some(0)
     );
     assert_eq!(
-        cli(&["diff", a, b, "--atol", "1e-9"]).status.code(),
+        common::run_cli(&["diff", a, b, "--atol", "1e-9"])
+            .status
+            .code(),
         Some(3)
     );
 }
@@ -366,7 +355,7 @@ fn diff_reads_each_side_through_its_own_family() {
     )
     .unwrap();
     assert!(r.identical, "{:?}", r.changed);
-    let out = cli(&[
+    let out = common::run_cli(&[
         "diff",
         conv("jax_vit/source.npz").to_str().unwrap(),
         conv("timm_vit/source.pth").to_str().unwrap(),

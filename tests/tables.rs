@@ -6,20 +6,13 @@ mod common;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 use vit_convert::model::ConfigOverrides;
 use vit_convert::{
-    ConvertOptions, DType, DiffOptions, MappingTable, MemorySource, Tensor, TensorSource, WriteItem,
+    ConvertOptions, DType, DiffOptions, MappingTable, MemorySource, Tensor, WriteItem,
 };
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vit-convert"))
-        .args(args)
-        .output()
-        .expect("running vit-convert")
-}
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -31,7 +24,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn tables_lists_every_builtin_table_with_families_and_description() {
-    let out = cli(&["tables"]);
+    let out = common::run_cli(&["tables"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     for t in MappingTable::builtins().unwrap() {
@@ -43,7 +36,7 @@ fn tables_lists_every_builtin_table_with_families_and_description() {
         assert!(line.contains(&t.families().join(",")), "{line}");
     }
 
-    let json = cli(&["tables", "--json"]);
+    let json = common::run_cli(&["tables", "--json"]);
     let v: Value = serde_json::from_slice(&json.stdout).unwrap();
     let ids: Vec<&str> = v
         .as_array()
@@ -59,7 +52,7 @@ fn tables_lists_every_builtin_table_with_families_and_description() {
 #[test]
 fn tables_show_prints_the_shipped_toml_exactly() {
     for id in vit_convert::mapping::builtin_ids() {
-        let out = cli(&["tables", "--show", id]);
+        let out = common::run_cli(&["tables", "--show", id]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
         let file = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("mappings")
@@ -70,7 +63,7 @@ fn tables_show_prints_the_shipped_toml_exactly() {
 
 #[test]
 fn tables_show_of_an_unknown_id_names_the_builtin_ones() {
-    let out = cli(&["tables", "--show", "vit_huge"]);
+    let out = common::run_cli(&["tables", "--show", "vit_huge"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -89,7 +82,7 @@ fn tables_check_reports_the_file_and_line_of_a_bad_rule() {
         .text()
         .replace("ops = [\"split(0, 3)\"]", "ops = [\"explode(0)\"]");
     std::fs::write(&path, &text).unwrap();
-    let out = cli(&["tables", "--check", path.to_str().unwrap()]);
+    let out = common::run_cli(&["tables", "--check", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let line = text.lines().position(|l| l.contains("explode")).unwrap() + 1;
     let err = stderr(&out);
@@ -183,14 +176,7 @@ fn mynet_checkpoint(dir: &Path) -> PathBuf {
     )
     .unwrap();
     src.insert("optimizer/step", step).unwrap();
-    let items: Vec<WriteItem> = src
-        .tensors()
-        .iter()
-        .map(|t| WriteItem {
-            name: t.name.clone(),
-            source: t.name.clone(),
-        })
-        .collect();
+    let items = WriteItem::all(&src);
     let path = dir.join("ckpt.safetensors");
     vit_convert::write_safetensors(&path, &src, &items, None, &BTreeMap::new()).unwrap();
     path
@@ -251,12 +237,12 @@ fn readme_worked_example_commands_run_as_written() {
     let ckpt = mynet_checkpoint(dir.path());
     let table_arg = table.to_str().unwrap();
 
-    let check = cli(&["tables", "--check", table_arg]);
+    let check = common::run_cli(&["tables", "--check", table_arg]);
     assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
     assert!(stdout(&check).contains("table `mynet`"));
 
     let out = dir.path().join("out");
-    let conv = cli(&[
+    let conv = common::run_cli(&[
         "--table",
         table_arg,
         "--num-heads",
@@ -267,7 +253,7 @@ fn readme_worked_example_commands_run_as_written() {
     ]);
     assert_eq!(conv.status.code(), Some(0), "{}", stderr(&conv));
 
-    let verify = cli(&[
+    let verify = common::run_cli(&[
         "verify",
         out.to_str().unwrap(),
         "--input",
@@ -282,8 +268,8 @@ fn readme_worked_example_commands_run_as_written() {
     assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
 
     // hash --table on the checkpoint == hash --from hf on the output.
-    let a = cli(&["hash", ckpt.to_str().unwrap(), "--table", table_arg]);
-    let b = cli(&[
+    let a = common::run_cli(&["hash", ckpt.to_str().unwrap(), "--table", table_arg]);
+    let b = common::run_cli(&[
         "hash",
         out.join("model.safetensors").to_str().unwrap(),
         "--from",

@@ -95,6 +95,27 @@ pub struct WriteItem {
     pub source: String,
 }
 
+impl WriteItem {
+    /// Every tensor of `src`, under its own name.
+    ///
+    /// ```
+    /// let src = vit_convert::open("fixtures/convert/jax_vit/source.npz".as_ref())?;
+    /// let items = vit_convert::WriteItem::all(src.as_ref());
+    /// assert_eq!(items.len(), src.tensors().len());
+    /// assert_eq!(items[0].name, items[0].source);
+    /// # Ok::<(), vit_convert::Error>(())
+    /// ```
+    pub fn all(src: &dyn TensorSource) -> Vec<WriteItem> {
+        src.tensors()
+            .iter()
+            .map(|t| WriteItem {
+                name: t.name.clone(),
+                source: t.name.clone(),
+            })
+            .collect()
+    }
+}
+
 /// Writes a safetensors file, streaming one tensor at a time from `src`. Tensors are sorted by
 /// name; the header is padded with spaces to a multiple of 8; the bytes are deterministic.
 ///
