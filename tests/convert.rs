@@ -5,25 +5,14 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
 use vit_convert::model::ConfigOverrides;
 use vit_convert::{convert, ConvertOptions, ErrorKind, OutputFormat};
 
-fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(common::fixture("convert", "cases.json")).unwrap();
-    serde_json::from_str::<Value>(&text)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn case_dir(case: &Value) -> PathBuf {
-    common::fixture_dir("convert").join(case["dir"].as_str().unwrap())
-}
+use common::{case_dir, convert_cases as cases};
 
 fn heads(case: &Value) -> usize {
     case["config"]["num_attention_heads"].as_u64().unwrap() as usize

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
@@ -13,18 +13,7 @@ use vit_convert::model::ConfigOverrides;
 use vit_convert::verify::{compare, Array, Tolerance};
 use vit_convert::{convert, ConvertOptions, ErrorKind};
 
-fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(common::fixture("convert", "cases.json")).unwrap();
-    serde_json::from_str::<Value>(&text)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn case_dir(case: &Value) -> PathBuf {
-    common::fixture_dir("convert").join(case["dir"].as_str().unwrap())
-}
+use common::{case_dir, convert_cases as cases};
 
 fn output<'a>(out: &'a ForwardOutput, key: &str) -> (Vec<usize>, Vec<f32>) {
     let arr2 = |a: &'a Option<ndarray::Array2<f32>>| {

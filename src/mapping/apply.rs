@@ -316,13 +316,7 @@ pub(crate) fn plan_forward(
         let dtype = common_dtype(table, rule, &ins.inputs)?;
         for (k, (pat, shape)) in rule.to.iter().zip(outs).enumerate() {
             let name = pat.render(ins.index);
-            if let Some(prev) = produced.insert(name.clone(), rule.line) {
-                return Err(mapping_err(
-                    table,
-                    rule.line,
-                    format!("target {name} is produced twice (also line {prev})"),
-                ));
-            }
+            claim_target(table, rule, &mut produced, &name)?;
             targets.push(PlannedTensor {
                 info: TensorInfo { name, dtype, shape },
                 sources: ins.inputs.iter().map(|(_, i)| i.name.clone()).collect(),
@@ -346,6 +340,23 @@ pub(crate) fn plan_forward(
             layers,
         },
     })
+}
+
+/// Records that `rule` produces `name`; a second producer is an error naming both lines.
+fn claim_target(
+    table: &MappingTable,
+    rule: &Rule,
+    produced: &mut BTreeMap<String, usize>,
+    name: &str,
+) -> Result<()> {
+    match produced.insert(name.to_string(), rule.line) {
+        Some(prev) => Err(mapping_err(
+            table,
+            rule.line,
+            format!("target {name} is produced twice (also line {prev})"),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn preview(names: &[String]) -> String {
@@ -571,13 +582,7 @@ pub(crate) fn plan_reverse(
             }
             for (k, p) in rule.from.iter().enumerate() {
                 let name = p.render(index);
-                if let Some(prev) = produced.insert(name.clone(), rule.line) {
-                    return Err(mapping_err(
-                        table,
-                        rule.line,
-                        format!("target {name} is produced twice (also line {prev})"),
-                    ));
-                }
+                claim_target(table, rule, &mut produced, &name)?;
                 targets.push(PlannedTensor {
                     info: TensorInfo {
                         name,

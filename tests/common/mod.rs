@@ -149,3 +149,18 @@ pub fn assert_no_failures(what: &str, failures: &[String]) {
         failures.join("\n  ")
     );
 }
+
+/// The conversion manifest `fixtures/convert/cases.json`.
+pub fn convert_cases() -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(fixture("convert", "cases.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// A case's folder under `fixtures/convert/`.
+pub fn case_dir(case: &serde_json::Value) -> PathBuf {
+    fixture_dir("convert").join(case["dir"].as_str().unwrap())
+}
