@@ -87,7 +87,10 @@ fn same_weights_in_any_container_or_layout_have_one_canonical_digest() {
     // big_vision: root position embeddings gain an exact zero class row, in the hash as in
     // the conversion.
     let bv = digest(&conv("big_vision_vit/hf/model.safetensors"), "hf");
-    for file in ["big_vision_vit/source.npz", "big_vision_vit/params_prefixed.npz"] {
+    for file in [
+        "big_vision_vit/source.npz",
+        "big_vision_vit/params_prefixed.npz",
+    ] {
         assert_eq!(digest(&conv(file), "big_vision"), bv, "{file}");
     }
     // Stored names differ between containers, so stored digests do too …
