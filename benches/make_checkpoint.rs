@@ -173,7 +173,7 @@ fn write_input(out: &str) {
 }
 
 fn write_model(src: &Synthetic, out: &str) {
-    let items = WriteItem::same_names(src);
+    let items = WriteItem::all(src);
     let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
     match write_safetensors(Path::new(out), src, &items, None, &meta) {
         Ok(bytes) => println!("{out}: {bytes} bytes"),

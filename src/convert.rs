@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::{self, MappingReport, MappingTable, PlannedSource};
 use crate::model::{self, preprocessor, Architecture, ConfigOverrides, ViTConfig};
+use crate::progress::{NoProgress, Progress, Reporting, Stage};
 use crate::source::{self, TensorSource};
 use crate::tensor::{DType, TensorInfo};
 use crate::write::{self, DeferredMeta, WriteItem};
@@ -173,19 +174,55 @@ pub(crate) struct Canonical<'s> {
     pub(crate) dropped: Vec<(String, String)>,
 }
 
+/// The canonical tensors conversion writes, before any config is inferred.
+pub(crate) struct CanonicalPlan {
+    pub(crate) table: MappingTable,
+    pub(crate) plan: mapping::Plan,
+    pub(crate) arch: Architecture,
+    /// Tensors the model class cannot hold, dropped, with why.
+    pub(crate) dropped: Vec<(String, String)>,
+}
+
+/// Chooses the table and plans the canonical tensors that conversion writes (tensors the model
+/// class cannot hold are dropped, with why), without inferring a config.
+pub(crate) fn plan_canonical(
+    src: &dyn TensorSource,
+    from: Option<&str>,
+    custom: Option<&MappingTable>,
+    branch: Option<&str>,
+) -> Result<CanonicalPlan> {
+    let table = choose_table(src, from, custom)?;
+    let mut plan = mapping::plan_forward(&table, src.tensors(), branch)?;
+    let names: BTreeSet<String> = plan.targets.iter().map(|t| t.info.name.clone()).collect();
+    let (arch, dropped) = model::architecture_of(&names);
+    let drop_names: BTreeSet<&str> = dropped.iter().map(|(n, _)| n.as_str()).collect();
+    plan.targets
+        .retain(|t| !drop_names.contains(t.info.name.as_str()));
+    Ok(CanonicalPlan {
+        table,
+        plan,
+        arch,
+        dropped,
+    })
+}
+
 /// Plans a source into canonical tensors and infers the config.
 pub(crate) fn canonicalize<'s>(
     src: &'s dyn TensorSource,
     input: &Path,
     opts: &ConvertOptions,
 ) -> Result<Canonical<'s>> {
-    let table = choose_table(src, opts.from.as_deref(), opts.table.as_ref())?;
-    let mut plan = mapping::plan_forward(&table, src.tensors(), opts.branch.as_deref())?;
-    let names: BTreeSet<String> = plan.targets.iter().map(|t| t.info.name.clone()).collect();
-    let (arch, dropped) = model::architecture_of(&names);
-    let drop_names: BTreeSet<&str> = dropped.iter().map(|(n, _)| n.as_str()).collect();
-    plan.targets
-        .retain(|t| !drop_names.contains(t.info.name.as_str()));
+    let CanonicalPlan {
+        table,
+        plan,
+        arch,
+        dropped,
+    } = plan_canonical(
+        src,
+        opts.from.as_deref(),
+        opts.table.as_ref(),
+        opts.branch.as_deref(),
+    )?;
     let heads = table
         .facts
         .num_heads
@@ -304,20 +341,41 @@ fn merge_sidecar_config(input: &Path, o: &mut ConfigOverrides, arch: Architectur
     Ok(())
 }
 
-/// Converts `input` into `outdir`.
+/// Converts `input` into `outdir`: `model.safetensors` (or `model.npz`), `config.json` and
+/// `preprocessor_config.json`.
 ///
-/// ```no_run
-/// use vit_convert::{convert, ConvertOptions};
-/// let opts = ConvertOptions { from: Some("timm".into()), ..Default::default() };
-/// let report = convert(std::path::Path::new("vit.pth"), std::path::Path::new("out"), &opts)?;
-/// println!("{} tensors → {:?}", report.tensors, report.outputs);
-/// # Ok::<(), vit_convert::Error>(())
+/// ```
+/// use vit_convert::{convert, model::ConfigOverrides, ConvertOptions};
+/// let opts = ConvertOptions {
+///     from: Some("timm".into()),
+///     // tiny test model: 24 wide, 2 heads (real checkpoints default to hidden/64)
+///     overrides: ConfigOverrides { num_heads: Some(2), ..Default::default() },
+///     ..Default::default()
+/// };
+/// let out = tempfile::tempdir()?;
+/// let report = convert("fixtures/convert/timm_vit/source.pth".as_ref(), out.path(), &opts)?;
+/// assert_eq!(report.architecture.name(), "ViTForImageClassification");
+/// assert!(out.path().join("model.safetensors").exists());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
 /// # Errors
 /// Any reader, mapping, config or I/O error. On error no partial file is left in `outdir` and
 /// existing files there are untouched; the input is never written.
 pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<ConversionReport> {
+    convert_with_progress(input, outdir, opts, &NoProgress)
+}
+
+/// [`convert`], reporting the bytes written to `progress` ([`Stage::Write`]).
+///
+/// # Errors
+/// As [`convert`].
+pub fn convert_with_progress(
+    input: &Path,
+    outdir: &Path,
+    opts: &ConvertOptions,
+    progress: &dyn Progress,
+) -> Result<ConversionReport> {
     let src = source::open(input)?;
     let canon = canonicalize(src.as_ref(), input, opts).map_err(|e| e.with_path(input))?;
     let arch = canon.config.architecture;
@@ -373,13 +431,14 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
             len: SHA256_HEX_LEN,
             value: &mut get,
         };
-        let written = write_weights(&canon, &config, &weights, opts, deferred)
+        let written = write_weights(&canon, &config, &weights, opts, deferred, progress)
             .map_err(|e| e.with_path(input))?;
         Ok::<_, Error>((hash.get()?, written))
     })?;
     cfg_file.commit()?;
     pre_file.commit()?;
     let outputs = vec![weights, cfg_path, pre_path];
+    progress.finish();
 
     Ok(ConversionReport {
         input: input.to_path_buf(),
@@ -459,6 +518,7 @@ fn write_weights(
     weights: &Path,
     opts: &ConvertOptions,
     sha: DeferredMeta<'_>,
+    progress: &dyn Progress,
 ) -> Result<(usize, u64)> {
     let arch = canon.config.architecture;
     let mut meta = BTreeMap::new();
@@ -471,6 +531,11 @@ fn write_weights(
     meta.insert("mapping_table_sha256".to_string(), canon.table.hash.clone());
 
     if opts.to == OutputFormat::Safetensors {
+        let src = Reporting {
+            inner: &canon.planned,
+            progress,
+        };
+        progress.start(Stage::Write, src.total());
         let disk: Vec<WriteItem> = canon
             .planned
             .tensors()
@@ -480,14 +545,8 @@ fn write_weights(
                 source: t.name.clone(),
             })
             .collect();
-        let b = write::write_safetensors_deferred(
-            weights,
-            &canon.planned,
-            &disk,
-            opts.dtype,
-            &meta,
-            Some(sha),
-        )?;
+        let b =
+            write::write_safetensors_deferred(weights, &src, &disk, opts.dtype, &meta, Some(sha))?;
         return Ok((disk.len(), b));
     }
     let id = match (opts.to, arch.prefix_tokens()) {
@@ -499,12 +558,17 @@ fn write_weights(
     let table = MappingTable::builtin(id)?;
     let plan = mapping::plan_reverse(&table, canon.planned.tensors(), &config.symbol_bindings())?;
     let rev = PlannedSource::new(&canon.planned, plan);
+    let src = Reporting {
+        inner: &rev,
+        progress,
+    };
+    progress.start(Stage::Write, src.total());
     let b = match opts.to {
         OutputFormat::Npz => {
-            let items = WriteItem::same_names(&rev);
+            let items = WriteItem::all(&rev);
             (
                 items.len(),
-                write::npz::write_npz(weights, &rev, &items, opts.dtype)?,
+                write::npz::write_npz(weights, &src, &items, opts.dtype)?,
             )
         }
         OutputFormat::Flax => {
@@ -518,14 +582,14 @@ fn write_weights(
                 .collect();
             (
                 items.len(),
-                write::flax::write_flax(weights, &rev, &items, opts.dtype)?,
+                write::flax::write_flax(weights, &src, &items, opts.dtype)?,
             )
         }
         OutputFormat::Safetensors | OutputFormat::Timm => {
-            let items = WriteItem::same_names(&rev);
+            let items = WriteItem::all(&rev);
             let b = write::write_safetensors_deferred(
                 weights,
-                &rev,
+                &src,
                 &items,
                 opts.dtype,
                 &meta,

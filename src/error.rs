@@ -10,6 +10,15 @@ use std::path::{Path, PathBuf};
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// An error with its kind and, where known, the file and tensor it concerns.
+///
+/// ```
+/// use vit_convert::ErrorKind;
+/// // A pickle that would call os.system: refused, nothing executed.
+/// let err = vit_convert::open("fixtures/hostile/zip_posix_system.pth".as_ref()).err().unwrap();
+/// assert!(matches!(err.kind(), ErrorKind::DisallowedGlobal { global, .. } if global == "posix.system"));
+/// assert!(err.path().is_some());
+/// assert!(err.to_string().contains("disallowed global posix.system"));
+/// ```
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,

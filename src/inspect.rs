@@ -64,9 +64,10 @@ fn inspected(t: &TensorInfo) -> InspectedTensor {
 
 /// Lists a checkpoint's contents without reading tensor data.
 ///
-/// ```no_run
-/// let info = vit_convert::inspect(std::path::Path::new("model.pth"))?;
+/// ```
+/// let info = vit_convert::inspect("fixtures/convert/jax_vit/source.npz".as_ref())?;
 /// println!("{} tensors, {} parameters", info.tensors.len(), info.parameters);
+/// assert_eq!(info.format, vit_convert::Format::Npz);
 /// # Ok::<(), vit_convert::Error>(())
 /// ```
 ///

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::forward::{ForwardOptions, Model};
+use crate::progress::{NoProgress, Progress};
 use crate::source::{self, Format};
 use crate::tensor::{cast_float, DType};
 use crate::write::AtomicFile;
@@ -188,6 +189,17 @@ pub fn compare(
 /// Runs the model on `input` (`[B, C, H, W]`) and compares its primary output (logits, or
 /// `last_hidden_state` for headless models) with `expected`.
 ///
+/// ```
+/// use vit_convert::{verify::Array, verify, Model, Tolerance};
+/// let model = Model::load("fixtures/convert/deit_distilled/hf".as_ref())?;
+/// let input = Array::read_npy("fixtures/convert/deit_distilled/io/batch5.npy".as_ref())?;
+/// // Logits transformers computed on the same input.
+/// let expected = Array::read_npy("fixtures/convert/deit_distilled/io/logits_batch5_hf.npy".as_ref())?;
+/// let r = verify(&model, &input, &expected, &Default::default(), Tolerance::strict())?;
+/// assert!(r.passed && r.top1.iter().all(|t| t.agree));
+/// # Ok::<(), vit_convert::Error>(())
+/// ```
+///
 /// # Errors
 /// Forward errors, or a shape mismatch between the output and `expected`.
 pub fn verify(
@@ -197,8 +209,23 @@ pub fn verify(
     opts: &ForwardOptions,
     tol: Tolerance,
 ) -> Result<VerifyReport> {
+    verify_with_progress(model, input, expected, opts, tol, &NoProgress)
+}
+
+/// [`verify()`], reporting the forward pass to `progress`.
+///
+/// # Errors
+/// As [`verify()`].
+pub fn verify_with_progress(
+    model: &Model,
+    input: &Array,
+    expected: &Array,
+    opts: &ForwardOptions,
+    tol: Tolerance,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
     let x = input.as_nchw()?;
-    let out = model.forward(x, opts)?;
+    let out = model.forward_with_progress(x, opts, progress)?;
     let (shape, got) = out.primary();
     if shape != expected.shape {
         return Err(ErrorKind::InvalidOption {

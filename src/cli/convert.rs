@@ -8,7 +8,8 @@ use clap::Args;
 use vit_convert::model::ConfigOverrides;
 use vit_convert::{ConvertOptions, DType, MappingTable, OutputFormat};
 
-use super::EXIT_OK;
+use super::progress::Bar;
+use super::{Ui, EXIT_OK, FAMILIES};
 
 #[derive(Args)]
 pub struct ConvertArgs {
@@ -17,8 +18,8 @@ pub struct ConvertArgs {
     /// Output folder (created): model.safetensors, config.json, preprocessor_config.json.
     #[arg(short = 'o', long = "output", value_name = "OUTDIR")]
     pub output: PathBuf,
-    /// Source family: auto, timm, dino, deit, jax, big_vision, hf, flax.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "timm", "dino", "deit", "jax", "big_vision", "hf", "flax"])]
+    /// Source family (auto: detected from tensor names).
+    #[arg(long, default_value = "auto", value_parser = FAMILIES)]
     pub from: String,
     /// Output layout: safetensors (canonical HF), timm (timm-layout safetensors), npz (JAX layout),
     /// flax (HF Flax flax_model.msgpack).
@@ -42,12 +43,9 @@ pub struct ConvertArgs {
     /// Override the activation written to config.json (gelu, gelu_pytorch_tanh, gelu_new).
     #[arg(long, value_parser = ["gelu", "gelu_pytorch_tanh", "gelu_new"])]
     pub hidden_act: Option<String>,
-    /// Print a JSON report instead of a summary.
-    #[arg(long)]
-    pub json: bool,
 }
 
-pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
+pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
     let table = match &a.table {
         Some(p) => {
             let text =
@@ -86,13 +84,17 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
             config,
         },
     };
-    let report = vit_convert::convert(&a.input, &a.output, &opts)?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
-        return Ok(EXIT_OK);
-    }
+    let started = std::time::Instant::now();
+    let report = {
+        let bar = Bar::for_convert(ui);
+        vit_convert::convert_with_progress(&a.input, &a.output, &opts, &bar)?
+    };
+    ui.detail(format_args!(
+        "converted in {:.2} s",
+        started.elapsed().as_secs_f64()
+    ));
+    ui.json(&report)?;
+    let mut out = ui.text();
     let m = &report.mapping;
     writeln!(
         out,
@@ -115,21 +117,38 @@ pub fn run(a: ConvertArgs) -> anyhow::Result<i32> {
     for (n, why) in &report.dropped {
         writeln!(out, "dropped {n}: {why}")?;
     }
-    if !m.ignored.is_empty() {
-        writeln!(
-            out,
-            "ignored {} tensors the table drops (e.g. {})",
-            m.ignored.len(),
-            m.ignored[0]
-        )?;
-    }
-    if !m.not_selected.is_empty() {
-        writeln!(
-            out,
-            "left {} tensors outside the converted state dict (e.g. {})",
-            m.not_selected.len(),
-            m.not_selected[0]
-        )?;
+    let all = ui.verbose > 0;
+    list_some(
+        &mut out,
+        &m.ignored,
+        "ignored {} tensors the table drops",
+        all,
+    )?;
+    list_some(
+        &mut out,
+        &m.not_selected,
+        "left {} tensors outside the converted state dict",
+        all,
+    )?;
+    for p in &report.outputs {
+        writeln!(out, "wrote {}", p.display())?;
     }
     Ok(EXIT_OK)
+}
+
+/// `what` (with `{}` for the count), then the first name, or every name with `-v`.
+fn list_some(out: &mut dyn Write, names: &[String], what: &str, all: bool) -> std::io::Result<()> {
+    let Some(first) = names.first() else {
+        return Ok(());
+    };
+    let head = what.replacen("{}", &names.len().to_string(), 1);
+    if all {
+        writeln!(out, "{head}:")?;
+        for n in names {
+            writeln!(out, "  {n}")?;
+        }
+    } else {
+        writeln!(out, "{head} (e.g. {first}; -v lists all)")?;
+    }
+    Ok(())
 }

@@ -1,13 +1,14 @@
 //! `vit-convert forward` and `vit-convert verify`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use vit_convert::forward::{ForwardOptions, Model, PosInterp};
 use vit_convert::verify::{self, Array, Tolerance, DEFAULT_ATOL, DEFAULT_RTOL};
 
-use super::{EXIT_MISMATCH, EXIT_OK};
+use super::progress::Bar;
+use super::{Ui, EXIT_MISMATCH, EXIT_OK};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -97,21 +98,71 @@ pub struct VerifyArgs {
     /// Tolerance relative to the largest expected magnitude.
     #[arg(long, default_value_t = DEFAULT_RTOL)]
     pub rtol: f64,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
-pub fn forward(a: ForwardArgs) -> anyhow::Result<i32> {
+/// The progress bar for a forward pass over the model in `dir` (sized by its weights file).
+fn forward_bar(ui: Ui, dir: &Path) -> Bar {
+    let bytes = std::fs::metadata(dir.join("model.safetensors")).map_or(0, |m| m.len());
+    Bar::for_forward(ui, bytes)
+}
+
+/// What `forward --json` prints.
+#[derive(serde::Serialize)]
+struct ForwardReport {
+    /// `logits` or `last_hidden_state`.
+    output: &'static str,
+    shape: Vec<usize>,
+    written: Vec<PathBuf>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    top_k: Vec<TopK>,
+}
+
+/// The most likely classes of one sample.
+#[derive(serde::Serialize)]
+struct TopK {
+    sample: String,
+    classes: Vec<Class>,
+}
+
+#[derive(serde::Serialize)]
+struct Class {
+    index: usize,
+    label: Option<String>,
+    probability: f64,
+    logit: f32,
+}
+
+pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
+    let started = std::time::Instant::now();
     let model = a.run.load()?;
     let input = a.run.input()?;
-    let out = model.forward(input.as_nchw()?, &a.run.options())?;
-    if let Some(k) = a.top_k {
-        print_top_k(&model, &out, k, &a.run.image)?;
-    }
+    let out = {
+        let bar = forward_bar(ui, &a.run.model_dir);
+        model.forward_with_progress(input.as_nchw()?, &a.run.options(), &bar)?
+    };
+    ui.detail(format_args!(
+        "forward pass on {:?} in {:.2} s",
+        input.shape,
+        started.elapsed().as_secs_f64()
+    ));
+    let top_k = match a.top_k {
+        Some(k) => top_k(&model, &out, k, &a.run.image)?,
+        None => Vec::new(),
+    };
     let (shape, data) = out.primary();
+    let mut report = ForwardReport {
+        output: if out.logits.is_some() {
+            "logits"
+        } else {
+            "last_hidden_state"
+        },
+        shape: shape.clone(),
+        written: Vec::new(),
+        top_k,
+    };
     if let Some(p) = &a.output {
         Array { shape, data }.write_npy(p)?;
+        report.written.push(p.clone());
     }
     if let Some(p) = &a.hidden_states {
         let h = &out.last_hidden_state;
@@ -120,6 +171,7 @@ pub fn forward(a: ForwardArgs) -> anyhow::Result<i32> {
             data: h.iter().copied().collect(),
         }
         .write_npy(p)?;
+        report.written.push(p.clone());
     }
     if let Some(p) = &a.pooled {
         let pooled = out.pooler_output.as_ref().ok_or_else(|| {
@@ -130,11 +182,36 @@ pub fn forward(a: ForwardArgs) -> anyhow::Result<i32> {
             data: pooled.iter().copied().collect(),
         }
         .write_npy(p)?;
+        report.written.push(p.clone());
+    }
+    ui.json(&report)?;
+    let mut text = ui.text();
+    for t in &report.top_k {
+        writeln!(text, "{}:", t.sample)?;
+        for c in &t.classes {
+            writeln!(
+                text,
+                "  {:>6}  {:>7.4}  {:>9.4}  {}",
+                c.index,
+                c.probability,
+                c.logit,
+                c.label.as_deref().unwrap_or("?")
+            )?;
+        }
+    }
+    for p in &report.written {
+        ui.detail(format_args!(
+            "wrote {} {:?} to {}",
+            report.output,
+            report.shape,
+            p.display()
+        ));
     }
     Ok(EXIT_OK)
 }
 
-pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
+pub fn verify(a: VerifyArgs, ui: Ui) -> anyhow::Result<i32> {
+    let started = std::time::Instant::now();
     let model = a.run.load()?;
     let input = a.run.input()?;
     let expected = Array::read_npy(&a.expected)?;
@@ -142,67 +219,75 @@ pub fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
         atol: a.atol,
         rtol: a.rtol,
     };
-    let r = verify::verify(&model, &input, &expected, &a.run.options(), tol)?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        serde_json::to_writer_pretty(&mut out, &r)?;
-        writeln!(out)?;
-    } else {
-        let agree = r.top1.iter().filter(|t| t.agree).count();
+    let r = {
+        let bar = forward_bar(ui, &a.run.model_dir);
+        verify::verify_with_progress(&model, &input, &expected, &a.run.options(), tol, &bar)?
+    };
+    ui.detail(format_args!(
+        "forward pass and comparison in {:.2} s",
+        started.elapsed().as_secs_f64()
+    ));
+    ui.json(&r)?;
+    let mut out = ui.text();
+    let agree = r.top1.iter().filter(|t| t.agree).count();
+    writeln!(
+        out,
+        "{}: max |Δ| {:.3e} at {:?} (relative {:.3e} of max |expected| {:.4}), tolerance atol {:e} + rtol {:e}{}",
+        if r.passed { "PASS" } else { "FAIL" },
+        r.max_abs_error,
+        r.max_abs_error_at,
+        r.max_rel_error,
+        r.max_abs_expected,
+        r.tolerance.atol,
+        r.tolerance.rtol,
+        if r.top1.is_empty() {
+            String::new()
+        } else {
+            format!("; top-1 agrees on {agree}/{} samples", r.top1.len())
+        }
+    )?;
+    for t in r.top1.iter().filter(|t| !t.agree || ui.verbose > 0) {
         writeln!(
             out,
-            "{}: max |Δ| {:.3e} at {:?} (relative {:.3e} of max |expected| {:.4}), tolerance atol {:e} + rtol {:e}{}",
-            if r.passed { "PASS" } else { "FAIL" },
-            r.max_abs_error,
-            r.max_abs_error_at,
-            r.max_rel_error,
-            r.max_abs_expected,
-            r.tolerance.atol,
-            r.tolerance.rtol,
-            if r.top1.is_empty() {
-                String::new()
-            } else {
-                format!("; top-1 agrees on {agree}/{} samples", r.top1.len())
-            }
+            "  sample {}: expected class {}, got {}",
+            t.sample, t.expected, t.got
         )?;
-        for t in r.top1.iter().filter(|t| !t.agree) {
-            writeln!(
-                out,
-                "  sample {}: expected class {}, got {}",
-                t.sample, t.expected, t.got
-            )?;
-        }
     }
     Ok(if r.passed { EXIT_OK } else { EXIT_MISMATCH })
 }
 
-fn print_top_k(
+fn top_k(
     model: &Model,
     out: &vit_convert::forward::ForwardOutput,
     k: usize,
     images: &[PathBuf],
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<TopK>> {
     let logits = out
         .logits
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("--top-k needs a model with a classification head"))?;
     let labels = &model.config().id2label;
-    let mut stdout = std::io::stdout().lock();
+    let mut all = Vec::new();
     for (i, row) in logits.rows().into_iter().enumerate() {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let sum: f64 = row.iter().map(|&v| f64::from(v - max).exp()).sum();
         let mut order: Vec<usize> = (0..row.len()).collect();
         order.sort_by(|&x, &y| row[y].total_cmp(&row[x]).then(x.cmp(&y)));
-        let name = images
+        let sample = images
             .get(i)
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| format!("sample {i}"));
-        writeln!(stdout, "{name}:")?;
-        for &c in order.iter().take(k) {
-            let p = f64::from(row[c] - max).exp() / sum;
-            let label = labels.get(&c).map(String::as_str).unwrap_or("?");
-            writeln!(stdout, "  {c:>6}  {p:>7.4}  {:>9.4}  {label}", row[c])?;
-        }
+        let classes = order
+            .iter()
+            .take(k)
+            .map(|&c| Class {
+                index: c,
+                label: labels.get(&c).cloned(),
+                probability: f64::from(row[c] - max).exp() / sum,
+                logit: row[c],
+            })
+            .collect();
+        all.push(TopK { sample, classes });
     }
-    Ok(())
+    Ok(all)
 }

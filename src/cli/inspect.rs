@@ -5,21 +5,16 @@ use std::path::Path;
 
 use vit_convert::Inspection;
 
-use super::EXIT_OK;
+use super::{Ui, EXIT_OK};
 
-pub fn run(file: &Path, json: bool) -> anyhow::Result<i32> {
+pub fn run(file: &Path, ui: Ui) -> anyhow::Result<i32> {
     let info = vit_convert::inspect(file)?;
-    let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, &info)?;
-        writeln!(out)?;
-    } else {
-        print_table(&mut out, file, &info)?;
-    }
+    ui.json(&info)?;
+    print_table(&mut ui.text(), file, &info)?;
     Ok(EXIT_OK)
 }
 
-fn print_table(out: &mut impl Write, file: &Path, info: &Inspection) -> std::io::Result<()> {
+fn print_table(out: &mut dyn Write, file: &Path, info: &Inspection) -> std::io::Result<()> {
     writeln!(out, "{}: {}", file.display(), info.format.name())?;
     let width = info
         .tensors

@@ -1,12 +1,16 @@
 //! Argument parsing, output and exit codes. Exit codes: 0 ok, 1 error, 2 usage, 3 mismatch.
 
+use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
 
 mod convert;
 mod forward;
+mod hash;
 mod inspect;
+mod progress;
+mod tables;
 
 /// Exit code for success.
 pub const EXIT_OK: i32 = 0;
@@ -14,63 +18,211 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
 /// Exit code for a usage error (clap's own).
 pub const EXIT_USAGE: i32 = 2;
-/// Exit code for outputs outside tolerance (`verify`).
+/// Exit code for outputs outside tolerance (`verify`) or checkpoints that differ (`diff`).
 pub const EXIT_MISMATCH: i32 = 3;
+
+/// The exit-code paragraph every `--help` ends with.
+macro_rules! exit_codes {
+    () => {
+        "Exit codes: 0 ok, 1 error, 2 usage, 3 verification mismatch (verify) / checkpoints differ (diff)."
+    };
+}
+
+/// Source families `--from` accepts (`auto` detects).
+pub const FAMILIES: [&str; 8] = [
+    "auto",
+    "timm",
+    "dino",
+    "deit",
+    "jax",
+    "big_vision",
+    "hf",
+    "flax",
+];
 
 #[derive(Parser)]
 #[command(
     name = "vit-convert",
     version,
     about = "Convert and verify Vision Transformer checkpoints without Python",
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 verification mismatch.\n\nExample:\n  vit-convert inspect fixtures/readers/zip_p2.pth"
+    long_about = "Convert and verify Vision Transformer checkpoints without Python.\n\n\
+        Reads PyTorch .pth (zip and legacy), JAX .npz and safetensors checkpoints from timm, DINO, \
+        DeiT, google-research/vision_transformer, big_vision and Hugging Face; writes the Hugging \
+        Face transformers layout; proves the result with a reference forward pass. Without a \
+        command, the arguments are those of `convert`.",
+    after_help = concat!(
+        "Examples:\n",
+        "  vit-convert --from timm vit.pth -o out/                     convert (the default command)\n",
+        "  vit-convert verify out/ --input x.npy --expected logits.npy  prove it against the source's outputs\n",
+        "  vit-convert hash out/model.safetensors --from hf              pin the weights in CI\n",
+        "\n",
+        exit_codes!()
+    )
 )]
 struct Cli {
+    /// Print nothing but errors (and --json output); no progress bar. The exit code tells.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// More detail: errors print their cause chain and kind; summaries list every name; timings.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Convert a checkpoint to the canonical HF layout (or timm / npz). This is also the default:
-    /// `vit-convert --from timm --to safetensors in.pth -o out/`.
-    #[command(
-        after_help = "Examples:\n  vit-convert --from timm --to safetensors vit.pth -o out/\n  vit-convert convert --from dino --branch teacher checkpoint.pth -o dino-out/\n  vit-convert --from jax --to safetensors ViT-B_16.npz -o vit-b16/"
-    )]
+    /// Convert a checkpoint to the HF transformers layout (or timm / npz). Also the default command.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  vit-convert --from timm --to safetensors vit.pth -o out/\n",
+        "  vit-convert convert --from dino --branch teacher checkpoint.pth -o dino-out/\n",
+        "  vit-convert --from jax ViT-B_16.npz -o vit-b16/ --dtype f16\n",
+        "  vit-convert --table mynet.toml --num-heads 12 ckpt.pth -o out/\n",
+        "\n",
+        exit_codes!()
+    ))]
     Convert(convert::ConvertArgs),
-    /// Run the reference forward pass on a [B, C, H, W] float32 .npy input.
-    #[command(
-        after_help = "Example:\n  vit-convert forward out/ --input x.npy --output logits.npy"
-    )]
+    /// Run the reference forward pass on a [B, C, H, W] float32 .npy input or on images.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  vit-convert forward out/ --input x.npy --output logits.npy\n",
+        "  vit-convert forward out/ --image cat.png --top-k 5\n",
+        "\n",
+        exit_codes!()
+    ))]
     Forward(forward::ForwardArgs),
-    /// Run the forward pass and compare with expected outputs: exit 0 within tolerance, 3 outside, 1 on error.
-    #[command(
-        after_help = "Example:\n  vit-convert verify out/ --input x.npy --expected logits_timm.npy --json"
-    )]
+    /// Run the forward pass and compare with expected outputs: exit 0 within tolerance, 3 outside.
+    #[command(after_help = concat!(
+        "Example:\n",
+        "  vit-convert verify out/ --input x.npy --expected logits_timm.npy --json\n",
+        "\n",
+        "Passes when max |got - expected| <= atol + rtol * max |expected|.\n",
+        exit_codes!()
+    ))]
     Verify(forward::VerifyArgs),
     /// List a checkpoint's tensors (name, dtype, shape, bytes) without reading their data.
-    #[command(after_help = "Example:\n  vit-convert inspect model.pth --json")]
+    #[command(after_help = concat!(
+        "Example:\n",
+        "  vit-convert inspect model.pth --json\n",
+        "\n",
+        exit_codes!()
+    ))]
     Inspect {
         /// The checkpoint (.pth/.pt/.bin/.ckpt, .npz/.npy, .safetensors; format sniffed from its bytes).
         file: PathBuf,
-        /// Print one JSON object instead of a table.
-        #[arg(long)]
-        json: bool,
     },
+    /// List the built-in mapping tables, print one, or check a custom one.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  vit-convert tables\n",
+        "  vit-convert tables --show timm > mynet.toml    start a custom table from a built-in one\n",
+        "  vit-convert tables --check mynet.toml\n",
+        "\n",
+        "The table format: mappings/README.md.\n",
+        exit_codes!()
+    ))]
+    Tables(tables::TablesArgs),
+    /// sha256 of every tensor (canonical little-endian bytes) and of the whole model.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  vit-convert hash model.safetensors                    the tensors as stored\n",
+        "  vit-convert hash vit.pth --from timm                  the canonical tensors conversion writes\n",
+        "  vit-convert hash out/model.safetensors --from hf      ... the same digest as the line above\n",
+        "\n",
+        "Each line: <sha256> <DTYPE> [<shape>] <name>, sorted by name; the last line is the model\n",
+        "digest, the sha256 of the lines before it. Without --from the tensors are hashed as stored\n",
+        "(names as `inspect` shows them); with --from (or --table) the mapping table is applied\n",
+        "first, so the same weights hash alike in any container or layout.\n",
+        exit_codes!()
+    ))]
+    Hash(hash::HashArgs),
+    /// Compare two checkpoints tensor by tensor: exit 0 when identical, 3 when they differ.
+    #[command(after_help = concat!(
+        "Examples:\n",
+        "  vit-convert diff a.safetensors b.safetensors\n",
+        "  vit-convert diff vit.pth out/model.safetensors --from auto\n",
+        "  vit-convert diff out-f32/model.safetensors out-f16/model.safetensors --atol 1e-3\n",
+        "\n",
+        "Reports names only in A or B, dtype and shape changes, and per tensor the largest\n",
+        "absolute difference and that difference relative to the largest magnitude.\n",
+        exit_codes!()
+    ))]
+    Diff(hash::DiffArgs),
 }
 
-const SUBCOMMANDS: &[&str] = &["convert", "forward", "inspect", "verify", "help"];
+/// Output settings every command follows.
+#[derive(Clone, Copy, Debug)]
+pub struct Ui {
+    /// `--json`: one JSON document on stdout.
+    pub json: bool,
+    /// `--quiet`: no text output, no progress.
+    pub quiet: bool,
+    /// `-v` count.
+    pub verbose: u8,
+}
+
+impl Ui {
+    /// Where text output goes: stdout, or nowhere with `--quiet` or `--json`.
+    pub fn text(&self) -> Box<dyn Write> {
+        if self.quiet || self.json {
+            Box::new(std::io::sink())
+        } else {
+            Box::new(std::io::stdout().lock())
+        }
+    }
+
+    /// Prints `value` as pretty JSON on stdout when `--json` was given.
+    pub fn json<T: serde::Serialize>(&self, value: &T) -> anyhow::Result<()> {
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, value)?;
+            writeln!(out)?;
+        }
+        Ok(())
+    }
+
+    /// A line on stderr for `-v`.
+    pub fn detail(&self, line: std::fmt::Arguments) {
+        if self.verbose > 0 && !self.quiet {
+            eprintln!("{line}");
+        }
+    }
+}
+
+const SUBCOMMANDS: &[&str] = &[
+    "convert", "forward", "verify", "inspect", "tables", "hash", "diff", "help",
+];
+
+/// Global flags that may precede the command.
+fn is_global_flag(a: &str) -> bool {
+    matches!(a, "-q" | "--quiet" | "--verbose" | "--json")
+        || a.strip_prefix('-')
+            .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b == b'v'))
+}
 
 /// `vit-convert --from timm in.pth -o out/` means `vit-convert convert …`: insert the subcommand
-/// when the first argument is neither a subcommand nor a top-level flag.
+/// when the first argument after any global flags is neither a subcommand nor help/version.
 fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    let first = args.get(1).and_then(|a| a.to_str()).map(str::to_string);
+    let mut at = 1;
+    while args
+        .get(at)
+        .and_then(|a| a.to_str())
+        .is_some_and(is_global_flag)
+    {
+        at += 1;
+    }
+    let first = args.get(at).and_then(|a| a.to_str()).map(str::to_string);
     let insert = match first.as_deref() {
         None => false,
         Some("-h" | "--help" | "-V" | "--version") => false,
         Some(a) => !SUBCOMMANDS.contains(&a),
     };
     if insert {
-        args.insert(1, "convert".into());
+        args.insert(at, "convert".into());
     }
     args
 }
@@ -93,16 +245,25 @@ pub fn run() -> i32 {
             return EXIT_USAGE;
         }
     }
+    let ui = Ui {
+        json: cli.json,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    };
     let result = match cli.command {
-        Command::Inspect { file, json } => inspect::run(&file, json),
-        Command::Convert(a) => convert::run(a),
-        Command::Forward(a) => forward::forward(a),
-        Command::Verify(a) => forward::verify(a),
+        Command::Inspect { file } => inspect::run(&file, ui),
+        Command::Convert(a) => convert::run(a, ui),
+        Command::Forward(a) => forward::forward(a, ui),
+        Command::Verify(a) => forward::verify(a, ui),
+        Command::Tables(a) => tables::run(a, ui),
+        Command::Hash(a) => hash::hash(a, ui),
+        Command::Diff(a) => hash::diff(a, ui),
     };
     match result {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => EXIT_OK,
         Err(e) => {
-            eprintln!("error: {e}{}", budget_hint(&e));
+            print_error(&e, ui.verbose);
             EXIT_ERROR
         }
     }
@@ -119,5 +280,91 @@ fn budget_hint(e: &anyhow::Error) -> String {
     match budget.and_then(vit_convert::source::limits::env_var_for) {
         Some(var) => format!(" (if the file is trusted, raise the limit with {var}=N)"),
         None => String::new(),
+    }
+}
+
+/// `vit-convert hash big.pth | head`: the reader went away; not an error worth a message.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// One line by default: the outermost message followed by each cause it does not already say.
+/// With `-v`: the message, then one `caused by:` line per cause, then the crate error's kind.
+fn print_error(e: &anyhow::Error, verbose: u8) {
+    let mut stderr = std::io::stderr().lock();
+    let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
+    if verbose == 0 {
+        let mut line = String::new();
+        for c in &causes {
+            if !line.contains(c.as_str()) {
+                if !line.is_empty() {
+                    line.push_str(": ");
+                }
+                line.push_str(c);
+            }
+        }
+        let _ = writeln!(stderr, "error: {line}{}", budget_hint(e));
+        return;
+    }
+    let mut lines = causes.iter();
+    if let Some(first) = lines.next() {
+        let _ = writeln!(stderr, "error: {first}");
+    }
+    for c in lines {
+        let _ = writeln!(stderr, "  caused by: {c}");
+    }
+    let hint = budget_hint(e);
+    if !hint.is_empty() {
+        let _ = writeln!(stderr, " {hint}");
+    }
+    if let Some(err) = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<vit_convert::Error>())
+    {
+        let _ = writeln!(stderr, "  kind: {:?}", err.kind());
+        if let Some(p) = err.path() {
+            let _ = writeln!(stderr, "  file: {}", p.display());
+        }
+        if let Some(t) = err.tensor() {
+            let _ = writeln!(stderr, "  tensor: {t}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        with_default_command(v.iter().map(Into::into).collect())
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn default_command_is_inserted_after_global_flags() {
+        assert_eq!(
+            args(&["vc", "-v", "--from", "timm", "x.pth"]),
+            ["vc", "-v", "convert", "--from", "timm", "x.pth"]
+        );
+        assert_eq!(args(&["vc", "x.pth"]), ["vc", "convert", "x.pth"]);
+    }
+
+    #[test]
+    fn named_commands_and_help_are_left_alone() {
+        assert_eq!(args(&["vc", "-q", "hash", "x"]), ["vc", "-q", "hash", "x"]);
+        assert_eq!(args(&["vc", "-vv", "diff"]), ["vc", "-vv", "diff"]);
+        assert_eq!(args(&["vc", "--help"]), ["vc", "--help"]);
+        assert_eq!(args(&["vc"]), ["vc"]);
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

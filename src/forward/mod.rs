@@ -16,6 +16,7 @@ use ndarray::{concatenate, s, Array2, Array3, ArrayView1, ArrayView2, ArrayView4
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{disk_name, Architecture, ViTConfig};
+use crate::progress::{NoProgress, Progress, Stage};
 use crate::source::{self, TensorSource};
 
 pub(crate) mod interp;
@@ -91,6 +92,17 @@ struct Layer {
 }
 
 /// A canonical ViT/DeiT model loaded for the reference forward pass (weights in f32).
+///
+/// ```
+/// use vit_convert::{verify::Array, ForwardOptions, Model};
+/// let model = Model::load("fixtures/convert/dino_backbone/hf".as_ref())?;
+/// let x = Array::read_npy("fixtures/convert/dino_backbone/io/input.npy".as_ref())?;
+/// let out = model.forward(x.as_nchw()?, &ForwardOptions::default())?;
+/// // A headless backbone: no logits; the primary output is last_hidden_state [B, T, D].
+/// assert!(out.logits.is_none());
+/// assert_eq!(out.last_hidden_state.shape()[2], model.config().hidden_size);
+/// # Ok::<(), vit_convert::Error>(())
+/// ```
 pub struct Model {
     config: ViTConfig,
     weights: Weights,
@@ -430,10 +442,33 @@ impl Model {
     /// [`ErrorKind::InvalidOption`] when the channel count differs, or the size differs from
     /// `image_size` without `interpolate_pos_encoding` (as HF does).
     pub fn forward(&self, pixels: ArrayView4<f32>, opts: &ForwardOptions) -> Result<ForwardOutput> {
+        self.forward_with_progress(pixels, opts, &NoProgress)
+    }
+
+    /// [`Model::forward`], reporting each encoder layer run to `progress` ([`Stage::Forward`]:
+    /// `layers × batch` units).
+    ///
+    /// ```
+    /// use vit_convert::{verify::Array, ForwardOptions, Model, NoProgress};
+    /// let model = Model::load("fixtures/convert/timm_vit/hf".as_ref())?;
+    /// let x = Array::read_npy("fixtures/convert/timm_vit/io/input.npy".as_ref())?;
+    /// let out = model.forward_with_progress(x.as_nchw()?, &ForwardOptions::default(), &NoProgress)?;
+    /// assert_eq!(out.logits.map(|l| l.ncols()), Some(5));
+    /// # Ok::<(), vit_convert::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Model::forward`].
+    pub fn forward_with_progress(
+        &self,
+        pixels: ArrayView4<f32>,
+        opts: &ForwardOptions,
+        progress: &dyn Progress,
+    ) -> Result<ForwardOutput> {
         let w = self.weights.resolve()?;
         match &self.pool {
-            Some(pool) => pool.install(|| self.run(&w, pixels, opts)),
-            None => self.run(&w, pixels, opts),
+            Some(pool) => pool.install(|| self.run(&w, pixels, opts, progress)),
+            None => self.run(&w, pixels, opts, progress),
         }
     }
 
@@ -485,6 +520,7 @@ impl Model {
         w: &Resolved<'_>,
         pixels: ArrayView4<f32>,
         opts: &ForwardOptions,
+        progress: &dyn Progress,
     ) -> Result<ForwardOutput> {
         let cfg = &self.config;
         let (b, c, h, wd) = pixels.dim();
@@ -564,6 +600,9 @@ impl Model {
         let mut a = Array2::<f32>::zeros((rows, d));
         let mut y = Array2::<f32>::zeros((rows, d));
         let mut inter = Array2::<f32>::zeros((rows, cfg.intermediate_size));
+        let layers = u64::try_from(self.layers.len()).unwrap_or(u64::MAX);
+        let samples = u64::try_from(b).unwrap_or(u64::MAX);
+        progress.start(Stage::Forward, layers.saturating_mul(samples));
         for l in &self.layers {
             let norm = |nm: &Norm| -> Result<(&[f32], &[f32])> {
                 Ok((vector(w, nm.w, d)?, vector(w, nm.b, d)?))
@@ -581,6 +620,7 @@ impl Model {
             self.linear(w, &l.fc1, hn.view(), Some(act), inter.view_mut())?;
             self.linear(w, &l.fc2, inter.view(), None, y.view_mut())?;
             ops::add_assign(x.view_mut(), y.view());
+            progress.advance(samples);
         }
         let mut last = hn;
         ops::layer_norm(
@@ -621,6 +661,7 @@ impl Model {
                 .map_err(|e| ErrorKind::InvalidLayout {
                     reason: e.to_string(),
                 })?;
+        progress.finish();
         Ok(ForwardOutput {
             last_hidden_state,
             logits,

@@ -213,7 +213,20 @@ fn table_error(file: &str, line: usize, reason: impl Into<String>) -> crate::Err
 }
 
 impl MappingTable {
-    /// Parses a table from TOML text. `file` names it in error messages.
+    /// Parses a table from TOML text. `file` names it in error messages. The format is
+    /// documented in `mappings/README.md`.
+    ///
+    /// ```
+    /// use vit_convert::{ErrorKind, MappingTable};
+    /// let text = MappingTable::builtin("timm")?.text().replace("id = \"timm\"", "id = \"mine\"");
+    /// let t = MappingTable::from_toml(&text, "mine.toml")?;
+    /// assert_eq!(t.id(), "mine");
+    ///
+    /// // Problems name the file and line.
+    /// let err = MappingTable::from_toml("[table]\nid = 3\n", "bad.toml").unwrap_err();
+    /// assert!(matches!(err.kind(), ErrorKind::Table { line: 2, .. }));
+    /// # Ok::<(), vit_convert::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`ErrorKind::Table`] naming the file and line of the first problem.
@@ -304,6 +317,17 @@ impl MappingTable {
     /// The table's TOML text.
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// Where the table came from: `mappings/<id>.toml` for built-in tables, else the name given
+    /// to [`MappingTable::from_toml`].
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// Number of `[[rule]]` entries.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
     }
 }
 

@@ -13,6 +13,7 @@ use crate::mmap::FileBytes;
 use crate::tensor::{Tensor, TensorInfo};
 
 pub use limits::Limits;
+pub use memory::MemorySource;
 
 /// Most dimensions a tensor may have in any container (numpy's `NPY_MAXDIMS`, which torch
 /// shares); a fixed structural limit, not a budget.
@@ -23,6 +24,7 @@ pub(crate) mod flax;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+mod memory;
 pub(crate) mod npy;
 pub(crate) mod npz;
 pub(crate) mod pickle;
@@ -127,6 +129,21 @@ fn looks_like_safetensors(bytes: &[u8]) -> bool {
 ///
 /// Listing never reads tensor data; [`TensorSource::read`] reads one tensor and returns it
 /// C-contiguous and little-endian, borrowed from the file when the stored layout already is.
+///
+/// Every reader, [`MemorySource`], and the mapping engine's views implement it, so anything
+/// that consumes a source (writers, [`Model::from_source`](crate::Model::from_source), hashing)
+/// works on all of them.
+///
+/// ```
+/// use vit_convert::TensorSource;
+/// fn parameters(src: &dyn TensorSource) -> usize {
+///     src.tensors().iter().map(|t| t.numel()).sum()
+/// }
+/// let npz = vit_convert::open("fixtures/convert/jax_vit/source.npz".as_ref())?;
+/// let pth = vit_convert::open("fixtures/convert/timm_vit/source.pth".as_ref())?;
+/// assert_eq!(parameters(npz.as_ref()), parameters(pth.as_ref())); // same model, two layouts
+/// # Ok::<(), vit_convert::Error>(())
+/// ```
 pub trait TensorSource: Send + Sync {
     /// The container format.
     fn format(&self) -> Format;
@@ -169,6 +186,16 @@ pub trait TensorSource: Send + Sync {
 }
 
 /// Opens a checkpoint, sniffing its format from its magic bytes.
+///
+/// ```
+/// use vit_convert::{DType, Format};
+/// // A legacy (pre-1.6) torch.save file: big-endian-safe, strided views gathered on read.
+/// let src = vit_convert::open("fixtures/convert/timm_vit/legacy.pth".as_ref())?;
+/// assert_eq!(src.format(), Format::TorchLegacy);
+/// let w = src.read("blocks.0.attn.qkv.weight")?;
+/// assert_eq!((w.dtype, w.shape.as_slice()), (DType::F32, &[72, 24][..]));
+/// # Ok::<(), vit_convert::Error>(())
+/// ```
 ///
 /// # Errors
 /// [`ErrorKind::Io`] if the file cannot be read, [`ErrorKind::UnknownFormat`] if no container

@@ -209,7 +209,15 @@ pub struct WriteItem {
 
 impl WriteItem {
     /// Every tensor of `src`, under its own name.
-    pub fn same_names(src: &dyn TensorSource) -> Vec<WriteItem> {
+    ///
+    /// ```
+    /// let src = vit_convert::open("fixtures/convert/jax_vit/source.npz".as_ref())?;
+    /// let items = vit_convert::WriteItem::all(src.as_ref());
+    /// assert_eq!(items.len(), src.tensors().len());
+    /// assert_eq!(items[0].name, items[0].source);
+    /// # Ok::<(), vit_convert::Error>(())
+    /// ```
+    pub fn all(src: &dyn TensorSource) -> Vec<WriteItem> {
         src.tensors()
             .iter()
             .map(|t| WriteItem {
@@ -223,7 +231,34 @@ impl WriteItem {
 /// Writes a safetensors file, streaming one tensor at a time from `src`. Tensors are sorted by
 /// name; the header is padded with spaces to a multiple of 8; the bytes are deterministic.
 ///
-/// `dtype` converts floating-point tensors (integers are kept).
+/// `dtype` converts floating-point tensors (integers are kept). Returns the file's size.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use vit_convert::{write_safetensors, DType, MemorySource, TensorSource, WriteItem};
+///
+/// // Any source works: here, two tensors of a checkpoint renamed on the way out, as f16.
+/// let src = vit_convert::open("fixtures/convert/timm_vit/source.pth".as_ref())?;
+/// let items = [
+///     WriteItem { name: "embeddings.cls_token".into(), source: "cls_token".into() },
+///     WriteItem { name: "embeddings.position_embeddings".into(), source: "pos_embed".into() },
+/// ];
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("part.safetensors");
+/// let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+/// write_safetensors(&path, src.as_ref(), &items, Some(DType::F16), &meta)?;
+///
+/// let back = vit_convert::open(&path)?;
+/// assert_eq!(back.tensors()[0].name, "embeddings.cls_token");
+/// assert_eq!(back.tensors()[0].dtype, DType::F16);
+///
+/// // Tensors you computed yourself: a MemorySource.
+/// let mut mine = MemorySource::new();
+/// mine.insert("cls", back.read("embeddings.cls_token")?)?;
+/// let items = [WriteItem { name: "cls".into(), source: "cls".into() }];
+/// write_safetensors(&dir.path().join("mine.safetensors"), &mine, &items, None, &BTreeMap::new())?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// # Errors
 /// I/O errors, or a source error while reading a tensor; the destination is then untouched.

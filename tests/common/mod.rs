@@ -113,6 +113,14 @@ pub fn load_expected(section: &str) -> Expected {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
 }
 
+/// Runs the built `vit-convert` binary with `args` and collects its output.
+pub fn run_cli<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_vit-convert"))
+        .args(args)
+        .output()
+        .expect("running vit-convert")
+}
+
 /// Lowercase hex sha256.
 pub fn sha256_hex(data: &[u8]) -> String {
     let digest = Sha256::digest(data);

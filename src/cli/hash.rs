@@ -1,0 +1,187 @@
+//! `vit-convert hash` and `vit-convert diff`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use vit_convert::hash::Reading;
+use vit_convert::{DiffOptions, MappingTable, ReadAs, Tolerance};
+
+use super::{Ui, EXIT_MISMATCH, EXIT_OK, FAMILIES};
+
+#[derive(Args)]
+pub struct HashArgs {
+    /// The checkpoint.
+    pub file: PathBuf,
+    /// Hash the canonical tensors this family's table makes (auto: detect) instead of the
+    /// tensors as stored.
+    #[arg(long, value_parser = FAMILIES)]
+    pub from: Option<String>,
+    /// Hash the canonical tensors a custom mapping table makes.
+    #[arg(long, value_name = "FILE.toml")]
+    pub table: Option<PathBuf>,
+    /// Checkpoints with branches (DINO training checkpoints): which network.
+    #[arg(long, value_parser = ["teacher", "student"])]
+    pub branch: Option<String>,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// The first checkpoint (A).
+    pub a: PathBuf,
+    /// The second checkpoint (B).
+    pub b: PathBuf,
+    /// Compare canonical tensors: read both sides through this family's table (auto: detect
+    /// each side's family). Without it, the tensors are compared as stored.
+    #[arg(long, value_parser = FAMILIES)]
+    pub from: Option<String>,
+    /// Read B through this family's table instead (default: as --from says).
+    #[arg(long, value_parser = FAMILIES)]
+    pub from_b: Option<String>,
+    /// Read both sides (B: unless --from-b) through a custom mapping table.
+    #[arg(long, value_name = "FILE.toml")]
+    pub table: Option<PathBuf>,
+    /// Branch of A (DINO training checkpoints).
+    #[arg(long, value_parser = ["teacher", "student"])]
+    pub branch: Option<String>,
+    /// Branch of B.
+    #[arg(long, value_parser = ["teacher", "student"])]
+    pub branch_b: Option<String>,
+    /// Accept value differences up to atol + rtol * max |A| per tensor (and dtype changes).
+    #[arg(long)]
+    pub atol: Option<f64>,
+    /// See --atol.
+    #[arg(long)]
+    pub rtol: Option<f64>,
+}
+
+fn read_table(path: &Option<PathBuf>) -> anyhow::Result<Option<MappingTable>> {
+    let Some(p) = path else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(p).with_context(|| format!("{}: read", p.display()))?;
+    Ok(Some(MappingTable::from_toml(
+        &text,
+        &p.display().to_string(),
+    )?))
+}
+
+fn describe(r: &Reading) -> String {
+    let how = match &r.table {
+        Some(t) => format!(
+            "canonical tensors via table {t}{}",
+            r.selected
+                .as_ref()
+                .map(|s| format!(", from `{s}`"))
+                .unwrap_or_default()
+        ),
+        None => "tensors as stored".to_string(),
+    };
+    format!("{} ({}, {how})", r.file.display(), r.format.name())
+}
+
+pub fn hash(a: HashArgs, ui: Ui) -> anyhow::Result<i32> {
+    let how = ReadAs {
+        from: a.from,
+        table: read_table(&a.table)?,
+        branch: a.branch,
+    };
+    let r = vit_convert::hash(&a.file, &how)?;
+    ui.detail(format_args!("{}", describe(&r.reading)));
+    for (n, why) in &r.reading.dropped {
+        ui.detail(format_args!("left out {n}: {why}"));
+    }
+    ui.json(&r)?;
+    let mut out = ui.text();
+    out.write_all(r.manifest().as_bytes())?;
+    writeln!(out, "{} model ({} tensors)", r.digest, r.tensors.len())?;
+    Ok(EXIT_OK)
+}
+
+pub fn diff(a: DiffArgs, ui: Ui) -> anyhow::Result<i32> {
+    let table = read_table(&a.table)?;
+    let side_a = ReadAs {
+        from: a.from.clone(),
+        table: table.clone(),
+        branch: a.branch,
+    };
+    let side_b = match a.from_b {
+        Some(f) => ReadAs {
+            from: Some(f),
+            table: None,
+            branch: a.branch_b,
+        },
+        None => ReadAs {
+            from: a.from,
+            table,
+            branch: a.branch_b,
+        },
+    };
+    let tolerance = (a.atol.is_some() || a.rtol.is_some()).then(|| Tolerance {
+        atol: a.atol.unwrap_or(0.0),
+        rtol: a.rtol.unwrap_or(0.0),
+    });
+    let opts = DiffOptions {
+        a: side_a,
+        b: side_b,
+        tolerance,
+    };
+    let r = vit_convert::diff(&a.a, &a.b, &opts)?;
+    ui.json(&r)?;
+    let mut out = ui.text();
+    writeln!(out, "A: {}", describe(&r.a))?;
+    writeln!(out, "B: {}", describe(&r.b))?;
+    for n in &r.only_in_a {
+        writeln!(out, "only in A: {n}")?;
+    }
+    for n in &r.only_in_b {
+        writeln!(out, "only in B: {n}")?;
+    }
+    for c in &r.changed {
+        let mut line = format!("changed: {}", c.name);
+        if c.dtype_a != c.dtype_b {
+            line.push_str(&format!("  dtype {} → {}", c.dtype_a, c.dtype_b));
+        }
+        if c.shape_a != c.shape_b {
+            line.push_str(&format!("  shape {:?} → {:?}", c.shape_a, c.shape_b));
+        }
+        if let (Some(abs), Some(rel)) = (c.max_abs, c.max_rel) {
+            line.push_str(&format!("  max |Δ| {abs:.3e}  relative {rel:.3e}"));
+        }
+        if c.non_finite > 0 {
+            line.push_str(&format!("  {} NaN/inf mismatches", c.non_finite));
+        }
+        if r.tolerance.is_some() && c.within_tolerance {
+            line.push_str("  (within tolerance)");
+        }
+        writeln!(out, "{line}")?;
+    }
+    let verdict = if r.identical {
+        "identical".to_string()
+    } else if r.equivalent {
+        "equivalent within the tolerance".to_string()
+    } else {
+        "differ".to_string()
+    };
+    writeln!(
+        out,
+        "{} common tensors ({} identical, {} changed), {} only in A, {} only in B: {verdict}",
+        r.common,
+        r.identical_tensors,
+        r.changed.len(),
+        r.only_in_a.len(),
+        r.only_in_b.len()
+    )?;
+    if r.common == 0 && r.a.table.is_none() && r.b.table.is_none() {
+        writeln!(
+            out,
+            "hint: no names in common; --from auto compares the canonical tensors of any two layouts"
+        )?;
+    }
+    Ok(if r.identical || r.equivalent {
+        EXIT_OK
+    } else {
+        EXIT_MISMATCH
+    })
+}

@@ -1,0 +1,261 @@
+//! `hash`: a per-tensor sha256 manifest and a whole-model digest, so CI can pin weights.
+//!
+//! # What is hashed
+//!
+//! Every tensor's data as [`TensorSource::read`] returns it: C-contiguous, little-endian, in
+//! the dtype the tensor has (no cast). So the container does not matter — a tensor stored
+//! big-endian in a legacy `.pth`, strided in a zip `.pth`, or flat in a safetensors file hashes
+//! alike when its values, dtype and shape are alike.
+//!
+//! Which tensors, under which names, depends on [`ReadAs`]:
+//!
+//! * **stored** (the default, no `--from`): the tensors as the file lists them, under the
+//!   names `vit-convert inspect` shows (nested pickle dicts joined with `/`).
+//! * **canonical** (`--from FAMILY`, `--from auto` or `--table FILE`): the tensors conversion
+//!   would write, after the mapping table (wrapper chosen, prefixes stripped, q/k/v split,
+//!   kernels transposed …), under canonical names without the `vit.`/`deit.` prefix, and
+//!   without tensors the model class cannot hold (reported in
+//!   [`Reading::dropped`]). A timm `.pth` read `--from timm`, the same weights as a JAX `.npz`
+//!   read `--from jax`, and the converted `model.safetensors` read `--from hf` hash alike.
+//!
+//! # The manifest and the digest
+//!
+//! One line per tensor, sorted by name (byte order):
+//!
+//! ```text
+//! <sha256 of the data, 64 hex digits> <DTYPE> <shape as [d0,d1,…], no spaces> <name>\n
+//! ```
+//!
+//! The name is written as is, unless it starts with `"` or contains a control character; then it
+//! is written as a JSON string, so that no two manifests read alike. The whole-model digest is
+//! the sha256 of the manifest text ([`HashReport::manifest`]) — what `vit-convert hash` prints —
+//! so `vit-convert hash FILE | head -n -1 | sha256sum` reproduces it.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::convert::plan_canonical;
+use crate::error::Result;
+use crate::mapping::{schema::hex, MappingTable, PlannedSource};
+use crate::source::{self, Format, TensorSource};
+use crate::tensor::DType;
+
+/// How [`hash`] and [`diff`](crate::diff()) read a checkpoint: its tensors as stored, or the
+/// canonical tensors a mapping table makes of them.
+#[derive(Clone, Debug, Default)]
+pub struct ReadAs {
+    /// `None` (and no `table`): as stored. A family id (`timm`, `jax`, `hf`, …) or `auto`
+    /// (detected as `convert` does): canonical.
+    pub from: Option<String>,
+    /// A custom mapping table: canonical through it (wins over `from`).
+    pub table: Option<MappingTable>,
+    /// Checkpoints with branches (DINO training checkpoints): which one.
+    pub branch: Option<String>,
+}
+
+impl ReadAs {
+    /// The tensors as stored.
+    pub fn stored() -> Self {
+        ReadAs::default()
+    }
+
+    /// The canonical tensors through a built-in family's table (or `auto`).
+    pub fn canonical(from: &str) -> Self {
+        ReadAs {
+            from: Some(from.to_string()),
+            ..ReadAs::default()
+        }
+    }
+
+    /// True when a mapping table is applied.
+    pub fn is_canonical(&self) -> bool {
+        self.from.is_some() || self.table.is_some()
+    }
+}
+
+/// How a checkpoint was read: container, and the table applied if any.
+#[derive(Clone, Debug, Serialize)]
+pub struct Reading {
+    /// The file.
+    pub file: PathBuf,
+    /// Its container format.
+    pub format: Format,
+    /// The mapping table applied (`None`: tensors as stored).
+    pub table: Option<String>,
+    /// The wrapper or branch converted (`model`, `teacher`, …), if any.
+    pub selected: Option<String>,
+    /// Canonical tensors left out because the model class cannot hold them, with why.
+    pub dropped: Vec<(String, String)>,
+}
+
+/// Opens `path` and hands its tensors, read as `how` says, to `f`.
+pub(crate) fn with_tensors<R>(
+    path: &Path,
+    how: &ReadAs,
+    f: impl FnOnce(&dyn TensorSource, Reading) -> Result<R>,
+) -> Result<R> {
+    let src = source::open(path)?;
+    let mut reading = Reading {
+        file: path.to_path_buf(),
+        format: src.format(),
+        table: None,
+        selected: None,
+        dropped: Vec::new(),
+    };
+    if !how.is_canonical() {
+        return f(src.as_ref(), reading).map_err(|e| e.with_path(path));
+    }
+    let c = plan_canonical(
+        src.as_ref(),
+        how.from.as_deref(),
+        how.table.as_ref(),
+        how.branch.as_deref(),
+    )
+    .map_err(|e| e.with_path(path))?;
+    reading.table = Some(c.table.id().to_string());
+    reading.selected = c.plan.report.selected.clone();
+    reading.dropped = c.dropped;
+    let planned = PlannedSource::new(src.as_ref(), c.plan);
+    f(&planned, reading).map_err(|e| e.with_path(path))
+}
+
+/// One tensor of a [`HashReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TensorHash {
+    /// Name (stored or canonical, see [`ReadAs`]).
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// sha256 (hex) of the C-contiguous little-endian data.
+    pub sha256: String,
+}
+
+impl TensorHash {
+    /// The tensor's manifest line (with its trailing newline), as the module docs define it.
+    pub fn manifest_line(&self) -> String {
+        let shape: Vec<String> = self.shape.iter().map(usize::to_string).collect();
+        let plain = !self.name.starts_with('"') && !self.name.chars().any(char::is_control);
+        let name = if plain {
+            self.name.clone()
+        } else {
+            serde_json::Value::String(self.name.clone()).to_string()
+        };
+        format!(
+            "{} {} [{}] {}\n",
+            self.sha256,
+            self.dtype.name(),
+            shape.join(","),
+            name
+        )
+    }
+}
+
+/// What [`hash`] computed.
+#[derive(Clone, Debug, Serialize)]
+pub struct HashReport {
+    /// How the file was read.
+    #[serde(flatten)]
+    pub reading: Reading,
+    /// Every tensor, sorted by name.
+    pub tensors: Vec<TensorHash>,
+    /// sha256 (hex) of [`HashReport::manifest`].
+    pub digest: String,
+}
+
+impl HashReport {
+    /// The manifest: every tensor's [`TensorHash::manifest_line`], in order.
+    pub fn manifest(&self) -> String {
+        self.tensors.iter().map(TensorHash::manifest_line).collect()
+    }
+}
+
+/// Hashes a checkpoint's tensors (see the module docs for exactly what is hashed).
+///
+/// ```
+/// use vit_convert::{hash, ReadAs};
+/// // The same weights as a timm .pth, a JAX .npz and an HF safetensors: one digest.
+/// let pth = hash("fixtures/convert/timm_vit/source.pth".as_ref(), &ReadAs::canonical("timm"))?;
+/// let npz = hash("fixtures/convert/jax_vit/source.npz".as_ref(), &ReadAs::canonical("jax"))?;
+/// let hf = hash("fixtures/convert/timm_vit/hf/model.safetensors".as_ref(), &ReadAs::canonical("auto"))?;
+/// assert_eq!(pth.digest, npz.digest);
+/// assert_eq!(pth.digest, hf.digest);
+/// assert_eq!(pth.tensors[0].name, "classifier.bias");
+///
+/// // As stored, names (and so the digest) are the container's own.
+/// let stored = hash("fixtures/convert/timm_vit/source.pth".as_ref(), &ReadAs::stored())?;
+/// assert_ne!(stored.digest, pth.digest);
+/// # Ok::<(), vit_convert::Error>(())
+/// ```
+///
+/// # Errors
+/// Reader and mapping errors, naming the file.
+pub fn hash(path: &Path, how: &ReadAs) -> Result<HashReport> {
+    with_tensors(path, how, |src, reading| {
+        let mut infos: Vec<_> = src.tensors().to_vec();
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut tensors = Vec::with_capacity(infos.len());
+        for info in infos {
+            let t = src
+                .read(&info.name)
+                .map_err(|e| e.with_tensor(info.name.clone()))?;
+            tensors.push(TensorHash {
+                sha256: hex(&Sha256::digest(&t.data)),
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                name: info.name,
+            });
+        }
+        let mut report = HashReport {
+            reading,
+            tensors,
+            digest: String::new(),
+        };
+        report.digest = hex(&Sha256::digest(report.manifest().as_bytes()));
+        Ok(report)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn th(name: &str) -> TensorHash {
+        TensorHash {
+            name: name.to_string(),
+            dtype: DType::F32,
+            shape: vec![2, 3],
+            sha256: "ab".repeat(32),
+        }
+    }
+
+    #[test]
+    fn manifest_line_writes_plain_names_as_is() {
+        assert_eq!(
+            th("encoder.layer.0.output.dense.bias").manifest_line(),
+            format!(
+                "{} F32 [2,3] encoder.layer.0.output.dense.bias\n",
+                "ab".repeat(32)
+            )
+        );
+    }
+
+    #[test]
+    fn manifest_line_quotes_names_that_could_forge_lines() {
+        let forged = th("a\nabab F32 [1] b").manifest_line();
+        assert_eq!(forged.lines().count(), 1);
+        assert!(forged.ends_with(" \"a\\nabab F32 [1] b\"\n"), "{forged}");
+        let quoted = th("\"x\"").manifest_line();
+        assert!(quoted.ends_with(" \"\\\"x\\\"\"\n"), "{quoted}");
+    }
+
+    #[test]
+    fn scalar_shape_is_empty_brackets() {
+        let mut t = th("step");
+        t.shape.clear();
+        assert!(t.manifest_line().contains(" F32 [] step"));
+    }
+}

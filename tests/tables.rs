@@ -1,0 +1,280 @@
+//! `vit-convert tables`, and the worked example of `mappings/README.md`: the table printed there
+//! converts a checkpoint of the layout it describes.
+
+mod common;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+use vit_convert::model::ConfigOverrides;
+use vit_convert::{
+    ConvertOptions, DType, DiffOptions, MappingTable, MemorySource, Tensor, WriteItem,
+};
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn tables_lists_every_builtin_table_with_families_and_description() {
+    let out = common::run_cli(&["tables"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for t in MappingTable::builtins().unwrap() {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(t.id()))
+            .unwrap_or_else(|| panic!("{} not listed:\n{text}", t.id()));
+        assert!(line.contains(t.description()), "{line}");
+        assert!(line.contains(&t.families().join(",")), "{line}");
+    }
+
+    let json = common::run_cli(&["tables", "--json"]);
+    let v: Value = serde_json::from_slice(&json.stdout).unwrap();
+    let ids: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vit_convert::mapping::builtin_ids());
+    assert_eq!(v[0]["file"], "mappings/timm.toml");
+    assert!(v[0]["rules"].as_u64().unwrap() > 10);
+}
+
+#[test]
+fn tables_show_prints_the_shipped_toml_exactly() {
+    for id in vit_convert::mapping::builtin_ids() {
+        let out = common::run_cli(&["tables", "--show", id]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("mappings")
+            .join(format!("{id}.toml"));
+        assert_eq!(stdout(&out), std::fs::read_to_string(file).unwrap(), "{id}");
+    }
+}
+
+#[test]
+fn tables_show_of_an_unknown_id_names_the_builtin_ones() {
+    let out = common::run_cli(&["tables", "--show", "vit_huge"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("vit_huge") && err.contains("timm, dino"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tables_check_reports_the_file_and_line_of_a_bad_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let text = MappingTable::builtin("timm")
+        .unwrap()
+        .text()
+        .replace("ops = [\"split(0, 3)\"]", "ops = [\"explode(0)\"]");
+    std::fs::write(&path, &text).unwrap();
+    let out = common::run_cli(&["tables", "--check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = text.lines().position(|l| l.contains("explode")).unwrap() + 1;
+    let err = stderr(&out);
+    assert!(err.contains("bad.toml:"), "{err}");
+    assert!(err.contains("explode"), "{err}");
+    // The error names the rule's line (the `[[rule]]` header a few lines above the op).
+    let named: usize = err
+        .split("bad.toml:")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no line number in {err}"));
+    assert!(
+        named <= line && line - named < 5,
+        "{named} vs {line}: {err}"
+    );
+}
+
+/// The `toml` block of the README's worked example, verbatim.
+fn readme_table() -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/README.md"))
+            .unwrap();
+    let section = readme
+        .split("## Worked example")
+        .nth(1)
+        .expect("mappings/README.md has a worked example");
+    let block = section
+        .split("```toml\n")
+        .nth(1)
+        .expect("the worked example has a toml block");
+    block
+        .split("\n```")
+        .next()
+        .expect("the toml block is closed")
+        .to_string()
+}
+
+/// f32 `[r, c]` → `[c, r]`.
+fn transpose(t: &Tensor) -> Tensor<'static> {
+    let (r, c) = (t.shape[0], t.shape[1]);
+    let v: Vec<[u8; 4]> = t
+        .data
+        .chunks_exact(4)
+        .map(|b| [b[0], b[1], b[2], b[3]])
+        .collect();
+    let mut out = Vec::with_capacity(t.data.len());
+    for j in 0..c {
+        for i in 0..r {
+            out.extend_from_slice(&v[i * c + j]);
+        }
+    }
+    Tensor::new(DType::F32, vec![c, r], Cow::Owned(out)).unwrap()
+}
+
+/// The timm fixture's weights in the README's layout: `net/…` names, Linear weights `[in, out]`,
+/// plus an optimizer entry outside `net/`.
+fn mynet_checkpoint(dir: &Path) -> PathBuf {
+    let timm = vit_convert::open(&common::fixture("convert", "timm_vit/source.pth")).unwrap();
+    let mut src = MemorySource::new();
+    for info in timm.tensors() {
+        let t = timm.read(&info.name).unwrap();
+        let n = info.name.as_str();
+        let linear = n.ends_with(".weight")
+            && (n.contains(".attn.") || n.contains(".mlp.") || n.starts_with("head."));
+        let name = n
+            .replace("cls_token", "encoder.cls")
+            .replace("pos_embed", "encoder.pos")
+            .replace("patch_embed.proj", "encoder.patch")
+            .replace("blocks.", "encoder.blocks.")
+            .replace(".norm1.", ".ln1.")
+            .replace(".norm2.", ".ln2.")
+            .replace(".attn.proj.", ".attn.out.")
+            .replace(".mlp.fc1.", ".mlp.0.")
+            .replace(".mlp.fc2.", ".mlp.2.");
+        let name = match name.strip_prefix("norm.") {
+            Some(rest) => format!("encoder.norm.{rest}"),
+            None => name,
+        };
+        let t = if linear {
+            transpose(&t)
+        } else {
+            t.into_owned()
+        };
+        src.insert(&format!("net/{name}"), t).unwrap();
+    }
+    let step = Tensor::new(
+        DType::I64,
+        vec![],
+        Cow::Owned(1234i64.to_le_bytes().to_vec()),
+    )
+    .unwrap();
+    src.insert("optimizer/step", step).unwrap();
+    let items = WriteItem::all(&src);
+    let path = dir.join("ckpt.safetensors");
+    vit_convert::write_safetensors(&path, &src, &items, None, &BTreeMap::new()).unwrap();
+    path
+}
+
+#[test]
+fn readme_worked_example_table_converts_its_layout_to_the_transformers_checkpoint() {
+    let text = readme_table();
+    let table = MappingTable::from_toml(&text, "mappings/README.md (worked example)").unwrap();
+    assert_eq!(table.id(), "mynet");
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = mynet_checkpoint(dir.path());
+
+    // The layout the README prints under "1. Look at the names".
+    let listed = vit_convert::inspect(&ckpt).unwrap();
+    let qkv = listed
+        .tensors
+        .iter()
+        .find(|t| t.name == "net/encoder.blocks.0.attn.qkv.weight")
+        .unwrap();
+    assert_eq!(qkv.shape, [24, 72]);
+
+    let out = dir.path().join("out");
+    let opts = ConvertOptions {
+        table: Some(table),
+        overrides: ConfigOverrides {
+            num_heads: Some(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let report = vit_convert::convert(&ckpt, &out, &opts).unwrap();
+    assert_eq!(report.mapping.table, "mynet");
+    assert_eq!(report.mapping.selected.as_deref(), Some("net"));
+    assert_eq!(report.mapping.not_selected, ["optimizer/step"]);
+    assert_eq!(report.architecture.name(), "ViTForImageClassification");
+
+    // Tensor for tensor what transformers made from the original timm model.
+    let d = vit_convert::diff(
+        &out.join("model.safetensors"),
+        &common::fixture("convert", "timm_vit/hf/model.safetensors"),
+        &DiffOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        d.identical,
+        "only in A {:?}, only in B {:?}, changed {:?}",
+        d.only_in_a, d.only_in_b, d.changed
+    );
+    assert_eq!(d.common, 40);
+}
+
+#[test]
+fn readme_worked_example_commands_run_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("mynet.toml");
+    std::fs::write(&table, readme_table()).unwrap();
+    let ckpt = mynet_checkpoint(dir.path());
+    let table_arg = table.to_str().unwrap();
+
+    let check = common::run_cli(&["tables", "--check", table_arg]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    assert!(stdout(&check).contains("table `mynet`"));
+
+    let out = dir.path().join("out");
+    let conv = common::run_cli(&[
+        "--table",
+        table_arg,
+        "--num-heads",
+        "2",
+        ckpt.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(conv.status.code(), Some(0), "{}", stderr(&conv));
+
+    let verify = common::run_cli(&[
+        "verify",
+        out.to_str().unwrap(),
+        "--input",
+        common::fixture("convert", "timm_vit/io/input.npy")
+            .to_str()
+            .unwrap(),
+        "--expected",
+        common::fixture("convert", "timm_vit/io/logits_timm.npy")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(verify.status.code(), Some(0), "{}", stdout(&verify));
+
+    // hash --table on the checkpoint == hash --from hf on the output.
+    let a = common::run_cli(&["hash", ckpt.to_str().unwrap(), "--table", table_arg]);
+    let b = common::run_cli(&[
+        "hash",
+        out.join("model.safetensors").to_str().unwrap(),
+        "--from",
+        "hf",
+    ]);
+    assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
+    assert_eq!(stdout(&a), stdout(&b));
+}
