@@ -16,14 +16,23 @@ For every case and every source file of fixtures/convert/cases.json this script
 3. converts it `--to npz` and loads it with timm's JAX loader
    `timm.models.vision_transformer._load_weights`, and compares outputs.
 
-It prints a markdown table (the one README.md shows) and exits 1 if anything failed. Layouts a
+4. converts it `--to flax` and loads the folder with transformers' `FlaxViT*.from_pretrained`
+   (through scripts/interop_flax.py in the Flax fixture environment, since transformers 5 has no
+   Flax; skipped, and said so, when that environment is absent), and compares outputs.
+
+Then, for the HF Flax fixtures of fixtures/flax/cases.json, it converts `--from flax` and loads the
+result in transformers (PyTorch), comparing with the outputs Flax itself computed, and converts
+those back `--to flax` for the Flax loader.
+
+It prints markdown tables (the ones README.md shows) and exits 1 if anything failed. Layouts a
 target cannot represent (a DeiT distillation token in the JAX npz layout, a pre-logits pooler in
 timm's) are reported as refused by vit-convert, with its message: that refusal is the correct
 behaviour, not a failure.
 
 Needs the fixture environment (torch, timm, transformers, numpy):
 
-    /root/vitc-venv/bin/python scripts/interop.py [--bin target/release/vit-convert]
+    /root/vitc-venv/bin/python scripts/interop.py [--bin target/release/vit-convert] \
+        [--flax-python /root/flax-venv/bin/python]
 
 Without --bin it runs `cargo build --release` and uses target/release/vit-convert. CI does not
 need this script; the Rust tests cover the same outputs against the same fixtures.
@@ -43,6 +52,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures" / "convert"
+FLAX_FIXTURES = ROOT / "fixtures" / "flax"
 # Outputs must match the source framework's within this (max absolute difference); the
 # transformers and timm fixtures themselves agree within 1e-5.
 TOLERANCE = 1e-4
@@ -50,28 +60,50 @@ TOLERANCE = 1e-4
 
 def run_convert(binary: Path, case: dict, source: dict, to: str, out: Path) -> tuple[bool, str]:
     src = FIXTURES / case["dir"] / source["file"]
-    args = [str(binary), "--from", case["family"], "--to", to, str(src), "-o", str(out)]
+    extra = []
     if case["family"] != "hf":
-        args += ["--num-heads", str(case["config"]["num_attention_heads"])]
+        extra += ["--num-heads", str(case["config"]["num_attention_heads"])]
     if source.get("branch") in ("teacher", "student"):
-        args += ["--branch", source["branch"]]
+        extra += ["--branch", source["branch"]]
+    return convert_file(binary, case["family"], src, to, out, extra)
+
+
+def convert_file(binary: Path, family: str, src: Path, to: str, out: Path, extra: list[str]) -> tuple[bool, str]:
+    args = [str(binary), "--from", family, "--to", to, str(src), "-o", str(out), *extra]
     p = subprocess.run(args, capture_output=True, text=True)
     if p.returncode != 0:
         return False, p.stderr.strip().removeprefix("error: ")
     return True, ""
 
 
+def refusal_cell(err: str) -> str:
+    """The cell for a layout the target cannot represent: vit-convert's reason."""
+    if "--to flax: " in err:
+        return "refused: " + err.split("--to flax: ", 1)[1]
+    return "refused: " + err.split(": ")[-1]
+
+
+def is_refusal(err: str) -> bool:
+    return "has no place for" in err or "cannot represent" in err or "transformers has no Flax" in err
+
+
 def load_np(case: dict, rel: str) -> np.ndarray:
     return np.load(FIXTURES / case["dir"] / rel)
 
 
-def source_reference(case: dict) -> tuple[str, np.ndarray]:
-    """The source framework's output on io/input.npy: (what, array)."""
+def source_reference_file(case: dict) -> tuple[str, Path]:
+    """The source framework's output on io/input.npy: (what, .npy path)."""
     io = case["io"]["input.npy"]
     timm_out = io.get("timm_outputs", {})
     if "logits" in timm_out:
-        return "timm logits", load_np(case, timm_out["logits"])
-    return "timm forward_features", load_np(case, timm_out["features"])
+        return "timm logits", FIXTURES / case["dir"] / timm_out["logits"]
+    return "timm forward_features", FIXTURES / case["dir"] / timm_out["features"]
+
+
+def source_reference(case: dict) -> tuple[str, np.ndarray]:
+    """The source framework's output on io/input.npy: (what, array)."""
+    what, path = source_reference_file(case)
+    return what, np.load(path)
 
 
 def max_abs(a, b) -> float:
@@ -163,9 +195,44 @@ def guarded(fn, *args) -> tuple[bool, str]:
         return False, f"FAILED: {type(e).__name__}: {str(e).splitlines()[0][:120]}"
 
 
+def run_flax_jobs(flax_python: Path | None, jobs: list[dict]) -> list[dict]:
+    """Runs scripts/interop_flax.py on `jobs` in the Flax environment (all skipped without it)."""
+    if not jobs:
+        return []
+    if flax_python is None or not flax_python.exists():
+        return [{"ok": True, "cell": "skipped: no Flax environment (--flax-python)", "skipped": True}] * len(jobs)
+    p = subprocess.run(
+        [str(flax_python), str(ROOT / "scripts" / "interop_flax.py")],
+        input=json.dumps(jobs),
+        capture_output=True,
+        text=True,
+    )
+    if p.returncode != 0:
+        line = (p.stderr.strip().splitlines() or ["no output"])[-1][:160]
+        return [{"ok": False, "cell": f"FAILED: {line}"}] * len(jobs)
+    return json.loads(p.stdout)
+
+
+def flax_job(out: Path, architecture: str, pooler: bool, x: Path, output: str, expected: Path) -> dict:
+    return {
+        "dir": str(out),
+        "architecture": architecture,
+        "add_pooling_layer": pooler,
+        "input": str(x),
+        "output": output,
+        "expected": str(expected),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", type=Path, help="vit-convert binary (default: build release)")
+    ap.add_argument(
+        "--flax-python",
+        type=Path,
+        default=Path("/root/flax-venv/bin/python"),
+        help="python of the Flax fixture environment (default: /root/flax-venv/bin/python)",
+    )
     args = ap.parse_args()
     binary = args.bin
     if binary is None:
@@ -180,6 +247,9 @@ def main() -> int:
     cases = json.loads((FIXTURES / "cases.json").read_text())
     rows = []
     failures = 0
+    # (row, column) of each cell the Flax environment fills, in job order.
+    flax_cells: list[tuple[list[str], int]] = []
+    flax_jobs: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for case in cases:
@@ -204,35 +274,153 @@ def main() -> int:
                         continue
                     conv_ok, err = run_convert(binary, case, source, to, base / to)
                     if not conv_ok:
-                        refused = "has no place for" in err or "cannot represent" in err
-                        cells.append(f"refused: {err.split(': ')[-1]}" if refused else f"convert FAILED: {err}")
+                        refused = is_refusal(err)
+                        cells.append(refusal_cell(err) if refused else f"convert FAILED: {err}")
                         failures += not refused
                         continue
                     ok, cell = guarded(check, case, base / to / file)
                     failures += not ok
                     cells.append(cell)
+
+                conv_ok, err = run_convert(binary, case, source, "flax", base / "flax")
+                if conv_ok:
+                    what, expected = source_reference_file(case)
+                    pooler = bool(case.get("add_pooling_layer", case["architecture"] != "ViTModel"))
+                    flax_jobs.append(
+                        flax_job(
+                            base / "flax",
+                            case["architecture"],
+                            pooler,
+                            FIXTURES / case["dir"] / case["io"]["input.npy"]["input"],
+                            "logits" if "logits" in what else "last_hidden_state",
+                            expected,
+                        )
+                    )
+                    flax_cells.append((cells, len(cells)))
+                    cells.append("")
+                else:
+                    refused = is_refusal(err)
+                    cells.append(refusal_cell(err) if refused else f"convert FAILED: {err}")
+                    failures += not refused
                 rows.append(cells)
 
-    print("| case | source | transformers `from_pretrained` | max \\|Δ\\| vs source framework | `--to timm` in timm | `--to npz` in timm `_load_weights` |")
-    print("| --- | --- | --- | --- | --- | --- |")
+        # The HF Flax fixtures: --from flax into transformers (PyTorch), and back --to flax.
+        flax_rows = []
+        flax_cases = json.loads((FLAX_FIXTURES / "cases.json").read_text())
+        for case in flax_cases:
+            d = FLAX_FIXTURES / case["dir"]
+            sources = [d / "flax_model.msgpack"]
+            if (FLAX_FIXTURES / f"{case['dir']}_safetensors" / "model.safetensors").exists():
+                sources.append(FLAX_FIXTURES / f"{case['dir']}_safetensors" / "model.safetensors")
+            for src in sources:
+                base = tmp / f"flax-{src.parent.name}"
+                cells = [f"`{case['dir']}`", f"`{src.relative_to(FLAX_FIXTURES)}`"]
+                ok, err = convert_file(binary, "flax", src, "safetensors", base / "hf", [])
+                if ok:
+                    ok, keys, diff = guarded3(check_flax_in_transformers, case, base / "hf")
+                    cells += [keys, diff]
+                else:
+                    cells += [f"convert FAILED: {err}", "—"]
+                failures += not ok
+                ok, err = convert_file(binary, "hf", base / "hf" / "model.safetensors", "flax", base / "flax", [])
+                if ok:
+                    primary = case["primary_output"]
+                    flax_jobs.append(
+                        flax_job(
+                            base / "flax",
+                            case["architecture"],
+                            "pooler_output.npy" in case["outputs"],
+                            d / "input.npy",
+                            primary.removesuffix(".npy"),
+                            d / primary,
+                        )
+                    )
+                    flax_cells.append((cells, len(cells)))
+                    cells.append("")
+                else:
+                    cells.append(f"convert FAILED: {err}")
+                    failures += 1
+                flax_rows.append(cells)
+
+        results = run_flax_jobs(args.flax_python, flax_jobs)
+        skipped = any(r.get("skipped") for r in results)
+        for (cells, col), r in zip(flax_cells, results):
+            cells[col] = r["cell"]
+            failures += not r["ok"]
+
+    print(
+        "| case | source | transformers `from_pretrained` | max \\|Δ\\| vs source framework "
+        "| `--to timm` in timm | `--to npz` in timm `_load_weights` | `--to flax` in transformers Flax |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
-    import timm
-    import transformers
-
     print()
     print(
-        f"{len(rows)} conversions; torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"timm {timm.__version__}; tolerance {TOLERANCE:g} absolute; "
+        "| HF Flax case | source | `--from flax` in transformers `from_pretrained` | max \\|Δ\\| vs Flax "
+        "| back `--to flax` in transformers Flax, max \\|Δ\\| vs Flax |"
+    )
+    print("| --- | --- | --- | --- | --- |")
+    for r in flax_rows:
+        print("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+    import timm
+
+    print()
+    flax_versions = "Flax loads skipped (no Flax environment)" if skipped else "Flax side: " + flax_versions_of(args.flax_python)
+    print(
+        f"{len(rows) + len(flax_rows)} conversions; torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"timm {timm.__version__}; {flax_versions}; tolerance {TOLERANCE:g} absolute; "
         + ("all passed." if failures == 0 else f"{failures} FAILED.")
     )
     return 0 if failures == 0 else 1
 
 
+def flax_versions_of(python: Path) -> str:
+    p = subprocess.run(
+        [str(python), "-c", "import transformers, flax, jax; print(f'transformers {transformers.__version__}, flax {flax.__version__}, jax {jax.__version__}')"],
+        capture_output=True,
+        text=True,
+    )
+    return p.stdout.strip() or "unknown versions"
+
+
+def check_flax_in_transformers(case: dict, out: Path) -> tuple[bool, str, str]:
+    """A `--from flax` output in transformers (PyTorch), against the outputs Flax computed."""
+    import transformers
+
+    arch = case["architecture"]
+    cls = getattr(transformers, arch)
+    kwargs = {"output_loading_info": True, "attn_implementation": "eager"}
+    pooler = "pooler_output.npy" in case["outputs"]
+    if arch == "ViTModel":
+        kwargs["add_pooling_layer"] = pooler
+    model, info = cls.from_pretrained(str(out), **kwargs)
+    model.eval()
+    bad = {k: v for k, v in info.items() if v}
+    if bad:
+        return False, f"{arch}: {bad}", "—"
+    d = FLAX_FIXTURES / case["dir"]
+    x = torch.from_numpy(np.load(d / "input.npy"))
+    with torch.no_grad():
+        y = model(pixel_values=x)
+    cells = []
+    ok = True
+    for name in case["outputs"]:
+        got = getattr(y, name.removesuffix(".npy"))
+        diff = max_abs(got.numpy(), np.load(d / name))
+        cells.append(f"{name.removesuffix('.npy')} {diff:.1e}")
+        ok = ok and diff <= TOLERANCE
+    return ok, f"`{arch}`, 0 missing / 0 unexpected", "; ".join(cells)
+
+
 def guarded_hf(case: dict, out: Path) -> tuple[bool, str, str]:
+    return guarded3(check_transformers, case, out)
+
+
+def guarded3(fn, *args) -> tuple[bool, str, str]:
     try:
-        return check_transformers(case, out)
-    except Exception as e:
+        return fn(*args)
+    except Exception as e:  # a loader failure is a result to report, not a crash
         return False, f"FAILED: {type(e).__name__}: {str(e).splitlines()[0][:120]}", "—"
 
 
