@@ -2,63 +2,21 @@
 //! forward → reverse is bit-exact.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use super::*;
-use crate::tensor::{DType, Tensor, TensorInfo};
+use crate::source::MemorySource;
+use crate::tensor::{DType, Tensor};
 
-/// An in-memory source with deterministic, distinct bytes per tensor.
-pub(crate) struct MemSource {
-    infos: Vec<TensorInfo>,
-    data: BTreeMap<String, Vec<u8>>,
-    meta: BTreeMap<String, String>,
-}
-
-impl MemSource {
-    pub(crate) fn new(list: &[(&str, &[usize])]) -> Self {
-        let mut infos = Vec::new();
-        let mut data = BTreeMap::new();
-        for (k, (name, shape)) in list.iter().enumerate() {
-            let info = TensorInfo {
-                name: name.to_string(),
-                dtype: DType::F32,
-                shape: shape.to_vec(),
-            };
-            let n = info.byte_len();
-            data.insert(
-                name.to_string(),
-                (0..n).map(|j| (j * 31 + k * 7 + j / 4) as u8).collect(),
-            );
-            infos.push(info);
-        }
-        MemSource {
-            infos,
-            data,
-            meta: BTreeMap::new(),
-        }
+/// An in-memory source with deterministic, distinct bytes per tensor (f32, in list order).
+fn mem_source(list: &[(&str, &[usize])]) -> MemorySource {
+    let mut src = MemorySource::new();
+    for (k, (name, shape)) in list.iter().enumerate() {
+        let n = shape.iter().product::<usize>() * DType::F32.size();
+        let bytes: Vec<u8> = (0..n).map(|j| (j * 31 + k * 7 + j / 4) as u8).collect();
+        let t = Tensor::new(DType::F32, shape.to_vec(), Cow::Owned(bytes)).unwrap();
+        src.insert(name, t).unwrap();
     }
-}
-
-impl TensorSource for MemSource {
-    fn format(&self) -> Format {
-        Format::Safetensors
-    }
-    fn tensors(&self) -> &[TensorInfo] {
-        &self.infos
-    }
-    fn read(&self, name: &str) -> Result<Tensor<'_>> {
-        let info = self.info(name).ok_or_else(|| ErrorKind::TensorNotFound {
-            name: name.to_string(),
-        })?;
-        Tensor::new(
-            info.dtype,
-            info.shape.clone(),
-            Cow::Borrowed(&self.data[name]),
-        )
-    }
-    fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.meta
-    }
+    src
 }
 
 /// A timm ViT listing: D=8, M=16, 2 layers, patch 4 on a 8x8 image (4 patches), K=3.
@@ -96,12 +54,12 @@ pub(crate) fn timm_listing(prefix: &str, layers: usize) -> Vec<(String, Vec<usiz
         .collect()
 }
 
-fn source(list: &[(String, Vec<usize>)]) -> MemSource {
+fn source(list: &[(String, Vec<usize>)]) -> MemorySource {
     let refs: Vec<(&str, &[usize])> = list
         .iter()
         .map(|(n, s)| (n.as_str(), s.as_slice()))
         .collect();
-    MemSource::new(&refs)
+    mem_source(&refs)
 }
 
 fn mapping_reason(e: &crate::Error) -> (String, usize, String) {
