@@ -93,6 +93,18 @@ fn same_weights_in_any_container_or_layout_have_one_canonical_digest() {
     ] {
         assert_eq!(digest(&conv(file), "big_vision"), bv, "{file}");
     }
+    // HF Flax: the msgpack, its Flax-layout safetensors twin and transformers' own PyTorch
+    // conversion of it (`from_flax=True`) are one model.
+    let flax = |rel: &str| common::fixture("flax", rel);
+    let pt = digest(&flax("vit_cls/pt/model.safetensors"), "hf");
+    for (file, from) in [
+        ("vit_cls/flax_model.msgpack", "flax"),
+        ("vit_cls/flax_model.msgpack", "auto"),
+        ("vit_cls_safetensors/model.safetensors", "flax"),
+    ] {
+        assert_eq!(digest(&flax(file), from), pt, "{file} --from {from}");
+    }
+    assert_ne!(pt, want);
     // Stored names differ between containers, so stored digests do too …
     let stored = vit_convert::hash(&conv("timm_vit/source.pth"), &ReadAs::stored()).unwrap();
     assert_ne!(stored.digest, want);
