@@ -12,10 +12,10 @@
 //!
 //! | item | what it does |
 //! | --- | --- |
-//! | [`open`] → [`TensorSource`] | read any supported container (PyTorch zip and legacy `.pth`, `.npy`/`.npz`, safetensors), format sniffed from the bytes; list tensors without reading data, [`read`](TensorSource::read) one on demand |
+//! | [`open`] → [`TensorSource`] | read any supported container (PyTorch zip and legacy `.pth`, `.npy`/`.npz`, safetensors, Flax msgpack), format sniffed from the bytes; list tensors without reading data, [`read`](TensorSource::read) one on demand |
 //! | [`inspect()`] → [`Inspection`] | what a checkpoint holds, without reading tensor data |
-//! | [`MappingTable`] | a declarative layout table: [`builtin`](MappingTable::builtin) (`timm`, `dino`, `deit`, `jax`, `big_vision`, `hf`) or [`from_toml`](MappingTable::from_toml) for your own layout |
-//! | [`convert()`] + [`ConvertOptions`] → [`ConversionReport`] | checkpoint → HF transformers folder (or timm / npz layout) |
+//! | [`MappingTable`] | a declarative layout table: [`builtin`](MappingTable::builtin) (`timm`, `dino`, `deit`, `jax`, `big_vision`, `hf`, `flax`) or [`from_toml`](MappingTable::from_toml) for your own layout |
+//! | [`convert()`] + [`ConvertOptions`] → [`ConversionReport`] | checkpoint → HF transformers folder (or timm / npz / Flax layout) |
 //! | [`convert_with_progress`], [`Progress`] | the same, reporting progress to your observer (the library never prints) |
 //! | [`write_safetensors`] | write any [`TensorSource`] as a deterministic safetensors file, atomically |
 //! | [`Model`] ([`load`](Model::load), [`forward`](Model::forward)) | the reference forward pass, HF numerics |

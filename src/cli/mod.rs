@@ -75,12 +75,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Convert a checkpoint to the HF transformers layout (or timm / npz). Also the default command.
+    /// Convert a checkpoint to the HF transformers layout (or timm / npz / flax). Also the default command.
     #[command(after_help = concat!(
         "Examples:\n",
         "  vit-convert --from timm --to safetensors vit.pth -o out/\n",
         "  vit-convert convert --from dino --branch teacher checkpoint.pth -o dino-out/\n",
         "  vit-convert --from jax ViT-B_16.npz -o vit-b16/ --dtype f16\n",
+        "  vit-convert --from flax flax_model.msgpack -o vit-pt/       (config.json beside it)\n",
+        "  vit-convert --from hf model.safetensors --to flax -o vit-flax/\n",
         "  vit-convert --table mynet.toml --num-heads 12 ckpt.pth -o out/\n",
         "\n",
         exit_codes!()
