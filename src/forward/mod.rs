@@ -200,6 +200,44 @@ fn vector<'a>(w: &Resolved<'a>, p: P, n: usize) -> Result<&'a [f32]> {
     Ok(v)
 }
 
+/// The values of a standard-layout activation matrix.
+fn slice(a: &Array2<f32>) -> Result<&[f32]> {
+    a.as_slice().ok_or_else(not_contiguous)
+}
+
+/// The values of a standard-layout activation matrix, mutably.
+fn slice_mut(a: &mut Array2<f32>) -> Result<&mut [f32]> {
+    a.as_slice_mut().ok_or_else(not_contiguous)
+}
+
+fn not_contiguous() -> Error {
+    ErrorKind::InvalidLayout {
+        reason: "activations are not contiguous".into(),
+    }
+    .into()
+}
+
+/// [`ops::attention`] over standard-layout activation matrices `[rows, d]`.
+fn attention(
+    q: &Array2<f32>,
+    k: &Array2<f32>,
+    v: &Array2<f32>,
+    heads: usize,
+    t: usize,
+    out: &mut Array2<f32>,
+) -> Result<()> {
+    let d = q.ncols();
+    ops::attention(
+        slice(q)?,
+        slice(k)?,
+        slice(v)?,
+        d,
+        heads,
+        t,
+        slice_mut(out)?,
+    )
+}
+
 /// Threads used when none are set: one per available core.
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -486,8 +524,7 @@ impl Model {
             Some(b) => Some(vector(w, b, l.out)?),
             None => None,
         };
-        ops::linear(x, wm, b, act, y);
-        Ok(())
+        ops::linear(x, wm, b, act, y)
     }
 
     /// A head or the pooler on rows `token`, `token + t`, … of `x` (one per sample).
@@ -603,33 +640,49 @@ impl Model {
         let layers = u64::try_from(self.layers.len()).unwrap_or(u64::MAX);
         let samples = u64::try_from(b).unwrap_or(u64::MAX);
         progress.start(Stage::Forward, layers.saturating_mul(samples));
-        for l in &self.layers {
+        if let Some(first) = self.layers.first() {
+            let (lw, lb) = (vector(w, first.ln1.w, d)?, vector(w, first.ln1.b, d)?);
+            ops::add_layer_norm(slice_mut(&mut x)?, None, lw, lb, eps, slice_mut(&mut hn)?)?;
+        }
+        for (i, l) in self.layers.iter().enumerate() {
             let norm = |nm: &Norm| -> Result<(&[f32], &[f32])> {
                 Ok((vector(w, nm.w, d)?, vector(w, nm.b, d)?))
             };
-            let (lw, lb) = norm(&l.ln1)?;
-            ops::layer_norm(x.view(), lw, lb, eps, hn.view_mut());
             self.linear(w, &l.q, hn.view(), None, q.view_mut())?;
             self.linear(w, &l.k, hn.view(), None, k.view_mut())?;
             self.linear(w, &l.v, hn.view(), None, v.view_mut())?;
-            ops::attention(q.view(), k.view(), v.view(), heads, t, a.view_mut());
+            attention(&q, &k, &v, heads, t, &mut a)?;
             self.linear(w, &l.o, a.view(), None, y.view_mut())?;
-            ops::add_assign(x.view_mut(), y.view());
             let (lw, lb) = norm(&l.ln2)?;
-            ops::layer_norm(x.view(), lw, lb, eps, hn.view_mut());
+            ops::add_layer_norm(
+                slice_mut(&mut x)?,
+                Some(slice(&y)?),
+                lw,
+                lb,
+                eps,
+                slice_mut(&mut hn)?,
+            )?;
             self.linear(w, &l.fc1, hn.view(), Some(act), inter.view_mut())?;
             self.linear(w, &l.fc2, inter.view(), None, y.view_mut())?;
-            ops::add_assign(x.view_mut(), y.view());
+            // The residual add, fused with the next layer's first LayerNorm (or the final one).
+            let next = self.layers.get(i + 1).map_or(self.ln, |nl| nl.ln1);
+            let (lw, lb) = norm(&next)?;
+            ops::add_layer_norm(
+                slice_mut(&mut x)?,
+                Some(slice(&y)?),
+                lw,
+                lb,
+                eps,
+                slice_mut(&mut hn)?,
+            )?;
             progress.advance(samples);
         }
-        let mut last = hn;
-        ops::layer_norm(
-            x.view(),
-            vector(w, self.ln.w, d)?,
-            vector(w, self.ln.b, d)?,
-            eps,
-            last.view_mut(),
-        );
+        // The last layer's residual add already applied the final LayerNorm into `hn`.
+        if self.layers.is_empty() {
+            let (lw, lb) = (vector(w, self.ln.w, d)?, vector(w, self.ln.b, d)?);
+            ops::add_layer_norm(slice_mut(&mut x)?, None, lw, lb, eps, slice_mut(&mut hn)?)?;
+        }
+        let last = hn;
 
         let pooler_output = match &self.pooler {
             Some(pl) => {
