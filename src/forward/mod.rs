@@ -527,6 +527,25 @@ impl Model {
         ops::linear(x, wm, b, act, y)
     }
 
+    /// The residual connection `x += y` (when given), then `hn = LayerNorm(x)` with `nm`.
+    fn add_norm(
+        &self,
+        w: &Resolved<'_>,
+        nm: &Norm,
+        x: &mut Array2<f32>,
+        y: Option<&Array2<f32>>,
+        hn: &mut Array2<f32>,
+    ) -> Result<()> {
+        let d = self.config.hidden_size;
+        let y = match y {
+            Some(y) => Some(slice(y)?),
+            None => None,
+        };
+        let (nw, nb) = (vector(w, nm.w, d)?, vector(w, nm.b, d)?);
+        let eps = self.config.layer_norm_eps;
+        ops::add_layer_norm(slice_mut(x)?, y, nw, nb, eps, slice_mut(hn)?)
+    }
+
     /// A head or the pooler on rows `token`, `token + t`, … of `x` (one per sample).
     fn head(
         &self,
@@ -618,7 +637,6 @@ impl Model {
         }
         drop(emb);
 
-        let eps = cfg.layer_norm_eps;
         let act = match cfg.hidden_act.as_str() {
             "gelu" => ops::Activation::GeluErf,
             "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => ops::Activation::GeluTanh,
@@ -641,46 +659,25 @@ impl Model {
         let samples = u64::try_from(b).unwrap_or(u64::MAX);
         progress.start(Stage::Forward, layers.saturating_mul(samples));
         if let Some(first) = self.layers.first() {
-            let (lw, lb) = (vector(w, first.ln1.w, d)?, vector(w, first.ln1.b, d)?);
-            ops::add_layer_norm(slice_mut(&mut x)?, None, lw, lb, eps, slice_mut(&mut hn)?)?;
+            self.add_norm(w, &first.ln1, &mut x, None, &mut hn)?;
         }
         for (i, l) in self.layers.iter().enumerate() {
-            let norm = |nm: &Norm| -> Result<(&[f32], &[f32])> {
-                Ok((vector(w, nm.w, d)?, vector(w, nm.b, d)?))
-            };
             self.linear(w, &l.q, hn.view(), None, q.view_mut())?;
             self.linear(w, &l.k, hn.view(), None, k.view_mut())?;
             self.linear(w, &l.v, hn.view(), None, v.view_mut())?;
             attention(&q, &k, &v, heads, t, &mut a)?;
             self.linear(w, &l.o, a.view(), None, y.view_mut())?;
-            let (lw, lb) = norm(&l.ln2)?;
-            ops::add_layer_norm(
-                slice_mut(&mut x)?,
-                Some(slice(&y)?),
-                lw,
-                lb,
-                eps,
-                slice_mut(&mut hn)?,
-            )?;
+            self.add_norm(w, &l.ln2, &mut x, Some(&y), &mut hn)?;
             self.linear(w, &l.fc1, hn.view(), Some(act), inter.view_mut())?;
             self.linear(w, &l.fc2, inter.view(), None, y.view_mut())?;
             // The residual add, fused with the next layer's first LayerNorm (or the final one).
-            let next = self.layers.get(i + 1).map_or(self.ln, |nl| nl.ln1);
-            let (lw, lb) = norm(&next)?;
-            ops::add_layer_norm(
-                slice_mut(&mut x)?,
-                Some(slice(&y)?),
-                lw,
-                lb,
-                eps,
-                slice_mut(&mut hn)?,
-            )?;
+            let next = self.layers.get(i + 1).map_or(&self.ln, |nl| &nl.ln1);
+            self.add_norm(w, next, &mut x, Some(&y), &mut hn)?;
             progress.advance(samples);
         }
         // The last layer's residual add already applied the final LayerNorm into `hn`.
         if self.layers.is_empty() {
-            let (lw, lb) = (vector(w, self.ln.w, d)?, vector(w, self.ln.b, d)?);
-            ops::add_layer_norm(slice_mut(&mut x)?, None, lw, lb, eps, slice_mut(&mut hn)?)?;
+            self.add_norm(w, &self.ln, &mut x, None, &mut hn)?;
         }
         let last = hn;
 
