@@ -200,6 +200,22 @@ fn vector<'a>(w: &Resolved<'a>, p: P, n: usize) -> Result<&'a [f32]> {
     Ok(v)
 }
 
+/// Linear layer `l` into `y`, as one product of an [`ops::linears`] group.
+fn product<'a>(
+    w: &Resolved<'a>,
+    l: &Linear,
+    y: ndarray::ArrayViewMut2<'a, f32>,
+) -> Result<ops::Product<'a>> {
+    Ok(ops::Product {
+        w: mat(w, l.w, l.out, l.inp)?,
+        b: match l.b {
+            Some(b) => Some(vector(w, b, l.out)?),
+            None => None,
+        },
+        y,
+    })
+}
+
 /// The values of a standard-layout activation matrix.
 fn slice(a: &Array2<f32>) -> Result<&[f32]> {
     a.as_slice().ok_or_else(not_contiguous)
@@ -519,12 +535,7 @@ impl Model {
         act: Option<ops::Activation>,
         y: ndarray::ArrayViewMut2<f32>,
     ) -> Result<()> {
-        let wm = mat(w, l.w, l.out, l.inp)?;
-        let b = match l.b {
-            Some(b) => Some(vector(w, b, l.out)?),
-            None => None,
-        };
-        ops::linear(x, wm, b, act, y)
+        ops::linears(x, vec![product(w, l, y)?], act)
     }
 
     /// The residual connection `x += y` (when given), then `hn = LayerNorm(x)` with `nm`.
@@ -662,9 +673,13 @@ impl Model {
             self.add_norm(w, &first.ln1, &mut x, None, &mut hn)?;
         }
         for (i, l) in self.layers.iter().enumerate() {
-            self.linear(w, &l.q, hn.view(), None, q.view_mut())?;
-            self.linear(w, &l.k, hn.view(), None, k.view_mut())?;
-            self.linear(w, &l.v, hn.view(), None, v.view_mut())?;
+            // q, k and v in one parallel region.
+            let qkv = vec![
+                product(w, &l.q, q.view_mut())?,
+                product(w, &l.k, k.view_mut())?,
+                product(w, &l.v, v.view_mut())?,
+            ];
+            ops::linears(hn.view(), qkv, None)?;
             attention(&q, &k, &v, heads, t, &mut a)?;
             self.linear(w, &l.o, a.view(), None, y.view_mut())?;
             self.add_norm(w, &l.ln2, &mut x, Some(&y), &mut hn)?;

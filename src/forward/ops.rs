@@ -9,7 +9,7 @@
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
-use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewMut2};
+use ndarray::{ArrayView2, ArrayView3, ArrayViewMut2};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
@@ -165,64 +165,77 @@ impl WithSimd for BiasAct<'_> {
     }
 }
 
-/// `nn.Linear` into `y`: `y = act(x · Wᵀ + b)` with `W` in PyTorch layout `[out, in]`. The
-/// product runs as tasks of [`COLUMN_BLOCK`] output columns across the pool (faer's sgemm,
-/// with its runtime-dispatched AVX-512/AVX2 kernels), each task adding the bias and applying the
-/// activation to its block while it is still in cache.
+/// One `nn.Linear` of a [`linears`] group: weight `w` `[out, in]` in PyTorch layout, optional
+/// bias `b` `[out]`, output `y` `[rows, out]` (standard layout).
+pub(crate) struct Product<'a> {
+    pub(crate) w: ArrayView2<'a, f32>,
+    pub(crate) b: Option<&'a [f32]>,
+    pub(crate) y: ArrayViewMut2<'a, f32>,
+}
+
+/// One task of [`linears`]: a block of output columns, its weight rows and bias.
+type Task<'a> = (MatMut<'a, f32>, &'a [f32], &'a [f32]);
+
+/// Several `nn.Linear`s of the same input `x` (q, k and v), in one parallel region: each
+/// `y = act(x · Wᵀ + b)`. Every product is cut into tasks of [`COLUMN_BLOCK`] output columns
+/// (faer's sgemm, with its runtime-dispatched AVX-512/AVX2 kernels) and all the tasks share the
+/// pool; each task adds the bias and applies the activation to its block while it is still in cache.
 ///
 /// # Errors
-/// [`ErrorKind::InvalidLayout`] when the shapes disagree.
-pub(crate) fn linear(
+/// [`ErrorKind::InvalidLayout`] when the shapes disagree or an operand is not in standard layout.
+pub(crate) fn linears(
     x: ArrayView2<f32>,
-    w: ArrayView2<f32>,
-    b: Option<&[f32]>,
+    products: Vec<Product<'_>>,
     act: Option<Activation>,
-    mut y: ArrayViewMut2<f32>,
 ) -> Result<()> {
     let (m, k) = x.dim();
-    let n = w.nrows();
-    if y.dim() != (m, n) || w.ncols() != k || b.is_some_and(|b| b.len() != n) {
-        return Err(layout(format!(
-            "linear of {:?} by {:?} into {:?}",
-            x.dim(),
-            w.dim(),
-            y.dim()
-        )));
-    }
     let x = x.as_standard_layout();
-    let w = w.as_standard_layout();
-    let (Some(xs), Some(ws)) = (x.as_slice(), w.as_slice()) else {
-        return Err(layout("linear operands are not contiguous".into()));
-    };
-    let Some(ys) = y.as_slice_mut() else {
-        // Not a standard-layout output (no caller passes one): compute into one and copy.
-        let mut tmp = Array2::zeros((m, n));
-        linear(x.view(), w.view(), b, act, tmp.view_mut())?;
-        y.assign(&tmp);
-        return Ok(());
-    };
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    let zeros = vec![0.0f32; if b.is_none() { n } else { 0 }];
-    let b = b.unwrap_or(&zeros);
-    if k == 0 {
-        // An empty product: the bias alone.
-        ys.fill(0.0);
+    let xs = x
+        .as_slice()
+        .ok_or_else(|| layout("linear input is not contiguous".into()))?;
+    let widest = products.iter().map(|p| p.w.nrows()).max().unwrap_or(0);
+    let zeros = vec![0.0f32; widest];
+    let mut tasks: Vec<Task<'_>> = Vec::new();
+    for Product { w, b, y } in products {
+        let n = w.nrows();
+        if y.dim() != (m, n) || w.ncols() != k || b.is_some_and(|b| b.len() != n) {
+            return Err(layout(format!(
+                "linear of {:?} by {:?} into {:?}",
+                (m, k),
+                w.dim(),
+                y.dim()
+            )));
+        }
+        let (Some(ws), Some(ys)) = (w.to_slice(), y.into_slice()) else {
+            return Err(layout("linear operands are not contiguous".into()));
+        };
+        let b = b.unwrap_or(zeros.get(..n).unwrap_or(&[]));
+        if m == 0 || n == 0 {
+            continue;
+        }
         let y = MatMut::from_row_major_slice_mut(ys, m, n);
-        vectorized(BiasAct { y, bias: b, act });
-        return Ok(());
+        if k == 0 {
+            // An empty product: the bias alone.
+            let mut y = y;
+            y.fill(0.0);
+            vectorized(BiasAct { y, bias: b, act });
+            continue;
+        }
+        let blocks: Vec<MatMut<'_, f32>> = y.par_col_chunks_mut(COLUMN_BLOCK).collect();
+        tasks.extend(
+            blocks
+                .into_iter()
+                .zip(ws.chunks(COLUMN_BLOCK * k))
+                .zip(b.chunks(COLUMN_BLOCK))
+                .map(|((y, w), b)| (y, w, b)),
+        );
     }
-    MatMut::from_row_major_slice_mut(ys, m, n)
-        .par_col_chunks_mut(COLUMN_BLOCK)
-        .zip(ws.par_chunks(COLUMN_BLOCK * k))
-        .zip(b.par_chunks(COLUMN_BLOCK))
-        .for_each(|((mut y, wc), bias)| {
-            let a = MatRef::from_row_major_slice(xs, m, k);
-            let wt = MatRef::from_row_major_slice(wc, y.ncols(), k).transpose();
-            matmul(y.as_mut(), Accum::Replace, a, wt, 1.0, Par::Seq);
-            vectorized(BiasAct { y, bias, act });
-        });
+    tasks.into_par_iter().for_each(|(mut y, wc, bias)| {
+        let a = MatRef::from_row_major_slice(xs, m, k);
+        let wt = MatRef::from_row_major_slice(wc, y.ncols(), k).transpose();
+        matmul(y.as_mut(), Accum::Replace, a, wt, 1.0, Par::Seq);
+        vectorized(BiasAct { y, bias, act });
+    });
     Ok(())
 }
 
@@ -475,6 +488,17 @@ pub(crate) fn patches(img: ArrayView3<f32>, p: usize, mut out: ArrayViewMut2<f32
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::Array2;
+
+    fn linear(
+        x: ArrayView2<f32>,
+        w: ArrayView2<f32>,
+        b: Option<&[f32]>,
+        act: Option<Activation>,
+        y: ArrayViewMut2<f32>,
+    ) -> Result<()> {
+        linears(x, vec![Product { w, b, y }], act)
+    }
 
     #[test]
     fn layer_norm_normalises_each_row_after_the_residual_add() {
@@ -565,6 +589,47 @@ mod tests {
                 "{i},{j}: {got} vs {want}"
             );
         }
+    }
+
+    #[test]
+    fn a_group_of_products_equals_the_products_one_by_one() {
+        let x = Array2::from_shape_fn((4, 9), |(i, j)| (i * 9 + j) as f32 * 0.03 - 0.5);
+        let ws: Vec<Array2<f32>> = (0..3)
+            .map(|s| Array2::from_shape_fn((130 + s, 9), |(i, j)| ((i + j * s) % 7) as f32 * 0.1))
+            .collect();
+        let b: Vec<f32> = (0..131).map(|i| i as f32 * 0.001).collect();
+        let mut alone: Vec<Array2<f32>> =
+            ws.iter().map(|w| Array2::zeros((4, w.nrows()))).collect();
+        for (w, y) in ws.iter().zip(&mut alone) {
+            linear(
+                x.view(),
+                w.view(),
+                None,
+                Some(Activation::GeluErf),
+                y.view_mut(),
+            )
+            .unwrap();
+        }
+        let mut grouped: Vec<Array2<f32>> =
+            ws.iter().map(|w| Array2::zeros((4, w.nrows()))).collect();
+        let products = ws
+            .iter()
+            .zip(&mut grouped)
+            .map(|(w, y)| Product {
+                w: w.view(),
+                b: None,
+                y: y.view_mut(),
+            })
+            .collect();
+        on_pool(2, || {
+            linears(x.view(), products, Some(Activation::GeluErf)).unwrap()
+        });
+        assert_eq!(alone, grouped);
+        let mut y = Array2::zeros((4, 131));
+        linear(x.view(), ws[1].view(), Some(&b), None, y.view_mut()).unwrap();
+        let mut want = Array2::zeros((4, 131));
+        linear(x.view(), ws[1].view(), None, None, want.view_mut()).unwrap();
+        assert_eq!(y, want + ndarray::ArrayView1::from(&b));
     }
 
     #[test]
