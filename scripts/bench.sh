@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Performance figures of issue 5, each printed next to its baseline measured in the same run.
 #
-#   scripts/bench.sh [--rounds N] [--sizes "ti s b l"] [--threads N] [--workdir DIR] [--no-torch]
+#   scripts/bench.sh [--rounds N] [--sizes "ti s b l"] [--threads "1 2"] [--workdir DIR] [--no-torch]
 #
 # Builds the release binary, creates ViT checkpoints (timm random weights saved with torch.save
 # when the fixture Python environment is present — $VIT_BENCH_PYTHON, default
@@ -10,7 +10,8 @@
 #   convert  `vit-convert --from timm CKPT -o OUT` (whole process) vs `cp CKPT` — wall and peak RSS
 #   inspect  `vit-convert inspect CKPT` (ViT-B)
 #   forward  `vit-convert forward --threads T` (whole process, loading included) vs PyTorch's
-#            in-process forward (timm, eval, no_grad, torch.set_num_threads(T), median of 5 calls)
+#            in-process forward (timm, eval, no_grad, torch.set_num_threads(T), median of 5 calls),
+#            for each T of --threads (default "1 2": per core, and the issue's two threads)
 # and prints medians (with min–max, to show the noise) and ratios, then the conversion scaling from
 # ViT-Ti to ViT-L. The ViT-B output is checked against PyTorch's logits with `vit-convert verify`.
 # Wall times come from bash's EPOCHREALTIME around each process; peak RSS from GNU time (%M).
@@ -19,7 +20,7 @@ set -euo pipefail
 
 ROUNDS=5
 SIZES="ti s b l"
-THREADS=2
+THREADS="1 2"
 WORK="${BENCH_DIR:-${TMPDIR:-/tmp}/vit-convert-bench}"
 PY="${VIT_BENCH_PYTHON:-/root/vitc-venv/bin/python}"
 USE_TORCH=1
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
         --threads) THREADS="$2"; shift 2 ;;
         --workdir) WORK="$2"; shift 2 ;;
         --no-torch) USE_TORCH=0; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -91,17 +92,19 @@ fi
 # ---- helpers ------------------------------------------------------------------------------
 now_us() { echo "${EPOCHREALTIME/./}"; }
 
-# Runs a command; appends "wall_seconds peak_rss_kib" to file $1.
+# Runs a command; appends "wall_seconds peak_rss_kib cpu_seconds" to file $1.
 measure() {
     local log="$1"; shift
     local t0 t1
     t0=$(now_us)
-    if ! /usr/bin/time -f "%M" -o "$WORK/rss" "$@" >/dev/null 2>"$WORK/stderr"; then
+    if ! /usr/bin/time -f "%M %U %S" -o "$WORK/rss" "$@" >/dev/null 2>"$WORK/stderr"; then
         cat "$WORK/stderr" >&2
         exit 1
     fi
     t1=$(now_us)
-    echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e6 }') $(tail -n 1 "$WORK/rss")" >>"$log"
+    # "wall rss_kib cpu_seconds" (cpu = user + system, all threads)
+    echo "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", (b - a) / 1e6 }') $(tail -n 1 "$WORK/rss" |
+        awk '{ printf "%s %.2f", $1, $2 + $3 }')" >>"$log"
 }
 
 # Median, min and max of column $2 of file $1: "median min max".
@@ -138,12 +141,14 @@ done
 B="$(ckpt b)"
 [ -d "$WORK/out_b" ] || "$BIN" --from timm "$B" -o "$WORK/out_b" >/dev/null
 for r in $(seq "$ROUNDS"); do
-    if [ "$USE_TORCH" = 1 ]; then
-        "$PY" scripts/bench_torch.py forward vit_base_patch16_224 "$B" "$INPUT" \
-            "$WORK/torch_logits.npy" "$THREADS" 5 >>"$WORK/torch.log"
-    fi
-    measure "$WORK/forward.log" "$BIN" forward "$WORK/out_b" --input "$INPUT" \
-        --output "$WORK/logits.npy" --threads "$THREADS"
+    for t in $THREADS; do
+        if [ "$USE_TORCH" = 1 ]; then
+            "$PY" scripts/bench_torch.py forward vit_base_patch16_224 "$B" "$INPUT" \
+                "$WORK/torch_logits.npy" "$t" 5 >>"$WORK/torch_$t.log"
+        fi
+        measure "$WORK/forward_$t.log" "$BIN" forward "$WORK/out_b" --input "$INPUT" \
+            --output "$WORK/logits.npy" --threads "$t"
+    done
 done
 
 # ---- report -------------------------------------------------------------------------------
@@ -156,12 +161,17 @@ echo "convert --from timm --to safetensors: ${cm} s (${cl}–${ch})   cp: ${pm} 
 echo "convert peak RSS: $(mib "$rm_") MiB (max $(mib "$rh"))   target ≤ 64 MiB"
 read -r im il ih <<<"$(stats "$WORK/inspect.log" 1)"
 echo "inspect: $(awk -v v="$im" 'BEGIN { printf "%.1f", v * 1000 }') ms ($(awk -v a="$il" -v b="$ih" 'BEGIN { printf "%.1f–%.1f", a * 1000, b * 1000 }'))   target ≤ 50 ms"
-read -r fm fl fh <<<"$(stats "$WORK/forward.log" 1)"
-read -r fr _ _ <<<"$(stats "$WORK/forward.log" 2)"
-echo "forward (whole process, $THREADS threads): ${fm} s (${fl}–${fh}); peak RSS $(mib "$fr") MiB = $(ratio "$((fr * 1024))" "$(bytes_of "$B")")× the checkpoint (target ≤ 1.5×)"
+for t in $THREADS; do
+    read -r fm fl fh <<<"$(stats "$WORK/forward_$t.log" 1)"
+    read -r fr _ _ <<<"$(stats "$WORK/forward_$t.log" 2)"
+    read -r fc _ _ <<<"$(stats "$WORK/forward_$t.log" 3)"
+    echo "forward (whole process, $t thread(s)): ${fm} s (${fl}–${fh}), ${fc} s CPU; peak RSS $(mib "$fr") MiB = $(ratio "$((fr * 1024))" "$(bytes_of "$B")")× the checkpoint (target ≤ 1.5×)"
+    if [ "$USE_TORCH" = 1 ]; then
+        read -r tm tl th <<<"$(stats "$WORK/torch_$t.log" 1)"
+        echo "PyTorch in-process forward ($t thread(s), median of 5 calls per round): ${tm} s (${tl}–${th})   ratio $(ratio "$fm" "$tm")× (target ≤ 1.0×)"
+    fi
+done
 if [ "$USE_TORCH" = 1 ]; then
-    read -r tm tl th <<<"$(stats "$WORK/torch.log" 1)"
-    echo "PyTorch in-process forward ($THREADS threads, median of 5 calls per round): ${tm} s (${tl}–${th})   ratio $(ratio "$fm" "$tm")× (target ≤ 1.0×)"
     "$BIN" verify "$WORK/out_b" --input "$INPUT" --expected "$WORK/torch_logits.npy" || true
 fi
 

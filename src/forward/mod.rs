@@ -200,6 +200,60 @@ fn vector<'a>(w: &Resolved<'a>, p: P, n: usize) -> Result<&'a [f32]> {
     Ok(v)
 }
 
+/// Linear layer `l` into `y`, as one product of an [`ops::linears`] group.
+fn product<'a>(
+    w: &Resolved<'a>,
+    l: &Linear,
+    y: ndarray::ArrayViewMut2<'a, f32>,
+) -> Result<ops::Product<'a>> {
+    Ok(ops::Product {
+        w: mat(w, l.w, l.out, l.inp)?,
+        b: match l.b {
+            Some(b) => Some(vector(w, b, l.out)?),
+            None => None,
+        },
+        y,
+    })
+}
+
+/// The values of a standard-layout activation matrix.
+fn slice(a: &Array2<f32>) -> Result<&[f32]> {
+    a.as_slice().ok_or_else(not_contiguous)
+}
+
+/// The values of a standard-layout activation matrix, mutably.
+fn slice_mut(a: &mut Array2<f32>) -> Result<&mut [f32]> {
+    a.as_slice_mut().ok_or_else(not_contiguous)
+}
+
+fn not_contiguous() -> Error {
+    ErrorKind::InvalidLayout {
+        reason: "activations are not contiguous".into(),
+    }
+    .into()
+}
+
+/// [`ops::attention`] over standard-layout activation matrices `[rows, d]`.
+fn attention(
+    q: &Array2<f32>,
+    k: &Array2<f32>,
+    v: &Array2<f32>,
+    heads: usize,
+    t: usize,
+    out: &mut Array2<f32>,
+) -> Result<()> {
+    let d = q.ncols();
+    ops::attention(
+        slice(q)?,
+        slice(k)?,
+        slice(v)?,
+        d,
+        heads,
+        t,
+        slice_mut(out)?,
+    )
+}
+
 /// Threads used when none are set: one per available core.
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -481,13 +535,26 @@ impl Model {
         act: Option<ops::Activation>,
         y: ndarray::ArrayViewMut2<f32>,
     ) -> Result<()> {
-        let wm = mat(w, l.w, l.out, l.inp)?;
-        let b = match l.b {
-            Some(b) => Some(vector(w, b, l.out)?),
+        ops::linears(x, vec![product(w, l, y)?], act)
+    }
+
+    /// The residual connection `x += y` (when given), then `hn = LayerNorm(x)` with `nm`.
+    fn add_norm(
+        &self,
+        w: &Resolved<'_>,
+        nm: &Norm,
+        x: &mut Array2<f32>,
+        y: Option<&Array2<f32>>,
+        hn: &mut Array2<f32>,
+    ) -> Result<()> {
+        let d = self.config.hidden_size;
+        let y = match y {
+            Some(y) => Some(slice(y)?),
             None => None,
         };
-        ops::linear(x, wm, b, act, y);
-        Ok(())
+        let (nw, nb) = (vector(w, nm.w, d)?, vector(w, nm.b, d)?);
+        let eps = self.config.layer_norm_eps;
+        ops::add_layer_norm(slice_mut(x)?, y, nw, nb, eps, slice_mut(hn)?)
     }
 
     /// A head or the pooler on rows `token`, `token + t`, … of `x` (one per sample).
@@ -581,7 +648,6 @@ impl Model {
         }
         drop(emb);
 
-        let eps = cfg.layer_norm_eps;
         let act = match cfg.hidden_act.as_str() {
             "gelu" => ops::Activation::GeluErf,
             "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => ops::Activation::GeluTanh,
@@ -603,33 +669,32 @@ impl Model {
         let layers = u64::try_from(self.layers.len()).unwrap_or(u64::MAX);
         let samples = u64::try_from(b).unwrap_or(u64::MAX);
         progress.start(Stage::Forward, layers.saturating_mul(samples));
-        for l in &self.layers {
-            let norm = |nm: &Norm| -> Result<(&[f32], &[f32])> {
-                Ok((vector(w, nm.w, d)?, vector(w, nm.b, d)?))
-            };
-            let (lw, lb) = norm(&l.ln1)?;
-            ops::layer_norm(x.view(), lw, lb, eps, hn.view_mut());
-            self.linear(w, &l.q, hn.view(), None, q.view_mut())?;
-            self.linear(w, &l.k, hn.view(), None, k.view_mut())?;
-            self.linear(w, &l.v, hn.view(), None, v.view_mut())?;
-            ops::attention(q.view(), k.view(), v.view(), heads, t, a.view_mut());
+        if let Some(first) = self.layers.first() {
+            self.add_norm(w, &first.ln1, &mut x, None, &mut hn)?;
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            // q, k and v in one parallel region.
+            let qkv = vec![
+                product(w, &l.q, q.view_mut())?,
+                product(w, &l.k, k.view_mut())?,
+                product(w, &l.v, v.view_mut())?,
+            ];
+            ops::linears(hn.view(), qkv, None)?;
+            attention(&q, &k, &v, heads, t, &mut a)?;
             self.linear(w, &l.o, a.view(), None, y.view_mut())?;
-            ops::add_assign(x.view_mut(), y.view());
-            let (lw, lb) = norm(&l.ln2)?;
-            ops::layer_norm(x.view(), lw, lb, eps, hn.view_mut());
+            self.add_norm(w, &l.ln2, &mut x, Some(&y), &mut hn)?;
             self.linear(w, &l.fc1, hn.view(), Some(act), inter.view_mut())?;
             self.linear(w, &l.fc2, inter.view(), None, y.view_mut())?;
-            ops::add_assign(x.view_mut(), y.view());
+            // The residual add, fused with the next layer's first LayerNorm (or the final one).
+            let next = self.layers.get(i + 1).map_or(&self.ln, |nl| &nl.ln1);
+            self.add_norm(w, next, &mut x, Some(&y), &mut hn)?;
             progress.advance(samples);
         }
-        let mut last = hn;
-        ops::layer_norm(
-            x.view(),
-            vector(w, self.ln.w, d)?,
-            vector(w, self.ln.b, d)?,
-            eps,
-            last.view_mut(),
-        );
+        // The last layer's residual add already applied the final LayerNorm into `hn`.
+        if self.layers.is_empty() {
+            self.add_norm(w, &self.ln, &mut x, None, &mut hn)?;
+        }
+        let last = hn;
 
         let pooler_output = match &self.pooler {
             Some(pl) => {

@@ -3,51 +3,123 @@
 //! allocated once per forward pass, and run on the current rayon pool: matrix products split
 //! over output columns, attention over (sample, head) pairs, row-wise ops over rows.
 //!
-//! Numerics follow PyTorch's CPU kernels: f32 storage and products (matrixmultiply's sgemm),
+//! Numerics follow PyTorch's CPU kernels: f32 storage and products (faer's sgemm),
 //! LayerNorm statistics accumulated in f64, softmax with the row maximum subtracted and an exp
 //! accurate to about one ulp, GELU through an erf accurate to a few ulp.
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::parallel::prelude::*;
-use ndarray::{Array2, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Zip};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use ndarray::{ArrayView2, ArrayView3, ArrayViewMut2};
+use pulp::{Simd, WithSimd};
+use rayon::prelude::*;
 
-/// Output columns per task are a multiple of this (the sgemm kernel's width).
-const COLUMN_ALIGN: usize = 16;
-/// Fewest output columns worth a task of their own.
-const MIN_TASK_COLUMNS: usize = 64;
-/// Tasks per pool thread for a matrix product (more than one balances a busy machine).
-const TASKS_PER_THREAD: usize = 2;
+use crate::error::{Error, ErrorKind, Result};
 
-/// `nn.LayerNorm(x; weight, bias, eps)` over each row, into `out` (statistics in f64).
-pub(crate) fn layer_norm(
-    x: ArrayView2<f32>,
+/// Output columns per product task. Fixed (not derived from the thread count), so that every
+/// output element is computed by the same kernel call over the same operands whatever the number
+/// of threads: results do not depend on it. A multiple of the vector width; 768 columns make 6
+/// tasks, 3072 make 24, enough to balance two threads on a busy machine. (Measured: 96 to 384
+/// columns per task run the ViT-B products at the same speed as one whole-matrix call.)
+const COLUMN_BLOCK: usize = 128;
+/// Rows per task for the row-wise ops (fixed, like [`COLUMN_BLOCK`]).
+const ROW_BLOCK: usize = 8;
+
+/// Runs `op` compiled for the widest vector instruction set this CPU has (AVX-512, AVX2 or the
+/// baseline, detected at run time by `pulp`), so that the element-wise loops inlined into it
+/// vectorise to that width. Rust never contracts `a * b + c` into an FMA, so every width gives
+/// the same results.
+fn vectorized<Op: WithSimd>(op: Op) -> Op::Output {
+    pulp::Arch::new().dispatch(op)
+}
+
+/// One row of `nn.LayerNorm`, into `out`, with the statistics accumulated in f64.
+#[inline(always)]
+fn layer_norm_row(x: &[f32], w: &[f32], b: &[f32], eps: f64, out: &mut [f32]) {
+    let d = x.len() as f64;
+    let mean = reduce_f64(x, |a, v| a + f64::from(v)) / d;
+    let var = reduce_f64(x, |a, v| {
+        let c = f64::from(v) - mean;
+        a + c * c
+    }) / d;
+    let inv = 1.0 / (var + eps).sqrt();
+    for (((o, &v), &wi), &bi) in out.iter_mut().zip(x).zip(w).zip(b) {
+        *o = (((f64::from(v) - mean) * inv) as f32) * wi + bi;
+    }
+}
+
+/// The residual connection and the LayerNorm after it, for a block of rows: `x += y` (when `y`
+/// is given), then `out = LayerNorm(x)` row by row.
+struct AddNorm<'a> {
+    x: &'a mut [f32],
+    y: Option<&'a [f32]>,
+    w: &'a [f32],
+    b: &'a [f32],
+    eps: f64,
+    out: &'a mut [f32],
+}
+
+impl WithSimd for AddNorm<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let d = self.w.len().max(1);
+        if let Some(y) = self.y {
+            for (xv, &yv) in self.x.iter_mut().zip(y) {
+                *xv += yv;
+            }
+        }
+        for (xr, or) in self.x.chunks_exact(d).zip(self.out.chunks_exact_mut(d)) {
+            layer_norm_row(xr, self.w, self.b, self.eps, or);
+        }
+    }
+}
+
+/// `x += y` (the residual connection, when `y` is given), then `out = LayerNorm(x; w, b, eps)`
+/// over each row of the row-major `[rows, d]` slices, `d = w.len()`, in blocks of rows across
+/// the pool. Statistics are accumulated in f64.
+///
+/// # Errors
+/// [`ErrorKind::InvalidLayout`] when the lengths disagree.
+pub(crate) fn add_layer_norm(
+    x: &mut [f32],
+    y: Option<&[f32]>,
     w: &[f32],
     b: &[f32],
     eps: f64,
-    mut out: ArrayViewMut2<f32>,
-) {
-    let d = x.ncols() as f64;
-    Zip::from(out.rows_mut())
-        .and(x.rows())
-        .par_for_each(|mut o, row| {
-            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / d;
-            let var = row
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / d;
-            let inv = 1.0 / (var + eps).sqrt();
-            for (((o, &v), &wi), &bi) in o.iter_mut().zip(row).zip(w).zip(b) {
-                *o = (((f64::from(v) - mean) * inv) as f32) * wi + bi;
-            }
-        });
-}
-
-/// Output columns per task for a product with `n` output columns on the current pool.
-fn task_columns(n: usize) -> usize {
-    let tasks = rayon::current_num_threads().max(1) * TASKS_PER_THREAD;
-    let per = n.div_ceil(tasks).div_ceil(COLUMN_ALIGN) * COLUMN_ALIGN;
-    per.max(MIN_TASK_COLUMNS).min(n.max(1))
+    out: &mut [f32],
+) -> Result<()> {
+    let d = w.len();
+    let len = x.len();
+    if d == 0
+        || b.len() != d
+        || len % d != 0
+        || out.len() != len
+        || y.is_some_and(|y| y.len() != len)
+    {
+        return Err(layout(format!(
+            "layer norm of {d} features over {len} values into {}",
+            out.len()
+        )));
+    }
+    let block = ROW_BLOCK * d;
+    let blocks = x.par_chunks_mut(block).zip(out.par_chunks_mut(block));
+    let run = |x, y, out| {
+        vectorized(AddNorm {
+            x,
+            y,
+            w,
+            b,
+            eps,
+            out,
+        })
+    };
+    match y {
+        Some(y) => blocks
+            .zip(y.par_chunks(block))
+            .for_each(|((x, out), y)| run(x, Some(y), out)),
+        None => blocks.for_each(|(x, out)| run(x, None, out)),
+    }
+    Ok(())
 }
 
 /// An activation applied inside [`linear`].
@@ -59,63 +131,122 @@ pub(crate) enum Activation {
     GeluTanh,
 }
 
-/// Adds `bias` to each row of `y` and applies `f`, row by row (contiguous rows vectorise).
-fn bias_act(mut y: ArrayViewMut2<f32>, bias: &[f32], f: impl Fn(f32) -> f32) {
-    for mut row in y.rows_mut() {
-        match row.as_slice_mut() {
-            Some(r) if r.len() == bias.len() => {
-                for (v, &bi) in r.iter_mut().zip(bias) {
-                    *v = f(*v + bi);
-                }
-            }
-            _ => {
-                for (v, &bi) in row.iter_mut().zip(bias) {
-                    *v = f(*v + bi);
-                }
+/// Adds `bias` to `row` and applies `f` (a contiguous row, so the loop vectorises).
+#[inline(always)]
+fn bias_act(row: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32) {
+    for (v, &bi) in row.iter_mut().zip(bias) {
+        *v = f(*v + bi);
+    }
+}
+
+/// The end of a linear layer on a block of its output: `y = act(y + bias)` row by row.
+struct BiasAct<'a> {
+    y: MatMut<'a, f32>,
+    bias: &'a [f32],
+    act: Option<Activation>,
+}
+
+impl WithSimd for BiasAct<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        let BiasAct { y, bias, act } = self;
+        for row in y.row_iter_mut() {
+            let Some(row) = row.try_as_row_major_mut() else {
+                continue;
+            };
+            let r = row.as_slice_mut();
+            match act {
+                None => bias_act(r, bias, |v| v),
+                Some(Activation::GeluErf) => bias_act(r, bias, gelu_erf),
+                Some(Activation::GeluTanh) => bias_act(r, bias, gelu_tanh),
             }
         }
     }
 }
 
-/// `nn.Linear` into `y`: `y = act(x · Wᵀ + b)` with `W` in PyTorch layout `[out, in]`, split
-/// over output columns across the pool; the bias and activation are applied to each block
-/// while it is still in cache.
-pub(crate) fn linear(
-    x: ArrayView2<f32>,
-    w: ArrayView2<f32>,
-    b: Option<&[f32]>,
-    act: Option<Activation>,
-    mut y: ArrayViewMut2<f32>,
-) {
-    let cols = task_columns(w.nrows());
-    let zeros = vec![0.0f32; if b.is_none() { w.nrows() } else { 0 }];
-    let b = b.unwrap_or(&zeros);
-    y.axis_chunks_iter_mut(Axis(1), cols)
-        .into_par_iter()
-        .zip(w.axis_chunks_iter(Axis(0), cols).into_par_iter())
-        .enumerate()
-        .for_each(|(j, (mut yc, wc))| {
-            general_mat_mul(1.0, &x, &wc.t(), 0.0, &mut yc);
-            let start = j * cols;
-            let bias = b.get(start..start + yc.ncols()).unwrap_or(&[]);
-            match act {
-                None => bias_act(yc, bias, |v| v),
-                Some(Activation::GeluErf) => bias_act(yc, bias, gelu_erf),
-                Some(Activation::GeluTanh) => bias_act(yc, bias, gelu_tanh),
-            }
-        });
+/// One `nn.Linear` of a [`linears`] group: weight `w` `[out, in]` in PyTorch layout, optional
+/// bias `b` `[out]`, output `y` `[rows, out]` (standard layout).
+pub(crate) struct Product<'a> {
+    pub(crate) w: ArrayView2<'a, f32>,
+    pub(crate) b: Option<&'a [f32]>,
+    pub(crate) y: ArrayViewMut2<'a, f32>,
 }
 
-/// `x += y`, element-wise (residual connections).
-pub(crate) fn add_assign(mut x: ArrayViewMut2<f32>, y: ArrayView2<f32>) {
-    Zip::from(x.rows_mut())
-        .and(y.rows())
-        .par_for_each(|mut xr, yr| xr += &yr);
+/// One task of [`linears`]: a block of output columns, its weight rows and bias.
+type Task<'a> = (MatMut<'a, f32>, &'a [f32], &'a [f32]);
+
+/// Several `nn.Linear`s of the same input `x` (q, k and v), in one parallel region: each
+/// `y = act(x · Wᵀ + b)`. Every product is cut into tasks of [`COLUMN_BLOCK`] output columns
+/// (faer's sgemm, with its runtime-dispatched AVX-512/AVX2 kernels) and all the tasks share the
+/// pool; each task adds the bias and applies the activation to its block while it is still in cache.
+///
+/// # Errors
+/// [`ErrorKind::InvalidLayout`] when the shapes disagree or an operand is not in standard layout.
+pub(crate) fn linears(
+    x: ArrayView2<f32>,
+    products: Vec<Product<'_>>,
+    act: Option<Activation>,
+) -> Result<()> {
+    let (m, k) = x.dim();
+    let x = x.as_standard_layout();
+    let xs = x
+        .as_slice()
+        .ok_or_else(|| layout("linear input is not contiguous".into()))?;
+    let widest = products.iter().map(|p| p.w.nrows()).max().unwrap_or(0);
+    let zeros = vec![0.0f32; widest];
+    let mut tasks: Vec<Task<'_>> = Vec::new();
+    for Product { w, b, y } in products {
+        let n = w.nrows();
+        if y.dim() != (m, n) || w.ncols() != k || b.is_some_and(|b| b.len() != n) {
+            return Err(layout(format!(
+                "linear of {:?} by {:?} into {:?}",
+                (m, k),
+                w.dim(),
+                y.dim()
+            )));
+        }
+        let (Some(ws), Some(ys)) = (w.to_slice(), y.into_slice()) else {
+            return Err(layout("linear operands are not contiguous".into()));
+        };
+        let b = b.unwrap_or(zeros.get(..n).unwrap_or(&[]));
+        if m == 0 || n == 0 {
+            continue;
+        }
+        let y = MatMut::from_row_major_slice_mut(ys, m, n);
+        if k == 0 {
+            // An empty product: the bias alone.
+            let mut y = y;
+            y.fill(0.0);
+            vectorized(BiasAct { y, bias: b, act });
+            continue;
+        }
+        let blocks: Vec<MatMut<'_, f32>> = y.par_col_chunks_mut(COLUMN_BLOCK).collect();
+        tasks.extend(
+            blocks
+                .into_iter()
+                .zip(ws.chunks(COLUMN_BLOCK * k))
+                .zip(b.chunks(COLUMN_BLOCK))
+                .map(|((y, w), b)| (y, w, b)),
+        );
+    }
+    tasks.into_par_iter().for_each(|(mut y, wc, bias)| {
+        let a = MatRef::from_row_major_slice(xs, m, k);
+        let wt = MatRef::from_row_major_slice(wc, y.ncols(), k).transpose();
+        matmul(y.as_mut(), Accum::Replace, a, wt, 1.0, Par::Seq);
+        vectorized(BiasAct { y, bias, act });
+    });
+    Ok(())
+}
+
+fn layout(reason: String) -> Error {
+    ErrorKind::InvalidLayout { reason }.into()
 }
 
 /// `erf` in f32: the rational approximation Eigen and XLA use for float (a few ulp), clamped to
 /// ±4 where erf is 1 to f32 precision. Branch-free, so loops over it vectorise.
 #[allow(clippy::excessive_precision)]
+#[inline(always)]
 fn erf_f32(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
@@ -136,6 +267,7 @@ fn erf_f32(x: f32) -> f32 {
 }
 
 /// Exact (erf) GELU, as `nn.GELU()` / HF `gelu`: `x/2 · (1 + erf(x/√2))`.
+#[inline(always)]
 pub(crate) fn gelu_erf(v: f32) -> f32 {
     0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2))
 }
@@ -154,6 +286,7 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// ulp), flushing to 0 below -87 where the result would be subnormal. Branch-free and without
 /// library calls, so the softmax loop vectorises. (Constants as Cephes publishes them.)
 #[allow(clippy::excessive_precision)]
+#[inline(always)]
 fn exp_f32(x: f32) -> f32 {
     let xc = x.clamp(-87.0, 88.0);
     // n = round(x / ln 2), an integer in [-126, 127] after the clamp; its bits sit in the low
@@ -182,56 +315,151 @@ fn exp_f32(x: f32) -> f32 {
     }
 }
 
-/// Softmax over each row, in f32 with the row maximum subtracted (as torch does).
-pub(crate) fn softmax_rows(mut x: ArrayViewMut2<f32>) {
-    for mut row in x.rows_mut() {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        if let Some(r) = row.as_slice_mut() {
-            for v in r.iter_mut() {
-                *v = exp_f32(*v - max);
-            }
-        } else {
-            row.mapv_inplace(|v| exp_f32(v - max));
+/// Lanes of the vectorised reductions below (one AVX-512 register of f32).
+const LANES: usize = 16;
+
+/// `f` folded over `r` in [`LANES`] independent accumulators, then across them: the order that
+/// lets the compiler vectorise a reduction (as torch's vectorised kernels also reduce).
+#[inline(always)]
+fn reduce(r: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; LANES];
+    let mut chunks = r.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = f(*a, v);
         }
-        let sum: f32 = row.iter().sum();
-        row.mapv_inplace(|v| v / sum);
     }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a = f(*a, v);
+    }
+    acc.into_iter().fold(init, f)
+}
+
+/// [`reduce`] in f64 over f32 values: `f(accumulator, value)` in [`LANES`] / 2 accumulators.
+#[inline(always)]
+fn reduce_f64(r: &[f32], f: impl Fn(f64, f32) -> f64) -> f64 {
+    let mut acc = [0.0f64; LANES / 2];
+    let mut chunks = r.chunks_exact(LANES / 2);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = f(*a, v);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a = f(*a, v);
+    }
+    acc.into_iter().sum()
+}
+
+/// Softmax of one row, in f32 with the row maximum subtracted (as torch does). Separate passes
+/// (max, exp, sum, scale) so that each one vectorises.
+#[inline(always)]
+fn softmax_row(r: &mut [f32]) {
+    let max = reduce(r, f32::NEG_INFINITY, f32::max);
+    for v in r.iter_mut() {
+        *v = exp_f32(*v - max);
+    }
+    let inv = 1.0 / reduce(r, 0.0, |a, b| a + b);
+    for v in r.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Softmax over each row of a row-major `[rows, n]` slice.
+struct Softmax<'a> {
+    x: &'a mut [f32],
+    n: usize,
+}
+
+impl WithSimd for Softmax<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) {
+        for r in self.x.chunks_exact_mut(self.n.max(1)) {
+            softmax_row(r);
+        }
+    }
+}
+
+/// Softmax over each row of a row-major `[rows, n]` slice.
+pub(crate) fn softmax_rows(x: &mut [f32], n: usize) {
+    vectorized(Softmax { x, n });
 }
 
 /// Multi-head self-attention (eager path) for `samples` stacked samples of `t` tokens: per
 /// sample and head, `softmax(q·kᵀ · hd^-0.5) · v`, heads concatenated along the feature axis,
-/// into `out`. Each (sample, head) pair is one task with its own score buffer.
+/// into `out`. `q`, `k`, `v` and `out` are row-major `[samples·t, d]`. Each (sample, head) pair
+/// is one task with its own score buffer, writing its `[t, hd]` block of `out` in place.
+///
+/// # Errors
+/// [`ErrorKind::InvalidLayout`] when the lengths disagree with `t`, `heads` and `d`.
 pub(crate) fn attention(
-    q: ArrayView2<f32>,
-    k: ArrayView2<f32>,
-    v: ArrayView2<f32>,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    d: usize,
     heads: usize,
     t: usize,
-    mut out: ArrayViewMut2<f32>,
-) {
-    let d = q.ncols();
+    out: &mut [f32],
+) -> Result<()> {
     let hd = d / heads.max(1);
+    let len = out.len();
+    if t == 0 || hd == 0 || hd * heads != d || len % (t * d) != 0 {
+        return Err(layout(format!(
+            "attention over {len} values with {t} tokens, {heads} heads of {hd}"
+        )));
+    }
+    if q.len() != len || k.len() != len || v.len() != len {
+        return Err(layout(format!(
+            "attention inputs of {}, {} and {} values for an output of {len}",
+            q.len(),
+            k.len(),
+            v.len()
+        )));
+    }
     let scale = (hd as f64).powf(-0.5) as f32;
-    let per_sample = d / hd.max(1);
-    let tasks: Vec<_> = out
-        .exact_chunks_mut((t.max(1), hd.max(1)))
-        .into_iter()
+    let rows = len / d;
+    // The [t, hd] block of head h of sample s, as a strided view of a row-major [rows, d]
+    // matrix (whose length was checked above, so the block lies inside it).
+    fn head_block(
+        m: &[f32],
+        rows: usize,
+        d: usize,
+        r: usize,
+        c: usize,
+        t: usize,
+        hd: usize,
+    ) -> MatRef<'_, f32> {
+        MatRef::from_row_major_slice(m, rows, d).submatrix(r, c, t, hd)
+    }
+    let block = |m, s, h| head_block(m, rows, d, s * t, h * hd, t, hd);
+    MatMut::from_row_major_slice_mut(out, rows, d)
+        .par_row_chunks_mut(t)
         .enumerate()
-        .map(|(i, head)| (i / per_sample.max(1), i % per_sample.max(1), head))
-        .collect();
-    tasks.into_par_iter().for_each_init(
-        || Array2::<f32>::zeros((t, t)),
-        |scores, (s, h, mut head)| {
-            let rows = s * t..(s + 1) * t;
-            let cols = h * hd..(h + 1) * hd;
-            let qh = q.slice(ndarray::s![rows.clone(), cols.clone()]);
-            let kh = k.slice(ndarray::s![rows.clone(), cols.clone()]);
-            let vh = v.slice(ndarray::s![rows, cols]);
-            general_mat_mul(scale, &qh, &kh.t(), 0.0, scores);
-            softmax_rows(scores.view_mut());
-            general_mat_mul(1.0, scores, &vh, 0.0, &mut head);
-        },
-    );
+        .flat_map(|(s, sample)| {
+            sample
+                .par_col_chunks_mut(hd)
+                .enumerate()
+                .map(move |(h, o)| (s, h, o))
+        })
+        .for_each_init(
+            || vec![0.0f32; t * t],
+            |scores, (s, h, o)| {
+                let mut sm = MatMut::from_row_major_slice_mut(scores, t, t);
+                matmul(
+                    sm.as_mut(),
+                    Accum::Replace,
+                    block(q, s, h),
+                    block(k, s, h).transpose(),
+                    scale,
+                    Par::Seq,
+                );
+                softmax_rows(scores, t);
+                let sm = MatRef::from_row_major_slice(scores, t, t);
+                matmul(o, Accum::Replace, sm, block(v, s, h), 1.0, Par::Seq);
+            },
+        );
+    Ok(())
 }
 
 /// The patches of one image `[C, H, W]` as rows `[N, C·P·P]` in row-major (row, col) patch
@@ -260,16 +488,31 @@ pub(crate) fn patches(img: ArrayView3<f32>, p: usize, mut out: ArrayViewMut2<f32
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::array;
+    use ndarray::Array2;
+
+    fn linear(
+        x: ArrayView2<f32>,
+        w: ArrayView2<f32>,
+        b: Option<&[f32]>,
+        act: Option<Activation>,
+        y: ArrayViewMut2<f32>,
+    ) -> Result<()> {
+        linears(x, vec![Product { w, b, y }], act)
+    }
 
     #[test]
-    fn layer_norm_normalises_each_row() {
-        let x = array![[1.0f32, 2.0, 3.0, 4.0]];
-        let mut y = Array2::zeros((1, 4));
-        layer_norm(x.view(), &[1.0; 4], &[0.0; 4], 0.0, y.view_mut());
-        let mean: f32 = y.sum() / 4.0;
+    fn layer_norm_normalises_each_row_after_the_residual_add() {
+        let mut x = [1.0f32, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 1.0];
+        let mut y = [0.0f32; 8];
+        add_layer_norm(&mut x, None, &[1.0; 4], &[0.0; 4], 0.0, &mut y).unwrap();
+        let mean: f32 = y[..4].iter().sum::<f32>() / 4.0;
         assert!(mean.abs() < 1e-6);
-        assert!((y[[0, 3]] - 1.341_640_8).abs() < 1e-5);
+        assert!((y[3] - 1.341_640_8).abs() < 1e-5);
+        let r = [0.0f32, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 3.0];
+        add_layer_norm(&mut x, Some(&r), &[2.0; 4], &[1.0; 4], 0.0, &mut y).unwrap();
+        assert_eq!(x[4..], [1.0, 2.0, 3.0, 4.0]);
+        assert!((y[7] - (2.0 * 1.341_640_8 + 1.0)).abs() < 1e-5);
+        assert!(add_layer_norm(&mut x, None, &[1.0; 3], &[0.0; 3], 0.0, &mut y).is_err());
     }
 
     #[test]
@@ -307,25 +550,131 @@ mod tests {
 
     #[test]
     fn softmax_rows_sum_to_one() {
-        let mut x = array![[1000.0f32, 1000.0], [0.0, 1.0]];
-        softmax_rows(x.view_mut());
-        assert!((x[[0, 0]] - 0.5).abs() < 1e-7);
-        assert!((x.row(1).sum() - 1.0).abs() < 1e-6);
+        let mut x = [1000.0f32, 1000.0, 0.0, 1.0];
+        softmax_rows(&mut x, 2);
+        assert!((x[0] - 0.5).abs() < 1e-7);
+        assert!((x[2] + x[3] - 1.0).abs() < 1e-6);
+    }
+
+    fn on_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(f)
     }
 
     #[test]
-    fn linear_split_over_columns_equals_one_product() {
-        let x = Array2::from_shape_fn((5, 7), |(i, j)| (i * 7 + j) as f32 * 0.1 - 1.0);
-        let w = Array2::from_shape_fn((150, 7), |(i, j)| ((i * 3 + j) % 11) as f32 * 0.05);
-        let b: Vec<f32> = (0..150).map(|i| i as f32 * 0.01).collect();
-        let mut y = Array2::zeros((5, 150));
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build();
-        let mut run = || linear(x.view(), w.view(), Some(&b), None, y.view_mut());
-        match pool {
-            Ok(p) => p.install(run),
-            Err(_) => run(),
+    fn linear_in_column_blocks_matches_the_f64_product_whatever_the_thread_count() {
+        let (m, k, n) = (5, 37, 300);
+        let x = Array2::from_shape_fn((m, k), |(i, j)| (i * k + j) as f32 * 0.01 - 1.0);
+        let w = Array2::from_shape_fn((n, k), |(i, j)| ((i * 3 + j) % 11) as f32 * 0.05 - 0.2);
+        let b: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+        let run = |threads| {
+            let mut y = Array2::zeros((m, n));
+            on_pool(threads, || {
+                linear(x.view(), w.view(), Some(&b), None, y.view_mut()).unwrap()
+            });
+            y
+        };
+        let y = run(1);
+        assert_eq!(y, run(4));
+        for ((i, j), &got) in y.indexed_iter() {
+            let want: f64 = (0..k)
+                .map(|l| f64::from(x[[i, l]]) * f64::from(w[[j, l]]))
+                .sum::<f64>()
+                + f64::from(b[j]);
+            assert!(
+                (f64::from(got) - want).abs() < 1e-5,
+                "{i},{j}: {got} vs {want}"
+            );
         }
-        let want = x.dot(&w.t()) + &Array2::from_shape_vec((1, 150), b).unwrap_or_default();
-        assert_eq!(y, want);
+    }
+
+    #[test]
+    fn a_group_of_products_equals_the_products_one_by_one() {
+        let x = Array2::from_shape_fn((4, 9), |(i, j)| (i * 9 + j) as f32 * 0.03 - 0.5);
+        let ws: Vec<Array2<f32>> = (0..3)
+            .map(|s| Array2::from_shape_fn((130 + s, 9), |(i, j)| ((i + j * s) % 7) as f32 * 0.1))
+            .collect();
+        let b: Vec<f32> = (0..131).map(|i| i as f32 * 0.001).collect();
+        let mut alone: Vec<Array2<f32>> =
+            ws.iter().map(|w| Array2::zeros((4, w.nrows()))).collect();
+        for (w, y) in ws.iter().zip(&mut alone) {
+            linear(
+                x.view(),
+                w.view(),
+                None,
+                Some(Activation::GeluErf),
+                y.view_mut(),
+            )
+            .unwrap();
+        }
+        let mut grouped: Vec<Array2<f32>> =
+            ws.iter().map(|w| Array2::zeros((4, w.nrows()))).collect();
+        let products = ws
+            .iter()
+            .zip(&mut grouped)
+            .map(|(w, y)| Product {
+                w: w.view(),
+                b: None,
+                y: y.view_mut(),
+            })
+            .collect();
+        on_pool(2, || {
+            linears(x.view(), products, Some(Activation::GeluErf)).unwrap()
+        });
+        assert_eq!(alone, grouped);
+        let mut y = Array2::zeros((4, 131));
+        linear(x.view(), ws[1].view(), Some(&b), None, y.view_mut()).unwrap();
+        let mut want = Array2::zeros((4, 131));
+        linear(x.view(), ws[1].view(), None, None, want.view_mut()).unwrap();
+        assert_eq!(y, want + ndarray::ArrayView1::from(&b));
+    }
+
+    #[test]
+    fn linear_refuses_disagreeing_shapes() {
+        let x = Array2::<f32>::zeros((2, 3));
+        let w = Array2::<f32>::zeros((4, 5));
+        let mut y = Array2::<f32>::zeros((2, 4));
+        assert!(linear(x.view(), w.view(), None, None, y.view_mut()).is_err());
+    }
+
+    #[test]
+    fn attention_matches_a_naive_f64_reference() {
+        let (samples, t, heads, hd) = (2, 5, 3, 4);
+        let d = heads * hd;
+        let rows = samples * t;
+        let gen = |seed: usize| -> Vec<f32> {
+            (0..rows * d)
+                .map(|i| (((i * 7 + seed * 13) % 23) as f32 - 11.0) * 0.1)
+                .collect()
+        };
+        let (q, k, v) = (gen(1), gen(2), gen(3));
+        let mut out = vec![0.0f32; rows * d];
+        on_pool(2, || attention(&q, &k, &v, d, heads, t, &mut out).unwrap());
+        let scale = 1.0 / (hd as f64).sqrt();
+        for s in 0..samples {
+            for h in 0..heads {
+                let at = |m: &[f32], r: usize, c: usize| f64::from(m[(s * t + r) * d + h * hd + c]);
+                for i in 0..t {
+                    let sc: Vec<f64> = (0..t)
+                        .map(|j| (0..hd).map(|c| at(&q, i, c) * at(&k, j, c)).sum::<f64>() * scale)
+                        .collect();
+                    let max = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = sc.iter().map(|v| (v - max).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for c in 0..hd {
+                        let want: f64 = (0..t).map(|j| e[j] / z * at(&v, j, c)).sum();
+                        let got = f64::from(out[(s * t + i) * d + h * hd + c]);
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "{s} {h} {i} {c}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(attention(&q, &k, &v, d, heads, 4, &mut out).is_err());
     }
 }
