@@ -213,7 +213,7 @@ pub fn open(path: &Path) -> Result<Box<dyn TensorSource>> {
 pub fn open_bytes(bytes: FileBytes) -> Result<Box<dyn TensorSource>> {
     match sniff(&bytes) {
         Some(Sniffed::Zip) => {
-            if torch_zip::is_torch_zip(&bytes)? {
+            if torch_zip::is_torch_zip(&bytes, &|| bytes.release())? {
                 Ok(Box::new(torch_zip::TorchZipSource::parse(bytes)?))
             } else {
                 Ok(Box::new(npz::NpzSource::parse(bytes)?))

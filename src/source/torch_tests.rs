@@ -283,9 +283,24 @@ fn every_truncation_of_a_torch_zip_is_an_error() {
 #[test]
 fn torch_zip_is_told_apart_from_npz() {
     let pkl = one_tensor("x", 0, &[6], &[1]);
-    assert!(is_torch_zip(&archive(&pkl, &[("0", &six())], None)).unwrap());
+    assert!(is_torch_zip(&archive(&pkl, &[("0", &six())], None), &|| {}).unwrap());
     let npz = zip_stored(&[("x.npy", b"\x93NUMPY", STORED), ("y.npy", b"", STORED)]);
-    assert!(!is_torch_zip(&npz).unwrap());
+    assert!(!is_torch_zip(&npz, &|| {}).unwrap());
+}
+
+#[test]
+fn zip_parsing_releases_mapped_pages_as_it_walks_the_local_headers() {
+    // One local header per storage, spread over the file: a mapped input's pages are released
+    // every few headers (and once at the end), not only after the whole walk.
+    let pkl = one_tensor("x", 0, &[6], &[1]);
+    let data = six();
+    let keys: Vec<String> = (0..20).map(|k| k.to_string()).collect();
+    let storages: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &data[..])).collect();
+    let zip = archive(&pkl, &storages, None);
+    let calls = std::cell::Cell::new(0);
+    assert!(is_torch_zip(&zip, &|| calls.set(calls.get() + 1)).unwrap());
+    // 22 entries (data.pkl, version, 20 storages): after headers 8 and 16, then at the end.
+    assert_eq!(calls.get(), 3);
 }
 
 #[test]

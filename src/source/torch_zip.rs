@@ -214,17 +214,27 @@ fn find_directory(bytes: &[u8]) -> Result<Directory> {
     }
 }
 
-/// Parses the central directory and every local header; checks names and ranges.
+/// Local headers read between two calls of `release` in [`read_zip_entries`].
+const HEADERS_PER_RELEASE: usize = 8;
+
+/// Parses the central directory and every local header; checks names and ranges. Calls
+/// `release` after every [`HEADERS_PER_RELEASE`] local headers: a mapped input passes
+/// [`FileBytes::release`], so that visiting headers spread over the whole file (one per tensor)
+/// keeps few pages mapped — the page cache may hold the file in 2 MiB folios, each mapped whole
+/// by the first touch.
 ///
 /// # Errors
 /// `MalformedContainer` (zip), `Truncated`, `Duplicate { what: "zip entry" }`, `BudgetExceeded`.
-pub(crate) fn read_zip_entries(bytes: &[u8]) -> Result<Vec<ZipEntry>> {
+pub(crate) fn read_zip_entries(bytes: &[u8], release: &dyn Fn()) -> Result<Vec<ZipEntry>> {
     let dir = find_directory(bytes)?;
     let dir_end = dir.offset.saturating_add(dir.size);
     let mut entries: Vec<ZipEntry> = Vec::with_capacity(dir.entries.min(1024));
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut at = dir.offset;
-    for _ in 0..dir.entries {
+    for k in 0..dir.entries {
+        if k % HEADERS_PER_RELEASE == HEADERS_PER_RELEASE - 1 {
+            release();
+        }
         let c = Fields::new(bytes, at, CENTRAL_LEN, "zip central directory entry")?;
         if c.u32(0) != CENTRAL_SIG {
             return Err(bad_zip(format!(
@@ -367,12 +377,14 @@ fn archive_root(entries: &[ZipEntry]) -> Result<&str> {
     Ok(root)
 }
 
-/// True when the zip is a torch checkpoint (`<root>/data.pkl`, root = first entry's folder).
+/// True when the zip is a torch checkpoint (`<root>/data.pkl`, root = first entry's folder);
+/// `release` as in [`read_zip_entries`].
 ///
 /// # Errors
 /// The zip's own structural errors.
-pub(crate) fn is_torch_zip(bytes: &[u8]) -> Result<bool> {
-    let entries = read_zip_entries(bytes)?;
+pub(crate) fn is_torch_zip(bytes: &[u8], release: &dyn Fn()) -> Result<bool> {
+    let entries = read_zip_entries(bytes, release)?;
+    release();
     let Some((root, _)) = entries.first().and_then(|e| e.name.split_once('/')) else {
         return Ok(false);
     };
@@ -396,7 +408,8 @@ impl TorchZipSource {
     /// Zip and pickle errors; `MissingStorage`, `StorageSizeMismatch`, `StorageOutOfBounds`,
     /// `InvalidLayout`, `UnsupportedDType`, `Duplicate`.
     pub(crate) fn parse(bytes: FileBytes) -> Result<Self> {
-        let entries = read_zip_entries(&bytes)?;
+        let entries = read_zip_entries(&bytes, &|| bytes.release())?;
+        bytes.release();
         let root = archive_root(&entries)?.to_string();
         let by_name: HashMap<&str, &ZipEntry> =
             entries.iter().map(|e| (e.name.as_str(), e)).collect();
