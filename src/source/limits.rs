@@ -71,6 +71,9 @@ pub struct Limits {
     /// Largest ratio of inflated to compressed size of a deflated npz member that inflates to
     /// more than [`INFLATE_FREE_BYTES`].
     pub npz_inflate_ratio: usize,
+    /// Most msgpack values (map entries, array items, leaves, counted as parsed) one Flax
+    /// `flax_model.msgpack` may hold.
+    pub flax_values: usize,
 }
 
 /// A deflated npz member may always inflate to this many bytes, whatever its ratio.
@@ -97,6 +100,7 @@ const FIELDS: &[(&str, Setter)] = &[
         &mut l.safetensors_header_bytes
     }),
     ("NPZ_INFLATE_RATIO", |l| &mut l.npz_inflate_ratio),
+    ("FLAX_VALUES", |l| &mut l.flax_values),
 ];
 
 /// The budget names [`ErrorKind::BudgetExceeded`] reports, and the field each is a limit of.
@@ -116,6 +120,7 @@ const BUDGETS: &[(&str, &str)] = &[
     ("npy header length", "NPY_HEADER_BYTES"),
     ("safetensors header length", "SAFETENSORS_HEADER_BYTES"),
     ("npz inflate ratio", "NPZ_INFLATE_RATIO"),
+    ("flax values", "FLAX_VALUES"),
 ];
 
 static CURRENT: RwLock<Limits> = RwLock::new(Limits::DEFAULT);
@@ -138,6 +143,7 @@ impl Limits {
         npy_header_bytes: 1 << 20,
         safetensors_header_bytes: 100_000_000,
         npz_inflate_ratio: 64,
+        flax_values: 1 << 20,
     };
 
     /// The limits in force for this process ([`Limits::DEFAULT`] unless [`Limits::set`] changed
