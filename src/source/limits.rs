@@ -26,9 +26,11 @@
 //!
 //! [`ErrorKind::BudgetExceeded`]: crate::ErrorKind::BudgetExceeded
 
+use std::io::Read;
+use std::path::Path;
 use std::sync::RwLock;
 
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// The prefix of the environment variables [`Limits::from_env`] reads.
 pub const ENV_PREFIX: &str = "VIT_CONVERT_LIMIT_";
@@ -74,6 +76,14 @@ pub struct Limits {
     /// Most msgpack values (map entries, array items, leaves, counted as parsed) one Flax
     /// `flax_model.msgpack` may hold.
     pub flax_values: usize,
+    /// Largest JSON or TOML file read beside the weights or named on the command line
+    /// (`config.json`, `preprocessor_config.json`, `--config`, `--table`), in bytes.
+    pub config_file_bytes: usize,
+    /// Most tokens (patches plus class/distillation tokens) per image the forward pass runs: the
+    /// attention scores of one head take `tokens² × 4` bytes per thread, and a tiny model
+    /// (hidden size 1, patch size 1) or a large input with `--interpolate-pos-encoding` could
+    /// otherwise ask for terabytes.
+    pub forward_tokens: usize,
 }
 
 /// A deflated npz member may always inflate to this many bytes, whatever its ratio.
@@ -101,6 +111,8 @@ const FIELDS: &[(&str, Setter)] = &[
     }),
     ("NPZ_INFLATE_RATIO", |l| &mut l.npz_inflate_ratio),
     ("FLAX_VALUES", |l| &mut l.flax_values),
+    ("CONFIG_FILE_BYTES", |l| &mut l.config_file_bytes),
+    ("FORWARD_TOKENS", |l| &mut l.forward_tokens),
 ];
 
 /// The budget names [`ErrorKind::BudgetExceeded`] reports, and the field each is a limit of.
@@ -121,6 +133,8 @@ const BUDGETS: &[(&str, &str)] = &[
     ("safetensors header length", "SAFETENSORS_HEADER_BYTES"),
     ("npz inflate ratio", "NPZ_INFLATE_RATIO"),
     ("flax values", "FLAX_VALUES"),
+    ("config file bytes", "CONFIG_FILE_BYTES"),
+    ("forward tokens", "FORWARD_TOKENS"),
 ];
 
 static CURRENT: RwLock<Limits> = RwLock::new(Limits::DEFAULT);
@@ -144,6 +158,8 @@ impl Limits {
         safetensors_header_bytes: 100_000_000,
         npz_inflate_ratio: 64,
         flax_values: 1 << 20,
+        config_file_bytes: 16 << 20,
+        forward_tokens: 1 << 13,
     };
 
     /// The limits in force for this process ([`Limits::DEFAULT`] unless [`Limits::set`] changed
@@ -212,6 +228,66 @@ pub fn env_var_for(budget: &str) -> Option<String> {
         .iter()
         .find(|(name, _)| *name == budget)
         .map(|(_, field)| format!("{ENV_PREFIX}{field}"))
+}
+
+/// Reads a JSON or TOML file that is as untrusted as the weights (a `config.json` downloaded
+/// beside them, a `--table` or `--config` file), refusing it unread when it is larger than
+/// [`Limits::config_file_bytes`].
+///
+/// # Errors
+/// [`ErrorKind::Io`] when it cannot be read (or is not UTF-8), [`ErrorKind::BudgetExceeded`]
+/// (`config file bytes`) when it is too large; both carry `path`.
+pub fn read_config_file(path: &Path) -> Result<String> {
+    let limit = Limits::current().config_file_bytes;
+    let io = |op, e| Error::from(ErrorKind::io(op, e)).with_path(path);
+    let too_large = || {
+        Error::from(ErrorKind::BudgetExceeded {
+            budget: "config file bytes",
+            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            offset: u64::try_from(limit).unwrap_or(u64::MAX),
+        })
+        .with_path(path)
+    };
+    let file = std::fs::File::open(path).map_err(|e| io("open", e))?;
+    let declared = file.metadata().map_err(|e| io("read", e))?.len();
+    if usize::try_from(declared).map_or(true, |n| n > limit) {
+        return Err(too_large());
+    }
+    // The size can change, and pipes and devices report none: read at most one byte past it.
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let mut text = String::new();
+    file.take(cap)
+        .read_to_string(&mut text)
+        .map_err(|e| io("read", e))?;
+    if text.len() > limit {
+        return Err(too_large());
+    }
+    Ok(text)
+}
+
+/// Checks the tokens per image a forward pass of `config` on a `[B, C, H, W]` batch runs (patches
+/// plus prefix tokens) against [`Limits::forward_tokens`].
+///
+/// # Errors
+/// [`ErrorKind::BudgetExceeded`] (`forward tokens`; offset 0).
+pub(crate) fn check_forward_tokens(
+    config: &crate::model::ViTConfig,
+    (_, _, h, w): (usize, usize, usize, usize),
+) -> Result<()> {
+    let limit = Limits::current().forward_tokens;
+    let p = config.patch_size.max(1);
+    let tokens = (h / p)
+        .saturating_mul(w / p)
+        .saturating_add(config.architecture.prefix_tokens());
+    if tokens > limit {
+        return Err(ErrorKind::BudgetExceeded {
+            budget: "forward tokens",
+            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            offset: 0,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 impl Default for Limits {

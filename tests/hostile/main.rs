@@ -7,6 +7,7 @@
 
 mod build;
 mod cases;
+mod inputs;
 #[path = "../common/msgpack.rs"]
 mod msgpack;
 mod output;
@@ -280,7 +281,9 @@ fn oversized_config_json_beside_hf_weights_is_refused_before_reading_it() {
     assert_eq!(r.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("config.json") && stderr.contains("larger than"),
+        stderr.contains("config.json")
+            && stderr.contains("config file bytes budget exceeded")
+            && stderr.contains("VIT_CONVERT_LIMIT_CONFIG_FILE_BYTES"),
         "{stderr}"
     );
     assert!(!out.join("model.safetensors").exists());
