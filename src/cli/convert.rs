@@ -48,7 +48,7 @@ pub struct ConvertArgs {
 pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
     let table = match &a.table {
         Some(p) => {
-            let text = vit_convert::source::limits::read_config_file(p)?;
+            let text = vit_convert::source::limits::read_table_file(p)?;
             Some(MappingTable::from_toml(&text, &p.display().to_string())?)
         }
         None => None,

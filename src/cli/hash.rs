@@ -59,7 +59,7 @@ fn read_table(path: &Option<PathBuf>) -> anyhow::Result<Option<MappingTable>> {
     let Some(p) = path else {
         return Ok(None);
     };
-    let text = vit_convert::source::limits::read_config_file(p)?;
+    let text = vit_convert::source::limits::read_table_file(p)?;
     Ok(Some(MappingTable::from_toml(
         &text,
         &p.display().to_string(),

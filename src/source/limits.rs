@@ -76,9 +76,12 @@ pub struct Limits {
     /// Most msgpack values (map entries, array items, leaves, counted as parsed) one Flax
     /// `flax_model.msgpack` may hold.
     pub flax_values: usize,
-    /// Largest JSON or TOML file read beside the weights or named on the command line
-    /// (`config.json`, `preprocessor_config.json`, `--config`, `--table`), in bytes.
+    /// Largest JSON file read beside the weights or named on the command line (`config.json`,
+    /// `preprocessor_config.json`, `--config`), in bytes.
     pub config_file_bytes: usize,
+    /// Largest mapping table (`--table`, TOML) read, in bytes: parsing TOML costs about 80 times
+    /// the text in memory.
+    pub table_file_bytes: usize,
     /// Most tokens (patches plus class/distillation tokens) per image the forward pass runs: the
     /// attention scores of one head take `tokens² × 4` bytes per thread, and a tiny model
     /// (hidden size 1, patch size 1) or a large input with `--interpolate-pos-encoding` could
@@ -112,6 +115,7 @@ const FIELDS: &[(&str, Setter)] = &[
     ("NPZ_INFLATE_RATIO", |l| &mut l.npz_inflate_ratio),
     ("FLAX_VALUES", |l| &mut l.flax_values),
     ("CONFIG_FILE_BYTES", |l| &mut l.config_file_bytes),
+    ("TABLE_FILE_BYTES", |l| &mut l.table_file_bytes),
     ("FORWARD_TOKENS", |l| &mut l.forward_tokens),
 ];
 
@@ -134,6 +138,7 @@ const BUDGETS: &[(&str, &str)] = &[
     ("npz inflate ratio", "NPZ_INFLATE_RATIO"),
     ("flax values", "FLAX_VALUES"),
     ("config file bytes", "CONFIG_FILE_BYTES"),
+    ("table file bytes", "TABLE_FILE_BYTES"),
     ("forward tokens", "FORWARD_TOKENS"),
 ];
 
@@ -159,6 +164,7 @@ impl Limits {
         npz_inflate_ratio: 64,
         flax_values: 1 << 20,
         config_file_bytes: 16 << 20,
+        table_file_bytes: 1 << 20,
         forward_tokens: 1 << 13,
     };
 
@@ -230,19 +236,35 @@ pub fn env_var_for(budget: &str) -> Option<String> {
         .map(|(_, field)| format!("{ENV_PREFIX}{field}"))
 }
 
-/// Reads a JSON or TOML file that is as untrusted as the weights (a `config.json` downloaded
-/// beside them, a `--table` or `--config` file), refusing it unread when it is larger than
+/// Reads a JSON file that is as untrusted as the weights (a `config.json` downloaded beside
+/// them, a `--config` file), refusing it unread when it is larger than
 /// [`Limits::config_file_bytes`].
 ///
 /// # Errors
 /// [`ErrorKind::Io`] when it cannot be read (or is not UTF-8), [`ErrorKind::BudgetExceeded`]
 /// (`config file bytes`) when it is too large; both carry `path`.
 pub fn read_config_file(path: &Path) -> Result<String> {
-    let limit = Limits::current().config_file_bytes;
+    read_bounded(
+        path,
+        Limits::current().config_file_bytes,
+        "config file bytes",
+    )
+}
+
+/// Reads a mapping table (TOML), refusing it unread when it is larger than
+/// [`Limits::table_file_bytes`].
+///
+/// # Errors
+/// As [`read_config_file`], the budget being `table file bytes`.
+pub fn read_table_file(path: &Path) -> Result<String> {
+    read_bounded(path, Limits::current().table_file_bytes, "table file bytes")
+}
+
+fn read_bounded(path: &Path, limit: usize, budget: &'static str) -> Result<String> {
     let io = |op, e| Error::from(ErrorKind::io(op, e)).with_path(path);
     let too_large = || {
         Error::from(ErrorKind::BudgetExceeded {
-            budget: "config file bytes",
+            budget,
             limit: u64::try_from(limit).unwrap_or(u64::MAX),
             offset: u64::try_from(limit).unwrap_or(u64::MAX),
         })

@@ -111,12 +111,15 @@ fn oversized_table_and_config_options_are_refused_unread() {
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("big.toml");
     let mut text = b"id = \"x\"\n".to_vec();
-    text.resize(TOO_BIG, b'\n');
+    text.resize((1 << 20) + 1, b'\n');
     std::fs::write(&table, text).unwrap();
     let config = dir.path().join("big.json");
     padded_json(&config, TOO_BIG);
     let input = fixture("convert/timm_vit/source.pth");
-    for (flag, file) in [("--table", &table), ("--config", &config)] {
+    for (flag, file, budget) in [
+        ("--table", &table, "table file bytes budget exceeded"),
+        ("--config", &config, "config file bytes budget exceeded"),
+    ] {
         let out_dir = dir.path().join("out");
         let out = bin()
             .args(["--from", "timm"])
@@ -128,7 +131,7 @@ fn oversized_table_and_config_options_are_refused_unread() {
             .output()
             .unwrap();
         let name = file.file_name().unwrap().to_str().unwrap();
-        assert_refused(&out, &[name, "config file bytes budget exceeded"]);
+        assert_refused(&out, &[name, budget]);
         assert!(!out_dir.join("model.safetensors").exists());
     }
     // `tables --check` and `diff --table` read tables the same way.
@@ -137,12 +140,19 @@ fn oversized_table_and_config_options_are_refused_unread() {
         .arg(&table)
         .output()
         .unwrap();
-    assert_refused(&out, &["big.toml", "config file bytes budget exceeded"]);
+    assert_refused(
+        &out,
+        &[
+            "big.toml",
+            "table file bytes budget exceeded",
+            "VIT_CONVERT_LIMIT_TABLE_FILE_BYTES",
+        ],
+    );
     // Raised, the same table is read (and then refused for what it holds, not its size).
     let out = bin()
         .args(["tables", "--check"])
         .arg(&table)
-        .env("VIT_CONVERT_LIMIT_CONFIG_FILE_BYTES", "32M")
+        .env("VIT_CONVERT_LIMIT_TABLE_FILE_BYTES", "2M")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
