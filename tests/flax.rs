@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::msgpack::{f32s, one, Mp};
+use common::msgpack::{f32_chunk, f32s, gapped_chunks, one, Mp};
 use common::tensors;
 
 use std::borrow::Cow;
@@ -634,7 +634,7 @@ fn an_empty_top_level_map_is_refused() {
 
 #[test]
 fn malformed_chunked_arrays_are_refused() {
-    let chunk = |n: usize| Mp::default().array(&[n as u64], "float32", &f32s(n));
+    let chunk = f32_chunk;
     let chunked = |marker: &[u8], shape: &[u64], chunks: Vec<Mp>| {
         one("w", Mp::default().chunked(marker, shape, chunks))
     };
@@ -669,23 +669,7 @@ fn malformed_chunked_arrays_are_refused() {
         ErrorKind::MalformedContainer { .. }
     );
     // A gap in the chunk indices.
-    let gap = one(
-        "w",
-        Mp::default()
-            .map(3)
-            .s("__msgpack_chunked_array__")
-            .raw(&[0xc3])
-            .s("shape")
-            .map(1)
-            .s("0")
-            .uint(6)
-            .s("chunks")
-            .map(2)
-            .s("0")
-            .raw(&chunk(4).0)
-            .s("2")
-            .raw(&chunk(2).0),
-    );
+    let gap = gapped_chunks();
     assert_kind!(gap, ErrorKind::MalformedContainer { .. });
     // Extra keys.
     let extra = one(

@@ -74,6 +74,32 @@ impl Mp {
     }
 }
 
+/// A 1-D float32 chunk of `n` values, as flax writes chunks.
+pub fn f32_chunk(n: usize) -> Mp {
+    Mp::default().array(&[n as u64], "float32", &f32s(n))
+}
+
+/// `{"w": chunked array}` whose chunk indices skip `1` (`0`, `2`).
+pub fn gapped_chunks() -> Vec<u8> {
+    one(
+        "w",
+        Mp::default()
+            .map(3)
+            .s("__msgpack_chunked_array__")
+            .raw(&[0xc3])
+            .s("shape")
+            .map(1)
+            .s("0")
+            .uint(6)
+            .s("chunks")
+            .map(2)
+            .s("0")
+            .raw(&f32_chunk(4).0)
+            .s("2")
+            .raw(&f32_chunk(2).0),
+    )
+}
+
 /// A one-entry top-level map `{key: value}`.
 pub fn one(key: &str, value: Mp) -> Vec<u8> {
     Mp::default().map(1).s(key).raw(&value.0).0

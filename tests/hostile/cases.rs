@@ -6,7 +6,7 @@ use std::io::{Cursor, Write};
 use vit_convert::{Error, ErrorKind, Limits};
 
 use crate::build::*;
-use crate::msgpack::{f32s, one, Mp};
+use crate::msgpack::{f32_chunk, f32s, gapped_chunks, one, Mp};
 
 /// What an error must look like.
 pub type Check = Box<dyn Fn(&Error) -> bool + Send + Sync>;
@@ -696,27 +696,11 @@ fn flax_files() -> Vec<Case> {
     }
     let names = names.0;
 
-    let chunk = |n: usize| Mp::default().array(&[n as u64], "float32", &f32s(n));
+    let chunk = f32_chunk;
     let chunked = |marker: &[u8], shape: &[u64], chunks: Vec<Mp>| {
         one("w", Mp::default().chunked(marker, shape, chunks))
     };
-    let gap = one(
-        "w",
-        Mp::default()
-            .map(3)
-            .s("__msgpack_chunked_array__")
-            .raw(&[0xc3])
-            .s("shape")
-            .map(1)
-            .s("0")
-            .uint(6)
-            .s("chunks")
-            .map(2)
-            .s("0")
-            .raw(&chunk(4).0)
-            .s("2")
-            .raw(&chunk(2).0),
-    );
+    let gap = gapped_chunks();
     let top_chunked = Mp::default().chunked(&[0xc3], &[4], vec![chunk(4)]).0;
     let ext = |code: i8, payload: Vec<u8>| one("w", Mp::default().ext(code, &payload));
     let mut trailing = one("k", u8_array());

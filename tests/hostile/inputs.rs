@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::bin;
+use crate::build::crc32;
 
 fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -50,20 +51,39 @@ fn assert_refused(out: &Output, needles: &[&str]) {
 
 const TOO_BIG: usize = (16 << 20) + 1;
 
+/// `vit-convert forward DIR --output DIR/out.npy FLAG FILE`, with `env` set.
+fn forward(dir: &Path, flag: &str, file: &Path, env: &[(&str, &str)]) -> Output {
+    bin()
+        .arg("forward")
+        .arg(dir)
+        .arg("--output")
+        .arg(dir.join("out.npy"))
+        .arg(flag)
+        .arg(file)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// `vit-convert verify DIR --input INPUT --expected EXPECTED`.
+fn verify(dir: &Path, input: &Path, expected: &Path) -> Output {
+    bin()
+        .arg("verify")
+        .arg(dir)
+        .arg("--input")
+        .arg(input)
+        .arg("--expected")
+        .arg(expected)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn oversized_config_json_in_a_model_folder_is_refused_by_forward_and_verify() {
     let dir = model_dir();
     padded_json(&dir.path().join("config.json"), TOO_BIG);
     let input = fixture("convert/timm_vit/io/input.npy");
-    let out = bin()
-        .arg("forward")
-        .arg(dir.path())
-        .arg("--output")
-        .arg(dir.path().join("out.npy"))
-        .arg("--input")
-        .arg(&input)
-        .output()
-        .unwrap();
+    let out = forward(dir.path(), "--input", &input, &[]);
     assert_refused(
         &out,
         &[
@@ -72,15 +92,11 @@ fn oversized_config_json_in_a_model_folder_is_refused_by_forward_and_verify() {
             "VIT_CONVERT_LIMIT_CONFIG_FILE_BYTES",
         ],
     );
-    let out = bin()
-        .arg("verify")
-        .arg(dir.path())
-        .arg("--input")
-        .arg(&input)
-        .arg("--expected")
-        .arg(fixture("convert/timm_vit/io/logits_hf.npy"))
-        .output()
-        .unwrap();
+    let out = verify(
+        dir.path(),
+        &input,
+        &fixture("convert/timm_vit/io/logits_hf.npy"),
+    );
     assert_refused(&out, &["config.json", "config file bytes budget exceeded"]);
 }
 
@@ -88,15 +104,12 @@ fn oversized_config_json_in_a_model_folder_is_refused_by_forward_and_verify() {
 fn oversized_preprocessor_config_is_refused_before_any_image_is_read() {
     let dir = model_dir();
     padded_json(&dir.path().join("preprocessor_config.json"), TOO_BIG);
-    let out = bin()
-        .arg("forward")
-        .arg(dir.path())
-        .arg("--output")
-        .arg(dir.path().join("out.npy"))
-        .arg("--image")
-        .arg(fixture("convert/image/cat.png"))
-        .output()
-        .unwrap();
+    let out = forward(
+        dir.path(),
+        "--image",
+        &fixture("convert/image/cat.png"),
+        &[],
+    );
     assert_refused(
         &out,
         &[
@@ -196,25 +209,9 @@ fn hostile_npy_inputs_to_forward_and_verify_are_refused() {
     .unwrap();
     for file in [&forged, &pickled] {
         let name = file.file_name().unwrap().to_str().unwrap();
-        let out = bin()
-            .arg("forward")
-            .arg(dir.path())
-            .arg("--output")
-            .arg(dir.path().join("out.npy"))
-            .arg("--input")
-            .arg(file)
-            .output()
-            .unwrap();
+        let out = forward(dir.path(), "--input", file, &[]);
         assert_refused(&out, &[name]);
-        let out = bin()
-            .arg("verify")
-            .arg(dir.path())
-            .arg("--input")
-            .arg(fixture("convert/timm_vit/io/input.npy"))
-            .arg("--expected")
-            .arg(file)
-            .output()
-            .unwrap();
+        let out = verify(dir.path(), &fixture("convert/timm_vit/io/input.npy"), file);
         assert_refused(&out, &[name]);
     }
 }
@@ -222,20 +219,6 @@ fn hostile_npy_inputs_to_forward_and_verify_are_refused() {
 /// A PNG of `width × height` (`depth` bits, PNG colour type `colour`) whose image data is one
 /// empty zlib stream.
 fn png_header_only(width: u32, height: u32, depth: u8, colour: u8) -> Vec<u8> {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = !0u32;
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xedb8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
     fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
         out.extend_from_slice(&u32::try_from(data.len()).unwrap().to_be_bytes());
         let start = out.len();
@@ -286,15 +269,7 @@ fn decompression_bomb_images_are_refused() {
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, png_header_only(w, h, depth, colour)).unwrap();
-        let out = bin()
-            .arg("forward")
-            .arg(dir.path())
-            .arg("--output")
-            .arg(dir.path().join("out.npy"))
-            .arg("--image")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = forward(dir.path(), "--image", &path, &[]);
         assert_refused(&out, &[name, why]);
     }
 }
@@ -303,16 +278,12 @@ fn decompression_bomb_images_are_refused() {
 fn forward_tokens_are_budgeted_and_the_budget_is_named() {
     let dir = model_dir();
     let input = fixture("convert/timm_vit/io/input.npy");
-    let out = bin()
-        .arg("forward")
-        .arg(dir.path())
-        .arg("--output")
-        .arg(dir.path().join("out.npy"))
-        .arg("--input")
-        .arg(&input)
-        .env("VIT_CONVERT_LIMIT_FORWARD_TOKENS", "4")
-        .output()
-        .unwrap();
+    let out = forward(
+        dir.path(),
+        "--input",
+        &input,
+        &[("VIT_CONVERT_LIMIT_FORWARD_TOKENS", "4")],
+    );
     assert_refused(
         &out,
         &[
@@ -321,15 +292,7 @@ fn forward_tokens_are_budgeted_and_the_budget_is_named() {
         ],
     );
     // The default admits the fixture.
-    let out = bin()
-        .arg("forward")
-        .arg(dir.path())
-        .arg("--output")
-        .arg(dir.path().join("out.npy"))
-        .arg("--input")
-        .arg(&input)
-        .output()
-        .unwrap();
+    let out = forward(dir.path(), "--input", &input, &[]);
     assert_eq!(
         out.status.code(),
         Some(0),
