@@ -1,8 +1,10 @@
 //! Resource budgets for reading untrusted checkpoints, and how to change them.
 //!
 //! Every reader bounds what a file can make it spend — bytes parsed, values built, nesting
-//! followed, bytes allocated for a tensor — by one of the budgets in [`Limits`]. A file that
-//! exceeds a budget is refused with [`ErrorKind::BudgetExceeded`] naming the budget and its
+//! followed, bytes allocated for a tensor — by one of the budgets in [`Limits`]; so do the JSON
+//! and TOML files read beside the weights or named on the command line ([`read_config_file`],
+//! [`read_table_file`]) and the forward pass a model folder asks for (tokens per image). A file
+//! that exceeds a budget is refused with [`ErrorKind::BudgetExceeded`] naming the budget and its
 //! limit, before the memory is spent. The defaults ([`Limits::DEFAULT`]) are far above what any
 //! real Vision Transformer checkpoint needs and keep a hostile file under about 2 GiB of memory.
 //!
