@@ -2,7 +2,7 @@
 """Worst cases at the edge of every budget: time and peak memory of `vit-convert inspect` and
 `convert` on each (release build). Run by hand; the figures go into SECURITY.md.
 
-    cargo build --release && python3 fuzz/measure_budgets.py [OUTDIR]
+    cargo build --release && python3 fuzz/measure_budgets.py [OUTDIR [NAME-PART...]]
 
 Writes the files into OUTDIR (default: a temp dir) and prints one line per file. Uses only the
 standard library and /usr/bin/time.
@@ -45,6 +45,22 @@ def tensor_call(numel=6) -> bytes:
             binunicode(b"cpu") + b"J" + struct.pack("<i", numel) + b"tQ" +
             b"J\x00\x00\x00\x00" + b"(J" + struct.pack("<i", numel) + b"t" + b"(J\x01\x00\x00\x00t" +
             b"\x89ccollections\nOrderedDict\n)Rt" + b"R")
+
+
+def mp_str(b: bytes) -> bytes:
+    return b"\xdb" + struct.pack(">I", len(b)) + b
+
+
+def mp_map1(key: bytes, value: bytes) -> bytes:
+    return b"\x81" + mp_str(key) + value
+
+
+def mp_array(shape, dtype: str, data: bytes) -> bytes:
+    """A flax ndarray: ext 1 holding (shape, dtype name, bytes)."""
+    dims = b"".join(b"\xcf" + struct.pack(">Q", d) for d in shape)
+    payload = (b"\x93" + bytes([0x90 | len(shape)]) + dims + mp_str(dtype.encode()) +
+               b"\xc6" + struct.pack(">I", len(data)) + data)
+    return b"\xc9" + struct.pack(">I", len(payload)) + b"\x01" + payload
 
 
 def cases():
@@ -103,6 +119,22 @@ def cases():
         for i in range(200_000):
             z.writestr(f"m{i}.npy", member)
     yield "npz_200k.npz", buf.getvalue()
+    # 13–18. Flax msgpack at the edge of the value, nesting, tensor and name budgets, a 250 MB
+    # array, and a 256 MB chunked array (read by concatenation).
+    yield "flax_values_1m.msgpack", mp_map1(b"a", b"\xdd" + struct.pack(">I", (1 << 20) - 3) + b"\xc0" * ((1 << 20) - 3))
+    deep = b""
+    for _ in range(1023):
+        deep += b"\x81" + mp_str(b"k")
+    yield "flax_nesting_1023.msgpack", deep + mp_array((1,), "uint8", b"\x01")
+    n = (1 << 18) - 1
+    yield "flax_tensors_256k.msgpack", mp_map1(b"a", b"\xdd" + struct.pack(">I", n) + mp_array((), "uint8", b"\x01") * n)
+    yield "flax_names_63mb.msgpack", mp_map1(b"k" * MiB, b"\xdc" + struct.pack(">H", 63) + mp_array((), "uint8", b"\x01") * 63)
+    yield "flax_array_250mb.msgpack", mp_map1(b"a", mp_array((250 * MiB,), "uint8", bytes(250 * MiB)))
+    chunk = mp_array((1 << 20,), "float32", bytes(4 << 20))
+    chunks = b"\xde" + struct.pack(">H", 64) + b"".join(mp_str(str(i).encode()) + chunk for i in range(64))
+    yield "flax_chunked_256mb.msgpack", mp_map1(b"w", b"\x83" + mp_str(b"__msgpack_chunked_array__") + b"\xc3" +
+                                                 mp_str(b"shape") + b"\x81" + mp_str(b"0") + b"\xce" + struct.pack(">I", 64 << 20) +
+                                                 mp_str(b"chunks") + chunks)
 
 
 def measure(args):
@@ -116,7 +148,10 @@ def main():
     out = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="vitc-budgets-")
     os.makedirs(out, exist_ok=True)
     print(f"{'file':24} {'MB':>6}  {'inspect':>22}  {'convert':>22}  first line")
+    only = sys.argv[2:]
     for name, data in cases():
+        if only and not any(o in name for o in only):
+            continue
         path = os.path.join(out, name)
         with open(path, "wb") as f:
             f.write(data)

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds the seed corpus of every fuzz target from the committed fixtures (run from anywhere).
-# Writes fuzz/corpus/<target>/ (git-ignored). Needs only bash, coreutils and unzip (for the
-# data.pkl of torch zips and the .npy members of npz files; skipped without unzip).
+# Writes fuzz/corpus/<target>/ (git-ignored), adding the committed seeds of fuzz/seeds/<target>/.
+# Needs only bash, coreutils and unzip (for the data.pkl of torch zips and the .npy members of
+# npz files; skipped without unzip).
 set -euo pipefail
 cd "$(dirname "$0")"
 root=..
 corpus=corpus
 mkdir -p "$corpus"
-for t in pickle torch_zip torch_legacy npy npz safetensors mapping_table inspect; do
+for t in pickle torch_zip torch_legacy npy npz safetensors flax mapping_table inspect; do
   mkdir -p "$corpus/$t"
 done
 
@@ -50,14 +51,24 @@ while IFS= read -r -d '' f; do
     *)
       case "$f" in
         *.safetensors) add safetensors "$f" ;;
+        # Flax: larger files slow the target tenfold; fuzz/seeds/flax/ holds the structure.
+        *.msgpack) [ "$(stat -c %s "$f")" -gt 16384 ] || add flax "$f" ;;
       esac
       ;;
   esac
 done < <(find "$root/fixtures" -type f \( -name '*.pth' -o -name '*.pt' -o -name '*.bin' \
-  -o -name '*.ckpt' -o -name '*.tar' -o -name '*.npz' -o -name '*.npy' -o -name '*.safetensors' \) -print0)
+  -o -name '*.ckpt' -o -name '*.tar' -o -name '*.npz' -o -name '*.npy' -o -name '*.safetensors' \
+  -o -name '*.msgpack' \) -print0)
 
 for f in "$root"/mappings/*.toml; do add mapping_table "$f"; done
 
-for t in pickle torch_zip torch_legacy npy npz safetensors mapping_table inspect; do
+# Hand-built seeds for structure the fixtures lack in a small file (fuzz/seeds/<target>/:
+# e.g. a chunked Flax array; the Flax fixtures holding one are over the size cap above).
+for d in seeds/*/; do
+  t=$(basename "$d")
+  for f in "$d"*; do add "$t" "$f"; add inspect "$f"; done
+done
+
+for t in pickle torch_zip torch_legacy npy npz safetensors flax mapping_table inspect; do
   printf '%-14s %4d seeds\n' "$t" "$(find "$corpus/$t" -type f | wc -l)"
 done

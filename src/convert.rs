@@ -269,9 +269,6 @@ pub(crate) fn canonicalize<'s>(
     })
 }
 
-/// Largest `config.json` read from beside an input (HF configs with 21k labels are ~1 MB).
-const MAX_SIDECAR_CONFIG_BYTES: u64 = 16 << 20;
-
 /// For `--from hf` and `--from flax`: a `config.json` next to the input supplies what tensors cannot (heads, eps,
 /// labels, activation); explicit options still win. A headless model's `id2label` (transformers
 /// 4.x saves its two default labels in every config) describes no head and is not taken.
@@ -280,22 +277,12 @@ fn merge_sidecar_config(input: &Path, o: &mut ConfigOverrides, arch: Architectur
         return Ok(());
     };
     let path = dir.join("config.json");
-    let Ok(file) = std::fs::File::open(&path) else {
+    if !path.exists() {
         return Ok(());
-    };
-    // Downloaded beside the weights, so as untrusted as they are: bounded before it is read.
-    let mut text = String::new();
-    file.take(MAX_SIDECAR_CONFIG_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| Error::from(ErrorKind::io("read", e)).with_path(&path))?;
-    if text.len() as u64 > MAX_SIDECAR_CONFIG_BYTES {
-        return Err(Error::from(ErrorKind::Config {
-            reason: format!(
-                "larger than {MAX_SIDECAR_CONFIG_BYTES} bytes, which no model config needs"
-            ),
-        })
-        .with_path(&path));
     }
+    // Downloaded beside the weights, so as untrusted as they are: bounded before it is read
+    // (HF configs with 21k labels are ~1 MB).
+    let text = source::limits::read_config_file(&path)?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         Error::from(ErrorKind::Config {
             reason: format!("{e}"),

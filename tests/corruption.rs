@@ -1,6 +1,6 @@
-//! Corruption sweeps over every reader fixture: each file truncated at every byte offset (a dense
-//! sample for files over 64 KiB) and thousands of seeded single-byte mutations, each through
-//! `open_bytes` + reading every listed tensor. Each case must return an error or a consistent
+//! Corruption sweeps over every reader fixture and every Flax checkpoint (`fixtures/flax/`): each
+//! file truncated at every byte offset (a dense sample for files over 64 KiB) and thousands of
+//! seeded single-byte mutations, each through `open_bytes` + reading every listed tensor. Each case must return an error or a consistent
 //! result — never panic, never allocate hugely (a counting allocator watches every request).
 //! Panics are caught per case and reported with the file and offset.
 
@@ -131,13 +131,28 @@ fn run_case(bytes: Vec<u8>, must_fail: bool) -> (Option<String>, Option<vit_conv
     }
 }
 
+/// Every reader fixture, and every Flax checkpoint: the `.msgpack` files of `fixtures/flax/`,
+/// the `flax_model.msgpack` of its model folders and the Flax-layout safetensors.
 fn fixtures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/readers");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("readers"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_none_or(|e| e != "json"))
         .collect();
+    for entry in std::fs::read_dir(root.join("flax")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "msgpack") {
+            v.push(path);
+        } else if path.is_dir() {
+            v.extend(
+                ["flax_model.msgpack", "model.safetensors"]
+                    .iter()
+                    .map(|f| path.join(f))
+                    .filter(|p| p.is_file()),
+            );
+        }
+    }
     v.sort();
     v
 }
@@ -192,6 +207,8 @@ const INTERESTING: &[u8] = &[
     0x00, 0x01, 0x02, 0x07, 0x08, 0x0a, 0x20, 0x28, 0x2e, 0x30, 0x39, 0x3c, 0x3e, 0x4b, 0x50, 0x51,
     0x52, 0x58, 0x5d, 0x61, 0x62, 0x63, 0x65, 0x68, 0x71, 0x73, 0x74, 0x75, 0x7b, 0x7d, 0x7f, 0x80,
     0x81, 0x85, 0x86, 0x87, 0x8a, 0x8c, 0x93, 0x94, 0x95, 0xfe, 0xff,
+    // msgpack markers: fixarray/fixstr, nil, reserved, bin/ext/str/array/map of every width.
+    0x90, 0xa0, 0xc0, 0xc1, 0xc3, 0xc4, 0xc6, 0xc7, 0xc9, 0xd4, 0xd8, 0xdb, 0xdc, 0xdd, 0xde, 0xdf,
 ];
 
 fn mutations(bytes: &[u8], name: &str) -> Vec<(usize, u8)> {
@@ -264,9 +281,9 @@ fn quiet_panics() {
 }
 
 /// Truncates `bytes` at `offsets`, except that a cut inside the raw data of a legacy storage
-/// record (which the reader reports by the record's own start and length) skips ahead to the
-/// record's last bytes: every cut inside it takes the same path, after re-parsing every pickle,
-/// which is what makes legacy files slow to sweep.
+/// record or of a msgpack payload (which the readers report by the data's own start and length)
+/// skips ahead to the data's last bytes: every cut inside it takes the same path, after
+/// re-parsing everything before it, which is what makes legacy and Flax files slow to sweep.
 fn truncations(name: &str, bytes: &[u8], offsets: &[usize]) -> (usize, Vec<String>) {
     let mut failures = Vec::new();
     let mut cases = 0;
@@ -281,7 +298,11 @@ fn truncations(name: &str, bytes: &[u8], offsets: &[usize]) -> (usize, Vec<Strin
             failures.push(format!("{name} truncated at byte {cut}: {why}"));
         }
         if let Some(ErrorKind::Truncated {
-            what: "legacy storage data",
+            what:
+                "legacy storage data"
+                | "msgpack extension payload"
+                | "msgpack byte string"
+                | "msgpack string",
             offset,
             needed,
             ..
@@ -299,7 +320,14 @@ fn every_truncation_of_every_reader_fixture_errors_without_panic() {
     quiet_panics();
     let (cases, failures) = sweep(|path, bytes| {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        truncations(&name, bytes, &truncation_offsets(bytes.len()))
+        // Flax files keep their structure between the arrays, all through the file: every
+        // offset (the payloads themselves are skipped, see `truncations`).
+        let offsets = if name.ends_with(".msgpack") {
+            (0..bytes.len()).collect()
+        } else {
+            truncation_offsets(bytes.len())
+        };
+        truncations(&name, bytes, &offsets)
     });
     println!("{cases} truncations");
     assert!(cases > 200_000, "{cases} truncations");

@@ -48,16 +48,14 @@ pub struct ConvertArgs {
 pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
     let table = match &a.table {
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("{}: read", p.display()))?;
+            let text = vit_convert::source::limits::read_table_file(p)?;
             Some(MappingTable::from_toml(&text, &p.display().to_string())?)
         }
         None => None,
     };
     let config = match &a.config {
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("{}: read", p.display()))?;
+            let text = vit_convert::source::limits::read_config_file(p)?;
             let v: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not JSON", p.display()))?;
             match v {

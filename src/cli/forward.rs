@@ -38,8 +38,10 @@ impl RunArgs {
             Some(p) => Ok(Array::read_npy(p)?),
             None => {
                 let path = self.model_dir.join("preprocessor_config.json");
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| anyhow::anyhow!("{}: {e} (needed for --image)", path.display()))?;
+                if !path.exists() {
+                    anyhow::bail!("{}: not found (needed for --image)", path.display());
+                }
+                let text = vit_convert::source::limits::read_config_file(&path)?;
                 let cfg: serde_json::Value = serde_json::from_str(&text)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 Ok(vit_convert::image::preprocess(&self.image, &cfg)?)

@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 use vit_convert::hash::Reading;
 use vit_convert::{DiffOptions, MappingTable, ReadAs, Tolerance};
@@ -60,7 +59,7 @@ fn read_table(path: &Option<PathBuf>) -> anyhow::Result<Option<MappingTable>> {
     let Some(p) = path else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(p).with_context(|| format!("{}: read", p.display()))?;
+    let text = vit_convert::source::limits::read_table_file(p)?;
     Ok(Some(MappingTable::from_toml(
         &text,
         &p.display().to_string(),

@@ -14,6 +14,10 @@ pub fn run(file: &Path, ui: Ui) -> anyhow::Result<i32> {
     Ok(EXIT_OK)
 }
 
+/// Widest the name column is padded to: longer names (a file's names can be megabytes long)
+/// are printed whole and shift their row. `std::fmt` also panics on widths over `u16::MAX`.
+const MAX_NAME_COLUMN: usize = 96;
+
 fn print_table(out: &mut dyn Write, file: &Path, info: &Inspection) -> std::io::Result<()> {
     writeln!(out, "{}: {}", file.display(), info.format.name())?;
     let width = info
@@ -22,7 +26,7 @@ fn print_table(out: &mut dyn Write, file: &Path, info: &Inspection) -> std::io::
         .map(|t| t.name.len())
         .max()
         .unwrap_or(4)
-        .max(4);
+        .clamp(4, MAX_NAME_COLUMN);
     writeln!(
         out,
         "{:<width$}  {:<5}  {:<20}  {:>12}",

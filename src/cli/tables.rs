@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 use vit_convert::MappingTable;
@@ -58,8 +57,7 @@ pub fn run(a: TablesArgs, ui: Ui) -> anyhow::Result<i32> {
         return Ok(EXIT_OK);
     }
     if let Some(path) = &a.check {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("{}: read", path.display()))?;
+        let text = vit_convert::source::limits::read_table_file(path)?;
         let t = MappingTable::from_toml(&text, &path.display().to_string())?;
         ui.json(&Listed::from(&t))?;
         writeln!(

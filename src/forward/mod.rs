@@ -268,8 +268,7 @@ impl Model {
     /// I/O, format and config errors; a tensor whose shape disagrees with the config.
     pub fn load(dir: &Path) -> Result<Model> {
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path)
-            .map_err(|e| Error::from(ErrorKind::io("read", e)).with_path(&cfg_path))?;
+        let text = source::limits::read_config_file(&cfg_path)?;
         let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
             Error::from(ErrorKind::Config {
                 reason: e.to_string(),
@@ -519,6 +518,7 @@ impl Model {
         opts: &ForwardOptions,
         progress: &dyn Progress,
     ) -> Result<ForwardOutput> {
+        source::limits::check_forward_tokens(&self.config, pixels.dim())?;
         let w = self.weights.resolve()?;
         match &self.pool {
             Some(pool) => pool.install(|| self.run(&w, pixels, opts, progress)),

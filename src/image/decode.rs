@@ -27,6 +27,11 @@ use crate::error::{Error, ErrorKind, Result};
 /// Largest image file read into memory (bytes).
 pub(crate) const MAX_IMAGE_FILE_BYTES: u64 = 1 << 30;
 
+/// Most bytes the decoder may allocate for one image: an 8-bit RGB image of [`MAX_IMAGE_PIXELS`]
+/// (537 MB). A PNG compresses a blank image about 1000:1, so without this a 1.3 MB 16-bit RGBA
+/// PNG within the pixel limit decoded into 1.35 GB (1.8 GB peak with the RGB copy).
+pub(crate) const MAX_IMAGE_DECODE_BYTES: u64 = 3 * MAX_IMAGE_PIXELS;
+
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 const JPEG_MAGIC: &[u8] = b"\xff\xd8\xff";
 
@@ -94,13 +99,23 @@ fn limits() -> Limits {
     let mut l = Limits::default();
     l.max_image_width = Some(MAX_IMAGE_SIDE);
     l.max_image_height = Some(MAX_IMAGE_SIDE);
-    l.max_alloc = Some(MAX_IMAGE_PIXELS.saturating_mul(8));
+    l.max_alloc = Some(MAX_IMAGE_DECODE_BYTES);
     l
 }
 
 fn finish(mut decoder: impl ImageDecoder, container: &'static str) -> Result<RgbImage> {
     let (w, h) = decoder.dimensions();
     check_pixels(u64::from(w).saturating_mul(u64::from(h)))?;
+    // The decoders check their own buffers against `max_alloc`; the image buffer
+    // `from_decoder` allocates is checked here.
+    if decoder.total_bytes() > MAX_IMAGE_DECODE_BYTES {
+        return Err(ErrorKind::BudgetExceeded {
+            budget: "image decoder memory",
+            limit: MAX_IMAGE_DECODE_BYTES,
+            offset: 0,
+        }
+        .into());
+    }
     let orientation = decoder
         .orientation()
         .map_err(|e| image_error(container, e))?;
@@ -177,15 +192,20 @@ fn image_error(container: &'static str, e: image::ImageError) -> Error {
             reason: io.to_string(),
         }
         .into(),
-        image::ImageError::Limits(l) => ErrorKind::BudgetExceeded {
-            budget: match l.kind() {
-                image::error::LimitErrorKind::DimensionError => "image dimensions",
-                _ => "image decoder memory",
-            },
-            limit: MAX_IMAGE_PIXELS,
-            offset: 0,
+        image::ImageError::Limits(l) => {
+            let (budget, limit) = match l.kind() {
+                image::error::LimitErrorKind::DimensionError => {
+                    ("image dimensions", u64::from(MAX_IMAGE_SIDE))
+                }
+                _ => ("image decoder memory", MAX_IMAGE_DECODE_BYTES),
+            };
+            ErrorKind::BudgetExceeded {
+                budget,
+                limit,
+                offset: 0,
+            }
+            .into()
         }
-        .into(),
         other => ErrorKind::MalformedContainer {
             container,
             reason: other.to_string(),

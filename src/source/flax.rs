@@ -23,11 +23,15 @@
 //! depth), every length is checked against the bytes actually present before it is used, nothing
 //! is allocated from a declared count, and tensor data is borrowed from the file. Refused, with
 //! specific [`ErrorKind`]s: a non-map or empty top level, trailing bytes, a non-string or repeated map key
-//! ([`ErrorKind::Duplicate`]), two paths joining to one name, nesting deeper than
-//! [`MAX_FLAX_DEPTH`], more than [`MAX_FLAX_VALUES`] values, strings or payloads longer than
-//! [`MAX_FLAX_PAYLOAD_LEN`], names longer than [`MAX_FLAX_NAME_LEN`], shapes of rank over
-//! [`MAX_FLAX_RANK`] or whose byte size is not the payload's, unknown extension types, and
-//! chunked arrays that are not exactly what flax writes.
+//! ([`ErrorKind::Duplicate`]), two paths joining to one name, strings or payloads longer than
+//! [`MAX_FLAX_PAYLOAD_LEN`], shapes of rank over [`MAX_FLAX_RANK`] or whose byte size is not the
+//! payload's, unknown extension types, and chunked arrays that are not exactly what flax writes.
+//!
+//! Budgets ([`Limits`], [`ErrorKind::BudgetExceeded`]): nesting deeper than
+//! [`Limits::nesting_depth`] (`container nesting`), more than [`Limits::flax_values`] values
+//! (`flax values`), more than [`Limits::tensors`] arrays (`tensor count`), and more than
+//! [`Limits::tensor_name_bytes`] bytes in one path being walked or in all tensor names together
+//! (`tensor name bytes`).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -37,21 +41,14 @@ use rmp::Marker;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
+use crate::source::limits::Limits;
 use crate::source::{Format, TensorSource};
 use crate::tensor::{self, DType, Tensor, TensorInfo};
 
-/// Deepest nesting of maps and arrays accepted (HF ViT trees are 7 deep).
-pub(crate) const MAX_FLAX_DEPTH: usize = 64;
-
-/// Most msgpack values (map entries, array items, leaves) accepted in one file.
-pub(crate) const MAX_FLAX_VALUES: usize = 1 << 20;
-
 /// Longest string, byte string or extension payload accepted: msgpack-python's own limit for
-/// one object (flax chunks arrays at 2^30 bytes to stay under it).
+/// one object (flax chunks arrays at 2^30 bytes to stay under it), so a structural limit of the
+/// format, not a budget: no flax writer produces a longer one.
 pub(crate) const MAX_FLAX_PAYLOAD_LEN: usize = (1 << 31) - 1;
-
-/// Longest `/`-joined tensor name accepted.
-pub(crate) const MAX_FLAX_NAME_LEN: usize = 4096;
 
 /// Highest array rank accepted (numpy's `NPY_MAXDIMS`).
 pub(crate) const MAX_FLAX_RANK: usize = 64;
@@ -148,6 +145,8 @@ struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
     end: usize,
+    /// Most items one container may declare ([`Limits::flax_values`]).
+    max_values: usize,
 }
 
 impl<'a> Cursor<'a> {
@@ -184,7 +183,12 @@ impl<'a> Cursor<'a> {
         usize::try_from(v)
             .ok()
             .filter(|&l| l <= MAX_FLAX_PAYLOAD_LEN)
-            .ok_or_else(|| budget("msgpack string/payload length", MAX_FLAX_PAYLOAD_LEN, at))
+            .ok_or_else(|| {
+                malformed(format!(
+                    "the value at byte {at} declares {v} bytes, more than msgpack allows in one \
+                     object ({MAX_FLAX_PAYLOAD_LEN})"
+                ))
+            })
     }
 
     /// Skips `n` bytes and returns their absolute range.
@@ -200,8 +204,8 @@ impl<'a> Cursor<'a> {
         let v = self.be(n, "msgpack count")?;
         let c = usize::try_from(v)
             .ok()
-            .filter(|&c| c <= MAX_FLAX_VALUES)
-            .ok_or_else(|| budget("flax values", MAX_FLAX_VALUES, at))?;
+            .filter(|&c| c <= self.max_values)
+            .ok_or_else(|| budget("flax values", self.max_values, at))?;
         self.fits(c, min_item)?;
         Ok(c)
     }
@@ -307,6 +311,7 @@ enum Node {
         entries: Vec<(Range<usize>, usize)>,
     },
     List {
+        at: usize,
         items: Vec<usize>,
     },
     Leaf {
@@ -316,7 +321,7 @@ enum Node {
 }
 
 /// Parses the whole file into a flat arena of nodes (root first), iteratively.
-fn parse_tree(bytes: &[u8]) -> Result<Vec<Node>> {
+fn parse_tree(bytes: &[u8], limits: &Limits) -> Result<Vec<Node>> {
     struct Frame {
         node: usize,
         remaining: usize,
@@ -325,6 +330,7 @@ fn parse_tree(bytes: &[u8]) -> Result<Vec<Node>> {
         bytes,
         pos: 0,
         end: bytes.len(),
+        max_values: limits.flax_values,
     };
     let mut nodes: Vec<Node> = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
@@ -381,8 +387,8 @@ fn parse_tree(bytes: &[u8]) -> Result<Vec<Node>> {
         };
         let (head, at) = c.head()?;
         let id = nodes.len();
-        if id >= MAX_FLAX_VALUES {
-            return Err(budget("flax values", MAX_FLAX_VALUES, at));
+        if id >= limits.flax_values {
+            return Err(budget("flax values", limits.flax_values, at));
         }
         let child_count = match head {
             Head::Map(n) | Head::Array(n) => Some(n),
@@ -393,17 +399,20 @@ fn parse_tree(bytes: &[u8]) -> Result<Vec<Node>> {
                 at,
                 entries: Vec::new(),
             },
-            Head::Array(_) => Node::List { items: Vec::new() },
+            Head::Array(_) => Node::List {
+                at,
+                items: Vec::new(),
+            },
             head => Node::Leaf { head, at },
         });
         match (nodes.get_mut(parent), key) {
             (Some(Node::Map { entries, .. }), Some(k)) => entries.push((k, id)),
-            (Some(Node::List { items }), None) => items.push(id),
+            (Some(Node::List { items, .. }), None) => items.push(id),
             _ => return Err(malformed("internal: parent is not a container")),
         }
         if let Some(n) = child_count.filter(|&n| n > 0) {
-            if stack.len() >= MAX_FLAX_DEPTH {
-                return Err(budget("flax nesting depth", MAX_FLAX_DEPTH, at));
+            if stack.len() >= limits.nesting_depth {
+                return Err(budget("container nesting", limits.nesting_depth, at));
             }
             stack.push(Frame {
                 node: id,
@@ -435,6 +444,9 @@ fn parse_array_payload(bytes: &[u8], payload: Range<usize>) -> Result<ArrayPaylo
         bytes,
         pos: payload.start,
         end: payload.end,
+        // The only container here is the shape, whose rank is checked as soon as it is read
+        // (its count is first checked against the bytes of the payload).
+        max_values: usize::MAX,
     };
     let bad = |what: &str, h: &Head, at: usize| {
         malformed(format!(
@@ -545,6 +557,9 @@ struct Walk<'a> {
     notes: Vec<String>,
     skipped: usize,
     chunked: usize,
+    limits: Limits,
+    /// Bytes of all tensor names so far ([`Limits::tensor_name_bytes`]).
+    name_bytes: usize,
 }
 
 impl<'a> Walk<'a> {
@@ -561,7 +576,21 @@ impl<'a> Walk<'a> {
             .ok_or_else(|| malformed("internal: dangling node"))
     }
 
-    fn add(&mut self, name: &str, dtype: DType, shape: Vec<usize>, stored: Stored) -> Result<()> {
+    /// Lists one tensor found at byte `at`, within the tensor count and name budgets.
+    fn add(
+        &mut self,
+        name: &str,
+        at: usize,
+        (dtype, shape, stored): (DType, Vec<usize>, Stored),
+    ) -> Result<()> {
+        if self.tensors.len() >= self.limits.tensors {
+            return Err(budget("tensor count", self.limits.tensors, at));
+        }
+        self.name_bytes = self
+            .name_bytes
+            .checked_add(name.len())
+            .filter(|&n| n <= self.limits.tensor_name_bytes)
+            .ok_or_else(|| budget("tensor name bytes", self.limits.tensor_name_bytes, at))?;
         if self.by_name.contains_key(name) {
             return Err(ErrorKind::Duplicate {
                 what: "tensor",
@@ -587,7 +616,7 @@ impl<'a> Walk<'a> {
                 if entries.iter().any(|(k, _)| self.key(k) == CHUNKED_KEY) {
                     let (dtype, shape, chunks) = self.parse_chunked(entries, *at)?;
                     self.chunked += 1;
-                    self.add(name, dtype, shape, Stored::Chunked(chunks))?;
+                    self.add(name, *at, (dtype, shape, Stored::Chunked(chunks)))?;
                     return Ok(false);
                 }
                 Ok(true)
@@ -599,7 +628,7 @@ impl<'a> Walk<'a> {
             } => match *code {
                 EXT_NDARRAY | EXT_NPSCALAR => {
                     let a = parse_array_payload(self.bytes, payload.clone())?;
-                    self.add(name, a.dtype, a.shape, Stored::Contiguous(a.data))?;
+                    self.add(name, *at, (a.dtype, a.shape, Stored::Contiguous(a.data)))?;
                     Ok(false)
                 }
                 EXT_COMPLEX => Err(ErrorKind::UnsupportedDType {
@@ -780,7 +809,8 @@ impl FlaxSource {
     /// # Errors
     /// As listed in the module docs; errors about one array carry its tensor name.
     pub(crate) fn parse(bytes: FileBytes) -> Result<Self> {
-        let nodes = parse_tree(&bytes)?;
+        let limits = Limits::current();
+        let nodes = parse_tree(&bytes, &limits)?;
         let mut w = Walk {
             bytes: &bytes,
             nodes: &nodes,
@@ -790,6 +820,8 @@ impl FlaxSource {
             notes: Vec::new(),
             skipped: 0,
             chunked: 0,
+            limits,
+            name_bytes: 0,
         };
         struct Frame {
             node: usize,
@@ -815,7 +847,7 @@ impl FlaxSource {
                 Node::Map { entries, .. } => {
                     entries.get(f.next).map(|(k, v)| (w.key(k).to_string(), *v))
                 }
-                Node::List { items } => items.get(f.next).map(|v| (f.next.to_string(), *v)),
+                Node::List { items, .. } => items.get(f.next).map(|v| (f.next.to_string(), *v)),
                 Node::Leaf { .. } => None,
             };
             let Some((key, id)) = child else {
@@ -828,12 +860,11 @@ impl FlaxSource {
                 name.push('/');
             }
             name.push_str(&key);
-            if name.len() > MAX_FLAX_NAME_LEN {
+            if name.len() > limits.tensor_name_bytes {
                 let at = match w.node(id)? {
-                    Node::Map { at, .. } | Node::Leaf { at, .. } => *at,
-                    Node::List { .. } => 0,
+                    Node::Map { at, .. } | Node::List { at, .. } | Node::Leaf { at, .. } => *at,
                 };
-                return Err(budget("flax tensor name length", MAX_FLAX_NAME_LEN, at));
+                return Err(budget("tensor name bytes", limits.tensor_name_bytes, at));
             }
             if w.visit(&name, id)
                 .map_err(|e| e.with_tensor(name.clone()))?

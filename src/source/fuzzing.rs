@@ -8,7 +8,7 @@
 use crate::mmap::FileBytes;
 use crate::source::pickle::parse_pickle;
 use crate::source::torch::extract;
-use crate::source::{npy, npz, safetensors, torch_legacy, torch_zip, TensorSource};
+use crate::source::{flax, npy, npz, safetensors, torch_legacy, torch_zip, TensorSource};
 use crate::tensor::TensorInfo;
 
 /// Reads every listed tensor and checks it against its listing.
@@ -76,6 +76,11 @@ pub fn safetensors(data: &[u8]) {
     read_parsed(safetensors::SafetensorsSource::parse(FileBytes::from_vec(
         data.to_vec(),
     )));
+}
+
+/// A Flax `flax_model.msgpack`.
+pub fn flax(data: &[u8]) {
+    read_parsed(flax::FlaxSource::parse(FileBytes::from_vec(data.to_vec())));
 }
 
 /// A mapping table (TOML text).

@@ -1,8 +1,10 @@
 //! Resource budgets for reading untrusted checkpoints, and how to change them.
 //!
 //! Every reader bounds what a file can make it spend — bytes parsed, values built, nesting
-//! followed, bytes allocated for a tensor — by one of the budgets in [`Limits`]. A file that
-//! exceeds a budget is refused with [`ErrorKind::BudgetExceeded`] naming the budget and its
+//! followed, bytes allocated for a tensor — by one of the budgets in [`Limits`]; so do the JSON
+//! and TOML files read beside the weights or named on the command line ([`read_config_file`],
+//! [`read_table_file`]) and the forward pass a model folder asks for (tokens per image). A file
+//! that exceeds a budget is refused with [`ErrorKind::BudgetExceeded`] naming the budget and its
 //! limit, before the memory is spent. The defaults ([`Limits::DEFAULT`]) are far above what any
 //! real Vision Transformer checkpoint needs and keep a hostile file under about 2 GiB of memory.
 //!
@@ -26,9 +28,11 @@
 //!
 //! [`ErrorKind::BudgetExceeded`]: crate::ErrorKind::BudgetExceeded
 
+use std::io::Read;
+use std::path::Path;
 use std::sync::RwLock;
 
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// The prefix of the environment variables [`Limits::from_env`] reads.
 pub const ENV_PREFIX: &str = "VIT_CONVERT_LIMIT_";
@@ -71,6 +75,20 @@ pub struct Limits {
     /// Largest ratio of inflated to compressed size of a deflated npz member that inflates to
     /// more than [`INFLATE_FREE_BYTES`].
     pub npz_inflate_ratio: usize,
+    /// Most msgpack values (map entries, array items, leaves, counted as parsed) one Flax
+    /// `flax_model.msgpack` may hold.
+    pub flax_values: usize,
+    /// Largest JSON file read beside the weights or named on the command line (`config.json`,
+    /// `preprocessor_config.json`, `--config`), in bytes.
+    pub config_file_bytes: usize,
+    /// Largest mapping table (`--table`, TOML) read, in bytes: parsing TOML costs about 80 times
+    /// the text in memory.
+    pub table_file_bytes: usize,
+    /// Most tokens (patches plus class/distillation tokens) per image the forward pass runs: the
+    /// attention scores of one head take `tokens² × 4` bytes per thread, and a tiny model
+    /// (hidden size 1, patch size 1) or a large input with `--interpolate-pos-encoding` could
+    /// otherwise ask for terabytes.
+    pub forward_tokens: usize,
 }
 
 /// A deflated npz member may always inflate to this many bytes, whatever its ratio.
@@ -97,6 +115,10 @@ const FIELDS: &[(&str, Setter)] = &[
         &mut l.safetensors_header_bytes
     }),
     ("NPZ_INFLATE_RATIO", |l| &mut l.npz_inflate_ratio),
+    ("FLAX_VALUES", |l| &mut l.flax_values),
+    ("CONFIG_FILE_BYTES", |l| &mut l.config_file_bytes),
+    ("TABLE_FILE_BYTES", |l| &mut l.table_file_bytes),
+    ("FORWARD_TOKENS", |l| &mut l.forward_tokens),
 ];
 
 /// The budget names [`ErrorKind::BudgetExceeded`] reports, and the field each is a limit of.
@@ -116,6 +138,10 @@ const BUDGETS: &[(&str, &str)] = &[
     ("npy header length", "NPY_HEADER_BYTES"),
     ("safetensors header length", "SAFETENSORS_HEADER_BYTES"),
     ("npz inflate ratio", "NPZ_INFLATE_RATIO"),
+    ("flax values", "FLAX_VALUES"),
+    ("config file bytes", "CONFIG_FILE_BYTES"),
+    ("table file bytes", "TABLE_FILE_BYTES"),
+    ("forward tokens", "FORWARD_TOKENS"),
 ];
 
 static CURRENT: RwLock<Limits> = RwLock::new(Limits::DEFAULT);
@@ -138,6 +164,10 @@ impl Limits {
         npy_header_bytes: 1 << 20,
         safetensors_header_bytes: 100_000_000,
         npz_inflate_ratio: 64,
+        flax_values: 1 << 20,
+        config_file_bytes: 16 << 20,
+        table_file_bytes: 1 << 20,
+        forward_tokens: 1 << 13,
     };
 
     /// The limits in force for this process ([`Limits::DEFAULT`] unless [`Limits::set`] changed
@@ -206,6 +236,82 @@ pub fn env_var_for(budget: &str) -> Option<String> {
         .iter()
         .find(|(name, _)| *name == budget)
         .map(|(_, field)| format!("{ENV_PREFIX}{field}"))
+}
+
+/// Reads a JSON file that is as untrusted as the weights (a `config.json` downloaded beside
+/// them, a `--config` file), refusing it unread when it is larger than
+/// [`Limits::config_file_bytes`].
+///
+/// # Errors
+/// [`ErrorKind::Io`] when it cannot be read (or is not UTF-8), [`ErrorKind::BudgetExceeded`]
+/// (`config file bytes`) when it is too large; both carry `path`.
+pub fn read_config_file(path: &Path) -> Result<String> {
+    read_bounded(
+        path,
+        Limits::current().config_file_bytes,
+        "config file bytes",
+    )
+}
+
+/// Reads a mapping table (TOML), refusing it unread when it is larger than
+/// [`Limits::table_file_bytes`].
+///
+/// # Errors
+/// As [`read_config_file`], the budget being `table file bytes`.
+pub fn read_table_file(path: &Path) -> Result<String> {
+    read_bounded(path, Limits::current().table_file_bytes, "table file bytes")
+}
+
+fn read_bounded(path: &Path, limit: usize, budget: &'static str) -> Result<String> {
+    let io = |op, e| Error::from(ErrorKind::io(op, e)).with_path(path);
+    let too_large = || {
+        Error::from(ErrorKind::BudgetExceeded {
+            budget,
+            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            offset: u64::try_from(limit).unwrap_or(u64::MAX),
+        })
+        .with_path(path)
+    };
+    let file = std::fs::File::open(path).map_err(|e| io("open", e))?;
+    let declared = file.metadata().map_err(|e| io("read", e))?.len();
+    if usize::try_from(declared).map_or(true, |n| n > limit) {
+        return Err(too_large());
+    }
+    // The size can change, and pipes and devices report none: read at most one byte past it.
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let mut text = String::new();
+    file.take(cap)
+        .read_to_string(&mut text)
+        .map_err(|e| io("read", e))?;
+    if text.len() > limit {
+        return Err(too_large());
+    }
+    Ok(text)
+}
+
+/// Checks the tokens per image a forward pass of `config` on a `[B, C, H, W]` batch runs (patches
+/// plus prefix tokens) against [`Limits::forward_tokens`].
+///
+/// # Errors
+/// [`ErrorKind::BudgetExceeded`] (`forward tokens`; offset 0).
+pub(crate) fn check_forward_tokens(
+    config: &crate::model::ViTConfig,
+    (_, _, h, w): (usize, usize, usize, usize),
+) -> Result<()> {
+    let limit = Limits::current().forward_tokens;
+    let p = config.patch_size.max(1);
+    let tokens = (h / p)
+        .saturating_mul(w / p)
+        .saturating_add(config.architecture.prefix_tokens());
+    if tokens > limit {
+        return Err(ErrorKind::BudgetExceeded {
+            budget: "forward tokens",
+            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            offset: 0,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 impl Default for Limits {

@@ -2,6 +2,8 @@
 //! `fixtures/generate.py`, and small formatting helpers.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod msgpack;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 

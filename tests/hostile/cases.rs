@@ -6,6 +6,7 @@ use std::io::{Cursor, Write};
 use vit_convert::{Error, ErrorKind, Limits};
 
 use crate::build::*;
+use crate::msgpack::{f32_chunk, f32s, gapped_chunks, one, Mp};
 
 /// What an error must look like.
 pub type Check = Box<dyn Fn(&Error) -> bool + Send + Sync>;
@@ -644,6 +645,208 @@ fn safetensors_files() -> Vec<Case> {
     ]
 }
 
+/// Flax `flax_model.msgpack` files: budgets, forged lengths and shapes, chunked-array forgeries,
+/// keys and structure.
+fn flax_files() -> Vec<Case> {
+    let l = Limits::DEFAULT;
+    let u8_array = || Mp::default().array(&[1], "uint8", &[1]);
+    let scalar = || Mp::default().array(&[], "uint8", &[1]);
+
+    // Maps nested one deeper than the budget, and arrays nested 100 000 deep.
+    let mut deep = Mp::default();
+    for _ in 0..=l.nesting_depth {
+        deep = deep.map(1).s("k");
+    }
+    let deep = deep.raw(&u8_array().0).0;
+    let mut deep_lists = Mp::default().map(1).s("k");
+    for _ in 0..100_000 {
+        deep_lists = deep_lists.arr(1);
+    }
+    let deep_lists = deep_lists.raw(&[0xc0]).0;
+
+    // One array declaring more items than the value budget (refused from its header) …
+    let declared = one(
+        "a",
+        Mp::default()
+            .raw(&[0xdd])
+            .raw(&(l.flax_values as u32 + 1).to_be_bytes()),
+    );
+    // … and 1 100 arrays of 1 000 nils each: over the budget only when counted.
+    let mut values = Mp::default().map(1).s("a").arr(1100);
+    for _ in 0..1100 {
+        values = values.arr(1000).raw(&[0xc0; 1000]);
+    }
+    let values = values.0;
+
+    // One more 0-d array than the tensor budget, in one list.
+    let mut count = Mp::default()
+        .map(1)
+        .s("a")
+        .arr(u32::try_from(l.tensors + 1).unwrap());
+    for _ in 0..=l.tensors {
+        count = count.raw(&scalar().0);
+    }
+    let count = count.0;
+
+    // A 1 MiB key over 65 arrays: 65 MiB of names from a 1 MiB file.
+    let long = "k".repeat(1 << 20);
+    let mut names = Mp::default().map(1).s(&long).arr(65);
+    for _ in 0..65 {
+        names = names.raw(&scalar().0);
+    }
+    let names = names.0;
+
+    let chunk = f32_chunk;
+    let chunked = |marker: &[u8], shape: &[u64], chunks: Vec<Mp>| {
+        one("w", Mp::default().chunked(marker, shape, chunks))
+    };
+    let gap = gapped_chunks();
+    let top_chunked = Mp::default().chunked(&[0xc3], &[4], vec![chunk(4)]).0;
+    let ext = |code: i8, payload: Vec<u8>| one("w", Mp::default().ext(code, &payload));
+    let mut trailing = one("k", u8_array());
+    trailing.push(0x00);
+
+    vec![
+        case!("flax_deep_maps.msgpack", deep,
+            ErrorKind::BudgetExceeded { budget: "container nesting", limit, .. } if *limit == l.nesting_depth as u64),
+        case!(
+            "flax_deep_arrays.msgpack",
+            deep_lists,
+            ErrorKind::BudgetExceeded {
+                budget: "container nesting",
+                ..
+            }
+        ),
+        case!("flax_values_declared.msgpack", declared,
+            ErrorKind::BudgetExceeded { budget: "flax values", limit, .. } if *limit == l.flax_values as u64),
+        case!("flax_values_bomb.msgpack", values,
+            ErrorKind::BudgetExceeded { budget: "flax values", limit, .. } if *limit == l.flax_values as u64),
+        case!("flax_tensor_count.msgpack", count,
+            ErrorKind::BudgetExceeded { budget: "tensor count", limit, .. } if *limit == l.tensors as u64),
+        case!("flax_tensor_name_bytes.msgpack", names,
+            ErrorKind::BudgetExceeded { budget: "tensor name bytes", limit, .. } if *limit == l.tensor_name_bytes as u64),
+        case!(
+            "flax_str_past_end.msgpack",
+            one(
+                "a",
+                Mp::default().raw(&[0xdb, 0x7f, 0xff, 0xff, 0xff, b'x'])
+            ),
+            ErrorKind::Truncated {
+                what: "msgpack string",
+                needed: 0x7fff_ffff,
+                ..
+            }
+        ),
+        case!(
+            "flax_ext_past_end.msgpack",
+            one(
+                "a",
+                Mp::default().raw(&[0xc9, 0x40, 0x00, 0x00, 0x00, 0x01, 0x93])
+            ),
+            ErrorKind::Truncated {
+                what: "msgpack extension payload",
+                needed: 0x4000_0000,
+                ..
+            }
+        ),
+        case!("flax_bin_over_msgpack_limit.msgpack",
+            one("a", Mp::default().raw(&[0xc6, 0xff, 0xff, 0xff, 0xff])),
+            ErrorKind::MalformedContainer { reason, .. } if reason.contains("more than msgpack allows")),
+        case!(
+            "flax_map_count_past_end.msgpack",
+            Mp::default()
+                .raw(&[0xde, 0x10, 0x00])
+                .s("a")
+                .raw(&u8_array().0)
+                .0,
+            ErrorKind::Truncated {
+                what: "msgpack container",
+                ..
+            }
+        ),
+        case!("flax_huge_shape_tiny_payload.msgpack",
+            one("w", Mp::default().array(&[1 << 20, 1 << 20], "float32", &[0; 4])),
+            ErrorKind::InvalidLayout { reason } if reason.contains("needs 4398046511104 bytes")),
+        case!("flax_shape_overflow.msgpack",
+            one("w", Mp::default().array(&[u64::MAX, 4], "float32", &[])),
+            ErrorKind::InvalidLayout { reason } if reason.contains("overflows")),
+        case!("flax_negative_dim.msgpack",
+            ext(1, Mp::default().arr(3).arr(1).raw(&[0xff]).s("uint8").bin(&[]).0),
+            ErrorKind::InvalidLayout { reason } if reason.contains("negative")),
+        case!("flax_rank_65.msgpack",
+            ext(1, Mp::payload(&[1; 65], "uint8", &[0])),
+            ErrorKind::InvalidLayout { reason } if reason.contains("rank 65")),
+        case!("flax_data_size_mismatch.msgpack",
+            ext(1, Mp::payload(&[3], "float32", &[0; 8])),
+            ErrorKind::InvalidLayout { reason } if reason.contains("needs 12 bytes")),
+        case!(
+            "flax_payload_not_a_triple.msgpack",
+            ext(1, Mp::default().arr(2).arr(0).s("float32").0),
+            ErrorKind::MalformedContainer { .. }
+        ),
+        case!("flax_chunks_short.msgpack",
+            chunked(&[0xc3], &[2, 3], vec![chunk(4), chunk(1)]),
+            ErrorKind::InvalidLayout { reason } if reason.contains("the chunks 5")),
+        case!(
+            "flax_chunked_huge_shape.msgpack",
+            chunked(&[0xc3], &[1 << 40], vec![chunk(4)]),
+            ErrorKind::InvalidLayout { .. }
+        ),
+        case!(
+            "flax_chunked_shape_overflow.msgpack",
+            chunked(&[0xc3], &[u64::MAX, u64::MAX], vec![chunk(4)]),
+            ErrorKind::InvalidLayout { .. }
+        ),
+        case!("flax_chunks_mixed_dtypes.msgpack",
+            chunked(&[0xc3], &[2, 3], vec![chunk(4), Mp::default().array(&[2], "int32", &[0; 8])]),
+            ErrorKind::MalformedContainer { reason, .. } if reason.contains("different dtypes")),
+        case!("flax_chunk_2d.msgpack",
+            chunked(&[0xc3], &[2, 3], vec![chunk(4), Mp::default().array(&[1, 2], "float32", &f32s(2))]),
+            ErrorKind::MalformedContainer { reason, .. } if reason.contains("1-D chunks")),
+        case!("flax_chunk_not_an_array.msgpack",
+            chunked(&[0xc3], &[4], vec![Mp::default().raw(&[0xc0])]),
+            ErrorKind::MalformedContainer { reason, .. } if reason.contains("not an array")),
+        case!("flax_chunked_marker_false.msgpack",
+            chunked(&[0xc2], &[4], vec![chunk(4)]),
+            ErrorKind::MalformedContainer { reason, .. } if reason.contains("is not true")),
+        case!(
+            "flax_chunks_gap.msgpack",
+            gap,
+            ErrorKind::MalformedContainer { .. }
+        ),
+        case!("flax_no_chunks.msgpack", chunked(&[0xc3], &[0], vec![]),
+            ErrorKind::MalformedContainer { reason, .. } if reason.contains("no chunks")),
+        case!("flax_chunked_top_level.msgpack", top_chunked,
+            ErrorKind::MalformedContainer { reason, .. } if reason.contains("top level is a chunked array")),
+        case!("flax_duplicate_key.msgpack",
+            Mp::default().map(2).s("k").raw(&u8_array().0).s("k").raw(&u8_array().0).0,
+            ErrorKind::Duplicate { what: "msgpack map key", name } if name == "k"),
+        case!("flax_joined_names.msgpack",
+            Mp::default().map(2).s("a/b").raw(&u8_array().0).s("a").map(1).s("b").raw(&u8_array().0).0,
+            ErrorKind::Duplicate { what: "tensor", name } if name == "a/b"),
+        case!(
+            "flax_array_top_level.msgpack",
+            Mp::default().arr(1).raw(&u8_array().0).0,
+            ErrorKind::UnknownFormat { .. }
+        ),
+        case!("flax_empty_map.msgpack", vec![0x80],
+            ErrorKind::MalformedContainer { reason, .. } if reason.contains("empty")),
+        case!("flax_integer_key.msgpack",
+            Mp::default().map(1).uint(3).raw(&u8_array().0).0,
+            ErrorKind::MalformedContainer { reason, .. } if reason.contains("expected a UTF-8 string")),
+        case!("flax_trailing_bytes.msgpack", trailing,
+            ErrorKind::MalformedContainer { reason, .. } if reason.contains("trailing")),
+        case!("flax_reserved_marker.msgpack", one("k", Mp::default().raw(&[0xc1])),
+            ErrorKind::MalformedContainer { reason, .. } if reason.contains("0xc1")),
+        case!("flax_unknown_extension.msgpack", ext(9, Mp::payload(&[1], "uint8", &[1])),
+            ErrorKind::MalformedContainer { reason, .. } if reason.contains("extension type 9")),
+        case!("flax_complex.msgpack", ext(2, Mp::default().arr(2).raw(&[0x01, 0x02]).0),
+            ErrorKind::UnsupportedDType { dtype } if dtype == "complex"),
+        case!("flax_object_dtype.msgpack", ext(1, Mp::payload(&[1], "object", &[0; 8])),
+            ErrorKind::UnsupportedDType { dtype } if dtype == "object"),
+    ]
+}
+
 /// Files no reader recognises.
 fn unknown() -> Vec<Case> {
     vec![
@@ -666,6 +869,7 @@ pub fn all() -> Vec<Case> {
     v.extend(npy_files());
     v.extend(npz_files());
     v.extend(safetensors_files());
+    v.extend(flax_files());
     v.extend(unknown());
     v
 }

@@ -7,6 +7,9 @@
 
 mod build;
 mod cases;
+mod inputs;
+#[path = "../common/msgpack.rs"]
+mod msgpack;
 mod output;
 
 use std::path::{Path, PathBuf};
@@ -278,8 +281,80 @@ fn oversized_config_json_beside_hf_weights_is_refused_before_reading_it() {
     assert_eq!(r.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("config.json") && stderr.contains("larger than"),
+        stderr.contains("config.json")
+            && stderr.contains("config file bytes budget exceeded")
+            && stderr.contains("VIT_CONVERT_LIMIT_CONFIG_FILE_BYTES"),
         "{stderr}"
     );
     assert!(!out.join("model.safetensors").exists());
+}
+
+#[test]
+fn flax_budgets_name_their_variables_and_yield_to_them() {
+    let (_dir, cases) = written();
+    let file = |name: &str| &cases.iter().find(|(c, _)| c.name == name).unwrap().1;
+    for (name, budget, var, raised) in [
+        (
+            "flax_values_bomb.msgpack",
+            "flax values budget exceeded",
+            "VIT_CONVERT_LIMIT_FLAX_VALUES",
+            "2M",
+        ),
+        (
+            "flax_deep_maps.msgpack",
+            "container nesting budget exceeded",
+            "VIT_CONVERT_LIMIT_NESTING_DEPTH",
+            "4K",
+        ),
+        (
+            "flax_tensor_count.msgpack",
+            "tensor count budget exceeded",
+            "VIT_CONVERT_LIMIT_TENSORS",
+            "1M",
+        ),
+        (
+            "flax_tensor_name_bytes.msgpack",
+            "tensor name bytes budget exceeded",
+            "VIT_CONVERT_LIMIT_TENSOR_NAME_BYTES",
+            "128M",
+        ),
+    ] {
+        let out = bin().arg("inspect").arg(file(name)).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains(budget) && stderr.contains(var),
+            "{name}: {stderr}"
+        );
+        let out = bin()
+            .arg("inspect")
+            .arg(file(name))
+            .env(var, raised)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name} with {var}={raised}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn cli_inspect_lists_a_tensor_name_longer_than_any_format_width() {
+    // `std::fmt` panics on a padding width over u16::MAX; names are budgeted at 64 MiB.
+    let name = "n".repeat(70_000);
+    let bytes = build::safetensors(
+        &format!(r#"{{"{name}":{{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}}}"#),
+        &[7],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("long_name.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    let out = bin().arg("inspect").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&name));
 }
