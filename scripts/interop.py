@@ -348,21 +348,29 @@ def main() -> int:
             cells[col] = r["cell"]
             failures += not r["ok"]
 
-    print(
-        "| case | source | transformers `from_pretrained` | max \\|Δ\\| vs source framework "
-        "| `--to timm` in timm | `--to npz` in timm `_load_weights` | `--to flax` in transformers Flax |"
+    print_table(
+        [
+            "case",
+            "source",
+            "transformers `from_pretrained`",
+            "max \\|Δ\\| vs source framework",
+            "`--to timm` in timm",
+            "`--to npz` in timm `_load_weights`",
+            "`--to flax` in transformers Flax",
+        ],
+        rows,
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in rows:
-        print("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
     print()
-    print(
-        "| HF Flax case | source | `--from flax` in transformers `from_pretrained` | max \\|Δ\\| vs Flax "
-        "| back `--to flax` in transformers Flax, max \\|Δ\\| vs Flax |"
+    print_table(
+        [
+            "HF Flax case",
+            "source",
+            "`--from flax` in transformers `from_pretrained`",
+            "max \\|Δ\\| vs Flax",
+            "back `--to flax` in transformers Flax, max \\|Δ\\| vs Flax",
+        ],
+        flax_rows,
     )
-    print("| --- | --- | --- | --- | --- |")
-    for r in flax_rows:
-        print("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
     import timm
 
     print()
@@ -373,6 +381,14 @@ def main() -> int:
         + ("all passed." if failures == 0 else f"{failures} FAILED.")
     )
     return 0 if failures == 0 else 1
+
+
+def print_table(header: list[str], rows: list[list[str]]) -> None:
+    """A markdown table; `|` inside a cell is escaped."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + " --- |" * len(header))
+    for r in rows:
+        print("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
 
 
 def flax_versions_of(python: Path) -> str:
