@@ -15,11 +15,11 @@ use std::path::Path;
 
 use rmp::encode;
 
-use super::{AtomicFile, WriteItem};
+use super::{read_item, AtomicFile, WriteItem};
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::flax::{numpy_dtype_name, CHUNKED_KEY, EXT_NDARRAY};
 use crate::source::TensorSource;
-use crate::tensor::{cast_float, checked_byte_len, DType};
+use crate::tensor::DType;
 
 /// Arrays larger than this many bytes are chunked (flax `serialization.MAX_CHUNK_SIZE`).
 pub(crate) const FLAX_MAX_CHUNK_SIZE: usize = 1 << 30;
@@ -227,19 +227,7 @@ pub(crate) fn write_flax_chunked(
         match tree.get(id) {
             Some(TreeNode::Leaf(k)) => {
                 let it = items.get(*k).ok_or_else(|| encode_err("dangling item"))?;
-                let t = src
-                    .read(&it.source)
-                    .map_err(|e| e.with_tensor(it.source.clone()))?;
-                let t = match dtype {
-                    Some(d) => cast_float(t, d),
-                    None => t,
-                };
-                if checked_byte_len(t.dtype, &t.shape) != Some(t.data.len()) {
-                    return Err(Error::from(ErrorKind::InvalidLayout {
-                        reason: format!("shape {:?} does not match the data", t.shape),
-                    })
-                    .with_tensor(it.source.clone()));
-                }
+                let t = read_item(src, it, dtype)?;
                 out.array(t.dtype, &t.shape, &t.data, chunk_bytes)
                     .map_err(|e| e.with_tensor(it.name.clone()))?;
             }

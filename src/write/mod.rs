@@ -418,6 +418,34 @@ pub(crate) fn write_safetensors_deferred(
     Ok(8 + text.len() as u64 + total)
 }
 
+/// Reads `it.source` from `src` for a writer that stores each tensor whole (npz, Flax): cast to
+/// `dtype` when given, and checked to hold exactly the bytes its dtype and shape say.
+pub(crate) fn read_item<'s>(
+    src: &'s dyn TensorSource,
+    it: &WriteItem,
+    dtype: Option<DType>,
+) -> Result<crate::tensor::Tensor<'s>> {
+    let t = src
+        .read(&it.source)
+        .map_err(|e| e.with_tensor(it.source.clone()))?;
+    let t = match dtype {
+        Some(d) => cast_float(t, d),
+        None => t,
+    };
+    if checked_byte_len(t.dtype, &t.shape) != Some(t.data.len()) {
+        return Err(Error::from(ErrorKind::InvalidLayout {
+            reason: format!(
+                "shape {:?} of {} does not match {} bytes",
+                t.shape,
+                t.dtype,
+                t.data.len()
+            ),
+        })
+        .with_tensor(it.name.clone()));
+    }
+    Ok(t)
+}
+
 /// Writes a JSON document (pretty, trailing newline) atomically.
 ///
 /// # Errors

@@ -10,11 +10,11 @@ use std::path::Path;
 
 use zip::write::SimpleFileOptions;
 
-use super::{AtomicFile, WriteItem};
+use super::{read_item, AtomicFile, WriteItem};
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::npy::npy_header;
 use crate::source::TensorSource;
-use crate::tensor::{cast_float, checked_byte_len, DType};
+use crate::tensor::DType;
 
 /// Writes an npz of the given tensors (entries in the given order, names + `.npy`).
 ///
@@ -41,24 +41,7 @@ pub fn write_npz(
     let mut out = AtomicFile::create(dest)?;
     let mut zip = zip::ZipWriter::new(out.writer()?);
     for it in items {
-        let t = src
-            .read(&it.source)
-            .map_err(|e| e.with_tensor(it.source.clone()))?;
-        let t = match dtype {
-            Some(d) => cast_float(t, d),
-            None => t,
-        };
-        if checked_byte_len(t.dtype, &t.shape) != Some(t.data.len()) {
-            return Err(Error::from(ErrorKind::InvalidLayout {
-                reason: format!(
-                    "shape {:?} of {} does not match {} bytes",
-                    t.shape,
-                    t.dtype,
-                    t.data.len()
-                ),
-            })
-            .with_tensor(it.name.clone()));
-        }
+        let t = read_item(src, it, dtype)?;
         let header = npy_header(t.dtype, &t.shape).map_err(|e| e.with_tensor(it.name.clone()))?;
         zip.start_file(format!("{}.npy", it.name), opts)
             .map_err(zerr)?;
