@@ -99,7 +99,7 @@ const SHA256_HEX_LEN: usize = 64;
 /// page cache serves the bytes without faulting a mapping in).
 fn sha256_file(path: &Path) -> Result<String> {
     let io = |op, e| Error::from(ErrorKind::io(op, e)).with_path(path);
-    let mut file = std::fs::File::open(path).map_err(|e| io("open", e))?;
+    let mut file = crate::fsio::open_regular(path)?;
     let mut buf = vec![0u8; HASH_CHUNK];
     let mut h = Sha256::new();
     loop {

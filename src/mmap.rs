@@ -5,7 +5,8 @@
 //! the bytes under us. We accept that contract for read-only inputs (as ripgrep and safetensors
 //! do): the parsers never assume two reads of the same range agree beyond what they re-check,
 //! hashes are computed on the bytes actually read, and `VIT_CONVERT_NO_MMAP=1` (or
-//! [`FileBytes::read`]) switches to reading the whole file into memory.
+//! [`FileBytes::read`]) switches to reading the whole file into memory (within the
+//! `read file bytes` budget).
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -13,6 +14,7 @@ use std::ops::Deref;
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::source::Limits;
 
 enum Inner {
     /// The map, and the file it maps (kept open for kernel-side copies, see
@@ -29,18 +31,33 @@ pub struct FileBytes {
 impl FileBytes {
     /// Maps `path` read-only (or reads it, for empty files and when `VIT_CONVERT_NO_MMAP` is set).
     ///
+    /// Only regular files are opened, without blocking (a FIFO, socket, device or directory is
+    /// refused, see `fsio::open_regular`); files over [`Limits::input_file_bytes`] are refused.
+    ///
     /// # Errors
-    /// [`ErrorKind::Io`] when the file cannot be opened or mapped.
+    /// [`ErrorKind::NotRegularFile`], [`ErrorKind::Io`] when the file cannot be opened or mapped,
+    /// [`ErrorKind::BudgetExceeded`] (`input file bytes`); all carry `path`.
+    ///
+    /// [`Limits::input_file_bytes`]: crate::Limits::input_file_bytes
     pub fn open(path: &Path) -> Result<Self> {
         if std::env::var_os("VIT_CONVERT_NO_MMAP").is_some_and(|v| v != "0") {
             return Self::read(path);
         }
-        let file =
-            File::open(path).map_err(|e| Error::from(ErrorKind::io("open", e)).with_path(path))?;
+        let file = crate::fsio::open_regular(path)?;
         let len = file
             .metadata()
             .map_err(|e| Error::from(ErrorKind::io("stat", e)).with_path(path))?
             .len();
+        let limit = Limits::current().input_file_bytes;
+        if u64::try_from(limit).is_ok_and(|l| len > l) {
+            let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+            return Err(Error::from(ErrorKind::BudgetExceeded {
+                budget: "input file bytes",
+                limit,
+                offset: limit,
+            })
+            .with_path(path));
+        }
         if len == 0 {
             return Ok(FileBytes {
                 inner: Inner::Owned(Vec::new()),
@@ -56,13 +73,25 @@ impl FileBytes {
         })
     }
 
-    /// Reads the whole file into memory.
+    /// Reads the whole file into memory, within the same budget as a mapped file
+    /// ([`Limits::input_file_bytes`]) and within [`Limits::read_file_bytes`], whichever is
+    /// smaller: the size is checked before reading, and at most one byte past the limit is read
+    /// (a file that grows, or whose size lies, is refused too).
     ///
     /// # Errors
-    /// [`ErrorKind::Io`] when the file cannot be read.
+    /// [`ErrorKind::NotRegularFile`], [`ErrorKind::Io`] when the file cannot be read,
+    /// [`ErrorKind::BudgetExceeded`] (`input file bytes` or `read file bytes`); all carry `path`.
+    ///
+    /// [`Limits::input_file_bytes`]: crate::Limits::input_file_bytes
+    /// [`Limits::read_file_bytes`]: crate::Limits::read_file_bytes
     pub fn read(path: &Path) -> Result<Self> {
-        let data = std::fs::read(path)
-            .map_err(|e| Error::from(ErrorKind::io("read", e)).with_path(path))?;
+        let limits = Limits::current();
+        let (limit, budget) = if limits.read_file_bytes < limits.input_file_bytes {
+            (limits.read_file_bytes, "read file bytes")
+        } else {
+            (limits.input_file_bytes, "input file bytes")
+        };
+        let data = crate::fsio::read_regular(path, limit, budget)?;
         Ok(FileBytes {
             inner: Inner::Owned(data),
         })
