@@ -188,7 +188,10 @@ mod tests {
     use super::*;
 
     fn kind_of(path: &Path) -> Option<&'static str> {
-        match open_regular(path).map(drop).map_err(|e| e.kind().to_string()) {
+        match open_regular(path)
+            .map(drop)
+            .map_err(|e| e.kind().to_string())
+        {
             Ok(()) => None,
             Err(m) => {
                 for k in ["fifo", "socket", "character device", "directory"] {
