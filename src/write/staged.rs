@@ -45,6 +45,17 @@ thread_local! {
     /// Test-only fault injection: the file-system step (backup or rename, counted from 0 over a
     /// whole commit) that fails.
     pub(crate) static FAIL_STEP: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+    /// Test-only: behave as on a filesystem without hard links.
+    pub(crate) static NO_HARD_LINKS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `std::fs::hard_link`, failing as on a filesystem without hard links when a test asks.
+fn hard_link(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    if NO_HARD_LINKS.with(|f| f.get()) {
+        return Err(std::io::Error::from(std::io::ErrorKind::Unsupported));
+    }
+    std::fs::hard_link(from, to)
 }
 
 /// Fails the `step`th file-system step when a test asks for it.
@@ -161,7 +172,7 @@ fn keep_aside(dest: &Path, step: usize) -> Result<(PathBuf, bool)> {
     injected(step).map_err(|e| err("link", e))?;
     for n in 0..1000u32 {
         let backup = dir.join(format!(".{name}.old-{pid}-{n}"));
-        match std::fs::hard_link(dest, &backup) {
+        match hard_link(dest, &backup) {
             Ok(()) => return Ok((backup, false)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(_) => {
@@ -197,6 +208,153 @@ fn roll_back(steps: &[Step]) {
                 let _ = std::fs::remove_file(&s.dest);
             }
             (None, false) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Every entry of `dir`: name → bytes (`None` for a directory).
+    fn snapshot(dir: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                let bytes = if e.file_type().unwrap().is_dir() {
+                    None
+                } else {
+                    Some(std::fs::read(e.path()).unwrap())
+                };
+                (name, bytes)
+            })
+            .collect()
+    }
+
+    fn staged(dir: &Path, files: &[(&str, &[u8])]) -> OutputSet {
+        let mut set = OutputSet::new();
+        for (name, bytes) in files {
+            let mut f = AtomicFile::create(&dir.join(name)).unwrap();
+            f.write_all(bytes).unwrap();
+            set.push(f);
+        }
+        set
+    }
+
+    const NEW: &[(&str, &[u8])] = &[("a", b"new a"), ("b", b"new b"), ("c", b"new c")];
+
+    fn every_failed_step_leaves_the_folder_as_it_was(no_links: bool) {
+        NO_HARD_LINKS.with(|f| f.set(no_links));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), b"old a").unwrap();
+        std::fs::write(dir.path().join("c"), b"old c").unwrap();
+        std::fs::write(dir.path().join("keep"), b"keep").unwrap();
+        let before = snapshot(dir.path());
+        // Two backups (a, c) and three renames.
+        for step in 0..5 {
+            let set = staged(dir.path(), NEW);
+            FAIL_STEP.with(|f| f.set(Some(step)));
+            let e = set.commit().unwrap_err();
+            FAIL_STEP.with(|f| f.set(None));
+            assert!(e.to_string().contains("injected failure"), "{e}");
+            assert_eq!(snapshot(dir.path()), before, "failure at step {step}");
+        }
+        staged(dir.path(), NEW).commit().unwrap();
+        let after = snapshot(dir.path());
+        let want: BTreeMap<String, Option<Vec<u8>>> = NEW
+            .iter()
+            .map(|(n, b)| (n.to_string(), Some(b.to_vec())))
+            .chain([("keep".to_string(), Some(b"keep".to_vec()))])
+            .collect();
+        assert_eq!(after, want, "no backup or temp file is left");
+        NO_HARD_LINKS.with(|f| f.set(false));
+    }
+
+    #[test]
+    fn a_failure_at_any_backup_or_rename_restores_every_destination() {
+        every_failed_step_leaves_the_folder_as_it_was(false);
+    }
+
+    #[test]
+    fn without_hard_links_the_old_files_are_moved_aside_and_restored() {
+        every_failed_step_leaves_the_folder_as_it_was(true);
+    }
+
+    #[test]
+    fn a_directory_in_place_of_an_output_moves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), b"old a").unwrap();
+        std::fs::create_dir(dir.path().join("c")).unwrap();
+        let before = snapshot(dir.path());
+        let e = staged(dir.path(), NEW).commit().unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::NotRegularFile { kind: "directory" }),
+            "{e}"
+        );
+        assert_eq!(e.path(), Some(dir.path().join("c").as_path()));
+        assert_eq!(snapshot(dir.path()), before);
+    }
+
+    #[test]
+    fn two_files_for_one_destination_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = staged(dir.path(), &[("a", b"1"), ("./a", b"2")])
+            .commit()
+            .unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::Duplicate {
+                    what: "output file",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(snapshot(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_failed_conversion_commit_leaves_outdir_as_it_was() {
+        let input =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/convert/timm_vit/source.pth");
+        let opts = crate::ConvertOptions {
+            from: Some("timm".into()),
+            overrides: crate::model::ConfigOverrides {
+                num_heads: Some(2),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        for to in [
+            crate::OutputFormat::Safetensors,
+            crate::OutputFormat::Npz,
+            crate::OutputFormat::Flax,
+        ] {
+            let opts = crate::ConvertOptions { to, ..opts.clone() };
+            let dir = tempfile::tempdir().unwrap();
+            let [weights, cfg, _] = to.output_files(dir.path());
+            std::fs::write(&weights, b"previous weights").unwrap();
+            std::fs::write(&cfg, b"{\"previous\": true}").unwrap();
+            let before = snapshot(dir.path());
+            // Two backups (weights, config.json) and three renames.
+            for step in 0..5 {
+                FAIL_STEP.with(|f| f.set(Some(step)));
+                let e = crate::convert(&input, dir.path(), &opts).unwrap_err();
+                FAIL_STEP.with(|f| f.set(None));
+                assert!(matches!(e.kind(), ErrorKind::Io { .. }), "{e}");
+                assert_eq!(
+                    snapshot(dir.path()),
+                    before,
+                    "{to:?}, failure at step {step}"
+                );
+            }
+            crate::convert(&input, dir.path(), &opts).unwrap();
+            assert_eq!(snapshot(dir.path()).len(), 3, "{to:?}");
         }
     }
 }

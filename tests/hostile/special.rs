@@ -62,7 +62,11 @@ fn model_dir(root: &Path, special: &str, what: &str) -> (PathBuf, Option<UnixLis
     std::fs::create_dir(&dir).unwrap();
     let hf = fixture("convert/timm_vit/hf");
     let mut listener = None;
-    for f in ["config.json", "model.safetensors", "preprocessor_config.json"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ] {
         let p = dir.join(f);
         if f == special {
             listener = make(what, &p);
@@ -115,7 +119,16 @@ fn cases(root: &Path, what: &str) -> (Vec<(Vec<OsString>, PathBuf)>, Vec<UnixLis
     let mut v: Vec<(Vec<OsString>, PathBuf)> = vec![
         (os(&[&"convert", &special, &"-o", &out]), special.clone()),
         (
-            os(&[&"convert", &"--from", &"timm", &pth, &"--config", &special, &"-o", &out]),
+            os(&[
+                &"convert",
+                &"--from",
+                &"timm",
+                &pth,
+                &"--config",
+                &special,
+                &"-o",
+                &out,
+            ]),
             special.clone(),
         ),
         (
@@ -131,7 +144,14 @@ fn cases(root: &Path, what: &str) -> (Vec<(Vec<OsString>, PathBuf)>, Vec<UnixLis
             special.clone(),
         ),
         (
-            os(&[&"verify", &hf, &"--input", &special, &"--expected", &expected]),
+            os(&[
+                &"verify",
+                &hf,
+                &"--input",
+                &special,
+                &"--expected",
+                &expected,
+            ]),
             special.clone(),
         ),
         (os(&[&"diff", &special, &pth]), special.clone()),
@@ -168,7 +188,14 @@ fn cases(root: &Path, what: &str) -> (Vec<(Vec<OsString>, PathBuf)>, Vec<UnixLis
     std::fs::copy(hf.join("model.safetensors"), side.join("model.safetensors")).unwrap();
     keep.extend(make(what, &side.join("config.json")));
     v.push((
-        os(&[&"convert", &"--from", &"hf", &side.join("model.safetensors"), &"-o", &out]),
+        os(&[
+            &"convert",
+            &"--from",
+            &"hf",
+            &side.join("model.safetensors"),
+            &"-o",
+            &out,
+        ]),
         side.join("config.json"),
     ));
     (v, keep)
