@@ -377,14 +377,14 @@ pub fn convert_with_progress(
     opts: &ConvertOptions,
     progress: &dyn Progress,
 ) -> Result<ConversionReport> {
+    let [weights, cfg_path, pre_path] = opts.to.output_files(outdir);
+    refuse_overwriting_input(input, &[&weights, &cfg_path, &pre_path])?;
     let src = source::open(input)?;
     let canon = canonicalize(src.as_ref(), input, opts).map_err(|e| e.with_path(input))?;
     let arch = canon.config.architecture;
 
     std::fs::create_dir_all(outdir)
         .map_err(|e| Error::from(ErrorKind::io("create directory", e)).with_path(outdir))?;
-    let [weights, cfg_path, pre_path] = opts.to.output_files(outdir);
-    refuse_overwriting_input(input, &[&weights, &cfg_path, &pre_path])?;
 
     let mut notes = canon.notes.clone();
     if opts.to == OutputFormat::Flax {
