@@ -85,7 +85,11 @@ impl FileBytes {
     /// [`Limits::input_file_bytes`]: crate::Limits::input_file_bytes
     /// [`Limits::read_file_bytes`]: crate::Limits::read_file_bytes
     pub fn read(path: &Path) -> Result<Self> {
-        let limits = Limits::current();
+        Self::read_within(path, &Limits::current())
+    }
+
+    /// [`FileBytes::read`] with the given limits.
+    fn read_within(path: &Path, limits: &Limits) -> Result<Self> {
         let (limit, budget) = if limits.read_file_bytes < limits.input_file_bytes {
             (limits.read_file_bytes, "read file bytes")
         } else {
@@ -185,6 +189,61 @@ mod tests {
         std::fs::write(&path, data).unwrap();
         let bytes = FileBytes::open(&path).unwrap();
         (dir, bytes)
+    }
+
+    #[test]
+    fn reading_into_memory_is_bounded_by_both_file_budgets() {
+        let data = vec![7u8; 1000];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, &data).unwrap();
+        let budget = |r: Result<FileBytes>| match r.map_err(|e| (e.path().is_some(), e)) {
+            Err((true, e)) => match e.kind() {
+                ErrorKind::BudgetExceeded { budget, limit, .. } => (*budget, *limit),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        let mut limits = Limits::DEFAULT;
+        limits.read_file_bytes = 999;
+        assert_eq!(
+            budget(FileBytes::read_within(&path, &limits)),
+            ("read file bytes", 999)
+        );
+        limits.input_file_bytes = 500;
+        assert_eq!(
+            budget(FileBytes::read_within(&path, &limits)),
+            ("input file bytes", 500)
+        );
+        limits = Limits::DEFAULT;
+        limits.read_file_bytes = 1000;
+        assert_eq!(
+            &FileBytes::read_within(&path, &limits).unwrap()[..],
+            &data[..]
+        );
+    }
+
+    #[test]
+    fn a_file_whose_size_lies_is_read_no_further_than_the_limit() {
+        // procfs files report size 0 and hold more.
+        let path = Path::new("/proc/self/status");
+        if !path.exists() {
+            return;
+        }
+        let mut limits = Limits::DEFAULT;
+        limits.read_file_bytes = 16;
+        let e = FileBytes::read_within(path, &limits).unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::BudgetExceeded {
+                    budget: "read file bytes",
+                    limit: 16,
+                    offset: 16
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

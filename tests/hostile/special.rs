@@ -277,3 +277,56 @@ fn special_files_anywhere_in_the_library_are_refused_at_once() {
         }
     }
 }
+
+#[test]
+fn no_mmap_reads_go_through_the_file_size_budgets() {
+    let pth = fixture("convert/timm_vit/source.pth");
+    let size = std::fs::metadata(&pth).unwrap().len();
+    let inspect = |env: &[(&str, &str)]| {
+        let mut c = bin();
+        c.arg("inspect").arg(&pth);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let r = c.output().unwrap();
+        (
+            r.status.code(),
+            String::from_utf8_lossy(&r.stderr).into_owned(),
+        )
+    };
+    // Read into memory: refused over `read file bytes`, naming its variable …
+    let (code, stderr) = inspect(&[
+        ("VIT_CONVERT_NO_MMAP", "1"),
+        ("VIT_CONVERT_LIMIT_READ_FILE_BYTES", "1K"),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("read file bytes budget exceeded: limit 1024")
+            && stderr.contains("VIT_CONVERT_LIMIT_READ_FILE_BYTES"),
+        "{stderr}"
+    );
+    // … and over `input file bytes`, the budget of mapped files, mapped or not.
+    for no_mmap in ["0", "1"] {
+        let (code, stderr) = inspect(&[
+            ("VIT_CONVERT_NO_MMAP", no_mmap),
+            ("VIT_CONVERT_LIMIT_INPUT_FILE_BYTES", "2K"),
+        ]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains("input file bytes budget exceeded: limit 2048"),
+            "{stderr}"
+        );
+    }
+    // Within both, the file reads as mapped.
+    let exact = size.to_string();
+    let (code, stderr) = inspect(&[
+        ("VIT_CONVERT_NO_MMAP", "1"),
+        ("VIT_CONVERT_LIMIT_READ_FILE_BYTES", &exact),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // The defaults (the library's own tests exercise FileBytes::read against both).
+    assert_eq!(vit_convert::Limits::DEFAULT.read_file_bytes, 8 << 30);
+    assert_eq!(vit_convert::Limits::DEFAULT.input_file_bytes, 64 << 30);
+}
