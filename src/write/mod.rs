@@ -636,6 +636,67 @@ mod tests {
         );
         assert_eq!(dead.exists(), !Path::new("/proc/self").exists());
     }
+
+    #[cfg(unix)]
+    #[test]
+    fn stale_temp_clean_up_spares_inputs_links_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = |pid: u32| dir.path().join(format!(".model.safetensors.tmp-{pid}-0"));
+        // Dead pids (Linux pids never exceed 2^22), each a file the clean-up cannot prove its own.
+        let input = name(999_999_990);
+        std::fs::write(&input, b"an input").unwrap();
+        drop(crate::fsio::open_regular(&input).unwrap());
+        let linked = name(999_999_991);
+        std::fs::write(&linked, b"hard linked").unwrap();
+        std::fs::hard_link(&linked, dir.path().join("other-name")).unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"target").unwrap();
+        let symlink = name(999_999_992);
+        std::os::unix::fs::symlink(&target, &symlink).unwrap();
+        let subdir = name(999_999_993);
+        std::fs::create_dir(&subdir).unwrap();
+        let leftover = name(999_999_994);
+        std::fs::write(&leftover, b"partial").unwrap();
+
+        drop(AtomicFile::create(&dir.path().join("model.safetensors")).unwrap());
+        for p in [&input, &linked, &symlink, &subdir, &target] {
+            assert!(p.exists(), "{} was removed", p.display());
+        }
+        assert_eq!(std::fs::read(&input).unwrap(), b"an input");
+        assert_eq!(leftover.exists(), !Path::new("/proc/self").exists());
+    }
+
+    #[test]
+    fn outputs_are_told_apart_by_identity_not_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let input = d.join("in.npy");
+        std::fs::write(&input, b"x").unwrap();
+        let reason = |r: Result<()>| match r.map_err(|e| e.kind().to_string()) {
+            Ok(()) => String::new(),
+            Err(m) => m,
+        };
+        let out = d.join("out.npy");
+        assert_eq!(reason(check_outputs(&[&out], &[&input])), "");
+        let m = reason(check_outputs(&[&d.join("sub/../in.npy")], &[&input]));
+        // `sub` does not exist: the path names no file, and nothing is refused for it.
+        assert_eq!(m, "");
+        let m = reason(check_outputs(&[&d.join("./in.npy")], &[&input]));
+        assert!(m.contains("would overwrite the input"), "{m}");
+        #[cfg(unix)]
+        {
+            let link = d.join("link.npy");
+            std::os::unix::fs::symlink(&input, &link).unwrap();
+            let m = reason(check_outputs(&[&link], &[&input]));
+            assert!(m.contains("would overwrite the input"), "{m}");
+            let hard = d.join("hard.npy");
+            std::fs::hard_link(&input, &hard).unwrap();
+            let m = reason(check_outputs(&[&out, &hard], &[&input]));
+            assert!(m.contains("hard.npy would overwrite the input"), "{m}");
+        }
+        let m = reason(check_outputs(&[&out, &d.join(".").join("out.npy")], &[]));
+        assert!(m.contains("name the same file"), "{m}");
+    }
     use crate::mmap::FileBytes;
     use crate::source::npy::write_npy;
 
