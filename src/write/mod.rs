@@ -1,7 +1,16 @@
 //! Writers: canonical (and timm-layout) safetensors, JAX-layout npz, Flax msgpack, and JSON
 //! configs. Every
 //! file is written to a temporary file in the destination folder and renamed into place, so a
-//! failure never leaves a partial file and never touches an existing one.
+//! failure never leaves a partial file and never touches an existing one. Several files that
+//! belong together (a conversion's three, `forward`'s `.npy` outputs) are put in place as one
+//! transaction ([`write_files`]; `OutputSet` inside the crate): all of them, or none, with the
+//! replaced files kept until the last rename succeeded and restored on any failure.
+//!
+//! Temp files are `.<name>.tmp-<pid>-<n>`, created exclusively and removed on any error. A
+//! killed process cannot remove its own; the next write to the same destination removes such a
+//! leftover only when it can prove it is one: the exact name pattern, a process id that no
+//! longer exists (Linux `/proc`), a regular file with a single link, and not a file this process
+//! opened as an input (by device and inode). Anything else is left alone.
 //!
 //! Writers stream: one tensor is read, written and released (its mapped input pages dropped,
 //! see [`TensorSource::release_pages`]) before the next, so peak memory does not grow with the
@@ -38,7 +47,8 @@ pub(crate) struct AtomicFile {
 
 impl AtomicFile {
     /// Creates `.<name>.tmp-<pid>-<n>` next to `dest`, first removing such temp files left by
-    /// processes that no longer exist (a killed conversion cannot clean up after itself).
+    /// processes that no longer exist (a killed conversion cannot clean up after itself), when
+    /// they are provably leftovers (see the [module docs](self)).
     pub(crate) fn create(dest: &Path) -> Result<AtomicFile> {
         let dir = dest.parent().unwrap_or(Path::new("."));
         let name = dest
