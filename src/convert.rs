@@ -43,6 +43,20 @@ impl OutputFormat {
             _ => None,
         }
     }
+
+    /// The files [`convert`] writes into `outdir` in this layout: the weights, `config.json`,
+    /// `preprocessor_config.json`.
+    pub fn output_files(self, outdir: &Path) -> [PathBuf; 3] {
+        [
+            outdir.join(match self {
+                OutputFormat::Npz => "model.npz",
+                OutputFormat::Flax => "flax_model.msgpack",
+                OutputFormat::Safetensors | OutputFormat::Timm => "model.safetensors",
+            }),
+            outdir.join("config.json"),
+            outdir.join("preprocessor_config.json"),
+        ]
+    }
 }
 
 /// Options for [`convert`].
@@ -99,7 +113,7 @@ const SHA256_HEX_LEN: usize = 64;
 /// page cache serves the bytes without faulting a mapping in).
 fn sha256_file(path: &Path) -> Result<String> {
     let io = |op, e| Error::from(ErrorKind::io(op, e)).with_path(path);
-    let mut file = std::fs::File::open(path).map_err(|e| io("open", e))?;
+    let mut file = crate::fsio::open_regular(path)?;
     let mut buf = vec![0u8; HASH_CHUNK];
     let mut h = Sha256::new();
     loop {
@@ -363,21 +377,14 @@ pub fn convert_with_progress(
     opts: &ConvertOptions,
     progress: &dyn Progress,
 ) -> Result<ConversionReport> {
+    let [weights, cfg_path, pre_path] = opts.to.output_files(outdir);
+    refuse_overwriting_input(input, &[&weights, &cfg_path, &pre_path])?;
     let src = source::open(input)?;
     let canon = canonicalize(src.as_ref(), input, opts).map_err(|e| e.with_path(input))?;
     let arch = canon.config.architecture;
 
     std::fs::create_dir_all(outdir)
         .map_err(|e| Error::from(ErrorKind::io("create directory", e)).with_path(outdir))?;
-    let weights = outdir.join(match opts.to {
-        OutputFormat::Npz => "model.npz",
-        OutputFormat::Flax => "flax_model.msgpack",
-        OutputFormat::Safetensors | OutputFormat::Timm => "model.safetensors",
-    });
-    refuse_overwriting_input(input, &weights)?;
-    for f in ["config.json", "preprocessor_config.json"] {
-        refuse_overwriting_input(input, &outdir.join(f))?;
-    }
 
     let mut notes = canon.notes.clone();
     if opts.to == OutputFormat::Flax {
@@ -394,20 +401,19 @@ pub fn convert_with_progress(
         .to_string();
     }
 
-    // The JSON files are written and synced first and renamed after the weights, so a failure
-    // anywhere (a full disk included) leaves OUTDIR as it was.
+    // All three files are written and synced to temp files first, then put in place together
+    // (`write::OutputSet`): a failure anywhere — a full disk, a directory where a file should
+    // go, a failed rename — leaves OUTDIR exactly as it was.
     let config_json = config.to_json();
-    let cfg_path = outdir.join("config.json");
     let cfg_file = write::prepare_json(&cfg_path, &config_json)?;
     let pre =
         preprocessor::preprocessor_config(&canon.table.facts.preprocessor, config.image_size)?;
-    let pre_path = outdir.join("preprocessor_config.json");
     let pre_file = write::prepare_json(&pre_path, &pre)?;
 
     // The input's sha256 (recorded in the output's metadata) is computed on another thread while
     // the tensors stream; the safetensors header is written with a placeholder of the hash's
     // length and rewritten in place once the hash is known.
-    let (input_sha256, (count, bytes)) = std::thread::scope(|scope| {
+    let (input_sha256, (count, bytes, weights_file)) = std::thread::scope(|scope| {
         let mut hash = PendingHash {
             thread: Some(scope.spawn(|| sha256_file(input))),
             value: None,
@@ -422,8 +428,11 @@ pub fn convert_with_progress(
             .map_err(|e| e.with_path(input))?;
         Ok::<_, Error>((hash.get()?, written))
     })?;
-    cfg_file.commit()?;
-    pre_file.commit()?;
+    let mut set = write::OutputSet::new();
+    set.push(weights_file);
+    set.push(cfg_file);
+    set.push(pre_file);
+    set.commit()?;
     let outputs = vec![weights, cfg_path, pre_path];
     progress.finish();
 
@@ -498,7 +507,8 @@ impl PendingHash<'_> {
     }
 }
 
-/// Writes the weights file in the requested layout; returns (tensors, bytes).
+/// Writes the weights file in the requested layout to a temp file; returns (tensors, bytes, the
+/// file to commit).
 fn write_weights(
     canon: &Canonical<'_>,
     config: &ViTConfig,
@@ -506,7 +516,7 @@ fn write_weights(
     opts: &ConvertOptions,
     sha: DeferredMeta<'_>,
     progress: &dyn Progress,
-) -> Result<(usize, u64)> {
+) -> Result<(usize, u64, write::AtomicFile)> {
     let arch = canon.config.architecture;
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
@@ -532,9 +542,8 @@ fn write_weights(
                 source: t.name.clone(),
             })
             .collect();
-        let b =
-            write::write_safetensors_deferred(weights, &src, &disk, opts.dtype, &meta, Some(sha))?;
-        return Ok((disk.len(), b));
+        let (f, b) = write::stage_safetensors(weights, &src, &disk, opts.dtype, &meta, Some(sha))?;
+        return Ok((disk.len(), b, f));
     }
     let id = match (opts.to, arch.prefix_tokens()) {
         (OutputFormat::Npz, _) => "jax",
@@ -553,10 +562,8 @@ fn write_weights(
     let b = match opts.to {
         OutputFormat::Npz => {
             let items = WriteItem::all(&rev);
-            (
-                items.len(),
-                write::npz::write_npz(weights, &src, &items, opts.dtype)?,
-            )
+            let (f, b) = write::npz::stage_npz(weights, &src, &items, opts.dtype)?;
+            (items.len(), b, f)
         }
         OutputFormat::Flax => {
             let items: Vec<WriteItem> = rev
@@ -567,40 +574,27 @@ fn write_weights(
                     source: t.name.clone(),
                 })
                 .collect();
-            (
-                items.len(),
-                write::flax::write_flax(weights, &src, &items, opts.dtype)?,
-            )
-        }
-        OutputFormat::Safetensors | OutputFormat::Timm => {
-            let items = WriteItem::all(&rev);
-            let b = write::write_safetensors_deferred(
+            let (f, b) = write::flax::stage_flax(
                 weights,
                 &src,
                 &items,
                 opts.dtype,
-                &meta,
-                Some(sha),
+                write::flax::FLAX_MAX_CHUNK_SIZE,
             )?;
-            (items.len(), b)
+            (items.len(), b, f)
+        }
+        OutputFormat::Safetensors | OutputFormat::Timm => {
+            let items = WriteItem::all(&rev);
+            let (f, b) =
+                write::stage_safetensors(weights, &src, &items, opts.dtype, &meta, Some(sha))?;
+            (items.len(), b, f)
         }
     };
     Ok(b)
 }
 
-fn refuse_overwriting_input(input: &Path, output: &Path) -> Result<()> {
-    let same = match (std::fs::canonicalize(input), std::fs::canonicalize(output)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same {
-        return Err(Error::from(ErrorKind::InvalidOption {
-            reason: format!(
-                "output {} would overwrite the input; choose another -o",
-                output.display()
-            ),
-        })
-        .with_path(input));
-    }
-    Ok(())
+/// Refuses outputs that would replace the input (by device and inode: also through a symlink,
+/// a hard link or `./x`), and outputs naming one file twice.
+fn refuse_overwriting_input(input: &Path, outputs: &[&Path]) -> Result<()> {
+    write::check_outputs(outputs, &[input]).map_err(|e| e.with_path(input))
 }

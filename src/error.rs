@@ -105,6 +105,14 @@ pub enum ErrorKind {
         #[source]
         source: std::io::Error,
     },
+    /// A path that must name a regular file (an input, or an output to be replaced) names a FIFO,
+    /// socket, device or directory: refused before anything is read or written, so it can never
+    /// block or consume a stream.
+    #[error("not a regular file (it is a {kind})")]
+    NotRegularFile {
+        /// What it is: `fifo`, `socket`, `character device`, `block device`, `directory`, `other`.
+        kind: &'static str,
+    },
     /// The file's leading bytes match no supported container.
     #[error("unrecognised file format (leading bytes {magic})")]
     UnknownFormat {

@@ -69,6 +69,7 @@ pub mod convert;
 pub mod diff;
 pub mod error;
 pub mod forward;
+mod fsio;
 pub mod hash;
 pub mod image;
 pub mod inspect;

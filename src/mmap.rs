@@ -5,7 +5,8 @@
 //! the bytes under us. We accept that contract for read-only inputs (as ripgrep and safetensors
 //! do): the parsers never assume two reads of the same range agree beyond what they re-check,
 //! hashes are computed on the bytes actually read, and `VIT_CONVERT_NO_MMAP=1` (or
-//! [`FileBytes::read`]) switches to reading the whole file into memory.
+//! [`FileBytes::read`]) switches to reading the whole file into memory (within the
+//! `read file bytes` budget).
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -13,6 +14,7 @@ use std::ops::Deref;
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::source::Limits;
 
 enum Inner {
     /// The map, and the file it maps (kept open for kernel-side copies, see
@@ -29,18 +31,33 @@ pub struct FileBytes {
 impl FileBytes {
     /// Maps `path` read-only (or reads it, for empty files and when `VIT_CONVERT_NO_MMAP` is set).
     ///
+    /// Only regular files are opened, without blocking (a FIFO, socket, device or directory is
+    /// refused, see `fsio::open_regular`); files over [`Limits::input_file_bytes`] are refused.
+    ///
     /// # Errors
-    /// [`ErrorKind::Io`] when the file cannot be opened or mapped.
+    /// [`ErrorKind::NotRegularFile`], [`ErrorKind::Io`] when the file cannot be opened or mapped,
+    /// [`ErrorKind::BudgetExceeded`] (`input file bytes`); all carry `path`.
+    ///
+    /// [`Limits::input_file_bytes`]: crate::Limits::input_file_bytes
     pub fn open(path: &Path) -> Result<Self> {
         if std::env::var_os("VIT_CONVERT_NO_MMAP").is_some_and(|v| v != "0") {
             return Self::read(path);
         }
-        let file =
-            File::open(path).map_err(|e| Error::from(ErrorKind::io("open", e)).with_path(path))?;
+        let file = crate::fsio::open_regular(path)?;
         let len = file
             .metadata()
             .map_err(|e| Error::from(ErrorKind::io("stat", e)).with_path(path))?
             .len();
+        let limit = Limits::current().input_file_bytes;
+        if u64::try_from(limit).is_ok_and(|l| len > l) {
+            let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+            return Err(Error::from(ErrorKind::BudgetExceeded {
+                budget: "input file bytes",
+                limit,
+                offset: limit,
+            })
+            .with_path(path));
+        }
         if len == 0 {
             return Ok(FileBytes {
                 inner: Inner::Owned(Vec::new()),
@@ -56,13 +73,29 @@ impl FileBytes {
         })
     }
 
-    /// Reads the whole file into memory.
+    /// Reads the whole file into memory, within the same budget as a mapped file
+    /// ([`Limits::input_file_bytes`]) and within [`Limits::read_file_bytes`], whichever is
+    /// smaller: the size is checked before reading, and at most one byte past the limit is read
+    /// (a file that grows, or whose size lies, is refused too).
     ///
     /// # Errors
-    /// [`ErrorKind::Io`] when the file cannot be read.
+    /// [`ErrorKind::NotRegularFile`], [`ErrorKind::Io`] when the file cannot be read,
+    /// [`ErrorKind::BudgetExceeded`] (`input file bytes` or `read file bytes`); all carry `path`.
+    ///
+    /// [`Limits::input_file_bytes`]: crate::Limits::input_file_bytes
+    /// [`Limits::read_file_bytes`]: crate::Limits::read_file_bytes
     pub fn read(path: &Path) -> Result<Self> {
-        let data = std::fs::read(path)
-            .map_err(|e| Error::from(ErrorKind::io("read", e)).with_path(path))?;
+        Self::read_within(path, &Limits::current())
+    }
+
+    /// [`FileBytes::read`] with the given limits.
+    fn read_within(path: &Path, limits: &Limits) -> Result<Self> {
+        let (limit, budget) = if limits.read_file_bytes < limits.input_file_bytes {
+            (limits.read_file_bytes, "read file bytes")
+        } else {
+            (limits.input_file_bytes, "input file bytes")
+        };
+        let data = crate::fsio::read_regular(path, limit, budget)?;
         Ok(FileBytes {
             inner: Inner::Owned(data),
         })
@@ -156,6 +189,61 @@ mod tests {
         std::fs::write(&path, data).unwrap();
         let bytes = FileBytes::open(&path).unwrap();
         (dir, bytes)
+    }
+
+    #[test]
+    fn reading_into_memory_is_bounded_by_both_file_budgets() {
+        let data = vec![7u8; 1000];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, &data).unwrap();
+        let budget = |r: Result<FileBytes>| match r.map_err(|e| (e.path().is_some(), e)) {
+            Err((true, e)) => match e.kind() {
+                ErrorKind::BudgetExceeded { budget, limit, .. } => (*budget, *limit),
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        let mut limits = Limits::DEFAULT;
+        limits.read_file_bytes = 999;
+        assert_eq!(
+            budget(FileBytes::read_within(&path, &limits)),
+            ("read file bytes", 999)
+        );
+        limits.input_file_bytes = 500;
+        assert_eq!(
+            budget(FileBytes::read_within(&path, &limits)),
+            ("input file bytes", 500)
+        );
+        limits = Limits::DEFAULT;
+        limits.read_file_bytes = 1000;
+        assert_eq!(
+            &FileBytes::read_within(&path, &limits).unwrap()[..],
+            &data[..]
+        );
+    }
+
+    #[test]
+    fn a_file_whose_size_lies_is_read_no_further_than_the_limit() {
+        // procfs files report size 0 and hold more.
+        let path = Path::new("/proc/self/status");
+        if !path.exists() {
+            return;
+        }
+        let mut limits = Limits::DEFAULT;
+        limits.read_file_bytes = 16;
+        let e = FileBytes::read_within(path, &limits).unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::BudgetExceeded {
+                    budget: "read file bytes",
+                    limit: 16,
+                    offset: 16
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

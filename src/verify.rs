@@ -10,7 +10,6 @@ use crate::forward::{ForwardOptions, Model};
 use crate::progress::{NoProgress, Progress};
 use crate::source::{self, Format};
 use crate::tensor::{cast_float, DType};
-use crate::write::AtomicFile;
 
 /// Default absolute tolerance.
 pub const DEFAULT_ATOL: f64 = 1e-5;
@@ -285,15 +284,22 @@ impl Array {
     /// # Errors
     /// I/O errors.
     pub fn write_npy(&self, path: &Path) -> Result<()> {
+        crate::write::write_files(&[(path, &self.to_npy()?)])
+    }
+
+    /// The bytes of the float32 `.npy` file [`Array::write_npy`] writes (for
+    /// [`crate::write::write_files`], which puts several files in place together).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidLayout`] when the shape does not hold the data.
+    pub fn to_npy(&self) -> Result<Vec<u8>> {
         let mut bytes = Vec::with_capacity(self.data.len() * 4);
         for v in &self.data {
             bytes.extend_from_slice(&v.to_le_bytes());
         }
         let mut npy = Vec::new();
         crate::source::npy::write_npy(&mut npy, DType::F32, &self.shape, &bytes)?;
-        let mut out = AtomicFile::create(path)?;
-        out.write_all(&npy)?;
-        out.commit()
+        Ok(npy)
     }
 
     /// A `[B, C, H, W]` view.

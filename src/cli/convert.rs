@@ -46,6 +46,16 @@ pub struct ConvertArgs {
 }
 
 pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
+    // The checkpoint, `--config` and `--table` are inputs: no output may replace one of them.
+    let to = OutputFormat::parse(&a.to).unwrap_or_default();
+    let outputs = to.output_files(&a.output);
+    let inputs: Vec<&std::path::Path> = std::iter::once(&a.input)
+        .chain(&a.config)
+        .chain(&a.table)
+        .map(PathBuf::as_path)
+        .collect();
+    let outputs: Vec<&std::path::Path> = outputs.iter().map(PathBuf::as_path).collect();
+    vit_convert::write::check_outputs(&outputs, &inputs)?;
     let table = match &a.table {
         Some(p) => {
             let text = vit_convert::source::limits::read_table_file(p)?;
@@ -68,7 +78,7 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
     let opts = ConvertOptions {
         from: Some(a.from.clone()),
         table,
-        to: OutputFormat::parse(&a.to).unwrap_or_default(),
+        to,
         dtype: match a.dtype.as_str() {
             "f32" => Some(DType::F32),
             "f16" => Some(DType::F16),

@@ -134,8 +134,34 @@ struct Class {
     logit: f32,
 }
 
+/// Refuses `forward` outputs that would replace one of its inputs (the `--input` array, an
+/// `--image`, a file of the model folder; by device and inode) or name one file twice.
+fn check_forward_outputs(a: &ForwardArgs) -> anyhow::Result<()> {
+    let outputs: Vec<&Path> = [&a.output, &a.hidden_states, &a.pooled]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+        .collect();
+    let dir = &a.run.model_dir;
+    let folder = [
+        dir.join("config.json"),
+        dir.join("model.safetensors"),
+        dir.join("preprocessor_config.json"),
+    ];
+    let inputs: Vec<&Path> = a
+        .run
+        .input
+        .iter()
+        .chain(&a.run.image)
+        .chain(&folder)
+        .map(PathBuf::as_path)
+        .collect();
+    Ok(vit_convert::write::check_outputs(&outputs, &inputs)?)
+}
+
 pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
     let started = std::time::Instant::now();
+    check_forward_outputs(&a)?;
     let model = a.run.load()?;
     let input = a.run.input()?;
     let out = {
@@ -162,30 +188,34 @@ pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
         written: Vec::new(),
         top_k,
     };
+    // Every output is written before any is put in place: all of them, or none.
+    let mut files: Vec<(&Path, Vec<u8>)> = Vec::new();
     if let Some(p) = &a.output {
-        Array { shape, data }.write_npy(p)?;
-        report.written.push(p.clone());
+        files.push((p, Array { shape, data }.to_npy()?));
     }
     if let Some(p) = &a.hidden_states {
         let h = &out.last_hidden_state;
-        Array {
+        let array = Array {
             shape: h.shape().to_vec(),
             data: h.iter().copied().collect(),
-        }
-        .write_npy(p)?;
-        report.written.push(p.clone());
+        };
+        files.push((p, array.to_npy()?));
     }
     if let Some(p) = &a.pooled {
         let pooled = out.pooler_output.as_ref().ok_or_else(|| {
             anyhow::anyhow!("{}: the model has no pooler", a.run.model_dir.display())
         })?;
-        Array {
+        let array = Array {
             shape: pooled.shape().to_vec(),
             data: pooled.iter().copied().collect(),
-        }
-        .write_npy(p)?;
-        report.written.push(p.clone());
+        };
+        files.push((p, array.to_npy()?));
     }
+    let views: Vec<(&Path, &[u8])> = files.iter().map(|(p, b)| (*p, b.as_slice())).collect();
+    vit_convert::write::write_files(&views)?;
+    report
+        .written
+        .extend(files.iter().map(|(p, _)| p.to_path_buf()));
     ui.json(&report)?;
     let mut text = ui.text();
     for t in &report.top_k {

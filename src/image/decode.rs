@@ -51,16 +51,8 @@ pub struct Decoded {
 /// PNG or JPEG, [`ErrorKind::MalformedContainer`] for a corrupt file, and
 /// [`ErrorKind::BudgetExceeded`] for images larger than the limits. The error carries `path`.
 pub fn read_image(path: &Path) -> Result<Decoded> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::from(ErrorKind::io("open", e)))?;
-    if meta.len() > MAX_IMAGE_FILE_BYTES {
-        return Err(Error::from(ErrorKind::BudgetExceeded {
-            budget: "image file size",
-            limit: MAX_IMAGE_FILE_BYTES,
-            offset: 0,
-        })
-        .with_path(path));
-    }
-    let bytes = std::fs::read(path).map_err(|e| Error::from(ErrorKind::io("read", e)))?;
+    let limit = usize::try_from(MAX_IMAGE_FILE_BYTES).unwrap_or(usize::MAX);
+    let bytes = crate::fsio::read_regular(path, limit, "image file size")?;
     decode_image(&bytes).map_err(|e| e.with_path(path))
 }
 

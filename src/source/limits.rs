@@ -28,7 +28,6 @@
 //!
 //! [`ErrorKind::BudgetExceeded`]: crate::ErrorKind::BudgetExceeded
 
-use std::io::Read;
 use std::path::Path;
 use std::sync::RwLock;
 
@@ -89,6 +88,21 @@ pub struct Limits {
     /// (hidden size 1, patch size 1) or a large input with `--interpolate-pos-encoding` could
     /// otherwise ask for terabytes.
     pub forward_tokens: usize,
+    /// Largest input file (checkpoint, `.npy`) opened, in bytes, mapped or read.
+    pub input_file_bytes: usize,
+    /// Largest input file read into memory rather than mapped (`VIT_CONVERT_NO_MMAP=1`), in
+    /// bytes: reading takes the file's size in memory, so a sparse or lying file must not choose
+    /// it.
+    pub read_file_bytes: usize,
+}
+
+/// `n` bytes as a `usize` budget, or `usize::MAX` where `n` does not fit (32-bit targets).
+const fn bytes_or_max(n: u64) -> usize {
+    if n > usize::MAX as u64 {
+        usize::MAX
+    } else {
+        n as usize
+    }
 }
 
 /// A deflated npz member may always inflate to this many bytes, whatever its ratio.
@@ -119,6 +133,8 @@ const FIELDS: &[(&str, Setter)] = &[
     ("CONFIG_FILE_BYTES", |l| &mut l.config_file_bytes),
     ("TABLE_FILE_BYTES", |l| &mut l.table_file_bytes),
     ("FORWARD_TOKENS", |l| &mut l.forward_tokens),
+    ("INPUT_FILE_BYTES", |l| &mut l.input_file_bytes),
+    ("READ_FILE_BYTES", |l| &mut l.read_file_bytes),
 ];
 
 /// The budget names [`ErrorKind::BudgetExceeded`] reports, and the field each is a limit of.
@@ -142,6 +158,8 @@ const BUDGETS: &[(&str, &str)] = &[
     ("config file bytes", "CONFIG_FILE_BYTES"),
     ("table file bytes", "TABLE_FILE_BYTES"),
     ("forward tokens", "FORWARD_TOKENS"),
+    ("input file bytes", "INPUT_FILE_BYTES"),
+    ("read file bytes", "READ_FILE_BYTES"),
 ];
 
 static CURRENT: RwLock<Limits> = RwLock::new(Limits::DEFAULT);
@@ -168,6 +186,8 @@ impl Limits {
         config_file_bytes: 16 << 20,
         table_file_bytes: 1 << 20,
         forward_tokens: 1 << 13,
+        input_file_bytes: bytes_or_max(64 << 30),
+        read_file_bytes: bytes_or_max(8 << 30),
     };
 
     /// The limits in force for this process ([`Limits::DEFAULT`] unless [`Limits::set`] changed
@@ -263,30 +283,14 @@ pub fn read_table_file(path: &Path) -> Result<String> {
 }
 
 fn read_bounded(path: &Path, limit: usize, budget: &'static str) -> Result<String> {
-    let io = |op, e| Error::from(ErrorKind::io(op, e)).with_path(path);
-    let too_large = || {
-        Error::from(ErrorKind::BudgetExceeded {
-            budget,
-            limit: u64::try_from(limit).unwrap_or(u64::MAX),
-            offset: u64::try_from(limit).unwrap_or(u64::MAX),
-        })
+    let bytes = crate::fsio::read_regular(path, limit, budget)?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::from(ErrorKind::io(
+            "read",
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+        ))
         .with_path(path)
-    };
-    let file = std::fs::File::open(path).map_err(|e| io("open", e))?;
-    let declared = file.metadata().map_err(|e| io("read", e))?.len();
-    if usize::try_from(declared).map_or(true, |n| n > limit) {
-        return Err(too_large());
-    }
-    // The size can change, and pipes and devices report none: read at most one byte past it.
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    let mut text = String::new();
-    file.take(cap)
-        .read_to_string(&mut text)
-        .map_err(|e| io("read", e))?;
-    if text.len() > limit {
-        return Err(too_large());
-    }
-    Ok(text)
+    })
 }
 
 /// Checks the tokens per image a forward pass of `config` on a `[B, C, H, W]` batch runs (patches

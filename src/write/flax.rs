@@ -176,30 +176,22 @@ impl Out<'_> {
     }
 }
 
-/// Writes `flax_model.msgpack`: `items` named with `/`-separated paths, read from `src`.
+/// Writes `flax_model.msgpack`: `items` named with `/`-separated paths, read from `src`, to a
+/// synced temp file beside `dest`, to be committed by the caller. `chunk_bytes` is the chunking
+/// threshold ([`FLAX_MAX_CHUNK_SIZE`]; tests use small ones).
 ///
 /// `dtype` converts floating-point tensors (integers are kept).
 ///
 /// # Errors
 /// [`ErrorKind::Duplicate`] when two names collide or one name is a prefix of another, I/O and
 /// source errors; the destination is untouched on failure.
-pub fn write_flax(
-    dest: &Path,
-    src: &dyn TensorSource,
-    items: &[WriteItem],
-    dtype: Option<DType>,
-) -> Result<u64> {
-    write_flax_chunked(dest, src, items, dtype, FLAX_MAX_CHUNK_SIZE)
-}
-
-/// [`write_flax`] with the chunking threshold as a parameter (tests use small ones).
-pub(crate) fn write_flax_chunked(
+pub(crate) fn stage_flax(
     dest: &Path,
     src: &dyn TensorSource,
     items: &[WriteItem],
     dtype: Option<DType>,
     chunk_bytes: usize,
-) -> Result<u64> {
+) -> Result<(AtomicFile, u64)> {
     let tree = build_tree(items)?;
     let mut file = AtomicFile::create(dest)?;
     let mut out = Out {
@@ -240,8 +232,8 @@ pub(crate) fn write_flax_chunked(
     }
     out.flush()?;
     let written = out.written;
-    file.commit()?;
-    Ok(written)
+    file.sync()?;
+    Ok((file, written))
 }
 
 #[cfg(test)]
@@ -269,7 +261,8 @@ mod tests {
             .collect();
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("out.msgpack");
-        let n = write_flax_chunked(&dest, src.as_ref(), &items, None, chunk_bytes).unwrap();
+        let (f, n) = stage_flax(&dest, src.as_ref(), &items, None, chunk_bytes).unwrap();
+        f.commit().unwrap();
         let bytes = std::fs::read(&dest).unwrap();
         assert_eq!(n, bytes.len() as u64);
         bytes

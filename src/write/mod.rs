@@ -1,7 +1,16 @@
 //! Writers: canonical (and timm-layout) safetensors, JAX-layout npz, Flax msgpack, and JSON
 //! configs. Every
 //! file is written to a temporary file in the destination folder and renamed into place, so a
-//! failure never leaves a partial file and never touches an existing one.
+//! failure never leaves a partial file and never touches an existing one. Several files that
+//! belong together (a conversion's three, `forward`'s `.npy` outputs) are put in place as one
+//! transaction ([`write_files`]; `OutputSet` inside the crate): all of them, or none, with the
+//! replaced files kept until the last rename succeeded and restored on any failure.
+//!
+//! Temp files are `.<name>.tmp-<pid>-<n>`, created exclusively and removed on any error. A
+//! killed process cannot remove its own; the next write to the same destination removes such a
+//! leftover only when it can prove it is one: the exact name pattern, a process id that no
+//! longer exists (Linux `/proc`), a regular file with a single link, and not a file this process
+//! opened as an input (by device and inode). Anything else is left alone.
 //!
 //! Writers stream: one tensor is read, written and released (its mapped input pages dropped,
 //! see [`TensorSource::release_pages`]) before the next, so peak memory does not grow with the
@@ -25,6 +34,9 @@ use crate::tensor::{cast_float, checked_byte_len, DType};
 
 pub(crate) mod flax;
 pub(crate) mod npz;
+mod staged;
+
+pub(crate) use staged::OutputSet;
 
 /// A file being written: a temp file beside its destination, removed unless committed.
 pub(crate) struct AtomicFile {
@@ -35,7 +47,8 @@ pub(crate) struct AtomicFile {
 
 impl AtomicFile {
     /// Creates `.<name>.tmp-<pid>-<n>` next to `dest`, first removing such temp files left by
-    /// processes that no longer exist (a killed conversion cannot clean up after itself).
+    /// processes that no longer exist (a killed conversion cannot clean up after itself), when
+    /// they are provably leftovers (see the [module docs](self)).
     pub(crate) fn create(dest: &Path) -> Result<AtomicFile> {
         let dir = dest.parent().unwrap_or(Path::new("."));
         let name = dest
@@ -155,9 +168,13 @@ impl AtomicFile {
     }
 }
 
-/// Removes `.<name>.tmp-<pid>-<n>` files in `dir` whose process is gone. Only where `/proc`
-/// tells which processes exist (Linux); a file of a live process — another conversion into the
-/// same folder — is left alone. Best effort: errors are ignored.
+/// Removes `.<name>.tmp-<pid>-<n>` files in `dir` left by a killed run, and nothing else: only
+/// a name of exactly that form, whose process no longer exists (only where `/proc` tells which
+/// processes exist, i.e. Linux; a file of a live process — another conversion into the same
+/// folder — is left alone), that is a regular file with no other name (not a symlink, not hard
+/// linked elsewhere), and that is not a file this process opened as an input (compared by
+/// device and inode: an input that happens to be named like a stale temp survives). Best
+/// effort: errors are ignored.
 fn remove_stale_temps(dir: &Path, name: &str) {
     let proc = Path::new("/proc");
     if !proc.join("self").exists() {
@@ -176,10 +193,112 @@ fn remove_stale_temps(dir: &Path, name: &str) {
             continue;
         };
         let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if numeric(pid) && numeric(n) && !proc.join(pid).exists() {
-            let _ = std::fs::remove_file(entry.path());
+        if !(numeric(pid) && numeric(n)) || proc.join(pid).exists() {
+            continue;
+        }
+        let path = entry.path();
+        if is_own_leftover(&path) {
+            let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Whether `path` can only be a temp file a killed run left: a regular file (not a symlink)
+/// with one name, that this process did not open as an input.
+fn is_own_leftover(path: &Path) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.file_type().is_file() {
+        return false;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if meta.nlink() != 1 {
+            return false;
+        }
+    }
+    match crate::fsio::FileId::of(&meta) {
+        Some(id) => !crate::fsio::was_opened(id),
+        None => false,
+    }
+}
+
+/// Whether two output paths name the same file: the same existing file (by device and inode,
+/// through symlinks and hard links), or the same entry of the same folder (`./a` and `a`).
+fn same_output(a: &Path, b: &Path) -> bool {
+    use crate::fsio::FileId;
+    if let (Some(x), Some(y)) = (FileId::of_path(a), FileId::of_path(b)) {
+        if x == y {
+            return true;
+        }
+    }
+    let parent = |p: &Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        FileId::of_path(dir)
+    };
+    a.file_name().is_some()
+        && a.file_name() == b.file_name()
+        && parent(a).is_some()
+        && parent(a) == parent(b)
+}
+
+/// Refuses outputs that would replace one of `inputs` (the same file by device and inode, so
+/// also through a symlink, a hard link or `./x`), and two outputs that name the same file.
+/// Call it before writing anything.
+///
+/// ```
+/// use std::path::Path;
+/// let dir = tempfile::tempdir()?;
+/// let input = dir.path().join("in.npy");
+/// std::fs::write(&input, b"x")?;
+/// let out = dir.path().join("out.npy");
+/// assert!(vit_convert::write::check_outputs(&[&out], &[&input]).is_ok());
+/// let same = dir.path().join(".").join("in.npy");
+/// let e = vit_convert::write::check_outputs(&[&same], &[&input]).unwrap_err();
+/// assert!(e.to_string().contains("would overwrite the input"));
+/// assert!(vit_convert::write::check_outputs(&[&out, &dir.path().join("./out.npy")], &[]).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`ErrorKind::InvalidOption`] naming the output and the input (or the two outputs).
+pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
+    use crate::fsio::FileId;
+    for (i, out) in outputs.iter().enumerate() {
+        if let Some(id) = FileId::of_path(out) {
+            if let Some(input) = inputs.iter().find(|p| FileId::of_path(p) == Some(id)) {
+                return Err(ErrorKind::InvalidOption {
+                    reason: format!(
+                        "output {} would overwrite the input {}; choose another output",
+                        out.display(),
+                        input.display()
+                    ),
+                }
+                .into());
+            }
+        }
+        if let Some(other) = outputs
+            .get(..i)
+            .unwrap_or(&[])
+            .iter()
+            .find(|o| same_output(o, out))
+        {
+            return Err(ErrorKind::InvalidOption {
+                reason: format!(
+                    "outputs {} and {} name the same file",
+                    other.display(),
+                    out.display()
+                ),
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Tensors at least this large are copied file to file when they are a byte range of the input.
@@ -269,7 +388,9 @@ pub fn write_safetensors(
     dtype: Option<DType>,
     metadata: &BTreeMap<String, String>,
 ) -> Result<u64> {
-    write_safetensors_deferred(dest, src, items, dtype, metadata, None)
+    let (file, len) = stage_safetensors(dest, src, items, dtype, metadata, None)?;
+    file.commit()?;
+    Ok(len)
 }
 
 /// A `__metadata__` value known only once the tensors are written (the input's sha256, hashed
@@ -320,15 +441,16 @@ fn safetensors_header(
     Ok(text)
 }
 
-/// [`write_safetensors`] with one metadata value computed while the tensors stream.
-pub(crate) fn write_safetensors_deferred(
+/// [`write_safetensors`] with one metadata value computed while the tensors stream, written to
+/// a temp file to be committed by the caller (alone, or in an [`OutputSet`]).
+pub(crate) fn stage_safetensors(
     dest: &Path,
     src: &dyn TensorSource,
     items: &[WriteItem],
     dtype: Option<DType>,
     metadata: &BTreeMap<String, String>,
     deferred: Option<DeferredMeta<'_>>,
-) -> Result<u64> {
+) -> Result<(AtomicFile, u64)> {
     let mut items: Vec<&WriteItem> = items.iter().collect();
     items.sort_by(|a, b| a.name.cmp(&b.name));
     if let Some(w) = items.windows(2).find(|w| w[0].name == w[1].name) {
@@ -414,8 +536,8 @@ pub(crate) fn write_safetensors_deferred(
         }
         out.write_at(8, &last)?;
     }
-    out.commit()?;
-    Ok(8 + text.len() as u64 + total)
+    out.sync()?;
+    Ok((out, 8 + text.len() as u64 + total))
 }
 
 /// Reads `it.source` from `src` for a writer that stores each tensor whole (npz, Flax): cast to
@@ -446,6 +568,38 @@ pub(crate) fn read_item<'s>(
     Ok(t)
 }
 
+/// Writes several files as one transaction: each is written to a temp file beside its
+/// destination, then all are put in place together — if any step fails (a full disk, a directory
+/// where a file should go, a failed rename), every destination is left exactly as it was.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let (a, b) = (dir.path().join("a.npy"), dir.path().join("b.npy"));
+/// std::fs::write(&a, b"old")?;
+/// std::fs::create_dir(&b)?; // b cannot be replaced: a keeps its old bytes
+/// let e = vit_convert::write::write_files(&[(&a, b"new a"), (&b, b"new b")]).unwrap_err();
+/// assert!(e.to_string().contains("not a regular file"));
+/// assert_eq!(std::fs::read(&a)?, b"old");
+/// vit_convert::write::write_files(&[(&a, b"new a")])?;
+/// assert_eq!(std::fs::read(&a)?, b"new a");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// As [`check_outputs`] for two paths naming one file; [`ErrorKind::NotRegularFile`] for a
+/// destination that is a directory or special file; I/O errors.
+pub fn write_files(files: &[(&Path, &[u8])]) -> Result<()> {
+    let paths: Vec<&Path> = files.iter().map(|(p, _)| *p).collect();
+    check_outputs(&paths, &[])?;
+    let mut set = OutputSet::new();
+    for (dest, bytes) in files {
+        let mut out = AtomicFile::create(dest)?;
+        out.write_all(bytes)?;
+        set.push(out);
+    }
+    set.commit()
+}
+
 /// Writes a JSON document (pretty, trailing newline) atomically.
 ///
 /// # Errors
@@ -455,7 +609,7 @@ pub fn write_json(dest: &Path, value: &serde_json::Value) -> Result<()> {
 }
 
 /// Writes pretty JSON to a synced temp file beside `dest`, to be committed (renamed) later, so
-/// that several files can be written first and put in place together.
+/// that several files can be written first and put in place together ([`OutputSet`]).
 pub(crate) fn prepare_json(dest: &Path, value: &serde_json::Value) -> Result<AtomicFile> {
     let mut text = serde_json::to_vec_pretty(value).map_err(|e| ErrorKind::InvalidOption {
         reason: format!("json: {e}"),
@@ -483,6 +637,9 @@ mod tests {
         for p in [&live, &dead, &other] {
             std::fs::write(p, b"partial").unwrap();
         }
+        // Other tests of this process opened files as inputs: one of them may have had the inode
+        // `dead` now reuses, and the clean-up then (conservatively) keeps it.
+        let spared = crate::fsio::FileId::of_path(&dead).is_some_and(crate::fsio::was_opened);
         let f = AtomicFile::create(&dir.path().join("model.safetensors")).unwrap();
         drop(f);
         assert!(live.exists(), "a live process's temp file is kept");
@@ -490,7 +647,72 @@ mod tests {
             other.exists(),
             "only temp files of this output name are considered"
         );
-        assert_eq!(dead.exists(), !Path::new("/proc/self").exists());
+        assert_eq!(dead.exists(), spared || !Path::new("/proc/self").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn stale_temp_clean_up_spares_inputs_links_and_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = |pid: u32| dir.path().join(format!(".model.safetensors.tmp-{pid}-0"));
+        // Dead pids (Linux pids never exceed 2^22), each a file the clean-up cannot prove its own.
+        let input = name(999_999_990);
+        std::fs::write(&input, b"an input").unwrap();
+        drop(crate::fsio::open_regular(&input).unwrap());
+        let linked = name(999_999_991);
+        std::fs::write(&linked, b"hard linked").unwrap();
+        std::fs::hard_link(&linked, dir.path().join("other-name")).unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"target").unwrap();
+        let symlink = name(999_999_992);
+        std::os::unix::fs::symlink(&target, &symlink).unwrap();
+        let subdir = name(999_999_993);
+        std::fs::create_dir(&subdir).unwrap();
+        let leftover = name(999_999_994);
+        std::fs::write(&leftover, b"partial").unwrap();
+
+        let spared = crate::fsio::FileId::of_path(&leftover).is_some_and(crate::fsio::was_opened);
+        drop(AtomicFile::create(&dir.path().join("model.safetensors")).unwrap());
+        for p in [&input, &linked, &symlink, &subdir, &target] {
+            assert!(p.exists(), "{} was removed", p.display());
+        }
+        assert_eq!(std::fs::read(&input).unwrap(), b"an input");
+        assert_eq!(
+            leftover.exists(),
+            spared || !Path::new("/proc/self").exists()
+        );
+    }
+
+    #[test]
+    fn outputs_are_told_apart_by_identity_not_spelling() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let input = d.join("in.npy");
+        std::fs::write(&input, b"x").unwrap();
+        let reason = |r: Result<()>| match r.map_err(|e| e.kind().to_string()) {
+            Ok(()) => String::new(),
+            Err(m) => m,
+        };
+        let out = d.join("out.npy");
+        assert_eq!(reason(check_outputs(&[&out], &[&input])), "");
+        let m = reason(check_outputs(&[&d.join("sub/../in.npy")], &[&input]));
+        // `sub` does not exist: the path names no file, and nothing is refused for it.
+        assert_eq!(m, "");
+        let m = reason(check_outputs(&[&d.join("./in.npy")], &[&input]));
+        assert!(m.contains("would overwrite the input"), "{m}");
+        #[cfg(unix)]
+        {
+            let link = d.join("link.npy");
+            std::os::unix::fs::symlink(&input, &link).unwrap();
+            let m = reason(check_outputs(&[&link], &[&input]));
+            assert!(m.contains("would overwrite the input"), "{m}");
+            let hard = d.join("hard.npy");
+            std::fs::hard_link(&input, &hard).unwrap();
+            let m = reason(check_outputs(&[&out, &hard], &[&input]));
+            assert!(m.contains("hard.npy would overwrite the input"), "{m}");
+        }
+        let m = reason(check_outputs(&[&out, &d.join(".").join("out.npy")], &[]));
+        assert!(m.contains("name the same file"), "{m}");
     }
     use crate::mmap::FileBytes;
     use crate::source::npy::write_npy;
@@ -520,7 +742,8 @@ mod tests {
             value: &mut value,
         };
         let a = dir.path().join("a.safetensors");
-        write_safetensors_deferred(&a, src.as_ref(), &items, None, &meta, Some(late)).unwrap();
+        let (f, _) = stage_safetensors(&a, src.as_ref(), &items, None, &meta, Some(late)).unwrap();
+        f.commit().unwrap();
         meta.insert("source_sha256".into(), sha.clone());
         let b = dir.path().join("b.safetensors");
         write_safetensors(&b, src.as_ref(), &items, None, &meta).unwrap();
@@ -542,7 +765,7 @@ mod tests {
             value: &mut value,
         };
         let dest = dir.path().join("m.safetensors");
-        let e = write_safetensors_deferred(
+        let e = stage_safetensors(
             &dest,
             src.as_ref(),
             &items,

@@ -16,16 +16,17 @@ use crate::source::npy::npy_header;
 use crate::source::TensorSource;
 use crate::tensor::DType;
 
-/// Writes an npz of the given tensors (entries in the given order, names + `.npy`).
+/// Writes an npz of the given tensors (entries in the given order, names + `.npy`) to a synced
+/// temp file beside `dest`, to be committed by the caller.
 ///
 /// # Errors
-/// I/O and source errors; the destination is untouched on failure.
-pub fn write_npz(
+/// I/O and source errors; the destination is untouched.
+pub(crate) fn stage_npz(
     dest: &Path,
     src: &dyn TensorSource,
     items: &[WriteItem],
     dtype: Option<DType>,
-) -> Result<u64> {
+) -> Result<(AtomicFile, u64)> {
     let opts = SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Stored)
         .last_modified_time(zip::DateTime::default())
@@ -52,6 +53,6 @@ pub fn write_npz(
     }
     let w = zip.finish().map_err(zerr)?;
     let len = w.stream_position().map_err(io)?;
-    out.commit()?;
-    Ok(len)
+    out.sync()?;
+    Ok((out, len))
 }

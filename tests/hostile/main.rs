@@ -11,6 +11,8 @@ mod inputs;
 #[path = "../common/msgpack.rs"]
 mod msgpack;
 mod output;
+#[cfg(unix)]
+mod special;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

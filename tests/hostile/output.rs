@@ -291,3 +291,320 @@ fn killed_conversion_leaves_no_model_safetensors() {
         "stale temp files of the killed run are removed"
     );
 }
+
+/// Every entry of `dir`: name → bytes (`None` for a directory).
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Option<Vec<u8>>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let bytes =
+                (!e.file_type().unwrap().is_dir()).then(|| std::fs::read(e.path()).unwrap());
+            (name, bytes)
+        })
+        .collect()
+}
+
+fn timm_opts() -> vit_convert::ConvertOptions {
+    vit_convert::ConvertOptions {
+        from: Some("timm".into()),
+        overrides: vit_convert::model::ConfigOverrides {
+            num_heads: Some(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Runs the CLI; (exit code, stderr).
+fn run(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let r = bin().args(args).output().unwrap();
+    (
+        r.status.code(),
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_directory_where_an_output_file_goes_leaves_outdir_exactly_as_it_was() {
+    let input = fixture("convert/timm_vit/source.pth");
+    for blocked in [
+        "config.json",
+        "preprocessor_config.json",
+        "model.safetensors",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        for f in [
+            "model.safetensors",
+            "config.json",
+            "preprocessor_config.json",
+        ] {
+            if f == blocked {
+                std::fs::create_dir(out.join(f)).unwrap();
+                std::fs::write(out.join(f).join("inside"), b"kept").unwrap();
+            } else {
+                std::fs::write(out.join(f), format!("previous {f}")).unwrap();
+            }
+        }
+        let before = snapshot(out);
+        let (code, stderr) = run(&[
+            "--from".as_ref(),
+            "timm".as_ref(),
+            "--num-heads".as_ref(),
+            "2".as_ref(),
+            input.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ]);
+        assert_eq!(code, Some(1), "{blocked}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("not a regular file (it is a directory)") && stderr.contains(blocked),
+            "{stderr}"
+        );
+        assert_eq!(snapshot(out), before, "{blocked}: OUTDIR changed");
+        assert_eq!(
+            std::fs::read(out.join(blocked).join("inside")).unwrap(),
+            b"kept"
+        );
+
+        let e = vit_convert::convert(&input, out, &timm_opts()).unwrap_err();
+        assert!(
+            matches!(
+                e.kind(),
+                vit_convert::ErrorKind::NotRegularFile { kind: "directory" }
+            ),
+            "{e}"
+        );
+        assert_eq!(e.path(), Some(out.join(blocked).as_path()));
+        assert_eq!(snapshot(out), before, "{blocked}: OUTDIR changed (library)");
+    }
+}
+
+#[test]
+fn an_input_named_like_a_stale_temp_file_survives_and_converts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    // Named as a dead process's temp files would be (Linux pids never exceed 2^22).
+    let input = out.join(".model.safetensors.tmp-999999999-0");
+    std::fs::copy(fixture("convert/timm_vit/source.pth"), &input).unwrap();
+    let config = out.join(".config.json.tmp-999999999-0");
+    std::fs::write(&config, b"{\"layer_norm_eps\": 1e-6}").unwrap();
+    let before = std::fs::read(&input).unwrap();
+    let (code, stderr) = run(&[
+        "--from".as_ref(),
+        "timm".as_ref(),
+        "--num-heads".as_ref(),
+        "2".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        input.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(std::fs::read(&input).unwrap(), before, "the input survives");
+    assert!(config.exists(), "the --config file survives");
+    assert_eq!(
+        names_in(out),
+        [
+            ".config.json.tmp-999999999-0",
+            ".model.safetensors.tmp-999999999-0",
+            "config.json",
+            "model.safetensors",
+            "preprocessor_config.json"
+        ]
+    );
+    // The library too, for the input it opened.
+    vit_convert::convert(&input, out, &timm_opts()).unwrap();
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+}
+
+#[test]
+fn convert_refuses_an_output_that_is_its_input_by_any_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    // A hard link: another name for the same file (no symlink to resolve).
+    let st = fixture("convert/timm_vit/hf/model.safetensors");
+    let input = dir.path().join("in.safetensors");
+    std::fs::copy(&st, &input).unwrap();
+    std::fs::hard_link(&input, out.join("model.safetensors")).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    let opts = vit_convert::ConvertOptions {
+        from: Some("hf".into()),
+        ..Default::default()
+    };
+    let e = vit_convert::convert(&input, &out, &opts).unwrap_err();
+    assert!(e.to_string().contains("would overwrite the input"), "{e}");
+    let (code, stderr) = run(&[
+        "--from".as_ref(),
+        "hf".as_ref(),
+        input.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("would overwrite the input"), "{stderr}");
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+
+    // `--config` and `--table` are inputs too.
+    let cfg = out.join("config.json");
+    std::fs::write(&cfg, b"{\"layer_norm_eps\": 1e-6}").unwrap();
+    let pth = fixture("convert/timm_vit/source.pth");
+    let (code, stderr) = run(&[
+        "--from".as_ref(),
+        "timm".as_ref(),
+        "--num-heads".as_ref(),
+        "2".as_ref(),
+        "--config".as_ref(),
+        cfg.as_os_str(),
+        pth.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("would overwrite the input"), "{stderr}");
+    assert_eq!(std::fs::read(&cfg).unwrap(), b"{\"layer_norm_eps\": 1e-6}");
+}
+
+#[test]
+fn forward_refuses_outputs_that_are_inputs_or_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = d.join("model");
+    std::fs::create_dir(&model).unwrap();
+    let hf = fixture("convert/timm_vit/hf");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(hf.join(f), model.join(f)).unwrap();
+    }
+    std::fs::copy(
+        fixture("convert/image/vit/preprocessor_config.json"),
+        model.join("preprocessor_config.json"),
+    )
+    .unwrap();
+    let input = d.join("input.npy");
+    std::fs::copy(fixture("convert/timm_vit/io/input.npy"), &input).unwrap();
+    let image = d.join("cat.png");
+    std::fs::copy(fixture("convert/image/cat.png"), &image).unwrap();
+    let link = d.join("link.npy");
+    std::os::unix::fs::symlink(&input, &link).unwrap();
+    let dotted = d.join(".").join("input.npy");
+    let o = d.join("o.npy");
+    let o_dotted = d.join(".").join("o.npy");
+    let before = snapshot(d);
+
+    let with_input = |outs: &[(&str, &Path)]| {
+        let mut a: Vec<std::ffi::OsString> = vec!["forward".into(), model.clone().into()];
+        a.extend(["--input".into(), input.clone().into()]);
+        for (flag, p) in outs {
+            a.push(flag.into());
+            a.push(p.into());
+        }
+        a
+    };
+    let with_image = |out: &Path| -> Vec<std::ffi::OsString> {
+        vec![
+            "forward".into(),
+            model.clone().into(),
+            "--image".into(),
+            image.clone().into(),
+            "--output".into(),
+            out.into(),
+        ]
+    };
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (
+            with_input(&[("--output", &input)]),
+            "would overwrite the input",
+        ),
+        (
+            with_input(&[("--output", &link)]),
+            "would overwrite the input",
+        ),
+        (
+            with_input(&[("--output", &dotted)]),
+            "would overwrite the input",
+        ),
+        (
+            with_input(&[("--output", &o), ("--hidden-states", &input)]),
+            "would overwrite the input",
+        ),
+        (
+            with_input(&[("--output", &o), ("--pooled", &input)]),
+            "would overwrite the input",
+        ),
+        (
+            with_input(&[("--output", &model.join("model.safetensors"))]),
+            "would overwrite the input",
+        ),
+        (
+            with_input(&[("--output", &model.join("config.json"))]),
+            "would overwrite the input",
+        ),
+        (with_image(&image), "would overwrite the input"),
+        (
+            with_image(&model.join("preprocessor_config.json")),
+            "would overwrite the input",
+        ),
+        (
+            with_input(&[("--output", &o), ("--hidden-states", &o_dotted)]),
+            "name the same file",
+        ),
+    ];
+    for (args, want) in cases {
+        let r = bin().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert_eq!(snapshot(d), before, "{args:?} changed a file");
+    }
+    // The library check says the same.
+    let e = vit_convert::write::check_outputs(&[&link], &[&input]).unwrap_err();
+    assert!(
+        matches!(e.kind(), vit_convert::ErrorKind::InvalidOption { reason } if reason.contains("would overwrite the input")),
+        "{e}"
+    );
+    // Distinct outputs are written, all of them.
+    let h = d.join("h.npy");
+    let r = bin()
+        .args(with_input(&[("--output", &o), ("--hidden-states", &h)]))
+        .output()
+        .unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(o.exists() && h.exists());
+}
+
+#[test]
+fn forward_writes_all_its_outputs_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hf = fixture("convert/timm_vit/hf");
+    let input = fixture("convert/timm_vit/io/input.npy");
+    let o = d.join("o.npy");
+    std::fs::write(&o, b"previous").unwrap();
+    let h = d.join("h.npy");
+    std::fs::create_dir(&h).unwrap();
+    let before = snapshot(d);
+    let r = bin()
+        .arg("forward")
+        .arg(&hf)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&o)
+        .arg("--hidden-states")
+        .arg(&h)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("not a regular file (it is a directory)"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(d), before);
+}
