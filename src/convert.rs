@@ -54,8 +54,12 @@ pub struct ConvertOptions {
     pub table: Option<MappingTable>,
     /// Output layout.
     pub to: OutputFormat,
-    /// Convert floating-point tensors to this dtype (`None` keeps them).
+    /// Convert floating-point tensors to this dtype (`None` keeps them). A cast that turns
+    /// finite values into ±Inf (e.g. |x| > 65504 to f16) is refused unless `allow_overflow`.
     pub dtype: Option<DType>,
+    /// Accept casts that saturate finite values to ±Inf, as torch's `.half()` does; the report's
+    /// notes then say how many values saturated (`--allow-overflow`).
+    pub allow_overflow: bool,
     /// DINO training checkpoints: `teacher` (default) or `student`.
     pub branch: Option<String>,
     /// Config overrides (`--num-heads`, `--hidden-act`, `--config`).
@@ -422,6 +426,8 @@ pub fn convert_with_progress(
             .map_err(|e| e.with_path(input))?;
         Ok::<_, Error>((hash.get()?, written))
     })?;
+    let (count, bytes, cast_note) = (count, bytes.0, bytes.1);
+    notes.extend(cast_note);
     cfg_file.commit()?;
     pre_file.commit()?;
     let outputs = vec![weights, cfg_path, pre_path];
@@ -498,7 +504,18 @@ impl PendingHash<'_> {
     }
 }
 
-/// Writes the weights file in the requested layout; returns (tensors, bytes).
+/// `--dtype`: `inner` cast as the writer reads it, refusing overflow unless allowed (the writers
+/// then get no dtype of their own).
+fn casting<'a>(
+    inner: &'a dyn TensorSource,
+    opts: &ConvertOptions,
+) -> Option<write::cast::Casting<'a>> {
+    opts.dtype
+        .map(|d| write::cast::Casting::new(inner, d, opts.allow_overflow))
+}
+
+/// Writes the weights file in the requested layout, cast to `opts.dtype`; returns (tensors,
+/// (bytes, the note on values the cast saturated)).
 fn write_weights(
     canon: &Canonical<'_>,
     config: &ViTConfig,
@@ -506,7 +523,7 @@ fn write_weights(
     opts: &ConvertOptions,
     sha: DeferredMeta<'_>,
     progress: &dyn Progress,
-) -> Result<(usize, u64)> {
+) -> Result<(usize, (u64, Option<String>))> {
     let arch = canon.config.architecture;
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
@@ -518,8 +535,11 @@ fn write_weights(
     meta.insert("mapping_table_sha256".to_string(), canon.table.hash.clone());
 
     if opts.to == OutputFormat::Safetensors {
+        let casting = casting(&canon.planned, opts);
         let src = Reporting {
-            inner: &canon.planned,
+            inner: casting
+                .as_ref()
+                .map_or(&canon.planned as &dyn TensorSource, |c| c),
             progress,
         };
         progress.start(Stage::Write, src.total());
@@ -532,9 +552,8 @@ fn write_weights(
                 source: t.name.clone(),
             })
             .collect();
-        let b =
-            write::write_safetensors_deferred(weights, &src, &disk, opts.dtype, &meta, Some(sha))?;
-        return Ok((disk.len(), b));
+        let b = write::write_safetensors_deferred(weights, &src, &disk, None, &meta, Some(sha))?;
+        return Ok((disk.len(), (b, casting.and_then(|c| c.note()))));
     }
     let id = match (opts.to, arch.prefix_tokens()) {
         (OutputFormat::Npz, _) => "jax",
@@ -545,8 +564,9 @@ fn write_weights(
     let table = MappingTable::builtin(id)?;
     let plan = mapping::plan_reverse(&table, canon.planned.tensors(), &config.symbol_bindings())?;
     let rev = PlannedSource::new(&canon.planned, plan);
+    let casting = casting(&rev, opts);
     let src = Reporting {
-        inner: &rev,
+        inner: casting.as_ref().map_or(&rev as &dyn TensorSource, |c| c),
         progress,
     };
     progress.start(Stage::Write, src.total());
@@ -555,7 +575,7 @@ fn write_weights(
             let items = WriteItem::all(&rev);
             (
                 items.len(),
-                write::npz::write_npz(weights, &src, &items, opts.dtype)?,
+                write::npz::write_npz(weights, &src, &items, None)?,
             )
         }
         OutputFormat::Flax => {
@@ -569,23 +589,17 @@ fn write_weights(
                 .collect();
             (
                 items.len(),
-                write::flax::write_flax(weights, &src, &items, opts.dtype)?,
+                write::flax::write_flax(weights, &src, &items, None)?,
             )
         }
         OutputFormat::Safetensors | OutputFormat::Timm => {
             let items = WriteItem::all(&rev);
-            let b = write::write_safetensors_deferred(
-                weights,
-                &src,
-                &items,
-                opts.dtype,
-                &meta,
-                Some(sha),
-            )?;
+            let b =
+                write::write_safetensors_deferred(weights, &src, &items, None, &meta, Some(sha))?;
             (items.len(), b)
         }
     };
-    Ok(b)
+    Ok((b.0, (b.1, casting.and_then(|c| c.note()))))
 }
 
 fn refuse_overwriting_input(input: &Path, output: &Path) -> Result<()> {

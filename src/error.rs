@@ -322,7 +322,7 @@ pub enum ErrorKind {
     },
     /// A cast (`--dtype`) would turn finite values into ±Inf or NaN; refused unless
     /// `ConvertOptions::allow_overflow` (`--allow-overflow`) asks for torch's `.half()` saturation.
-    #[error("casting {from} to {to} turns {count} finite values into Inf or NaN (largest magnitude {max_abs:e}, {to} holds up to {limit:e}); --allow-overflow accepts this as torch's .half() does")]
+    #[error("casting {from} to {to} turns {count} finite values into Inf or NaN (largest magnitude {max_abs:e}, {to} holds up to {limit:e}); refused unless overflow is allowed (convert --allow-overflow, as torch's .half() saturates)")]
     CastOverflow {
         /// The stored dtype.
         from: DType,

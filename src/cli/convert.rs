@@ -34,6 +34,10 @@ pub struct ConvertArgs {
     /// Convert floating-point weights: keep, f32, f16, bf16.
     #[arg(long, default_value = "keep", value_parser = ["keep", "f32", "f16", "bf16"])]
     pub dtype: String,
+    /// With --dtype: accept a cast that turns finite values into ±Inf (torch's .half() behaviour;
+    /// the summary notes how many saturated). Without it such a cast is refused.
+    #[arg(long)]
+    pub allow_overflow: bool,
     /// DINO training checkpoints: which network to convert.
     #[arg(long, value_parser = ["teacher", "student"])]
     pub branch: Option<String>,
@@ -75,6 +79,7 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
             "bf16" => Some(DType::BF16),
             _ => None,
         },
+        allow_overflow: a.allow_overflow,
         branch: a.branch.clone(),
         overrides: ConfigOverrides {
             num_heads: a.num_heads,

@@ -11,6 +11,7 @@ mod inputs;
 #[path = "../common/msgpack.rs"]
 mod msgpack;
 mod output;
+mod overflow;
 mod verify;
 
 use std::path::{Path, PathBuf};
