@@ -138,7 +138,8 @@ impl TensorHash {
     /// The tensor's manifest line (with its trailing newline), as the module docs define it.
     pub fn manifest_line(&self) -> String {
         let shape: Vec<String> = self.shape.iter().map(usize::to_string).collect();
-        let plain = !self.name.starts_with('"') && !self.name.chars().any(char::is_control);
+        let plain =
+            !self.name.starts_with('"') && !self.name.chars().any(crate::text::is_unsafe_char);
         let name = if plain {
             self.name.clone()
         } else {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use vit_convert::model::ConfigOverrides;
+use vit_convert::text::Escaped;
 use vit_convert::{ConvertOptions, DType, MappingTable, OutputFormat};
 
 use super::progress::Bar;
@@ -102,23 +103,23 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
     writeln!(
         out,
         "{} ({}, table {}{}) → {}: {}, {} tensors, {} bytes",
-        report.input.display(),
+        Escaped(report.input.display()),
         report.input_format,
-        m.table,
+        Escaped(&m.table),
         m.selected
             .as_ref()
-            .map(|s| format!(", from `{s}`"))
+            .map(|s| format!(", from `{}`", Escaped(s)))
             .unwrap_or_default(),
-        a.output.display(),
+        Escaped(a.output.display()),
         report.architecture.name(),
         report.tensors,
         report.bytes
     )?;
     for n in &report.notes {
-        writeln!(out, "note: {n}")?;
+        writeln!(out, "note: {}", Escaped(n))?;
     }
     for (n, why) in &report.dropped {
-        writeln!(out, "dropped {n}: {why}")?;
+        writeln!(out, "dropped {}: {}", Escaped(n), Escaped(why))?;
     }
     let all = ui.verbose > 0;
     list_some(
@@ -134,7 +135,7 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
         all,
     )?;
     for p in &report.outputs {
-        writeln!(out, "wrote {}", p.display())?;
+        writeln!(out, "wrote {}", Escaped(p.display()))?;
     }
     Ok(EXIT_OK)
 }
@@ -148,10 +149,10 @@ fn list_some(out: &mut dyn Write, names: &[String], what: &str, all: bool) -> st
     if all {
         writeln!(out, "{head}:")?;
         for n in names {
-            writeln!(out, "  {n}")?;
+            writeln!(out, "  {}", Escaped(n))?;
         }
     } else {
-        writeln!(out, "{head} (e.g. {first}; -v lists all)")?;
+        writeln!(out, "{head} (e.g. {}; -v lists all)", Escaped(first))?;
     }
     Ok(())
 }

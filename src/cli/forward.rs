@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use vit_convert::forward::{ForwardOptions, Model, PosInterp};
+use vit_convert::text::Escaped;
 use vit_convert::verify::{self, Array, Tolerance, DEFAULT_ATOL, DEFAULT_RTOL};
 
 use super::progress::Bar;
-use super::{Ui, EXIT_MISMATCH, EXIT_OK};
+use super::{parse_tolerance, Ui, EXIT_MISMATCH, EXIT_OK};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -102,15 +103,6 @@ pub struct VerifyArgs {
     pub rtol: f64,
 }
 
-/// A tolerance: finite and not negative (`inf`, `nan` or `-1` would make any output pass or none).
-fn parse_tolerance(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        Ok(v) => Err(format!("{v} is not a finite number >= 0")),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 /// The progress bar for a forward pass over the model in `dir` (sized by its weights file).
 fn forward_bar(ui: Ui, dir: &Path) -> Bar {
     let bytes = std::fs::metadata(dir.join("model.safetensors")).map_or(0, |m| m.len());
@@ -198,7 +190,7 @@ pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
     ui.json(&report)?;
     let mut text = ui.text();
     for t in &report.top_k {
-        writeln!(text, "{}:", t.sample)?;
+        writeln!(text, "{}:", Escaped(&t.sample))?;
         for c in &t.classes {
             writeln!(
                 text,
@@ -206,7 +198,7 @@ pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
                 c.index,
                 c.probability,
                 c.logit,
-                c.label.as_deref().unwrap_or("?")
+                Escaped(c.label.as_deref().unwrap_or("?"))
             )?;
         }
     }
@@ -215,7 +207,7 @@ pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
             "wrote {} {:?} to {}",
             report.output,
             report.shape,
-            p.display()
+            Escaped(p.display())
         ));
     }
     Ok(EXIT_OK)
