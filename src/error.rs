@@ -343,3 +343,20 @@ impl ErrorKind {
         ErrorKind::Io { op, source }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_one_line_whatever_the_names_hold() {
+        let evil = "x\nPASS: max |Δ| 0\n\u{1b}[2J\r\0\u{2028}";
+        let e = Error::from(ErrorKind::TensorNotFound { name: evil.into() })
+            .with_path(format!("dir\n{evil}"))
+            .with_tensor(evil);
+        let text = e.to_string();
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        assert!(!text.chars().any(crate::text::is_unsafe_char), "{text:?}");
+        assert!(text.contains(r"tensor x\nPASS: max |Δ| 0\n\u{1b}[2J\r\u{0}\u{2028}: "));
+    }
+}

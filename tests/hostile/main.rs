@@ -12,6 +12,7 @@ mod inputs;
 mod msgpack;
 mod output;
 mod overflow;
+mod text;
 mod verify;
 
 use std::path::{Path, PathBuf};
