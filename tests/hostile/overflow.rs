@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use vit_convert::tensor::cast_float;
-use vit_convert::{
-    ConvertOptions, DType, ErrorKind, MemorySource, Tensor, TensorSource, WriteItem,
-};
+use vit_convert::{ConvertOptions, DType, ErrorKind, MemorySource, Tensor, WriteItem};
 
 use crate::bin;
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use vit_convert::{DType, MemorySource, Tensor, TensorSource, WriteItem};
+use vit_convert::{DType, MemorySource, Tensor, WriteItem};
 
 use crate::{bin, build};
 
