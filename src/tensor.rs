@@ -326,7 +326,7 @@ pub fn float_max(dtype: DType) -> f64 {
 /// ```
 ///
 /// # Errors
-/// [`ErrorKind::CastOverflow`](crate::ErrorKind::CastOverflow) with the count and the largest
+/// [`ErrorKind::CastOverflow`] with the count and the largest
 /// magnitude, when a finite value overflows and `allow_overflow` is false.
 pub fn cast_float_checked(
     t: Tensor<'_>,
