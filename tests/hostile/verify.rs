@@ -48,6 +48,20 @@ fn logits_f64_with(at: usize, value: f64) -> (Vec<usize>, Vec<u8>) {
     (a.shape.clone(), npy_f64(&a.shape, &v))
 }
 
+/// `verify` through the library, on the fixture model.
+fn library_verify(input: &Path, expected: &Path) -> vit_convert::Result<verify::VerifyReport> {
+    let model = Model::load(&fixture(MODEL)).unwrap();
+    let input = Array::read_npy(input).unwrap();
+    let expected = Array::read_npy(expected).unwrap();
+    verify::verify(
+        &model,
+        &input,
+        &expected,
+        &Default::default(),
+        Tolerance::default(),
+    )
+}
+
 struct Run {
     code: Option<i32>,
     stdout: String,
@@ -97,17 +111,7 @@ fn verify_inf_in_expected_is_a_mismatch_saying_where() {
     let exp = dir.path().join("inf.npy");
     std::fs::write(&exp, bytes).unwrap();
 
-    let model = Model::load(&fixture(MODEL)).unwrap();
-    let input = Array::read_npy(&fixture(INPUT)).unwrap();
-    let expected = Array::read_npy(&exp).unwrap();
-    let r = verify::verify(
-        &model,
-        &input,
-        &expected,
-        &Default::default(),
-        Tolerance::default(),
-    )
-    .unwrap();
+    let r = library_verify(&fixture(INPUT), &exp).unwrap();
     assert!(!r.passed);
     let nf = r.non_finite.clone().unwrap();
     assert_eq!(
@@ -176,17 +180,7 @@ fn verify_refuses_a_non_finite_input_pixel() {
     let input = dir.path().join("nan_input.npy");
     std::fs::write(&input, npy_f64(&a.shape, &v)).unwrap();
 
-    let model = Model::load(&fixture(MODEL)).unwrap();
-    let x = Array::read_npy(&input).unwrap();
-    let expected = Array::read_npy(&fixture(LOGITS)).unwrap();
-    let e = verify::verify(
-        &model,
-        &x,
-        &expected,
-        &Default::default(),
-        Tolerance::default(),
-    )
-    .unwrap_err();
+    let e = library_verify(&input, &fixture(LOGITS)).unwrap_err();
     assert!(
         matches!(e.kind(), ErrorKind::BadValue { what: "input", index, .. } if index == &[0, 0, 0, 5]),
         "{e}"
@@ -208,17 +202,7 @@ fn verify_empty_batch_is_an_error_not_a_pass() {
     let exp = dir.path().join("empty_logits.npy");
     std::fs::write(&exp, npy_f64(&eshape, &[])).unwrap();
 
-    let model = Model::load(&fixture(MODEL)).unwrap();
-    let x = Array::read_npy(&input).unwrap();
-    let expected = Array::read_npy(&exp).unwrap();
-    let e = verify::verify(
-        &model,
-        &x,
-        &expected,
-        &Default::default(),
-        Tolerance::default(),
-    )
-    .unwrap_err();
+    let e = library_verify(&input, &exp).unwrap_err();
     assert!(
         matches!(e.kind(), ErrorKind::EmptyComparison { what: "input", shape: s } if s == &shape),
         "{e}"
@@ -235,17 +219,7 @@ fn verify_shape_mismatch_names_both_shapes() {
     let exp = dir.path().join("wider.npy");
     std::fs::write(&exp, npy_f64(&wrong, &vec![0.0; wrong[0] * wrong[1]])).unwrap();
 
-    let model = Model::load(&fixture(MODEL)).unwrap();
-    let x = Array::read_npy(&fixture(INPUT)).unwrap();
-    let expected = Array::read_npy(&exp).unwrap();
-    let e = verify::verify(
-        &model,
-        &x,
-        &expected,
-        &Default::default(),
-        Tolerance::default(),
-    )
-    .unwrap_err();
+    let e = library_verify(&fixture(INPUT), &exp).unwrap_err();
     assert!(
         matches!(e.kind(), ErrorKind::ShapeMismatch { computed, expected } if computed == &a.shape && expected == &wrong),
         "{e}"
@@ -295,4 +269,73 @@ fn verify_tolerances_must_be_finite_and_not_negative() {
         assert!(run.stderr.contains("finite number >= 0"), "{}", run.stderr);
         assert!(run.stdout.is_empty());
     }
+}
+
+#[test]
+fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
+    use std::borrow::Cow;
+    use vit_convert::{DType, MemorySource, Tensor, WriteItem};
+    // The fixture model with a NaN in the classifier bias: every logit of class 1 is NaN.
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("nan_model");
+    std::fs::create_dir_all(&folder).unwrap();
+    for f in ["config.json", "preprocessor_config.json"] {
+        let from = fixture(MODEL).join(f);
+        if from.exists() {
+            std::fs::copy(&from, folder.join(f)).unwrap();
+        }
+    }
+    let src = vit_convert::open(&fixture(MODEL).join("model.safetensors")).unwrap();
+    let mut out = MemorySource::new();
+    for info in src.tensors() {
+        let t = src.read(&info.name).unwrap();
+        if info.name.ends_with("classifier.bias") {
+            let mut bytes = t.data.to_vec();
+            bytes[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+            let t = Tensor::new(DType::F32, t.shape.clone(), Cow::Owned(bytes)).unwrap();
+            out.insert(&info.name, t).unwrap();
+        } else {
+            out.insert(&info.name, t).unwrap();
+        }
+    }
+    vit_convert::write_safetensors(
+        &folder.join("model.safetensors"),
+        &out,
+        &WriteItem::all(&out),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+
+    let model = Model::load(&folder).unwrap();
+    let input = Array::read_npy(&fixture(INPUT)).unwrap();
+    let expected = Array::read_npy(&fixture(LOGITS)).unwrap();
+    let r = verify::verify(
+        &model,
+        &input,
+        &expected,
+        &Default::default(),
+        Tolerance::default(),
+    )
+    .unwrap();
+    assert!(!r.passed);
+    let nf = r.non_finite.unwrap();
+    assert_eq!((nf.side, nf.at), (Side::Computed, vec![0, 1]));
+    assert!(nf.value.is_nan());
+
+    let out = bin()
+        .arg("verify")
+        .arg(&folder)
+        .arg("--input")
+        .arg(fixture(INPUT))
+        .arg("--expected")
+        .arg(fixture(LOGITS))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(
+        stdout.starts_with("FAIL: computed value NaN at [0, 1] is not finite"),
+        "{stdout}"
+    );
 }
