@@ -163,3 +163,46 @@ fn check_compare(got: &[f32], expected: &[f32], shape: &[usize], tol: crate::ver
         crate::verify::assert_pass_is_proven(got, expected, tol, &r);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A smoke run of `verify_compare` over pseudo-random bytes and a few `.npy` arrays (the
+    /// fuzz target runs it for real).
+    #[test]
+    fn verify_compare_holds_on_random_and_npy_inputs() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..5000 {
+            let len = (next() % 64) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            super::verify_compare(&bytes);
+        }
+        for values in [
+            vec![1.0f64, -2.0, 3.5],
+            vec![1e39, 0.0],
+            vec![f64::INFINITY, f64::NAN],
+            vec![],
+        ] {
+            let mut head = format!(
+                "{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}",
+                values.len()
+            )
+            .into_bytes();
+            while (10 + head.len() + 1) % 64 != 0 {
+                head.push(b' ');
+            }
+            head.push(b'\n');
+            let mut npy = vec![0x80];
+            npy.extend_from_slice(b"\x93NUMPY\x01\x00");
+            npy.extend_from_slice(&(head.len() as u16).to_le_bytes());
+            npy.extend(head);
+            npy.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            super::verify_compare(&npy);
+        }
+    }
+}
