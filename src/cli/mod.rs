@@ -112,7 +112,8 @@ enum Command {
         "Example:\n",
         "  vit-convert verify out/ --input x.npy --expected logits_timm.npy --json\n",
         "\n",
-        "Passes when max |got - expected| <= atol + rtol * max |expected|.\n",
+        "Passes when max |got - expected| <= atol + rtol * max |expected| and every value is finite;\n",
+        "a NaN or Inf on either side fails (3), an empty batch or a shape mismatch is an error (1).\n",
         exit_codes!()
     ))]
     Verify(forward::VerifyArgs),

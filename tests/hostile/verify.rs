@@ -268,7 +268,34 @@ fn verify_tolerances_must_be_finite_and_not_negative() {
         assert_eq!(run.code, Some(2), "{flag} {value}: {}", run.stderr);
         assert!(run.stderr.contains("finite number >= 0"), "{}", run.stderr);
         assert!(run.stdout.is_empty());
+        // diff's tolerance likewise: an infinite one would call any two checkpoints equivalent.
+        let weights = fixture(MODEL).join("model.safetensors");
+        let out = bin()
+            .arg("diff")
+            .arg(&weights)
+            .arg(&weights)
+            .arg(format!("{flag}={value}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "diff {flag} {value}");
     }
+    let e = vit_convert::diff(
+        &fixture(MODEL).join("model.safetensors"),
+        &fixture(MODEL).join("model.safetensors"),
+        &vit_convert::DiffOptions {
+            tolerance: Some(Tolerance {
+                atol: f64::INFINITY,
+                rtol: 0.0,
+            }),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("tolerance atol must be a finite number >= 0"),
+        "{e}"
+    );
 }
 
 #[test]
