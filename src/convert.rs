@@ -411,7 +411,7 @@ pub fn convert_with_progress(
     // The input's sha256 (recorded in the output's metadata) is computed on another thread while
     // the tensors stream; the safetensors header is written with a placeholder of the hash's
     // length and rewritten in place once the hash is known.
-    let (input_sha256, (count, bytes)) = std::thread::scope(|scope| {
+    let (input_sha256, written) = std::thread::scope(|scope| {
         let mut hash = PendingHash {
             thread: Some(scope.spawn(|| sha256_file(input))),
             value: None,
@@ -426,8 +426,7 @@ pub fn convert_with_progress(
             .map_err(|e| e.with_path(input))?;
         Ok::<_, Error>((hash.get()?, written))
     })?;
-    let (count, bytes, cast_note) = (count, bytes.0, bytes.1);
-    notes.extend(cast_note);
+    notes.extend(written.cast_note);
     cfg_file.commit()?;
     pre_file.commit()?;
     let outputs = vec![weights, cfg_path, pre_path];
@@ -443,8 +442,8 @@ pub fn convert_with_progress(
         notes,
         dropped: canon.dropped,
         outputs,
-        tensors: count,
-        bytes,
+        tensors: written.tensors,
+        bytes: written.bytes,
     })
 }
 
@@ -514,8 +513,17 @@ fn casting<'a>(
         .map(|d| write::cast::Casting::new(inner, d, opts.allow_overflow))
 }
 
-/// Writes the weights file in the requested layout, cast to `opts.dtype`; returns (tensors,
-/// (bytes, the note on values the cast saturated)).
+/// What [`write_weights`] wrote.
+struct Written {
+    /// Tensors written.
+    tensors: usize,
+    /// Bytes of the weights file.
+    bytes: u64,
+    /// With `allow_overflow`: how many values the cast saturated, if any.
+    cast_note: Option<String>,
+}
+
+/// Writes the weights file in the requested layout, cast to `opts.dtype`.
 fn write_weights(
     canon: &Canonical<'_>,
     config: &ViTConfig,
@@ -523,7 +531,7 @@ fn write_weights(
     opts: &ConvertOptions,
     sha: DeferredMeta<'_>,
     progress: &dyn Progress,
-) -> Result<(usize, (u64, Option<String>))> {
+) -> Result<Written> {
     let arch = canon.config.architecture;
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
@@ -553,7 +561,11 @@ fn write_weights(
             })
             .collect();
         let b = write::write_safetensors_deferred(weights, &src, &disk, None, &meta, Some(sha))?;
-        return Ok((disk.len(), (b, casting.and_then(|c| c.note()))));
+        return Ok(Written {
+            tensors: disk.len(),
+            bytes: b,
+            cast_note: casting.and_then(|c| c.note()),
+        });
     }
     let id = match (opts.to, arch.prefix_tokens()) {
         (OutputFormat::Npz, _) => "jax",
@@ -570,7 +582,7 @@ fn write_weights(
         progress,
     };
     progress.start(Stage::Write, src.total());
-    let b = match opts.to {
+    let (tensors, bytes) = match opts.to {
         OutputFormat::Npz => {
             let items = WriteItem::all(&rev);
             (
@@ -599,7 +611,11 @@ fn write_weights(
             (items.len(), b)
         }
     };
-    Ok((b.0, (b.1, casting.and_then(|c| c.note()))))
+    Ok(Written {
+        tensors,
+        bytes,
+        cast_note: casting.and_then(|c| c.note()),
+    })
 }
 
 fn refuse_overwriting_input(input: &Path, output: &Path) -> Result<()> {
