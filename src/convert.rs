@@ -68,8 +68,12 @@ pub struct ConvertOptions {
     pub table: Option<MappingTable>,
     /// Output layout.
     pub to: OutputFormat,
-    /// Convert floating-point tensors to this dtype (`None` keeps them).
+    /// Convert floating-point tensors to this dtype (`None` keeps them). A cast that turns
+    /// finite values into ±Inf (e.g. |x| > 65504 to f16) is refused unless `allow_overflow`.
     pub dtype: Option<DType>,
+    /// Accept casts that saturate finite values to ±Inf, as torch's `.half()` does; the report's
+    /// notes then say how many values saturated (`--allow-overflow`).
+    pub allow_overflow: bool,
     /// DINO training checkpoints: `teacher` (default) or `student`.
     pub branch: Option<String>,
     /// Config overrides (`--num-heads`, `--hidden-act`, `--config`).
@@ -413,7 +417,7 @@ pub fn convert_with_progress(
     // The input's sha256 (recorded in the output's metadata) is computed on another thread while
     // the tensors stream; the safetensors header is written with a placeholder of the hash's
     // length and rewritten in place once the hash is known.
-    let (input_sha256, (count, bytes, weights_file)) = std::thread::scope(|scope| {
+    let (input_sha256, written) = std::thread::scope(|scope| {
         let mut hash = PendingHash {
             thread: Some(scope.spawn(|| sha256_file(input))),
             value: None,
@@ -428,8 +432,9 @@ pub fn convert_with_progress(
             .map_err(|e| e.with_path(input))?;
         Ok::<_, Error>((hash.get()?, written))
     })?;
+    notes.extend(written.cast_note);
     let mut set = write::OutputSet::new();
-    set.push(weights_file);
+    set.push(written.file);
     set.push(cfg_file);
     set.push(pre_file);
     set.commit()?;
@@ -446,8 +451,8 @@ pub fn convert_with_progress(
         notes,
         dropped: canon.dropped,
         outputs,
-        tensors: count,
-        bytes,
+        tensors: written.tensors,
+        bytes: written.bytes,
     })
 }
 
@@ -507,8 +512,30 @@ impl PendingHash<'_> {
     }
 }
 
-/// Writes the weights file in the requested layout to a temp file; returns (tensors, bytes, the
-/// file to commit).
+/// `--dtype`: `inner` cast as the writer reads it, refusing overflow unless allowed (the writers
+/// then get no dtype of their own).
+fn casting<'a>(
+    inner: &'a dyn TensorSource,
+    opts: &ConvertOptions,
+) -> Option<write::cast::Casting<'a>> {
+    opts.dtype
+        .map(|d| write::cast::Casting::new(inner, d, opts.allow_overflow))
+}
+
+/// What [`write_weights`] wrote.
+struct Written {
+    /// Tensors written.
+    tensors: usize,
+    /// Bytes of the weights file.
+    bytes: u64,
+    /// With `allow_overflow`: how many values the cast saturated, if any.
+    cast_note: Option<String>,
+    /// The staged weights file, committed with the JSON files.
+    file: write::AtomicFile,
+}
+
+/// Writes the weights file in the requested layout, cast to `opts.dtype`, to a temp file (the
+/// caller commits it with the JSON files).
 fn write_weights(
     canon: &Canonical<'_>,
     config: &ViTConfig,
@@ -516,7 +543,7 @@ fn write_weights(
     opts: &ConvertOptions,
     sha: DeferredMeta<'_>,
     progress: &dyn Progress,
-) -> Result<(usize, u64, write::AtomicFile)> {
+) -> Result<Written> {
     let arch = canon.config.architecture;
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
@@ -528,8 +555,11 @@ fn write_weights(
     meta.insert("mapping_table_sha256".to_string(), canon.table.hash.clone());
 
     if opts.to == OutputFormat::Safetensors {
+        let casting = casting(&canon.planned, opts);
         let src = Reporting {
-            inner: &canon.planned,
+            inner: casting
+                .as_ref()
+                .map_or(&canon.planned as &dyn TensorSource, |c| c),
             progress,
         };
         progress.start(Stage::Write, src.total());
@@ -542,8 +572,13 @@ fn write_weights(
                 source: t.name.clone(),
             })
             .collect();
-        let (f, b) = write::stage_safetensors(weights, &src, &disk, opts.dtype, &meta, Some(sha))?;
-        return Ok((disk.len(), b, f));
+        let (f, b) = write::stage_safetensors(weights, &src, &disk, None, &meta, Some(sha))?;
+        return Ok(Written {
+            tensors: disk.len(),
+            bytes: b,
+            cast_note: casting.and_then(|c| c.note()),
+            file: f,
+        });
     }
     let id = match (opts.to, arch.prefix_tokens()) {
         (OutputFormat::Npz, _) => "jax",
@@ -554,15 +589,16 @@ fn write_weights(
     let table = MappingTable::builtin(id)?;
     let plan = mapping::plan_reverse(&table, canon.planned.tensors(), &config.symbol_bindings())?;
     let rev = PlannedSource::new(&canon.planned, plan);
+    let casting = casting(&rev, opts);
     let src = Reporting {
-        inner: &rev,
+        inner: casting.as_ref().map_or(&rev as &dyn TensorSource, |c| c),
         progress,
     };
     progress.start(Stage::Write, src.total());
-    let b = match opts.to {
+    let (tensors, bytes, file) = match opts.to {
         OutputFormat::Npz => {
             let items = WriteItem::all(&rev);
-            let (f, b) = write::npz::stage_npz(weights, &src, &items, opts.dtype)?;
+            let (f, b) = write::npz::stage_npz(weights, &src, &items, None)?;
             (items.len(), b, f)
         }
         OutputFormat::Flax => {
@@ -578,19 +614,23 @@ fn write_weights(
                 weights,
                 &src,
                 &items,
-                opts.dtype,
+                None,
                 write::flax::FLAX_MAX_CHUNK_SIZE,
             )?;
             (items.len(), b, f)
         }
         OutputFormat::Safetensors | OutputFormat::Timm => {
             let items = WriteItem::all(&rev);
-            let (f, b) =
-                write::stage_safetensors(weights, &src, &items, opts.dtype, &meta, Some(sha))?;
+            let (f, b) = write::stage_safetensors(weights, &src, &items, None, &meta, Some(sha))?;
             (items.len(), b, f)
         }
     };
-    Ok(b)
+    Ok(Written {
+        tensors,
+        bytes,
+        cast_note: casting.and_then(|c| c.note()),
+        file,
+    })
 }
 
 /// Refuses outputs that would replace the input (by device and inode: also through a symlink,

@@ -116,8 +116,13 @@ pub struct DiffReport {
 /// ```
 ///
 /// # Errors
-/// Reader and mapping errors, naming the file.
+/// Reader and mapping errors, naming the file; [`crate::ErrorKind::InvalidOption`] for a
+/// tolerance that is negative or not finite.
 pub fn diff(a: &Path, b: &Path, opts: &DiffOptions) -> Result<DiffReport> {
+    // An infinite, NaN or negative tolerance would make any two checkpoints "equivalent".
+    if let Some(t) = &opts.tolerance {
+        t.check()?;
+    }
     with_tensors(a, &opts.a, |sa, ra| {
         with_tensors(b, &opts.b, |sb, rb| compare(sa, ra, sb, rb, opts.tolerance))
     })

@@ -1,10 +1,14 @@
 //! The crate's error type: an [`ErrorKind`] plus where it happened (file, tensor).
 //!
 //! `Display` reads outside-in: `model.pth: tensor blocks.3.attn.qkv.weight: pickle: disallowed
-//! global os.system at byte 42`.
+//! global os.system at byte 42`. It is always one line: control characters in file text are
+//! escaped ([`crate::text::Escaped`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+use crate::tensor::DType;
+use crate::text::Escaped;
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -76,13 +80,15 @@ impl From<ErrorKind> for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // File text (paths, tensor names, table text inside the kind's data) is escaped: an
+        // error is always one line, whatever a checkpoint names its tensors.
         if let Some(p) = &self.path {
-            write!(f, "{}: ", p.display())?;
+            write!(f, "{}: ", Escaped(p.display()))?;
         }
         if let Some(t) = &self.tensor {
-            write!(f, "tensor {t}: ")?;
+            write!(f, "tensor {}: ", Escaped(t))?;
         }
-        write!(f, "{}", self.kind)
+        write!(f, "{}", Escaped(&self.kind))
     }
 }
 
@@ -282,11 +288,83 @@ pub enum ErrorKind {
         /// The requested name.
         name: String,
     },
+    /// A computed output and the expected array disagree in shape, or a comparison's value
+    /// counts disagree with its shape: nothing was compared.
+    #[error("shape mismatch: computed {computed:?}, expected {expected:?}")]
+    ShapeMismatch {
+        /// Shape of the computed values (for a bare length, one dimension).
+        computed: Vec<usize>,
+        /// Shape of the expected values (for a bare length, one dimension).
+        expected: Vec<usize>,
+    },
+    /// A comparison with no values in it (an empty batch, a zero dimension) proves nothing.
+    #[error("nothing to compare: {what} of shape {shape:?} holds no values")]
+    EmptyComparison {
+        /// What is empty (`input`, `expected output`).
+        what: &'static str,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// An array whose dtype cannot be used here (an integer array where floats are needed).
+    #[error("{what} is {found} {shape:?}; a float array (f16, bf16, f32 or f64) is needed")]
+    UnexpectedDType {
+        /// What the array is for (`a .npy array`).
+        what: &'static str,
+        /// Its dtype.
+        found: DType,
+        /// Its shape.
+        shape: Vec<usize>,
+    },
+    /// A value that is not finite where only finite values prove anything (input pixels), or a
+    /// finite value that a cast would turn into ±Inf (an f64 beyond the f32 range).
+    #[error("{what} value {value:e} at {index:?} {problem}")]
+    BadValue {
+        /// Which array (`input`, `expected`).
+        what: &'static str,
+        /// Multi-index of the first such value.
+        index: Vec<usize>,
+        /// The value as stored.
+        value: f64,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// A cast (`--dtype`) would turn finite values into ±Inf or NaN; refused unless
+    /// `ConvertOptions::allow_overflow` (`--allow-overflow`) asks for torch's `.half()` saturation.
+    #[error("casting {from} to {to} turns {count} finite values into Inf or NaN (largest magnitude {max_abs:e}, {to} holds up to {limit:e}); refused unless overflow is allowed (convert --allow-overflow, as torch's .half() saturates)")]
+    CastOverflow {
+        /// The stored dtype.
+        from: DType,
+        /// The requested dtype.
+        to: DType,
+        /// How many finite values the cast makes non-finite.
+        count: u64,
+        /// The largest magnitude among them.
+        max_abs: f64,
+        /// The largest finite value of `to`.
+        limit: f64,
+    },
 }
 
 impl ErrorKind {
     /// Wraps an I/O error with the operation that failed.
     pub(crate) fn io(op: &'static str, source: std::io::Error) -> Self {
         ErrorKind::Io { op, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_one_line_whatever_the_names_hold() {
+        let evil = "x\nPASS: max |Δ| 0\n\u{1b}[2J\r\0\u{2028}";
+        let e = Error::from(ErrorKind::TensorNotFound { name: evil.into() })
+            .with_path(format!("dir\n{evil}"))
+            .with_tensor(evil);
+        let text = e.to_string();
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        assert!(!text.chars().any(crate::text::is_unsafe_char), "{text:?}");
+        assert!(text.contains(r"tensor x\nPASS: max |Δ| 0\n\u{1b}[2J\r\u{0}\u{2028}: "));
     }
 }

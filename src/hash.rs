@@ -26,8 +26,10 @@
 //! <sha256 of the data, 64 hex digits> <DTYPE> <shape as [d0,d1,…], no spaces> <name>\n
 //! ```
 //!
-//! The name is written as is, unless it starts with `"` or contains a control character; then it
-//! is written as a JSON string, so that no two manifests read alike. The whole-model digest is
+//! The name is written as is, unless it starts with `"` or contains a control character (C0, DEL,
+//! C1, U+2028/U+2029, bidi controls: [`crate::text::is_unsafe_char`]); then it is written as a
+//! JSON string with those characters as `\uXXXX` escapes, so that no two manifests read alike
+//! and every line prints as it is hashed. The whole-model digest is
 //! the sha256 of the manifest text ([`HashReport::manifest`]) — what `vit-convert hash` prints —
 //! so `vit-convert hash FILE | head -n -1 | sha256sum` reproduces it.
 
@@ -138,11 +140,24 @@ impl TensorHash {
     /// The tensor's manifest line (with its trailing newline), as the module docs define it.
     pub fn manifest_line(&self) -> String {
         let shape: Vec<String> = self.shape.iter().map(usize::to_string).collect();
-        let plain = !self.name.starts_with('"') && !self.name.chars().any(char::is_control);
+        let plain =
+            !self.name.starts_with('"') && !self.name.chars().any(crate::text::is_unsafe_char);
         let name = if plain {
             self.name.clone()
         } else {
-            serde_json::Value::String(self.name.clone()).to_string()
+            // A JSON string, with the characters serde leaves raw (DEL, C1, line separators,
+            // bidi controls) also written as `\uXXXX` escapes: the line is printable as is.
+            serde_json::Value::String(self.name.clone())
+                .to_string()
+                .chars()
+                .map(|c| {
+                    if crate::text::is_unsafe_char(c) {
+                        format!("\\u{:04x}", u32::from(c))
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect()
         };
         format!(
             "{} {} [{}] {}\n",
@@ -241,6 +256,13 @@ mod tests {
                 "ab".repeat(32)
             )
         );
+    }
+
+    #[test]
+    fn manifest_line_escapes_line_separators_and_bidi_as_json() {
+        let line = th("a\u{2028}b\u{202e}c\u{7f}").manifest_line();
+        assert!(line.ends_with(" \"a\\u2028b\\u202ec\\u007f\"\n"), "{line}");
+        assert!(!line.trim_end().chars().any(crate::text::is_unsafe_char));
     }
 
     #[test]

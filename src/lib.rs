@@ -79,6 +79,7 @@ pub mod model;
 pub mod progress;
 pub mod source;
 pub mod tensor;
+pub mod text;
 pub mod verify;
 pub mod write;
 

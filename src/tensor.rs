@@ -275,10 +275,84 @@ pub(crate) fn swap_bytes_in_place(data: &mut [u8], elem: usize) {
 
 /// Converts a floating-point tensor to another floating-point dtype (round to nearest even, as
 /// torch does). Integer and bool tensors, and tensors already of `to`, are returned unchanged.
+/// Finite values beyond `to`'s range become ±Inf, as torch's `.half()` makes them; use
+/// [`cast_float_checked`] to count or refuse that.
 pub fn cast_float(t: Tensor<'_>, to: DType) -> Tensor<'_> {
+    cast_float_counted(t, to).0
+}
+
+/// What a cast did to finite values: how many it turned into ±Inf or NaN, and the largest
+/// magnitude among them. Values already non-finite in the source are not counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CastDamage {
+    /// Finite values made non-finite.
+    pub overflowed: u64,
+    /// The largest magnitude among them (0 when none).
+    pub max_abs: f64,
+}
+
+impl CastDamage {
+    /// Adds another tensor's damage.
+    pub fn add(&mut self, other: CastDamage) {
+        self.overflowed = self.overflowed.saturating_add(other.overflowed);
+        self.max_abs = self.max_abs.max(other.max_abs);
+    }
+}
+
+/// The largest finite value of a float dtype (`f64::MAX` for non-float dtypes, which no cast
+/// changes).
+pub fn float_max(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => half::f16::MAX.to_f64(),
+        DType::BF16 => half::bf16::MAX.to_f64(),
+        DType::F32 => f64::from(f32::MAX),
+        _ => f64::MAX,
+    }
+}
+
+/// [`cast_float`] that refuses (unless `allow_overflow`) to turn finite values into ±Inf or NaN,
+/// and otherwise says how many it did.
+///
+/// ```
+/// use std::borrow::Cow;
+/// use vit_convert::tensor::{cast_float_checked, DType, Tensor};
+/// let bytes: Vec<u8> = [1.0f32, 1e5, f32::INFINITY].iter().flat_map(|v| v.to_le_bytes()).collect();
+/// let t = || Tensor::new(DType::F32, vec![3], Cow::Owned(bytes.clone())).unwrap();
+/// let err = cast_float_checked(t(), DType::F16, false).err().unwrap();
+/// assert!(err.to_string().contains("turns 1 finite values into Inf"));
+/// let (half, damage) = cast_float_checked(t(), DType::F16, true)?;
+/// assert_eq!((half.dtype, damage.overflowed, damage.max_abs), (DType::F16, 1, 1e5));
+/// # Ok::<(), vit_convert::Error>(())
+/// ```
+///
+/// # Errors
+/// [`ErrorKind::CastOverflow`] with the count and the largest
+/// magnitude, when a finite value overflows and `allow_overflow` is false.
+pub fn cast_float_checked(
+    t: Tensor<'_>,
+    to: DType,
+    allow_overflow: bool,
+) -> Result<(Tensor<'_>, CastDamage)> {
+    let from = t.dtype;
+    let (t, damage) = cast_float_counted(t, to);
+    if damage.overflowed > 0 && !allow_overflow {
+        return Err(crate::ErrorKind::CastOverflow {
+            from,
+            to,
+            count: damage.overflowed,
+            max_abs: damage.max_abs,
+            limit: float_max(to),
+        }
+        .into());
+    }
+    Ok((t, damage))
+}
+
+fn cast_float_counted(t: Tensor<'_>, to: DType) -> (Tensor<'_>, CastDamage) {
     use half::{bf16, f16};
+    let mut damage = CastDamage::default();
     if t.dtype == to || !t.dtype.is_float() || !to.is_float() {
-        return t;
+        return (t, damage);
     }
     let values: Vec<f64> = match t.dtype {
         DType::F64 => t
@@ -301,24 +375,46 @@ pub fn cast_float(t: Tensor<'_>, to: DType) -> Tensor<'_> {
             .chunks_exact(2)
             .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f64())
             .collect(),
-        _ => return t,
+        _ => return (t, damage),
     };
     let mut out = Vec::with_capacity(values.len() * to.size());
     for v in values {
-        match to {
-            DType::F64 => out.extend_from_slice(&v.to_le_bytes()),
+        let finite = match to {
+            DType::F64 => {
+                out.extend_from_slice(&v.to_le_bytes());
+                true
+            }
             // f64 → f32 → f16/bf16 would round twice; convert from f64 directly where it matters.
-            DType::F32 => out.extend_from_slice(&(v as f32).to_le_bytes()),
-            DType::F16 => out.extend_from_slice(&f16::from_f64(v).to_le_bytes()),
-            DType::BF16 => out.extend_from_slice(&bf16_from_f64(v).to_le_bytes()),
-            _ => {}
+            DType::F32 => {
+                let x = v as f32;
+                out.extend_from_slice(&x.to_le_bytes());
+                x.is_finite()
+            }
+            DType::F16 => {
+                let x = f16::from_f64(v);
+                out.extend_from_slice(&x.to_le_bytes());
+                x.is_finite()
+            }
+            DType::BF16 => {
+                let x = bf16_from_f64(v);
+                out.extend_from_slice(&x.to_le_bytes());
+                x.is_finite()
+            }
+            _ => true,
+        };
+        if !finite && v.is_finite() {
+            damage.overflowed += 1;
+            damage.max_abs = damage.max_abs.max(v.abs());
         }
     }
-    Tensor {
-        dtype: to,
-        shape: t.shape,
-        data: Cow::Owned(out),
-    }
+    (
+        Tensor {
+            dtype: to,
+            shape: t.shape,
+            data: Cow::Owned(out),
+        },
+        damage,
+    )
 }
 
 /// f64 → bf16 rounded once, to nearest even. (`half`'s `bf16::from_f64` misrounds about one

@@ -9,7 +9,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::forward::{ForwardOptions, Model};
 use crate::progress::{NoProgress, Progress};
 use crate::source::{self, Format};
-use crate::tensor::{cast_float, DType};
+use crate::tensor::{cast_float, checked_numel, DType};
 
 /// Default absolute tolerance.
 pub const DEFAULT_ATOL: f64 = 1e-5;
@@ -64,25 +64,97 @@ pub struct Top1 {
     pub agree: bool,
 }
 
+/// Where a non-finite value of a comparison was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// In the expected values.
+    Expected,
+    /// In the computed values.
+    Computed,
+    /// The tolerance bound `atol + rtol · max |expected|` itself overflowed.
+    Tolerance,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Expected => "expected",
+            Side::Computed => "computed",
+            Side::Tolerance => "tolerance",
+        })
+    }
+}
+
+/// The first non-finite value (NaN or ±Inf) met by a comparison; its presence fails it, since a
+/// comparison with NaN or Inf proves nothing.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NonFinite {
+    /// Which side it is on.
+    pub side: Side,
+    /// Multi-index of the first one (empty for [`Side::Tolerance`]).
+    pub at: Vec<usize>,
+    /// The value (`"inf"`, `"-inf"` or `"NaN"` in JSON).
+    #[serde(serialize_with = "number_or_text")]
+    pub value: f64,
+    /// How many positions hold a non-finite value on either side.
+    pub count: usize,
+}
+
+/// Serializes a finite number as a JSON number and a non-finite one as text (JSON has no Inf).
+fn number_or_text<S: serde::Serializer>(v: &f64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    if v.is_finite() {
+        s.serialize_f64(*v)
+    } else {
+        s.serialize_str(&v.to_string())
+    }
+}
+
 /// The result of a comparison.
 #[derive(Clone, Debug, Serialize)]
 pub struct VerifyReport {
     /// Shape compared.
     pub shape: Vec<usize>,
-    /// Largest absolute difference.
+    /// Number of values compared (never 0: an empty comparison is an error).
+    pub compared: usize,
+    /// Largest absolute difference over the positions where both values are finite.
     pub max_abs_error: f64,
     /// Where it occurs (multi-index).
     pub max_abs_error_at: Vec<usize>,
     /// Largest absolute difference divided by the largest expected magnitude.
     pub max_rel_error: f64,
-    /// Largest expected magnitude.
+    /// Largest finite expected magnitude.
     pub max_abs_expected: f64,
     /// Tolerances applied.
     pub tolerance: Tolerance,
+    /// The bound the differences must stay within: `atol + rtol · max |expected|`.
+    #[serde(serialize_with = "number_or_text")]
+    pub bound: f64,
+    /// The first non-finite value (in either array, or the bound), if any; it fails the comparison.
+    pub non_finite: Option<NonFinite>,
     /// Per-sample top-1 agreement (2-D outputs only).
     pub top1: Vec<Top1>,
-    /// Whether every value is within tolerance (and no value is NaN).
+    /// Whether every value is finite and within tolerance. `passed` implies `compared > 0`,
+    /// `non_finite` is `None` and `max_abs_error <= bound`.
     pub passed: bool,
+}
+
+impl Tolerance {
+    /// Checks that both parts are finite and not negative.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidOption`] naming the part.
+    pub fn check(&self) -> Result<()> {
+        for (name, v) in [("atol", self.atol), ("rtol", self.rtol)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(ErrorKind::InvalidOption {
+                    reason: format!("tolerance {name} must be a finite number >= 0, got {v}"),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
 }
 
 fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
@@ -98,9 +170,11 @@ fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
 
 fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
+    let mut best_v = f32::NEG_INFINITY;
     for (k, &v) in row.iter().enumerate() {
-        if v > row[best] {
+        if v > best_v {
             best = k;
+            best_v = v;
         }
     }
     best
@@ -108,69 +182,117 @@ fn argmax(row: &[f32]) -> usize {
 
 /// Compares computed values with expected ones of the same shape.
 ///
+/// Passes only when at least one value is compared, every value on both sides is finite, the
+/// bound `atol + rtol · max |expected|` is finite, and every difference is within it. A NaN or
+/// ±Inf anywhere is a failure with its place in [`VerifyReport::non_finite`], never a pass.
+///
 /// ```
-/// use vit_convert::verify::{compare, Tolerance};
+/// use vit_convert::verify::{compare, Side, Tolerance};
 /// let r = compare(&[1.0, 2.0], &[1.0, 2.00001], &[1, 2], Tolerance::default())?;
 /// assert!(r.passed);
 /// assert_eq!(r.top1[0].expected, 1);
+/// let r = compare(&[1.0, 2.0], &[1.0, f32::INFINITY], &[1, 2], Tolerance::default())?;
+/// assert!(!r.passed);
+/// assert_eq!(r.non_finite.unwrap().side, Side::Expected);
 /// # Ok::<(), vit_convert::Error>(())
 /// ```
 ///
 /// # Errors
-/// [`ErrorKind::InvalidOption`] when the lengths or shapes differ.
+/// [`ErrorKind::ShapeMismatch`] when a length differs from the shape's element count,
+/// [`ErrorKind::EmptyComparison`] when the shape holds no values, [`ErrorKind::InvalidOption`]
+/// for a negative or non-finite tolerance.
 pub fn compare(
     got: &[f32],
     expected: &[f32],
     shape: &[usize],
     tol: Tolerance,
 ) -> Result<VerifyReport> {
-    let n: usize = shape.iter().product();
-    if got.len() != expected.len() || got.len() != n {
-        return Err(ErrorKind::InvalidOption {
-            reason: format!(
-                "shape mismatch: computed {} values, expected {} values of shape {shape:?}",
-                got.len(),
-                expected.len()
-            ),
+    tol.check()?;
+    let n = checked_numel(shape).ok_or_else(|| ErrorKind::InvalidLayout {
+        reason: format!("shape {shape:?} overflows"),
+    })?;
+    if got.len() != n {
+        return Err(ErrorKind::ShapeMismatch {
+            computed: vec![got.len()],
+            expected: shape.to_vec(),
+        }
+        .into());
+    }
+    if expected.len() != n {
+        return Err(ErrorKind::ShapeMismatch {
+            computed: shape.to_vec(),
+            expected: vec![expected.len()],
+        }
+        .into());
+    }
+    if n == 0 {
+        return Err(ErrorKind::EmptyComparison {
+            what: "expected output",
+            shape: shape.to_vec(),
         }
         .into());
     }
     let mut max_abs = 0f64;
     let mut at = 0usize;
     let mut max_exp = 0f64;
-    let mut nan = false;
+    let mut first: Option<(Side, usize, f64)> = None;
+    let mut count = 0usize;
     for (k, (&g, &e)) in got.iter().zip(expected).enumerate() {
+        let bad = if !e.is_finite() {
+            Some((Side::Expected, e))
+        } else if !g.is_finite() {
+            Some((Side::Computed, g))
+        } else {
+            None
+        };
+        if let Some((side, v)) = bad {
+            count += 1;
+            first.get_or_insert((side, k, f64::from(v)));
+            continue;
+        }
         let diff = (f64::from(g) - f64::from(e)).abs();
-        if diff.is_nan() {
-            nan = true;
-            at = k;
-            max_abs = f64::INFINITY;
-        } else if diff > max_abs {
+        if diff > max_abs {
             max_abs = diff;
             at = k;
         }
         max_exp = max_exp.max(f64::from(e).abs());
     }
-    let top1 = if shape.len() == 2 && shape[1] > 0 {
-        let k = shape[1];
-        (0..shape[0])
-            .map(|i| {
-                let e = argmax(&expected[i * k..(i + 1) * k]);
-                let g = argmax(&got[i * k..(i + 1) * k]);
-                Top1 {
+    let bound = tol.atol + tol.rtol * max_exp;
+    let non_finite = match first {
+        Some((side, k, value)) => Some(NonFinite {
+            side,
+            at: unravel(k, shape),
+            value,
+            count,
+        }),
+        None if !bound.is_finite() => Some(NonFinite {
+            side: Side::Tolerance,
+            at: Vec::new(),
+            value: bound,
+            count: 0,
+        }),
+        None => None,
+    };
+    let top1 = match shape {
+        &[b, k] if k > 0 => (0..b)
+            .filter_map(|i| {
+                let row = i.checked_mul(k)?..i.checked_add(1)?.checked_mul(k)?;
+                let e = argmax(expected.get(row.clone())?);
+                let g = argmax(got.get(row)?);
+                Some(Top1 {
                     sample: i,
                     expected: e,
                     got: g,
                     agree: e == g,
-                }
+                })
             })
-            .collect()
-    } else {
-        Vec::new()
+            .collect(),
+        _ => Vec::new(),
     };
-    let passed = !nan && max_abs <= tol.atol + tol.rtol * max_exp;
+    let passed = non_finite.is_none() && max_abs <= bound;
     Ok(VerifyReport {
         shape: shape.to_vec(),
+        compared: n,
         max_abs_error: max_abs,
         max_abs_error_at: unravel(at, shape),
         max_rel_error: if max_exp > 0.0 {
@@ -180,6 +302,8 @@ pub fn compare(
         },
         max_abs_expected: max_exp,
         tolerance: tol,
+        bound,
+        non_finite,
         top1,
         passed,
     })
@@ -200,7 +324,9 @@ pub fn compare(
 /// ```
 ///
 /// # Errors
-/// Forward errors, or a shape mismatch between the output and `expected`.
+/// Forward errors; [`ErrorKind::EmptyComparison`] for an input with no values;
+/// [`ErrorKind::BadValue`] for a NaN or ±Inf input pixel; [`ErrorKind::ShapeMismatch`] naming
+/// both shapes when the output's differs from `expected`'s; the errors of [`compare`].
 pub fn verify(
     model: &Model,
     input: &Array,
@@ -223,15 +349,22 @@ pub fn verify_with_progress(
     tol: Tolerance,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    let numel = checked_numel(&input.shape).unwrap_or(0);
+    if numel == 0 {
+        return Err(ErrorKind::EmptyComparison {
+            what: "input",
+            shape: input.shape.clone(),
+        }
+        .into());
+    }
+    input.check_finite("input")?;
     let x = input.as_nchw()?;
     let out = model.forward_with_progress(x, opts, progress)?;
     let (shape, got) = out.primary();
     if shape != expected.shape {
-        return Err(ErrorKind::InvalidOption {
-            reason: format!(
-                "the model produced shape {shape:?}, the expected file holds {:?}",
-                expected.shape
-            ),
+        return Err(ErrorKind::ShapeMismatch {
+            computed: shape,
+            expected: expected.shape.clone(),
         }
         .into());
     }
@@ -248,25 +381,53 @@ pub struct Array {
 }
 
 impl Array {
-    /// Reads a `.npy` file of any float dtype (converted to f32).
+    /// Reads a `.npy` file of any float dtype as f32. f16, bf16 and f32 convert exactly, and f64
+    /// rounds to nearest; NaN and ±Inf are kept as they are (a comparison then fails on them, an
+    /// input is refused by [`verify()`]).
     ///
     /// # Errors
-    /// Format errors, or a non-float array.
+    /// Format errors; [`ErrorKind::UnexpectedDType`] for a non-float array;
+    /// [`ErrorKind::BadValue`] naming the index and value of the first finite f64 beyond the f32
+    /// range (it would silently become ±Inf).
     pub fn read_npy(path: &Path) -> Result<Array> {
         let src = source::open(path)?;
+        Array::from_npy_source(src.as_ref()).map_err(|e| e.with_path(path))
+    }
+
+    /// [`Array::read_npy`] on an opened source (the bytes of a `.npy`).
+    pub(crate) fn from_npy_source(src: &dyn source::TensorSource) -> Result<Array> {
         let wrong = || {
             Error::from(ErrorKind::InvalidOption {
                 reason: "expected a single float array in a .npy file".into(),
             })
-            .with_path(path)
         };
         if src.format() != Format::Npy || src.tensors().len() != 1 {
             return Err(wrong());
         }
-        let name = src.tensors()[0].name.clone();
-        let t = src.read(&name).map_err(|e| e.with_path(path))?;
+        let name = src.tensors().first().ok_or_else(wrong)?.name.clone();
+        let t = src.read(&name)?;
         if !t.dtype.is_float() {
-            return Err(wrong());
+            return Err(Error::from(ErrorKind::UnexpectedDType {
+                what: "a .npy array",
+                found: t.dtype,
+                shape: t.shape.clone(),
+            }));
+        }
+        if t.dtype == DType::F64 {
+            let beyond = t
+                .data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .enumerate()
+                .find(|&(_, v)| v.is_finite() && (v as f32).is_infinite());
+            if let Some((k, v)) = beyond {
+                return Err(Error::from(ErrorKind::BadValue {
+                    what: "f64",
+                    index: unravel(k, &t.shape),
+                    value: v,
+                    problem: "is beyond the f32 range (±3.4028235e38) and would become ±Inf",
+                }));
+            }
         }
         let t = cast_float(t, DType::F32);
         Ok(Array {
@@ -277,6 +438,23 @@ impl Array {
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                 .collect(),
         })
+    }
+
+    /// Checks that every value is finite.
+    ///
+    /// # Errors
+    /// [`ErrorKind::BadValue`] naming the first NaN or ±Inf and its multi-index.
+    pub fn check_finite(&self, what: &'static str) -> Result<()> {
+        match self.data.iter().position(|v| !v.is_finite()) {
+            None => Ok(()),
+            Some(k) => Err(ErrorKind::BadValue {
+                what,
+                index: unravel(k, &self.shape),
+                value: self.data.get(k).copied().map_or(f64::NAN, f64::from),
+                problem: "is not finite; a non-finite input proves nothing",
+            }
+            .into()),
+        }
     }
 
     /// Writes a float32 `.npy` file atomically.
@@ -324,6 +502,28 @@ impl Array {
     }
 }
 
+/// Panics unless a passing report was proven: something compared, every value finite, a
+/// finite bound, every difference within it. Does nothing for a failing report. For the
+/// property test and the `verify_compare` fuzz target.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn assert_pass_is_proven(got: &[f32], exp: &[f32], tol: Tolerance, r: &VerifyReport) {
+    if !r.passed {
+        return;
+    }
+    assert!(r.compared > 0 && !got.is_empty() && got.len() == exp.len());
+    assert!(r.non_finite.is_none() && r.bound.is_finite());
+    let max_exp = exp.iter().map(|&e| f64::from(e).abs()).fold(0.0, f64::max);
+    let bound = tol.atol + tol.rtol * max_exp;
+    assert!(bound.is_finite(), "the bound {bound} is not finite");
+    for (&g, &e) in got.iter().zip(exp) {
+        assert!(g.is_finite() && e.is_finite(), "{g} vs {e} passed");
+        assert!(
+            (f64::from(g) - f64::from(e)).abs() <= bound,
+            "{g} vs {e} passed with bound {bound}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,6 +544,136 @@ mod tests {
     fn nan_never_passes() {
         let r = compare(&[f32::NAN], &[1.0], &[1], Tolerance::default()).unwrap();
         assert!(!r.passed);
+        let nf = r.non_finite.unwrap();
+        assert_eq!((nf.side, nf.at, nf.count), (Side::Computed, vec![0], 1));
+    }
+
+    #[test]
+    fn inf_in_expected_fails_with_its_place_instead_of_widening_the_tolerance() {
+        // Before: max |expected| = inf made the bound inf and every output passed.
+        let exp = [1.0f32, 2.0, 3.0, f32::INFINITY];
+        let got = [100.0f32, 2.0, 3.0, f32::INFINITY];
+        let r = compare(&got, &exp, &[2, 2], Tolerance::default()).unwrap();
+        assert!(!r.passed);
+        let nf = r.non_finite.unwrap();
+        assert_eq!(nf.side, Side::Expected);
+        assert_eq!(nf.at, vec![1, 1]);
+        assert_eq!(nf.value, f64::INFINITY);
+        assert!(r.max_abs_error.is_finite() && r.bound.is_finite());
+        let r = compare(&got, &exp, &[2, 2], Tolerance::default()).unwrap();
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["non_finite"]["value"], "inf");
+        assert_eq!(json["non_finite"]["side"], "expected");
+    }
+
+    #[test]
+    fn overflowing_tolerance_bound_fails() {
+        let tol = Tolerance {
+            atol: 0.0,
+            rtol: 1e300,
+        };
+        let r = compare(&[1e30, 0.0], &[f32::MAX, 0.0], &[2], tol).unwrap();
+        assert!(!r.passed);
+        assert_eq!(r.non_finite.unwrap().side, Side::Tolerance);
+    }
+
+    #[test]
+    fn empty_comparison_is_an_error() {
+        let e = compare(&[], &[], &[0, 10], Tolerance::default()).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::EmptyComparison { shape, .. } if shape == &[0, 10]),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn length_mismatch_names_both_shapes() {
+        let e = compare(&[1.0], &[1.0, 2.0], &[2], Tolerance::default()).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::ShapeMismatch { computed, expected } if computed == &[1] && expected == &[2]),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_tolerances_are_refused() {
+        for (atol, rtol) in [(f64::INFINITY, 0.0), (0.0, f64::NAN), (-1.0, 0.0)] {
+            let e = compare(&[1.0], &[1.0], &[1], Tolerance { atol, rtol }).unwrap_err();
+            assert!(e.to_string().contains("finite number >= 0"), "{e}");
+        }
+    }
+
+    /// xorshift64*, for the property test.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn value(&mut self) -> f32 {
+            const EDGES: [f32; 10] = [
+                f32::NAN,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                f32::MAX,
+                -f32::MAX,
+                f32::MIN_POSITIVE,
+                0.0,
+                -0.0,
+                1e-45,
+                1.0,
+            ];
+            match self.below(4) {
+                0 => EDGES[self.below(EDGES.len() as u64) as usize],
+                1 => f32::from_bits(self.next() as u32),
+                _ => (self.below(2001) as f32 - 1000.0) / 100.0,
+            }
+        }
+    }
+
+    /// The invariant the fuzz target `verify_compare` also checks, over many random and edge
+    /// inputs: `passed` implies something was compared, every value was finite, and every
+    /// difference lies within a finite bound.
+    #[test]
+    fn passed_implies_finite_nonempty_and_within_tolerance() {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut passes = 0;
+        for _ in 0..20_000 {
+            let n = rng.below(6) as usize;
+            let expected: Vec<f32> = (0..n).map(|_| rng.value()).collect();
+            let got: Vec<f32> = expected
+                .iter()
+                .map(|&e| match rng.below(3) {
+                    0 => e,
+                    1 => e + (rng.below(3) as f32 - 1.0) * 1e-6,
+                    _ => rng.value(),
+                })
+                .collect();
+            let tol = Tolerance {
+                atol: [0.0, 1e-5, 1.0, 1e300][rng.below(4) as usize],
+                rtol: [0.0, 1e-4, 1e300][rng.below(3) as usize],
+            };
+            let shape = if n > 0 && rng.below(2) == 0 {
+                vec![1, n]
+            } else {
+                vec![n]
+            };
+            if let Ok(r) = compare(&got, &expected, &shape, tol) {
+                if r.passed {
+                    passes += 1;
+                }
+                assert_pass_is_proven(&got, &expected, tol, &r);
+            }
+        }
+        assert!(
+            passes > 1000,
+            "the property was exercised ({passes} passes)"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use vit_convert::model::ConfigOverrides;
+use vit_convert::text::Escaped;
 use vit_convert::{ConvertOptions, DType, MappingTable, OutputFormat};
 
 use super::progress::Bar;
@@ -34,6 +35,10 @@ pub struct ConvertArgs {
     /// Convert floating-point weights: keep, f32, f16, bf16.
     #[arg(long, default_value = "keep", value_parser = ["keep", "f32", "f16", "bf16"])]
     pub dtype: String,
+    /// With --dtype: accept a cast that turns finite values into ±Inf (torch's .half() behaviour;
+    /// the summary notes how many saturated). Without it such a cast is refused.
+    #[arg(long)]
+    pub allow_overflow: bool,
     /// DINO training checkpoints: which network to convert.
     #[arg(long, value_parser = ["teacher", "student"])]
     pub branch: Option<String>,
@@ -85,6 +90,7 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
             "bf16" => Some(DType::BF16),
             _ => None,
         },
+        allow_overflow: a.allow_overflow,
         branch: a.branch.clone(),
         overrides: ConfigOverrides {
             num_heads: a.num_heads,
@@ -107,23 +113,23 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
     writeln!(
         out,
         "{} ({}, table {}{}) → {}: {}, {} tensors, {} bytes",
-        report.input.display(),
+        Escaped(report.input.display()),
         report.input_format,
-        m.table,
+        Escaped(&m.table),
         m.selected
             .as_ref()
-            .map(|s| format!(", from `{s}`"))
+            .map(|s| format!(", from `{}`", Escaped(s)))
             .unwrap_or_default(),
-        a.output.display(),
+        Escaped(a.output.display()),
         report.architecture.name(),
         report.tensors,
         report.bytes
     )?;
     for n in &report.notes {
-        writeln!(out, "note: {n}")?;
+        writeln!(out, "note: {}", Escaped(n))?;
     }
     for (n, why) in &report.dropped {
-        writeln!(out, "dropped {n}: {why}")?;
+        writeln!(out, "dropped {}: {}", Escaped(n), Escaped(why))?;
     }
     let all = ui.verbose > 0;
     list_some(
@@ -139,7 +145,7 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
         all,
     )?;
     for p in &report.outputs {
-        writeln!(out, "wrote {}", p.display())?;
+        writeln!(out, "wrote {}", Escaped(p.display()))?;
     }
     Ok(EXIT_OK)
 }
@@ -153,10 +159,10 @@ fn list_some(out: &mut dyn Write, names: &[String], what: &str, all: bool) -> st
     if all {
         writeln!(out, "{head}:")?;
         for n in names {
-            writeln!(out, "  {n}")?;
+            writeln!(out, "  {}", Escaped(n))?;
         }
     } else {
-        writeln!(out, "{head} (e.g. {first}; -v lists all)")?;
+        writeln!(out, "{head} (e.g. {}; -v lists all)", Escaped(first))?;
     }
     Ok(())
 }

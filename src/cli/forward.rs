@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use vit_convert::forward::{ForwardOptions, Model, PosInterp};
+use vit_convert::text::Escaped;
 use vit_convert::verify::{self, Array, Tolerance, DEFAULT_ATOL, DEFAULT_RTOL};
 
 use super::progress::Bar;
-use super::{Ui, EXIT_MISMATCH, EXIT_OK};
+use super::{parse_tolerance, Ui, EXIT_MISMATCH, EXIT_OK};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -94,11 +95,11 @@ pub struct VerifyArgs {
     /// Expected output computed by the original framework (float .npy).
     #[arg(long)]
     pub expected: PathBuf,
-    /// Absolute tolerance.
-    #[arg(long, default_value_t = DEFAULT_ATOL)]
+    /// Absolute tolerance (a finite number >= 0).
+    #[arg(long, default_value_t = DEFAULT_ATOL, value_parser = parse_tolerance)]
     pub atol: f64,
-    /// Tolerance relative to the largest expected magnitude.
-    #[arg(long, default_value_t = DEFAULT_RTOL)]
+    /// Tolerance relative to the largest expected magnitude (a finite number >= 0).
+    #[arg(long, default_value_t = DEFAULT_RTOL, value_parser = parse_tolerance)]
     pub rtol: f64,
 }
 
@@ -219,7 +220,7 @@ pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
     ui.json(&report)?;
     let mut text = ui.text();
     for t in &report.top_k {
-        writeln!(text, "{}:", t.sample)?;
+        writeln!(text, "{}:", Escaped(&t.sample))?;
         for c in &t.classes {
             writeln!(
                 text,
@@ -227,7 +228,7 @@ pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
                 c.index,
                 c.probability,
                 c.logit,
-                c.label.as_deref().unwrap_or("?")
+                Escaped(c.label.as_deref().unwrap_or("?"))
             )?;
         }
     }
@@ -236,7 +237,7 @@ pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
             "wrote {} {:?} to {}",
             report.output,
             report.shape,
-            p.display()
+            Escaped(p.display())
         ));
     }
     Ok(EXIT_OK)
@@ -262,22 +263,34 @@ pub fn verify(a: VerifyArgs, ui: Ui) -> anyhow::Result<i32> {
     ui.json(&r)?;
     let mut out = ui.text();
     let agree = r.top1.iter().filter(|t| t.agree).count();
-    writeln!(
-        out,
-        "{}: max |Δ| {:.3e} at {:?} (relative {:.3e} of max |expected| {:.4}), tolerance atol {:e} + rtol {:e}{}",
-        if r.passed { "PASS" } else { "FAIL" },
-        r.max_abs_error,
-        r.max_abs_error_at,
-        r.max_rel_error,
-        r.max_abs_expected,
-        r.tolerance.atol,
-        r.tolerance.rtol,
-        if r.top1.is_empty() {
-            String::new()
-        } else {
-            format!("; top-1 agrees on {agree}/{} samples", r.top1.len())
-        }
-    )?;
+    let top1 = if r.top1.is_empty() {
+        String::new()
+    } else {
+        format!("; top-1 agrees on {agree}/{} samples", r.top1.len())
+    };
+    match &r.non_finite {
+        Some(nf) if nf.side == verify::Side::Tolerance => writeln!(
+            out,
+            "FAIL: the bound atol {:e} + rtol {:e} * max |expected| {:e} is {}; nothing is proven",
+            r.tolerance.atol, r.tolerance.rtol, r.max_abs_expected, nf.value
+        )?,
+        Some(nf) => writeln!(
+            out,
+            "FAIL: {} value {} at {:?} is not finite ({} of {} positions hold NaN or Inf); a comparison with NaN or Inf proves nothing{top1}",
+            nf.side, nf.value, nf.at, nf.count, r.compared
+        )?,
+        None => writeln!(
+            out,
+            "{}: max |Δ| {:.3e} at {:?} (relative {:.3e} of max |expected| {:.4}), tolerance atol {:e} + rtol {:e}{top1}",
+            if r.passed { "PASS" } else { "FAIL" },
+            r.max_abs_error,
+            r.max_abs_error_at,
+            r.max_rel_error,
+            r.max_abs_expected,
+            r.tolerance.atol,
+            r.tolerance.rtol,
+        )?,
+    }
     for t in r.top1.iter().filter(|t| !t.agree || ui.verbose > 0) {
         writeln!(
             out,

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 use vit_convert::hash::Reading;
+use vit_convert::text::Escaped;
 use vit_convert::{DiffOptions, MappingTable, ReadAs, Tolerance};
 
-use super::{Ui, EXIT_MISMATCH, EXIT_OK, FAMILIES};
+use super::{parse_tolerance, Ui, EXIT_MISMATCH, EXIT_OK, FAMILIES};
 
 #[derive(Args)]
 pub struct HashArgs {
@@ -48,10 +49,10 @@ pub struct DiffArgs {
     #[arg(long, value_parser = ["teacher", "student"])]
     pub branch_b: Option<String>,
     /// Accept value differences up to atol + rtol * max |A| per tensor (and dtype changes).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_tolerance)]
     pub atol: Option<f64>,
     /// See --atol.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_tolerance)]
     pub rtol: Option<f64>,
 }
 
@@ -77,7 +78,12 @@ fn describe(r: &Reading) -> String {
         ),
         None => "tensors as stored".to_string(),
     };
-    format!("{} ({}, {how})", r.file.display(), r.format.name())
+    Escaped(format_args!(
+        "{} ({}, {how})",
+        r.file.display(),
+        r.format.name()
+    ))
+    .to_string()
 }
 
 pub fn hash(a: HashArgs, ui: Ui) -> anyhow::Result<i32> {
@@ -89,7 +95,7 @@ pub fn hash(a: HashArgs, ui: Ui) -> anyhow::Result<i32> {
     let r = vit_convert::hash(&a.file, &how)?;
     ui.detail(format_args!("{}", describe(&r.reading)));
     for (n, why) in &r.reading.dropped {
-        ui.detail(format_args!("left out {n}: {why}"));
+        ui.detail(format_args!("left out {}: {}", Escaped(n), Escaped(why)));
     }
     ui.json(&r)?;
     let mut out = ui.text();
@@ -132,13 +138,13 @@ pub fn diff(a: DiffArgs, ui: Ui) -> anyhow::Result<i32> {
     writeln!(out, "A: {}", describe(&r.a))?;
     writeln!(out, "B: {}", describe(&r.b))?;
     for n in &r.only_in_a {
-        writeln!(out, "only in A: {n}")?;
+        writeln!(out, "only in A: {}", Escaped(n))?;
     }
     for n in &r.only_in_b {
-        writeln!(out, "only in B: {n}")?;
+        writeln!(out, "only in B: {}", Escaped(n))?;
     }
     for c in &r.changed {
-        let mut line = format!("changed: {}", c.name);
+        let mut line = format!("changed: {}", Escaped(&c.name));
         if c.dtype_a != c.dtype_b {
             line.push_str(&format!("  dtype {} → {}", c.dtype_a, c.dtype_b));
         }

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use vit_convert::text::{escape, Escaped};
 use vit_convert::Inspection;
 
 use super::{Ui, EXIT_OK};
@@ -19,11 +20,11 @@ pub fn run(file: &Path, ui: Ui) -> anyhow::Result<i32> {
 const MAX_NAME_COLUMN: usize = 96;
 
 fn print_table(out: &mut dyn Write, file: &Path, info: &Inspection) -> std::io::Result<()> {
-    writeln!(out, "{}: {}", file.display(), info.format.name())?;
+    writeln!(out, "{}: {}", Escaped(file.display()), info.format.name())?;
     let width = info
         .tensors
         .iter()
-        .map(|t| t.name.len())
+        .map(|t| escape(&t.name).len())
         .max()
         .unwrap_or(4)
         .clamp(4, MAX_NAME_COLUMN);
@@ -37,7 +38,10 @@ fn print_table(out: &mut dyn Write, file: &Path, info: &Inspection) -> std::io::
         writeln!(
             out,
             "{:<width$}  {:<5}  {:<20}  {:>12}",
-            t.name, t.dtype, shape, t.bytes
+            escape(&t.name),
+            t.dtype,
+            shape,
+            t.bytes
         )?;
     }
     writeln!(
@@ -48,10 +52,10 @@ fn print_table(out: &mut dyn Write, file: &Path, info: &Inspection) -> std::io::
         info.bytes
     )?;
     for (k, v) in &info.metadata {
-        writeln!(out, "metadata {k}: {v}")?;
+        writeln!(out, "metadata {}: {}", Escaped(k), Escaped(v))?;
     }
     for n in &info.notes {
-        writeln!(out, "note: {n}")?;
+        writeln!(out, "note: {}", Escaped(n))?;
     }
     Ok(())
 }

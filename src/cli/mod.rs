@@ -4,6 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, Subcommand};
+use vit_convert::text::{escape_keeping_newlines, Escaped};
 
 mod convert;
 mod forward;
@@ -26,6 +27,15 @@ macro_rules! exit_codes {
     () => {
         "Exit codes: 0 ok, 1 error, 2 usage, 3 verification mismatch (verify) / checkpoints differ (diff)."
     };
+}
+
+/// A tolerance: finite and not negative (`inf`, `nan` or `-1` would make any output pass or none).
+pub(crate) fn parse_tolerance(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not a finite number >= 0")),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Source families `--from` accepts (`auto` detects).
@@ -102,7 +112,8 @@ enum Command {
         "Example:\n",
         "  vit-convert verify out/ --input x.npy --expected logits_timm.npy --json\n",
         "\n",
-        "Passes when max |got - expected| <= atol + rtol * max |expected|.\n",
+        "Passes when max |got - expected| <= atol + rtol * max |expected| and every value is finite;\n",
+        "a NaN or Inf on either side fails (3), an empty batch or a shape mismatch is an error (1).\n",
         exit_codes!()
     ))]
     Verify(forward::VerifyArgs),
@@ -168,12 +179,15 @@ pub struct Ui {
 }
 
 impl Ui {
-    /// Where text output goes: stdout, or nowhere with `--quiet` or `--json`.
+    /// Where text output goes: stdout, or nowhere with `--quiet` or `--json`. No control
+    /// character but the newline ever reaches it (ESC, CR, NUL, U+2028 … are escaped); names,
+    /// paths and labels from files go through [`Escaped`] where they are formatted, so that an
+    /// embedded newline cannot start a line of its own either.
     pub fn text(&self) -> Box<dyn Write> {
         if self.quiet || self.json {
             Box::new(std::io::sink())
         } else {
-            Box::new(std::io::stdout().lock())
+            Box::new(LineSafe(std::io::stdout().lock()))
         }
     }
 
@@ -187,11 +201,27 @@ impl Ui {
         Ok(())
     }
 
-    /// A line on stderr for `-v`.
+    /// A line on stderr for `-v` (escaped: always one line).
     pub fn detail(&self, line: std::fmt::Arguments) {
         if self.verbose > 0 && !self.quiet {
-            eprintln!("{line}");
+            eprintln!("{}", Escaped(line));
         }
+    }
+}
+
+/// A writer that escapes every control character except the newline (see [`Ui::text`]).
+struct LineSafe<W: Write>(W);
+
+impl<W: Write> Write for LineSafe<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        self.0
+            .write_all(escape_keeping_newlines(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -297,7 +327,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 /// With `-v`: the message, then one `caused by:` line per cause, then the crate error's kind.
 fn print_error(e: &anyhow::Error, verbose: u8) {
     let mut stderr = std::io::stderr().lock();
-    let causes: Vec<String> = e.chain().map(ToString::to_string).collect();
+    // Every cause escaped (the crate's errors already are; the CLI's own messages embed paths):
+    // one line means one line.
+    let causes: Vec<String> = e.chain().map(|c| Escaped(c).to_string()).collect();
     if verbose == 0 {
         let mut line = String::new();
         for c in &causes {
@@ -326,12 +358,13 @@ fn print_error(e: &anyhow::Error, verbose: u8) {
         .chain()
         .find_map(|c| c.downcast_ref::<vit_convert::Error>())
     {
-        let _ = writeln!(stderr, "  kind: {:?}", err.kind());
+        let kind = format!("{:?}", err.kind());
+        let _ = writeln!(stderr, "  kind: {}", Escaped(&kind));
         if let Some(p) = err.path() {
-            let _ = writeln!(stderr, "  file: {}", p.display());
+            let _ = writeln!(stderr, "  file: {}", Escaped(p.display()));
         }
         if let Some(t) = err.tensor() {
-            let _ = writeln!(stderr, "  tensor: {t}");
+            let _ = writeln!(stderr, "  tensor: {}", Escaped(t));
         }
     }
 }

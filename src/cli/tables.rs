@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
+use vit_convert::text::{escape, Escaped};
 use vit_convert::MappingTable;
 
 use super::{Ui, EXIT_OK};
@@ -63,9 +64,9 @@ pub fn run(a: TablesArgs, ui: Ui) -> anyhow::Result<i32> {
         writeln!(
             out,
             "{}: table `{}` ({}), {} rules: ok",
-            path.display(),
-            t.id(),
-            t.families().join(", "),
+            Escaped(path.display()),
+            Escaped(t.id()),
+            Escaped(t.families().join(", ")),
             t.rule_count()
         )?;
         return Ok(EXIT_OK);
@@ -78,14 +79,23 @@ pub fn run(a: TablesArgs, ui: Ui) -> anyhow::Result<i32> {
     let w_f = fams.iter().map(String::len).max().unwrap_or(8).max(8);
     writeln!(out, "{:<w_id$}  {:<w_f$}  description", "id", "families")?;
     for (t, f) in listed.iter().zip(&fams) {
-        writeln!(out, "{:<w_id$}  {:<w_f$}  {}", t.id, f, t.description)?;
+        writeln!(
+            out,
+            "{:<w_id$}  {:<w_f$}  {}",
+            escape(t.id),
+            escape(f),
+            Escaped(t.description)
+        )?;
     }
     if ui.verbose > 0 {
         for t in &listed {
             writeln!(
                 out,
                 "{}: {} ({} rules, sha256 {})",
-                t.id, t.file, t.rules, t.sha256
+                Escaped(t.id),
+                Escaped(t.file),
+                t.rules,
+                t.sha256
             )?;
         }
     }

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::TensorSource;
-use crate::tensor::{cast_float, DType, Tensor};
+use crate::tensor::{cast_float_checked, DType, Tensor};
 
 /// Where one parameter's values live.
 enum Param {
@@ -58,7 +58,8 @@ fn to_f32(name: &str, t: Tensor<'_>) -> Result<Vec<f32>> {
         })
         .with_tensor(name));
     }
-    let t = cast_float(t, DType::F32);
+    // An f64 weight beyond the f32 range would silently become ±Inf: refused, naming the tensor.
+    let (t, _) = cast_float_checked(t, DType::F32, false).map_err(|e| e.with_tensor(name))?;
     Ok(t.data
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4])))

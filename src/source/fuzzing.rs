@@ -99,3 +99,110 @@ pub fn inspect(data: &[u8]) {
         read_every_tensor(src.as_ref());
     }
 }
+
+/// `verify`'s comparison: arbitrary f32 values (or f64 `.npy` bytes), shapes and tolerances
+/// through [`crate::verify::compare`], checking its promise: a pass means at least one value was
+/// compared, every value on both sides is finite, the bound is finite and every difference lies
+/// within it. When the bytes after the first parse as a `.npy`, they go through
+/// `Array::read_npy`'s parsing too (an f64 value beyond the f32 range is an error, never ±Inf).
+pub fn verify_compare(data: &[u8]) {
+    use crate::verify::{Array, Tolerance};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode & 0x80 != 0 {
+        if let Ok(src) = crate::source::open_bytes(FileBytes::from_vec(rest.to_vec())) {
+            if let Ok(a) = Array::from_npy_source(src.as_ref()) {
+                assert_eq!(
+                    crate::tensor::checked_numel(&a.shape),
+                    Some(a.data.len()),
+                    "array length"
+                );
+                let finite_source = src.tensors().first().is_some_and(|t| {
+                    src.read(&t.name).is_ok_and(|t| {
+                        t.dtype != crate::tensor::DType::F64
+                            || t.data.chunks_exact(8).all(|c| {
+                                let v = f64::from_le_bytes([
+                                    c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+                                ]);
+                                !v.is_finite() || v.abs() <= f64::from(f32::MAX) * 1.000_000_1
+                            })
+                    })
+                });
+                assert!(finite_source, "an f64 beyond the f32 range was read");
+                let got: Vec<f32> = a.data.iter().map(|v| v * 1.000_001).collect();
+                check_compare(&got, &a.data, &a.shape, Tolerance::default());
+            }
+        }
+        return;
+    }
+    // Tolerances from a small table of edge values, then 4-byte values split between the sides.
+    const TOLS: [f64; 8] = [0.0, 1e-6, 1e-5, 1e-4, 1.0, 1e30, 1e300, f64::MAX];
+    let tol = Tolerance {
+        atol: TOLS[usize::from(mode & 7)],
+        rtol: TOLS[usize::from((mode >> 3) & 7)],
+    };
+    let values: Vec<f32> = rest
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let half = values.len() / 2;
+    let (got, expected) = values.split_at(half);
+    let expected = &expected[..half];
+    let shape = if mode & 0x40 != 0 && half > 0 {
+        vec![1, half]
+    } else {
+        vec![half]
+    };
+    check_compare(got, expected, &shape, tol);
+}
+
+/// Runs [`crate::verify::compare`] and asserts that a pass was proven.
+fn check_compare(got: &[f32], expected: &[f32], shape: &[usize], tol: crate::verify::Tolerance) {
+    if let Ok(r) = crate::verify::compare(got, expected, shape, tol) {
+        crate::verify::assert_pass_is_proven(got, expected, tol, &r);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A smoke run of `verify_compare` over pseudo-random bytes and a few `.npy` arrays (the
+    /// fuzz target runs it for real).
+    #[test]
+    fn verify_compare_holds_on_random_and_npy_inputs() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..5000 {
+            let len = (next() % 64) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            super::verify_compare(&bytes);
+        }
+        for values in [
+            vec![1.0f64, -2.0, 3.5],
+            vec![1e39, 0.0],
+            vec![f64::INFINITY, f64::NAN],
+            vec![],
+        ] {
+            let mut head = format!(
+                "{{'descr': '<f8', 'fortran_order': False, 'shape': ({},), }}",
+                values.len()
+            )
+            .into_bytes();
+            while (10 + head.len() + 1) % 64 != 0 {
+                head.push(b' ');
+            }
+            head.push(b'\n');
+            let mut npy = vec![0x80];
+            npy.extend_from_slice(b"\x93NUMPY\x01\x00");
+            npy.extend_from_slice(&(head.len() as u16).to_le_bytes());
+            npy.extend(head);
+            npy.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+            super::verify_compare(&npy);
+        }
+    }
+}

@@ -30,8 +30,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::TensorSource;
-use crate::tensor::{cast_float, checked_byte_len, DType};
+use crate::tensor::{cast_float_checked, checked_byte_len, DType};
 
+pub(crate) mod cast;
 pub(crate) mod flax;
 pub(crate) mod npz;
 mod staged;
@@ -350,7 +351,8 @@ impl WriteItem {
 /// Writes a safetensors file, streaming one tensor at a time from `src`. Tensors are sorted by
 /// name; the header is padded with spaces to a multiple of 8; the bytes are deterministic.
 ///
-/// `dtype` converts floating-point tensors (integers are kept). Returns the file's size.
+/// `dtype` converts floating-point tensors (integers are kept); a cast that would turn finite
+/// values into ±Inf is refused ([`ErrorKind::CastOverflow`]). Returns the file's size.
 ///
 /// ```
 /// use std::collections::BTreeMap;
@@ -497,7 +499,8 @@ pub(crate) fn stage_safetensors(
         let t = src
             .read(&it.source)
             .map_err(|e| e.with_tensor(it.source.clone()))?;
-        let t = cast_float(t, out_dtype);
+        let (t, _) = cast_float_checked(t, out_dtype, false)
+            .map_err(|e| e.with_tensor(it.source.clone()))?;
         if t.data.len() as u64 != len {
             return Err(Error::from(ErrorKind::InvalidLayout {
                 reason: format!("read {} bytes, expected {len}", t.data.len()),
@@ -551,7 +554,11 @@ pub(crate) fn read_item<'s>(
         .read(&it.source)
         .map_err(|e| e.with_tensor(it.source.clone()))?;
     let t = match dtype {
-        Some(d) => cast_float(t, d),
+        Some(d) => {
+            cast_float_checked(t, d, false)
+                .map_err(|e| e.with_tensor(it.source.clone()))?
+                .0
+        }
         None => t,
     };
     if checked_byte_len(t.dtype, &t.shape) != Some(t.data.len()) {

@@ -11,8 +11,11 @@ mod inputs;
 #[path = "../common/msgpack.rs"]
 mod msgpack;
 mod output;
+mod overflow;
 #[cfg(unix)]
 mod special;
+mod text;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
