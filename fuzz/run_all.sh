@@ -16,7 +16,7 @@ cd "$(dirname "$0")"
 secs=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(pickle torch_zip torch_legacy npy npz safetensors flax mapping_table inspect)
+[ ${#targets[@]} -gt 0 ] || targets=(pickle torch_zip torch_legacy npy npz safetensors flax mapping_table inspect verify_compare)
 bin=target/x86_64-unknown-linux-gnu/release
 mkdir -p logs
 failed=0

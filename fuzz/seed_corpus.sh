@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 root=..
 corpus=corpus
 mkdir -p "$corpus"
-for t in pickle torch_zip torch_legacy npy npz safetensors flax mapping_table inspect; do
+for t in pickle torch_zip torch_legacy npy npz safetensors flax mapping_table inspect verify_compare; do
   mkdir -p "$corpus/$t"
 done
 
@@ -62,6 +62,16 @@ done < <(find "$root/fixtures" -type f \( -name '*.pth' -o -name '*.pt' -o -name
 
 for f in "$root"/mappings/*.toml; do add mapping_table "$f"; done
 
+# verify_compare: a mode byte, then f32 values split between the sides (mode < 0x80), or a
+# `.npy` read as an expected array (mode with the high bit set).
+n=0
+while IFS= read -r -d '' f; do
+  [ "$(stat -c %s "$f")" -le 65536 ] || continue
+  { printf '\x80'; cat "$f"; } > "$tmp/vc" && add verify_compare "$tmp/vc"
+  { printf '\x49'; head -c 4096 "$f" | tail -c 512; } > "$tmp/vc" && add verify_compare "$tmp/vc"
+  n=$((n + 1)); [ $n -lt 24 ] || break
+done < <(find "$root/fixtures" -path '*io*' -name '*.npy' -print0 | sort -z)
+
 # Hand-built seeds for structure the fixtures lack in a small file (fuzz/seeds/<target>/:
 # e.g. a chunked Flax array; the Flax fixtures holding one are over the size cap above).
 for d in seeds/*/; do
@@ -69,6 +79,6 @@ for d in seeds/*/; do
   for f in "$d"*; do add "$t" "$f"; add inspect "$f"; done
 done
 
-for t in pickle torch_zip torch_legacy npy npz safetensors flax mapping_table inspect; do
+for t in pickle torch_zip torch_legacy npy npz safetensors flax mapping_table inspect verify_compare; do
   printf '%-14s %4d seeds\n' "$t" "$(find "$corpus/$t" -type f | wc -l)"
 done
