@@ -10,12 +10,13 @@
 //! [`Model::set_threads`] threads (default: one per available core), and the activation
 //! buffers are allocated once per call.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use ndarray::{concatenate, s, Array2, Array3, ArrayView1, ArrayView2, ArrayView4, Axis};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{disk_name, Architecture, ViTConfig};
+use crate::model::{self, disk_name, Architecture, ViTConfig};
 use crate::progress::{NoProgress, Progress, Stage};
 use crate::source::{self, TensorSource};
 
@@ -123,6 +124,8 @@ struct Loader<'a> {
     src: &'a dyn TensorSource,
     arch: Architecture,
     weights: Weights,
+    /// Names of the tensors the model uses.
+    used: BTreeSet<String>,
 }
 
 impl Loader<'_> {
@@ -131,6 +134,119 @@ impl Loader<'_> {
         [disk, canonical.to_string()]
             .into_iter()
             .find(|n| self.src.info(n).is_some())
+    }
+
+    /// The shape of a canonical tensor, when the source holds it.
+    fn shape(&self, canonical: &str) -> Option<Vec<usize>> {
+        self.name(canonical)
+            .and_then(|n| self.src.info(&n))
+            .map(|i| i.shape.clone())
+    }
+
+    /// Checks every size in `config` against the shapes of the tensors present, before any of
+    /// them sizes an allocation; returns the position-embedding rows.
+    fn check(&self, config: &ViTConfig) -> Result<usize> {
+        let cfg_err = |reason: String| -> Error { ErrorKind::Config { reason }.into() };
+        let patch = "embeddings.patch_embeddings.projection.weight";
+        let shape = self.shape(patch).ok_or_else(|| ErrorKind::TensorNotFound {
+            name: disk_name(self.arch, patch),
+        })?;
+        let [d, c, ph, pw] = shape[..] else {
+            return Err(cfg_err(format!(
+                "{patch} has shape {shape:?}, expected [hidden_size, num_channels, patch_size, patch_size]"
+            )));
+        };
+        if d == 0 || c == 0 || ph == 0 || pw == 0 {
+            return Err(cfg_err(format!(
+                "zero-sized patch embedding kernel {shape:?}"
+            )));
+        }
+        for (field, config, tensors) in [
+            ("hidden_size", config.hidden_size, d),
+            ("num_channels", config.num_channels, c),
+            ("patch_size", config.patch_size, ph),
+            ("patch_size", config.patch_size, pw),
+            ("num_hidden_layers", config.num_hidden_layers, self.layers()),
+        ] {
+            if config != tensors {
+                return Err(model::mismatch(field, config, tensors));
+            }
+        }
+        if config.num_hidden_layers > 0 {
+            let fc1 = "encoder.layer.0.intermediate.dense.weight";
+            let m = self
+                .shape(fc1)
+                .and_then(|s| s.first().copied())
+                .ok_or_else(|| ErrorKind::TensorNotFound {
+                    name: disk_name(self.arch, fc1),
+                })?;
+            if config.intermediate_size != m {
+                return Err(model::mismatch(
+                    "intermediate_size",
+                    config.intermediate_size,
+                    m,
+                ));
+            }
+        }
+        let bias = self
+            .name("encoder.layer.0.attention.attention.query.bias")
+            .is_some();
+        if config.num_hidden_layers > 0 && bias != config.qkv_bias {
+            return Err(model::mismatch(
+                "qkv_bias",
+                usize::from(config.qkv_bias),
+                usize::from(bias),
+            ));
+        }
+        match self.arch {
+            Architecture::ViTForImageClassification
+            | Architecture::DeiTForImageClassificationWithTeacher => {
+                let k = self
+                    .shape("classifier.weight")
+                    .and_then(|s| s.first().copied())
+                    .ok_or_else(|| ErrorKind::TensorNotFound {
+                        name: disk_name(self.arch, "classifier.weight"),
+                    })?;
+                if config.num_labels() != k {
+                    return Err(model::mismatch("id2label", config.num_labels(), k));
+                }
+            }
+            _ => {}
+        }
+        let pos = "embeddings.position_embeddings";
+        let rows = match self.shape(pos).as_deref() {
+            Some(&[1, rows, dd]) if dd == d => rows,
+            Some(other) => {
+                return Err(cfg_err(format!(
+                    "{pos} has shape {other:?}, expected [1, tokens, {d}]"
+                )))
+            }
+            None => {
+                return Err(ErrorKind::TensorNotFound {
+                    name: disk_name(self.arch, pos),
+                }
+                .into())
+            }
+        };
+        model::check_positions(config, rows)?;
+        Ok(rows)
+    }
+
+    /// The number of encoder layers the source holds tensors for: one past the highest
+    /// `encoder.layer.{i}` index (gaps are found when the layers are read).
+    fn layers(&self) -> usize {
+        let prefix = self.arch.prefix();
+        self.src
+            .tensors()
+            .iter()
+            .filter_map(|t| {
+                let name = t.name.strip_prefix(prefix).unwrap_or(&t.name);
+                let rest = name.strip_prefix("encoder.layer.")?;
+                let (i, _) = rest.split_once('.')?;
+                i.parse::<usize>().ok()
+            })
+            .max()
+            .map_or(0, |i| i.saturating_add(1))
     }
 
     fn param(&mut self, canonical: &str, shape: &[usize]) -> Result<P> {
@@ -143,6 +259,7 @@ impl Loader<'_> {
             .src
             .read(&name)
             .map_err(|e| e.with_tensor(name.clone()))?;
+        self.used.insert(name.clone());
         if t.shape != shape {
             return Err(Error::from(ErrorKind::Config {
                 reason: format!("{name} has shape {:?}, config implies {shape:?}", t.shape),
@@ -299,33 +416,13 @@ impl Model {
             src,
             arch: config.architecture,
             weights,
+            used: BTreeSet::new(),
         };
+        let pos_rows = l.check(&config)?;
         let d = config.hidden_size;
         let m = config.intermediate_size;
         let p = config.patch_size;
         let c = config.num_channels;
-        if config.num_attention_heads == 0 || d % config.num_attention_heads != 0 || p == 0 {
-            return Err(ErrorKind::Config {
-                reason: format!(
-                    "hidden_size {d} is not divisible by num_attention_heads {} (or patch_size is 0)",
-                    config.num_attention_heads
-                ),
-            }
-            .into());
-        }
-        let pos_rows = l
-            .name("embeddings.position_embeddings")
-            .and_then(|n| src.info(&n))
-            .and_then(|i| i.shape.get(1).copied())
-            .ok_or_else(|| ErrorKind::TensorNotFound {
-                name: "embeddings.position_embeddings".into(),
-            })?;
-        if pos_rows < config.architecture.prefix_tokens() {
-            return Err(ErrorKind::Config {
-                reason: format!("{pos_rows} position embeddings leave no room for patches"),
-            }
-            .into());
-        }
         let cls = l.param("embeddings.cls_token", &[1, 1, d])?;
         let dist = if config.architecture.prefix_tokens() == 2 {
             Some(l.param("embeddings.distillation_token", &[1, 1, d])?)
@@ -340,7 +437,7 @@ impl Model {
             )?,
             b: Some(l.param("embeddings.patch_embeddings.projection.bias", &[d])?),
             out: d,
-            inp: c * p * p,
+            inp: c.saturating_mul(p).saturating_mul(p),
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
@@ -378,6 +475,18 @@ impl Model {
             ],
             _ => Vec::new(),
         };
+        // Every tensor must have its place: a config that leaves some out (fewer layers, no
+        // head) would silently compute another model.
+        if let Some(unused) = src.tensors().iter().find(|t| !l.used.contains(&t.name)) {
+            return Err(ErrorKind::Config {
+                reason: format!(
+                    "tensor {} has no place in a {} with this config",
+                    unused.name,
+                    config.architecture.name()
+                ),
+            }
+            .into());
+        }
         let mut model = Model {
             config,
             weights: l.weights,
