@@ -628,6 +628,7 @@ impl Model {
         progress: &dyn Progress,
     ) -> Result<ForwardOutput> {
         source::limits::check_forward_tokens(&self.config, pixels.dim())?;
+        source::limits::check_forward_bytes(&self.config, pixels.dim())?;
         let w = self.weights.resolve()?;
         match &self.pool {
             Some(pool) => pool.install(|| self.run(&w, pixels, opts, progress)),

@@ -89,6 +89,15 @@ pub struct Limits {
     /// (hidden size 1, patch size 1) or a large input with `--interpolate-pos-encoding` could
     /// otherwise ask for terabytes.
     pub forward_tokens: usize,
+    /// Most bytes preprocessing one image may allocate (`--image`): the resize's intermediate
+    /// and result, the center crop and the float32 output, computed from the image and
+    /// `preprocessor_config.json` before any of them is allocated — a 1×1 PNG with a config
+    /// asking for a 13 376² resize would otherwise take gigabytes.
+    pub preprocess_bytes: usize,
+    /// Most bytes of activations one forward pass may allocate (patches, embeddings, the
+    /// per-layer buffers: batch × tokens × hidden size and intermediate size, in float32),
+    /// checked before any is allocated.
+    pub forward_bytes: usize,
 }
 
 /// A deflated npz member may always inflate to this many bytes, whatever its ratio.
@@ -119,6 +128,8 @@ const FIELDS: &[(&str, Setter)] = &[
     ("CONFIG_FILE_BYTES", |l| &mut l.config_file_bytes),
     ("TABLE_FILE_BYTES", |l| &mut l.table_file_bytes),
     ("FORWARD_TOKENS", |l| &mut l.forward_tokens),
+    ("PREPROCESS_BYTES", |l| &mut l.preprocess_bytes),
+    ("FORWARD_BYTES", |l| &mut l.forward_bytes),
 ];
 
 /// The budget names [`ErrorKind::BudgetExceeded`] reports, and the field each is a limit of.
@@ -142,6 +153,8 @@ const BUDGETS: &[(&str, &str)] = &[
     ("config file bytes", "CONFIG_FILE_BYTES"),
     ("table file bytes", "TABLE_FILE_BYTES"),
     ("forward tokens", "FORWARD_TOKENS"),
+    ("preprocess bytes", "PREPROCESS_BYTES"),
+    ("forward bytes", "FORWARD_BYTES"),
 ];
 
 static CURRENT: RwLock<Limits> = RwLock::new(Limits::DEFAULT);
@@ -168,6 +181,8 @@ impl Limits {
         config_file_bytes: 16 << 20,
         table_file_bytes: 1 << 20,
         forward_tokens: 1 << 13,
+        preprocess_bytes: 256 << 20,
+        forward_bytes: 1 << 31,
     };
 
     /// The limits in force for this process ([`Limits::DEFAULT`] unless [`Limits::set`] changed
@@ -306,6 +321,44 @@ pub(crate) fn check_forward_tokens(
     if tokens > limit {
         return Err(ErrorKind::BudgetExceeded {
             budget: "forward tokens",
+            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            offset: 0,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Checks the activation memory a forward pass of `config` on a `[B, C, H, W]` batch allocates
+/// (float32 patches, embeddings, eight `[B·T, hidden]` buffers and one `[B·T, intermediate]`)
+/// against [`Limits::forward_bytes`], with checked arithmetic.
+///
+/// # Errors
+/// [`ErrorKind::BudgetExceeded`] (`forward bytes`; offset 0).
+pub(crate) fn check_forward_bytes(
+    config: &crate::model::ViTConfig,
+    (b, c, h, w): (usize, usize, usize, usize),
+) -> Result<()> {
+    let limit = Limits::current().forward_bytes;
+    let p = config.patch_size.max(1);
+    let d = config.hidden_size;
+    let bytes = (|| {
+        let patches = (h / p).checked_mul(w / p)?.checked_mul(b)?;
+        let rows = (h / p)
+            .checked_mul(w / p)?
+            .checked_add(config.architecture.prefix_tokens())?
+            .checked_mul(b)?;
+        let patch_values = patches.checked_mul(c.checked_mul(p)?.checked_mul(p)?)?;
+        let emb = patches.checked_mul(d)?;
+        let per_row = d.checked_mul(8)?.checked_add(config.intermediate_size)?;
+        patch_values
+            .checked_add(emb)?
+            .checked_add(rows.checked_mul(per_row)?)?
+            .checked_mul(4)
+    })();
+    if bytes.map_or(true, |n| n > limit) {
+        return Err(ErrorKind::BudgetExceeded {
+            budget: "forward bytes",
             limit: u64::try_from(limit).unwrap_or(u64::MAX),
             offset: 0,
         }
