@@ -845,7 +845,7 @@ mod tests {
             })
         );
         let bit = PreprocessorConfig::from_json(
-            &json!({"image_processor_type": "BitImageProcessor", "size": 32}),
+            &json!({"image_processor_type": "BitImageProcessor", "size": 32, "crop_size": 32}),
         )
         .unwrap();
         assert_eq!(bit.resize, Some(ResizeTo::ShortestEdge(32)));
