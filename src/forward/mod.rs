@@ -22,6 +22,8 @@ use crate::source::{self, TensorSource};
 
 pub(crate) mod interp;
 pub(crate) mod ops;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod tiny;
 mod weights;
 
 pub use interp::PosInterp;
@@ -376,6 +378,16 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Parses the text of a model folder's `config.json`, as [`Model::load`] does.
+pub(crate) fn parse_config(text: &str) -> Result<ViTConfig> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        Error::from(ErrorKind::Config {
+            reason: e.to_string(),
+        })
+    })?;
+    ViTConfig::from_json(&v)
+}
+
 impl Model {
     /// Loads `model.safetensors` and `config.json` from a folder written by `convert`
     /// (or by transformers' `save_pretrained`). f32 weights stay in the memory-mapped file and
@@ -386,13 +398,7 @@ impl Model {
     pub fn load(dir: &Path) -> Result<Model> {
         let cfg_path = dir.join("config.json");
         let text = source::limits::read_config_file(&cfg_path)?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            Error::from(ErrorKind::Config {
-                reason: e.to_string(),
-            })
-            .with_path(&cfg_path)
-        })?;
-        let config = ViTConfig::from_json(&v).map_err(|e| e.with_path(&cfg_path))?;
+        let config = parse_config(&text).map_err(|e| e.with_path(&cfg_path))?;
         let weights = dir.join("model.safetensors");
         let src = source::open(&weights)?;
         let mut model = Model::build(src.as_ref(), config, Weights::new(true))

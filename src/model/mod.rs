@@ -276,13 +276,28 @@ impl ViTConfig {
                 None | Some(Value::Null) => 3,
                 Some(_) => uint("num_channels")?,
             },
-            qkv_bias: obj.get("qkv_bias").and_then(Value::as_bool).unwrap_or(true),
+            qkv_bias: match obj.get("qkv_bias") {
+                None | Some(Value::Null) => true,
+                Some(v) => v.as_bool().ok_or_else(|| {
+                    cfg_err(format!(
+                        "field `qkv_bias` must be true or false, got {}",
+                        short(v)
+                    ))
+                })?,
+            },
             layer_norm_eps,
-            hidden_act: obj
-                .get("hidden_act")
-                .and_then(Value::as_str)
-                .unwrap_or("gelu")
-                .to_string(),
+            hidden_act: match obj.get("hidden_act") {
+                None | Some(Value::Null) => "gelu".to_string(),
+                Some(v) => v
+                    .as_str()
+                    .ok_or_else(|| {
+                        cfg_err(format!(
+                            "field `hidden_act` must be a string, got {}",
+                            short(v)
+                        ))
+                    })?
+                    .to_string(),
+            },
             id2label,
             pooler_output_size: Some(pooler),
             dtype: obj
@@ -678,6 +693,13 @@ fn apply_user_config(
     user: &Map<String, Value>,
     notes: &mut InferenceNotes,
 ) -> Result<()> {
+    // A null field is as good as absent.
+    let user: Map<String, Value> = user
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let user = &user;
     let check_usize =
         |key: &'static str, slot: &mut usize, inferred_from_tensors: bool| -> Result<()> {
             if let Some(v) = user.get(key) {
@@ -706,6 +728,21 @@ fn apply_user_config(
     check_usize("image_size", &mut cfg.image_size, false)?;
     if let Some(v) = user.get("layer_norm_eps") {
         cfg.layer_norm_eps = eps_value(v, "--config: ")?;
+    }
+    if let Some(v) = user.get("qkv_bias") {
+        let b = v.as_bool().ok_or_else(|| {
+            cfg_err(format!(
+                "--config: `qkv_bias` must be true or false, got {}",
+                short(v)
+            ))
+        })?;
+        if b != cfg.qkv_bias {
+            return Err(mismatch(
+                "qkv_bias",
+                usize::from(b),
+                usize::from(cfg.qkv_bias),
+            ));
+        }
     }
     if let Some(v) = user.get("hidden_act") {
         cfg.hidden_act = v
