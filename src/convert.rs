@@ -303,6 +303,7 @@ fn merge_sidecar_config(input: &Path, o: &mut ConfigOverrides, arch: Architectur
         "hidden_size",
         "num_hidden_layers",
         "intermediate_size",
+        "patch_size",
         "num_channels",
         "qkv_bias",
     ];

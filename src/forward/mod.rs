@@ -22,6 +22,8 @@ use crate::source::{self, TensorSource};
 
 pub(crate) mod interp;
 pub(crate) mod ops;
+#[cfg(test)]
+mod side_props;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) mod tiny;
 mod weights;

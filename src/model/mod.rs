@@ -558,12 +558,23 @@ pub(crate) fn infer_config(
         .ok_or_else(|| cfg_err(format!("position embeddings have only {rows} rows")))?;
     let image_size = square_root(patches).and_then(|grid| grid.checked_mul(ph));
     let qkv_bias = get("encoder.layer.0.attention.attention.query.bias").is_some();
-    let config_heads = overrides
+    let config_heads = match overrides
         .config
         .as_ref()
         .and_then(|c| c.get("num_attention_heads"))
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|h| usize::try_from(h).ok());
+    {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|h| usize::try_from(h).ok())
+                .ok_or_else(|| {
+                    cfg_err(format!(
+                        "--config: `num_attention_heads` must be a non-negative integer, got {}",
+                        short(v)
+                    ))
+                })?,
+        ),
+    };
     let heads = match (heads_from_table, overrides.num_heads.or(config_heads)) {
         (Some(h), Some(o)) if h != o => {
             return Err(cfg_err(format!(
@@ -590,7 +601,7 @@ pub(crate) fn infer_config(
         (None, None) => {
             if d % 64 != 0 || d == 0 {
                 return Err(cfg_err(format!(
-                    "cannot infer the head count: hidden size {d} is not a multiple of 64; pass --num-heads"
+                    "cannot infer the head count (num_attention_heads): hidden size {d} is not a multiple of 64; pass --num-heads"
                 )));
             }
             notes.notes.push(format!(
@@ -602,7 +613,7 @@ pub(crate) fn infer_config(
     };
     if heads == 0 || d % heads != 0 {
         return Err(cfg_err(format!(
-            "hidden size {d} is not divisible by {heads} heads"
+            "hidden_size {d} is not divisible by num_attention_heads {heads}"
         )));
     }
     let head_name = match arch {
@@ -703,15 +714,18 @@ fn apply_user_config(
     let check_usize =
         |key: &'static str, slot: &mut usize, inferred_from_tensors: bool| -> Result<()> {
             if let Some(v) = user.get(key) {
-                let x = v
-                    .as_u64()
-                    .and_then(|x| usize::try_from(x).ok())
-                    .ok_or_else(|| {
-                        cfg_err(format!(
-                            "--config: `{key}` must be a non-negative integer, got {}",
-                            short(v)
-                        ))
-                    })?;
+                // `patch_size` and `image_size` may be written as a square pair `[n, n]`.
+                let x = match v.as_array().map(Vec::as_slice) {
+                    Some([a, b]) if a == b => a.as_u64(),
+                    _ => v.as_u64(),
+                }
+                .and_then(|x| usize::try_from(x).ok())
+                .ok_or_else(|| {
+                    cfg_err(format!(
+                        "--config: `{key}` must be a non-negative integer, got {}",
+                        short(v)
+                    ))
+                })?;
                 if inferred_from_tensors && x != *slot {
                     return Err(mismatch(key, x, *slot));
                 }
