@@ -310,7 +310,7 @@ impl PreprocessorConfig {
         let scale = match self.rescale {
             Some(f) if !f.is_finite() || !((255.0 * f) as f32).is_finite() => {
                 return Err(config_err(format!(
-                    "`rescale_factor` {f} does not give finite float32 pixels"
+                    "`rescale_factor` {f:?} does not give finite float32 pixels"
                 )))
             }
             Some(f) => f.abs(),
@@ -321,18 +321,18 @@ impl PreprocessorConfig {
                 let (m32, s32) = (m as f32, sd as f32);
                 if !m32.is_finite() {
                     return Err(config_err(format!(
-                        "`image_mean` {m} is not a finite float32"
+                        "`image_mean` {m:?} is not a finite float32"
                     )));
                 }
                 if !s32.is_finite() || s32 == 0.0 {
                     return Err(config_err(format!(
-                        "`image_std` {sd} is 0 or not a finite float32"
+                        "`image_std` {sd:?} is 0 or not a finite float32"
                     )));
                 }
                 let largest = (255.0 * scale + f64::from(m32).abs()) / f64::from(s32).abs();
                 if !(largest as f32).is_finite() {
                     return Err(config_err(format!(
-                        "`image_std` {sd} makes normalised pixels overflow float32"
+                        "`image_std` {sd:?} makes normalised pixels overflow float32"
                     )));
                 }
             }

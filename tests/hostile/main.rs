@@ -11,6 +11,7 @@ mod inputs;
 #[path = "../common/msgpack.rs"]
 mod msgpack;
 mod output;
+mod side;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
