@@ -560,7 +560,7 @@ impl Model {
         let cfg = &self.config;
         let p = cfg.patch_size;
         let prefix = cfg.architecture.prefix_tokens();
-        let n_pos = pos.nrows() - prefix;
+        let n_pos = pos.nrows().saturating_sub(prefix);
         let (gh, gw) = (h / p, w / p);
         if !opts.interpolate_pos_encoding {
             if h != cfg.image_size || w != cfg.image_size {
@@ -577,13 +577,11 @@ impl Model {
         if gh * gw == n_pos && h == w {
             return Ok(pos.to_owned());
         }
-        let s = (n_pos as f64).sqrt().round() as usize;
-        if s * s != n_pos {
-            return Err(ErrorKind::Config {
+        let s = model::square_root(n_pos)
+            .filter(|&s| s > 0)
+            .ok_or_else(|| ErrorKind::Config {
                 reason: format!("{n_pos} position rows do not form a square grid"),
-            }
-            .into());
-        }
+            })?;
         if gh == 0 || gw == 0 {
             return Err(ErrorKind::InvalidOption {
                 reason: format!("input {h}x{w} is smaller than one {p}x{p} patch"),

@@ -672,7 +672,7 @@ pub(crate) fn infer_config(
 }
 
 /// `s` when `n == s²`.
-fn square_root(n: usize) -> Option<usize> {
+pub(crate) fn square_root(n: usize) -> Option<usize> {
     // The float root is within one of the integer root for every usize.
     let guess = (n as f64).sqrt() as usize;
     (guess.saturating_sub(1)..=guess.saturating_add(1)).find(|&s| s.checked_mul(s) == Some(n))

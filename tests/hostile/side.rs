@@ -292,7 +292,11 @@ fn convert_checks_config_sizes_beside_the_input_and_in_config_against_the_tensor
     // The same through --config on a timm checkpoint.
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("layers.json");
-    std::fs::write(&cfg, r#"{"num_attention_heads": 2, "num_hidden_layers": 1000000000000}"#).unwrap();
+    std::fs::write(
+        &cfg,
+        r#"{"num_attention_heads": 2, "num_hidden_layers": 1000000000000}"#,
+    )
+    .unwrap();
     let out = bin()
         .args(["--from", "timm"])
         .arg(fixture("convert/timm_vit/source.pth"))
@@ -307,7 +311,11 @@ fn convert_checks_config_sizes_beside_the_input_and_in_config_against_the_tensor
         &["`num_hidden_layers` is 1000000000000, but the weights hold 2"],
     );
     let cfg = dir.path().join("image.json");
-    std::fs::write(&cfg, r#"{"num_attention_heads": 2, "image_size": 9223372036854775800}"#).unwrap();
+    std::fs::write(
+        &cfg,
+        r#"{"num_attention_heads": 2, "image_size": 9223372036854775800}"#,
+    )
+    .unwrap();
     let out = bin()
         .args(["--from", "timm"])
         .arg(fixture("convert/timm_vit/source.pth"))
