@@ -356,7 +356,7 @@ pub(crate) fn check_forward_bytes(
             .checked_add(rows.checked_mul(per_row)?)?
             .checked_mul(4)
     })();
-    if bytes.map_or(true, |n| n > limit) {
+    if bytes.is_none_or(|n| n > limit) {
         return Err(ErrorKind::BudgetExceeded {
             budget: "forward bytes",
             limit: u64::try_from(limit).unwrap_or(u64::MAX),
