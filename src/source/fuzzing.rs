@@ -190,7 +190,7 @@ pub fn side_files(data: &[u8]) {
                     .map(|i| nums.get(i % nums.len().max(1)).copied().unwrap_or(0))
                     .collect();
                 if let Some(rgb) = RgbImage::new(w, h, pixels) {
-                    let transparent = (n(7) & 1 == 1).then(|| [0, 0, 0]);
+                    let transparent = (n(7) & 1 == 1).then_some([0, 0, 0]);
                     let _ = preprocess_image(Decoded { rgb, transparent }, &cfg);
                 }
             }
