@@ -769,7 +769,7 @@ impl Model {
             "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => ops::Activation::GeluTanh,
             other => {
                 return Err(ErrorKind::Config {
-                    reason: format!("unsupported hidden_act `{other}`"),
+                    reason: format!("unsupported hidden_act {other:?}"),
                 }
                 .into())
             }

@@ -239,7 +239,7 @@ impl ViTConfig {
             .and_then(Value::as_str);
         let architecture = match arch_name {
             Some(n) => Architecture::from_name(n)
-                .ok_or_else(|| cfg_err(format!("unsupported architecture `{n}`")))?,
+                .ok_or_else(|| cfg_err(format!("unsupported architecture {n:?}")))?,
             None => match obj.get("model_type").and_then(Value::as_str) {
                 Some("deit") => Architecture::DeiTModel,
                 _ => Architecture::ViTModel,
@@ -451,7 +451,7 @@ fn parse_id2label(m: &Map<String, Value>, origin: &str) -> Result<BTreeMap<usize
             .filter(|&i| i < m.len())
             .ok_or_else(|| {
                 cfg_err(format!(
-                    "{origin}id2label key `{}` is not an index below {}",
+                    "{origin}id2label key {:?} is not an index below {}",
                     k.chars().take(40).collect::<String>(),
                     m.len()
                 ))

@@ -172,7 +172,7 @@ fn absurd_values() -> Vec<(Value, &'static str)> {
         (json!({"num_hidden_layers": null}), "field `num_hidden_layers` is missing"),
         (json!({"layer_norm_eps": -1.0}), "`layer_norm_eps` must be a finite non-negative number"),
         (json!({"qkv_bias": "yes"}), "`qkv_bias` must be true or false"),
-        (json!({"id2label": {"0": "a", "9": "b"}}), "id2label key `9` is not an index below 2"),
+        (json!({"id2label": {"0": "a", "9": "b"}}), "id2label key \"9\" is not an index below 2"),
         (json!({"id2label": [1]}), "`id2label` must be an object"),
     ]
 }
