@@ -213,7 +213,7 @@ impl PreprocessorConfig {
                     .ok_or_else(|| config_err(format!("`{k}` must be true or false, got {v}"))),
                 None => default.ok_or_else(|| {
                     config_err(format!(
-                        "`{k}` is missing and `{ty}` is not a processor type whose defaults are \
+                        "`{k}` is missing and {ty:?} is not a processor type whose defaults are \
                          known (ViT, DeiT, Bit)"
                     ))
                 }),
