@@ -14,7 +14,6 @@ use super::tiny::{tiny_config, tiny_source};
 use super::{ForwardOptions, Model};
 use crate::convert::{convert, ConvertOptions};
 use crate::error::{Error, ErrorKind};
-use crate::source::TensorSource;
 use crate::verify::{verify, Array, Tolerance};
 use crate::write::{write_safetensors, WriteItem};
 
@@ -147,14 +146,7 @@ fn assert_names_a_field(e: &Error, changed: &Map<String, Value>, what: &str) {
 
 fn write_model(dir: &Path, config: &Value) {
     let src = tiny_source();
-    let items: Vec<WriteItem> = src
-        .tensors()
-        .iter()
-        .map(|t| WriteItem {
-            name: t.name.clone(),
-            source: t.name.clone(),
-        })
-        .collect();
+    let items = WriteItem::all(&src);
     write_safetensors(
         &dir.join("model.safetensors"),
         &src,

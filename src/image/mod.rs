@@ -348,17 +348,8 @@ impl PreprocessorConfig {
     /// As [`output_size`]; [`ErrorKind::BudgetExceeded`] (`preprocess bytes`) when the bytes
     /// exceed [`Limits::preprocess_bytes`](crate::Limits::preprocess_bytes).
     pub fn check_budget(&self, height: usize, width: usize) -> Result<(usize, usize)> {
-        let over = || -> Error {
-            let limit = crate::Limits::current().preprocess_bytes;
-            ErrorKind::BudgetExceeded {
-                budget: "preprocess bytes",
-                limit: u64::try_from(limit).unwrap_or(u64::MAX),
-                offset: 0,
-            }
-            .into()
-        };
         let rgb = |h: usize, w: usize| h.checked_mul(w).and_then(|n| n.checked_mul(3));
-        let mut bytes: usize = 0;
+        let mut bytes = Some(0usize);
         let (mut h, mut w) = (height, width);
         if let Some(to) = self.resize {
             let (oh, ow) = output_size(to, h, w)?;
@@ -369,25 +360,18 @@ impl PreprocessorConfig {
             } else {
                 rgb(h, ow)
             };
-            bytes = first
-                .and_then(|f| f.checked_add(rgb(oh, ow)?))
-                .ok_or_else(over)?;
+            bytes = first.and_then(|f| f.checked_add(rgb(oh, ow)?));
             (h, w) = (oh, ow);
         }
         if let Some((ch, cw)) = self.center_crop {
             check_area(ch, cw)?;
-            bytes = rgb(ch, cw)
-                .and_then(|c| bytes.checked_add(c))
-                .ok_or_else(over)?;
+            bytes = bytes.and_then(|b| b.checked_add(rgb(ch, cw)?));
             (h, w) = (ch, cw);
         }
-        bytes = rgb(h, w)
-            .and_then(|n| n.checked_mul(4))
-            .and_then(|f| bytes.checked_add(f))
-            .ok_or_else(over)?;
-        if bytes > crate::Limits::current().preprocess_bytes {
-            return Err(over());
-        }
+        // The float32 output.
+        bytes = bytes.and_then(|b| b.checked_add(rgb(h, w)?.checked_mul(4)?));
+        let limit = crate::Limits::current().preprocess_bytes;
+        crate::source::limits::check_within("preprocess bytes", bytes, limit)?;
         Ok((h, w))
     }
 }

@@ -318,9 +318,15 @@ pub(crate) fn check_forward_tokens(
     let tokens = (h / p)
         .saturating_mul(w / p)
         .saturating_add(config.architecture.prefix_tokens());
-    if tokens > limit {
+    check_within("forward tokens", Some(tokens), limit)
+}
+
+/// [`ErrorKind::BudgetExceeded`] (offset 0) unless `used` is known (computing it did not
+/// overflow) and at most `limit`.
+pub(crate) fn check_within(budget: &'static str, used: Option<usize>, limit: usize) -> Result<()> {
+    if used.is_none_or(|n| n > limit) {
         return Err(ErrorKind::BudgetExceeded {
-            budget: "forward tokens",
+            budget,
             limit: u64::try_from(limit).unwrap_or(u64::MAX),
             offset: 0,
         }
@@ -356,15 +362,7 @@ pub(crate) fn check_forward_bytes(
             .checked_add(rows.checked_mul(per_row)?)?
             .checked_mul(4)
     })();
-    if bytes.is_none_or(|n| n > limit) {
-        return Err(ErrorKind::BudgetExceeded {
-            budget: "forward bytes",
-            limit: u64::try_from(limit).unwrap_or(u64::MAX),
-            offset: 0,
-        }
-        .into());
-    }
-    Ok(())
+    check_within("forward bytes", bytes, limit)
 }
 
 impl Default for Limits {

@@ -10,7 +10,7 @@ use std::process::Output;
 
 use serde_json::{json, Value};
 use vit_convert::forward::Model;
-use vit_convert::{DType, ErrorKind, MemorySource, Tensor, TensorSource, ViTConfig, WriteItem};
+use vit_convert::{DType, ErrorKind, MemorySource, Tensor, ViTConfig, WriteItem};
 
 use crate::bin;
 
@@ -225,14 +225,7 @@ fn a_zero_sized_patch_kernel_is_a_config_error_everywhere() {
     );
     // Through the CLI: forward on the folder, convert from it (hf, with --config).
     let dir = model_dir(&json!({}));
-    let items: Vec<WriteItem> = src
-        .tensors()
-        .iter()
-        .map(|t| WriteItem {
-            name: t.name.clone(),
-            source: t.name.clone(),
-        })
-        .collect();
+    let items = WriteItem::all(&src);
     let weights = dir.path().join("model.safetensors");
     vit_convert::write_safetensors(&weights, &src, &items, None, &BTreeMap::new()).unwrap();
     assert_refused(
@@ -291,41 +284,30 @@ fn convert_checks_config_sizes_beside_the_input_and_in_config_against_the_tensor
     }
     // The same through --config on a timm checkpoint.
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("layers.json");
-    std::fs::write(
-        &cfg,
-        r#"{"num_attention_heads": 2, "num_hidden_layers": 1000000000000}"#,
-    )
-    .unwrap();
-    let out = bin()
-        .args(["--from", "timm"])
-        .arg(fixture("convert/timm_vit/source.pth"))
-        .arg("-o")
-        .arg(dir.path().join("out"))
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_refused(
-        &out,
-        &["`num_hidden_layers` is 1000000000000, but the weights hold 2"],
-    );
-    let cfg = dir.path().join("image.json");
-    std::fs::write(
-        &cfg,
-        r#"{"num_attention_heads": 2, "image_size": 9223372036854775800}"#,
-    )
-    .unwrap();
-    let out = bin()
-        .args(["--from", "timm"])
-        .arg(fixture("convert/timm_vit/source.pth"))
-        .arg("-o")
-        .arg(dir.path().join("out"))
-        .arg("--config")
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_refused(&out, &["image_size 9223372036854775800", "more tokens"]);
+    for (text, needle) in [
+        (
+            r#"{"num_attention_heads": 2, "num_hidden_layers": 1000000000000}"#,
+            "`num_hidden_layers` is 1000000000000, but the weights hold 2",
+        ),
+        (
+            r#"{"num_attention_heads": 2, "image_size": 9223372036854775800}"#,
+            "image_size 9223372036854775800 with patch_size 8 gives more tokens",
+        ),
+    ] {
+        let cfg = dir.path().join("config_option.json");
+        std::fs::write(&cfg, text).unwrap();
+        let out = bin()
+            .args(["--from", "timm"])
+            .arg(fixture("convert/timm_vit/source.pth"))
+            .arg("-o")
+            .arg(dir.path().join("out"))
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_refused(&out, &[needle]);
+        assert!(!dir.path().join("out/model.safetensors").exists());
+    }
 }
 
 /// A valid 1×1 PNG (about 70 bytes).
