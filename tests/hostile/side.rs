@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 
 use serde_json::{json, Value};
@@ -13,12 +13,7 @@ use vit_convert::forward::Model;
 use vit_convert::{DType, ErrorKind, MemorySource, Tensor, ViTConfig, WriteItem};
 
 use crate::bin;
-
-fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(rel)
-}
+use crate::inputs::{assert_refused, fixture};
 
 fn timm_config() -> Value {
     let text = std::fs::read_to_string(fixture("convert/timm_vit/hf/config.json")).unwrap();
@@ -40,18 +35,6 @@ fn model_dir(changes: &Value) -> tempfile::TempDir {
     }
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
     dir
-}
-
-/// Asserts exit 1 and one stderr line holding every one of `needles`, no panic.
-fn assert_refused(out: &Output, needles: &[&str]) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    for n in needles {
-        assert!(stderr.contains(n), "{n:?} not in {stderr}");
-    }
 }
 
 fn forward_npy(dir: &Path) -> Output {
