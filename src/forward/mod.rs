@@ -375,6 +375,18 @@ fn attention(
     )
 }
 
+/// The activation `hidden_act` names.
+fn activation(hidden_act: &str) -> Result<ops::Activation> {
+    match hidden_act {
+        "gelu" => Ok(ops::Activation::GeluErf),
+        "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(ops::Activation::GeluTanh),
+        other => Err(ErrorKind::Config {
+            reason: format!("unsupported hidden_act {other:?}"),
+        }
+        .into()),
+    }
+}
+
 /// Threads used when none are set: one per available core.
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -427,6 +439,7 @@ impl Model {
             used: BTreeSet::new(),
         };
         let pos_rows = l.check(&config)?;
+        activation(&config.hidden_act)?;
         let d = config.hidden_size;
         let m = config.intermediate_size;
         let p = config.patch_size;
@@ -764,16 +777,7 @@ impl Model {
         }
         drop(emb);
 
-        let act = match cfg.hidden_act.as_str() {
-            "gelu" => ops::Activation::GeluErf,
-            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => ops::Activation::GeluTanh,
-            other => {
-                return Err(ErrorKind::Config {
-                    reason: format!("unsupported hidden_act {other:?}"),
-                }
-                .into())
-            }
-        };
+        let act = activation(&cfg.hidden_act)?;
         let heads = cfg.num_attention_heads;
         let mut hn = Array2::<f32>::zeros((rows, d));
         let mut q = Array2::<f32>::zeros((rows, d));

@@ -157,6 +157,8 @@ fn absurd_values() -> Vec<(Value, &'static str)> {
         (json!({"qkv_bias": "yes"}), "`qkv_bias` must be true or false"),
         (json!({"id2label": {"0": "a", "9": "b"}}), "id2label key \"9\" is not an index below 2"),
         (json!({"id2label": [1]}), "`id2label` must be an object"),
+        (json!({"hidden_act": 7}), "`hidden_act` must be a string, got 7"),
+        (json!({"hidden_act": "relu\n"}), "unsupported hidden_act \"relu\\n\""),
     ]
 }
 
