@@ -310,12 +310,20 @@ fn merge_sidecar_config(input: &Path, o: &mut ConfigOverrides, arch: Architectur
     let Some(side) = v.as_object() else {
         return Ok(());
     };
+    // The sizes are checked against the tensors (a disagreement is an error, never a model cut
+    // to fit); the rest fills in what the tensors do not record.
     let keep = [
         "num_attention_heads",
         "layer_norm_eps",
         "hidden_act",
         "id2label",
         "image_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "intermediate_size",
+        "patch_size",
+        "num_channels",
+        "qkv_bias",
     ];
     let mut merged: serde_json::Map<String, serde_json::Value> = side
         .iter()

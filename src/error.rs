@@ -276,6 +276,17 @@ pub enum ErrorKind {
         /// What is wrong.
         reason: String,
     },
+    /// A config value (`config.json`, `--config`) that disagrees with the tensors present: the
+    /// config says `config`, the weights hold `tensors`.
+    #[error("config: `{field}` is {config}, but the weights hold {tensors}")]
+    ConfigMismatch {
+        /// The config field (`num_hidden_layers`, `hidden_size`, …).
+        field: &'static str,
+        /// What the config says.
+        config: u64,
+        /// What the tensors hold.
+        tensors: u64,
+    },
     /// A command-line or API option that does not apply.
     #[error("{reason}")]
     InvalidOption {

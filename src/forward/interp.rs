@@ -33,7 +33,9 @@ fn taps(n_in: usize, n_out: usize, inv_scale: f64) -> Vec<[(usize, f64); 4]> {
             let w = [w2(t + 1.0), w1(t), w1(1.0 - t), w2(2.0 - t)];
             let mut out = [(0usize, 0.0f64); 4];
             for (k, slot) in out.iter_mut().enumerate() {
-                let idx = (i0 as i64 - 1 + k as i64).clamp(0, n_in as i64 - 1) as usize;
+                // An empty axis has no taps to clamp to; its index 0 reads nothing.
+                let last = n_in.saturating_sub(1) as i64;
+                let idx = (i0 as i64 - 1 + k as i64).clamp(0, last) as usize;
                 *slot = (idx, w[k]);
             }
             out
@@ -70,13 +72,15 @@ pub(crate) fn bicubic_grid(
                 for &(ix, wx) in rx {
                     let wgt = wy * wx;
                     let base = (iy * gw_in + ix) * d;
-                    for (a, &v) in acc.iter_mut().zip(&grid[base..base + d]) {
+                    let row = grid.get(base..base + d).unwrap_or(&[]);
+                    for (a, &v) in acc.iter_mut().zip(row) {
                         *a += wgt * f64::from(v);
                     }
                 }
             }
             let o = (oy * gw_out + ox) * d;
-            for (dst, a) in out[o..o + d].iter_mut().zip(&acc) {
+            let dst_row = out.get_mut(o..o + d).unwrap_or(&mut []);
+            for (dst, a) in dst_row.iter_mut().zip(&acc) {
                 *dst = *a as f32;
             }
         }

@@ -10,17 +10,22 @@
 //! [`Model::set_threads`] threads (default: one per available core), and the activation
 //! buffers are allocated once per call.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use ndarray::{concatenate, s, Array2, Array3, ArrayView1, ArrayView2, ArrayView4, Axis};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{disk_name, Architecture, ViTConfig};
+use crate::model::{self, disk_name, Architecture, ViTConfig};
 use crate::progress::{NoProgress, Progress, Stage};
 use crate::source::{self, TensorSource};
 
 pub(crate) mod interp;
 pub(crate) mod ops;
+#[cfg(test)]
+mod side_props;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod tiny;
 mod weights;
 
 pub use interp::PosInterp;
@@ -123,6 +128,8 @@ struct Loader<'a> {
     src: &'a dyn TensorSource,
     arch: Architecture,
     weights: Weights,
+    /// Names of the tensors the model uses.
+    used: BTreeSet<String>,
 }
 
 impl Loader<'_> {
@@ -131,6 +138,119 @@ impl Loader<'_> {
         [disk, canonical.to_string()]
             .into_iter()
             .find(|n| self.src.info(n).is_some())
+    }
+
+    /// The shape of a canonical tensor, when the source holds it.
+    fn shape(&self, canonical: &str) -> Option<Vec<usize>> {
+        self.name(canonical)
+            .and_then(|n| self.src.info(&n))
+            .map(|i| i.shape.clone())
+    }
+
+    /// Checks every size in `config` against the shapes of the tensors present, before any of
+    /// them sizes an allocation; returns the position-embedding rows.
+    fn check(&self, config: &ViTConfig) -> Result<usize> {
+        let cfg_err = |reason: String| -> Error { ErrorKind::Config { reason }.into() };
+        let patch = "embeddings.patch_embeddings.projection.weight";
+        let shape = self.shape(patch).ok_or_else(|| ErrorKind::TensorNotFound {
+            name: disk_name(self.arch, patch),
+        })?;
+        let [d, c, ph, pw] = shape[..] else {
+            return Err(cfg_err(format!(
+                "{patch} has shape {shape:?}, expected [hidden_size, num_channels, patch_size, patch_size]"
+            )));
+        };
+        if d == 0 || c == 0 || ph == 0 || pw == 0 {
+            return Err(cfg_err(format!(
+                "zero-sized patch embedding kernel {shape:?}"
+            )));
+        }
+        for (field, config, tensors) in [
+            ("hidden_size", config.hidden_size, d),
+            ("num_channels", config.num_channels, c),
+            ("patch_size", config.patch_size, ph),
+            ("patch_size", config.patch_size, pw),
+            ("num_hidden_layers", config.num_hidden_layers, self.layers()),
+        ] {
+            if config != tensors {
+                return Err(model::mismatch(field, config, tensors));
+            }
+        }
+        if config.num_hidden_layers > 0 {
+            let fc1 = "encoder.layer.0.intermediate.dense.weight";
+            let m = self
+                .shape(fc1)
+                .and_then(|s| s.first().copied())
+                .ok_or_else(|| ErrorKind::TensorNotFound {
+                    name: disk_name(self.arch, fc1),
+                })?;
+            if config.intermediate_size != m {
+                return Err(model::mismatch(
+                    "intermediate_size",
+                    config.intermediate_size,
+                    m,
+                ));
+            }
+        }
+        let bias = self
+            .name("encoder.layer.0.attention.attention.query.bias")
+            .is_some();
+        if config.num_hidden_layers > 0 && bias != config.qkv_bias {
+            return Err(model::mismatch(
+                "qkv_bias",
+                usize::from(config.qkv_bias),
+                usize::from(bias),
+            ));
+        }
+        match self.arch {
+            Architecture::ViTForImageClassification
+            | Architecture::DeiTForImageClassificationWithTeacher => {
+                let k = self
+                    .shape("classifier.weight")
+                    .and_then(|s| s.first().copied())
+                    .ok_or_else(|| ErrorKind::TensorNotFound {
+                        name: disk_name(self.arch, "classifier.weight"),
+                    })?;
+                if config.num_labels() != k {
+                    return Err(model::mismatch("id2label", config.num_labels(), k));
+                }
+            }
+            _ => {}
+        }
+        let pos = "embeddings.position_embeddings";
+        let rows = match self.shape(pos).as_deref() {
+            Some(&[1, rows, dd]) if dd == d => rows,
+            Some(other) => {
+                return Err(cfg_err(format!(
+                    "{pos} has shape {other:?}, expected [1, tokens, {d}]"
+                )))
+            }
+            None => {
+                return Err(ErrorKind::TensorNotFound {
+                    name: disk_name(self.arch, pos),
+                }
+                .into())
+            }
+        };
+        model::check_positions(config, rows)?;
+        Ok(rows)
+    }
+
+    /// The number of encoder layers the source holds tensors for: one past the highest
+    /// `encoder.layer.{i}` index (gaps are found when the layers are read).
+    fn layers(&self) -> usize {
+        let prefix = self.arch.prefix();
+        self.src
+            .tensors()
+            .iter()
+            .filter_map(|t| {
+                let name = t.name.strip_prefix(prefix).unwrap_or(&t.name);
+                let rest = name.strip_prefix("encoder.layer.")?;
+                let (i, _) = rest.split_once('.')?;
+                i.parse::<usize>().ok()
+            })
+            .max()
+            .map_or(0, |i| i.saturating_add(1))
     }
 
     fn param(&mut self, canonical: &str, shape: &[usize]) -> Result<P> {
@@ -143,6 +263,7 @@ impl Loader<'_> {
             .src
             .read(&name)
             .map_err(|e| e.with_tensor(name.clone()))?;
+        self.used.insert(name.clone());
         if t.shape != shape {
             return Err(Error::from(ErrorKind::Config {
                 reason: format!("{name} has shape {:?}, config implies {shape:?}", t.shape),
@@ -254,9 +375,31 @@ fn attention(
     )
 }
 
+/// The activation `hidden_act` names.
+fn activation(hidden_act: &str) -> Result<ops::Activation> {
+    match hidden_act {
+        "gelu" => Ok(ops::Activation::GeluErf),
+        "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(ops::Activation::GeluTanh),
+        other => Err(ErrorKind::Config {
+            reason: format!("unsupported hidden_act {other:?}"),
+        }
+        .into()),
+    }
+}
+
 /// Threads used when none are set: one per available core.
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Parses the text of a model folder's `config.json`, as [`Model::load`] does.
+pub(crate) fn parse_config(text: &str) -> Result<ViTConfig> {
+    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        Error::from(ErrorKind::Config {
+            reason: e.to_string(),
+        })
+    })?;
+    ViTConfig::from_json(&v)
 }
 
 impl Model {
@@ -269,13 +412,7 @@ impl Model {
     pub fn load(dir: &Path) -> Result<Model> {
         let cfg_path = dir.join("config.json");
         let text = source::limits::read_config_file(&cfg_path)?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            Error::from(ErrorKind::Config {
-                reason: e.to_string(),
-            })
-            .with_path(&cfg_path)
-        })?;
-        let config = ViTConfig::from_json(&v).map_err(|e| e.with_path(&cfg_path))?;
+        let config = parse_config(&text).map_err(|e| e.with_path(&cfg_path))?;
         let weights = dir.join("model.safetensors");
         let src = source::open(&weights)?;
         let mut model = Model::build(src.as_ref(), config, Weights::new(true))
@@ -299,33 +436,14 @@ impl Model {
             src,
             arch: config.architecture,
             weights,
+            used: BTreeSet::new(),
         };
+        let pos_rows = l.check(&config)?;
+        activation(&config.hidden_act)?;
         let d = config.hidden_size;
         let m = config.intermediate_size;
         let p = config.patch_size;
         let c = config.num_channels;
-        if config.num_attention_heads == 0 || d % config.num_attention_heads != 0 || p == 0 {
-            return Err(ErrorKind::Config {
-                reason: format!(
-                    "hidden_size {d} is not divisible by num_attention_heads {} (or patch_size is 0)",
-                    config.num_attention_heads
-                ),
-            }
-            .into());
-        }
-        let pos_rows = l
-            .name("embeddings.position_embeddings")
-            .and_then(|n| src.info(&n))
-            .and_then(|i| i.shape.get(1).copied())
-            .ok_or_else(|| ErrorKind::TensorNotFound {
-                name: "embeddings.position_embeddings".into(),
-            })?;
-        if pos_rows < config.architecture.prefix_tokens() {
-            return Err(ErrorKind::Config {
-                reason: format!("{pos_rows} position embeddings leave no room for patches"),
-            }
-            .into());
-        }
         let cls = l.param("embeddings.cls_token", &[1, 1, d])?;
         let dist = if config.architecture.prefix_tokens() == 2 {
             Some(l.param("embeddings.distillation_token", &[1, 1, d])?)
@@ -340,7 +458,7 @@ impl Model {
             )?,
             b: Some(l.param("embeddings.patch_embeddings.projection.bias", &[d])?),
             out: d,
-            inp: c * p * p,
+            inp: c.saturating_mul(p).saturating_mul(p),
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
@@ -378,6 +496,18 @@ impl Model {
             ],
             _ => Vec::new(),
         };
+        // Every tensor must have its place: a config that leaves some out (fewer layers, no
+        // head) would silently compute another model.
+        if let Some(unused) = src.tensors().iter().find(|t| !l.used.contains(&t.name)) {
+            return Err(ErrorKind::Config {
+                reason: format!(
+                    "tensor {} has no place in a {} with this config",
+                    unused.name,
+                    config.architecture.name()
+                ),
+            }
+            .into());
+        }
         let mut model = Model {
             config,
             weights: l.weights,
@@ -443,7 +573,7 @@ impl Model {
         let cfg = &self.config;
         let p = cfg.patch_size;
         let prefix = cfg.architecture.prefix_tokens();
-        let n_pos = pos.nrows() - prefix;
+        let n_pos = pos.nrows().saturating_sub(prefix);
         let (gh, gw) = (h / p, w / p);
         if !opts.interpolate_pos_encoding {
             if h != cfg.image_size || w != cfg.image_size {
@@ -460,13 +590,11 @@ impl Model {
         if gh * gw == n_pos && h == w {
             return Ok(pos.to_owned());
         }
-        let s = (n_pos as f64).sqrt().round() as usize;
-        if s * s != n_pos {
-            return Err(ErrorKind::Config {
+        let s = model::square_root(n_pos)
+            .filter(|&s| s > 0)
+            .ok_or_else(|| ErrorKind::Config {
                 reason: format!("{n_pos} position rows do not form a square grid"),
-            }
-            .into());
-        }
+            })?;
         if gh == 0 || gw == 0 {
             return Err(ErrorKind::InvalidOption {
                 reason: format!("input {h}x{w} is smaller than one {p}x{p} patch"),
@@ -519,6 +647,7 @@ impl Model {
         progress: &dyn Progress,
     ) -> Result<ForwardOutput> {
         source::limits::check_forward_tokens(&self.config, pixels.dim())?;
+        source::limits::check_forward_bytes(&self.config, pixels.dim())?;
         let w = self.weights.resolve()?;
         match &self.pool {
             Some(pool) => pool.install(|| self.run(&w, pixels, opts, progress)),
@@ -648,16 +777,7 @@ impl Model {
         }
         drop(emb);
 
-        let act = match cfg.hidden_act.as_str() {
-            "gelu" => ops::Activation::GeluErf,
-            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => ops::Activation::GeluTanh,
-            other => {
-                return Err(ErrorKind::Config {
-                    reason: format!("unsupported hidden_act `{other}`"),
-                }
-                .into())
-            }
-        };
+        let act = activation(&cfg.hidden_act)?;
         let heads = cfg.num_attention_heads;
         let mut hn = Array2::<f32>::zeros((rows, d));
         let mut q = Array2::<f32>::zeros((rows, d));

@@ -213,7 +213,7 @@ impl PreprocessorConfig {
                     .ok_or_else(|| config_err(format!("`{k}` must be true or false, got {v}"))),
                 None => default.ok_or_else(|| {
                     config_err(format!(
-                        "`{k}` is missing and `{ty}` is not a processor type whose defaults are \
+                        "`{k}` is missing and {ty:?} is not a processor type whose defaults are \
                          known (ViT, DeiT, Bit)"
                     ))
                 }),
@@ -270,21 +270,109 @@ impl PreprocessorConfig {
         let normalize = if do_normalize {
             let mean = triple(present("image_mean"), d.map(|d| d.mean), "image_mean")?;
             let std = triple(present("image_std"), d.map(|d| d.std), "image_std")?;
-            if std.contains(&0.0) {
-                return Err(config_err("`image_std` contains 0"));
-            }
             Some((mean, std))
         } else {
             None
         };
-        Ok(PreprocessorConfig {
+        if let (Some(ResizeTo::Exact { height, width }), Some((ch, cw))) = (resize, center_crop) {
+            if ch > height || cw > width {
+                return Err(config_err(format!(
+                    "`crop_size` {ch}x{cw} is larger than the resized {height}x{width} image"
+                )));
+            }
+        }
+        if let (Some(ResizeTo::ShortestEdge(s)), Some((ch, cw))) = (resize, center_crop) {
+            if ch.min(cw) > s {
+                return Err(config_err(format!(
+                    "`crop_size` {ch}x{cw} is larger than the resized image (shortest edge {s})"
+                )));
+            }
+        }
+        let cfg = PreprocessorConfig {
             do_convert_rgb,
             resize,
             resample,
             center_crop,
             rescale,
             normalize,
-        })
+        };
+        cfg.check_values()?;
+        Ok(cfg)
+    }
+
+    /// Checks that the value steps produce finite float32 pixels: a finite `rescale_factor`,
+    /// finite means, standard deviations that are finite and non-zero in float32, and no
+    /// normalised pixel beyond float32's range.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] naming the field.
+    pub fn check_values(&self) -> Result<()> {
+        let scale = match self.rescale {
+            Some(f) if !f.is_finite() || !((255.0 * f) as f32).is_finite() => {
+                return Err(config_err(format!(
+                    "`rescale_factor` {f:?} does not give finite float32 pixels"
+                )))
+            }
+            Some(f) => f.abs(),
+            None => 1.0,
+        };
+        if let Some((mean, std)) = self.normalize {
+            for (&m, &sd) in mean.iter().zip(&std) {
+                let (m32, s32) = (m as f32, sd as f32);
+                if !m32.is_finite() {
+                    return Err(config_err(format!(
+                        "`image_mean` {m:?} is not a finite float32"
+                    )));
+                }
+                if !s32.is_finite() || s32 == 0.0 {
+                    return Err(config_err(format!(
+                        "`image_std` {sd:?} is 0 or not a finite float32"
+                    )));
+                }
+                let largest = (255.0 * scale + f64::from(m32).abs()) / f64::from(s32).abs();
+                if !(largest as f32).is_finite() {
+                    return Err(config_err(format!(
+                        "`image_std` {sd:?} makes normalised pixels overflow float32"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The bytes preprocessing an image of `height × width` allocates — the resize's
+    /// intermediate pass and result, the crop, and the float32 output — and the output
+    /// `(height, width)`, computed with checked arithmetic before anything is allocated.
+    ///
+    /// # Errors
+    /// As [`output_size`]; [`ErrorKind::BudgetExceeded`] (`preprocess bytes`) when the bytes
+    /// exceed [`Limits::preprocess_bytes`](crate::Limits::preprocess_bytes).
+    pub fn check_budget(&self, height: usize, width: usize) -> Result<(usize, usize)> {
+        let rgb = |h: usize, w: usize| h.checked_mul(w).and_then(|n| n.checked_mul(3));
+        let mut bytes = Some(0usize);
+        let (mut h, mut w) = (height, width);
+        if let Some(to) = self.resize {
+            let (oh, ow) = output_size(to, h, w)?;
+            // The first pass's output: the vertical pass keeps the width, the horizontal pass
+            // the height.
+            let first = if resample::vertical_first(w, h, ow, oh) {
+                rgb(oh, w)
+            } else {
+                rgb(h, ow)
+            };
+            bytes = first.and_then(|f| f.checked_add(rgb(oh, ow)?));
+            (h, w) = (oh, ow);
+        }
+        if let Some((ch, cw)) = self.center_crop {
+            check_area(ch, cw)?;
+            bytes = bytes.and_then(|b| b.checked_add(rgb(ch, cw)?));
+            (h, w) = (ch, cw);
+        }
+        // The float32 output.
+        bytes = bytes.and_then(|b| b.checked_add(rgb(h, w)?.checked_mul(4)?));
+        let limit = crate::Limits::current().preprocess_bytes;
+        crate::source::limits::check_within("preprocess bytes", bytes, limit)?;
+        Ok((h, w))
     }
 }
 
@@ -512,6 +600,7 @@ fn center_crop(img: &RgbImage, crop_h: usize, crop_w: usize) -> RgbImage {
 
 /// The 8-bit image after the geometric steps (convert_rgb, resize, center crop).
 fn geometry(decoded: Decoded, cfg: &PreprocessorConfig) -> Result<RgbImage> {
+    cfg.check_budget(decoded.rgb.height, decoded.rgb.width)?;
     let mut img = decoded.rgb;
     if cfg.do_convert_rgb {
         if let Some(t) = decoded.transparent {
@@ -542,6 +631,7 @@ pub fn preprocess_image(
     decoded: Decoded,
     cfg: &PreprocessorConfig,
 ) -> Result<(usize, usize, Vec<f32>)> {
+    cfg.check_values()?;
     let img = geometry(decoded, cfg)?;
     let (h, w) = (img.height, img.width);
     let plane = h * w;
@@ -739,7 +829,7 @@ mod tests {
             })
         );
         let bit = PreprocessorConfig::from_json(
-            &json!({"image_processor_type": "BitImageProcessor", "size": 32}),
+            &json!({"image_processor_type": "BitImageProcessor", "size": 32, "crop_size": 32}),
         )
         .unwrap();
         assert_eq!(bit.resize, Some(ResizeTo::ShortestEdge(32)));

@@ -233,7 +233,7 @@ pub fn resize(img: &RgbImage, width: usize, height: usize, filter: Filter) -> Rg
         return horizontal(&tmp, 0, height, &horiz, width);
     }
     let mut vert = precompute(img.height, height, filter);
-    let mut cur = img.clone();
+    let mut cur = None;
     if need_horizontal {
         // Only the input rows the vertical pass reads are resampled horizontally.
         let first = vert.rows.first().map_or(0, |r| r.0);
@@ -243,15 +243,15 @@ pub fn resize(img: &RgbImage, width: usize, height: usize, filter: Filter) -> Rg
             .map_or(img.height, |r| r.0 + r.1.len())
             .min(img.height);
         let horiz = precompute(img.width, width, filter);
-        cur = horizontal(img, first, last, &horiz, width);
+        cur = Some(horizontal(img, first, last, &horiz, width));
         for r in &mut vert.rows {
             r.0 -= first;
         }
     }
     if need_vertical {
-        cur = vertical(&cur, &vert, height);
+        cur = Some(vertical(cur.as_ref().unwrap_or(img), &vert, height));
     }
-    cur
+    cur.unwrap_or_else(|| img.clone())
 }
 
 /// Whether Pillow 13 runs the vertical pass first.
@@ -260,7 +260,7 @@ pub fn resize(img: &RgbImage, width: usize, height: usize, filter: Filter) -> Rg
 /// orders on ~2 500 random sizes and filters (fixtures/image/README.md): the vertical pass goes
 /// first exactly when the image shrinks vertically and the rows removed exceed twice the columns
 /// removed (`in_h - out_h > 2 · (in_w - out_w)`, columns added counting negative).
-fn vertical_first(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> bool {
+pub(crate) fn vertical_first(in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> bool {
     let signed = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
     let rows_removed = signed(in_h) - signed(out_h);
     let cols_removed = signed(in_w) - signed(out_w);

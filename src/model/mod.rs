@@ -209,19 +209,24 @@ impl ViTConfig {
             .as_object()
             .ok_or_else(|| cfg_err("config.json is not an object"))?;
         let uint = |k: &str| -> Result<usize> {
-            obj.get(k)
-                .and_then(Value::as_u64)
-                .and_then(|x| usize::try_from(x).ok())
-                .ok_or_else(|| {
-                    cfg_err(format!(
-                        "field `{k}` is missing or not a non-negative integer"
-                    ))
-                })
+            match obj.get(k) {
+                None | Some(Value::Null) => Err(cfg_err(format!("field `{k}` is missing"))),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|x| usize::try_from(x).ok())
+                    .ok_or_else(|| {
+                        cfg_err(format!(
+                            "field `{k}` must be a non-negative integer, got {}",
+                            short(v)
+                        ))
+                    }),
+            }
         };
         let side = |k: &str| -> Result<usize> {
             match obj.get(k) {
-                Some(Value::Array(a)) if a.len() == 2 && a[0] == a[1] => a[0]
-                    .as_u64()
+                Some(Value::Array(a)) if a.len() == 2 && a.first() == a.get(1) => a
+                    .first()
+                    .and_then(Value::as_u64)
                     .and_then(|x| usize::try_from(x).ok())
                     .ok_or_else(|| cfg_err(format!("field `{k}` is not an integer pair"))),
                 Some(Value::Array(_)) => Err(cfg_err(format!("non-square `{k}` is not supported"))),
@@ -234,27 +239,32 @@ impl ViTConfig {
             .and_then(Value::as_str);
         let architecture = match arch_name {
             Some(n) => Architecture::from_name(n)
-                .ok_or_else(|| cfg_err(format!("unsupported architecture `{n}`")))?,
+                .ok_or_else(|| cfg_err(format!("unsupported architecture {n:?}")))?,
             None => match obj.get("model_type").and_then(Value::as_str) {
                 Some("deit") => Architecture::DeiTModel,
                 _ => Architecture::ViTModel,
             },
         };
-        let mut id2label = BTreeMap::new();
-        if let Some(m) = obj.get("id2label").and_then(Value::as_object) {
-            for (k, v) in m {
-                let idx = k
-                    .parse::<usize>()
-                    .map_err(|_| cfg_err(format!("id2label key `{k}` is not an index")))?;
-                id2label.insert(idx, v.as_str().unwrap_or_default().to_string());
+        let id2label = match obj.get("id2label") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(Value::Object(m)) => parse_id2label(m, "")?,
+            Some(v) => {
+                return Err(cfg_err(format!(
+                    "field `id2label` must be an object, got {}",
+                    short(v)
+                )))
             }
-        }
+        };
         let hidden_size = uint("hidden_size")?;
         let pooler = match obj.get("pooler_output_size") {
             Some(Value::Null) | None => hidden_size,
             Some(_) => uint("pooler_output_size")?,
         };
-        Ok(ViTConfig {
+        let layer_norm_eps = match obj.get("layer_norm_eps") {
+            None | Some(Value::Null) => 1e-12,
+            Some(v) => eps_value(v, "")?,
+        };
+        let cfg = ViTConfig {
             architecture,
             hidden_size,
             num_hidden_layers: uint("num_hidden_layers")?,
@@ -262,17 +272,32 @@ impl ViTConfig {
             intermediate_size: uint("intermediate_size")?,
             patch_size: side("patch_size")?,
             image_size: side("image_size")?,
-            num_channels: uint("num_channels").unwrap_or(3),
-            qkv_bias: obj.get("qkv_bias").and_then(Value::as_bool).unwrap_or(true),
-            layer_norm_eps: obj
-                .get("layer_norm_eps")
-                .and_then(Value::as_f64)
-                .unwrap_or(1e-12),
-            hidden_act: obj
-                .get("hidden_act")
-                .and_then(Value::as_str)
-                .unwrap_or("gelu")
-                .to_string(),
+            num_channels: match obj.get("num_channels") {
+                None | Some(Value::Null) => 3,
+                Some(_) => uint("num_channels")?,
+            },
+            qkv_bias: match obj.get("qkv_bias") {
+                None | Some(Value::Null) => true,
+                Some(v) => v.as_bool().ok_or_else(|| {
+                    cfg_err(format!(
+                        "field `qkv_bias` must be true or false, got {}",
+                        short(v)
+                    ))
+                })?,
+            },
+            layer_norm_eps,
+            hidden_act: match obj.get("hidden_act") {
+                None | Some(Value::Null) => "gelu".to_string(),
+                Some(v) => v
+                    .as_str()
+                    .ok_or_else(|| {
+                        cfg_err(format!(
+                            "field `hidden_act` must be a string, got {}",
+                            short(v)
+                        ))
+                    })?
+                    .to_string(),
+            },
             id2label,
             pooler_output_size: Some(pooler),
             dtype: obj
@@ -282,7 +307,58 @@ impl ViTConfig {
                 .unwrap_or("float32")
                 .to_string(),
             extra: Map::new(),
-        })
+        };
+        cfg.tokens()?;
+        Ok(cfg)
+    }
+
+    /// Checks the config is consistent in itself — every size at least 1, `hidden_size`
+    /// divisible by `num_attention_heads`, `image_size` a multiple of `patch_size`, a finite
+    /// non-negative `layer_norm_eps` — and returns the tokens per image it implies (patches plus
+    /// class/distillation tokens), computed with checked arithmetic.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] naming the field and its value.
+    pub fn tokens(&self) -> Result<usize> {
+        for (field, v) in [
+            ("hidden_size", self.hidden_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("patch_size", self.patch_size),
+            ("image_size", self.image_size),
+            ("num_channels", self.num_channels),
+        ] {
+            if v == 0 {
+                return Err(cfg_err(format!("`{field}` is 0")));
+            }
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err(cfg_err(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            )));
+        }
+        if self.image_size % self.patch_size != 0 || self.image_size < self.patch_size {
+            return Err(cfg_err(format!(
+                "image_size {} is not a multiple of patch_size {}",
+                self.image_size, self.patch_size
+            )));
+        }
+        if !self.layer_norm_eps.is_finite() || self.layer_norm_eps < 0.0 {
+            return Err(cfg_err(format!(
+                "layer_norm_eps {} is not a finite non-negative number",
+                self.layer_norm_eps
+            )));
+        }
+        let grid = self.image_size / self.patch_size;
+        grid.checked_mul(grid)
+            .and_then(|n| n.checked_add(self.architecture.prefix_tokens()))
+            .ok_or_else(|| {
+                cfg_err(format!(
+                    "image_size {} with patch_size {} gives more tokens than fit in memory",
+                    self.image_size, self.patch_size
+                ))
+            })
     }
 
     /// The symbol values tables use (`D`, `M`, `H`, `hd`, `P`, `C`, `N`, `T`, `K`, `R`, `F`), for
@@ -290,14 +366,18 @@ impl ViTConfig {
     pub(crate) fn symbol_bindings(&self) -> Bindings {
         let mut b = Bindings::new();
         let grid = self.image_size / self.patch_size.max(1);
+        let patches = grid.saturating_mul(grid);
         b.insert("D".into(), self.hidden_size);
         b.insert("M".into(), self.intermediate_size);
         b.insert("H".into(), self.num_attention_heads);
         b.insert("hd".into(), self.head_dim());
         b.insert("P".into(), self.patch_size);
         b.insert("C".into(), self.num_channels);
-        b.insert("N".into(), grid * grid);
-        b.insert("T".into(), grid * grid + self.architecture.prefix_tokens());
+        b.insert("N".into(), patches);
+        b.insert(
+            "T".into(),
+            patches.saturating_add(self.architecture.prefix_tokens()),
+        );
         b.insert("K".into(), self.num_labels());
         let r = self.pooler_output_size.unwrap_or(self.hidden_size);
         b.insert("R".into(), r);
@@ -318,6 +398,72 @@ fn cfg_err(reason: impl Into<String>) -> crate::Error {
         reason: reason.into(),
     }
     .into()
+}
+
+/// A config value that disagrees with the tensors.
+pub(crate) fn mismatch(field: &'static str, config: usize, tensors: usize) -> crate::Error {
+    let wide = |v: usize| u64::try_from(v).unwrap_or(u64::MAX);
+    ErrorKind::ConfigMismatch {
+        field,
+        config: wide(config),
+        tensors: wide(tensors),
+    }
+    .into()
+}
+
+/// Most class labels a config or a classifier may have (ImageNet-21k has 21 843).
+pub const MAX_LABELS: usize = 1 << 20;
+
+/// A JSON value for a message, cut short.
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}…", s.get(..i).unwrap_or_default()),
+        None => s,
+    }
+}
+
+/// `layer_norm_eps`: a finite non-negative number.
+fn eps_value(v: &Value, origin: &str) -> Result<f64> {
+    v.as_f64()
+        .filter(|e| e.is_finite() && *e >= 0.0)
+        .ok_or_else(|| {
+            cfg_err(format!(
+                "{origin}`layer_norm_eps` must be a finite non-negative number, got {}",
+                short(v)
+            ))
+        })
+}
+
+/// `id2label`: keys are the indices `0..n` (in any order), at most [`MAX_LABELS`] of them.
+fn parse_id2label(m: &Map<String, Value>, origin: &str) -> Result<BTreeMap<usize, String>> {
+    if m.len() > MAX_LABELS {
+        return Err(cfg_err(format!(
+            "{origin}id2label has {} labels, more than {MAX_LABELS}",
+            m.len()
+        )));
+    }
+    let mut labels = BTreeMap::new();
+    for (k, name) in m {
+        let i = k
+            .parse::<usize>()
+            .ok()
+            .filter(|&i| i < m.len())
+            .ok_or_else(|| {
+                cfg_err(format!(
+                    "{origin}id2label key {:?} is not an index below {}",
+                    k.chars().take(40).collect::<String>(),
+                    m.len()
+                ))
+            })?;
+        if labels
+            .insert(i, name.as_str().unwrap_or_default().to_string())
+            .is_some()
+        {
+            return Err(cfg_err(format!("{origin}id2label names index {i} twice")));
+        }
+    }
+    Ok(labels)
 }
 
 /// Options that override what inference would choose.
@@ -392,6 +538,12 @@ pub(crate) fn infer_config(
             "non-square patches {ph}x{pw} are not supported"
         )));
     }
+    if d == 0 || c == 0 || ph == 0 {
+        return Err(cfg_err(format!(
+            "zero-sized patch embedding kernel {:?}",
+            patch.shape
+        )));
+    }
     let layers = (0..)
         .take_while(|i| get(&format!("encoder.layer.{i}.layernorm_before.weight")).is_some())
         .count();
@@ -404,19 +556,25 @@ pub(crate) fn infer_config(
     let patches = rows
         .checked_sub(arch.prefix_tokens())
         .ok_or_else(|| cfg_err(format!("position embeddings have only {rows} rows")))?;
-    let grid = (patches as f64).sqrt().round() as usize;
-    let image_size = if grid * grid == patches {
-        Some(grid * ph)
-    } else {
-        None
-    };
+    let image_size = square_root(patches).and_then(|grid| grid.checked_mul(ph));
     let qkv_bias = get("encoder.layer.0.attention.attention.query.bias").is_some();
-    let config_heads = overrides
+    let config_heads = match overrides
         .config
         .as_ref()
         .and_then(|c| c.get("num_attention_heads"))
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|h| usize::try_from(h).ok());
+    {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|h| usize::try_from(h).ok())
+                .ok_or_else(|| {
+                    cfg_err(format!(
+                        "--config: `num_attention_heads` must be a non-negative integer, got {}",
+                        short(v)
+                    ))
+                })?,
+        ),
+    };
     let heads = match (heads_from_table, overrides.num_heads.or(config_heads)) {
         (Some(h), Some(o)) if h != o => {
             return Err(cfg_err(format!(
@@ -443,7 +601,7 @@ pub(crate) fn infer_config(
         (None, None) => {
             if d % 64 != 0 || d == 0 {
                 return Err(cfg_err(format!(
-                    "cannot infer the head count: hidden size {d} is not a multiple of 64; pass --num-heads"
+                    "cannot infer the head count (num_attention_heads): hidden size {d} is not a multiple of 64; pass --num-heads"
                 )));
             }
             notes.notes.push(format!(
@@ -455,7 +613,7 @@ pub(crate) fn infer_config(
     };
     if heads == 0 || d % heads != 0 {
         return Err(cfg_err(format!(
-            "hidden size {d} is not divisible by {heads} heads"
+            "hidden_size {d} is not divisible by num_attention_heads {heads}"
         )));
     }
     let head_name = match arch {
@@ -467,6 +625,11 @@ pub(crate) fn infer_config(
         .and_then(get)
         .and_then(|t| t.shape.first().copied())
         .unwrap_or(0);
+    if k > MAX_LABELS {
+        return Err(cfg_err(format!(
+            "the classifier has {k} classes, more than {MAX_LABELS}"
+        )));
+    }
     let id2label = (0..k).map(|i| (i, format!("LABEL_{i}"))).collect();
     let pooler = get("pooler.dense.weight").and_then(|t| t.shape.first().copied());
     let dtype = match get("encoder.layer.0.layernorm_before.weight").map(|t| t.dtype) {
@@ -504,16 +667,36 @@ pub(crate) fn infer_config(
             "{patches} patch positions do not form a square grid; give image_size with --config"
         )));
     }
-    let grid = cfg.image_size / cfg.patch_size;
-    if grid * grid + arch.prefix_tokens() != rows || cfg.image_size % cfg.patch_size != 0 {
+    check_positions(&cfg, rows)?;
+    Ok((cfg, notes))
+}
+
+/// `s` when `n == s²`.
+pub(crate) fn square_root(n: usize) -> Option<usize> {
+    // The float root is within one of the integer root for every usize.
+    let guess = (n as f64).sqrt() as usize;
+    (guess.saturating_sub(1)..=guess.saturating_add(1)).find(|&s| s.checked_mul(s) == Some(n))
+}
+
+/// Checks `config` in itself ([`ViTConfig::tokens`]) and that its `image_size` / `patch_size`
+/// give the `rows` position embeddings the tensors hold.
+///
+/// # Errors
+/// [`ErrorKind::Config`] naming `image_size`, `patch_size` and both position counts.
+pub(crate) fn check_positions(config: &ViTConfig, rows: usize) -> Result<()> {
+    let tokens = config.tokens()?;
+    if tokens != rows {
+        let held = rows
+            .checked_sub(config.architecture.prefix_tokens())
+            .and_then(square_root)
+            .and_then(|g| g.checked_mul(config.patch_size))
+            .map_or(String::new(), |s| format!(", i.e. image_size {s}"));
         return Err(cfg_err(format!(
-            "image_size {} with patch {} gives {} positions, the tensors hold {rows}",
-            cfg.image_size,
-            cfg.patch_size,
-            grid * grid + arch.prefix_tokens()
+            "image_size {} with patch_size {} gives {tokens} positions, the weights hold {rows}{held}",
+            config.image_size, config.patch_size
         )));
     }
-    Ok((cfg, notes))
+    Ok(())
 }
 
 fn apply_user_config(
@@ -521,24 +704,35 @@ fn apply_user_config(
     user: &Map<String, Value>,
     notes: &mut InferenceNotes,
 ) -> Result<()> {
-    let check_usize = |key: &str, slot: &mut usize, inferred_from_tensors: bool| -> Result<()> {
-        if let Some(v) = user.get(key) {
-            let x = v
-                .as_u64()
+    // A null field is as good as absent.
+    let user: Map<String, Value> = user
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let user = &user;
+    let check_usize =
+        |key: &'static str, slot: &mut usize, inferred_from_tensors: bool| -> Result<()> {
+            if let Some(v) = user.get(key) {
+                // `patch_size` and `image_size` may be written as a square pair `[n, n]`.
+                let x = match v.as_array().map(Vec::as_slice) {
+                    Some([a, b]) if a == b => a.as_u64(),
+                    _ => v.as_u64(),
+                }
                 .and_then(|x| usize::try_from(x).ok())
                 .ok_or_else(|| {
-                    cfg_err(format!("--config: `{key}` must be a non-negative integer"))
+                    cfg_err(format!(
+                        "--config: `{key}` must be a non-negative integer, got {}",
+                        short(v)
+                    ))
                 })?;
-            if inferred_from_tensors && x != *slot {
-                return Err(cfg_err(format!(
-                    "--config: `{key}` = {x} contradicts the tensors ({})",
-                    *slot
-                )));
+                if inferred_from_tensors && x != *slot {
+                    return Err(mismatch(key, x, *slot));
+                }
+                *slot = x;
             }
-            *slot = x;
-        }
-        Ok(())
-    };
+            Ok(())
+        };
     check_usize("hidden_size", &mut cfg.hidden_size, true)?;
     check_usize("num_hidden_layers", &mut cfg.num_hidden_layers, true)?;
     check_usize("intermediate_size", &mut cfg.intermediate_size, true)?;
@@ -547,9 +741,22 @@ fn apply_user_config(
     check_usize("num_attention_heads", &mut cfg.num_attention_heads, false)?;
     check_usize("image_size", &mut cfg.image_size, false)?;
     if let Some(v) = user.get("layer_norm_eps") {
-        cfg.layer_norm_eps = v
-            .as_f64()
-            .ok_or_else(|| cfg_err("--config: `layer_norm_eps` must be a number"))?;
+        cfg.layer_norm_eps = eps_value(v, "--config: ")?;
+    }
+    if let Some(v) = user.get("qkv_bias") {
+        let b = v.as_bool().ok_or_else(|| {
+            cfg_err(format!(
+                "--config: `qkv_bias` must be true or false, got {}",
+                short(v)
+            ))
+        })?;
+        if b != cfg.qkv_bias {
+            return Err(mismatch(
+                "qkv_bias",
+                usize::from(b),
+                usize::from(cfg.qkv_bias),
+            ));
+        }
     }
     if let Some(v) = user.get("hidden_act") {
         cfg.hidden_act = v
@@ -561,19 +768,9 @@ fn apply_user_config(
         let m = v
             .as_object()
             .ok_or_else(|| cfg_err("--config: `id2label` must be an object"))?;
-        let mut labels = BTreeMap::new();
-        for (k, name) in m {
-            let i = k
-                .parse::<usize>()
-                .map_err(|_| cfg_err(format!("--config: id2label key `{k}` is not an index")))?;
-            labels.insert(i, name.as_str().unwrap_or_default().to_string());
-        }
-        if labels.len() != cfg.id2label.len() || labels.keys().ne(cfg.id2label.keys()) {
-            return Err(cfg_err(format!(
-                "--config: id2label has {} labels, the head has {}",
-                labels.len(),
-                cfg.id2label.len()
-            )));
+        let labels = parse_id2label(m, "--config: ")?;
+        if labels.len() != cfg.id2label.len() {
+            return Err(mismatch("id2label", labels.len(), cfg.id2label.len()));
         }
         cfg.id2label = labels;
     }

@@ -164,6 +164,104 @@ fn check_compare(got: &[f32], expected: &[f32], shape: &[usize], tol: crate::ver
     }
 }
 
+/// Side files into a fixed tiny model: `data` is split at NUL bytes into a `config.json` text,
+/// a `preprocessor_config.json` text and a few bytes of numbers. The config goes through the
+/// path [`Model::load`](crate::forward::Model::load) takes (parse, `ViTConfig::from_json`, build
+/// against the tensors, a forward pass on a small input) and through the one `convert` takes for
+/// `--config` (inference against the same tensors, then the config and preprocessor documents
+/// it writes); the preprocessor config preprocesses a small in-memory image. Budgets are
+/// lowered so that whatever passes them runs quickly. Nothing may panic, abort or run out of
+/// memory.
+pub fn side_files(data: &[u8]) {
+    use crate::forward::{tiny, ForwardOptions, Model, PosInterp};
+    use crate::image::{preprocess_image, Decoded, PreprocessorConfig, RgbImage};
+    use crate::model::{self, ConfigOverrides};
+
+    let mut limits = crate::Limits::current();
+    limits.preprocess_bytes = 1 << 20;
+    limits.forward_bytes = 16 << 20;
+    limits.forward_tokens = 1 << 8;
+    limits.set();
+
+    let mut parts = data.splitn(3, |&b| b == 0);
+    let config = parts.next().and_then(|b| std::str::from_utf8(b).ok());
+    let pre = parts.next().and_then(|b| std::str::from_utf8(b).ok());
+    let nums = parts.next().unwrap_or_default();
+    let n = |i: usize| usize::from(nums.get(i).copied().unwrap_or(1));
+    let src = tiny::tiny_source();
+
+    let run = |cfg: crate::Result<crate::ViTConfig>| {
+        if let Ok(m) = cfg.and_then(|cfg| Model::from_source(&src, cfg)) {
+            {
+                let c = m.config().num_channels;
+                let (b, h, w) = (n(0) % 3, n(1) % 12 + 1, n(2) % 12 + 1);
+                let pixels = ndarray::Array4::from_shape_fn((b, c, h, w), |(i, j, k, l)| {
+                    let v = nums.get((i + j + k + l) % nums.len().max(1)).copied();
+                    f32::from(v.unwrap_or(0)) / 255.0 - 0.5
+                });
+                let opts = ForwardOptions {
+                    interpolate_pos_encoding: n(3) & 1 == 1,
+                    pos_interp: if n(3) & 2 == 2 {
+                        PosInterp::Dino
+                    } else {
+                        PosInterp::Hf
+                    },
+                };
+                let _ = m.forward(pixels.view(), &opts);
+            }
+        }
+    };
+    if let Some(text) = config {
+        // As a whole config.json, and as fields over the tiny model's own.
+        run(crate::forward::parse_config(text));
+        if let Ok(serde_json::Value::Object(user)) = serde_json::from_str(text) {
+            let mut merged = tiny::tiny_config();
+            if let Some(base) = merged.as_object_mut() {
+                base.extend(user.clone());
+            }
+            run(crate::ViTConfig::from_json(&merged));
+            let infos: Vec<TensorInfo> = src
+                .tensors()
+                .iter()
+                .map(|t| TensorInfo {
+                    name: t.name.strip_prefix("vit.").unwrap_or(&t.name).to_string(),
+                    ..t.clone()
+                })
+                .collect();
+            let heads = (n(4) % 4 != 0).then(|| n(4) % 4);
+            let overrides = ConfigOverrides {
+                config: Some(user),
+                ..ConfigOverrides::default()
+            };
+            let arch = model::Architecture::ViTForImageClassification;
+            if let Ok((cfg, _)) = model::infer_config(arch, &infos, 1e-6, "gelu", heads, &overrides)
+            {
+                let _ = cfg.to_json();
+                let _ = cfg.symbol_bindings();
+                let _ = model::expected_names(&cfg);
+                for preset in ["vit", "imagenet_crop"] {
+                    let _ = model::preprocessor::preprocessor_config(preset, cfg.image_size);
+                }
+            }
+        }
+    }
+
+    if let Some(text) = pre {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(text) {
+            if let Ok(cfg) = PreprocessorConfig::from_json(&v) {
+                let (w, h) = (n(5) % 16 + 1, n(6) % 16 + 1);
+                let pixels: Vec<u8> = (0..w * h * 3)
+                    .map(|i| nums.get(i % nums.len().max(1)).copied().unwrap_or(0))
+                    .collect();
+                if let Some(rgb) = RgbImage::new(w, h, pixels) {
+                    let transparent = (n(7) & 1 == 1).then_some([0, 0, 0]);
+                    let _ = preprocess_image(Decoded { rgb, transparent }, &cfg);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// A smoke run of `verify_compare` over pseudo-random bytes and a few `.npy` arrays (the

@@ -94,6 +94,15 @@ pub struct Limits {
     /// bytes: reading takes the file's size in memory, so a sparse or lying file must not choose
     /// it.
     pub read_file_bytes: usize,
+    /// Most bytes preprocessing one image may allocate (`--image`): the resize's intermediate
+    /// and result, the center crop and the float32 output, computed from the image and
+    /// `preprocessor_config.json` before any of them is allocated — a 1×1 PNG with a config
+    /// asking for a 13 376² resize would otherwise take gigabytes.
+    pub preprocess_bytes: usize,
+    /// Most bytes of activations one forward pass may allocate (patches, embeddings, the
+    /// per-layer buffers: batch × tokens × hidden size and intermediate size, in float32),
+    /// checked before any is allocated.
+    pub forward_bytes: usize,
 }
 
 /// `n` bytes as a `usize` budget, or `usize::MAX` where `n` does not fit (32-bit targets).
@@ -135,6 +144,8 @@ const FIELDS: &[(&str, Setter)] = &[
     ("FORWARD_TOKENS", |l| &mut l.forward_tokens),
     ("INPUT_FILE_BYTES", |l| &mut l.input_file_bytes),
     ("READ_FILE_BYTES", |l| &mut l.read_file_bytes),
+    ("PREPROCESS_BYTES", |l| &mut l.preprocess_bytes),
+    ("FORWARD_BYTES", |l| &mut l.forward_bytes),
 ];
 
 /// The budget names [`ErrorKind::BudgetExceeded`] reports, and the field each is a limit of.
@@ -160,6 +171,8 @@ const BUDGETS: &[(&str, &str)] = &[
     ("forward tokens", "FORWARD_TOKENS"),
     ("input file bytes", "INPUT_FILE_BYTES"),
     ("read file bytes", "READ_FILE_BYTES"),
+    ("preprocess bytes", "PREPROCESS_BYTES"),
+    ("forward bytes", "FORWARD_BYTES"),
 ];
 
 static CURRENT: RwLock<Limits> = RwLock::new(Limits::DEFAULT);
@@ -188,6 +201,8 @@ impl Limits {
         forward_tokens: 1 << 13,
         input_file_bytes: bytes_or_max(64 << 30),
         read_file_bytes: bytes_or_max(8 << 30),
+        preprocess_bytes: 256 << 20,
+        forward_bytes: 1 << 31,
     };
 
     /// The limits in force for this process ([`Limits::DEFAULT`] unless [`Limits::set`] changed
@@ -307,15 +322,51 @@ pub(crate) fn check_forward_tokens(
     let tokens = (h / p)
         .saturating_mul(w / p)
         .saturating_add(config.architecture.prefix_tokens());
-    if tokens > limit {
+    check_within("forward tokens", Some(tokens), limit)
+}
+
+/// [`ErrorKind::BudgetExceeded`] (offset 0) unless `used` is known (computing it did not
+/// overflow) and at most `limit`.
+pub(crate) fn check_within(budget: &'static str, used: Option<usize>, limit: usize) -> Result<()> {
+    if used.is_none_or(|n| n > limit) {
         return Err(ErrorKind::BudgetExceeded {
-            budget: "forward tokens",
+            budget,
             limit: u64::try_from(limit).unwrap_or(u64::MAX),
             offset: 0,
         }
         .into());
     }
     Ok(())
+}
+
+/// Checks the activation memory a forward pass of `config` on a `[B, C, H, W]` batch allocates
+/// (float32 patches, embeddings, eight `[B·T, hidden]` buffers and one `[B·T, intermediate]`)
+/// against [`Limits::forward_bytes`], with checked arithmetic.
+///
+/// # Errors
+/// [`ErrorKind::BudgetExceeded`] (`forward bytes`; offset 0).
+pub(crate) fn check_forward_bytes(
+    config: &crate::model::ViTConfig,
+    (b, c, h, w): (usize, usize, usize, usize),
+) -> Result<()> {
+    let limit = Limits::current().forward_bytes;
+    let p = config.patch_size.max(1);
+    let d = config.hidden_size;
+    let bytes = (|| {
+        let patches = (h / p).checked_mul(w / p)?.checked_mul(b)?;
+        let rows = (h / p)
+            .checked_mul(w / p)?
+            .checked_add(config.architecture.prefix_tokens())?
+            .checked_mul(b)?;
+        let patch_values = patches.checked_mul(c.checked_mul(p)?.checked_mul(p)?)?;
+        let emb = patches.checked_mul(d)?;
+        let per_row = d.checked_mul(8)?.checked_add(config.intermediate_size)?;
+        patch_values
+            .checked_add(emb)?
+            .checked_add(rows.checked_mul(per_row)?)?
+            .checked_mul(4)
+    })();
+    check_within("forward bytes", bytes, limit)
 }
 
 impl Default for Limits {

@@ -9,7 +9,7 @@ use std::process::Output;
 use crate::bin;
 use crate::build::crc32;
 
-fn fixture(rel: &str) -> PathBuf {
+pub(crate) fn fixture(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
         .join(rel)
@@ -39,7 +39,7 @@ fn padded_json(path: &Path, len: usize) {
 }
 
 /// Asserts exit 1 and one stderr line holding every one of `needles`, no panic.
-fn assert_refused(out: &Output, needles: &[&str]) {
+pub(crate) fn assert_refused(out: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

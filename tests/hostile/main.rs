@@ -12,6 +12,7 @@ mod inputs;
 mod msgpack;
 mod output;
 mod overflow;
+mod side;
 #[cfg(unix)]
 mod special;
 mod text;
