@@ -48,8 +48,10 @@ pub(crate) struct AtomicFile {
 impl AtomicFile {
     /// Creates `.<name>.tmp-<pid>-<n>` next to `dest`, first removing such temp files left by
     /// processes that no longer exist (a killed conversion cannot clean up after itself), when
-    /// they are provably leftovers (see the [module docs](self)).
+    /// they are provably leftovers (see the [module docs](self)). A `dest` that is a symlink to
+    /// a regular file is written through (see `staged::resolve_destination`).
     pub(crate) fn create(dest: &Path) -> Result<AtomicFile> {
+        let dest = &staged::resolve_destination(dest)?;
         let dir = dest.parent().unwrap_or(Path::new("."));
         let name = dest
             .file_name()
@@ -165,6 +167,62 @@ impl AtomicFile {
         std::fs::rename(&self.tmp, &self.dest)
             .map_err(|e| Error::from(ErrorKind::io("rename", e)).with_path(&self.dest))?;
         Ok(())
+    }
+}
+
+/// The folders [`CreatedDirs::create`] made for an output folder: removed again (only while
+/// empty, deepest first) when dropped before [`CreatedDirs::keep`], so a failed conversion into
+/// a new `OUTDIR` leaves no empty folder behind. Folders that existed before are never touched.
+#[must_use = "dropping it removes the folders it created"]
+pub(crate) struct CreatedDirs(Vec<PathBuf>);
+
+impl CreatedDirs {
+    /// Creates `dir` and its missing parents (`mkdir -p`), remembering which it created.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] (`create directory`) naming `dir`; what was created is removed again.
+    pub(crate) fn create(dir: &Path) -> Result<CreatedDirs> {
+        let mut missing = Vec::new();
+        let mut at = Some(dir);
+        while let Some(d) = at.filter(|d| !d.as_os_str().is_empty()) {
+            if std::fs::symlink_metadata(d).is_ok() {
+                break;
+            }
+            missing.push(d.to_path_buf());
+            at = d.parent();
+        }
+        let mut created = CreatedDirs(Vec::new());
+        for d in missing.iter().rev() {
+            match std::fs::create_dir(d) {
+                Ok(()) => created.0.push(d.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+                Err(e) => {
+                    return Err(Error::from(ErrorKind::io("create directory", e)).with_path(dir))
+                }
+            }
+        }
+        if !dir.is_dir() {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "it exists and is not a directory",
+            );
+            return Err(Error::from(ErrorKind::io("create directory", e)).with_path(dir));
+        }
+        Ok(created)
+    }
+
+    /// Keeps the created folders (the outputs are in place).
+    pub(crate) fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            // `remove_dir` removes only an empty folder: nothing put there by anyone is lost.
+            let _ = std::fs::remove_dir(d);
+        }
     }
 }
 
