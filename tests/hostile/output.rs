@@ -272,7 +272,16 @@ fn killed_conversion_leaves_no_model_safetensors() {
         b"{\"previous\": true}"
     );
 
-    // The next run cleans the dead run's temp file and completes.
+    // The next run completes; the dead run's temp file stays (nothing proves a file named so
+    // was written by this tool, so none is ever removed), a hidden file never under the final
+    // name.
+    let leftovers: Vec<String> = names_in(&out)
+        .into_iter()
+        .filter(|n| n.starts_with('.') && n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers
+        .iter()
+        .any(|n| n.starts_with(".model.safetensors.tmp-")));
     let r = bin()
         .args(["--from", "timm", "--num-heads", "8"])
         .arg(&input)
@@ -281,14 +290,48 @@ fn killed_conversion_leaves_no_model_safetensors() {
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    assert_eq!(
-        names_in(&out),
+    let mut want = leftovers;
+    want.extend(
         [
             "config.json",
             "model.safetensors",
+            "preprocessor_config.json",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(names_in(&out), want, "the killed run's temp files are kept");
+}
+
+#[test]
+fn a_file_named_like_a_stale_temp_file_is_never_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    // Not an input: a file of the user's that happens to be named as a dead process's temp
+    // file would be (Linux pids never exceed 2^22).
+    let notes = out.join(".config.json.tmp-999999999-0");
+    std::fs::write(&notes, b"my notes").unwrap();
+    let input = fixture("convert/timm_vit/source.pth");
+    let (code, stderr) = run(&[
+        "--from".as_ref(),
+        "timm".as_ref(),
+        "--num-heads".as_ref(),
+        "2".as_ref(),
+        input.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(std::fs::read(&notes).unwrap(), b"my notes");
+    vit_convert::convert(&input, out, &timm_opts()).unwrap();
+    assert_eq!(std::fs::read(&notes).unwrap(), b"my notes");
+    assert_eq!(
+        names_in(out),
+        [
+            ".config.json.tmp-999999999-0",
+            "config.json",
+            "model.safetensors",
             "preprocessor_config.json"
-        ],
-        "stale temp files of the killed run are removed"
+        ]
     );
 }
 
