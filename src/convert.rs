@@ -247,8 +247,8 @@ pub(crate) fn canonicalize<'s>(
         .as_ref()
         .and_then(|sym| plan.bindings.get(sym).copied());
     let mut overrides = opts.overrides.clone();
-    if table.id == "hf" || table.id == "flax" {
-        merge_sidecar_config(input, &mut overrides, arch)?;
+    if let Some(side) = sidecar_config(input, &table.id) {
+        merge_sidecar_config(&side, &mut overrides, arch)?;
     }
     let infos: Vec<TensorInfo> = plan.targets.iter().map(|t| t.info.clone()).collect();
     let (config, inf) = model::infer_config(
@@ -287,25 +287,30 @@ pub(crate) fn canonicalize<'s>(
     })
 }
 
+/// The `config.json` beside `input` that the `hf` and `flax` tables read (see
+/// [`merge_sidecar_config`]); `None` for other tables.
+fn sidecar_config(input: &Path, table_id: &str) -> Option<PathBuf> {
+    if table_id != "hf" && table_id != "flax" {
+        return None;
+    }
+    Some(input.parent()?.join("config.json"))
+}
+
 /// For `--from hf` and `--from flax`: a `config.json` next to the input supplies what tensors cannot (heads, eps,
 /// labels, activation); explicit options still win. A headless model's `id2label` (transformers
 /// 4.x saves its two default labels in every config) describes no head and is not taken.
-fn merge_sidecar_config(input: &Path, o: &mut ConfigOverrides, arch: Architecture) -> Result<()> {
-    let Some(dir) = input.parent() else {
-        return Ok(());
-    };
-    let path = dir.join("config.json");
+fn merge_sidecar_config(path: &Path, o: &mut ConfigOverrides, arch: Architecture) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
     // Downloaded beside the weights, so as untrusted as they are: bounded before it is read
     // (HF configs with 21k labels are ~1 MB).
-    let text = source::limits::read_config_file(&path)?;
+    let text = source::limits::read_config_file(path)?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         Error::from(ErrorKind::Config {
             reason: format!("{e}"),
         })
-        .with_path(&path)
+        .with_path(path)
     })?;
     let Some(side) = v.as_object() else {
         return Ok(());
@@ -393,15 +398,19 @@ pub fn convert_with_progress(
     refuse_overwriting_input(input, &[&weights, &cfg_path, &pre_path])?;
     let src = source::open(input)?;
     let canon = canonicalize(src.as_ref(), input, opts).map_err(|e| e.with_path(input))?;
+    if let Some(side) = sidecar_config(input, &canon.table.id) {
+        // The `config.json` read beside the input is an input too: `-o` the input's own folder
+        // must not replace it.
+        write::check_outputs(&[&weights, &cfg_path, &pre_path], &[input, &side])?;
+    }
     let arch = canon.config.architecture;
-
-    std::fs::create_dir_all(outdir)
-        .map_err(|e| Error::from(ErrorKind::io("create directory", e)).with_path(outdir))?;
 
     let mut notes = canon.notes.clone();
     if opts.to == OutputFormat::Flax {
         notes.extend(flax_notes(arch, &canon.config)?);
     }
+    // Folders created for OUTDIR are removed again if the conversion fails.
+    let created = write::CreatedDirs::create(outdir)?;
     let mut config = canon.config.clone();
     if let Some(d) = opts.dtype {
         config.dtype = match d {
@@ -446,6 +455,7 @@ pub fn convert_with_progress(
     set.push(cfg_file);
     set.push(pre_file);
     set.commit()?;
+    created.keep();
     let outputs = vec![weights, cfg_path, pre_path];
     progress.finish();
 

@@ -8,14 +8,11 @@
 //! or a directory is refused at once, before a byte is read.
 //!
 //! Files are told apart by device and inode ([`FileId`]), never by name: outputs that would
-//! replace an input, two outputs naming one file, and the stale-temp clean-up of the writers
-//! (which never removes a file this process opened as an input, see [`was_opened`]) all compare
-//! identities, so `./x`, `dir/../x` and symlinks are seen through.
+//! replace an input and two outputs naming one file are found by comparing identities, so
+//! `./x`, `dir/../x` and symlinks are seen through.
 
-use std::collections::BTreeSet;
 use std::fs::{File, Metadata};
 use std::path::Path;
-use std::sync::Mutex;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -26,7 +23,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// opened with `O_NONBLOCK` (a FIFO swapped in between cannot block `open()`) and the open
 /// handle's own metadata decides. `O_NONBLOCK` has no effect on reads of regular files (open(2):
 /// "this flag has no effect for regular files"), so the handle is returned as it is, and it can
-/// be read and memory-mapped normally. The file's identity is remembered ([`was_opened`]).
+/// be read and memory-mapped normally.
 ///
 /// # Errors
 /// [`ErrorKind::NotRegularFile`] naming what the path is, [`ErrorKind::Io`] (`open`, `stat`) when
@@ -39,7 +36,6 @@ pub(crate) fn open_regular(path: &Path) -> Result<File> {
     // The path may have been replaced since it was checked: the open handle decides.
     let meta = file.metadata().map_err(|e| io("stat", e))?;
     refuse_special(&meta).map_err(|e| e.with_path(path))?;
-    remember(&meta);
     Ok(file)
 }
 
@@ -163,26 +159,6 @@ impl FileId {
     }
 }
 
-/// Identities of every file [`open_regular`] opened in this process.
-static OPENED: Mutex<BTreeSet<FileId>> = Mutex::new(BTreeSet::new());
-
-fn remember(meta: &Metadata) {
-    if let Some(id) = FileId::of(meta) {
-        match OPENED.lock() {
-            Ok(mut s) => s.insert(id),
-            Err(poisoned) => poisoned.into_inner().insert(id),
-        };
-    }
-}
-
-/// Whether this process opened the file with identity `id` as an input.
-pub(crate) fn was_opened(id: FileId) -> bool {
-    match OPENED.lock() {
-        Ok(s) => s.contains(&id),
-        Err(poisoned) => poisoned.into_inner().contains(&id),
-    }
-}
-
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
@@ -239,16 +215,15 @@ mod tests {
     }
 
     #[test]
-    fn opened_files_are_remembered_by_identity() {
+    fn files_are_told_apart_by_identity() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");
         let b = dir.path().join("b");
         std::fs::write(&a, b"a").unwrap();
         std::fs::write(&b, b"b").unwrap();
-        drop(open_regular(&a).unwrap());
         let id = |p: &Path| FileId::of_path(p).unwrap();
-        assert!(was_opened(id(&a)));
-        assert!(!was_opened(id(&b)));
+        assert_ne!(id(&a), id(&b));
         assert_eq!(FileId::of_path(&dir.path().join("./a")), Some(id(&a)));
+        assert_eq!(FileId::of_path(&dir.path().join("c")), None);
     }
 }

@@ -7,10 +7,11 @@
 //! replaced files kept until the last rename succeeded and restored on any failure.
 //!
 //! Temp files are `.<name>.tmp-<pid>-<n>`, created exclusively and removed on any error. A
-//! killed process cannot remove its own; the next write to the same destination removes such a
-//! leftover only when it can prove it is one: the exact name pattern, a process id that no
-//! longer exists (Linux `/proc`), a regular file with a single link, and not a file this process
-//! opened as an input (by device and inode). Anything else is left alone.
+//! killed process cannot remove its own, and no later run removes it either: nothing in a name,
+//! a process id or a file's metadata proves that a file was written by this tool (a file of the
+//! user's, or an input, can be named so), and the writers never delete a file they did not
+//! create in the same run. Such a leftover is a hidden partial file, never under the final name;
+//! remove it by hand.
 //!
 //! Writers stream: one tensor is read, written and released (its mapped input pages dropped,
 //! see [`TensorSource::release_pages`]) before the next, so peak memory does not grow with the
@@ -47,16 +48,16 @@ pub(crate) struct AtomicFile {
 }
 
 impl AtomicFile {
-    /// Creates `.<name>.tmp-<pid>-<n>` next to `dest`, first removing such temp files left by
-    /// processes that no longer exist (a killed conversion cannot clean up after itself), when
-    /// they are provably leftovers (see the [module docs](self)).
+    /// Creates `.<name>.tmp-<pid>-<n>` next to `dest` (the first free `n`; files of other
+    /// processes, live or dead, are never touched: see the [module docs](self)). A `dest` that
+    /// is a symlink to a regular file is written through (see `staged::resolve_destination`).
     pub(crate) fn create(dest: &Path) -> Result<AtomicFile> {
+        let dest = &staged::resolve_destination(dest)?;
         let dir = dest.parent().unwrap_or(Path::new("."));
         let name = dest
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("output");
-        remove_stale_temps(dir, name);
         let pid = std::process::id();
         for n in 0..1000u32 {
             let tmp = dir.join(format!(".{name}.tmp-{pid}-{n}"));
@@ -169,60 +170,59 @@ impl AtomicFile {
     }
 }
 
-/// Removes `.<name>.tmp-<pid>-<n>` files in `dir` left by a killed run, and nothing else: only
-/// a name of exactly that form, whose process no longer exists (only where `/proc` tells which
-/// processes exist, i.e. Linux; a file of a live process — another conversion into the same
-/// folder — is left alone), that is a regular file with no other name (not a symlink, not hard
-/// linked elsewhere), and that is not a file this process opened as an input (compared by
-/// device and inode: an input that happens to be named like a stale temp survives). Best
-/// effort: errors are ignored.
-fn remove_stale_temps(dir: &Path, name: &str) {
-    let proc = Path::new("/proc");
-    if !proc.join("self").exists() {
-        return;
+/// The folders [`CreatedDirs::create`] made for an output folder: removed again (only while
+/// empty, deepest first) when dropped before [`CreatedDirs::keep`], so a failed conversion into
+/// a new `OUTDIR` leaves no empty folder behind. Folders that existed before are never touched.
+#[must_use = "dropping it removes the folders it created"]
+pub(crate) struct CreatedDirs(Vec<PathBuf>);
+
+impl CreatedDirs {
+    /// Creates `dir` and its missing parents (`mkdir -p`), remembering which it created.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] (`create directory`) naming `dir`; what was created is removed again.
+    pub(crate) fn create(dir: &Path) -> Result<CreatedDirs> {
+        let mut missing = Vec::new();
+        let mut at = Some(dir);
+        while let Some(d) = at.filter(|d| !d.as_os_str().is_empty()) {
+            if std::fs::symlink_metadata(d).is_ok() {
+                break;
+            }
+            missing.push(d.to_path_buf());
+            at = d.parent();
+        }
+        let mut created = CreatedDirs(Vec::new());
+        for d in missing.iter().rev() {
+            match std::fs::create_dir(d) {
+                Ok(()) => created.0.push(d.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => {}
+                Err(e) => {
+                    return Err(Error::from(ErrorKind::io("create directory", e)).with_path(dir))
+                }
+            }
+        }
+        if !dir.is_dir() {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "it exists and is not a directory",
+            );
+            return Err(Error::from(ErrorKind::io("create directory", e)).with_path(dir));
+        }
+        Ok(created)
     }
-    let prefix = format!(".{name}.tmp-");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file = entry.file_name();
-        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
-            continue;
-        };
-        let Some((pid, n)) = rest.split_once('-') else {
-            continue;
-        };
-        let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !(numeric(pid) && numeric(n)) || proc.join(pid).exists() {
-            continue;
-        }
-        let path = entry.path();
-        if is_own_leftover(&path) {
-            let _ = std::fs::remove_file(path);
-        }
+
+    /// Keeps the created folders (the outputs are in place).
+    pub(crate) fn keep(mut self) {
+        self.0.clear();
     }
 }
 
-/// Whether `path` can only be a temp file a killed run left: a regular file (not a symlink)
-/// with one name, that this process did not open as an input.
-fn is_own_leftover(path: &Path) -> bool {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return false;
-    };
-    if !meta.file_type().is_file() {
-        return false;
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if meta.nlink() != 1 {
-            return false;
+impl Drop for CreatedDirs {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            // `remove_dir` removes only an empty folder: nothing put there by anyone is lost.
+            let _ = std::fs::remove_dir(d);
         }
-    }
-    match crate::fsio::FileId::of(&meta) {
-        Some(id) => !crate::fsio::was_opened(id),
-        None => false,
     }
 }
 
@@ -632,37 +632,15 @@ pub(crate) fn prepare_json(dest: &Path, value: &serde_json::Value) -> Result<Ato
 mod tests {
     use super::*;
 
-    #[test]
-    fn stale_temp_files_of_dead_processes_are_removed_live_ones_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let live = dir
-            .path()
-            .join(format!(".model.safetensors.tmp-{}-7", std::process::id()));
-        // Linux pids never exceed 2^22.
-        let dead = dir.path().join(".model.safetensors.tmp-999999999-0");
-        let other = dir.path().join(".config.json.tmp-999999999-0");
-        for p in [&live, &dead, &other] {
-            std::fs::write(p, b"partial").unwrap();
-        }
-        // Other tests of this process opened files as inputs: one of them may have had the inode
-        // `dead` now reuses, and the clean-up then (conservatively) keeps it.
-        let spared = crate::fsio::FileId::of_path(&dead).is_some_and(crate::fsio::was_opened);
-        let f = AtomicFile::create(&dir.path().join("model.safetensors")).unwrap();
-        drop(f);
-        assert!(live.exists(), "a live process's temp file is kept");
-        assert!(
-            other.exists(),
-            "only temp files of this output name are considered"
-        );
-        assert_eq!(dead.exists(), spared || !Path::new("/proc/self").exists());
-    }
-
     #[cfg(unix)]
     #[test]
-    fn stale_temp_clean_up_spares_inputs_links_and_symlinks() {
+    fn files_named_like_temp_files_are_never_removed() {
         let dir = tempfile::tempdir().unwrap();
+        // Named as temp files of dead (Linux pids never exceed 2^22) and live processes would
+        // be: a user's file, an input, a hard link, a symlink, a folder. None is this run's.
         let name = |pid: u32| dir.path().join(format!(".model.safetensors.tmp-{pid}-0"));
-        // Dead pids (Linux pids never exceed 2^22), each a file the clean-up cannot prove its own.
+        let mine = name(999_999_989);
+        std::fs::write(&mine, b"a user's file").unwrap();
         let input = name(999_999_990);
         std::fs::write(&input, b"an input").unwrap();
         drop(crate::fsio::open_regular(&input).unwrap());
@@ -675,19 +653,17 @@ mod tests {
         std::os::unix::fs::symlink(&target, &symlink).unwrap();
         let subdir = name(999_999_993);
         std::fs::create_dir(&subdir).unwrap();
-        let leftover = name(999_999_994);
-        std::fs::write(&leftover, b"partial").unwrap();
+        let live = name(std::process::id());
+        std::fs::write(&live, b"partial").unwrap();
 
-        let spared = crate::fsio::FileId::of_path(&leftover).is_some_and(crate::fsio::was_opened);
-        drop(AtomicFile::create(&dir.path().join("model.safetensors")).unwrap());
-        for p in [&input, &linked, &symlink, &subdir, &target] {
+        let f = AtomicFile::create(&dir.path().join("model.safetensors")).unwrap();
+        assert_ne!(f.tmp, live, "a taken name is skipped");
+        drop(f);
+        for p in [&mine, &input, &linked, &symlink, &subdir, &target, &live] {
             assert!(p.exists(), "{} was removed", p.display());
         }
+        assert_eq!(std::fs::read(&mine).unwrap(), b"a user's file");
         assert_eq!(std::fs::read(&input).unwrap(), b"an input");
-        assert_eq!(
-            leftover.exists(),
-            spared || !Path::new("/proc/self").exists()
-        );
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! destination first ([`AtomicFile`]); [`OutputSet::commit`] then puts them in place as one
 //! transaction:
 //!
-//! 1. every destination is checked: it must be absent, a regular file or a symlink (a directory,
-//!    FIFO, … in its place is refused, [`ErrorKind::NotRegularFile`]), and no two files may share
-//!    one;
+//! 1. every destination is checked: it must be absent or a regular file (a directory, FIFO, … in
+//!    its place is refused, [`ErrorKind::NotRegularFile`]; a symlink to a regular file was
+//!    resolved when the file was created, [`resolve_destination`], so the link stays and its
+//!    target is replaced), and no two files may share one;
 //! 2. every destination that exists is kept aside under a backup name of this process,
 //!    `.<name>.old-<pid>-<n>`: a hard link (the destination stays in place, so readers keep
 //!    seeing the old file), or, on filesystems without hard links, a rename;
@@ -146,6 +147,39 @@ impl OutputSet {
         }
         Ok(())
     }
+}
+
+/// Where a file meant for `dest` goes: `dest` itself when it is absent or a regular file; the
+/// file a symlink finally names when it is one to a regular file (written through: the target
+/// is replaced, the link stays — renaming over the link would delete a link this process did
+/// not create, e.g. `/dev/stdout`). Called before anything is written.
+///
+/// # Errors
+/// [`ErrorKind::NotRegularFile`] when `dest`, or what its symlink names, is a directory or a
+/// special file (`--output /dev/stdout` with stdout a pipe or terminal), or a symlink names
+/// nothing; [`ErrorKind::Io`] (`stat`, `resolve`).
+pub(crate) fn resolve_destination(dest: &Path) -> Result<PathBuf> {
+    let err = |op, e| Error::from(ErrorKind::io(op, e)).with_path(dest);
+    let link = match std::fs::symlink_metadata(dest) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(dest.to_path_buf()),
+        Err(e) => return Err(err("stat", e)),
+    };
+    if !link.file_type().is_symlink() {
+        crate::fsio::refuse_special(&link).map_err(|e| e.with_path(dest))?;
+        return Ok(dest.to_path_buf());
+    }
+    match std::fs::metadata(dest) {
+        Ok(m) => crate::fsio::refuse_special(&m).map_err(|e| e.with_path(dest))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Error::from(ErrorKind::NotRegularFile {
+                kind: "symlink to nothing",
+            })
+            .with_path(dest))
+        }
+        Err(e) => return Err(err("stat", e)),
+    }
+    std::fs::canonicalize(dest).map_err(|e| err("resolve", e))
 }
 
 /// Refuses a destination that exists and is neither a regular file nor a symlink (renaming over
@@ -290,7 +324,18 @@ mod tests {
         std::fs::write(dir.path().join("a"), b"old a").unwrap();
         std::fs::create_dir(dir.path().join("c")).unwrap();
         let before = snapshot(dir.path());
-        let e = staged(dir.path(), NEW).commit().unwrap_err();
+        // Refused before a temp file is written…
+        let e = AtomicFile::create(&dir.path().join("c")).err().unwrap();
+        assert!(
+            matches!(e.kind(), ErrorKind::NotRegularFile { kind: "directory" }),
+            "{e}"
+        );
+        assert_eq!(snapshot(dir.path()), before);
+        // …and again at the commit, for a directory that appeared after the files were written.
+        std::fs::remove_dir(dir.path().join("c")).unwrap();
+        let set = staged(dir.path(), NEW);
+        std::fs::create_dir(dir.path().join("c")).unwrap();
+        let e = set.commit().unwrap_err();
         assert!(
             matches!(e.kind(), ErrorKind::NotRegularFile { kind: "directory" }),
             "{e}"
@@ -355,6 +400,51 @@ mod tests {
             }
             crate::convert(&input, dir.path(), &opts).unwrap();
             assert_eq!(snapshot(dir.path()).len(), 3, "{to:?}");
+
+            // Into a new OUTDIR: the folders it created are removed again.
+            let out = dir.path().join("new").join("nested");
+            for step in 0..3 {
+                FAIL_STEP.with(|f| f.set(Some(step)));
+                let e = crate::convert(&input, &out, &opts).unwrap_err();
+                FAIL_STEP.with(|f| f.set(None));
+                assert!(e.to_string().contains("injected failure"), "{e}");
+                assert!(!dir.path().join("new").exists(), "{to:?}, step {step}");
+            }
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_destination_resolves_to_its_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let real = d.join("real");
+        std::fs::write(&real, b"old").unwrap();
+        let link = d.join("link");
+        std::os::unix::fs::symlink("real", &link).unwrap();
+        let chain = d.join("chain");
+        std::os::unix::fs::symlink("link", &chain).unwrap();
+        let real = std::fs::canonicalize(&real).unwrap();
+        assert_eq!(resolve_destination(&link).unwrap(), real);
+        assert_eq!(resolve_destination(&chain).unwrap(), real);
+        assert_eq!(resolve_destination(&d.join("new")).unwrap(), d.join("new"));
+        let kind = |p: &Path| match resolve_destination(p) {
+            Err(e) => match e.kind() {
+                ErrorKind::NotRegularFile { kind } => *kind,
+                _ => panic!("{e}"),
+            },
+            Ok(r) => panic!("{}", r.display()),
+        };
+        std::os::unix::fs::symlink("nothing", d.join("dangling")).unwrap();
+        assert_eq!(kind(&d.join("dangling")), "symlink to nothing");
+        std::os::unix::fs::symlink("/dev/null", d.join("null")).unwrap();
+        assert_eq!(kind(&d.join("null")), "character device");
+        assert_eq!(kind(d), "directory");
+        staged(d, &[("chain", b"new")]).commit().unwrap();
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        assert!(std::fs::symlink_metadata(&chain)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 }

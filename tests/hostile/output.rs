@@ -272,7 +272,16 @@ fn killed_conversion_leaves_no_model_safetensors() {
         b"{\"previous\": true}"
     );
 
-    // The next run cleans the dead run's temp file and completes.
+    // The next run completes; the dead run's temp file stays (nothing proves a file named so
+    // was written by this tool, so none is ever removed), a hidden file never under the final
+    // name.
+    let leftovers: Vec<String> = names_in(&out)
+        .into_iter()
+        .filter(|n| n.starts_with('.') && n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers
+        .iter()
+        .any(|n| n.starts_with(".model.safetensors.tmp-")));
     let r = bin()
         .args(["--from", "timm", "--num-heads", "8"])
         .arg(&input)
@@ -281,14 +290,48 @@ fn killed_conversion_leaves_no_model_safetensors() {
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    assert_eq!(
-        names_in(&out),
+    let mut want = leftovers;
+    want.extend(
         [
             "config.json",
             "model.safetensors",
+            "preprocessor_config.json",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(names_in(&out), want, "the killed run's temp files are kept");
+}
+
+#[test]
+fn a_file_named_like_a_stale_temp_file_is_never_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    // Not an input: a file of the user's that happens to be named as a dead process's temp
+    // file would be (Linux pids never exceed 2^22).
+    let notes = out.join(".config.json.tmp-999999999-0");
+    std::fs::write(&notes, b"my notes").unwrap();
+    let input = fixture("convert/timm_vit/source.pth");
+    let (code, stderr) = run(&[
+        "--from".as_ref(),
+        "timm".as_ref(),
+        "--num-heads".as_ref(),
+        "2".as_ref(),
+        input.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(std::fs::read(&notes).unwrap(), b"my notes");
+    vit_convert::convert(&input, out, &timm_opts()).unwrap();
+    assert_eq!(std::fs::read(&notes).unwrap(), b"my notes");
+    assert_eq!(
+        names_in(out),
+        [
+            ".config.json.tmp-999999999-0",
+            "config.json",
+            "model.safetensors",
             "preprocessor_config.json"
-        ],
-        "stale temp files of the killed run are removed"
+        ]
     );
 }
 
@@ -607,4 +650,194 @@ fn forward_writes_all_its_outputs_or_none() {
         "{stderr}"
     );
     assert_eq!(snapshot(d), before);
+}
+
+/// Makes a FIFO at `path`.
+fn mkfifo(path: &Path) {
+    let made = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(made.success());
+}
+
+#[test]
+fn an_output_that_is_a_symlink_is_written_through_never_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let real = d.join("real.npy");
+    std::fs::write(&real, b"previous").unwrap();
+    let link = d.join("link.npy");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    // `--output /dev/stdout` with stdout a pipe: a symlink to a FIFO (never the real
+    // /dev/stdout here: before the fix, the link itself was replaced by a regular file).
+    let fifo = d.join("fifo");
+    mkfifo(&fifo);
+    let to_fifo = d.join("to_fifo.npy");
+    std::os::unix::fs::symlink(&fifo, &to_fifo).unwrap();
+    let dangling = d.join("dangling.npy");
+    std::os::unix::fs::symlink(d.join("nothing"), &dangling).unwrap();
+    let before = names_in(d);
+
+    let forward = |out: &Path| {
+        let mut a: Vec<std::ffi::OsString> = vec!["forward".into()];
+        a.push(fixture("convert/timm_vit/hf").into());
+        a.push("--input".into());
+        a.push(fixture("convert/timm_vit/io/input.npy").into());
+        a.push("--output".into());
+        a.push(out.into());
+        let r = bin().args(&a).output().unwrap();
+        (
+            r.status.code(),
+            String::from_utf8_lossy(&r.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = forward(&link);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read(&real).unwrap().starts_with(b"\x93NUMPY"));
+    for (out, want) in [
+        (&to_fifo, "not a regular file (it is a fifo)"),
+        (&dangling, "not a regular file (it is a symlink to nothing)"),
+    ] {
+        let (code, stderr) = forward(out);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+        assert!(std::fs::symlink_metadata(out)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert_eq!(names_in(d), before, "no temp file left, no link replaced");
+
+    // The library: the same, through `write_files`.
+    vit_convert::write::write_files(&[(&link, b"new")]).unwrap();
+    assert_eq!(std::fs::read(&real).unwrap(), b"new");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let kind = |p: &Path| {
+        let e = vit_convert::write::write_files(&[(p, b"x")]).unwrap_err();
+        assert_eq!(e.path(), Some(p));
+        match e.kind() {
+            vit_convert::ErrorKind::NotRegularFile { kind } => *kind,
+            _ => panic!("{e}"),
+        }
+    };
+    assert_eq!(kind(&to_fifo), "fifo");
+    assert_eq!(kind(&dangling), "symlink to nothing");
+    assert_eq!(names_in(d), before);
+
+    // A conversion into an OUTDIR whose config.json links elsewhere replaces the target.
+    let out = d.join("out");
+    std::fs::create_dir(&out).unwrap();
+    let elsewhere = d.join("elsewhere.json");
+    std::fs::write(&elsewhere, b"{}").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("config.json")).unwrap();
+    let input = fixture("convert/timm_vit/source.pth");
+    vit_convert::convert(&input, &out, &timm_opts()).unwrap();
+    assert!(std::fs::symlink_metadata(out.join("config.json"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read_to_string(&elsewhere)
+        .unwrap()
+        .contains("\"hidden_size\": 24"));
+}
+
+#[test]
+fn convert_refuses_replacing_the_config_json_it_read_beside_the_input() {
+    // `--from hf` reads the config.json beside the weights: `-o` that folder must not replace it.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hf = fixture("convert/timm_vit/hf");
+    std::fs::copy(hf.join("config.json"), d.join("config.json")).unwrap();
+    let input = d.join("pytorch.safetensors");
+    std::fs::copy(hf.join("model.safetensors"), &input).unwrap();
+    let before = snapshot(d);
+    let opts = vit_convert::ConvertOptions {
+        from: Some("hf".into()),
+        ..Default::default()
+    };
+    let e = vit_convert::convert(&input, d, &opts).unwrap_err();
+    assert!(
+        matches!(e.kind(), vit_convert::ErrorKind::InvalidOption { reason }
+            if reason.contains("config.json would overwrite the input")),
+        "{e}"
+    );
+    assert_eq!(snapshot(d), before);
+    for from in ["hf", "auto"] {
+        let (code, stderr) = run(&[
+            "--from".as_ref(),
+            from.as_ref(),
+            input.as_os_str(),
+            "-o".as_ref(),
+            d.as_os_str(),
+        ]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("config.json would overwrite the input"),
+            "{stderr}"
+        );
+        assert_eq!(snapshot(d), before, "--from {from}");
+    }
+}
+
+#[test]
+fn a_failed_conversion_leaves_no_outdir_it_created() {
+    // Refused after the weights were read: the new folders are not even created.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("new").join("nested");
+    let deit = fixture("convert/deit_distilled/source.pth");
+    let (code, stderr) = run(&[
+        "--from".as_ref(),
+        "deit".as_ref(),
+        "--num-heads".as_ref(),
+        "2".as_ref(),
+        "--to".as_ref(),
+        "flax".as_ref(),
+        deit.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--to flax"), "{stderr}");
+    assert!(names_in(dir.path()).is_empty(), "a folder was left");
+
+    // A full disk after the folders were created: they are removed again, and a folder that
+    // existed before is kept.
+    let fs = match Tmpfs::mount("64k") {
+        Ok(fs) => fs,
+        Err(reason) => {
+            println!("skipped full-disk part: {reason}");
+            return;
+        }
+    };
+    std::fs::create_dir(fs.path().join("kept")).unwrap();
+    let out = fs.path().join("kept").join("new").join("nested");
+    let input = fixture("convert/timm_vit/source.pth");
+    let (code, stderr) = run(&[
+        "--from".as_ref(),
+        "timm".as_ref(),
+        "--num-heads".as_ref(),
+        "2".as_ref(),
+        input.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        names_in(&fs.path().join("kept")).is_empty(),
+        "a folder was left"
+    );
+    let e = vit_convert::convert(&input, &out, &timm_opts()).unwrap_err();
+    assert!(matches!(e.kind(), vit_convert::ErrorKind::Io { .. }), "{e}");
+    assert!(names_in(&fs.path().join("kept")).is_empty());
 }
