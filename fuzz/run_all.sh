@@ -6,6 +6,7 @@
 #
 #   fuzz/run_all.sh [SECONDS] [TARGET...]
 #
+# VIT_CONVERT_FUZZ_TARGET_DIR names the build's target dir (default fuzz/target).
 # VIT_CONVERT_FUZZ_RUNS=N stops each target after N executions instead (SECONDS still caps the
 # time). VIT_CONVERT_FUZZ_SANITIZER names the build the figures came from in the printed line
 # (cargo fuzz build -s none for the long runs, address for CI's smoke; default address).
@@ -16,8 +17,8 @@ cd "$(dirname "$0")"
 secs=${1:-30}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(pickle torch_zip torch_legacy npy npz safetensors flax mapping_table inspect verify_compare)
-bin=target/x86_64-unknown-linux-gnu/release
+[ ${#targets[@]} -gt 0 ] || targets=(pickle torch_zip torch_legacy npy npz safetensors flax mapping_table inspect verify_compare side_files)
+bin=${VIT_CONVERT_FUZZ_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release
 mkdir -p logs
 failed=0
 for t in "${targets[@]}"; do

@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 root=..
 corpus=corpus
 mkdir -p "$corpus"
-for t in pickle torch_zip torch_legacy npy npz safetensors flax mapping_table inspect verify_compare; do
+for t in pickle torch_zip torch_legacy npy npz safetensors flax mapping_table inspect verify_compare side_files; do
   mkdir -p "$corpus/$t"
 done
 
@@ -72,6 +72,15 @@ while IFS= read -r -d '' f; do
   n=$((n + 1)); [ $n -lt 24 ] || break
 done < <(find "$root/fixtures" -path '*io*' -name '*.npy' -print0 | sort -z)
 
+# side_files: a config.json, NUL, a preprocessor_config.json, NUL, a few bytes of numbers (the
+# fixtures' model folders; the tiny model the target builds decides what fits).
+while IFS= read -r -d '' f; do
+  d=$(dirname "$f")
+  pre="$d/preprocessor_config.json"
+  { cat "$f"; printf '\0'; [ -f "$pre" ] && cat "$pre"; printf '\0\x01\x08\x08\x00\x02\x04\x04\x01'; } \
+    > "$tmp/sf" && add side_files "$tmp/sf"
+done < <(find "$root/fixtures" -name config.json -size -64k -print0 | sort -z)
+
 # Hand-built seeds for structure the fixtures lack in a small file (fuzz/seeds/<target>/:
 # e.g. a chunked Flax array; the Flax fixtures holding one are over the size cap above).
 for d in seeds/*/; do
@@ -79,6 +88,6 @@ for d in seeds/*/; do
   for f in "$d"*; do add "$t" "$f"; add inspect "$f"; done
 done
 
-for t in pickle torch_zip torch_legacy npy npz safetensors flax mapping_table inspect verify_compare; do
+for t in pickle torch_zip torch_legacy npy npz safetensors flax mapping_table inspect verify_compare side_files; do
   printf '%-14s %4d seeds\n' "$t" "$(find "$corpus/$t" -type f | wc -l)"
 done

@@ -173,8 +173,8 @@ fn crafted_tensor_name_is_one_line_in_convert_errors_and_verify_output() {
         assert_clean("convert", &out, 0, if v { lines } else { 1 });
     }
 
-    // verify loads the folder (the extra tensor is not the model's): exactly the one genuine
-    // PASS line, nothing forged.
+    // verify refuses the folder (a tensor the model has no place for is an error): one line, the
+    // name escaped, no PASS line forged.
     let out = run(&[
         "verify".as_ref(),
         model.as_os_str(),
@@ -185,11 +185,16 @@ fn crafted_tensor_name_is_one_line_in_convert_errors_and_verify_output() {
     ]);
     assert_eq!(
         out.status.code(),
-        Some(0),
+        Some(1),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_clean_passes("verify", &out, 1, 0, 1);
+    assert_clean("verify", &out, 0, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(r"x\nPASS: max |Δ| 0\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
