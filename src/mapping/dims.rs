@@ -49,6 +49,14 @@ impl Dim {
         Ok(Dim { factors })
     }
 
+    /// The symbols the dimension uses, in order (repeats included).
+    pub(crate) fn symbols(&self) -> impl Iterator<Item = &str> {
+        self.factors.iter().filter_map(|f| match f {
+            Factor::Sym(s) => Some(s.as_str()),
+            Factor::Int(_) => None,
+        })
+    }
+
     /// A constant dimension.
     pub(crate) fn int(v: usize) -> Dim {
         Dim {

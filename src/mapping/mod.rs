@@ -10,6 +10,7 @@ use crate::tensor::{Tensor, TensorInfo};
 
 pub(crate) mod apply;
 pub(crate) mod dims;
+pub(crate) mod index;
 pub(crate) mod ops;
 pub(crate) mod pattern;
 pub(crate) mod schema;

@@ -89,6 +89,12 @@ pub struct Limits {
     /// (hidden size 1, patch size 1) or a large input with `--interpolate-pos-encoding` could
     /// otherwise ask for terabytes.
     pub forward_tokens: usize,
+    /// Most bytes a mapping table may add to what it reads: the tensors a table makes (and every
+    /// step of every rule) may hold at most the bytes of the tensors they come from plus this.
+    /// Table ops only move bytes, except `prepend_zeros` (one class-token row), so a table that
+    /// would turn a small checkpoint into a large output (`prepend_zeros(0, 1099511627776)`, a
+    /// reshape or concat that grows) is refused while planning, before anything is read or written.
+    pub table_output_allowance_bytes: usize,
 }
 
 /// A deflated npz member may always inflate to this many bytes, whatever its ratio.
@@ -119,6 +125,9 @@ const FIELDS: &[(&str, Setter)] = &[
     ("CONFIG_FILE_BYTES", |l| &mut l.config_file_bytes),
     ("TABLE_FILE_BYTES", |l| &mut l.table_file_bytes),
     ("FORWARD_TOKENS", |l| &mut l.forward_tokens),
+    ("TABLE_OUTPUT_ALLOWANCE_BYTES", |l| {
+        &mut l.table_output_allowance_bytes
+    }),
 ];
 
 /// The budget names [`ErrorKind::BudgetExceeded`] reports, and the field each is a limit of.
@@ -142,6 +151,7 @@ const BUDGETS: &[(&str, &str)] = &[
     ("config file bytes", "CONFIG_FILE_BYTES"),
     ("table file bytes", "TABLE_FILE_BYTES"),
     ("forward tokens", "FORWARD_TOKENS"),
+    ("table output bytes", "TABLE_OUTPUT_ALLOWANCE_BYTES"),
 ];
 
 static CURRENT: RwLock<Limits> = RwLock::new(Limits::DEFAULT);
@@ -168,6 +178,7 @@ impl Limits {
         config_file_bytes: 16 << 20,
         table_file_bytes: 1 << 20,
         forward_tokens: 1 << 13,
+        table_output_allowance_bytes: 16 << 20,
     };
 
     /// The limits in force for this process ([`Limits::DEFAULT`] unless [`Limits::set`] changed
