@@ -328,7 +328,9 @@ fn rules_with_too_many_ops_or_dimensions_are_refused_at_load() {
 
     let text = table_text(
         "",
-        &format!("[[rule]]\nfrom = \"w\"\nshape = [\"A\"]\nops = [\"reshape({dims})\"]\nto = \"x\"\n"),
+        &format!(
+            "[[rule]]\nfrom = \"w\"\nshape = [\"A\"]\nops = [\"reshape({dims})\"]\nto = \"x\"\n"
+        ),
     );
     let (_, _, reason) = table_reason(&MappingTable::from_toml(&text, "t.toml").unwrap_err());
     assert!(reason.contains("65 arguments (at most 64)"), "{reason}");
@@ -382,7 +384,11 @@ fn rule_matching_work_grows_with_names_not_rules_times_names() {
     assert_eq!(plan.report.layers, 5);
     // One probe per name plus one per digit count tried after a template prefix: a handful per
     // name, where rules × names would be 80 000 000.
-    assert!(probes <= 4 * infos.len(), "{probes} probes for {} names", infos.len());
+    assert!(
+        probes <= 4 * infos.len(),
+        "{probes} probes for {} names",
+        infos.len()
+    );
 }
 
 #[test]
@@ -407,7 +413,10 @@ fn a_huge_layer_index_is_a_gap_not_a_loop() {
     let (_, _, reason) = mapping_reason(&e);
     assert_eq!(
         reason,
-        format!("layer indices have a gap: layer 1 is missing (found up to {})", usize::MAX)
+        format!(
+            "layer indices have a gap: layer 1 is missing (found up to {})",
+            usize::MAX
+        )
     );
 }
 
@@ -425,7 +434,9 @@ fn symbols_bound_one_per_pass_still_bind() {
         ));
         list.push((format!("w{k}"), vec![2usize]));
     }
-    rules.push_str(&format!("[[rule]]\nfrom = \"w{n}\"\nshape = [\"S{n}\"]\nto = \"x{n}\"\n"));
+    rules.push_str(&format!(
+        "[[rule]]\nfrom = \"w{n}\"\nshape = [\"S{n}\"]\nto = \"x{n}\"\n"
+    ));
     list.push((format!("w{n}"), vec![1]));
     let t = MappingTable::from_toml(&table_text("", &rules), "chain.toml").unwrap();
     let plan = plan_forward(&t, source(&list).tensors(), None).unwrap();
