@@ -2,7 +2,7 @@
 //! reverse (canonical → source layout). Planning reads names and shapes only; tensor data is
 //! read later, one tensor at a time, by [`PlannedSource`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -122,7 +122,7 @@ pub(crate) fn select_view(
     };
     let mut view = Vec::new();
     let mut not_selected = Vec::new();
-    let mut seen = BTreeMap::new();
+    let mut seen: HashMap<&str, &str> = HashMap::with_capacity(names.len());
     for &n in names {
         let inner = match &selected {
             Some(w) => match n.strip_prefix(w.as_str()).and_then(|r| r.strip_prefix('/')) {
@@ -135,7 +135,7 @@ pub(crate) fn select_view(
             None => n,
         };
         let stripped = strip_prefixes(inner, &table.index.strip);
-        if let Some(prev) = seen.insert(stripped.to_string(), n.to_string()) {
+        if let Some(prev) = seen.insert(stripped, n) {
             return Err(mapping_err(
                 table,
                 0,
@@ -196,8 +196,8 @@ pub(crate) fn plan_forward(
 ) -> Result<Plan> {
     let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();
     let view = select_view(table, &names, branch)?;
-    let by_orig: BTreeMap<&str, &TensorInfo> = infos.iter().map(|t| (t.name.as_str(), t)).collect();
-    let lookup: BTreeMap<&str, &str> = view
+    let by_orig: HashMap<&str, &TensorInfo> = infos.iter().map(|t| (t.name.as_str(), t)).collect();
+    let lookup: HashMap<&str, &str> = view
         .names
         .iter()
         .map(|(s, o)| (s.as_str(), o.as_str()))
@@ -222,7 +222,7 @@ pub(crate) fn plan_forward(
     // Instantiate rules, rule by rule and name by name (the order fixes which error comes first).
     let stripped: Vec<&str> = view.names.iter().map(|(s, _)| s.as_str()).collect();
     let matched = match_rules(&table.index.from, table.rules.len(), &stripped);
-    let mut consumed: BTreeMap<String, usize> = BTreeMap::new();
+    let mut consumed: HashMap<String, usize> = HashMap::new();
     let mut instances: Vec<Instance> = Vec::new();
     let mut by_rule: Vec<Vec<usize>> = vec![Vec::new(); table.rules.len()];
     for (rule, (matches, mine)) in table.rules.iter().zip(matched.iter().zip(&mut by_rule)) {
@@ -319,7 +319,7 @@ pub(crate) fn plan_forward(
             .map(|(_, i)| i.byte_len()),
     );
     let mut targets = Vec::new();
-    let mut produced: BTreeMap<String, usize> = BTreeMap::new();
+    let mut produced: HashMap<String, usize> = HashMap::new();
     for ins in &instances {
         let rule = ins.rule;
         let ops = rule
@@ -380,7 +380,7 @@ pub(crate) fn plan_forward(
 fn claim_target(
     table: &MappingTable,
     rule: &Rule,
-    produced: &mut BTreeMap<String, usize>,
+    produced: &mut HashMap<String, usize>,
     name: &str,
 ) -> Result<()> {
     match produced.insert(name.to_string(), rule.line) {
@@ -697,10 +697,10 @@ pub(crate) fn plan_reverse(
     infos: &[TensorInfo],
     bindings: &Bindings,
 ) -> Result<Plan> {
-    let by_name: BTreeMap<&str, &TensorInfo> = infos.iter().map(|t| (t.name.as_str(), t)).collect();
+    let by_name: HashMap<&str, &TensorInfo> = infos.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut consumed: BTreeSet<String> = BTreeSet::new();
     let mut targets = Vec::new();
-    let mut produced: BTreeMap<String, usize> = BTreeMap::new();
+    let mut produced: HashMap<String, usize> = HashMap::new();
     let mut layers = 0usize;
     let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();
     let matched = match_rules(&table.index.to, table.rules.len(), &names);
