@@ -16,6 +16,11 @@ use crate::source::MAX_RANK;
 /// every tensor it converts, so a long list would multiply the work a table can ask for.
 pub(crate) const MAX_RULE_OPS: usize = 16;
 
+/// Most `from` (concat) or `to` (split) names in one rule. The shipped tables use at most three;
+/// each output of a split recomputes the rule's ops on the whole input, so many parts would
+/// multiply the work a table can ask for.
+pub(crate) const MAX_RULE_NAMES: usize = 64;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSpec {
@@ -403,8 +408,16 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
             .map(|s| Pattern::parse(s).map_err(|e| err(e.0)))
             .collect()
     };
-    let from = parse_all(spec.from.into_vec())?;
-    let to = parse_all(spec.to.into_vec())?;
+    let (from, to) = (spec.from.into_vec(), spec.to.into_vec());
+    if from.len().max(to.len()) > MAX_RULE_NAMES {
+        return Err(err(format!(
+            "{} `from` and {} `to` names (at most {MAX_RULE_NAMES} each)",
+            from.len(),
+            to.len()
+        )));
+    }
+    let from = parse_all(from)?;
+    let to = parse_all(to)?;
     if from.is_empty() || to.is_empty() {
         return Err(err(
             "a rule needs at least one `from` and one `to` name".into()

@@ -334,6 +334,28 @@ fn rules_with_too_many_ops_or_dimensions_are_refused_at_load() {
     );
     let (_, _, reason) = table_reason(&MappingTable::from_toml(&text, "t.toml").unwrap_err());
     assert!(reason.contains("65 arguments (at most 64)"), "{reason}");
+
+    let product = vec!["D"; 17].join("*");
+    let text = table_text(
+        "",
+        &format!("[[rule]]\nfrom = \"w\"\nshape = [\"{product}\"]\nto = \"x\"\n"),
+    );
+    let (_, _, reason) = table_reason(&MappingTable::from_toml(&text, "t.toml").unwrap_err());
+    assert!(reason.contains("more than 16 factors"), "{reason}");
+
+    let parts: Vec<String> = (0..65).map(|k| format!("\"x{k}\"")).collect();
+    let text = table_text(
+        "",
+        &format!(
+            "[[rule]]\nfrom = \"w\"\nshape = [\"A\"]\nops = [\"split(0, 65)\"]\nto = [{}]\n",
+            parts.join(", ")
+        ),
+    );
+    let (_, _, reason) = table_reason(&MappingTable::from_toml(&text, "t.toml").unwrap_err());
+    assert!(
+        reason.contains("1 `from` and 65 `to` names (at most 64 each)"),
+        "{reason}"
+    );
 }
 
 #[test]

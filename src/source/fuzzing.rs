@@ -208,7 +208,10 @@ mod tests {
         let evil = crate::mapping::MappingTable::builtin("timm")
             .unwrap()
             .text()
-            .replace("strip_prefixes = [\"module.\", \"_orig_mod.\"]", "strip_prefixes = [\"\"]");
+            .replace(
+                "strip_prefixes = [\"module.\", \"_orig_mod.\"]",
+                "strip_prefixes = [\"\"]",
+            );
         super::mapping_table(evil.as_bytes());
         assert!(start.elapsed().as_secs() < 10);
     }
