@@ -36,6 +36,14 @@ impl Pattern {
         })
     }
 
+    /// A literal template of exactly `text` (no placeholder parsing).
+    pub(crate) fn literal(text: &str) -> Self {
+        Pattern {
+            prefix: text.to_string(),
+            suffix: None,
+        }
+    }
+
     /// The literal text before `{i}` (the whole name for a literal template).
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix

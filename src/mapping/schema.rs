@@ -361,6 +361,7 @@ impl MappingTable {
             index: TableIndex::default(),
         };
         table.index = TableIndex::build(&table);
+        check_reachable(&table)?;
         Ok(table)
     }
 
@@ -399,6 +400,49 @@ impl MappingTable {
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }
+}
+
+/// The strip prefix that keeps `pattern` from ever matching: names are stripped before they are
+/// matched, and a stripped name never starts with a strip prefix unless it is that prefix.
+fn stripped_away<'t>(table: &'t MappingTable, pattern: &Pattern) -> Option<&'t str> {
+    let text = pattern.prefix();
+    let indexed = pattern.is_indexed();
+    table
+        .index
+        .strip
+        .matches(text)
+        .find(|&(len, _)| indexed || len < text.len())
+        .and_then(|(_, k)| table.strip_prefixes.get(k))
+        .map(String::as_str)
+}
+
+/// Refuses rules and rejects whose names can never match, because a strip prefix removes what
+/// they start with: such a rule is dead, and such a reject would let the feature through.
+fn check_reachable(table: &MappingTable) -> Result<()> {
+    let dead = |line: usize, p: &Pattern, strip: &str| {
+        Err(table_error(
+            &table.file,
+            line,
+            format!("`{p}` can never match: `{strip}` is stripped from every name first"),
+        ))
+    };
+    for rule in &table.rules {
+        for p in &rule.from {
+            if let Some(strip) = stripped_away(table, p) {
+                return dead(rule.line, p, strip);
+            }
+        }
+    }
+    for r in &table.rejects {
+        let p = match &r.matcher {
+            RejectMatch::Name(p) => p.clone(),
+            RejectMatch::Prefix(q) => Pattern::literal(q),
+        };
+        if let Some(strip) = stripped_away(table, &p) {
+            return dead(r.line, &p, strip);
+        }
+    }
+    Ok(())
 }
 
 fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {

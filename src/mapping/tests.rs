@@ -552,3 +552,40 @@ fn a_class_row_prepend_fits_the_allowance() {
     assert!(pos.data[..16].iter().all(|&b| b == 0));
     assert_eq!(&pos.data[16..], &src.read("pos").unwrap().data[..]);
 }
+
+#[test]
+fn a_rule_or_reject_behind_a_strip_prefix_is_refused_at_load() {
+    for (entry, shown) in [
+        (
+            "[[rule]]\nfrom = \"module.blocks.{i}.w\"\nshape = [\"D\"]\nto = \"x.{i}\"\n",
+            "module.blocks.{i}.w",
+        ),
+        (
+            "[[rule]]\nfrom = \"module.w\"\nshape = [\"D\"]\nto = \"x\"\n",
+            "module.w",
+        ),
+        (
+            "[[reject]]\nname = \"module.ls{i}\"\nfeature = \"layer scale\"\n",
+            "module.ls{i}",
+        ),
+        (
+            "[[reject]]\nprefix = \"module.ls\"\nfeature = \"layer scale\"\n",
+            "module.ls",
+        ),
+    ] {
+        let text = table_text("strip_prefixes = [\"x.\", \"module.\"]", entry);
+        let (file, line, reason) =
+            table_reason(&MappingTable::from_toml(&text, "dead.toml").unwrap_err());
+        assert_eq!((file.as_str(), line), ("dead.toml", 13), "{reason}");
+        assert_eq!(
+            reason,
+            format!("`{shown}` can never match: `module.` is stripped from every name first")
+        );
+    }
+    // A name that is exactly a strip prefix survives stripping, so it can be matched.
+    let text = table_text(
+        "strip_prefixes = [\"module.\"]",
+        "[[rule]]\nfrom = \"module.\"\nshape = [\"D\"]\nto = \"x\"\n",
+    );
+    MappingTable::from_toml(&text, "ok.toml").unwrap();
+}
