@@ -278,3 +278,206 @@ fn readme_worked_example_commands_run_as_written() {
     assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
     assert_eq!(stdout(&a), stdout(&b));
 }
+
+/// Asserts exit 1 and exactly one stderr line holding every one of `needles`, no panic.
+fn assert_refused(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in {err}");
+    }
+}
+
+/// The timm table with `pos_embed`'s rule given `ops`, written to `dir/evil.toml`; returns the
+/// path and the rule's line.
+fn timm_with_pos_ops(dir: &Path, ops: &str) -> (PathBuf, usize) {
+    let timm = MappingTable::builtin("timm").unwrap().text().to_string();
+    let text = timm.replace(
+        "from = \"pos_embed\"\nshape = [1, \"T\", \"D\"]\n",
+        &format!("from = \"pos_embed\"\nshape = [1, \"T\", \"D\"]\nops = [{ops}]\n"),
+    );
+    assert_ne!(text, timm);
+    let line = text
+        .lines()
+        .position(|l| l == "from = \"pos_embed\"")
+        .unwrap();
+    let path = dir.join("evil.toml");
+    std::fs::write(&path, text).unwrap();
+    (path, line)
+}
+
+#[test]
+fn tables_check_refuses_an_empty_strip_prefix_naming_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("loop.toml");
+    let text = MappingTable::builtin("timm").unwrap().text().replace(
+        "strip_prefixes = [\"module.\", \"_orig_mod.\"]",
+        "strip_prefixes = [\"module.\", \"\"]",
+    );
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("strip_prefixes"))
+        .unwrap()
+        + 1;
+    std::fs::write(&path, &text).unwrap();
+    let out = common::run_cli(&["tables", "--check", path.to_str().unwrap()]);
+    assert_refused(
+        &out,
+        &[
+            &format!("loop.toml:{line}"),
+            "strip_prefixes: an empty entry strips nothing",
+        ],
+    );
+    // `--table` loads it the same way: refused before the checkpoint is looked at.
+    let out_dir = dir.path().join("out");
+    let conv = common::run_cli(&[
+        "--table",
+        path.to_str().unwrap(),
+        common::fixture("convert", "timm_vit/source.pth")
+            .to_str()
+            .unwrap(),
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_refused(&conv, &[&format!("loop.toml:{line}"), "strip_prefixes"]);
+    assert!(!out_dir.exists());
+}
+
+#[test]
+fn tables_check_of_a_one_mebibyte_table_is_quick() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.toml");
+    let mut text = MappingTable::builtin("timm").unwrap().text().to_string();
+    let mut k = 0;
+    while text.len() < (1 << 20) - 200 {
+        text.push_str(&format!(
+            "\n[[rule]]\nfrom = \"extra{k}.{{i}}.w\"\nshape = [\"D\"]\nto = \"x{k}.{{i}}\"\noptional = true\n"
+        ));
+        k += 1;
+    }
+    std::fs::write(&path, &text).unwrap();
+    let start = std::time::Instant::now();
+    let out = common::run_cli(&["tables", "--check", path.to_str().unwrap()]);
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rules = MappingTable::builtin("timm").unwrap().rule_count() + k;
+    assert!(
+        stdout(&out).contains(&format!("{rules} rules: ok")),
+        "{}",
+        stdout(&out)
+    );
+    // Linear in the text: well under a second; line numbers found by scanning the text from the
+    // start for each of the ~13 000 rules took far longer.
+    assert!(took.as_secs() < 30, "{took:?}");
+
+    // The last rule's line is still exact.
+    let bad = text.replace(&format!("to = \"x{}.{{i}}\"", k - 1), "to = \"\"");
+    std::fs::write(&path, &bad).unwrap();
+    let out = common::run_cli(&["tables", "--check", path.to_str().unwrap()]);
+    let line = bad.lines().count() - 4;
+    assert_refused(&out, &[&format!("big.toml:{line}"), "empty name template"]);
+}
+
+#[test]
+fn a_table_that_would_amplify_is_refused_before_outdir_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = common::fixture("convert", "timm_vit/source.pth");
+    for ops in [
+        "\"prepend_zeros(1, 1099511627776)\"",
+        "\"prepend_zeros(1, 1073741824)\", \"drop_zeros(1, 1073741824)\"",
+    ] {
+        let (table, line) = timm_with_pos_ops(dir.path(), ops);
+        let out_dir = dir.path().join("out");
+        let out = common::run_cli(&[
+            "--table",
+            table.to_str().unwrap(),
+            input.to_str().unwrap(),
+            "-o",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert_refused(
+            &out,
+            &[
+                &format!(
+                    "tensor embeddings.position_embeddings (rule {}:{line})",
+                    table.display()
+                ),
+                "table output bytes budget exceeded",
+                "VIT_CONVERT_LIMIT_TABLE_OUTPUT_ALLOWANCE_BYTES",
+            ],
+        );
+        assert!(!out_dir.exists(), "{ops}");
+    }
+}
+
+#[test]
+fn a_table_with_an_overflowing_shape_is_refused_naming_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let (table, line) = timm_with_pos_ops(
+        dir.path(),
+        &format!("\"prepend_zeros(1, {})\"", u64::MAX - 1),
+    );
+    let out_dir = dir.path().join("out");
+    let out = common::run_cli(&[
+        "--table",
+        table.to_str().unwrap(),
+        common::fixture("convert", "timm_vit/source.pth")
+            .to_str()
+            .unwrap(),
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_refused(&out, &[&format!("evil.toml:{line}"), "size overflow"]);
+    assert!(!out_dir.exists());
+}
+
+#[test]
+fn the_table_output_allowance_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = common::fixture("convert", "timm_vit/source.pth");
+    // Three zero rows of a tiny position embedding: within the default allowance, over 16 bytes.
+    let (table, _) = timm_with_pos_ops(dir.path(), "\"prepend_zeros(1, 3)\"");
+    let hash = |env: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vit-convert"));
+        cmd.args([
+            "hash",
+            input.to_str().unwrap(),
+            "--table",
+            table.to_str().unwrap(),
+        ]);
+        if let Some(v) = env {
+            cmd.env("VIT_CONVERT_LIMIT_TABLE_OUTPUT_ALLOWANCE_BYTES", v);
+        }
+        cmd.output().unwrap()
+    };
+    let ok = hash(None);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert_refused(&hash(Some("16")), &["table output bytes budget exceeded"]);
+}
+
+#[test]
+fn library_apply_refuses_an_amplifying_table_before_reading() {
+    let text = MappingTable::builtin("timm").unwrap().text().replace(
+        "from = \"pos_embed\"\nshape = [1, \"T\", \"D\"]\n",
+        "from = \"pos_embed\"\nshape = [1, \"T\", \"D\"]\nops = [\"prepend_zeros(1, 1099511627776)\"]\n",
+    );
+    let table = MappingTable::from_toml(&text, "evil.toml").unwrap();
+    let src = vit_convert::open(&common::fixture("convert", "timm_vit/source.pth")).unwrap();
+    let err = match table.apply(src.as_ref()) {
+        Err(e) => e,
+        Ok(_) => panic!("planned"),
+    };
+    match err.kind() {
+        vit_convert::ErrorKind::BudgetExceeded {
+            budget,
+            limit,
+            offset,
+        } => {
+            assert_eq!(*budget, "table output bytes");
+            assert!(*offset > *limit && *offset > 1 << 40, "{offset} vs {limit}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -2,15 +2,17 @@
 //! reverse (canonical → source layout). Planning reads names and shapes only; tensor data is
 //! read later, one tensor at a time, by [`PlannedSource`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::dims::{show_shape, Bindings};
+use super::dims::{show_shape, Bindings, Dim};
+use super::index::{PatternIndex, PrefixSet};
 use super::ops::Op;
 use super::schema::{MappingTable, Rule};
 use crate::error::{Error, ErrorKind, Result};
-use crate::tensor::{DType, TensorInfo};
+use crate::source::Limits;
+use crate::tensor::{checked_byte_len, DType, TensorInfo};
 
 /// One output tensor of a plan and how to compute it from source tensors.
 #[derive(Clone, Debug)]
@@ -76,10 +78,16 @@ pub(crate) fn select_view(
     names: &[&str],
     branch: Option<&str>,
 ) -> Result<View> {
-    let has = |w: &str| {
-        let p = format!("{w}/");
-        names.iter().any(|n| n.starts_with(&p))
-    };
+    // Every wrapper or branch some name sits in: one walk of the index per name.
+    let mut present: HashSet<&str> = HashSet::new();
+    for &n in names {
+        for (len, _) in table.index.containers.matches(n) {
+            if let Some(w) = n.get(..len.saturating_sub(1)) {
+                present.insert(w);
+            }
+        }
+    }
+    let has = |w: &str| present.contains(w);
     let present_branches: Vec<&String> = table.branches.iter().filter(|b| has(b)).collect();
     let selected: Option<String> = if !present_branches.is_empty() {
         match branch {
@@ -114,7 +122,7 @@ pub(crate) fn select_view(
     };
     let mut view = Vec::new();
     let mut not_selected = Vec::new();
-    let mut seen = BTreeMap::new();
+    let mut seen: HashMap<&str, &str> = HashMap::with_capacity(names.len());
     for &n in names {
         let inner = match &selected {
             Some(w) => match n.strip_prefix(w.as_str()).and_then(|r| r.strip_prefix('/')) {
@@ -126,8 +134,8 @@ pub(crate) fn select_view(
             },
             None => n,
         };
-        let stripped = strip_prefixes(inner, &table.strip_prefixes);
-        if let Some(prev) = seen.insert(stripped.to_string(), n.to_string()) {
+        let stripped = strip_prefixes(inner, &table.index.strip);
+        if let Some(prev) = seen.insert(stripped, n) {
             return Err(mapping_err(
                 table,
                 0,
@@ -143,17 +151,19 @@ pub(crate) fn select_view(
     })
 }
 
-fn strip_prefixes<'a>(mut name: &'a str, prefixes: &[String]) -> &'a str {
-    'outer: loop {
-        for p in prefixes {
-            if let Some(rest) = name.strip_prefix(p.as_str()) {
-                if !rest.is_empty() {
-                    name = rest;
-                    continue 'outer;
-                }
-            }
+/// Strips the table's prefixes repeatedly: at each step the first prefix (in list order) that
+/// leaves something. Every step removes at least one byte (tables cannot hold an empty prefix, and
+/// an empty match is skipped here too), so the loop ends.
+fn strip_prefixes<'a>(mut name: &'a str, prefixes: &PrefixSet) -> &'a str {
+    loop {
+        let first = prefixes
+            .matches(name)
+            .filter(|&(len, _)| len > 0 && len < name.len())
+            .min_by_key(|&(_, k)| k);
+        match first.and_then(|(len, _)| name.get(len..)) {
+            Some(rest) => name = rest,
+            None => return name,
         }
-        return name;
     }
 }
 
@@ -186,32 +196,38 @@ pub(crate) fn plan_forward(
 ) -> Result<Plan> {
     let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();
     let view = select_view(table, &names, branch)?;
-    let by_orig: BTreeMap<&str, &TensorInfo> = infos.iter().map(|t| (t.name.as_str(), t)).collect();
-    let lookup: BTreeMap<&str, &str> = view
+    let by_orig: HashMap<&str, &TensorInfo> = infos.iter().map(|t| (t.name.as_str(), t)).collect();
+    let lookup: HashMap<&str, &str> = view
         .names
         .iter()
         .map(|(s, o)| (s.as_str(), o.as_str()))
         .collect();
 
     for (s, o) in &view.names {
-        for r in &table.rejects {
-            if r.matches(s) {
-                return Err(ErrorKind::UnsupportedFeature {
-                    feature: r.feature.clone(),
-                    tensor: o.clone(),
-                    rule: format!("{}:{}", table.file, r.line),
-                }
-                .into());
+        // The first reject (in table order) that matches.
+        let mut first = table.index.reject_prefixes.matches(s).map(|(_, k)| k).min();
+        table.index.reject_names.candidates(s, 1, |k, _| {
+            first = Some(first.map_or(k, |f| f.min(k)));
+        });
+        if let Some(r) = first.and_then(|k| table.rejects.get(k)) {
+            return Err(ErrorKind::UnsupportedFeature {
+                feature: r.feature.clone(),
+                tensor: o.clone(),
+                rule: format!("{}:{}", table.file, r.line),
             }
+            .into());
         }
     }
 
-    // Instantiate rules.
-    let mut consumed: BTreeMap<String, usize> = BTreeMap::new();
+    // Instantiate rules, rule by rule and name by name (the order fixes which error comes first).
+    let stripped: Vec<&str> = view.names.iter().map(|(s, _)| s.as_str()).collect();
+    let matched = match_rules(&table.index.from, table.rules.len(), &stripped);
+    let mut consumed: HashMap<String, usize> = HashMap::new();
     let mut instances: Vec<Instance> = Vec::new();
-    for rule in &table.rules {
-        for (s, _) in &view.names {
-            let Some(index) = rule.from[0].matches(s) else {
+    let mut by_rule: Vec<Vec<usize>> = vec![Vec::new(); table.rules.len()];
+    for (rule, (matches, mine)) in table.rules.iter().zip(matched.iter().zip(&mut by_rule)) {
+        for &(n, index) in matches {
+            let Some(s) = stripped.get(n) else {
                 continue;
             };
             let mut inputs = Vec::new();
@@ -236,6 +252,7 @@ pub(crate) fn plan_forward(
                 }
                 inputs.push((want, (*info).clone()));
             }
+            mine.push(instances.len());
             instances.push(Instance {
                 rule,
                 index,
@@ -251,11 +268,7 @@ pub(crate) fn plan_forward(
         if consumed.contains_key(s) {
             continue;
         }
-        if table
-            .ignore_prefixes
-            .iter()
-            .any(|p| s.starts_with(p.as_str()))
-        {
+        if table.index.ignore.any_match(s) {
             ignored.push(o.clone());
         } else {
             unconsumed.push(o.clone());
@@ -282,14 +295,14 @@ pub(crate) fn plan_forward(
     let bindings = bind_shapes(table, &instances)?;
 
     // Layers: contiguous indices, every required per-layer rule present in each layer.
-    let layers = check_layers(table, &instances)?;
+    let layers = check_layers(table, &instances, &by_rule)?;
 
     // Required non-indexed rules.
-    for rule in &table.rules {
+    for (rule, mine) in table.rules.iter().zip(&by_rule) {
         if rule.optional || rule.is_indexed() {
             continue;
         }
-        if !instances.iter().any(|ins| std::ptr::eq(ins.rule, rule)) {
+        if mine.is_empty() {
             return Err(mapping_err(
                 table,
                 rule.line,
@@ -298,9 +311,15 @@ pub(crate) fn plan_forward(
         }
     }
 
-    // Resolve ops and targets.
+    // Resolve ops and targets; the bytes they make are budgeted before anything is read.
+    let mut budget = OutputBudget::new(
+        instances
+            .iter()
+            .flat_map(|ins| &ins.inputs)
+            .map(|(_, i)| i.byte_len()),
+    );
     let mut targets = Vec::new();
-    let mut produced: BTreeMap<String, usize> = BTreeMap::new();
+    let mut produced: HashMap<String, usize> = HashMap::new();
     for ins in &instances {
         let rule = ins.rule;
         let ops = rule
@@ -312,11 +331,26 @@ pub(crate) fn plan_forward(
             })
             .collect::<Result<Vec<_>>>()?;
         let shapes: Vec<Vec<usize>> = ins.inputs.iter().map(|(_, i)| i.shape.clone()).collect();
-        let outs = trace(&ops, shapes).map_err(|e| mapping_err(table, rule.line, e))?;
+        let stages = trace(&ops, shapes).map_err(|e| mapping_err(table, rule.line, e))?;
         let dtype = common_dtype(table, rule, &ins.inputs)?;
+        let first = rule
+            .to
+            .first()
+            .map(|p| p.render(ins.index))
+            .unwrap_or_default();
+        budget.check_stages(
+            table,
+            rule,
+            &first,
+            ins.inputs.iter().map(|(_, i)| i.byte_len()),
+            &stages,
+            dtype,
+        )?;
+        let outs = stages.into_iter().last().unwrap_or_default();
         for (k, (pat, shape)) in rule.to.iter().zip(outs).enumerate() {
             let name = pat.render(ins.index);
             claim_target(table, rule, &mut produced, &name)?;
+            budget.add(table, rule, &name, &shape, dtype)?;
             targets.push(PlannedTensor {
                 info: TensorInfo { name, dtype, shape },
                 sources: ins.inputs.iter().map(|(_, i)| i.name.clone()).collect(),
@@ -346,7 +380,7 @@ pub(crate) fn plan_forward(
 fn claim_target(
     table: &MappingTable,
     rule: &Rule,
-    produced: &mut BTreeMap<String, usize>,
+    produced: &mut HashMap<String, usize>,
     name: &str,
 ) -> Result<()> {
     match produced.insert(name.to_string(), rule.line) {
@@ -381,15 +415,109 @@ fn common_dtype(
     Ok(first)
 }
 
-/// Applies ops to shapes; returns the final output shapes.
-fn trace(ops: &[Op], mut shapes: Vec<Vec<usize>>) -> std::result::Result<Vec<Vec<usize>>, String> {
-    for op in ops {
-        shapes = op.out_shapes(&shapes)?;
-    }
+/// Applies ops to shapes; returns the shapes after each op (the last are the outputs; with no
+/// ops, the inputs).
+fn trace(ops: &[Op], shapes: Vec<Vec<usize>>) -> std::result::Result<Vec<Vec<Vec<usize>>>, String> {
     if ops.is_empty() && shapes.len() != 1 {
         return Err("several inputs need concat".into());
     }
-    Ok(shapes)
+    let mut stages = vec![shapes];
+    for op in ops {
+        let next = match stages.last() {
+            Some(cur) => op.out_shapes(cur)?,
+            None => break,
+        };
+        stages.push(next);
+    }
+    if stages.len() > 1 {
+        stages.remove(0);
+    }
+    Ok(stages)
+}
+
+/// The budget name of the bytes a table makes ([`Limits::table_output_allowance_bytes`]).
+pub(crate) const OUTPUT_BUDGET: &str = "table output bytes";
+
+/// The bytes a plan may make: no more than it reads plus
+/// [`Limits::table_output_allowance_bytes`], in total and at every step of every rule. Ops move
+/// bytes, so only `prepend_zeros` (a class-token row) ever needs the allowance; a table that
+/// would turn a small file into a huge one is refused while planning, before anything is read.
+struct OutputBudget {
+    allowance: usize,
+    limit: usize,
+    made: usize,
+}
+
+impl OutputBudget {
+    fn new(inputs: impl Iterator<Item = usize>) -> Self {
+        let allowance = Limits::current().table_output_allowance_bytes;
+        let read = inputs.fold(0usize, usize::saturating_add);
+        OutputBudget {
+            allowance,
+            limit: read.saturating_add(allowance),
+            made: 0,
+        }
+    }
+
+    fn exceeded(
+        table: &MappingTable,
+        rule: &Rule,
+        name: &str,
+        limit: usize,
+        bytes: Option<usize>,
+    ) -> Error {
+        Error::from(ErrorKind::BudgetExceeded {
+            budget: OUTPUT_BUDGET,
+            limit: u64::try_from(limit).unwrap_or(u64::MAX),
+            offset: bytes
+                .and_then(|b| u64::try_from(b).ok())
+                .unwrap_or(u64::MAX),
+        })
+        .with_tensor(format!("{name} (rule {}:{})", table.file, rule.line))
+    }
+
+    /// Every step of one rule instance stays within what it reads plus the allowance.
+    fn check_stages(
+        &self,
+        table: &MappingTable,
+        rule: &Rule,
+        name: &str,
+        inputs: impl Iterator<Item = usize>,
+        stages: &[Vec<Vec<usize>>],
+        dtype: DType,
+    ) -> Result<()> {
+        let limit = inputs
+            .fold(0usize, usize::saturating_add)
+            .saturating_add(self.allowance);
+        for stage in stages {
+            let bytes = stage.iter().try_fold(0usize, |acc, s| {
+                acc.checked_add(checked_byte_len(dtype, s)?)
+            });
+            if bytes.is_none_or(|b| b > limit) {
+                return Err(Self::exceeded(table, rule, name, limit, bytes));
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts one planned tensor against the plan's total.
+    fn add(
+        &mut self,
+        table: &MappingTable,
+        rule: &Rule,
+        name: &str,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<()> {
+        let bytes = checked_byte_len(dtype, shape).and_then(|b| self.made.checked_add(b));
+        match bytes {
+            Some(b) if b <= self.limit => {
+                self.made = b;
+                Ok(())
+            }
+            _ => Err(Self::exceeded(table, rule, name, self.limit, bytes)),
+        }
+    }
 }
 
 fn bind_shapes(table: &MappingTable, instances: &[Instance]) -> Result<Bindings> {
@@ -402,22 +530,57 @@ fn bind_shapes(table: &MappingTable, instances: &[Instance]) -> Result<Bindings>
             }
         }
     }
-    // Bind to a fixpoint.
+    // Bind to a fixpoint: passes over every dimension in order until one binds nothing. A
+    // dimension's outcome depends only on the bindings of its own symbols, so a pass revisits only
+    // the dimensions one of whose symbols was bound since they were last solved: the same
+    // bindings and the same first error as full passes, without passes × dimensions work.
+    let mut slots: Vec<(&Instance, &str, &[usize], &Dim, usize)> = Vec::new();
+    for ins in instances {
+        for (n, info) in &ins.inputs {
+            for (d, &actual) in ins.rule.shape.iter().zip(&info.shape) {
+                slots.push((ins, n, &info.shape, d, actual));
+            }
+        }
+    }
+    let mut users: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (k, (_, _, _, d, _)) in slots.iter().enumerate() {
+        for sym in d.symbols() {
+            let list = users.entry(sym).or_default();
+            if list.last() != Some(&k) {
+                list.push(k);
+            }
+        }
+    }
+    let mut now: BTreeSet<usize> = (0..slots.len()).collect();
     loop {
+        let mut next: BTreeSet<usize> = BTreeSet::new();
         let mut progress = false;
-        for ins in instances {
-            for (n, info) in &ins.inputs {
-                for (d, &actual) in ins.rule.shape.iter().zip(&info.shape) {
-                    match d.solve(actual, &mut b) {
-                        Ok(bound) => progress |= bound,
-                        Err(()) => return Err(shape_err(table, ins.rule, n, &info.shape)),
+        while let Some(k) = now.pop_first() {
+            let Some(&(ins, n, shape, d, actual)) = slots.get(k) else {
+                continue;
+            };
+            let unbound: Vec<&str> = d.symbols().filter(|s| !b.contains_key(*s)).collect();
+            match d.solve(actual, &mut b) {
+                Ok(true) => {
+                    progress = true;
+                    for sym in unbound.iter().filter(|s| b.contains_key(**s)) {
+                        for &u in users.get(sym).map_or(&[][..], Vec::as_slice) {
+                            if u > k {
+                                now.insert(u);
+                            } else if u < k {
+                                next.insert(u);
+                            }
+                        }
                     }
                 }
+                Ok(false) => {}
+                Err(()) => return Err(shape_err(table, ins.rule, n, shape)),
             }
         }
         if !progress {
             break;
         }
+        now = next;
     }
     for ins in instances {
         for (n, info) in &ins.inputs {
@@ -450,32 +613,49 @@ fn shape_err(table: &MappingTable, rule: &Rule, name: &str, actual: &[usize]) ->
     )
 }
 
-fn check_layers(table: &MappingTable, instances: &[Instance]) -> Result<usize> {
+/// The first of `0, 1, 2, …` missing from `present` (ascending, distinct), in time linear in
+/// `present` however large its values.
+fn first_gap(present: impl Iterator<Item = usize>) -> Option<usize> {
+    let mut expect = 0usize;
+    for v in present {
+        if v != expect {
+            return Some(expect);
+        }
+        expect = expect.checked_add(1)?;
+    }
+    None
+}
+
+fn check_layers(
+    table: &MappingTable,
+    instances: &[Instance],
+    by_rule: &[Vec<usize>],
+) -> Result<usize> {
     let indices: BTreeSet<usize> = instances.iter().filter_map(|i| i.index).collect();
-    let layers = match indices.last() {
-        Some(&max) => max + 1,
-        None => 0,
-    };
-    if let Some(missing) = (0..layers).find(|i| !indices.contains(i)) {
+    let max = indices.last().copied();
+    if let (Some(missing), Some(max)) = (first_gap(indices.iter().copied()), max) {
         return Err(mapping_err(
             table,
             0,
-            format!(
-                "layer indices have a gap: layer {missing} is missing (found up to {})",
-                layers - 1
-            ),
+            format!("layer indices have a gap: layer {missing} is missing (found up to {max})"),
         ));
     }
-    for rule in table.rules.iter().filter(|r| r.is_indexed()) {
-        let have: BTreeSet<usize> = instances
+    // No gap: the indices are exactly 0..=max.
+    let layers = indices.len();
+    for (rule, mine) in table.rules.iter().zip(by_rule) {
+        if !rule.is_indexed() {
+            continue;
+        }
+        let have: BTreeSet<usize> = mine
             .iter()
-            .filter(|i| std::ptr::eq(i.rule, rule))
-            .filter_map(|i| i.index)
+            .filter_map(|&k| instances.get(k).and_then(|i| i.index))
             .collect();
         if rule.optional && have.is_empty() {
             continue;
         }
-        if let Some(i) = (0..layers).find(|i| !have.contains(i)) {
+        let missing =
+            first_gap(have.iter().copied()).or_else(|| (have.len() < layers).then_some(have.len()));
+        if let Some(i) = missing {
             return Err(mapping_err(
                 table,
                 rule.line,
@@ -486,6 +666,30 @@ fn check_layers(table: &MappingTable, instances: &[Instance]) -> Result<usize> {
     Ok(layers)
 }
 
+/// For each rule (by position), the names its first pattern matches: `(name position, index)`
+/// in name order. A name matched by several rules keeps only its first two: the second of them
+/// already fails (the name is consumed twice), and planning stops at the first failure in
+/// rule-then-name order, before any later rule could be reached.
+fn match_rules(
+    index: &PatternIndex,
+    rules: usize,
+    names: &[&str],
+) -> Vec<Vec<(usize, Option<usize>)>> {
+    let mut per_rule: Vec<Vec<(usize, Option<usize>)>> = vec![Vec::new(); rules];
+    let mut found: Vec<(usize, Option<usize>)> = Vec::new();
+    for (n, name) in names.iter().enumerate() {
+        found.clear();
+        index.candidates(name, 2, |k, i| found.push((k, i)));
+        found.sort_unstable();
+        for &(k, i) in found.iter().take(2) {
+            if let Some(list) = per_rule.get_mut(k) {
+                list.push((n, i));
+            }
+        }
+    }
+    per_rule
+}
+
 /// Plans canonical → source layout by running the table's rules backwards. `bindings` must bind
 /// every symbol the table's shapes use (see `model::symbol_bindings`).
 pub(crate) fn plan_reverse(
@@ -493,20 +697,23 @@ pub(crate) fn plan_reverse(
     infos: &[TensorInfo],
     bindings: &Bindings,
 ) -> Result<Plan> {
-    let by_name: BTreeMap<&str, &TensorInfo> = infos.iter().map(|t| (t.name.as_str(), t)).collect();
+    let by_name: HashMap<&str, &TensorInfo> = infos.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut consumed: BTreeSet<String> = BTreeSet::new();
     let mut targets = Vec::new();
-    let mut produced: BTreeMap<String, usize> = BTreeMap::new();
-    let mut layers = 0;
-    for rule in &table.rules {
+    let mut produced: HashMap<String, usize> = HashMap::new();
+    let mut layers = 0usize;
+    let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();
+    let matched = match_rules(&table.index.to, table.rules.len(), &names);
+    let mut budget = OutputBudget::new(infos.iter().map(TensorInfo::byte_len));
+    for (rule, matches) in table.rules.iter().zip(&matched) {
         let mut found_any = false;
-        for info in infos {
-            let Some(index) = rule.to[0].matches(&info.name) else {
+        for &(n, index) in matches {
+            let Some(info) = infos.get(n) else {
                 continue;
             };
             found_any = true;
             if let Some(i) = index {
-                layers = layers.max(i + 1);
+                layers = layers.max(i.saturating_add(1));
             }
             let mut inputs = Vec::new();
             for p in &rule.to {
@@ -580,9 +787,24 @@ pub(crate) fn plan_reverse(
                     "inputs have different dtypes".into(),
                 ));
             }
+            let first = rule
+                .from
+                .first()
+                .map(|p| p.render(index))
+                .unwrap_or_default();
+            stage_inputs.push(shapes);
+            budget.check_stages(
+                table,
+                rule,
+                &first,
+                inputs.iter().map(TensorInfo::byte_len),
+                &stage_inputs,
+                dtype,
+            )?;
             for (k, p) in rule.from.iter().enumerate() {
                 let name = p.render(index);
                 claim_target(table, rule, &mut produced, &name)?;
+                budget.add(table, rule, &name, &src_shape, dtype)?;
                 targets.push(PlannedTensor {
                     info: TensorInfo {
                         name,

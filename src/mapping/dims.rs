@@ -16,6 +16,10 @@ pub(crate) struct Dim {
     factors: Vec<Factor>,
 }
 
+/// Most factors in one dimension (`H*hd` has two): every tensor a rule matches solves each of
+/// its dimensions, so a long product would multiply the work a table can ask for.
+pub(crate) const MAX_FACTORS: usize = 16;
+
 /// Symbol values bound so far.
 pub(crate) type Bindings = BTreeMap<String, usize>;
 
@@ -23,7 +27,12 @@ impl Dim {
     /// Parses `3*D`, `H*hd`, `24`, `T`.
     pub(crate) fn parse(text: &str) -> Result<Dim, String> {
         let mut factors = Vec::new();
-        for part in text.split('*') {
+        for (k, part) in text.split('*').enumerate() {
+            if k == MAX_FACTORS {
+                return Err(format!(
+                    "dimension `{text}`: more than {MAX_FACTORS} factors"
+                ));
+            }
             let part = part.trim();
             if part.is_empty() {
                 return Err(format!("dimension `{text}`: empty factor"));
@@ -47,6 +56,14 @@ impl Dim {
             }
         }
         Ok(Dim { factors })
+    }
+
+    /// The symbols the dimension uses, in order (repeats included).
+    pub(crate) fn symbols(&self) -> impl Iterator<Item = &str> {
+        self.factors.iter().filter_map(|f| match f {
+            Factor::Sym(s) => Some(s.as_str()),
+            Factor::Int(_) => None,
+        })
     }
 
     /// A constant dimension.

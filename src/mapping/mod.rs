@@ -10,6 +10,7 @@ use crate::tensor::{Tensor, TensorInfo};
 
 pub(crate) mod apply;
 pub(crate) mod dims;
+pub(crate) mod index;
 pub(crate) mod ops;
 pub(crate) mod pattern;
 pub(crate) mod schema;
@@ -80,6 +81,48 @@ impl MappingTable {
                     ),
                 })?;
         MappingTable::from_toml(text, file)
+    }
+
+    /// The tensors this table makes of `src`, as a source: planning reads names and shapes only
+    /// (nothing is read, and every refusal comes before any data is touched); each canonical
+    /// tensor is computed when it is read. With branches (DINO), the first present is used.
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use vit_convert::{DType, MappingTable, MemorySource, Tensor};
+    /// let text = r#"
+    /// [table]
+    /// id = "tiny"
+    /// description = "one tensor"
+    /// families = ["tiny"]
+    /// [model]
+    /// layer_norm_eps = 1e-6
+    /// hidden_act = "gelu"
+    /// preprocessor = "vit"
+    /// [[rule]]
+    /// from = "w"
+    /// shape = ["A", "B"]
+    /// ops = ["transpose(1, 0)"]
+    /// to = "layernorm.weight"
+    /// "#;
+    /// let table = MappingTable::from_toml(text, "tiny.toml")?;
+    /// let mut src = MemorySource::new();
+    /// src.insert("w", Tensor::new(DType::U8, vec![2, 3], Cow::Owned(vec![0, 1, 2, 3, 4, 5]))?)?;
+    /// let out = table.apply(&src)?;
+    /// let t = out.read("layernorm.weight")?;
+    /// assert_eq!((t.shape.as_slice(), &t.data[..]), (&[3, 2][..], &[0, 3, 1, 4, 2, 5][..]));
+    /// # Ok::<(), vit_convert::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`ErrorKind::Mapping`] naming the table's file and line (a tensor no rule consumes, a shape
+    /// that contradicts the table, a layer gap, …), [`ErrorKind::UnsupportedFeature`] for a name
+    /// the table rejects, [`ErrorKind::BudgetExceeded`] (`table output bytes`) when the tensors
+    /// the table would make exceed what it reads plus
+    /// [`Limits::table_output_allowance_bytes`](crate::Limits::table_output_allowance_bytes).
+    pub fn apply<'s>(&self, src: &'s dyn TensorSource) -> Result<Box<dyn TensorSource + 's>> {
+        let plan = plan_forward(self, src.tensors(), None)?;
+        Ok(Box::new(PlannedSource::new(src, plan)))
     }
 
     /// Every built-in table, in a fixed order.

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use super::dims::{Bindings, Dim};
+use crate::source::MAX_RANK;
 use crate::tensor::{checked_numel, gather_strided, Tensor};
 
 /// An op as written in a table, with symbolic dimensions.
@@ -71,6 +72,12 @@ impl OpSpec {
                 ))
             }
         };
+        if args.len() > MAX_RANK {
+            return Err(format!(
+                "op `{name}(…)`: {} arguments (at most {MAX_RANK})",
+                args.len()
+            ));
+        }
         match name.trim() {
             "transpose" => {
                 let perm = args.iter().map(|a| int(a)).collect::<Result<Vec<_>, _>>()?;
@@ -181,8 +188,17 @@ impl fmt::Display for Op {
 }
 
 impl Op {
-    /// Output shapes for the given input shapes, or why the op does not apply.
+    /// Output shapes for the given input shapes, or why the op does not apply (including an
+    /// output whose element count overflows).
     pub(crate) fn out_shapes(&self, inputs: &[Vec<usize>]) -> Result<Vec<Vec<usize>>, String> {
+        let outs = self.out_shapes_unchecked(inputs)?;
+        if let Some(big) = outs.iter().find(|s| checked_numel(s).is_none()) {
+            return Err(format!("{self}: output shape {big:?} overflows"));
+        }
+        Ok(outs)
+    }
+
+    fn out_shapes_unchecked(&self, inputs: &[Vec<usize>]) -> Result<Vec<Vec<usize>>, String> {
         let single = || match inputs {
             [one] => Ok(one),
             _ => Err(format!("{self} takes one input, got {}", inputs.len())),
@@ -197,7 +213,7 @@ impl Op {
             }
             Op::Reshape(to) => {
                 let s = single()?;
-                if checked_numel(s) != checked_numel(to) {
+                if checked_numel(s).is_none() || checked_numel(s) != checked_numel(to) {
                     return Err(format!("{self} of shape {s:?} changes the element count"));
                 }
                 Ok(vec![to.clone()])
@@ -207,7 +223,7 @@ impl Op {
                 let len = *s
                     .get(*axis)
                     .ok_or_else(|| format!("{self} on a rank-{} tensor", s.len()))?;
-                if len % parts != 0 {
+                if len.checked_rem(*parts) != Some(0) {
                     return Err(format!(
                         "{self}: axis length {len} is not divisible by {parts}"
                     ));
@@ -336,44 +352,48 @@ impl Op {
             }
             Op::Split { axis, parts } => {
                 let t = inputs.swap_remove(0);
-                let (outer, len, inner) = axis_split(&t.shape, *axis, elem);
-                let part = len / parts;
-                let block = part * inner;
-                let start = want * block;
+                let (outer, len, inner) = axis_split(&t.shape, *axis, elem)?;
+                let part = len.checked_div(*parts).ok_or_else(|| overflow(self))?;
+                let block = mul(self, part, inner)?;
+                let start = mul(self, want, block)?;
+                let end = start.checked_add(block).ok_or_else(|| overflow(self))?;
+                let short = || format!("{self}: data shorter than shape");
                 if outer == 1 {
                     match t.data {
-                        Cow::Borrowed(b) => Cow::Borrowed(
-                            b.get(start..start + block)
-                                .ok_or_else(|| format!("{self}: data shorter than shape"))?,
-                        ),
-                        Cow::Owned(v) => Cow::Owned(
-                            v.get(start..start + block)
-                                .ok_or_else(|| format!("{self}: data shorter than shape"))?
-                                .to_vec(),
-                        ),
+                        Cow::Borrowed(b) => Cow::Borrowed(b.get(start..end).ok_or_else(short)?),
+                        Cow::Owned(v) => Cow::Owned(v.get(start..end).ok_or_else(short)?.to_vec()),
                     }
                 } else {
-                    let mut out = Vec::with_capacity(outer * block);
+                    let row = mul(self, len, inner)?;
+                    let mut out = Vec::with_capacity(mul(self, outer, block)?);
                     for o in 0..outer {
-                        let base = o * len * inner + start;
-                        out.extend_from_slice(
-                            t.data
-                                .get(base..base + block)
-                                .ok_or_else(|| format!("{self}: data shorter than shape"))?,
-                        );
+                        let base = mul(self, o, row)?
+                            .checked_add(start)
+                            .ok_or_else(|| overflow(self))?;
+                        let stop = base.checked_add(block).ok_or_else(|| overflow(self))?;
+                        out.extend_from_slice(t.data.get(base..stop).ok_or_else(short)?);
                     }
                     Cow::Owned(out)
                 }
             }
             Op::PrependZeros { axis, n } => {
                 let t = &inputs[0];
-                let (outer, len, inner) = axis_split(&t.shape, *axis, elem);
-                let mut out = Vec::with_capacity(t.data.len() + outer * n * inner);
+                let (outer, len, inner) = axis_split(&t.shape, *axis, elem)?;
+                let row = mul(self, len, inner)?;
+                let pad = mul(self, *n, inner)?;
+                let cap = mul(self, outer, pad)?
+                    .checked_add(t.data.len())
+                    .ok_or_else(|| overflow(self))?;
+                if checked_numel(&out_shape).and_then(|k| k.checked_mul(elem)) != Some(cap) {
+                    return Err(format!("{self}: data does not match its shape"));
+                }
+                let mut out = Vec::with_capacity(cap);
                 for o in 0..outer {
-                    out.resize(out.len() + n * inner, 0);
+                    out.resize(out.len() + pad, 0);
+                    let base = mul(self, o, row)?;
                     out.extend_from_slice(
                         t.data
-                            .get(o * len * inner..(o + 1) * len * inner)
+                            .get(base..base.saturating_add(row))
                             .ok_or_else(|| format!("{self}: data shorter than shape"))?,
                     );
                 }
@@ -381,14 +401,20 @@ impl Op {
             }
             Op::DropZeros { axis, n } => {
                 let t = &inputs[0];
-                let (outer, len, inner) = axis_split(&t.shape, *axis, elem);
-                let mut out = Vec::with_capacity(t.data.len().saturating_sub(outer * n * inner));
+                let (outer, len, inner) = axis_split(&t.shape, *axis, elem)?;
+                let row = mul(self, len, inner)?;
+                let dropped_len = mul(self, *n, inner)?;
+                let mut out =
+                    Vec::with_capacity(t.data.len().saturating_sub(mul(self, outer, dropped_len)?));
                 for o in 0..outer {
+                    let base = mul(self, o, row)?;
                     let block = t
                         .data
-                        .get(o * len * inner..(o + 1) * len * inner)
+                        .get(base..base.saturating_add(row))
                         .ok_or_else(|| format!("{self}: data shorter than shape"))?;
-                    let (dropped, kept) = block.split_at(n * inner);
+                    let (dropped, kept) = block
+                        .split_at_checked(dropped_len)
+                        .ok_or_else(|| format!("{self}: axis has only {len} slices"))?;
                     if dropped.iter().any(|&b| b != 0) {
                         return Err(format!(
                             "{self}: the leading slices are not zero, so this layout cannot hold them exactly"
@@ -399,16 +425,20 @@ impl Op {
                 Cow::Owned(out)
             }
             Op::Concat { axis } => {
-                let (outer, _, _) = axis_split(&inputs[0].shape, *axis, elem);
-                let total: usize = inputs.iter().map(|t| t.data.len()).sum();
+                let (outer, _, _) = axis_split(&inputs[0].shape, *axis, elem)?;
+                let total = inputs
+                    .iter()
+                    .try_fold(0usize, |acc, t| acc.checked_add(t.data.len()))
+                    .ok_or_else(|| overflow(self))?;
                 let mut out = Vec::with_capacity(total);
                 for o in 0..outer {
                     for t in &inputs {
-                        let (_, len, inner) = axis_split(&t.shape, *axis, elem);
-                        let block = len * inner;
+                        let (_, len, inner) = axis_split(&t.shape, *axis, elem)?;
+                        let block = mul(self, len, inner)?;
+                        let base = mul(self, o, block)?;
                         out.extend_from_slice(
                             t.data
-                                .get(o * block..(o + 1) * block)
+                                .get(base..base.saturating_add(block))
                                 .ok_or_else(|| format!("{self}: data shorter than shape"))?,
                         );
                     }
@@ -428,12 +458,26 @@ fn c_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
-/// (product of dims before `axis`, dim at `axis`, bytes per step along `axis`).
-fn axis_split(shape: &[usize], axis: usize, elem: usize) -> (usize, usize, usize) {
-    let outer = shape.iter().take(axis).product();
-    let len = shape.get(axis).copied().unwrap_or(1);
-    let inner = shape.iter().skip(axis + 1).product::<usize>() * elem;
-    (outer, len, inner)
+/// (product of dims before `axis`, dim at `axis`, bytes per step along `axis`), or why not
+/// (an axis past the rank, a product that overflows).
+fn axis_split(shape: &[usize], axis: usize, elem: usize) -> Result<(usize, usize, usize), String> {
+    let bad = || format!("axis {axis} of shape {shape:?}: size overflow or no such axis");
+    let len = *shape.get(axis).ok_or_else(bad)?;
+    let outer = checked_numel(shape.get(..axis).ok_or_else(bad)?).ok_or_else(bad)?;
+    let inner = shape
+        .get(axis + 1..)
+        .and_then(checked_numel)
+        .and_then(|k| k.checked_mul(elem))
+        .ok_or_else(bad)?;
+    Ok((outer, len, inner))
+}
+
+fn overflow(op: &Op) -> String {
+    format!("{op}: size overflow")
+}
+
+fn mul(op: &Op, a: usize, b: usize) -> Result<usize, String> {
+    a.checked_mul(b).ok_or_else(|| overflow(op))
 }
 
 #[cfg(test)]

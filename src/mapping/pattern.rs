@@ -36,13 +36,33 @@ impl Pattern {
         })
     }
 
+    /// A literal template of exactly `text` (no placeholder parsing).
+    pub(crate) fn literal(text: &str) -> Self {
+        Pattern {
+            prefix: text.to_string(),
+            suffix: None,
+        }
+    }
+
+    /// The literal text before `{i}` (the whole name for a literal template).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The literal text after `{i}`, or `None` for a literal template.
+    pub(crate) fn suffix(&self) -> Option<&str> {
+        self.suffix.as_deref()
+    }
+
     /// True when the template contains `{i}`.
     pub(crate) fn is_indexed(&self) -> bool {
         self.suffix.is_some()
     }
 
     /// Matches a name. Returns `Some(None)` for a literal match, `Some(Some(i))` for an indexed one.
-    /// Indices are decimal without leading zeros.
+    /// Indices are decimal without leading zeros. The engine matches through
+    /// [`PatternIndex`](super::index::PatternIndex), which is tested against this.
+    #[cfg(test)]
     pub(crate) fn matches(&self, name: &str) -> Option<Option<usize>> {
         match &self.suffix {
             None => (name == self.prefix).then_some(None),

@@ -6,9 +6,20 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::dims::Dim;
+use super::index::TableIndex;
 use super::ops::OpSpec;
 use super::pattern::Pattern;
 use crate::error::{ErrorKind, Result};
+use crate::source::MAX_RANK;
+
+/// Most ops one rule may list. The shipped tables use at most two; every op of a rule runs on
+/// every tensor it converts, so a long list would multiply the work a table can ask for.
+pub(crate) const MAX_RULE_OPS: usize = 16;
+
+/// Most `from` (concat) or `to` (split) names in one rule. The shipped tables use at most three;
+/// each output of a split recomputes the rule's ops on the whole input, so many parts would
+/// multiply the work a table can ask for.
+pub(crate) const MAX_RULE_NAMES: usize = 64;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,13 +69,13 @@ struct ModelSpec {
 #[serde(deny_unknown_fields)]
 struct SourceSpec {
     #[serde(default)]
-    wrappers: Vec<String>,
+    wrappers: Vec<Spanned<String>>,
     #[serde(default)]
-    branches: Vec<String>,
+    branches: Vec<Spanned<String>>,
     #[serde(default)]
-    strip_prefixes: Vec<String>,
+    strip_prefixes: Vec<Spanned<String>>,
     #[serde(default)]
-    ignore_prefixes: Vec<String>,
+    ignore_prefixes: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -148,16 +159,6 @@ pub(crate) enum RejectMatch {
     Prefix(String),
 }
 
-impl Reject {
-    /// True when `name` reveals the rejected feature.
-    pub(crate) fn matches(&self, name: &str) -> bool {
-        match &self.matcher {
-            RejectMatch::Name(p) => p.matches(name).is_some(),
-            RejectMatch::Prefix(p) => name.starts_with(p.as_str()),
-        }
-    }
-}
-
 /// One rule: source name(s), their symbolic shape, ops, target name(s).
 #[derive(Clone, Debug)]
 pub(crate) struct Rule {
@@ -195,12 +196,48 @@ pub struct MappingTable {
     pub(crate) ignore_prefixes: Vec<String>,
     pub(crate) rejects: Vec<Reject>,
     pub(crate) rules: Vec<Rule>,
+    /// The names above compiled for matching.
+    pub(crate) index: TableIndex,
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset)
-        .map_or(0, |s| s.bytes().filter(|&b| b == b'\n').count())
-        + 1
+/// Byte offsets of line starts, computed once: a line number is a binary search, so a table with
+/// many rules costs no more than its length.
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(memchr::memchr_iter(b'\n', text.as_bytes()).map(|k| k + 1));
+        Lines(starts)
+    }
+
+    /// The 1-based line holding byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.0.partition_point(|&s| s <= offset).max(1)
+    }
+}
+
+/// Refuses an empty entry of a `[source]` list, naming its line.
+fn source_list(
+    list: Vec<Spanned<String>>,
+    key: &str,
+    why: &str,
+    lines: &Lines,
+    file: &str,
+) -> Result<Vec<String>> {
+    list.into_iter()
+        .map(|s| {
+            if s.get_ref().is_empty() {
+                Err(table_error(
+                    file,
+                    lines.line_of(s.span().start),
+                    format!("{key}: an empty entry {why}"),
+                ))
+            } else {
+                Ok(s.into_inner())
+            }
+        })
+        .collect()
 }
 
 fn table_error(file: &str, line: usize, reason: impl Into<String>) -> crate::Error {
@@ -231,18 +268,19 @@ impl MappingTable {
     /// # Errors
     /// [`ErrorKind::Table`] naming the file and line of the first problem.
     pub fn from_toml(text: &str, file: &str) -> Result<MappingTable> {
+        let lines = Lines::new(text);
         let spec: FileSpec = toml::from_str(text).map_err(|e| {
-            let line = e.span().map_or(0, |s| line_of(text, s.start));
+            let line = e.span().map_or(0, |s| lines.line_of(s.start));
             table_error(file, line, e.message().to_string())
         })?;
         let mut rules = Vec::with_capacity(spec.rule.len());
         for r in spec.rule {
-            let line = line_of(text, r.span().start);
+            let line = lines.line_of(r.span().start);
             rules.push(build_rule(r.into_inner(), file, line)?);
         }
         let mut rejects = Vec::new();
         for r in spec.reject {
-            let line = line_of(text, r.span().start);
+            let line = lines.line_of(r.span().start);
             let r = r.into_inner();
             let matcher = match (r.name, r.prefix) {
                 (Some(n), None) => {
@@ -266,8 +304,37 @@ impl MappingTable {
         if spec.table.id.is_empty() {
             return Err(table_error(file, 1, "table id is empty"));
         }
+        let src = spec.source;
+        let wrappers = source_list(
+            src.wrappers,
+            "wrappers",
+            "names no sub-container",
+            &lines,
+            file,
+        )?;
+        let branches = source_list(
+            src.branches,
+            "branches",
+            "names no sub-container",
+            &lines,
+            file,
+        )?;
+        let strip_prefixes = source_list(
+            src.strip_prefixes,
+            "strip_prefixes",
+            "strips nothing, so stripping would never end",
+            &lines,
+            file,
+        )?;
+        let ignore_prefixes = source_list(
+            src.ignore_prefixes,
+            "ignore_prefixes",
+            "would ignore every tensor",
+            &lines,
+            file,
+        )?;
         let hash = hex(&Sha256::digest(text.as_bytes()));
-        Ok(MappingTable {
+        let mut table = MappingTable {
             id: spec.table.id,
             description: spec.table.description,
             families: spec.table.families,
@@ -285,13 +352,17 @@ impl MappingTable {
                 preprocessor: spec.model.preprocessor,
                 num_heads: spec.model.num_heads,
             },
-            wrappers: spec.source.wrappers,
-            branches: spec.source.branches,
-            strip_prefixes: spec.source.strip_prefixes,
-            ignore_prefixes: spec.source.ignore_prefixes,
+            wrappers,
+            branches,
+            strip_prefixes,
+            ignore_prefixes,
             rejects,
             rules,
-        })
+            index: TableIndex::default(),
+        };
+        table.index = TableIndex::build(&table);
+        check_reachable(&table)?;
+        Ok(table)
     }
 
     /// The table's id (`timm`, `dino`, …).
@@ -331,6 +402,49 @@ impl MappingTable {
     }
 }
 
+/// The strip prefix that keeps `pattern` from ever matching: names are stripped before they are
+/// matched, and a stripped name never starts with a strip prefix unless it is that prefix.
+fn stripped_away<'t>(table: &'t MappingTable, pattern: &Pattern) -> Option<&'t str> {
+    let text = pattern.prefix();
+    let indexed = pattern.is_indexed();
+    table
+        .index
+        .strip
+        .matches(text)
+        .find(|&(len, _)| indexed || len < text.len())
+        .and_then(|(_, k)| table.strip_prefixes.get(k))
+        .map(String::as_str)
+}
+
+/// Refuses rules and rejects whose names can never match, because a strip prefix removes what
+/// they start with: such a rule is dead, and such a reject would let the feature through.
+fn check_reachable(table: &MappingTable) -> Result<()> {
+    let dead = |line: usize, p: &Pattern, strip: &str| {
+        Err(table_error(
+            &table.file,
+            line,
+            format!("`{p}` can never match: `{strip}` is stripped from every name first"),
+        ))
+    };
+    for rule in &table.rules {
+        for p in &rule.from {
+            if let Some(strip) = stripped_away(table, p) {
+                return dead(rule.line, p, strip);
+            }
+        }
+    }
+    for r in &table.rejects {
+        let p = match &r.matcher {
+            RejectMatch::Name(p) => p.clone(),
+            RejectMatch::Prefix(q) => Pattern::literal(q),
+        };
+        if let Some(strip) = stripped_away(table, &p) {
+            return dead(r.line, &p, strip);
+        }
+    }
+    Ok(())
+}
+
 fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
     let err = |m: String| table_error(file, line, m);
     let parse_all = |v: Vec<String>| -> Result<Vec<Pattern>> {
@@ -338,8 +452,16 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
             .map(|s| Pattern::parse(s).map_err(|e| err(e.0)))
             .collect()
     };
-    let from = parse_all(spec.from.into_vec())?;
-    let to = parse_all(spec.to.into_vec())?;
+    let (from, to) = (spec.from.into_vec(), spec.to.into_vec());
+    if from.len().max(to.len()) > MAX_RULE_NAMES {
+        return Err(err(format!(
+            "{} `from` and {} `to` names (at most {MAX_RULE_NAMES} each)",
+            from.len(),
+            to.len()
+        )));
+    }
+    let from = parse_all(from)?;
+    let to = parse_all(to)?;
     if from.is_empty() || to.is_empty() {
         return Err(err(
             "a rule needs at least one `from` and one `to` name".into()
@@ -350,6 +472,18 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
         return Err(err(
             "either every name of a rule has `{i}` or none has".into()
         ));
+    }
+    if spec.shape.len() > MAX_RANK {
+        return Err(err(format!(
+            "shape has {} dimensions (at most {MAX_RANK})",
+            spec.shape.len()
+        )));
+    }
+    if spec.ops.len() > MAX_RULE_OPS {
+        return Err(err(format!(
+            "{} ops (at most {MAX_RULE_OPS} per rule)",
+            spec.ops.len()
+        )));
     }
     let shape = spec
         .shape

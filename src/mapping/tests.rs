@@ -275,3 +275,317 @@ fn forward_then_reverse_is_bit_exact_for_timm_and_jax() {
         );
     }
 }
+
+/// A table with the given `[source]` body and `[[rule]]` blocks.
+fn table_text(source: &str, rules: &str) -> String {
+    format!(
+        "[table]\nid = \"t\"\ndescription = \"test\"\nfamilies = [\"t\"]\n\n[model]\nlayer_norm_eps = 1e-6\nhidden_act = \"gelu\"\npreprocessor = \"vit\"\n\n[source]\n{source}\n{rules}"
+    )
+}
+
+fn table_reason(e: &crate::Error) -> (String, usize, String) {
+    match e.kind() {
+        ErrorKind::Table { file, line, reason } => (file.clone(), *line, reason.clone()),
+        other => panic!("expected a table error, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_empty_source_prefix_is_refused_when_the_table_loads_naming_its_line() {
+    for (key, why) in [
+        ("strip_prefixes", "stripping would never end"),
+        ("ignore_prefixes", "would ignore every tensor"),
+        ("wrappers", "names no sub-container"),
+        ("branches", "names no sub-container"),
+    ] {
+        let text = table_text(&format!("{key} = [\"module.\",\n  \"\"]"), "");
+        let e = MappingTable::from_toml(&text, "evil.toml").unwrap_err();
+        let (file, line, reason) = table_reason(&e);
+        assert_eq!(file, "evil.toml");
+        assert_eq!(line, 13, "{key}: {reason}");
+        assert!(reason.contains(key) && reason.contains(why), "{reason}");
+    }
+}
+
+#[test]
+fn rules_with_too_many_ops_or_dimensions_are_refused_at_load() {
+    let ops = vec!["\"transpose(1, 0)\""; 17].join(", ");
+    let text = table_text(
+        "",
+        &format!("[[rule]]\nfrom = \"w\"\nshape = [\"A\", \"B\"]\nops = [{ops}]\nto = \"x\"\n"),
+    );
+    let (_, line, reason) = table_reason(&MappingTable::from_toml(&text, "t.toml").unwrap_err());
+    assert_eq!(line, 13);
+    assert!(reason.contains("17 ops (at most 16"), "{reason}");
+
+    let dims = vec!["1"; 65].join(", ");
+    let text = table_text(
+        "",
+        &format!("[[rule]]\nfrom = \"w\"\nshape = [{dims}]\nto = \"x\"\n"),
+    );
+    let (_, _, reason) = table_reason(&MappingTable::from_toml(&text, "t.toml").unwrap_err());
+    assert!(reason.contains("65 dimensions (at most 64)"), "{reason}");
+
+    let text = table_text(
+        "",
+        &format!(
+            "[[rule]]\nfrom = \"w\"\nshape = [\"A\"]\nops = [\"reshape({dims})\"]\nto = \"x\"\n"
+        ),
+    );
+    let (_, _, reason) = table_reason(&MappingTable::from_toml(&text, "t.toml").unwrap_err());
+    assert!(reason.contains("65 arguments (at most 64)"), "{reason}");
+
+    let product = vec!["D"; 17].join("*");
+    let text = table_text(
+        "",
+        &format!("[[rule]]\nfrom = \"w\"\nshape = [\"{product}\"]\nto = \"x\"\n"),
+    );
+    let (_, _, reason) = table_reason(&MappingTable::from_toml(&text, "t.toml").unwrap_err());
+    assert!(reason.contains("more than 16 factors"), "{reason}");
+
+    let parts: Vec<String> = (0..65).map(|k| format!("\"x{k}\"")).collect();
+    let text = table_text(
+        "",
+        &format!(
+            "[[rule]]\nfrom = \"w\"\nshape = [\"A\"]\nops = [\"split(0, 65)\"]\nto = [{}]\n",
+            parts.join(", ")
+        ),
+    );
+    let (_, _, reason) = table_reason(&MappingTable::from_toml(&text, "t.toml").unwrap_err());
+    assert!(
+        reason.contains("1 `from` and 65 `to` names (at most 64 each)"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn strip_prefixes_strip_repeatedly_in_list_order() {
+    let text = table_text(
+        "strip_prefixes = [\"a.\", \"a.b.\", \"m.\"]",
+        "[[rule]]\nfrom = \"b.w\"\nshape = [\"A\"]\nto = \"x\"\n[[rule]]\nfrom = \"a.\"\nshape = [\"A\"]\nto = \"y\"\n",
+    );
+    let t = MappingTable::from_toml(&text, "t.toml").unwrap();
+    // `a.b.w`: the first prefix in the list wins (`a.`), leaving `b.w`; `m.a.` keeps `a.` (a
+    // strip never leaves an empty name).
+    let src = mem_source(&[("m.a.m.a.b.w", &[2]), ("m.a.", &[2])]);
+    let plan = plan_forward(&t, src.tensors(), None).unwrap();
+    let names: Vec<&str> = plan.targets.iter().map(|p| p.info.name.as_str()).collect();
+    assert_eq!(names, ["x", "y"]);
+}
+
+/// `n` indexed rules `r{k}.{i}.w` and a listing with `layers` layers of each, plus `extra`
+/// names no rule has.
+fn many_rules(n: usize, layers: usize) -> (MappingTable, Vec<TensorInfo>) {
+    let mut rules = String::new();
+    for k in 0..n {
+        rules.push_str(&format!(
+            "[[rule]]\nfrom = \"r{k}.{{i}}.w\"\nshape = [\"D\"]\nto = \"out.{{i}}.r{k}\"\n"
+        ));
+    }
+    let table = MappingTable::from_toml(&table_text("", &rules), "many.toml").unwrap();
+    let mut infos = Vec::new();
+    for i in 0..layers {
+        for k in 0..n {
+            infos.push(TensorInfo {
+                name: format!("r{k}.{i}.w"),
+                dtype: DType::F32,
+                shape: vec![4],
+            });
+        }
+    }
+    (table, infos)
+}
+
+#[test]
+fn rule_matching_work_grows_with_names_not_rules_times_names() {
+    let (table, infos) = many_rules(4000, 5);
+    super::index::PROBES.with(|p| p.set(0));
+    let plan = plan_forward(&table, &infos, None).unwrap();
+    let probes = super::index::PROBES.with(|p| p.get());
+    assert_eq!(plan.targets.len(), 20_000);
+    assert_eq!(plan.report.layers, 5);
+    // One probe per name plus one per digit count tried after a template prefix: a handful per
+    // name, where rules × names would be 80 000 000.
+    assert!(
+        probes <= 4 * infos.len(),
+        "{probes} probes for {} names",
+        infos.len()
+    );
+}
+
+#[test]
+fn a_name_matched_by_two_rules_is_consumed_twice_whatever_the_rule_count() {
+    let rules = "[[rule]]\nfrom = \"b.{i}.w\"\nshape = [\"D\"]\nto = \"x.{i}\"\n".repeat(3);
+    let t = MappingTable::from_toml(&table_text("", &rules), "dup.toml").unwrap();
+    let src = mem_source(&[("b.0.w", &[2])]);
+    let (_, line, reason) = mapping_reason(&plan_forward(&t, src.tensors(), None).unwrap_err());
+    assert_eq!(line, 17);
+    assert_eq!(reason, "b.0.w is consumed by two rules (also line 13)");
+}
+
+#[test]
+fn a_huge_layer_index_is_a_gap_not_a_loop() {
+    let (table, mut infos) = many_rules(1, 1);
+    infos.push(TensorInfo {
+        name: format!("r0.{}.w", usize::MAX),
+        dtype: DType::F32,
+        shape: vec![4],
+    });
+    let e = plan_forward(&table, &infos, None).unwrap_err();
+    let (_, _, reason) = mapping_reason(&e);
+    assert_eq!(
+        reason,
+        format!(
+            "layer indices have a gap: layer 1 is missing (found up to {})",
+            usize::MAX
+        )
+    );
+}
+
+#[test]
+fn symbols_bound_one_per_pass_still_bind() {
+    // Rule k has shape [S{k} * S{k+1}]; only the last rule's S{n} is bound directly, so each
+    // pass binds one more symbol, from the end.
+    let n = 300;
+    let mut rules = String::new();
+    let mut list = Vec::new();
+    for k in 0..n {
+        rules.push_str(&format!(
+            "[[rule]]\nfrom = \"w{k}\"\nshape = [\"S{k}*S{}\"]\nto = \"x{k}\"\n",
+            k + 1
+        ));
+        list.push((format!("w{k}"), vec![2usize]));
+    }
+    rules.push_str(&format!(
+        "[[rule]]\nfrom = \"w{n}\"\nshape = [\"S{n}\"]\nto = \"x{n}\"\n"
+    ));
+    list.push((format!("w{n}"), vec![1]));
+    let t = MappingTable::from_toml(&table_text("", &rules), "chain.toml").unwrap();
+    let plan = plan_forward(&t, source(&list).tensors(), None).unwrap();
+    assert_eq!(plan.bindings[&format!("S{n}")], 1);
+    assert_eq!(plan.bindings["S1"], 2);
+    assert_eq!(plan.bindings["S0"], 1);
+}
+
+fn one_rule_table(shape: &str, ops: &str) -> MappingTable {
+    let rules = format!(
+        "[[rule]]\nfrom = \"pos\"\nshape = [{shape}]\nops = [{ops}]\nto = \"embeddings.position_embeddings\"\n"
+    );
+    MappingTable::from_toml(&table_text("", &rules), "evil.toml").unwrap()
+}
+
+fn budget_of(e: &crate::Error) -> (&'static str, u64, u64, String) {
+    match e.kind() {
+        ErrorKind::BudgetExceeded {
+            budget,
+            limit,
+            offset,
+        } => (budget, *limit, *offset, e.to_string()),
+        other => panic!("expected a budget error, got {other:?}"),
+    }
+}
+
+#[test]
+fn prepend_zeros_of_a_trillion_rows_is_refused_at_plan_time() {
+    let t = one_rule_table("1, \"T\", \"D\"", "\"prepend_zeros(1, 1099511627776)\"");
+    let src = mem_source(&[("pos", &[1, 2, 4])]);
+    let e = match t.apply(&src) {
+        Err(e) => e,
+        Ok(_) => panic!("planned"),
+    };
+    let (budget, limit, offset, text) = budget_of(&e);
+    assert_eq!(budget, "table output bytes");
+    assert_eq!(limit, 32 + (16 << 20));
+    assert_eq!(offset, (1u64 << 40) * 16 + 32);
+    assert!(
+        text.starts_with("tensor embeddings.position_embeddings (rule evil.toml:13): table output bytes budget exceeded"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_step_that_grows_and_shrinks_again_is_budgeted_too() {
+    let t = one_rule_table(
+        "1, \"T\", \"D\"",
+        "\"prepend_zeros(1, 1073741824)\", \"drop_zeros(1, 1073741824)\"",
+    );
+    let e = plan_forward(&t, mem_source(&[("pos", &[1, 2, 4])]).tensors(), None).unwrap_err();
+    assert_eq!(budget_of(&e).0, "table output bytes");
+}
+
+#[test]
+fn an_overflowing_op_shape_is_refused_naming_the_rule() {
+    let t = one_rule_table(
+        "1, \"T\", \"D\"",
+        &format!("\"prepend_zeros(1, {})\"", usize::MAX - 1),
+    );
+    let e = plan_forward(&t, mem_source(&[("pos", &[1, 2, 4])]).tensors(), None).unwrap_err();
+    let (file, line, reason) = mapping_reason(&e);
+    assert_eq!((file.as_str(), line), ("evil.toml", 13));
+    assert!(reason.contains("size overflow"), "{reason}");
+
+    let t = one_rule_table(
+        "1, \"T\", \"D\"",
+        &format!("\"reshape(T, {}, D)\"", 1usize << 62),
+    );
+    let e = plan_forward(&t, mem_source(&[("pos", &[1, 2, 4])]).tensors(), None).unwrap_err();
+    let (_, _, reason) = mapping_reason(&e);
+    assert!(reason.contains("changes the element count"), "{reason}");
+}
+
+#[test]
+fn concat_cannot_repeat_a_source_to_amplify() {
+    let rules = "[[rule]]\nfrom = [\"w\", \"w\", \"w\"]\nshape = [\"A\"]\nops = [\"concat(0)\"]\nto = \"x\"\n";
+    let t = MappingTable::from_toml(&table_text("", rules), "evil.toml").unwrap();
+    let e = plan_forward(&t, mem_source(&[("w", &[4])]).tensors(), None).unwrap_err();
+    let (_, _, reason) = mapping_reason(&e);
+    assert_eq!(reason, "w is consumed by two rules (also line 13)");
+}
+
+#[test]
+fn a_class_row_prepend_fits_the_allowance() {
+    let t = one_rule_table("1, \"T\", \"D\"", "\"prepend_zeros(1, 1)\"");
+    let src = mem_source(&[("pos", &[1, 2, 4])]);
+    let out = t.apply(&src).unwrap();
+    let pos = out.read("embeddings.position_embeddings").unwrap();
+    assert_eq!(pos.shape, [1, 3, 4]);
+    assert!(pos.data[..16].iter().all(|&b| b == 0));
+    assert_eq!(&pos.data[16..], &src.read("pos").unwrap().data[..]);
+}
+
+#[test]
+fn a_rule_or_reject_behind_a_strip_prefix_is_refused_at_load() {
+    for (entry, shown) in [
+        (
+            "[[rule]]\nfrom = \"module.blocks.{i}.w\"\nshape = [\"D\"]\nto = \"x.{i}\"\n",
+            "module.blocks.{i}.w",
+        ),
+        (
+            "[[rule]]\nfrom = \"module.w\"\nshape = [\"D\"]\nto = \"x\"\n",
+            "module.w",
+        ),
+        (
+            "[[reject]]\nname = \"module.ls{i}\"\nfeature = \"layer scale\"\n",
+            "module.ls{i}",
+        ),
+        (
+            "[[reject]]\nprefix = \"module.ls\"\nfeature = \"layer scale\"\n",
+            "module.ls",
+        ),
+    ] {
+        let text = table_text("strip_prefixes = [\"x.\", \"module.\"]", entry);
+        let (file, line, reason) =
+            table_reason(&MappingTable::from_toml(&text, "dead.toml").unwrap_err());
+        assert_eq!((file.as_str(), line), ("dead.toml", 13), "{reason}");
+        assert_eq!(
+            reason,
+            format!("`{shown}` can never match: `module.` is stripped from every name first")
+        );
+    }
+    // A name that is exactly a strip prefix survives stripping, so it can be matched.
+    let text = table_text(
+        "strip_prefixes = [\"module.\"]",
+        "[[rule]]\nfrom = \"module.\"\nshape = [\"D\"]\nto = \"x\"\n",
+    );
+    MappingTable::from_toml(&text, "ok.toml").unwrap();
+}

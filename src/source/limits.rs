@@ -103,6 +103,12 @@ pub struct Limits {
     /// per-layer buffers: batch × tokens × hidden size and intermediate size, in float32),
     /// checked before any is allocated.
     pub forward_bytes: usize,
+    /// Most bytes a mapping table may add to what it reads: the tensors a table makes (and every
+    /// step of every rule) may hold at most the bytes of the tensors they come from plus this.
+    /// Table ops only move bytes, except `prepend_zeros` (one class-token row), so a table that
+    /// would turn a small checkpoint into a large output (`prepend_zeros(0, 1099511627776)`, a
+    /// reshape or concat that grows) is refused while planning, before anything is read or written.
+    pub table_output_allowance_bytes: usize,
 }
 
 /// `n` bytes as a `usize` budget, or `usize::MAX` where `n` does not fit (32-bit targets).
@@ -146,6 +152,9 @@ const FIELDS: &[(&str, Setter)] = &[
     ("READ_FILE_BYTES", |l| &mut l.read_file_bytes),
     ("PREPROCESS_BYTES", |l| &mut l.preprocess_bytes),
     ("FORWARD_BYTES", |l| &mut l.forward_bytes),
+    ("TABLE_OUTPUT_ALLOWANCE_BYTES", |l| {
+        &mut l.table_output_allowance_bytes
+    }),
 ];
 
 /// The budget names [`ErrorKind::BudgetExceeded`] reports, and the field each is a limit of.
@@ -173,6 +182,7 @@ const BUDGETS: &[(&str, &str)] = &[
     ("read file bytes", "READ_FILE_BYTES"),
     ("preprocess bytes", "PREPROCESS_BYTES"),
     ("forward bytes", "FORWARD_BYTES"),
+    ("table output bytes", "TABLE_OUTPUT_ALLOWANCE_BYTES"),
 ];
 
 static CURRENT: RwLock<Limits> = RwLock::new(Limits::DEFAULT);
@@ -203,6 +213,7 @@ impl Limits {
         read_file_bytes: bytes_or_max(8 << 30),
         preprocess_bytes: 256 << 20,
         forward_bytes: 1 << 31,
+        table_output_allowance_bytes: 16 << 20,
     };
 
     /// The limits in force for this process ([`Limits::DEFAULT`] unless [`Limits::set`] changed
