@@ -217,6 +217,15 @@ impl Loader<'_> {
             }
             _ => {}
         }
+        if let (Some(r), Some(rows)) = (
+            config.pooler_output_size,
+            self.shape("pooler.dense.weight")
+                .and_then(|s| s.first().copied()),
+        ) {
+            if r != rows {
+                return Err(model::mismatch("pooler_output_size", r, rows));
+            }
+        }
         let pos = "embeddings.position_embeddings";
         let rows = match self.shape(pos).as_deref() {
             Some(&[1, rows, dd]) if dd == d => rows,
@@ -376,7 +385,7 @@ fn attention(
 }
 
 /// The activation `hidden_act` names.
-fn activation(hidden_act: &str) -> Result<ops::Activation> {
+pub(crate) fn activation(hidden_act: &str) -> Result<ops::Activation> {
     match hidden_act {
         "gelu" => Ok(ops::Activation::GeluErf),
         "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(ops::Activation::GeluTanh),
