@@ -211,6 +211,7 @@ impl Loader<'_> {
                     .ok_or_else(|| ErrorKind::TensorNotFound {
                         name: disk_name(self.arch, "classifier.weight"),
                     })?;
+                model::check_classes(k)?;
                 if config.num_labels() != k {
                     return Err(model::mismatch("id2label", config.num_labels(), k));
                 }

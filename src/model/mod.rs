@@ -436,6 +436,20 @@ fn short(v: &Value) -> String {
     }
 }
 
+/// A classifier's class count: at least 1 (transformers replaces a 0-class head with an
+/// identity, which computes something else), at most [`MAX_LABELS`].
+///
+/// # Errors
+/// [`ErrorKind::Config`] naming the count.
+pub(crate) fn check_classes(k: usize) -> Result<()> {
+    if k == 0 || k > MAX_LABELS {
+        return Err(cfg_err(format!(
+            "the classifier has {k} classes, expected 1..={MAX_LABELS}"
+        )));
+    }
+    Ok(())
+}
+
 /// The error for an `architectures` value that is not a list of class names.
 fn architectures_err(v: Option<&Value>, origin: &str) -> crate::Error {
     cfg_err(format!(
@@ -679,10 +693,8 @@ pub(crate) fn infer_config(
         .and_then(get)
         .and_then(|t| t.shape.first().copied())
         .unwrap_or(0);
-    if k > MAX_LABELS {
-        return Err(cfg_err(format!(
-            "the classifier has {k} classes, more than {MAX_LABELS}"
-        )));
+    if head_name.is_some() {
+        check_classes(k)?;
     }
     let id2label = (0..k).map(|i| (i, format!("LABEL_{i}"))).collect();
     let pooler = get("pooler.dense.weight").and_then(|t| t.shape.first().copied());

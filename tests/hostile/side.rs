@@ -187,6 +187,52 @@ fn num_labels_alone_names_the_labels_as_transformers_does() {
     );
 }
 
+#[test]
+fn a_classifier_with_no_classes_is_a_config_error_everywhere() {
+    let src = vit_convert::open(&fixture("convert/timm_vit/hf/model.safetensors")).unwrap();
+    let mut empty_head = MemorySource::new();
+    for t in src.tensors() {
+        let tensor = match t.name.as_str() {
+            "classifier.weight" => {
+                Tensor::new(DType::F32, vec![0, 24], Cow::Owned(Vec::new())).unwrap()
+            }
+            "classifier.bias" => Tensor::new(DType::F32, vec![0], Cow::Owned(Vec::new())).unwrap(),
+            _ => src.read(&t.name).unwrap(),
+        };
+        empty_head.insert(&t.name, tensor).unwrap();
+    }
+    let needle = "the classifier has 0 classes";
+    let config = ViTConfig::from_json(&timm_config()).unwrap();
+    let e = Model::from_source(&empty_head, config).err().unwrap();
+    assert!(
+        matches!(e.kind(), ErrorKind::Config { reason } if reason.contains(needle)),
+        "{e:?}"
+    );
+    let dir = model_dir(&json!({"id2label": {}, "label2id": {}}));
+    let weights = dir.path().join("model.safetensors");
+    let items = WriteItem::all(&empty_head);
+    vit_convert::write_safetensors(&weights, &empty_head, &items, None, &BTreeMap::new()).unwrap();
+    assert_refused(&forward_npy(dir.path()), &["model.safetensors", needle]);
+    let out_dir = dir.path().join("out");
+    let opts = vit_convert::ConvertOptions {
+        from: Some("hf".into()),
+        ..Default::default()
+    };
+    let e = vit_convert::convert(&weights, &out_dir, &opts)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains(needle), "{e}");
+    let out = bin()
+        .args(["--from", "hf"])
+        .arg(&weights)
+        .arg("-o")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_refused(&out, &[needle]);
+    assert!(!out_dir.join("model.safetensors").exists());
+}
+
 /// The jax pre-logits model (hidden 24, a pooler of 16) with `config.json` fields replaced.
 fn pooler_dir(changes: &Value) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
