@@ -755,6 +755,7 @@ pub(crate) fn check_positions(config: &ViTConfig, rows: usize) -> Result<()> {
         let held = rows
             .checked_sub(config.architecture.prefix_tokens())
             .and_then(square_root)
+            .filter(|&g| g > 0)
             .and_then(|g| g.checked_mul(config.patch_size))
             .map_or(String::new(), |s| format!(", i.e. image_size {s}"));
         return Err(cfg_err(format!(
@@ -979,4 +980,49 @@ pub(crate) fn expected_names(cfg: &ViTConfig) -> BTreeSet<String> {
         _ => {}
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ViTConfig {
+        ViTConfig::from_json(&json!({
+            "architectures": ["ViTModel"], "hidden_size": 8, "num_hidden_layers": 0,
+            "num_attention_heads": 1, "intermediate_size": 4, "patch_size": 8, "image_size": 32
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn positions_that_hold_no_patch_name_no_image_size() {
+        for rows in [0, 1] {
+            let e = check_positions(&config(), rows).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("gives 17 positions, the weights hold {rows}"))
+                    && !msg.contains("i.e."),
+                "{msg}"
+            );
+        }
+        let msg = check_positions(&config(), 65).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("the weights hold 65, i.e. image_size 64"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn num_labels_must_count_id2label_and_alone_names_the_labels() {
+        let mut v = config().to_json();
+        v["num_labels"] = json!(2);
+        let c = ViTConfig::from_json(&v).unwrap();
+        assert_eq!(c.id2label.get(&1).map(String::as_str), Some("LABEL_1"));
+        v["id2label"] = json!({"0": "a"});
+        let e = ViTConfig::from_json(&v).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Config { reason } if reason == "`num_labels` is 2, but `id2label` has 1 labels"),
+            "{e:?}"
+        );
+    }
 }
