@@ -329,6 +329,7 @@ fn merge_sidecar_config(path: &Path, o: &mut ConfigOverrides, arch: Architecture
         "patch_size",
         "num_channels",
         "qkv_bias",
+        "pooler_act",
     ];
     let mut merged: serde_json::Map<String, serde_json::Value> = side
         .iter()

@@ -211,11 +211,21 @@ impl Loader<'_> {
                     .ok_or_else(|| ErrorKind::TensorNotFound {
                         name: disk_name(self.arch, "classifier.weight"),
                     })?;
+                model::check_classes(k)?;
                 if config.num_labels() != k {
                     return Err(model::mismatch("id2label", config.num_labels(), k));
                 }
             }
             _ => {}
+        }
+        if let (Some(r), Some(rows)) = (
+            config.pooler_output_size,
+            self.shape("pooler.dense.weight")
+                .and_then(|s| s.first().copied()),
+        ) {
+            if r != rows {
+                return Err(model::mismatch("pooler_output_size", r, rows));
+            }
         }
         let pos = "embeddings.position_embeddings";
         let rows = match self.shape(pos).as_deref() {
@@ -376,7 +386,7 @@ fn attention(
 }
 
 /// The activation `hidden_act` names.
-fn activation(hidden_act: &str) -> Result<ops::Activation> {
+pub(crate) fn activation(hidden_act: &str) -> Result<ops::Activation> {
     match hidden_act {
         "gelu" => Ok(ops::Activation::GeluErf),
         "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(ops::Activation::GeluTanh),

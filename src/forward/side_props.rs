@@ -80,6 +80,22 @@ fn values_for(field: &str) -> Vec<Value> {
         ],
         "qkv_bias" => vec![json!(true), json!(false), json!("yes"), json!(null)],
         "hidden_act" => vec![json!("gelu"), json!("gelu_new"), json!(7), json!(null)],
+        "num_labels" => vec![
+            json!(3),
+            json!(0),
+            json!(2),
+            json!(1u64 << 63),
+            json!("3"),
+            json!(null),
+        ],
+        "pooler_act" => vec![json!("tanh"), json!("relu"), json!(7), json!(null)],
+        "architectures" => vec![
+            json!(["ViTForImageClassification"]),
+            json!("ViTForImageClassification"),
+            json!([7]),
+            json!({}),
+        ],
+        "model_type" => vec![json!("vit"), json!("deit"), json!(7), json!(null)],
         "id2label" => vec![
             json!({"0": "a", "1": "b", "2": "c"}),
             json!({"0": "a", "1": "b"}),
@@ -104,7 +120,27 @@ const FIELDS: &[&str] = &[
     "qkv_bias",
     "hidden_act",
     "id2label",
+    "num_labels",
+    "pooler_act",
+    "architectures",
+    "model_type",
 ];
+
+/// Fields the convert path does not take from the `config.json` beside an hf input.
+const NOT_FROM_SIDECAR: &[&str] = &["num_labels", "architectures", "model_type"];
+
+/// Whether every changed value agrees with the tiny model (see [`agrees`]); `num_labels` alone
+/// (no `id2label`) names the labels as transformers does.
+fn all_agree(changed: &Map<String, Value>, load: bool, sidecar: bool) -> bool {
+    changed.iter().all(|(k, v)| {
+        (sidecar && NOT_FROM_SIDECAR.contains(&k.as_str()))
+            || agrees(k, v, load)
+            || (load
+                && k == "id2label"
+                && v.is_null()
+                && changed.get("num_labels") == Some(&json!(3)))
+    })
+}
 
 /// Whether `value` for `field` agrees with the tiny model. `load`: read by `Model::load` (a
 /// null leaves an optional field at its default, but a required one missing); else merged into
@@ -113,7 +149,16 @@ fn agrees(field: &str, value: &Value, load: bool) -> bool {
     if value.is_null() {
         // The tiny model's hidden size (4) does not let convert infer the head count.
         return (!load && field != "num_attention_heads")
-            || ["num_channels", "layer_norm_eps", "qkv_bias", "hidden_act"].contains(&field);
+            || [
+                "num_channels",
+                "layer_norm_eps",
+                "qkv_bias",
+                "hidden_act",
+                "num_labels",
+                "pooler_act",
+                "model_type",
+            ]
+            .contains(&field);
     }
     if let Some((_, t)) = TRUTH.iter().find(|(f, _)| *f == field) {
         return value.as_u64() == Some(*t);
@@ -124,6 +169,11 @@ fn agrees(field: &str, value: &Value, load: bool) -> bool {
         "qkv_bias" => value == &json!(true),
         "hidden_act" => value.is_string(),
         "id2label" => value == &json!({"0": "a", "1": "b", "2": "c"}),
+        "num_labels" => value.as_u64() == Some(3),
+        "pooler_act" => value == &json!("tanh"),
+        "architectures" => value == &json!(["ViTForImageClassification"]),
+        // `Model::load` takes the class from `architectures`; convert checks it.
+        "model_type" => load || value == &json!("vit"),
         _ => false,
     }
 }
@@ -202,7 +252,7 @@ fn hostile_config_values_are_refused_by_load_forward_verify_and_convert_without_
         let dir = tmp.path().join(format!("m{case}"));
         std::fs::create_dir(&dir).unwrap();
         write_model(&dir, &config);
-        let ok = changed.iter().all(|(k, v)| agrees(k, v, true));
+        let ok = all_agree(&changed, true, false);
         match Model::load(&dir) {
             Ok(m) => {
                 assert!(ok, "loaded {changed:?}");
@@ -228,7 +278,7 @@ fn hostile_config_values_are_refused_by_load_forward_verify_and_convert_without_
         }
 
         // convert: the same values in the config.json beside an hf input, then as --config.
-        let ok = changed.iter().all(|(k, v)| agrees(k, v, false));
+        let ok = all_agree(&changed, false, case % 2 == 0);
         let mut opts = ConvertOptions {
             from: Some("hf".into()),
             ..ConvertOptions::default()

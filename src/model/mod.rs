@@ -233,10 +233,15 @@ impl ViTConfig {
                 _ => uint(k),
             }
         };
-        let arch_name = obj
-            .get("architectures")
-            .and_then(|a| a.get(0))
-            .and_then(Value::as_str);
+        let arch_name = match obj.get("architectures") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(a)) => match a.first() {
+                None => None,
+                Some(Value::String(n)) => Some(n.as_str()),
+                Some(_) => return Err(architectures_err(obj.get("architectures"), "")),
+            },
+            v => return Err(architectures_err(v, "")),
+        };
         let architecture = match arch_name {
             Some(n) => Architecture::from_name(n)
                 .ok_or_else(|| cfg_err(format!("unsupported architecture {n:?}")))?,
@@ -245,16 +250,24 @@ impl ViTConfig {
                 _ => Architecture::ViTModel,
             },
         };
-        let id2label = match obj.get("id2label") {
-            None | Some(Value::Null) => BTreeMap::new(),
-            Some(Value::Object(m)) => parse_id2label(m, "")?,
-            Some(v) => {
+        let num_labels = match obj.get("num_labels") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(uint("num_labels")?),
+        };
+        let id2label = match (obj.get("id2label"), num_labels) {
+            (None | Some(Value::Null), None) => BTreeMap::new(),
+            // transformers makes `LABEL_{i}` names from `num_labels` alone.
+            (None | Some(Value::Null), Some(n)) => default_labels(n, "")?,
+            (Some(Value::Object(m)), _) => parse_id2label(m, "")?,
+            (Some(v), _) => {
                 return Err(cfg_err(format!(
                     "field `id2label` must be an object, got {}",
                     short(v)
                 )))
             }
         };
+        check_num_labels(num_labels, id2label.len(), "")?;
+        check_pooler_act(obj.get("pooler_act"), "")?;
         let hidden_size = uint("hidden_size")?;
         let pooler = match obj.get("pooler_output_size") {
             Some(Value::Null) | None => hidden_size,
@@ -420,6 +433,61 @@ fn short(v: &Value) -> String {
     match s.char_indices().nth(40) {
         Some((i, _)) => format!("{}…", s.get(..i).unwrap_or_default()),
         None => s,
+    }
+}
+
+/// A classifier's class count: at least 1 (transformers replaces a 0-class head with an
+/// identity, which computes something else), at most [`MAX_LABELS`].
+///
+/// # Errors
+/// [`ErrorKind::Config`] naming the count.
+pub(crate) fn check_classes(k: usize) -> Result<()> {
+    if k == 0 || k > MAX_LABELS {
+        return Err(cfg_err(format!(
+            "the classifier has {k} classes, expected 1..={MAX_LABELS}"
+        )));
+    }
+    Ok(())
+}
+
+/// The error for an `architectures` value that is not a list of class names.
+fn architectures_err(v: Option<&Value>, origin: &str) -> crate::Error {
+    cfg_err(format!(
+        "{origin}field `architectures` must be a list of class names, got {}",
+        v.map_or_else(String::new, short)
+    ))
+}
+
+/// `LABEL_{i}` names for `n` labels, as transformers makes them from `num_labels` alone.
+fn default_labels(n: usize, origin: &str) -> Result<BTreeMap<usize, String>> {
+    if n > MAX_LABELS {
+        return Err(cfg_err(format!(
+            "{origin}`num_labels` {n} is more than {MAX_LABELS}"
+        )));
+    }
+    Ok((0..n).map(|i| (i, format!("LABEL_{i}"))).collect())
+}
+
+/// `num_labels`, when given, must count the labels of `id2label`.
+fn check_num_labels(num_labels: Option<usize>, labels: usize, origin: &str) -> Result<()> {
+    match num_labels {
+        Some(n) if n != labels => Err(cfg_err(format!(
+            "{origin}`num_labels` is {n}, but `id2label` has {labels} labels"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `pooler_act`: the pooler computes `tanh` only; any other activation would silently give
+/// another pooler output, so it is refused (absent or null means `tanh`).
+fn check_pooler_act(v: Option<&Value>, origin: &str) -> Result<()> {
+    match v {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(s)) if s == "tanh" => Ok(()),
+        Some(v) => Err(cfg_err(format!(
+            "{origin}unsupported `pooler_act` {} (only \"tanh\" is computed)",
+            short(v)
+        ))),
     }
 }
 
@@ -625,10 +693,8 @@ pub(crate) fn infer_config(
         .and_then(get)
         .and_then(|t| t.shape.first().copied())
         .unwrap_or(0);
-    if k > MAX_LABELS {
-        return Err(cfg_err(format!(
-            "the classifier has {k} classes, more than {MAX_LABELS}"
-        )));
+    if head_name.is_some() {
+        check_classes(k)?;
     }
     let id2label = (0..k).map(|i| (i, format!("LABEL_{i}"))).collect();
     let pooler = get("pooler.dense.weight").and_then(|t| t.shape.first().copied());
@@ -689,6 +755,7 @@ pub(crate) fn check_positions(config: &ViTConfig, rows: usize) -> Result<()> {
         let held = rows
             .checked_sub(config.architecture.prefix_tokens())
             .and_then(square_root)
+            .filter(|&g| g > 0)
             .and_then(|g| g.checked_mul(config.patch_size))
             .map_or(String::new(), |s| format!(", i.e. image_size {s}"));
         return Err(cfg_err(format!(
@@ -759,11 +826,13 @@ fn apply_user_config(
         }
     }
     if let Some(v) = user.get("hidden_act") {
-        cfg.hidden_act = v
+        let act = v
             .as_str()
-            .ok_or_else(|| cfg_err("--config: `hidden_act` must be a string"))?
-            .to_string();
+            .ok_or_else(|| cfg_err("--config: `hidden_act` must be a string"))?;
+        crate::forward::activation(act)?;
+        cfg.hidden_act = act.to_string();
     }
+    check_pooler_act(user.get("pooler_act"), "--config: ")?;
     if let Some(v) = user.get("id2label") {
         let m = v
             .as_object()
@@ -773,6 +842,40 @@ fn apply_user_config(
             return Err(mismatch("id2label", labels.len(), cfg.id2label.len()));
         }
         cfg.id2label = labels;
+    }
+    let mut num_labels = cfg.id2label.len();
+    check_usize("num_labels", &mut num_labels, true)?;
+    // Checked against the pooler's rows when the tensors hold a pooler.
+    let mut pooler = cfg.pooler_output_size.unwrap_or(0);
+    check_usize(
+        "pooler_output_size",
+        &mut pooler,
+        cfg.pooler_output_size.is_some(),
+    )?;
+    match user.get("architectures") {
+        None => {}
+        Some(Value::Array(a)) => match a.first() {
+            None => {}
+            Some(Value::String(n)) if n == cfg.architecture.name() => {}
+            Some(Value::String(n)) => {
+                return Err(cfg_err(format!(
+                    "--config: `architectures` names {:?}, the tensors make a {}",
+                    n.chars().take(40).collect::<String>(),
+                    cfg.architecture.name()
+                )))
+            }
+            Some(_) => return Err(architectures_err(user.get("architectures"), "--config: ")),
+        },
+        v => return Err(architectures_err(v, "--config: ")),
+    }
+    if let Some(v) = user.get("model_type") {
+        if v.as_str() != Some(cfg.architecture.model_type()) {
+            return Err(cfg_err(format!(
+                "--config: `model_type` is {}, the tensors make a {:?} model",
+                short(v),
+                cfg.architecture.model_type()
+            )));
+        }
     }
     if cfg.hidden_size % cfg.num_attention_heads.max(1) != 0 || cfg.num_attention_heads == 0 {
         return Err(cfg_err(
@@ -795,6 +898,8 @@ fn apply_user_config(
         "model_type",
         "qkv_bias",
         "pooler_output_size",
+        "pooler_act",
+        "num_labels",
         "dtype",
         "torch_dtype",
     ];
@@ -875,4 +980,49 @@ pub(crate) fn expected_names(cfg: &ViTConfig) -> BTreeSet<String> {
         _ => {}
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ViTConfig {
+        ViTConfig::from_json(&json!({
+            "architectures": ["ViTModel"], "hidden_size": 8, "num_hidden_layers": 0,
+            "num_attention_heads": 1, "intermediate_size": 4, "patch_size": 8, "image_size": 32
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn positions_that_hold_no_patch_name_no_image_size() {
+        for rows in [0, 1] {
+            let e = check_positions(&config(), rows).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("gives 17 positions, the weights hold {rows}"))
+                    && !msg.contains("i.e."),
+                "{msg}"
+            );
+        }
+        let msg = check_positions(&config(), 65).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("the weights hold 65, i.e. image_size 64"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn num_labels_must_count_id2label_and_alone_names_the_labels() {
+        let mut v = config().to_json();
+        v["num_labels"] = json!(2);
+        let c = ViTConfig::from_json(&v).unwrap();
+        assert_eq!(c.id2label.get(&1).map(String::as_str), Some("LABEL_1"));
+        v["id2label"] = json!({"0": "a"});
+        let e = ViTConfig::from_json(&v).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Config { reason } if reason == "`num_labels` is 2, but `id2label` has 1 labels"),
+            "{e:?}"
+        );
+    }
 }

@@ -159,7 +159,243 @@ fn absurd_values() -> Vec<(Value, &'static str)> {
         (json!({"id2label": [1]}), "`id2label` must be an object"),
         (json!({"hidden_act": 7}), "`hidden_act` must be a string, got 7"),
         (json!({"hidden_act": "relu\n"}), "unsupported hidden_act \"relu\\n\""),
+        (json!({"num_labels": 3}), "`num_labels` is 3, but `id2label` has 5 labels"),
+        (json!({"num_labels": 0}), "`num_labels` is 0, but `id2label` has 5 labels"),
+        (json!({"num_labels": "5"}), "field `num_labels` must be a non-negative integer, got \"5\""),
+        (json!({"id2label": null, "num_labels": 2_000_000}), "`num_labels` 2000000 is more than"),
+        (json!({"architectures": "ViTModel"}), "field `architectures` must be a list of class names, got \"ViTModel\""),
+        (json!({"architectures": [7]}), "field `architectures` must be a list of class names, got [7]"),
+        (json!({"pooler_act": "relu"}), "unsupported `pooler_act` \"relu\""),
     ]
+}
+
+#[test]
+fn num_labels_alone_names_the_labels_as_transformers_does() {
+    let dir = model_dir(&json!({"id2label": null, "label2id": null, "num_labels": 5}));
+    let model = Model::load(dir.path()).unwrap();
+    assert_eq!(model.config().num_labels(), 5);
+    assert_eq!(
+        model.config().id2label.get(&4).map(String::as_str),
+        Some("LABEL_4")
+    );
+    let out = forward_npy(dir.path());
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_classifier_with_no_classes_is_a_config_error_everywhere() {
+    let src = vit_convert::open(&fixture("convert/timm_vit/hf/model.safetensors")).unwrap();
+    let mut empty_head = MemorySource::new();
+    for t in src.tensors() {
+        let tensor = match t.name.as_str() {
+            "classifier.weight" => {
+                Tensor::new(DType::F32, vec![0, 24], Cow::Owned(Vec::new())).unwrap()
+            }
+            "classifier.bias" => Tensor::new(DType::F32, vec![0], Cow::Owned(Vec::new())).unwrap(),
+            _ => src.read(&t.name).unwrap(),
+        };
+        empty_head.insert(&t.name, tensor).unwrap();
+    }
+    let needle = "the classifier has 0 classes";
+    let config = ViTConfig::from_json(&timm_config()).unwrap();
+    let e = Model::from_source(&empty_head, config).err().unwrap();
+    assert!(
+        matches!(e.kind(), ErrorKind::Config { reason } if reason.contains(needle)),
+        "{e:?}"
+    );
+    let dir = model_dir(&json!({"id2label": {}, "label2id": {}}));
+    let weights = dir.path().join("model.safetensors");
+    let items = WriteItem::all(&empty_head);
+    vit_convert::write_safetensors(&weights, &empty_head, &items, None, &BTreeMap::new()).unwrap();
+    assert_refused(&forward_npy(dir.path()), &["model.safetensors", needle]);
+    let out_dir = dir.path().join("out");
+    let opts = vit_convert::ConvertOptions {
+        from: Some("hf".into()),
+        ..Default::default()
+    };
+    let e = vit_convert::convert(&weights, &out_dir, &opts)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains(needle), "{e}");
+    let out = bin()
+        .args(["--from", "hf"])
+        .arg(&weights)
+        .arg("-o")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert_refused(&out, &[needle]);
+    assert!(!out_dir.join("model.safetensors").exists());
+}
+
+/// The jax pre-logits model (hidden 24, a pooler of 16) with `config.json` fields replaced.
+fn pooler_dir(changes: &Value) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let hf = fixture("convert/jax_vit_prelogits/hf");
+    std::fs::copy(
+        hf.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(hf.join("config.json")).unwrap();
+    let mut cfg: Value = serde_json::from_str(&text).unwrap();
+    for (k, v) in changes.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn pooler_output_size_that_disagrees_with_the_pooler_names_both_numbers() {
+    // Absent means hidden_size (24) in transformers, which a 16-row pooler disagrees with too.
+    for (change, config) in [
+        (json!({"pooler_output_size": 24}), 24u64),
+        (json!({"pooler_output_size": 0}), 0),
+        (json!({"pooler_output_size": u64::MAX}), u64::MAX),
+        (json!({"pooler_output_size": null}), 24),
+    ] {
+        let dir = pooler_dir(&change);
+        let e = Model::load(dir.path())
+            .err()
+            .unwrap_or_else(|| panic!("{change} loaded"));
+        match e.kind() {
+            ErrorKind::ConfigMismatch {
+                field,
+                config: c,
+                tensors,
+            } => assert_eq!(
+                (*field, *c, *tensors),
+                ("pooler_output_size", config, 16),
+                "{change}"
+            ),
+            other => panic!("{change}: {other:?}"),
+        }
+        let out = bin()
+            .arg("forward")
+            .arg(dir.path())
+            .arg("--input")
+            .arg(fixture("convert/jax_vit_prelogits/io/input.npy"))
+            .arg("--output")
+            .arg(dir.path().join("out.npy"))
+            .output()
+            .unwrap();
+        assert_refused(
+            &out,
+            &["pooler_output_size", &format!("is {config}"), "hold 16"],
+        );
+    }
+    // The folder as written loads.
+    assert!(Model::load(&fixture("convert/jax_vit_prelogits/hf")).is_ok());
+}
+
+/// `--config` fields that would change what the model computes or claim another model than
+/// the tensors hold: refused on convert, naming the field, nothing written.
+#[test]
+fn convert_config_option_fields_that_disagree_with_the_model_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (source, text, needle) in [
+        (
+            "convert/timm_vit/source.pth",
+            r#"{"hidden_act": "relu"}"#,
+            "unsupported hidden_act \"relu\"",
+        ),
+        (
+            "convert/timm_vit/source.pth",
+            r#"{"pooler_act": "relu"}"#,
+            "--config: unsupported `pooler_act` \"relu\"",
+        ),
+        (
+            "convert/timm_vit/source.pth",
+            r#"{"num_labels": 3}"#,
+            "`num_labels` is 3, but the weights hold 5",
+        ),
+        (
+            "convert/timm_vit/source.pth",
+            r#"{"num_labels": -1}"#,
+            "`num_labels` must be a non-negative integer, got -1",
+        ),
+        (
+            "convert/timm_vit/source.pth",
+            r#"{"architectures": ["DeiTModel"]}"#,
+            "`architectures` names \"DeiTModel\", the tensors make a ViTForImageClassification",
+        ),
+        (
+            "convert/timm_vit/source.pth",
+            r#"{"architectures": "ViTModel"}"#,
+            "--config: field `architectures` must be a list of class names",
+        ),
+        (
+            "convert/timm_vit/source.pth",
+            r#"{"model_type": "deit"}"#,
+            "`model_type` is \"deit\", the tensors make a \"vit\" model",
+        ),
+        (
+            "convert/jax_vit_prelogits/source.npz",
+            r#"{"pooler_output_size": 7}"#,
+            "`pooler_output_size` is 7, but the weights hold 16",
+        ),
+    ] {
+        let cfg = dir.path().join("config_option.json");
+        std::fs::write(&cfg, text).unwrap();
+        let mut user: serde_json::Map<String, Value> = serde_json::from_str(text).unwrap();
+        user.insert("num_attention_heads".into(), json!(2));
+        let opts = vit_convert::ConvertOptions {
+            overrides: vit_convert::model::ConfigOverrides {
+                config: Some(user),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let out_dir = dir.path().join("out");
+        let e = vit_convert::convert(&fixture(source), &out_dir, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("{text} converted"));
+        assert!(
+            matches!(
+                e.kind(),
+                ErrorKind::Config { .. } | ErrorKind::ConfigMismatch { .. }
+            ),
+            "{text}: {e:?}"
+        );
+        assert!(e.to_string().contains(needle), "{text}: {e}");
+        let out = bin()
+            .arg(fixture(source))
+            .arg("-o")
+            .arg(&out_dir)
+            .args(["--num-heads", "2", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_refused(&out, &[needle]);
+        assert!(!out_dir.join("model.safetensors").exists());
+    }
+    // Fields that agree are accepted.
+    let cfg = dir.path().join("config_option.json");
+    std::fs::write(
+        &cfg,
+        r#"{"num_labels": 5, "architectures": ["ViTForImageClassification"], "model_type": "vit", "pooler_act": "tanh"}"#,
+    )
+    .unwrap();
+    let out = bin()
+        .arg(fixture("convert/timm_vit/source.pth"))
+        .arg("-o")
+        .arg(dir.path().join("ok"))
+        .args(["--num-heads", "2", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
