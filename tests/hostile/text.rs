@@ -265,3 +265,57 @@ fn crafted_paths_and_labels_stay_on_their_line() {
     assert_clean("convert summary", &out, lines, 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains(r"out\n\u{1b}[2J"));
 }
+
+/// Clap echoes a bad argument (or a bad `VIT_CONVERT_THREADS` value) verbatim; the usage error
+/// is still one escaped line on stderr, exit 2, and nothing on stdout.
+#[test]
+fn usage_errors_echo_crafted_values_on_one_escaped_line() {
+    // EVIL without its NUL (no argument can hold one).
+    const ARG: &str = "x\nPASS: max |Δ| 0\n\u{1b}[2J\r\u{2028}\u{202e}";
+    let cases: [(&[&str], &str); 4] = [
+        (&["--from", ARG, "in.pth", "-o", "out"], "--from <FROM>"),
+        (
+            &["convert", "--bogus\nPASS: max |Δ| 0\u{1b}[2J", "in.pth"],
+            "unexpected argument",
+        ),
+        (
+            &[
+                "verify",
+                "m",
+                "--input",
+                "x",
+                "--expected",
+                "y",
+                "--atol",
+                ARG,
+            ],
+            "--atol <ATOL>",
+        ),
+        (&["inspect", "a", ARG], "unexpected argument"),
+    ];
+    for (args, says) in cases {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_clean("usage error", &out, 0, 1);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(says),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(r"x\nPASS") || stderr.contains(r"bogus\nPASS"),
+            "{stderr}"
+        );
+    }
+    let out = bin()
+        .args(["forward", "m", "--input", "x", "--top-k", "1"])
+        .env("VIT_CONVERT_THREADS", "1\nPASS: max |Δ| 0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_clean("VIT_CONVERT_THREADS usage error", &out, 0, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(r"'1\nPASS: max |Δ| 0' for '--threads <N>'")
+    );
+}
