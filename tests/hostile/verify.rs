@@ -346,6 +346,8 @@ fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
     )
     .unwrap();
     assert!(!r.passed);
+    // An arg-max that skips the NaN proves no top-1 agreement.
+    assert!(r.top1.iter().all(|t| !t.agree), "{:?}", r.top1);
     let nf = r.non_finite.unwrap();
     assert_eq!((nf.side, nf.at), (Side::Computed, vec![0, 1]));
     assert!(nf.value.is_nan());
@@ -363,6 +365,11 @@ fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
     assert_eq!(out.status.code(), Some(3), "{stdout}");
     assert!(
         stdout.starts_with("FAIL: computed value NaN at [0, 1] is not finite"),
+        "{stdout}"
+    );
+    let batch = input.shape[0];
+    assert!(
+        stdout.contains(&format!("top-1 agrees on 0/{batch} samples")),
         "{stdout}"
     );
 }
