@@ -373,3 +373,45 @@ fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
         "{stdout}"
     );
 }
+
+/// `diff --rtol` on f64 values near f64::MAX: the bound `atol + rtol · max |a|` overflows to Inf
+/// and an infinite difference was "equivalent within the tolerance" (exit 0). Now: differ, 3.
+#[test]
+fn diff_with_an_overflowing_bound_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = r#"{"w":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}}"#;
+    let mut paths = Vec::new();
+    for (name, first) in [("a.safetensors", 1e308f64), ("b.safetensors", -1e308)] {
+        let data: Vec<u8> = [first, 1.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let path = dir.path().join(name);
+        std::fs::write(&path, build::safetensors(header, &data)).unwrap();
+        paths.push(path);
+    }
+    let tol = vit_convert::Tolerance {
+        atol: 0.0,
+        rtol: 2.0,
+    };
+    let r = vit_convert::diff(
+        &paths[0],
+        &paths[1],
+        &vit_convert::DiffOptions {
+            tolerance: Some(tol),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(!r.identical && !r.equivalent);
+    assert_eq!(r.changed[0].max_abs, Some(f64::INFINITY));
+    assert!(!r.changed[0].within_tolerance);
+
+    let out = bin()
+        .arg("diff")
+        .args(&paths)
+        .args(["--atol", "0", "--rtol", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.lines().any(|l| l.ends_with(": differ")), "{stdout}");
+    assert!(!stdout.contains("within"), "{stdout}");
+}
