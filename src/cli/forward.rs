@@ -115,6 +115,7 @@ struct ForwardReport {
     /// `logits` or `last_hidden_state`.
     output: &'static str,
     shape: Vec<usize>,
+    #[serde(serialize_with = "vit_convert::text::serialize_paths_lossy")]
     written: Vec<PathBuf>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     top_k: Vec<TopK>,

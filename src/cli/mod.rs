@@ -194,9 +194,10 @@ impl Ui {
     /// Prints `value` as pretty JSON on stdout when `--json` was given.
     pub fn json<T: serde::Serialize>(&self, value: &T) -> anyhow::Result<()> {
         if self.json {
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, value)?;
-            writeln!(out)?;
+            // Serialized whole before any byte is written: a failure never leaves half a document.
+            let mut doc = serde_json::to_vec_pretty(value)?;
+            doc.push(b'\n');
+            std::io::stdout().lock().write_all(&doc)?;
         }
         Ok(())
     }
