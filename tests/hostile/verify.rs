@@ -415,3 +415,32 @@ fn diff_with_an_overflowing_bound_differs() {
     assert!(stdout.lines().any(|l| l.ends_with(": differ")), "{stdout}");
     assert!(!stdout.contains("within"), "{stdout}");
 }
+
+/// `--threads 99999999999` (or `VIT_CONVERT_THREADS`) is capped to `MAX_THREADS`: the pool
+/// builder used to spawn threads for minutes before giving up.
+#[test]
+fn a_huge_thread_count_is_capped_not_spawned() {
+    let mut model = Model::load(&fixture(MODEL)).unwrap();
+    model.set_threads(usize::MAX);
+    assert_eq!(model.threads(), vit_convert::forward::MAX_THREADS);
+    let started = std::time::Instant::now();
+    let run = verify_cli(
+        &fixture(INPUT),
+        &fixture(LOGITS),
+        &["--threads", "99999999999"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.starts_with("PASS: "), "{}", run.stdout);
+    let out = bin()
+        .arg("verify")
+        .arg(fixture(MODEL))
+        .arg("--input")
+        .arg(fixture(INPUT))
+        .arg("--expected")
+        .arg(fixture(LOGITS))
+        .env("VIT_CONVERT_THREADS", usize::MAX.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+}
