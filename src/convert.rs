@@ -84,6 +84,7 @@ pub struct ConvertOptions {
 #[derive(Clone, Debug, Serialize)]
 pub struct ConversionReport {
     /// Input file.
+    #[serde(serialize_with = "crate::text::serialize_path_lossy")]
     pub input: PathBuf,
     /// sha256 of the input file.
     pub input_sha256: String,
@@ -100,6 +101,7 @@ pub struct ConversionReport {
     /// Canonical tensors dropped, with the reason.
     pub dropped: Vec<(String, String)>,
     /// Files written.
+    #[serde(serialize_with = "crate::text::serialize_paths_lossy")]
     pub outputs: Vec<PathBuf>,
     /// Number of tensors written.
     pub tensors: usize,

@@ -31,7 +31,8 @@ pub struct DiffOptions {
     /// How to read B.
     pub b: ReadAs,
     /// Accept value differences within this tolerance (and dtype changes): a tensor is within it
-    /// when `max_abs ≤ atol + rtol · max |a|` with no NaN/infinity mismatch. `None`: only
+    /// when `max_abs ≤ atol + rtol · max |a|`, that bound is finite, and there is no NaN/infinity
+    /// mismatch. `None`: only
     /// bit-identical checkpoints are alike.
     pub tolerance: Option<Tolerance>,
 }
@@ -218,8 +219,12 @@ fn tensor_diff(name: &str, a: &Tensor, b: &Tensor, tolerance: Option<Tolerance>)
     } else {
         0.0
     });
-    d.within_tolerance =
-        tolerance.is_some_and(|t| d.non_finite == 0 && max_abs <= t.atol + t.rtol * max_a);
+    // A bound that overflows to Inf (f64 values near f64::MAX, rtol > 1) proves nothing: even an
+    // infinite difference would be "within" it.
+    d.within_tolerance = tolerance.is_some_and(|t| {
+        let bound = t.atol + t.rtol * max_a;
+        d.non_finite == 0 && bound.is_finite() && max_abs <= bound
+    });
     d
 }
 
@@ -280,6 +285,28 @@ mod tests {
         let d = tensor_diff("t", &f32s(&[1.0, 2.0]), &f32s(&[1.0, f32::NAN]), Some(tol));
         assert_eq!(d.non_finite, 1);
         assert!(!d.within_tolerance);
+    }
+
+    #[test]
+    fn an_overflowing_bound_is_never_within_tolerance() {
+        // Before: |1e308 - -1e308| = inf <= 0 + 2 · 1e308 = inf, "equivalent within the tolerance".
+        let f64s = |v: &[f64]| Tensor {
+            dtype: DType::F64,
+            shape: vec![v.len()],
+            data: Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        };
+        let tol = Tolerance {
+            atol: 0.0,
+            rtol: 2.0,
+        };
+        let d = tensor_diff("t", &f64s(&[1e308, 1.0]), &f64s(&[-1e308, 1.0]), Some(tol));
+        assert_eq!(d.max_abs, Some(f64::INFINITY));
+        assert!(!d.within_tolerance);
+        let d = tensor_diff("t", &f64s(&[1e308]), &f64s(&[1e308 * 0.999]), Some(tol));
+        assert!(
+            !d.within_tolerance,
+            "a finite difference against an Inf bound"
+        );
     }
 
     #[test]

@@ -81,6 +81,7 @@ impl ReadAs {
 #[derive(Clone, Debug, Serialize)]
 pub struct Reading {
     /// The file.
+    #[serde(serialize_with = "crate::text::serialize_path_lossy")]
     pub file: PathBuf,
     /// Its container format.
     pub format: Format,

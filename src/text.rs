@@ -30,6 +30,30 @@ impl<T: fmt::Display> fmt::Display for Escaped<T> {
     }
 }
 
+/// Serializes a path as a JSON string, lossily (invalid UTF-8 becomes U+FFFD) like
+/// `Path::display`: serde's own `Path` serialization fails on a non-UTF-8 path, and `--json`
+/// output must stay one valid document whatever the file names. For `#[serde(serialize_with)]`.
+///
+/// # Errors
+/// Those of the serializer.
+pub fn serialize_path_lossy<S: serde::Serializer>(
+    path: &std::path::Path,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
+/// [`serialize_path_lossy`] for a list of paths.
+///
+/// # Errors
+/// Those of the serializer.
+pub fn serialize_paths_lossy<S: serde::Serializer>(
+    paths: &[std::path::PathBuf],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(paths.iter().map(|p| p.to_string_lossy()))
+}
+
 /// Whether `c` must not reach a terminal raw.
 pub fn is_unsafe_char(c: char) -> bool {
     c.is_control()
@@ -117,6 +141,31 @@ mod tests {
         assert_eq!(Escaped(&once).to_string(), once);
         assert_eq!(escape(&once), once);
         assert_eq!(once, r"a\nb\u{2028}\u{1b}[2J\r\u{0}\u{202e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn non_utf8_paths_serialize_lossily() {
+        use std::os::unix::ffi::OsStrExt;
+        #[derive(serde::Serialize)]
+        struct R {
+            #[serde(serialize_with = "serialize_path_lossy")]
+            one: std::path::PathBuf,
+            #[serde(serialize_with = "serialize_paths_lossy")]
+            many: Vec<std::path::PathBuf>,
+        }
+        let p = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"o\xff\n.npy"));
+        // serde's own Path serialization refuses it: the reason this exists.
+        assert!(serde_json::to_string(&p).is_err());
+        let json = serde_json::to_string(&R {
+            one: p.clone(),
+            many: vec![p],
+        })
+        .unwrap();
+        assert_eq!(
+            json,
+            "{\"one\":\"o\u{fffd}\\n.npy\",\"many\":[\"o\u{fffd}\\n.npy\"]}"
+        );
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub struct Top1 {
     pub expected: usize,
     /// Arg-max of the computed row.
     pub got: usize,
-    /// Whether they agree.
+    /// Whether they agree (never for a row holding a NaN or ±Inf on either side).
     pub agree: bool,
 }
 
@@ -277,13 +277,15 @@ pub fn compare(
         &[b, k] if k > 0 => (0..b)
             .filter_map(|i| {
                 let row = i.checked_mul(k)?..i.checked_add(1)?.checked_mul(k)?;
-                let e = argmax(expected.get(row.clone())?);
-                let g = argmax(got.get(row)?);
+                let (erow, grow) = (expected.get(row.clone())?, got.get(row)?);
+                let (e, g) = (argmax(erow), argmax(grow));
+                // An arg-max over NaN or ±Inf proves no agreement.
+                let finite = erow.iter().chain(grow).all(|v| v.is_finite());
                 Some(Top1 {
                     sample: i,
                     expected: e,
                     got: g,
-                    agree: e == g,
+                    agree: e == g && finite,
                 })
             })
             .collect(),
@@ -546,6 +548,25 @@ mod tests {
         assert!(!r.passed);
         let nf = r.non_finite.unwrap();
         assert_eq!((nf.side, nf.at, nf.count), (Side::Computed, vec![0], 1));
+    }
+
+    #[test]
+    fn top1_never_agrees_on_a_row_holding_nan_or_inf() {
+        // Before: the arg-max skipped the NaN, so the row "agreed" on class 1.
+        let exp = [0.0f32, 1.0, 0.0, 1.0];
+        let got = [f32::NAN, 1.0, 0.0, 1.0];
+        let r = compare(&got, &exp, &[2, 2], Tolerance::default()).unwrap();
+        assert!(!r.passed);
+        assert_eq!((r.top1[0].expected, r.top1[0].got), (1, 1));
+        assert!(!r.top1[0].agree);
+        assert!(r.top1[1].agree);
+        let r = compare(
+            &exp,
+            &[0.0, f32::INFINITY, 0.0, 1.0],
+            &[2, 2],
+            Tolerance::default(),
+        );
+        assert!(!r.unwrap().top1[0].agree);
     }
 
     #[test]

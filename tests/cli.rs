@@ -330,3 +330,26 @@ fn verbose_lists_every_ignored_tensor_and_timings_on_stderr() {
         text(&long.stderr)
     );
 }
+
+/// `vit-convert inspect x --json | head -0`: the reader is gone before anything is written. The
+/// JSON writer's broken pipe (a serde_json error wrapping the I/O error) is no error message,
+/// just as a text writer's is not.
+#[test]
+fn json_into_a_closed_pipe_is_silent() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let file = conv("timm_vit/hf/model.safetensors");
+    for json in [true, false] {
+        let mut args = vec!["inspect", file.as_str()];
+        if json {
+            args.push("--json");
+        }
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vit-convert"))
+            .args(&args)
+            .stdout(writer.try_clone().unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(out.stderr.is_empty(), "{args:?}: {}", text(&out.stderr));
+    }
+}

@@ -27,7 +27,7 @@ pub struct RunArgs {
     /// Resampling algorithm: hf (current transformers) or dino (original DINO, +0.1 offset).
     #[arg(long, default_value = "hf", value_parser = ["hf", "dino"])]
     pub pos_interp: String,
-    /// Threads for the forward pass (default: one per available core).
+    /// Threads for the forward pass (default: one per available core; at most 256).
     #[arg(long, env = "VIT_CONVERT_THREADS", value_name = "N")]
     pub threads: Option<usize>,
 }
@@ -115,6 +115,7 @@ struct ForwardReport {
     /// `logits` or `last_hidden_state`.
     output: &'static str,
     shape: Vec<usize>,
+    #[serde(serialize_with = "vit_convert::text::serialize_paths_lossy")]
     written: Vec<PathBuf>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     top_k: Vec<TopK>,

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, Subcommand};
-use vit_convert::text::{escape_keeping_newlines, Escaped};
+use vit_convert::text::{escape, escape_keeping_newlines, Escaped};
 
 mod convert;
 mod forward;
@@ -194,9 +194,10 @@ impl Ui {
     /// Prints `value` as pretty JSON on stdout when `--json` was given.
     pub fn json<T: serde::Serialize>(&self, value: &T) -> anyhow::Result<()> {
         if self.json {
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer_pretty(&mut out, value)?;
-            writeln!(out)?;
+            // Serialized whole before any byte is written: a failure never leaves half a document.
+            let mut doc = serde_json::to_vec_pretty(value)?;
+            doc.push(b'\n');
+            std::io::stdout().lock().write_all(&doc)?;
         }
         Ok(())
     }
@@ -263,10 +264,14 @@ fn with_default_command(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsSt
 pub fn run() -> i32 {
     let cli = match Cli::try_parse_from(with_default_command(std::env::args_os().collect())) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: clap's own text, nothing from the user in it.
             let _ = e.print();
-            return code;
+            return EXIT_OK;
+        }
+        Err(e) => {
+            eprintln!("{}", usage_error_line(e));
+            return EXIT_USAGE;
         }
     };
     // Budgets for untrusted input: VIT_CONVERT_LIMIT_<FIELD> raises one (see SECURITY.md).
@@ -301,6 +306,49 @@ pub fn run() -> i32 {
     }
 }
 
+/// A usage error on one line, with every value clap echoes (an argument, an environment
+/// variable's value) escaped: `--from $'x\nPASS'` must not print a line of its own. Clap's
+/// layout (message, tip, usage, "For more information") is joined with "; ".
+fn usage_error_line(mut e: clap::Error) -> String {
+    use clap::builder::StyledStr;
+    use clap::error::ContextValue;
+    let escaped = |s: &str| escape(s).into_owned();
+    let changes: Vec<_> = e
+        .context()
+        .filter_map(|(kind, value)| {
+            let value = match value {
+                ContextValue::String(s) => ContextValue::String(escaped(s)),
+                ContextValue::Strings(v) => {
+                    ContextValue::Strings(v.iter().map(|s| escaped(s)).collect())
+                }
+                ContextValue::StyledStr(s) if escape(&s.to_string()) != s.to_string() => {
+                    ContextValue::StyledStr(StyledStr::from(escaped(&s.to_string())))
+                }
+                ContextValue::StyledStrs(v) => ContextValue::StyledStrs(
+                    v.iter()
+                        .map(|s| StyledStr::from(escaped(&s.to_string())))
+                        .collect(),
+                ),
+                _ => return None,
+            };
+            Some((kind, value))
+        })
+        .collect();
+    for (kind, value) in changes {
+        e.insert(kind, value);
+    }
+    let text = e.render().to_string();
+    let mut line = String::new();
+    for part in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if !line.is_empty() {
+            line.push_str(if line.ends_with(':') { " " } else { "; " });
+        }
+        line.push_str(part);
+    }
+    // Whatever clap printed that did not come through its context (none today) is escaped too.
+    escape(&line).into_owned()
+}
+
 /// For a budget refusal, how to raise the budget (on the same line).
 fn budget_hint(e: &anyhow::Error) -> String {
     let budget = e
@@ -319,7 +367,9 @@ fn budget_hint(e: &anyhow::Error) -> String {
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            .map(std::io::Error::kind)
+            .or_else(|| c.downcast_ref::<serde_json::Error>()?.io_error_kind())
+            == Some(std::io::ErrorKind::BrokenPipe)
     })
 }
 
@@ -395,6 +445,57 @@ mod tests {
         assert_eq!(args(&["vc", "-vv", "diff"]), ["vc", "-vv", "diff"]);
         assert_eq!(args(&["vc", "--help"]), ["vc", "--help"]);
         assert_eq!(args(&["vc"]), ["vc"]);
+    }
+
+    #[test]
+    fn usage_errors_are_one_line_with_echoed_values_escaped() {
+        for argv in [
+            &[
+                "vc",
+                "convert",
+                "--from",
+                "x\nPASS: max |Δ| 0",
+                "in.pth",
+                "-o",
+                "o",
+            ][..],
+            &["vc", "convert", "--bogus\nPASS\u{1b}[2J", "in.pth"],
+            &[
+                "vc",
+                "verify",
+                "m",
+                "--input",
+                "x",
+                "--expected",
+                "y",
+                "--atol",
+                "1\r\nPASS",
+            ],
+            &["vc", "hash", "x", "--from=t\u{2028}PASS"],
+            &["vc", "inspect", "a", "b\nPASS\0"],
+            &["vc", "tables", "--show"],
+        ] {
+            let Err(e) = Cli::try_parse_from(argv) else {
+                panic!("{argv:?} parsed");
+            };
+            let line = usage_error_line(e);
+            assert!(line.starts_with("error: "), "{line:?}");
+            assert!(!line.contains('\n'), "{argv:?}: {line:?}");
+            assert!(
+                !line.chars().any(vit_convert::text::is_unsafe_char),
+                "{argv:?}: {line:?}"
+            );
+        }
+        let Err(e) = Cli::try_parse_from(["vc", "convert", "--from", "x\nPASS", "i", "-o", "o"])
+        else {
+            panic!("parsed");
+        };
+        let line = usage_error_line(e);
+        assert!(
+            line.starts_with(r"error: invalid value 'x\nPASS' for '--from <FROM>'"),
+            "{line}"
+        );
+        assert!(line.contains("possible values: auto"), "{line}");
     }
 
     #[test]

@@ -398,6 +398,10 @@ pub(crate) fn activation(hidden_act: &str) -> Result<ops::Activation> {
 }
 
 /// Threads used when none are set: one per available core.
+/// The most threads a forward pass spawns (`--threads`, `VIT_CONVERT_THREADS` and
+/// [`Model::set_threads`] are capped to it): a huge count spawned threads for minutes.
+pub const MAX_THREADS: usize = 256;
+
 fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -543,13 +547,23 @@ impl Model {
     }
 
     /// Sets how many threads [`Model::forward`] uses; `0` means one per available core (the
-    /// default). Results do not depend on the thread count.
+    /// default), and more than [`MAX_THREADS`] means [`MAX_THREADS`]. Results do not depend on
+    /// the thread count.
+    ///
+    /// ```
+    /// use vit_convert::{forward::MAX_THREADS, Model};
+    /// let mut model = Model::load("fixtures/convert/deit_distilled/hf".as_ref())?;
+    /// model.set_threads(usize::MAX); // `--threads 99999999999` must not spawn until it fails
+    /// assert_eq!(model.threads(), MAX_THREADS);
+    /// # Ok::<(), vit_convert::Error>(())
+    /// ```
     pub fn set_threads(&mut self, threads: usize) {
         let n = if threads == 0 {
             default_threads()
         } else {
             threads
-        };
+        }
+        .min(MAX_THREADS);
         if self.pool.is_some() && n == self.threads {
             return;
         }

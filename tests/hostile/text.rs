@@ -265,3 +265,123 @@ fn crafted_paths_and_labels_stay_on_their_line() {
     assert_clean("convert summary", &out, lines, 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains(r"out\n\u{1b}[2J"));
 }
+
+/// Clap echoes a bad argument (or a bad `VIT_CONVERT_THREADS` value) verbatim; the usage error
+/// is still one escaped line on stderr, exit 2, and nothing on stdout.
+#[test]
+fn usage_errors_echo_crafted_values_on_one_escaped_line() {
+    // EVIL without its NUL (no argument can hold one).
+    const ARG: &str = "x\nPASS: max |Δ| 0\n\u{1b}[2J\r\u{2028}\u{202e}";
+    let cases: [(&[&str], &str); 4] = [
+        (&["--from", ARG, "in.pth", "-o", "out"], "--from <FROM>"),
+        (
+            &["convert", "--bogus\nPASS: max |Δ| 0\u{1b}[2J", "in.pth"],
+            "unexpected argument",
+        ),
+        (
+            &[
+                "verify",
+                "m",
+                "--input",
+                "x",
+                "--expected",
+                "y",
+                "--atol",
+                ARG,
+            ],
+            "--atol <ATOL>",
+        ),
+        (&["inspect", "a", ARG], "unexpected argument"),
+    ];
+    for (args, says) in cases {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_clean("usage error", &out, 0, 1);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(says),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains(r"x\nPASS") || stderr.contains(r"bogus\nPASS"),
+            "{stderr}"
+        );
+    }
+    let out = bin()
+        .args(["forward", "m", "--input", "x", "--top-k", "1"])
+        .env("VIT_CONVERT_THREADS", "1\nPASS: max |Δ| 0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_clean("VIT_CONVERT_THREADS usage error", &out, 0, 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(r"'1\nPASS: max |Δ| 0' for '--threads <N>'")
+    );
+}
+
+/// A path that is not UTF-8 (and holds a newline): `--json` stays one valid document (the path
+/// lossily, as `Path::display` shows it), where serde's own Path serialization failed half-way
+/// and left `"written": [` on stdout with exit 1 after the files were written.
+#[cfg(unix)]
+#[test]
+fn json_output_with_non_utf8_paths_is_one_valid_document() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let odd = |name: &[u8]| dir.path().join(std::ffi::OsStr::from_bytes(name));
+    let lossy = |p: &Path| p.to_string_lossy().into_owned();
+    let parse = |what: &str, out: &Output| -> serde_json::Value {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stderr.is_empty(), "{what}");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{what}: {e}"))
+    };
+
+    let logits = odd(b"logits\xff\n.npy");
+    let out = bin()
+        .arg("forward")
+        .arg(root(HF))
+        .arg("--input")
+        .arg(root(INPUT))
+        .arg("--output")
+        .arg(&logits)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v = parse("forward", &out);
+    assert_eq!(v["written"][0], lossy(&logits));
+    assert!(logits.exists());
+
+    let outdir = odd(b"out\xfe");
+    let out = bin()
+        .args(["--from", "hf"])
+        .arg(root(HF).join("model.safetensors"))
+        .arg("-o")
+        .arg(&outdir)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v = parse("convert", &out);
+    assert_eq!(v["outputs"][0], lossy(&outdir.join("model.safetensors")));
+
+    let weights = outdir.join("model.safetensors");
+    let out = bin()
+        .arg("hash")
+        .arg(&weights)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(parse("hash", &out)["file"], lossy(&weights));
+    let out = bin()
+        .arg("diff")
+        .arg(&weights)
+        .arg(&weights)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(parse("diff", &out)["a"]["file"], lossy(&weights));
+}

@@ -346,6 +346,8 @@ fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
     )
     .unwrap();
     assert!(!r.passed);
+    // An arg-max that skips the NaN proves no top-1 agreement.
+    assert!(r.top1.iter().all(|t| !t.agree), "{:?}", r.top1);
     let nf = r.non_finite.unwrap();
     assert_eq!((nf.side, nf.at), (Side::Computed, vec![0, 1]));
     assert!(nf.value.is_nan());
@@ -365,4 +367,80 @@ fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
         stdout.starts_with("FAIL: computed value NaN at [0, 1] is not finite"),
         "{stdout}"
     );
+    let batch = input.shape[0];
+    assert!(
+        stdout.contains(&format!("top-1 agrees on 0/{batch} samples")),
+        "{stdout}"
+    );
+}
+
+/// `diff --rtol` on f64 values near f64::MAX: the bound `atol + rtol · max |a|` overflows to Inf
+/// and an infinite difference was "equivalent within the tolerance" (exit 0). Now: differ, 3.
+#[test]
+fn diff_with_an_overflowing_bound_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = r#"{"w":{"dtype":"F64","shape":[2],"data_offsets":[0,16]}}"#;
+    let mut paths = Vec::new();
+    for (name, first) in [("a.safetensors", 1e308f64), ("b.safetensors", -1e308)] {
+        let data: Vec<u8> = [first, 1.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let path = dir.path().join(name);
+        std::fs::write(&path, build::safetensors(header, &data)).unwrap();
+        paths.push(path);
+    }
+    let tol = vit_convert::Tolerance {
+        atol: 0.0,
+        rtol: 2.0,
+    };
+    let r = vit_convert::diff(
+        &paths[0],
+        &paths[1],
+        &vit_convert::DiffOptions {
+            tolerance: Some(tol),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(!r.identical && !r.equivalent);
+    assert_eq!(r.changed[0].max_abs, Some(f64::INFINITY));
+    assert!(!r.changed[0].within_tolerance);
+
+    let out = bin()
+        .arg("diff")
+        .args(&paths)
+        .args(["--atol", "0", "--rtol", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.lines().any(|l| l.ends_with(": differ")), "{stdout}");
+    assert!(!stdout.contains("within"), "{stdout}");
+}
+
+/// `--threads 99999999999` (or `VIT_CONVERT_THREADS`) is capped to `MAX_THREADS`: the pool
+/// builder used to spawn threads for minutes before giving up.
+#[test]
+fn a_huge_thread_count_is_capped_not_spawned() {
+    let mut model = Model::load(&fixture(MODEL)).unwrap();
+    model.set_threads(usize::MAX);
+    assert_eq!(model.threads(), vit_convert::forward::MAX_THREADS);
+    let started = std::time::Instant::now();
+    let run = verify_cli(
+        &fixture(INPUT),
+        &fixture(LOGITS),
+        &["--threads", "99999999999"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.starts_with("PASS: "), "{}", run.stdout);
+    let out = bin()
+        .arg("verify")
+        .arg(fixture(MODEL))
+        .arg("--input")
+        .arg(fixture(INPUT))
+        .arg("--expected")
+        .arg(fixture(LOGITS))
+        .env("VIT_CONVERT_THREADS", usize::MAX.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
 }
