@@ -311,15 +311,7 @@ fn a_file_named_like_a_stale_temp_file_is_never_removed() {
     let notes = out.join(".config.json.tmp-999999999-0");
     std::fs::write(&notes, b"my notes").unwrap();
     let input = fixture("convert/timm_vit/source.pth");
-    let (code, stderr) = run(&[
-        "--from".as_ref(),
-        "timm".as_ref(),
-        "--num-heads".as_ref(),
-        "2".as_ref(),
-        input.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ]);
+    let (code, stderr) = convert_timm(&input, &out, &[]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(std::fs::read(&notes).unwrap(), b"my notes");
     vit_convert::convert(&input, out, &timm_opts()).unwrap();
@@ -361,6 +353,19 @@ fn timm_opts() -> vit_convert::ConvertOptions {
 }
 
 /// Runs the CLI; (exit code, stderr).
+/// `vit-convert --from timm --num-heads 2 EXTRA… INPUT -o OUT`: the exit code and stderr.
+fn convert_timm(input: &Path, out: &Path, extra: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--from".as_ref(),
+        "timm".as_ref(),
+        "--num-heads".as_ref(),
+        "2".as_ref(),
+    ];
+    args.extend_from_slice(extra);
+    args.extend([input.as_os_str(), "-o".as_ref(), out.as_os_str()]);
+    run(&args)
+}
+
 fn run(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
     let r = bin().args(args).output().unwrap();
     (
@@ -392,15 +397,7 @@ fn a_directory_where_an_output_file_goes_leaves_outdir_exactly_as_it_was() {
             }
         }
         let before = snapshot(out);
-        let (code, stderr) = run(&[
-            "--from".as_ref(),
-            "timm".as_ref(),
-            "--num-heads".as_ref(),
-            "2".as_ref(),
-            input.as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-        ]);
+        let (code, stderr) = convert_timm(&input, &out, &[]);
         assert_eq!(code, Some(1), "{blocked}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(
@@ -436,17 +433,7 @@ fn an_input_named_like_a_stale_temp_file_survives_and_converts() {
     let config = out.join(".config.json.tmp-999999999-0");
     std::fs::write(&config, b"{\"layer_norm_eps\": 1e-6}").unwrap();
     let before = std::fs::read(&input).unwrap();
-    let (code, stderr) = run(&[
-        "--from".as_ref(),
-        "timm".as_ref(),
-        "--num-heads".as_ref(),
-        "2".as_ref(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        input.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ]);
+    let (code, stderr) = convert_timm(&input, &out, &["--config".as_ref(), config.as_os_str()]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(std::fs::read(&input).unwrap(), before, "the input survives");
     assert!(config.exists(), "the --config file survives");
@@ -497,17 +484,7 @@ fn convert_refuses_an_output_that_is_its_input_by_any_name() {
     let cfg = out.join("config.json");
     std::fs::write(&cfg, b"{\"layer_norm_eps\": 1e-6}").unwrap();
     let pth = fixture("convert/timm_vit/source.pth");
-    let (code, stderr) = run(&[
-        "--from".as_ref(),
-        "timm".as_ref(),
-        "--num-heads".as_ref(),
-        "2".as_ref(),
-        "--config".as_ref(),
-        cfg.as_os_str(),
-        pth.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ]);
+    let (code, stderr) = convert_timm(&pth, &out, &["--config".as_ref(), cfg.as_os_str()]);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("would overwrite the input"), "{stderr}");
     assert_eq!(std::fs::read(&cfg).unwrap(), b"{\"layer_norm_eps\": 1e-6}");
@@ -821,15 +798,7 @@ fn a_failed_conversion_leaves_no_outdir_it_created() {
     std::fs::create_dir(fs.path().join("kept")).unwrap();
     let out = fs.path().join("kept").join("new").join("nested");
     let input = fixture("convert/timm_vit/source.pth");
-    let (code, stderr) = run(&[
-        "--from".as_ref(),
-        "timm".as_ref(),
-        "--num-heads".as_ref(),
-        "2".as_ref(),
-        input.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ]);
+    let (code, stderr) = convert_timm(&input, &out, &[]);
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("No space left on device"), "{stderr}");
