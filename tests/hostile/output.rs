@@ -311,7 +311,7 @@ fn a_file_named_like_a_stale_temp_file_is_never_removed() {
     let notes = out.join(".config.json.tmp-999999999-0");
     std::fs::write(&notes, b"my notes").unwrap();
     let input = fixture("convert/timm_vit/source.pth");
-    let (code, stderr) = convert_timm(&input, &out, &[]);
+    let (code, stderr) = convert_timm(&input, out, &[]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(std::fs::read(&notes).unwrap(), b"my notes");
     vit_convert::convert(&input, out, &timm_opts()).unwrap();
@@ -397,7 +397,7 @@ fn a_directory_where_an_output_file_goes_leaves_outdir_exactly_as_it_was() {
             }
         }
         let before = snapshot(out);
-        let (code, stderr) = convert_timm(&input, &out, &[]);
+        let (code, stderr) = convert_timm(&input, out, &[]);
         assert_eq!(code, Some(1), "{blocked}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(
@@ -433,7 +433,7 @@ fn an_input_named_like_a_stale_temp_file_survives_and_converts() {
     let config = out.join(".config.json.tmp-999999999-0");
     std::fs::write(&config, b"{\"layer_norm_eps\": 1e-6}").unwrap();
     let before = std::fs::read(&input).unwrap();
-    let (code, stderr) = convert_timm(&input, &out, &["--config".as_ref(), config.as_os_str()]);
+    let (code, stderr) = convert_timm(&input, out, &["--config".as_ref(), config.as_os_str()]);
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(std::fs::read(&input).unwrap(), before, "the input survives");
     assert!(config.exists(), "the --config file survives");
