@@ -162,7 +162,7 @@ fn write_input(out: &str) {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * 50.0)
         .collect();
-    let arr = vit_convert::verify::Array {
+    let arr = vit_convert::verify::F32Array {
         shape: vec![1, 3, 224, 224],
         data,
     };

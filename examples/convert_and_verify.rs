@@ -2,7 +2,7 @@
 //! logits. `cargo run --example convert_and_verify`; `cargo test` runs it too.
 use std::path::Path;
 
-use vit_convert::{model::ConfigOverrides, verify::Array, ConvertOptions, Model, Tolerance};
+use vit_convert::{model::ConfigOverrides, verify::F32Array, ConvertOptions, Model, Tolerance};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/convert/timm_vit");
@@ -24,8 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     // 2. Verify: run the converted model, compare with the logits timm computed on this input.
     let model = Model::load(out.path())?;
-    let input = Array::read_npy(&fixture.join("io/input.npy"))?;
-    let expected = Array::read_npy(&fixture.join("io/logits_timm.npy"))?;
+    let input = F32Array::read_npy(&fixture.join("io/input.npy"))?;
+    let expected = F32Array::read_npy(&fixture.join("io/logits_timm.npy"))?;
     let r = vit_convert::verify(
         &model,
         &input,

@@ -73,7 +73,7 @@ fn inspected(t: &TensorInfo) -> InspectedTensor {
 ///
 /// # Errors
 /// As [`crate::open`].
-pub fn inspect(path: &Path) -> Result<Inspection> {
+pub fn inspect(path: impl AsRef<Path>) -> Result<Inspection> {
     let src = source::open(path)?;
     Ok(Inspection::from_source(src.as_ref()))
 }

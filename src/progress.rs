@@ -139,7 +139,7 @@ mod tests {
 
     use super::*;
     use crate::forward::{ForwardOptions, Model};
-    use crate::verify::Array;
+    use crate::verify::F32Array;
 
     #[derive(Default)]
     struct Log(Mutex<Vec<(&'static str, u64)>>);
@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn forward_reports_one_unit_per_layer_and_sample() {
         let model = Model::load(&fixture("deit_distilled/hf")).unwrap();
-        let x = Array::read_npy(&fixture("deit_distilled/io/batch5.npy")).unwrap();
+        let x = F32Array::read_npy(&fixture("deit_distilled/io/batch5.npy")).unwrap();
         let log = Log::default();
         model
             .forward_with_progress(x.as_nchw().unwrap(), &ForwardOptions::default(), &log)

@@ -16,7 +16,7 @@ use std::process::Command;
 use serde_json::Value;
 use vit_convert::forward::{ForwardOptions, Model};
 use vit_convert::model::ConfigOverrides;
-use vit_convert::verify::{compare, verify, Array, Tolerance};
+use vit_convert::verify::{compare, verify, F32Array, Tolerance};
 use vit_convert::{convert, open_bytes, ConvertOptions, ErrorKind, FileBytes, OutputFormat};
 
 fn flax_dir() -> PathBuf {
@@ -224,13 +224,13 @@ fn converted_flax_models_reproduce_the_flax_outputs() {
         )
         .unwrap();
         let model = Model::load(out.path()).unwrap();
-        let input = Array::read_npy(&dir.join("input.npy")).unwrap();
-        let primary = Array::read_npy(&dir.join(case["primary_output"].as_str().unwrap())).unwrap();
+        let input = F32Array::read_npy(&dir.join("input.npy")).unwrap();
+        let primary = F32Array::read_npy(&dir.join(case["primary_output"].as_str().unwrap())).unwrap();
         let opts = ForwardOptions::default();
         let report = verify(&model, &input, &primary, &opts, Tolerance::strict()).unwrap();
         assert!(report.passed, "{}: {report:?}", case["dir"]);
         if dir.join("pooler_output.npy").exists() {
-            let want = Array::read_npy(&dir.join("pooler_output.npy")).unwrap();
+            let want = F32Array::read_npy(&dir.join("pooler_output.npy")).unwrap();
             let got = model.forward(input.as_nchw().unwrap(), &opts).unwrap();
             let pooled = got.pooler_output.unwrap();
             let r = compare(

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use vit_convert::image::{preprocess, resize, Filter, RgbImage};
-use vit_convert::verify::Array;
+use vit_convert::verify::F32Array;
 use vit_convert::ErrorKind;
 
 /// The agreement the brief asks for with HF's pixel values (in practice the match is exact).
@@ -32,14 +32,14 @@ fn config(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn expected(cfg: &str, image: &str) -> Array {
+fn expected(cfg: &str, image: &str) -> F32Array {
     let path = dir()
         .join(cfg)
         .join(format!("{}.npy", image.replace('.', "_")));
-    Array::read_npy(&path).unwrap()
+    F32Array::read_npy(&path).unwrap()
 }
 
-fn max_abs_diff(a: &Array, b: &Array) -> f32 {
+fn max_abs_diff(a: &F32Array, b: &F32Array) -> f32 {
     assert_eq!(a.shape, b.shape);
     a.data
         .iter()

@@ -113,7 +113,7 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
     writeln!(
         out,
         "{} ({}, table {}{}) → {}: {}, {} tensors, {} bytes",
-        Escaped(report.input.display()),
+        Escaped(a.input.display()),
         report.input_format,
         Escaped(&m.table),
         m.selected

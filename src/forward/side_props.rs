@@ -14,7 +14,7 @@ use super::tiny::{tiny_config, tiny_source};
 use super::{ForwardOptions, Model};
 use crate::convert::{convert, ConvertOptions};
 use crate::error::{Error, ErrorKind};
-use crate::verify::{verify, Array, Tolerance};
+use crate::verify::{verify, F32Array, Tolerance};
 use crate::write::{write_safetensors, WriteItem};
 
 struct XorShift(u64);
@@ -208,8 +208,8 @@ fn write_model(dir: &Path, config: &Value) {
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
 }
 
-fn input() -> Array {
-    Array {
+fn input() -> F32Array {
+    F32Array {
         shape: vec![2, 3, 4, 4],
         data: (0..96u16).map(|i| f32::from(i % 13) / 13.0 - 0.4).collect(),
     }
@@ -260,7 +260,7 @@ fn hostile_config_values_are_refused_by_load_forward_verify_and_convert_without_
                 let x = input();
                 let out = m.forward(x.as_nchw().unwrap(), &ForwardOptions::default());
                 let (shape, data) = out.unwrap().primary();
-                let expected = Array { shape, data };
+                let expected = F32Array { shape, data };
                 let r = verify(
                     &m,
                     &x,

@@ -201,7 +201,8 @@ pub trait TensorSource: Send + Sync {
 /// [`ErrorKind::Io`] if the file cannot be read, [`ErrorKind::UnknownFormat`] if no container
 /// matches, or the container's own error when its structure is invalid. Every error carries the
 /// path.
-pub fn open(path: &Path) -> Result<Box<dyn TensorSource>> {
+pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn TensorSource>> {
+    let path = path.as_ref();
     let bytes = FileBytes::open(path)?;
     open_bytes(bytes).map_err(|e| e.with_path(path))
 }

@@ -263,7 +263,7 @@ fn special_files_anywhere_in_the_library_are_refused_at_once() {
         assert_not_regular(limits::read_config_file(&special), kind, &special);
         assert_not_regular(limits::read_table_file(&special), kind, &special);
         assert_not_regular(
-            vit_convert::verify::Array::read_npy(&special),
+            vit_convert::verify::F32Array::read_npy(&special),
             kind,
             &special,
         );

@@ -230,7 +230,7 @@ fn crafted_paths_and_labels_stay_on_their_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let batch = vit_convert::verify::Array::read_npy(&root(INPUT))
+    let batch = vit_convert::verify::F32Array::read_npy(&root(INPUT))
         .unwrap()
         .shape[0];
     assert_clean("forward --top-k", &out, batch * 6, 0);
