@@ -15,7 +15,7 @@ use std::path::Path;
 
 use vit_convert::source::{Format, TensorSource};
 use vit_convert::write::{write_safetensors, WriteItem};
-use vit_convert::{DType, Tensor, TensorInfo};
+use vit_convert::{tensor::Tensor, tensor::TensorInfo, DType};
 
 /// (hidden size, depth) of the timm presets.
 fn preset(name: &str) -> Option<(usize, usize)> {

@@ -26,7 +26,7 @@ pub enum Stage {
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use vit_convert::{Progress, Stage};
+/// use vit_convert::progress::{Progress, Stage};
 ///
 /// #[derive(Default)]
 /// struct Count(AtomicU64, AtomicU64);
@@ -43,7 +43,7 @@ pub enum Stage {
 /// let out = tempfile::tempdir()?;
 /// let opts = vit_convert::ConvertOptions {
 ///     from: Some("timm".into()),
-///     overrides: vit_convert::model::ConfigOverrides { num_heads: Some(2), ..Default::default() },
+///     overrides: vit_convert::ConfigOverrides { num_heads: Some(2), ..Default::default() },
 ///     ..Default::default()
 /// };
 /// vit_convert::convert_with_progress(

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use vit_convert::forward::{ForwardOptions, ForwardOutput, Model, PosInterp};
-use vit_convert::model::ConfigOverrides;
+use vit_convert::ConfigOverrides;
 use vit_convert::verify::{compare, F32Array, Tolerance};
 use vit_convert::{convert, ConvertOptions, ErrorKind};
 

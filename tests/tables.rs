@@ -9,10 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::Value;
-use vit_convert::model::ConfigOverrides;
-use vit_convert::{
-    ConvertOptions, DType, DiffOptions, MappingTable, MemorySource, Tensor, WriteItem,
-};
+use vit_convert::ConfigOverrides;
+use vit_convert::{diff::DiffOptions, source::MemorySource, tensor::Tensor, write::WriteItem, ConvertOptions, DType, MappingTable};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -178,7 +176,7 @@ fn mynet_checkpoint(dir: &Path) -> PathBuf {
     src.insert("optimizer/step", step).unwrap();
     let items = WriteItem::all(&src);
     let path = dir.join("ckpt.safetensors");
-    vit_convert::write_safetensors(&path, &src, &items, None, &BTreeMap::new()).unwrap();
+    vit_convert::write::write_safetensors(&path, &src, &items, None, &BTreeMap::new()).unwrap();
     path
 }
 
@@ -191,7 +189,7 @@ fn readme_worked_example_table_converts_its_layout_to_the_transformers_checkpoin
     let ckpt = mynet_checkpoint(dir.path());
 
     // The layout the README prints under "1. Look at the names".
-    let listed = vit_convert::inspect(&ckpt).unwrap();
+    let listed = vit_convert::inspect::inspect(&ckpt).unwrap();
     let qkv = listed
         .tensors
         .iter()
@@ -215,7 +213,7 @@ fn readme_worked_example_table_converts_its_layout_to_the_transformers_checkpoin
     assert_eq!(report.architecture.name(), "ViTForImageClassification");
 
     // Tensor for tensor what transformers made from the original timm model.
-    let d = vit_convert::diff(
+    let d = vit_convert::diff::diff(
         &out.join("model.safetensors"),
         &common::fixture("convert", "timm_vit/hf/model.safetensors"),
         &DiffOptions::default(),

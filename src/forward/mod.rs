@@ -100,7 +100,7 @@ struct Layer {
 /// A canonical ViT/DeiT model loaded for the reference forward pass (weights in f32).
 ///
 /// ```
-/// use vit_convert::{verify::F32Array, ForwardOptions, Model};
+/// use vit_convert::{forward::ForwardOptions, verify::F32Array, Model};
 /// let model = Model::load("fixtures/convert/dino_backbone/hf".as_ref())?;
 /// let x = F32Array::read_npy("fixtures/convert/dino_backbone/io/input.npy".as_ref())?;
 /// let out = model.forward(x.as_nchw()?, &ForwardOptions::default())?;
@@ -695,7 +695,7 @@ impl Model {
     /// `layers × batch` units).
     ///
     /// ```
-    /// use vit_convert::{verify::F32Array, ForwardOptions, Model, NoProgress};
+    /// use vit_convert::{forward::ForwardOptions, progress::NoProgress, verify::F32Array, Model};
     /// let model = Model::load("fixtures/convert/timm_vit/hf".as_ref())?;
     /// let x = F32Array::read_npy("fixtures/convert/timm_vit/io/input.npy".as_ref())?;
     /// let out = model.forward_with_progress(x.as_nchw()?, &ForwardOptions::default(), &NoProgress)?;

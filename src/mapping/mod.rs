@@ -109,7 +109,7 @@ impl MappingTable {
     ///
     /// ```
     /// use std::borrow::Cow;
-    /// use vit_convert::{DType, MappingTable, MemorySource, Tensor};
+    /// use vit_convert::{source::MemorySource, tensor::Tensor, DType, MappingTable};
     /// let text = r#"
     /// [table]
     /// id = "tiny"

@@ -188,7 +188,7 @@ pub trait TensorSource: Send + Sync {
 /// Opens a checkpoint, sniffing its format from its magic bytes.
 ///
 /// ```
-/// use vit_convert::{DType, Format};
+/// use vit_convert::{source::Format, DType};
 /// // A legacy (pre-1.6) torch.save file: big-endian-safe, strided views gathered on read.
 /// let src = vit_convert::open("fixtures/convert/timm_vit/legacy.pth".as_ref())?;
 /// assert_eq!(src.format(), Format::TorchLegacy);

@@ -332,7 +332,7 @@ impl WriteItem {
     ///
     /// ```
     /// let src = vit_convert::open("fixtures/convert/jax_vit/source.npz".as_ref())?;
-    /// let items = vit_convert::WriteItem::all(src.as_ref());
+    /// let items = vit_convert::write::WriteItem::all(src.as_ref());
     /// assert_eq!(items.len(), src.tensors().len());
     /// assert_eq!(items[0].name, items[0].source);
     /// # Ok::<(), vit_convert::Error>(())
@@ -356,7 +356,8 @@ impl WriteItem {
 ///
 /// ```
 /// use std::collections::BTreeMap;
-/// use vit_convert::{write_safetensors, DType, MemorySource, TensorSource, WriteItem};
+/// use vit_convert::write::{write_safetensors, WriteItem};
+/// use vit_convert::{source::MemorySource, DType, TensorSource};
 ///
 /// // Any source works: here, two tensors of a checkpoint renamed on the way out, as f16.
 /// let src = vit_convert::open("fixtures/convert/timm_vit/source.pth".as_ref())?;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use vit_convert::tensor::cast_float;
-use vit_convert::{ConvertOptions, DType, ErrorKind, MemorySource, Tensor, WriteItem};
+use vit_convert::{source::MemorySource, tensor::Tensor, write::WriteItem, ConvertOptions, DType, ErrorKind};
 
 use crate::bin;
 
@@ -41,7 +41,7 @@ fn checkpoint(dir: &Path, dtype: DType, values: &[f64]) -> PathBuf {
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::copy(root.join("config.json"), folder.join("config.json")).unwrap();
     let path = folder.join("model.safetensors");
-    vit_convert::write_safetensors(&path, &out, &WriteItem::all(&out), None, &BTreeMap::new())
+    vit_convert::write::write_safetensors(&path, &out, &WriteItem::all(&out), None, &BTreeMap::new())
         .unwrap();
     path
 }
@@ -210,7 +210,7 @@ fn write_safetensors_refuses_an_overflowing_cast_too() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("w.safetensors");
-    let e = vit_convert::write_safetensors(
+    let e = vit_convert::write::write_safetensors(
         &dest,
         &src,
         &WriteItem::all(&src),

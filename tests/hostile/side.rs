@@ -10,7 +10,7 @@ use std::process::Output;
 
 use serde_json::{json, Value};
 use vit_convert::forward::Model;
-use vit_convert::{DType, ErrorKind, MemorySource, Tensor, ViTConfig, WriteItem};
+use vit_convert::{model::ViTConfig, source::MemorySource, tensor::Tensor, write::WriteItem, DType, ErrorKind};
 
 use crate::bin;
 use crate::inputs::{assert_refused, fixture};
@@ -211,7 +211,7 @@ fn a_classifier_with_no_classes_is_a_config_error_everywhere() {
     let dir = model_dir(&json!({"id2label": {}, "label2id": {}}));
     let weights = dir.path().join("model.safetensors");
     let items = WriteItem::all(&empty_head);
-    vit_convert::write_safetensors(&weights, &empty_head, &items, None, &BTreeMap::new()).unwrap();
+    vit_convert::write::write_safetensors(&weights, &empty_head, &items, None, &BTreeMap::new()).unwrap();
     assert_refused(&forward_npy(dir.path()), &["model.safetensors", needle]);
     let out_dir = dir.path().join("out");
     let opts = vit_convert::ConvertOptions {
@@ -346,7 +346,7 @@ fn convert_config_option_fields_that_disagree_with_the_model_are_refused() {
         let mut user: serde_json::Map<String, Value> = serde_json::from_str(text).unwrap();
         user.insert("num_attention_heads".into(), json!(2));
         let opts = vit_convert::ConvertOptions {
-            overrides: vit_convert::model::ConfigOverrides {
+            overrides: vit_convert::ConfigOverrides {
                 config: Some(user),
                 ..Default::default()
             },
@@ -448,7 +448,7 @@ fn a_zero_sized_patch_kernel_is_a_config_error_everywhere() {
     let dir = model_dir(&json!({}));
     let items = WriteItem::all(&src);
     let weights = dir.path().join("model.safetensors");
-    vit_convert::write_safetensors(&weights, &src, &items, None, &BTreeMap::new()).unwrap();
+    vit_convert::write::write_safetensors(&weights, &src, &items, None, &BTreeMap::new()).unwrap();
     assert_refused(
         &forward_npy(dir.path()),
         &["zero-sized patch embedding kernel"],

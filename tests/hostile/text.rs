@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use vit_convert::{DType, MemorySource, Tensor, WriteItem};
+use vit_convert::{source::MemorySource, tensor::Tensor, write::WriteItem, DType};
 
 use crate::{bin, build};
 
@@ -33,7 +33,7 @@ fn evil_model(dir: &Path, name: &str) -> PathBuf {
     let folder = dir.join(name);
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::copy(root(HF).join("config.json"), folder.join("config.json")).unwrap();
-    vit_convert::write_safetensors(
+    vit_convert::write::write_safetensors(
         &folder.join("model.safetensors"),
         &out,
         &WriteItem::all(&out),

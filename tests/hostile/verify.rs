@@ -53,12 +53,12 @@ fn library_verify(input: &Path, expected: &Path) -> vit_convert::Result<verify::
     let model = Model::load(&fixture(MODEL)).unwrap();
     let input = F32Array::read_npy(input).unwrap();
     let expected = F32Array::read_npy(expected).unwrap();
-    verify::verify(
+    verify::verify_model(
         &model,
         &input,
         &expected,
         &Default::default(),
-        Tolerance::default(),
+        Some(Tolerance::default()),
     )
 }
 
@@ -279,10 +279,10 @@ fn verify_tolerances_must_be_finite_and_not_negative() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "diff {flag} {value}");
     }
-    let e = vit_convert::diff(
+    let e = vit_convert::diff::diff(
         &fixture(MODEL).join("model.safetensors"),
         &fixture(MODEL).join("model.safetensors"),
-        &vit_convert::DiffOptions {
+        &vit_convert::diff::DiffOptions {
             tolerance: Some(Tolerance {
                 atol: f64::INFINITY,
                 rtol: 0.0,
@@ -301,7 +301,7 @@ fn verify_tolerances_must_be_finite_and_not_negative() {
 #[test]
 fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
     use std::borrow::Cow;
-    use vit_convert::{DType, MemorySource, Tensor, WriteItem};
+    use vit_convert::{source::MemorySource, tensor::Tensor, write::WriteItem, DType};
     // The fixture model with a NaN in the classifier bias: every logit of class 1 is NaN.
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("nan_model");
@@ -325,7 +325,7 @@ fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
             out.insert(&info.name, t).unwrap();
         }
     }
-    vit_convert::write_safetensors(
+    vit_convert::write::write_safetensors(
         &folder.join("model.safetensors"),
         &out,
         &WriteItem::all(&out),
@@ -337,12 +337,12 @@ fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
     let model = Model::load(&folder).unwrap();
     let input = F32Array::read_npy(&fixture(INPUT)).unwrap();
     let expected = F32Array::read_npy(&fixture(LOGITS)).unwrap();
-    let r = verify::verify(
+    let r = verify::verify_model(
         &model,
         &input,
         &expected,
         &Default::default(),
-        Tolerance::default(),
+        Some(Tolerance::default()),
     )
     .unwrap();
     assert!(!r.passed);
@@ -391,10 +391,10 @@ fn diff_with_an_overflowing_bound_differs() {
         atol: 0.0,
         rtol: 2.0,
     };
-    let r = vit_convert::diff(
+    let r = vit_convert::diff::diff(
         &paths[0],
         &paths[1],
-        &vit_convert::DiffOptions {
+        &vit_convert::diff::DiffOptions {
             tolerance: Some(tol),
             ..Default::default()
         },
