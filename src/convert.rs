@@ -325,7 +325,11 @@ impl<'s> Canonical<'s> {
     /// # Errors
     /// Reader, cast and I/O errors. On error no partial file is left in `outdir` and existing
     /// files there are untouched.
-    pub fn write(&self, outdir: impl AsRef<Path>, opts: &ConvertOptions) -> Result<ConversionReport> {
+    pub fn write(
+        &self,
+        outdir: impl AsRef<Path>,
+        opts: &ConvertOptions,
+    ) -> Result<ConversionReport> {
         let outdir = outdir.as_ref();
         let [weights, cfg_path, pre_path] = opts.to.output_files(outdir);
         write::check_outputs(&[&weights, &cfg_path, &pre_path], &[])?;

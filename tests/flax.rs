@@ -15,8 +15,8 @@ use std::process::Command;
 
 use serde_json::Value;
 use vit_convert::forward::{ForwardOptions, Model};
-use vit_convert::ConfigOverrides;
 use vit_convert::verify::{compare, verify_model, F32Array, Tolerance};
+use vit_convert::ConfigOverrides;
 use vit_convert::{convert, open_bytes, ConvertOptions, ErrorKind, FileBytes, OutputFormat};
 
 fn flax_dir() -> PathBuf {
@@ -225,9 +225,11 @@ fn converted_flax_models_reproduce_the_flax_outputs() {
         .unwrap();
         let model = Model::load(out.path()).unwrap();
         let input = F32Array::read_npy(&dir.join("input.npy")).unwrap();
-        let primary = F32Array::read_npy(&dir.join(case["primary_output"].as_str().unwrap())).unwrap();
+        let primary =
+            F32Array::read_npy(&dir.join(case["primary_output"].as_str().unwrap())).unwrap();
         let opts = ForwardOptions::default();
-        let report = verify_model(&model, &input, &primary, &opts, Some(Tolerance::strict())).unwrap();
+        let report =
+            verify_model(&model, &input, &primary, &opts, Some(Tolerance::strict())).unwrap();
         assert!(report.passed, "{}: {report:?}", case["dir"]);
         if dir.join("pooler_output.npy").exists() {
             let want = F32Array::read_npy(&dir.join("pooler_output.npy")).unwrap();

@@ -9,8 +9,8 @@ use std::process::Command;
 
 use serde_json::Value;
 use vit_convert::forward::{ForwardOptions, ForwardOutput, Model, PosInterp};
-use vit_convert::ConfigOverrides;
 use vit_convert::verify::{compare, F32Array, Tolerance};
+use vit_convert::ConfigOverrides;
 use vit_convert::{convert, ConvertOptions, ErrorKind};
 
 use common::{case_dir, convert_cases as cases};
@@ -154,7 +154,8 @@ fn half_precision_weights_are_computed_in_f32_within_tolerance() {
     assert_eq!(cfg["dtype"], "bfloat16");
     let model = Model::load(out.path()).unwrap();
     let x = F32Array::read_npy(&common::fixture("convert", "timm_vit/io/input.npy")).unwrap();
-    let want = F32Array::read_npy(&common::fixture("convert", "timm_vit/io/logits_hf.npy")).unwrap();
+    let want =
+        F32Array::read_npy(&common::fixture("convert", "timm_vit/io/logits_hf.npy")).unwrap();
     let got = model
         .forward(x.as_nchw().unwrap(), &ForwardOptions::default())
         .unwrap();

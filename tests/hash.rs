@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use vit_convert::ConfigOverrides;
-use vit_convert::{diff::DiffOptions, hash::ReadAs, source::MemorySource, tensor::Tensor, write::WriteItem, ConvertOptions, DType, OutputFormat, TensorSource, Tolerance};
+use vit_convert::{
+    diff::DiffOptions, hash::ReadAs, source::MemorySource, tensor::Tensor, write::WriteItem,
+    ConvertOptions, DType, OutputFormat, TensorSource, Tolerance,
+};
 
 fn conv(rel: &str) -> PathBuf {
     common::fixture("convert", rel)

@@ -10,7 +10,10 @@ use std::process::Output;
 
 use serde_json::Value;
 use vit_convert::ConfigOverrides;
-use vit_convert::{diff::DiffOptions, source::MemorySource, tensor::Tensor, write::WriteItem, ConvertOptions, DType, MappingTable};
+use vit_convert::{
+    diff::DiffOptions, source::MemorySource, tensor::Tensor, write::WriteItem, ConvertOptions,
+    DType, MappingTable,
+};
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

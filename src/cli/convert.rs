@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use vit_convert::ConfigOverrides;
 use vit_convert::text::Escaped;
+use vit_convert::ConfigOverrides;
 use vit_convert::{ConvertOptions, DType, MappingTable, OutputFormat};
 
 use super::progress::Bar;

@@ -4,10 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
-use vit_convert::hash::Reading;
-use vit_convert::text::Escaped;
 use vit_convert::diff::DiffOptions;
 use vit_convert::hash::ReadAs;
+use vit_convert::hash::Reading;
+use vit_convert::text::Escaped;
 use vit_convert::{MappingTable, Tolerance};
 
 use super::{parse_tolerance, Ui, EXIT_MISMATCH, EXIT_OK, FAMILIES};
@@ -78,7 +78,10 @@ fn describe(r: &Reading) -> String {
     };
     Escaped(format_args!(
         "{} ({}, {how})",
-        r.file.as_deref().unwrap_or(std::path::Path::new("-")).display(),
+        r.file
+            .as_deref()
+            .unwrap_or(std::path::Path::new("-"))
+            .display(),
         r.format.name()
     ))
     .to_string()

@@ -3,8 +3,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use vit_convert::text::{escape, Escaped};
 use vit_convert::inspect::Inspection;
+use vit_convert::text::{escape, Escaped};
 
 use super::{Ui, EXIT_OK};
 

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use vit_convert::tensor::cast_float;
-use vit_convert::{source::MemorySource, tensor::Tensor, write::WriteItem, ConvertOptions, DType, ErrorKind};
+use vit_convert::{
+    source::MemorySource, tensor::Tensor, write::WriteItem, ConvertOptions, DType, ErrorKind,
+};
 
 use crate::bin;
 
@@ -41,8 +43,14 @@ fn checkpoint(dir: &Path, dtype: DType, values: &[f64]) -> PathBuf {
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::copy(root.join("config.json"), folder.join("config.json")).unwrap();
     let path = folder.join("model.safetensors");
-    vit_convert::write::write_safetensors(&path, &out, &WriteItem::all(&out), None, &BTreeMap::new())
-        .unwrap();
+    vit_convert::write::write_safetensors(
+        &path,
+        &out,
+        &WriteItem::all(&out),
+        None,
+        &BTreeMap::new(),
+    )
+    .unwrap();
     path
 }
 

@@ -10,7 +10,9 @@ use std::process::Output;
 
 use serde_json::{json, Value};
 use vit_convert::forward::Model;
-use vit_convert::{model::ViTConfig, source::MemorySource, tensor::Tensor, write::WriteItem, DType, ErrorKind};
+use vit_convert::{
+    model::ViTConfig, source::MemorySource, tensor::Tensor, write::WriteItem, DType, ErrorKind,
+};
 
 use crate::bin;
 use crate::inputs::{assert_refused, fixture};
@@ -211,7 +213,8 @@ fn a_classifier_with_no_classes_is_a_config_error_everywhere() {
     let dir = model_dir(&json!({"id2label": {}, "label2id": {}}));
     let weights = dir.path().join("model.safetensors");
     let items = WriteItem::all(&empty_head);
-    vit_convert::write::write_safetensors(&weights, &empty_head, &items, None, &BTreeMap::new()).unwrap();
+    vit_convert::write::write_safetensors(&weights, &empty_head, &items, None, &BTreeMap::new())
+        .unwrap();
     assert_refused(&forward_npy(dir.path()), &["model.safetensors", needle]);
     let out_dir = dir.path().join("out");
     let opts = vit_convert::ConvertOptions {

@@ -258,8 +258,16 @@ fn special_files_anywhere_in_the_library_are_refused_at_once() {
         let stored = vit_convert::hash::ReadAs::stored();
         assert_not_regular(vit_convert::hash::hash(&special, &stored), kind, &special);
         let opts = vit_convert::diff::DiffOptions::default();
-        assert_not_regular(vit_convert::diff::diff(&special, &pth, &opts), kind, &special);
-        assert_not_regular(vit_convert::diff::diff(&pth, &special, &opts), kind, &special);
+        assert_not_regular(
+            vit_convert::diff::diff(&special, &pth, &opts),
+            kind,
+            &special,
+        );
+        assert_not_regular(
+            vit_convert::diff::diff(&pth, &special, &opts),
+            kind,
+            &special,
+        );
         assert_not_regular(limits::read_config_file(&special), kind, &special);
         assert_not_regular(limits::read_table_file(&special), kind, &special);
         assert_not_regular(
