@@ -17,15 +17,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         overrides,
         ..Default::default()
     };
-    let report = vit_convert::convert(&fixture.join("source.pth"), out.path(), &opts)?;
+    let report = vit_convert::convert(fixture.join("source.pth"), out.path(), &opts)?;
     println!(
         "{} tensors written via table {}",
         report.tensors, report.mapping.table
     );
     // 2. Verify: run the converted model, compare with the logits timm computed on this input.
     let model = Model::load(out.path())?;
-    let input = F32Array::read_npy(&fixture.join("io/input.npy"))?;
-    let expected = F32Array::read_npy(&fixture.join("io/logits_timm.npy"))?;
+    let input = F32Array::read_npy(fixture.join("io/input.npy"))?;
+    let expected = F32Array::read_npy(fixture.join("io/logits_timm.npy"))?;
     // `None`: the default tolerance for the model's weights (f32 here).
     let r = vit_convert::verify_model(&model, &input, &expected, &Default::default(), None)?;
     println!(

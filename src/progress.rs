@@ -168,8 +168,8 @@ mod tests {
 
     #[test]
     fn forward_reports_one_unit_per_layer_and_sample() {
-        let model = Model::load(&fixture("deit_distilled/hf")).unwrap();
-        let x = F32Array::read_npy(&fixture("deit_distilled/io/batch5.npy")).unwrap();
+        let model = Model::load(fixture("deit_distilled/hf")).unwrap();
+        let x = F32Array::read_npy(fixture("deit_distilled/io/batch5.npy")).unwrap();
         let log = Log::default();
         model
             .forward_with_progress(x.as_nchw().unwrap(), &ForwardOptions::default(), &log)
@@ -205,7 +205,7 @@ mod tests {
                 ..Default::default()
             };
             let log = Log::default();
-            crate::convert_with_progress(&fixture("timm_vit/source.pth"), out.path(), &opts, &log)
+            crate::convert_with_progress(fixture("timm_vit/source.pth"), out.path(), &opts, &log)
                 .unwrap();
             let events = log.0.into_inner().unwrap();
             let Some(&("write", total)) = events.first() else {
@@ -231,7 +231,7 @@ mod tests {
         };
         let log = Log::default();
         let r =
-            crate::convert_with_progress(&fixture("timm_vit/source.pth"), out.path(), &opts, &log);
+            crate::convert_with_progress(fixture("timm_vit/source.pth"), out.path(), &opts, &log);
         assert!(r.is_err());
         assert!(!log.0.into_inner().unwrap().contains(&("finish", 0)));
     }

@@ -95,7 +95,7 @@ fn config_json_matches_the_manifest_field_by_field() {
         let out = tempfile::tempdir().unwrap();
         let family = case["family"].as_str().unwrap();
         convert(
-            &dir.join(source["file"].as_str().unwrap()),
+            dir.join(source["file"].as_str().unwrap()),
             out.path(),
             &options(&case, source, family),
         )
@@ -172,7 +172,7 @@ fn same_weights_as_timm_pth_and_jax_npz_give_identical_output() {
         .find(|c| c["case"] == "timm_vit")
         .unwrap();
     convert(
-        &case_dir(&timm).join("source.pth"),
+        case_dir(&timm).join("source.pth"),
         a.path(),
         &options(&timm, &timm["sources"][0], "timm"),
     )
@@ -226,7 +226,7 @@ fn safetensors_metadata_records_source_table_and_version() {
         &options(&cases()[0], &cases()[0]["sources"][0], "timm"),
     )
     .unwrap();
-    let src = vit_convert::open(&out.path().join("model.safetensors")).unwrap();
+    let src = vit_convert::open(out.path().join("model.safetensors")).unwrap();
     let meta = src.metadata();
     assert_eq!(meta["format"], "pt");
     assert_eq!(

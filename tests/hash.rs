@@ -106,10 +106,10 @@ fn same_weights_in_any_container_or_layout_have_one_canonical_digest() {
     }
     assert_ne!(pt, want);
     // Stored names differ between containers, so stored digests do too …
-    let stored = vit_convert::hash::hash(&conv("timm_vit/source.pth"), &ReadAs::stored()).unwrap();
+    let stored = vit_convert::hash::hash(conv("timm_vit/source.pth"), &ReadAs::stored()).unwrap();
     assert_ne!(stored.digest, want);
     // … but the legacy and zip containers store the same names and bytes.
-    let legacy = vit_convert::hash::hash(&conv("timm_vit/legacy.pth"), &ReadAs::stored()).unwrap();
+    let legacy = vit_convert::hash::hash(conv("timm_vit/legacy.pth"), &ReadAs::stored()).unwrap();
     assert_eq!(stored.digest, legacy.digest);
 }
 
@@ -160,7 +160,7 @@ fn dino_branches_and_dropped_heads_hash_as_conversion_writes_them() {
 
     // A JAX head after a pre-logits layer is dropped by conversion, and so by hash.
     let with_head = vit_convert::hash::hash(
-        &conv("jax_vit_prelogits/with_head.npz"),
+        conv("jax_vit_prelogits/with_head.npz"),
         &ReadAs::canonical("jax"),
     )
     .unwrap();
@@ -204,7 +204,7 @@ fn digest_is_the_sha256_of_the_printed_manifest() {
 
 /// The HF fixture with `edit` applied to a copy of its tensors.
 fn edited(dir: &Path, edit: impl FnOnce(&mut MemorySource)) -> PathBuf {
-    let src = vit_convert::open(&conv("timm_vit/hf/model.safetensors")).unwrap();
+    let src = vit_convert::open(conv("timm_vit/hf/model.safetensors")).unwrap();
     let mut mem = MemorySource::copy_from(src.as_ref()).unwrap();
     edit(&mut mem);
     let path = dir.join("edited.safetensors");
@@ -320,7 +320,7 @@ fn diff_with_a_tolerance_accepts_a_dtype_conversion_and_reports_it() {
         dtype: Some(DType::F16),
         ..Default::default()
     };
-    vit_convert::convert(&conv("timm_vit/hf/model.safetensors"), &f16, &opts).unwrap();
+    vit_convert::convert(conv("timm_vit/hf/model.safetensors"), &f16, &opts).unwrap();
     let a = conv("timm_vit/hf/model.safetensors");
     let b = f16.join("model.safetensors");
 
@@ -366,8 +366,8 @@ fn diff_with_a_tolerance_accepts_a_dtype_conversion_and_reports_it() {
 #[test]
 fn diff_reads_each_side_through_its_own_family() {
     let r = vit_convert::diff::diff(
-        &conv("jax_vit/source.npz"),
-        &conv("timm_vit/source.pth"),
+        conv("jax_vit/source.npz"),
+        conv("timm_vit/source.pth"),
         &DiffOptions {
             a: ReadAs::canonical("jax"),
             b: ReadAs::canonical("timm"),

@@ -75,7 +75,7 @@ fn jpeg_decoding_is_within_a_few_levels_of_pil() {
 
 #[test]
 fn resize_matches_pillow_for_every_filter_and_size() {
-    let expected = vit_convert::open(&dir().join("resize_rgb_50x40.npz")).unwrap();
+    let expected = vit_convert::open(dir().join("resize_rgb_50x40.npz")).unwrap();
     let decoded = vit_convert::image::read_image(&dir().join("rgb_50x40.png")).unwrap();
     let mut seen = 0;
     for info in expected.tensors() {

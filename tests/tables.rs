@@ -142,7 +142,7 @@ fn transpose(t: &Tensor) -> Tensor<'static> {
 /// The timm fixture's weights in the README's layout: `net/…` names, Linear weights `[in, out]`,
 /// plus an optimizer entry outside `net/`.
 fn mynet_checkpoint(dir: &Path) -> PathBuf {
-    let timm = vit_convert::open(&common::fixture("convert", "timm_vit/source.pth")).unwrap();
+    let timm = vit_convert::open(common::fixture("convert", "timm_vit/source.pth")).unwrap();
     let mut src = MemorySource::new();
     for info in timm.tensors() {
         let t = timm.read(&info.name).unwrap();
@@ -217,8 +217,8 @@ fn readme_worked_example_table_converts_its_layout_to_the_transformers_checkpoin
 
     // Tensor for tensor what transformers made from the original timm model.
     let d = vit_convert::diff::diff(
-        &out.join("model.safetensors"),
-        &common::fixture("convert", "timm_vit/hf/model.safetensors"),
+        out.join("model.safetensors"),
+        common::fixture("convert", "timm_vit/hf/model.safetensors"),
         &DiffOptions::default(),
     )
     .unwrap();
@@ -465,7 +465,7 @@ fn library_apply_refuses_an_amplifying_table_before_reading() {
         "from = \"pos_embed\"\nshape = [1, \"T\", \"D\"]\nops = [\"prepend_zeros(1, 1099511627776)\"]\n",
     );
     let table = MappingTable::from_toml(&text, "evil.toml").unwrap();
-    let src = vit_convert::open(&common::fixture("convert", "timm_vit/source.pth")).unwrap();
+    let src = vit_convert::open(common::fixture("convert", "timm_vit/source.pth")).unwrap();
     let err = match table.apply(src.as_ref()) {
         Err(e) => e,
         Ok(_) => panic!("planned"),

@@ -935,8 +935,8 @@ mod tests {
 
     #[test]
     fn forward_results_do_not_depend_on_the_thread_count() {
-        let mut model = Model::load(&fixture("hf")).unwrap();
-        let input = F32Array::read_npy(&fixture("io/batch5.npy")).unwrap();
+        let mut model = Model::load(fixture("hf")).unwrap();
+        let input = F32Array::read_npy(fixture("io/batch5.npy")).unwrap();
         let opts = ForwardOptions::default();
         let mut outs = Vec::new();
         for n in [1, 3] {
@@ -953,10 +953,10 @@ mod tests {
         let dir = fixture("hf");
         let mapped = Model::load(&dir).unwrap();
         assert_eq!(mapped.resident_weight_bytes(), 0);
-        let src = source::open(&dir.join("model.safetensors")).unwrap();
+        let src = source::open(dir.join("model.safetensors")).unwrap();
         let copied = Model::from_source(src.as_ref(), mapped.config().clone()).unwrap();
         assert!(copied.resident_weight_bytes() > 0);
-        let input = F32Array::read_npy(&fixture("io/input.npy")).unwrap();
+        let input = F32Array::read_npy(fixture("io/input.npy")).unwrap();
         let opts = ForwardOptions::default();
         let a = mapped.forward(input.as_nchw().unwrap(), &opts).unwrap();
         let b = copied.forward(input.as_nchw().unwrap(), &opts).unwrap();

@@ -288,7 +288,7 @@ fn hostile_config_values_are_refused_by_load_forward_verify_and_convert_without_
             opts.overrides.config = Some(changed.clone());
         }
         let out = tmp.path().join(format!("o{case}"));
-        match convert(&dir.join("model.safetensors"), &out, &opts) {
+        match convert(dir.join("model.safetensors"), &out, &opts) {
             Ok(_) => {
                 assert!(ok, "converted {changed:?}");
                 let m = Model::load(&out).unwrap();

@@ -21,7 +21,7 @@ const TARGET: &str = "vit.embeddings.cls_token";
 /// `values`; written to `dir/src/` with its config.json.
 fn checkpoint(dir: &Path, dtype: DType, values: &[f64]) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(HF);
-    let src = vit_convert::open(&root.join("model.safetensors")).unwrap();
+    let src = vit_convert::open(root.join("model.safetensors")).unwrap();
     let mut out = MemorySource::new();
     for info in src.tensors() {
         let t = cast_float(src.read(&info.name).unwrap(), DType::F64);
@@ -199,8 +199,7 @@ fn bf16_and_f64_to_f32_overflow_are_refused_in_every_output_layout() {
     let d64 = dir.path().join("f64");
     std::fs::create_dir_all(&d64).unwrap();
     let f64_ckpt = checkpoint(&d64, DType::F64, &[1e39, -2e39]);
-    let e =
-        vit_convert::convert(&f64_ckpt, &d64.join("out"), &opts(DType::F32, false)).unwrap_err();
+    let e = vit_convert::convert(&f64_ckpt, d64.join("out"), &opts(DType::F32, false)).unwrap_err();
     assert!(
         matches!(e.kind(), ErrorKind::CastOverflow { from: DType::F64, to: DType::F32, count: 2, max_abs, .. } if *max_abs == 2e39),
         "{e}"

@@ -191,7 +191,7 @@ fn num_labels_alone_names_the_labels_as_transformers_does() {
 
 #[test]
 fn a_classifier_with_no_classes_is_a_config_error_everywhere() {
-    let src = vit_convert::open(&fixture("convert/timm_vit/hf/model.safetensors")).unwrap();
+    let src = vit_convert::open(fixture("convert/timm_vit/hf/model.safetensors")).unwrap();
     let mut empty_head = MemorySource::new();
     for t in src.tensors() {
         let tensor = match t.name.as_str() {
@@ -294,7 +294,7 @@ fn pooler_output_size_that_disagrees_with_the_pooler_names_both_numbers() {
         );
     }
     // The folder as written loads.
-    assert!(Model::load(&fixture("convert/jax_vit_prelogits/hf")).is_ok());
+    assert!(Model::load(fixture("convert/jax_vit_prelogits/hf")).is_ok());
 }
 
 /// `--config` fields that would change what the model computes or claim another model than
@@ -356,7 +356,7 @@ fn convert_config_option_fields_that_disagree_with_the_model_are_refused() {
             ..Default::default()
         };
         let out_dir = dir.path().join("out");
-        let e = vit_convert::convert(&fixture(source), &out_dir, &opts)
+        let e = vit_convert::convert(fixture(source), &out_dir, &opts)
             .err()
             .unwrap_or_else(|| panic!("{text} converted"));
         assert!(
@@ -425,7 +425,7 @@ fn absurd_model_config_values_are_config_errors_naming_the_field() {
 
 /// The fixture's tensors with the patch kernel replaced by `[24, 3, 0, 0]`.
 fn zero_kernel_source() -> MemorySource {
-    let src = vit_convert::open(&fixture("convert/timm_vit/hf/model.safetensors")).unwrap();
+    let src = vit_convert::open(fixture("convert/timm_vit/hf/model.safetensors")).unwrap();
     let mut out = MemorySource::new();
     for t in src.tensors() {
         let tensor = if t.name.ends_with("patch_embeddings.projection.weight") {

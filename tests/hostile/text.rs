@@ -27,7 +27,7 @@ fn one_f32() -> Tensor<'static> {
 
 /// The timm_vit HF model folder copied to `dir/name/`, its weights plus one tensor named `EVIL`.
 fn evil_model(dir: &Path, name: &str) -> PathBuf {
-    let src = vit_convert::open(&root(HF).join("model.safetensors")).unwrap();
+    let src = vit_convert::open(root(HF).join("model.safetensors")).unwrap();
     let mut out = MemorySource::copy_from(src.as_ref()).unwrap();
     out.insert(EVIL, one_f32()).unwrap();
     let folder = dir.join(name);
@@ -140,7 +140,7 @@ fn crafted_tensor_name_is_one_line_in_convert_errors_and_verify_output() {
     // Library: the error names the tensor, escaped, on one line.
     let e = vit_convert::convert(
         &weights,
-        &dir.path().join("out"),
+        dir.path().join("out"),
         &vit_convert::ConvertOptions {
             from: Some("hf".into()),
             ..Default::default()
@@ -230,7 +230,7 @@ fn crafted_paths_and_labels_stay_on_their_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let batch = vit_convert::verify::F32Array::read_npy(&root(INPUT))
+    let batch = vit_convert::verify::F32Array::read_npy(root(INPUT))
         .unwrap()
         .shape[0];
     assert_clean("forward --top-k", &out, batch * 6, 0);

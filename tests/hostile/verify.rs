@@ -42,7 +42,7 @@ fn npy_f64(shape: &[usize], values: &[f64]) -> Vec<u8> {
 
 /// The fixture logits as f64 with one value replaced.
 fn logits_f64_with(at: usize, value: f64) -> (Vec<usize>, Vec<u8>) {
-    let a = F32Array::read_npy(&fixture(LOGITS)).unwrap();
+    let a = F32Array::read_npy(fixture(LOGITS)).unwrap();
     let mut v: Vec<f64> = a.data.iter().map(|&x| f64::from(x)).collect();
     v[at] = value;
     (a.shape.clone(), npy_f64(&a.shape, &v))
@@ -50,7 +50,7 @@ fn logits_f64_with(at: usize, value: f64) -> (Vec<usize>, Vec<u8>) {
 
 /// `verify` through the library, on the fixture model.
 fn library_verify(input: &Path, expected: &Path) -> vit_convert::Result<verify::VerifyReport> {
-    let model = Model::load(&fixture(MODEL)).unwrap();
+    let model = Model::load(fixture(MODEL)).unwrap();
     let input = F32Array::read_npy(input).unwrap();
     let expected = F32Array::read_npy(expected).unwrap();
     verify::verify_model(
@@ -142,7 +142,7 @@ fn verify_inf_in_expected_is_a_mismatch_saying_where() {
 #[test]
 fn verify_nan_in_f32_expected_is_a_mismatch() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = F32Array::read_npy(&fixture(LOGITS)).unwrap();
+    let mut a = F32Array::read_npy(fixture(LOGITS)).unwrap();
     a.data[0] = f32::NAN;
     let exp = dir.path().join("nan.npy");
     a.write_npy(&exp).unwrap();
@@ -174,7 +174,7 @@ fn verify_f64_beyond_f32_range_is_an_error_naming_file_index_and_value() {
 #[test]
 fn verify_refuses_a_non_finite_input_pixel() {
     let dir = tempfile::tempdir().unwrap();
-    let a = F32Array::read_npy(&fixture(INPUT)).unwrap();
+    let a = F32Array::read_npy(fixture(INPUT)).unwrap();
     let mut v: Vec<f64> = a.data.iter().map(|&x| f64::from(x)).collect();
     v[5] = f64::NAN;
     let input = dir.path().join("nan_input.npy");
@@ -192,12 +192,12 @@ fn verify_refuses_a_non_finite_input_pixel() {
 #[test]
 fn verify_empty_batch_is_an_error_not_a_pass() {
     let dir = tempfile::tempdir().unwrap();
-    let a = F32Array::read_npy(&fixture(INPUT)).unwrap();
+    let a = F32Array::read_npy(fixture(INPUT)).unwrap();
     let mut shape = a.shape.clone();
     shape[0] = 0;
     let input = dir.path().join("empty.npy");
     std::fs::write(&input, npy_f64(&shape, &[])).unwrap();
-    let mut eshape = F32Array::read_npy(&fixture(LOGITS)).unwrap().shape;
+    let mut eshape = F32Array::read_npy(fixture(LOGITS)).unwrap().shape;
     eshape[0] = 0;
     let exp = dir.path().join("empty_logits.npy");
     std::fs::write(&exp, npy_f64(&eshape, &[])).unwrap();
@@ -214,7 +214,7 @@ fn verify_empty_batch_is_an_error_not_a_pass() {
 #[test]
 fn verify_shape_mismatch_names_both_shapes() {
     let dir = tempfile::tempdir().unwrap();
-    let a = F32Array::read_npy(&fixture(LOGITS)).unwrap();
+    let a = F32Array::read_npy(fixture(LOGITS)).unwrap();
     let wrong = vec![a.shape[0], a.shape[1] + 1];
     let exp = dir.path().join("wider.npy");
     std::fs::write(&exp, npy_f64(&wrong, &vec![0.0; wrong[0] * wrong[1]])).unwrap();
@@ -280,8 +280,8 @@ fn verify_tolerances_must_be_finite_and_not_negative() {
         assert_eq!(out.status.code(), Some(2), "diff {flag} {value}");
     }
     let e = vit_convert::diff::diff(
-        &fixture(MODEL).join("model.safetensors"),
-        &fixture(MODEL).join("model.safetensors"),
+        fixture(MODEL).join("model.safetensors"),
+        fixture(MODEL).join("model.safetensors"),
         &vit_convert::diff::DiffOptions {
             tolerance: Some(Tolerance {
                 atol: f64::INFINITY,
@@ -312,7 +312,7 @@ fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
             std::fs::copy(&from, folder.join(f)).unwrap();
         }
     }
-    let src = vit_convert::open(&fixture(MODEL).join("model.safetensors")).unwrap();
+    let src = vit_convert::open(fixture(MODEL).join("model.safetensors")).unwrap();
     let mut out = MemorySource::new();
     for info in src.tensors() {
         let t = src.read(&info.name).unwrap();
@@ -335,8 +335,8 @@ fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
     .unwrap();
 
     let model = Model::load(&folder).unwrap();
-    let input = F32Array::read_npy(&fixture(INPUT)).unwrap();
-    let expected = F32Array::read_npy(&fixture(LOGITS)).unwrap();
+    let input = F32Array::read_npy(fixture(INPUT)).unwrap();
+    let expected = F32Array::read_npy(fixture(LOGITS)).unwrap();
     let r = verify::verify_model(
         &model,
         &input,
@@ -420,7 +420,7 @@ fn diff_with_an_overflowing_bound_differs() {
 /// builder used to spawn threads for minutes before giving up.
 #[test]
 fn a_huge_thread_count_is_capped_not_spawned() {
-    let mut model = Model::load(&fixture(MODEL)).unwrap();
+    let mut model = Model::load(fixture(MODEL)).unwrap();
     model.set_threads(usize::MAX);
     assert_eq!(model.threads(), vit_convert::forward::MAX_THREADS);
     let started = std::time::Instant::now();
