@@ -44,7 +44,7 @@ use crate::mapping::{schema::hex, MappingTable, PlannedSource};
 use crate::source::{self, Format, TensorSource};
 use crate::tensor::DType;
 
-/// How [`hash`] and [`diff`](crate::diff()) read a checkpoint: its tensors as stored, or the
+/// How [`hash()`] and [`diff`](crate::diff::diff()) read a checkpoint: its tensors as stored, or the
 /// canonical tensors a mapping table makes of them.
 #[derive(Clone, Debug, Default)]
 pub struct ReadAs {

@@ -65,7 +65,7 @@ fn inspected(t: &TensorInfo) -> InspectedTensor {
 /// Lists a checkpoint's contents without reading tensor data.
 ///
 /// ```
-/// let info = vit_convert::inspect::inspect("fixtures/convert/jax_vit/source.npz".as_ref())?;
+/// let info = vit_convert::inspect::inspect("fixtures/convert/jax_vit/source.npz")?;
 /// println!("{} tensors, {} parameters", info.tensors.len(), info.parameters);
 /// assert_eq!(info.format, vit_convert::source::Format::Npz);
 /// # Ok::<(), vit_convert::Error>(())

@@ -61,8 +61,8 @@
 //! | [`hash::hash`], [`diff::diff`], [`inspect::inspect`] (and their in-memory forms) | per-tensor sha256 manifest and model digest; how two checkpoints differ; what a checkpoint holds |
 //! | [`Error`], [`ErrorKind`] | every failure, typed; `Display` says what and where |
 //!
-//! The rest lives in its module: [`source`] (readers, [`Limits`](source::Limits)), [`mapping`],
-//! [`model`] ([`ViTConfig`](model::ViTConfig)), [`forward`], [`verify`], [`write`],
+//! The rest lives in its module: [`source`] (readers; [`Limits`]), [`mapping`], [`model`]
+//! ([`ViTConfig`](model::ViTConfig)), [`forward`], [`verify`], [`write`](mod@write),
 //! [`progress`], [`tensor`]. [`ndarray`] is re-exported for [`Model::forward`]'s input view.
 //!
 //! Pickles are interpreted by a small inert machine with an allowlist: nothing in a checkpoint

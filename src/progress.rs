@@ -47,7 +47,7 @@ pub enum Stage {
 ///     ..Default::default()
 /// };
 /// vit_convert::convert_with_progress(
-///     "fixtures/convert/timm_vit/source.pth".as_ref(),
+///     "fixtures/convert/timm_vit/source.pth",
 ///     out.path(),
 ///     &opts,
 ///     &seen,

@@ -510,7 +510,7 @@ impl F32Array {
     /// ```
     /// let bytes = std::fs::read("fixtures/convert/timm_vit/io/logits_timm.npy")?;
     /// let logits = vit_convert::F32Array::parse_npy(bytes)?;
-    /// assert_eq!(logits.shape, [1, 5]);
+    /// assert_eq!(logits.shape, [2, 5]); // 2 samples, 5 classes
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///

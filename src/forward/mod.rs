@@ -101,8 +101,8 @@ struct Layer {
 ///
 /// ```
 /// use vit_convert::{forward::ForwardOptions, verify::F32Array, Model};
-/// let model = Model::load("fixtures/convert/dino_backbone/hf".as_ref())?;
-/// let x = F32Array::read_npy("fixtures/convert/dino_backbone/io/input.npy".as_ref())?;
+/// let model = Model::load("fixtures/convert/dino_backbone/hf")?;
+/// let x = F32Array::read_npy("fixtures/convert/dino_backbone/io/input.npy")?;
 /// let out = model.forward(x.as_nchw()?, &ForwardOptions::default())?;
 /// // A headless backbone: no logits; the primary output is last_hidden_state [B, T, D].
 /// assert!(out.logits.is_none());
@@ -593,7 +593,7 @@ impl Model {
     ///
     /// ```
     /// use vit_convert::{forward::MAX_THREADS, Model};
-    /// let mut model = Model::load("fixtures/convert/deit_distilled/hf".as_ref())?;
+    /// let mut model = Model::load("fixtures/convert/deit_distilled/hf")?;
     /// model.set_threads(usize::MAX); // `--threads 99999999999` must not spawn until it fails
     /// assert_eq!(model.threads(), MAX_THREADS);
     /// # Ok::<(), vit_convert::Error>(())
@@ -696,8 +696,8 @@ impl Model {
     ///
     /// ```
     /// use vit_convert::{forward::ForwardOptions, progress::NoProgress, verify::F32Array, Model};
-    /// let model = Model::load("fixtures/convert/timm_vit/hf".as_ref())?;
-    /// let x = F32Array::read_npy("fixtures/convert/timm_vit/io/input.npy".as_ref())?;
+    /// let model = Model::load("fixtures/convert/timm_vit/hf")?;
+    /// let x = F32Array::read_npy("fixtures/convert/timm_vit/io/input.npy")?;
     /// let out = model.forward_with_progress(x.as_nchw()?, &ForwardOptions::default(), &NoProgress)?;
     /// assert_eq!(out.logits.map(|l| l.ncols()), Some(5));
     /// # Ok::<(), vit_convert::Error>(())

@@ -139,8 +139,8 @@ fn looks_like_safetensors(bytes: &[u8]) -> bool {
 /// fn parameters(src: &dyn TensorSource) -> usize {
 ///     src.tensors().iter().map(|t| t.numel()).sum()
 /// }
-/// let npz = vit_convert::open("fixtures/convert/jax_vit/source.npz".as_ref())?;
-/// let pth = vit_convert::open("fixtures/convert/timm_vit/source.pth".as_ref())?;
+/// let npz = vit_convert::open("fixtures/convert/jax_vit/source.npz")?;
+/// let pth = vit_convert::open("fixtures/convert/timm_vit/source.pth")?;
 /// assert_eq!(parameters(npz.as_ref()), parameters(pth.as_ref())); // same model, two layouts
 /// # Ok::<(), vit_convert::Error>(())
 /// ```
@@ -190,7 +190,7 @@ pub trait TensorSource: Send + Sync {
 /// ```
 /// use vit_convert::{source::Format, DType};
 /// // A legacy (pre-1.6) torch.save file: big-endian-safe, strided views gathered on read.
-/// let src = vit_convert::open("fixtures/convert/timm_vit/legacy.pth".as_ref())?;
+/// let src = vit_convert::open("fixtures/convert/timm_vit/legacy.pth")?;
 /// assert_eq!(src.format(), Format::TorchLegacy);
 /// let w = src.read("blocks.0.attn.qkv.weight")?;
 /// assert_eq!((w.dtype, w.shape.as_slice()), (DType::F32, &[72, 24][..]));
