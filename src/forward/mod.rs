@@ -962,4 +962,14 @@ mod tests {
         let b = copied.forward(input.as_nchw().unwrap(), &opts).unwrap();
         assert_eq!(a.logits, b.logits);
     }
+
+    #[test]
+    fn weight_dtype_is_the_least_precise_float() {
+        use DType::*;
+        assert_eq!(least_precise([F32, BF16, F16].into_iter()), BF16);
+        assert_eq!(least_precise([F64, F16, F32].into_iter()), F16);
+        assert_eq!(least_precise([F64, F32].into_iter()), F32);
+        assert_eq!(least_precise([F64, I64].into_iter()), F64);
+        assert_eq!(least_precise([I64].into_iter()), F32);
+    }
 }
