@@ -152,7 +152,7 @@ fn sha256_file(path: &Path) -> Result<String> {
 ///
 /// # Errors
 /// [`ErrorKind::Detection`] when detection finds no family or more than one.
-pub fn choose_table(
+pub(crate) fn choose_table(
     src: &dyn TensorSource,
     from: Option<&str>,
     custom: Option<&MappingTable>,
