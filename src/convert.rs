@@ -86,7 +86,7 @@ pub struct ConvertOptions {
 #[derive(Clone, Debug, Serialize)]
 pub struct ConversionReport {
     /// Input file (`None` when a [`Canonical`] made from memory was written).
-    #[serde(serialize_with = "serialize_opt_path_lossy")]
+    #[serde(serialize_with = "crate::text::serialize_opt_path_lossy")]
     pub input: Option<PathBuf>,
     /// sha256 of the input file (`None` without one; then the weights' metadata has no
     /// `source_sha256` either).
@@ -110,17 +110,6 @@ pub struct ConversionReport {
     pub tensors: usize,
     /// Bytes of the weights file.
     pub bytes: u64,
-}
-
-/// [`crate::text::serialize_path_lossy`], `null` for `None`.
-fn serialize_opt_path_lossy<S: serde::Serializer>(
-    path: &Option<PathBuf>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match path {
-        Some(p) => crate::text::serialize_path_lossy(p, s),
-        None => s.serialize_none(),
-    }
 }
 
 /// Bytes read per call while hashing the input.

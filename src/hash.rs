@@ -81,7 +81,7 @@ impl ReadAs {
 #[derive(Clone, Debug, Serialize)]
 pub struct Reading {
     /// The file (`None` for a source in memory).
-    #[serde(serialize_with = "serialize_opt_path_lossy")]
+    #[serde(serialize_with = "crate::text::serialize_opt_path_lossy")]
     pub file: Option<PathBuf>,
     /// Its container format.
     pub format: Format,
@@ -91,17 +91,6 @@ pub struct Reading {
     pub selected: Option<String>,
     /// Canonical tensors left out because the model class cannot hold them, with why.
     pub dropped: Vec<(String, String)>,
-}
-
-/// [`crate::text::serialize_path_lossy`], `null` for `None`.
-fn serialize_opt_path_lossy<S: serde::Serializer>(
-    path: &Option<PathBuf>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match path {
-        Some(p) => crate::text::serialize_path_lossy(p, s),
-        None => s.serialize_none(),
-    }
 }
 
 /// Opens `path` and hands its tensors, read as `how` says, to `f`.
