@@ -48,7 +48,8 @@ impl OutputFormat {
 
     /// The files [`convert`] writes into `outdir` in this layout: the weights, `config.json`,
     /// `preprocessor_config.json`.
-    pub fn output_files(self, outdir: &Path) -> [PathBuf; 3] {
+    pub fn output_files(self, outdir: impl AsRef<Path>) -> [PathBuf; 3] {
+        let outdir = outdir.as_ref();
         [
             outdir.join(match self {
                 OutputFormat::Npz => "model.npz",

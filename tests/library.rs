@@ -7,6 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use serde_json::Value;
+use vit_convert::diff::{diff, diff_sources, DiffOptions};
 use vit_convert::hash::{hash, hash_source, ReadAs};
 use vit_convert::verify::ToleranceBasis;
 use vit_convert::{
@@ -263,4 +264,19 @@ fn explicit_atol_and_rtol_win_over_the_widened_default() {
     assert_eq!(strict.tolerance_basis, ToleranceBasis::Given);
     let default = verify_model(&model, &input, &expected, &Default::default(), None).unwrap();
     assert!(default.passed);
+}
+
+#[test]
+fn diff_sources_compares_checkpoints_in_memory_as_diff_does_files() {
+    let opts = DiffOptions {
+        a: ReadAs::canonical("timm"),
+        b: ReadAs::canonical("jax"),
+        ..Default::default()
+    };
+    let (a, b) = ("timm_vit/source.pth", "jax_vit/source.npz");
+    let mem = diff_sources(in_memory(a).as_ref(), in_memory(b).as_ref(), &opts).unwrap();
+    let files = diff(conv(a), conv(b), &opts).unwrap();
+    assert!(mem.identical && files.identical);
+    assert_eq!(mem.common, files.common);
+    assert!(mem.a.file.is_none() && files.a.file.is_some());
 }
