@@ -490,6 +490,10 @@ pub struct F32Array {
     pub data: Vec<f32>,
 }
 
+/// The former name of [`F32Array`] (it clashed with `ndarray::Array`).
+#[deprecated(since = "0.1.0", note = "renamed F32Array")]
+pub type Array = F32Array;
+
 impl F32Array {
     /// Reads a `.npy` file of any float dtype as f32. f16, bf16 and f32 convert exactly, and f64
     /// rounds to nearest; NaN and ±Inf are kept as they are (a comparison then fails on them, an
