@@ -15,7 +15,7 @@ use std::path::Path;
 
 use vit_convert::source::{Format, TensorSource};
 use vit_convert::write::{write_safetensors, WriteItem};
-use vit_convert::{DType, Tensor, TensorInfo};
+use vit_convert::{tensor::Tensor, tensor::TensorInfo, DType};
 
 /// (hidden size, depth) of the timm presets.
 fn preset(name: &str) -> Option<(usize, usize)> {
@@ -162,7 +162,7 @@ fn write_input(out: &str) {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * 50.0)
         .collect();
-    let arr = vit_convert::verify::Array {
+    let arr = vit_convert::verify::F32Array {
         shape: vec![1, 3, 224, 224],
         data,
     };

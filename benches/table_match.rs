@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
-use vit_convert::{DType, MappingTable, MemorySource, Tensor, TensorSource};
+use vit_convert::{source::MemorySource, tensor::Tensor, DType, MappingTable, TensorSource};
 
 /// Indexed rules (× `LAYERS` names each), literal rules, and ignored names.
 const INDEXED: usize = 18_000;

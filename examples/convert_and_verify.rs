@@ -2,7 +2,7 @@
 //! logits. `cargo run --example convert_and_verify`; `cargo test` runs it too.
 use std::path::Path;
 
-use vit_convert::{model::ConfigOverrides, verify::Array, ConvertOptions, Model, Tolerance};
+use vit_convert::{ConfigOverrides, ConvertOptions, F32Array, Model};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/convert/timm_vit");
@@ -17,22 +17,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         overrides,
         ..Default::default()
     };
-    let report = vit_convert::convert(&fixture.join("source.pth"), out.path(), &opts)?;
+    let report = vit_convert::convert(fixture.join("source.pth"), out.path(), &opts)?;
     println!(
         "{} tensors written via table {}",
         report.tensors, report.mapping.table
     );
     // 2. Verify: run the converted model, compare with the logits timm computed on this input.
     let model = Model::load(out.path())?;
-    let input = Array::read_npy(&fixture.join("io/input.npy"))?;
-    let expected = Array::read_npy(&fixture.join("io/logits_timm.npy"))?;
-    let r = vit_convert::verify(
-        &model,
-        &input,
-        &expected,
-        &Default::default(),
-        Tolerance::default(),
-    )?;
+    let input = F32Array::read_npy(fixture.join("io/input.npy"))?;
+    let expected = F32Array::read_npy(fixture.join("io/logits_timm.npy"))?;
+    // `None`: the default tolerance for the model's weights (f32 here).
+    let r = vit_convert::verify_model(&model, &input, &expected, &Default::default(), None)?;
     println!(
         "max |Δ| {:.2e}: {}",
         r.max_abs_error,

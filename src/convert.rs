@@ -8,6 +8,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::forward::Model;
+use crate::hash::{HashReport, Reading};
 use crate::mapping::{self, MappingReport, MappingTable, PlannedSource};
 use crate::model::{self, preprocessor, Architecture, ConfigOverrides, ViTConfig};
 use crate::progress::{NoProgress, Progress, Reporting, Stage};
@@ -46,7 +48,8 @@ impl OutputFormat {
 
     /// The files [`convert`] writes into `outdir` in this layout: the weights, `config.json`,
     /// `preprocessor_config.json`.
-    pub fn output_files(self, outdir: &Path) -> [PathBuf; 3] {
+    pub fn output_files(self, outdir: impl AsRef<Path>) -> [PathBuf; 3] {
+        let outdir = outdir.as_ref();
         [
             outdir.join(match self {
                 OutputFormat::Npz => "model.npz",
@@ -83,11 +86,12 @@ pub struct ConvertOptions {
 /// What a conversion did.
 #[derive(Clone, Debug, Serialize)]
 pub struct ConversionReport {
-    /// Input file.
-    #[serde(serialize_with = "crate::text::serialize_path_lossy")]
-    pub input: PathBuf,
-    /// sha256 of the input file.
-    pub input_sha256: String,
+    /// Input file (`None` when a [`Canonical`] made from memory was written).
+    #[serde(serialize_with = "crate::text::serialize_opt_path_lossy")]
+    pub input: Option<PathBuf>,
+    /// sha256 of the input file (`None` without one; then the weights' metadata has no
+    /// `source_sha256` either).
+    pub input_sha256: Option<String>,
     /// Container format of the input.
     pub input_format: &'static str,
     /// The mapping applied.
@@ -138,7 +142,7 @@ fn sha256_file(path: &Path) -> Result<String> {
 ///
 /// # Errors
 /// [`ErrorKind::Detection`] when detection finds no family or more than one.
-pub fn choose_table(
+pub(crate) fn choose_table(
     src: &dyn TensorSource,
     from: Option<&str>,
     custom: Option<&MappingTable>,
@@ -185,13 +189,142 @@ pub fn choose_table(
     }
 }
 
-/// The canonical view of a checkpoint: planned tensors, architecture and config.
-pub(crate) struct Canonical<'s> {
-    pub(crate) planned: PlannedSource<'s>,
-    pub(crate) table: MappingTable,
-    pub(crate) config: ViTConfig,
-    pub(crate) notes: Vec<String>,
-    pub(crate) dropped: Vec<(String, String)>,
+/// A checkpoint in the canonical layout (the Hugging Face transformers names, PyTorch
+/// orientation) with its inferred config: what [`convert`] writes, made from any
+/// [`TensorSource`] — a file, bytes in memory ([`open_bytes`](crate::open_bytes)) or your own
+/// reader — without touching a file.
+///
+/// Planning reads names and shapes only; each canonical tensor is computed from the source when
+/// it is read. From here you can inspect it ([`tensors`](Canonical::tensors),
+/// [`config`](Canonical::config), [`notes`](Canonical::notes),
+/// [`mapping`](Canonical::mapping)), read its tensors ([`source`](Canonical::source)), hash it
+/// ([`hash`](Canonical::hash)), run it ([`model`](Canonical::model)) or write it
+/// ([`write`](Canonical::write)).
+///
+/// ```
+/// use vit_convert::{open_bytes, Canonical, ConfigOverrides, ConvertOptions, FileBytes};
+/// let bytes = std::fs::read("fixtures/convert/timm_vit/source.pth")?;
+/// let src = open_bytes(FileBytes::from_vec(bytes))?;
+/// let opts = ConvertOptions {
+///     // tiny test model: 24 wide, 2 heads (real checkpoints default to hidden/64)
+///     overrides: ConfigOverrides { num_heads: Some(2), ..Default::default() },
+///     ..Default::default()
+/// };
+/// let canon = Canonical::new(src.as_ref(), &opts)?; // the family is detected: timm
+/// assert_eq!(canon.mapping().table, "timm");
+/// assert_eq!(canon.config().hidden_size, 24);
+/// assert!(canon.tensors().iter().any(|t| t.name == "embeddings.cls_token"));
+/// let cls = canon.source().read("embeddings.cls_token")?;
+/// assert_eq!(cls.shape, [1, 1, 24]);
+/// let model = canon.model()?;
+/// assert_eq!(model.config().num_labels(), 5);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Canonical<'s> {
+    planned: PlannedSource<'s>,
+    table: MappingTable,
+    config: ViTConfig,
+    notes: Vec<String>,
+    dropped: Vec<(String, String)>,
+}
+
+impl<'s> Canonical<'s> {
+    /// Maps `src` to the canonical layout with `opts.from` / `opts.table` (detected from the
+    /// tensor names when neither is set), `opts.branch` and `opts.overrides`, and infers the
+    /// config. `opts.to`, `opts.dtype` and `opts.allow_overflow` matter only to
+    /// [`write`](Canonical::write).
+    ///
+    /// Unlike [`convert`], nothing is read beside the source: the `config.json` that `convert`
+    /// takes from beside an `hf` or `flax` input is given here as `opts.overrides.config`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Detection`] when no family (or more than one) matches; mapping errors
+    /// naming the table's file and line; config errors.
+    pub fn new(src: &'s dyn TensorSource, opts: &ConvertOptions) -> Result<Canonical<'s>> {
+        canonicalize(src, None, opts)
+    }
+
+    /// The canonical tensors (names without the `vit.` / `deit.` prefix), as planned.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        self.planned.tensors()
+    }
+
+    /// The canonical tensors as a source: [`read`](TensorSource::read) computes one from the
+    /// underlying source (renames, q/k/v splits, transposes …).
+    pub fn source(&self) -> &dyn TensorSource {
+        &self.planned
+    }
+
+    /// The inferred config (what `config.json` holds).
+    pub fn config(&self) -> &ViTConfig {
+        &self.config
+    }
+
+    /// Decisions not read straight from tensor shapes.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// Canonical tensors the model class cannot hold, left out, with why.
+    pub fn dropped(&self) -> &[(String, String)] {
+        &self.dropped
+    }
+
+    /// What the mapping did: the table, the wrapper or branch selected, the tensors ignored.
+    pub fn mapping(&self) -> &MappingReport {
+        &self.planned.plan().report
+    }
+
+    /// The mapping table applied.
+    pub fn table(&self) -> &MappingTable {
+        &self.table
+    }
+
+    /// The reference model of these tensors and config (weights copied as f32; their stored
+    /// dtype is kept as [`Model::weight_dtype`]).
+    ///
+    /// # Errors
+    /// Reader errors while the tensors are computed; a tensor whose shape disagrees with the
+    /// config.
+    pub fn model(&self) -> Result<Model> {
+        Model::from_source(&self.planned, self.config.clone())
+    }
+
+    /// The per-tensor manifest and digest of the canonical tensors: the same as
+    /// [`hash()`](crate::hash::hash()) of the file read with its family's table
+    /// (`vit-convert hash --from FAMILY`). [`Reading::file`](crate::hash::Reading::file) is `None`.
+    ///
+    /// # Errors
+    /// Reader errors, naming the tensor.
+    pub fn hash(&self) -> Result<HashReport> {
+        let reading = Reading {
+            file: None,
+            format: self.planned.format(),
+            table: Some(self.table.id().to_string()),
+            selected: self.mapping().selected.clone(),
+            dropped: self.dropped.clone(),
+        };
+        crate::hash::hash_tensors(&self.planned, reading)
+    }
+
+    /// Writes the model into `outdir` as [`convert`] does, in the layout `opts.to`, cast to
+    /// `opts.dtype` (`opts.allow_overflow` as in [`ConvertOptions`]); the other fields of
+    /// `opts` are not used. The weights' metadata holds no `source_sha256` (there is no
+    /// source file), and the report's `input` is `None`.
+    ///
+    /// # Errors
+    /// Reader, cast and I/O errors. On error no partial file is left in `outdir` and existing
+    /// files there are untouched.
+    pub fn write(
+        &self,
+        outdir: impl AsRef<Path>,
+        opts: &ConvertOptions,
+    ) -> Result<ConversionReport> {
+        let outdir = outdir.as_ref();
+        let [weights, cfg_path, pre_path] = opts.to.output_files(outdir);
+        write::check_outputs(&[&weights, &cfg_path, &pre_path], &[])?;
+        write_canonical(self, outdir, opts, None, &NoProgress)
+    }
 }
 
 /// The canonical tensors conversion writes, before any config is inferred.
@@ -226,10 +359,11 @@ pub(crate) fn plan_canonical(
     })
 }
 
-/// Plans a source into canonical tensors and infers the config.
-pub(crate) fn canonicalize<'s>(
+/// Plans a source into canonical tensors and infers the config (with the side `config.json`
+/// beside `input`, for the tables that read one).
+fn canonicalize<'s>(
     src: &'s dyn TensorSource,
-    input: &Path,
+    input: Option<&Path>,
     opts: &ConvertOptions,
 ) -> Result<Canonical<'s>> {
     let CanonicalPlan {
@@ -249,7 +383,7 @@ pub(crate) fn canonicalize<'s>(
         .as_ref()
         .and_then(|sym| plan.bindings.get(sym).copied());
     let mut overrides = opts.overrides.clone();
-    if let Some(side) = sidecar_config(input, &table.id) {
+    if let Some(side) = input.and_then(|input| sidecar_config(input, &table.id)) {
         merge_sidecar_config(&side, &mut overrides, arch)?;
     }
     let infos: Vec<TensorInfo> = plan.targets.iter().map(|t| t.info.clone()).collect();
@@ -363,10 +497,12 @@ fn merge_sidecar_config(path: &Path, o: &mut ConfigOverrides, arch: Architecture
 }
 
 /// Converts `input` into `outdir`: `model.safetensors` (or `model.npz`), `config.json` and
-/// `preprocessor_config.json`.
+/// `preprocessor_config.json`. A thin wrapper: [`open`](crate::open) →
+/// [`Canonical::new`] (plus, for `hf` and `flax` inputs, the `config.json` beside the input) →
+/// [`Canonical::write`] (plus the input's sha256 in the weights' metadata).
 ///
 /// ```
-/// use vit_convert::{convert, model::ConfigOverrides, ConvertOptions};
+/// use vit_convert::{convert, ConfigOverrides, ConvertOptions};
 /// let opts = ConvertOptions {
 ///     from: Some("timm".into()),
 ///     // tiny test model: 24 wide, 2 heads (real checkpoints default to hidden/64)
@@ -374,7 +510,7 @@ fn merge_sidecar_config(path: &Path, o: &mut ConfigOverrides, arch: Architecture
 ///     ..Default::default()
 /// };
 /// let out = tempfile::tempdir()?;
-/// let report = convert("fixtures/convert/timm_vit/source.pth".as_ref(), out.path(), &opts)?;
+/// let report = convert("fixtures/convert/timm_vit/source.pth", out.path(), &opts)?;
 /// assert_eq!(report.architecture.name(), "ViTForImageClassification");
 /// assert!(out.path().join("model.safetensors").exists());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -383,7 +519,11 @@ fn merge_sidecar_config(path: &Path, o: &mut ConfigOverrides, arch: Architecture
 /// # Errors
 /// Any reader, mapping, config or I/O error. On error no partial file is left in `outdir` and
 /// existing files there are untouched; the input is never written.
-pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<ConversionReport> {
+pub fn convert(
+    input: impl AsRef<Path>,
+    outdir: impl AsRef<Path>,
+    opts: &ConvertOptions,
+) -> Result<ConversionReport> {
     convert_with_progress(input, outdir, opts, &NoProgress)
 }
 
@@ -392,20 +532,34 @@ pub fn convert(input: &Path, outdir: &Path, opts: &ConvertOptions) -> Result<Con
 /// # Errors
 /// As [`convert`].
 pub fn convert_with_progress(
-    input: &Path,
-    outdir: &Path,
+    input: impl AsRef<Path>,
+    outdir: impl AsRef<Path>,
     opts: &ConvertOptions,
     progress: &dyn Progress,
 ) -> Result<ConversionReport> {
+    let (input, outdir) = (input.as_ref(), outdir.as_ref());
     let [weights, cfg_path, pre_path] = opts.to.output_files(outdir);
     refuse_overwriting_input(input, &[&weights, &cfg_path, &pre_path])?;
     let src = source::open(input)?;
-    let canon = canonicalize(src.as_ref(), input, opts).map_err(|e| e.with_path(input))?;
+    let canon = canonicalize(src.as_ref(), Some(input), opts).map_err(|e| e.with_path(input))?;
     if let Some(side) = sidecar_config(input, &canon.table.id) {
         // The `config.json` read beside the input is an input too: `-o` the input's own folder
         // must not replace it.
         write::check_outputs(&[&weights, &cfg_path, &pre_path], &[input, &side])?;
     }
+    write_canonical(&canon, outdir, opts, Some(input), progress)
+}
+
+/// Writes `canon` into `outdir` (the outputs already checked against the inputs); with an
+/// `input` file, its sha256 goes into the weights' metadata and the report, and errors name it.
+fn write_canonical(
+    canon: &Canonical<'_>,
+    outdir: &Path,
+    opts: &ConvertOptions,
+    input: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<ConversionReport> {
+    let [weights, cfg_path, pre_path] = opts.to.output_files(outdir);
     let arch = canon.config.architecture;
 
     let mut notes = canon.notes.clone();
@@ -433,24 +587,32 @@ pub fn convert_with_progress(
     let pre =
         preprocessor::preprocessor_config(&canon.table.facts.preprocessor, config.image_size)?;
     let pre_file = write::prepare_json(&pre_path, &pre)?;
+    let name_input = |e: Error| match input {
+        Some(input) => e.with_path(input),
+        None => e,
+    };
 
     // The input's sha256 (recorded in the output's metadata) is computed on another thread while
     // the tensors stream; the safetensors header is written with a placeholder of the hash's
     // length and rewritten in place once the hash is known.
     let (input_sha256, written) = std::thread::scope(|scope| {
-        let mut hash = PendingHash {
-            thread: Some(scope.spawn(|| sha256_file(input))),
+        let mut hash = input.map(|input| PendingHash {
+            thread: Some(scope.spawn(move || sha256_file(input))),
             value: None,
+        });
+        let mut get = || match hash.as_mut() {
+            Some(h) => h.get(),
+            None => Err(ErrorKind::io("hash", std::io::Error::other("no input file")).into()),
         };
-        let mut get = || hash.get();
-        let deferred = DeferredMeta {
+        let deferred = input.is_some().then_some(DeferredMeta {
             key: "source_sha256",
             len: SHA256_HEX_LEN,
             value: &mut get,
-        };
-        let written = write_weights(&canon, &config, &weights, opts, deferred, progress)
-            .map_err(|e| e.with_path(input))?;
-        Ok::<_, Error>((hash.get()?, written))
+        });
+        let written = write_weights(canon, &config, &weights, opts, deferred, progress)
+            .map_err(name_input)?;
+        let sha = hash.as_mut().map(PendingHash::get).transpose()?;
+        Ok::<_, Error>((sha, written))
     })?;
     notes.extend(written.cast_note);
     let mut set = write::OutputSet::new();
@@ -463,14 +625,14 @@ pub fn convert_with_progress(
     progress.finish();
 
     Ok(ConversionReport {
-        input: input.to_path_buf(),
+        input: input.map(Path::to_path_buf),
         input_sha256,
-        input_format: src.format().name(),
+        input_format: canon.planned.format().name(),
         mapping: canon.planned.plan().report.clone(),
         architecture: arch,
         config: config_json,
         notes,
-        dropped: canon.dropped,
+        dropped: canon.dropped.clone(),
         outputs,
         tensors: written.tensors,
         bytes: written.bytes,
@@ -562,7 +724,7 @@ fn write_weights(
     config: &ViTConfig,
     weights: &Path,
     opts: &ConvertOptions,
-    sha: DeferredMeta<'_>,
+    sha: Option<DeferredMeta<'_>>,
     progress: &dyn Progress,
 ) -> Result<Written> {
     let arch = canon.config.architecture;
@@ -593,7 +755,7 @@ fn write_weights(
                 source: t.name.clone(),
             })
             .collect();
-        let (f, b) = write::stage_safetensors(weights, &src, &disk, None, &meta, Some(sha))?;
+        let (f, b) = write::stage_safetensors(weights, &src, &disk, None, &meta, sha)?;
         return Ok(Written {
             tensors: disk.len(),
             bytes: b,
@@ -642,7 +804,7 @@ fn write_weights(
         }
         OutputFormat::Safetensors | OutputFormat::Timm => {
             let items = WriteItem::all(&rev);
-            let (f, b) = write::stage_safetensors(weights, &src, &items, None, &meta, Some(sha))?;
+            let (f, b) = write::stage_safetensors(weights, &src, &items, None, &meta, sha)?;
             (items.len(), b, f)
         }
     };

@@ -18,7 +18,7 @@ use half::{bf16, f16};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::hash::{with_tensors, ReadAs, Reading};
+use crate::hash::{with_source_tensors, with_tensors, ReadAs, Reading};
 use crate::source::TensorSource;
 use crate::tensor::{DType, Tensor};
 use crate::verify::Tolerance;
@@ -90,7 +90,7 @@ pub struct DiffReport {
 /// Compares two checkpoints.
 ///
 /// ```
-/// use vit_convert::{diff, DiffOptions, ReadAs};
+/// use vit_convert::{diff::{diff, DiffOptions}, hash::ReadAs};
 /// // A timm .pth and the HF checkpoint made from it: the same canonical tensors.
 /// let opts = DiffOptions {
 ///     a: ReadAs::canonical("timm"),
@@ -98,8 +98,8 @@ pub struct DiffReport {
 ///     ..Default::default()
 /// };
 /// let r = diff(
-///     "fixtures/convert/timm_vit/source.pth".as_ref(),
-///     "fixtures/convert/timm_vit/hf/model.safetensors".as_ref(),
+///     "fixtures/convert/timm_vit/source.pth",
+///     "fixtures/convert/timm_vit/hf/model.safetensors",
 ///     &opts,
 /// )?;
 /// assert!(r.identical);
@@ -107,8 +107,8 @@ pub struct DiffReport {
 /// // Different weights of one architecture: same names, every tensor changed.
 /// let opts = DiffOptions { a: ReadAs::canonical("auto"), b: ReadAs::canonical("auto"), ..Default::default() };
 /// let r = diff(
-///     "fixtures/convert/timm_vit/source.pth".as_ref(),
-///     "fixtures/convert/timm_vit_noqkvbias/source.pth".as_ref(),
+///     "fixtures/convert/timm_vit/source.pth",
+///     "fixtures/convert/timm_vit_noqkvbias/source.pth",
 ///     &opts,
 /// )?;
 /// assert!(!r.identical);
@@ -119,13 +119,35 @@ pub struct DiffReport {
 /// # Errors
 /// Reader and mapping errors, naming the file; [`crate::ErrorKind::InvalidOption`] for a
 /// tolerance that is negative or not finite.
-pub fn diff(a: &Path, b: &Path, opts: &DiffOptions) -> Result<DiffReport> {
+pub fn diff(a: impl AsRef<Path>, b: impl AsRef<Path>, opts: &DiffOptions) -> Result<DiffReport> {
     // An infinite, NaN or negative tolerance would make any two checkpoints "equivalent".
     if let Some(t) = &opts.tolerance {
         t.check()?;
     }
-    with_tensors(a, &opts.a, |sa, ra| {
-        with_tensors(b, &opts.b, |sb, rb| compare(sa, ra, sb, rb, opts.tolerance))
+    with_tensors(a.as_ref(), &opts.a, |sa, ra| {
+        with_tensors(b.as_ref(), &opts.b, |sb, rb| {
+            compare(sa, ra, sb, rb, opts.tolerance)
+        })
+    })
+}
+
+/// [`diff()`] of two sources in memory (bytes opened with [`open_bytes`](crate::open_bytes),
+/// or any [`TensorSource`]); the report's [`Reading::file`]s are `None`.
+///
+/// # Errors
+/// As [`diff()`].
+pub fn diff_sources(
+    a: &dyn TensorSource,
+    b: &dyn TensorSource,
+    opts: &DiffOptions,
+) -> Result<DiffReport> {
+    if let Some(t) = &opts.tolerance {
+        t.check()?;
+    }
+    with_source_tensors(a, None, &opts.a, |sa, ra| {
+        with_source_tensors(b, None, &opts.b, |sb, rb| {
+            compare(sa, ra, sb, rb, opts.tolerance)
+        })
     })
 }
 

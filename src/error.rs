@@ -18,7 +18,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// ```
 /// use vit_convert::ErrorKind;
 /// // A pickle that would call os.system: refused, nothing executed.
-/// let err = vit_convert::open("fixtures/hostile/zip_posix_system.pth".as_ref()).err().unwrap();
+/// let err = vit_convert::open("fixtures/hostile/zip_posix_system.pth").err().unwrap();
 /// assert!(matches!(err.kind(), ErrorKind::DisallowedGlobal { global, .. } if global == "posix.system"));
 /// assert!(err.path().is_some());
 /// assert!(err.to_string().contains("disallowed global posix.system"));

@@ -44,7 +44,7 @@ use crate::mapping::{schema::hex, MappingTable, PlannedSource};
 use crate::source::{self, Format, TensorSource};
 use crate::tensor::DType;
 
-/// How [`hash`] and [`diff`](crate::diff()) read a checkpoint: its tensors as stored, or the
+/// How [`hash()`] and [`diff`](crate::diff::diff()) read a checkpoint: its tensors as stored, or the
 /// canonical tensors a mapping table makes of them.
 #[derive(Clone, Debug, Default)]
 pub struct ReadAs {
@@ -80,9 +80,9 @@ impl ReadAs {
 /// How a checkpoint was read: container, and the table applied if any.
 #[derive(Clone, Debug, Serialize)]
 pub struct Reading {
-    /// The file.
-    #[serde(serialize_with = "crate::text::serialize_path_lossy")]
-    pub file: PathBuf,
+    /// The file (`None` for a source in memory).
+    #[serde(serialize_with = "crate::text::serialize_opt_path_lossy")]
+    pub file: Option<PathBuf>,
     /// Its container format.
     pub format: Format,
     /// The mapping table applied (`None`: tensors as stored).
@@ -100,28 +100,37 @@ pub(crate) fn with_tensors<R>(
     f: impl FnOnce(&dyn TensorSource, Reading) -> Result<R>,
 ) -> Result<R> {
     let src = source::open(path)?;
+    with_source_tensors(src.as_ref(), Some(path), how, f).map_err(|e| e.with_path(path))
+}
+
+/// Hands the tensors of `src` (the contents of `file`, if any), read as `how` says, to `f`.
+pub(crate) fn with_source_tensors<R>(
+    src: &dyn TensorSource,
+    file: Option<&Path>,
+    how: &ReadAs,
+    f: impl FnOnce(&dyn TensorSource, Reading) -> Result<R>,
+) -> Result<R> {
     let mut reading = Reading {
-        file: path.to_path_buf(),
+        file: file.map(Path::to_path_buf),
         format: src.format(),
         table: None,
         selected: None,
         dropped: Vec::new(),
     };
     if !how.is_canonical() {
-        return f(src.as_ref(), reading).map_err(|e| e.with_path(path));
+        return f(src, reading);
     }
     let c = plan_canonical(
-        src.as_ref(),
+        src,
         how.from.as_deref(),
         how.table.as_ref(),
         how.branch.as_deref(),
-    )
-    .map_err(|e| e.with_path(path))?;
+    )?;
     reading.table = Some(c.table.id().to_string());
     reading.selected = c.plan.report.selected.clone();
     reading.dropped = c.dropped;
-    let planned = PlannedSource::new(src.as_ref(), c.plan);
-    f(&planned, reading).map_err(|e| e.with_path(path))
+    let planned = PlannedSource::new(src, c.plan);
+    f(&planned, reading)
 }
 
 /// One tensor of a [`HashReport`].
@@ -192,47 +201,68 @@ impl HashReport {
 /// Hashes a checkpoint's tensors (see the module docs for exactly what is hashed).
 ///
 /// ```
-/// use vit_convert::{hash, ReadAs};
+/// use vit_convert::hash::{hash, ReadAs};
 /// // The same weights as a timm .pth, a JAX .npz and an HF safetensors: one digest.
-/// let pth = hash("fixtures/convert/timm_vit/source.pth".as_ref(), &ReadAs::canonical("timm"))?;
-/// let npz = hash("fixtures/convert/jax_vit/source.npz".as_ref(), &ReadAs::canonical("jax"))?;
-/// let hf = hash("fixtures/convert/timm_vit/hf/model.safetensors".as_ref(), &ReadAs::canonical("auto"))?;
+/// let pth = hash("fixtures/convert/timm_vit/source.pth", &ReadAs::canonical("timm"))?;
+/// let npz = hash("fixtures/convert/jax_vit/source.npz", &ReadAs::canonical("jax"))?;
+/// let hf = hash("fixtures/convert/timm_vit/hf/model.safetensors", &ReadAs::canonical("auto"))?;
 /// assert_eq!(pth.digest, npz.digest);
 /// assert_eq!(pth.digest, hf.digest);
 /// assert_eq!(pth.tensors[0].name, "classifier.bias");
 ///
 /// // As stored, names (and so the digest) are the container's own.
-/// let stored = hash("fixtures/convert/timm_vit/source.pth".as_ref(), &ReadAs::stored())?;
+/// let stored = hash("fixtures/convert/timm_vit/source.pth", &ReadAs::stored())?;
 /// assert_ne!(stored.digest, pth.digest);
 /// # Ok::<(), vit_convert::Error>(())
 /// ```
 ///
 /// # Errors
 /// Reader and mapping errors, naming the file.
-pub fn hash(path: &Path, how: &ReadAs) -> Result<HashReport> {
-    with_tensors(path, how, |src, reading| {
-        let mut infos: Vec<_> = src.tensors().to_vec();
-        infos.sort_by(|a, b| a.name.cmp(&b.name));
-        let mut tensors = Vec::with_capacity(infos.len());
-        for info in infos {
-            let t = src
-                .read(&info.name)
-                .map_err(|e| e.with_tensor(info.name.clone()))?;
-            tensors.push(TensorHash {
-                sha256: hex(&Sha256::digest(&t.data)),
-                dtype: t.dtype,
-                shape: t.shape.clone(),
-                name: info.name,
-            });
-        }
-        let mut report = HashReport {
-            reading,
-            tensors,
-            digest: String::new(),
-        };
-        report.digest = hex(&Sha256::digest(report.manifest().as_bytes()));
-        Ok(report)
-    })
+pub fn hash(path: impl AsRef<Path>, how: &ReadAs) -> Result<HashReport> {
+    with_tensors(path.as_ref(), how, hash_tensors)
+}
+
+/// [`hash()`] of a source in memory (bytes opened with [`open_bytes`](crate::open_bytes), or
+/// any [`TensorSource`]); the report's [`Reading::file`] is `None`.
+///
+/// ```
+/// use vit_convert::{hash::{hash, hash_source, ReadAs}, open_bytes, FileBytes};
+/// let path = "fixtures/convert/timm_vit/source.pth";
+/// let src = open_bytes(FileBytes::from_vec(std::fs::read(path)?))?;
+/// let how = ReadAs::canonical("timm");
+/// assert_eq!(hash_source(src.as_ref(), &how)?.digest, hash(path, &how)?.digest);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// Reader and mapping errors.
+pub fn hash_source(src: &dyn TensorSource, how: &ReadAs) -> Result<HashReport> {
+    with_source_tensors(src, None, how, hash_tensors)
+}
+
+/// Hashes every tensor of `src`, read as `reading` records.
+pub(crate) fn hash_tensors(src: &dyn TensorSource, reading: Reading) -> Result<HashReport> {
+    let mut infos: Vec<_> = src.tensors().to_vec();
+    infos.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut tensors = Vec::with_capacity(infos.len());
+    for info in infos {
+        let t = src
+            .read(&info.name)
+            .map_err(|e| e.with_tensor(info.name.clone()))?;
+        tensors.push(TensorHash {
+            sha256: hex(&Sha256::digest(&t.data)),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            name: info.name,
+        });
+    }
+    let mut report = HashReport {
+        reading,
+        tensors,
+        digest: String::new(),
+    };
+    report.digest = hex(&Sha256::digest(report.manifest().as_bytes()));
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -65,15 +65,15 @@ fn inspected(t: &TensorInfo) -> InspectedTensor {
 /// Lists a checkpoint's contents without reading tensor data.
 ///
 /// ```
-/// let info = vit_convert::inspect("fixtures/convert/jax_vit/source.npz".as_ref())?;
+/// let info = vit_convert::inspect::inspect("fixtures/convert/jax_vit/source.npz")?;
 /// println!("{} tensors, {} parameters", info.tensors.len(), info.parameters);
-/// assert_eq!(info.format, vit_convert::Format::Npz);
+/// assert_eq!(info.format, vit_convert::source::Format::Npz);
 /// # Ok::<(), vit_convert::Error>(())
 /// ```
 ///
 /// # Errors
 /// As [`crate::open`].
-pub fn inspect(path: &Path) -> Result<Inspection> {
+pub fn inspect(path: impl AsRef<Path>) -> Result<Inspection> {
     let src = source::open(path)?;
     Ok(Inspection::from_source(src.as_ref()))
 }

@@ -8,29 +8,70 @@
 //! source (container readers) → mapping (declarative tables) → model (config) → write / forward → verify
 //! ```
 //!
+//! ## In memory: bytes → canonical → model → verify
+//!
+//! Everything works on bytes: another converter can check its output without writing a file.
+//!
+//! ```
+//! use vit_convert::{
+//!     open_bytes, verify_model, Canonical, ConfigOverrides, ConvertOptions, ErrorKind, F32Array,
+//!     FileBytes,
+//! };
+//!
+//! // The bytes of a timm checkpoint (from anywhere: here a fixture file).
+//! let bytes = std::fs::read("fixtures/convert/timm_vit/source.pth")?;
+//! let src = open_bytes(FileBytes::from_vec(bytes.clone()))?;
+//!
+//! // Canonical tensors (HF names, PyTorch orientation) and the inferred config.
+//! let opts = ConvertOptions {
+//!     // tiny test model: 24 wide, 2 heads (real checkpoints default to hidden/64)
+//!     overrides: ConfigOverrides { num_heads: Some(2), ..Default::default() },
+//!     ..Default::default()
+//! };
+//! let canon = Canonical::new(src.as_ref(), &opts)?;
+//! println!("{} canonical tensors via table {}", canon.tensors().len(), canon.mapping().table);
+//!
+//! // Run it, and compare with the logits timm itself computed on this input.
+//! let model = canon.model()?;
+//! let input = F32Array::parse_npy(std::fs::read("fixtures/convert/timm_vit/io/input.npy")?)?;
+//! let expected = F32Array::parse_npy(std::fs::read("fixtures/convert/timm_vit/io/logits_timm.npy")?)?;
+//! let r = verify_model(&model, &input, &expected, &Default::default(), None)?;
+//! assert!(r.passed, "max |Δ| {}", r.max_abs_error);
+//!
+//! // A cut-short checkpoint is a typed error, not a panic.
+//! let cut = bytes[..bytes.len() / 2].to_vec();
+//! let err = open_bytes(FileBytes::from_vec(cut)).err().ok_or("a cut-short file opened")?;
+//! assert!(
+//!     matches!(err.kind(), ErrorKind::Truncated { .. } | ErrorKind::MalformedContainer { .. }),
+//!     "{err}"
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## The API at a glance
 //!
 //! | item | what it does |
 //! | --- | --- |
-//! | [`open`] → [`TensorSource`] | read any supported container (PyTorch zip and legacy `.pth`, `.npy`/`.npz`, safetensors, Flax msgpack), format sniffed from the bytes; list tensors without reading data, [`read`](TensorSource::read) one on demand |
-//! | [`inspect()`] → [`Inspection`] | what a checkpoint holds, without reading tensor data |
-//! | [`MappingTable`] | a declarative layout table: [`builtin`](MappingTable::builtin) (`timm`, `dino`, `deit`, `jax`, `big_vision`, `hf`, `flax`) or [`from_toml`](MappingTable::from_toml) for your own layout |
-//! | [`convert()`] + [`ConvertOptions`] → [`ConversionReport`] | checkpoint → HF transformers folder (or timm / npz / Flax layout) |
-//! | [`convert_with_progress`], [`Progress`] | the same, reporting progress to your observer (the library never prints) |
-//! | [`write_safetensors`] | write any [`TensorSource`] as a deterministic safetensors file, atomically |
+//! | [`open`], [`open_bytes`] → [`TensorSource`] | read any supported container (PyTorch zip and legacy `.pth`, `.npy`/`.npz`, safetensors, Flax msgpack) from a file or from memory, format sniffed from the bytes; list tensors without reading data, [`read`](TensorSource::read) one on demand |
+//! | [`MappingTable`] | a declarative layout table: [`builtin`](MappingTable::builtin) (`timm`, `dino`, `deit`, `jax`, `big_vision`, `hf`, `flax`), [`from_file`](MappingTable::from_file) or [`from_toml`](MappingTable::from_toml) for your own layout |
+//! | [`Canonical`] + [`ConvertOptions`] | any source → canonical tensors + config, in memory: inspect, [`hash`](Canonical::hash), [`model`](Canonical::model) or [`write`](Canonical::write) it |
+//! | [`convert()`] → [`ConversionReport`] | the path-based wrapper: checkpoint file → HF transformers folder (or timm / npz / Flax layout, [`OutputFormat`]) |
 //! | [`Model`] ([`load`](Model::load), [`forward`](Model::forward)) | the reference forward pass, HF numerics |
-//! | [`verify()`] → [`VerifyReport`] | run the model and compare with the original framework's outputs under a [`Tolerance`] |
-//! | [`hash()`] → [`HashReport`] | per-tensor sha256 manifest and model digest, container-independent |
-//! | [`diff()`] → [`DiffReport`] | how two checkpoints differ, tensor by tensor |
+//! | [`verify_model`] → [`verify::VerifyReport`] | run the model and compare with the original framework's outputs ([`F32Array`]) under a [`Tolerance`] (by default the one the weights' precision calls for) |
+//! | [`hash::hash`], [`diff::diff`], [`inspect::inspect`] (and their in-memory forms) | per-tensor sha256 manifest and model digest; how two checkpoints differ; what a checkpoint holds |
 //! | [`Error`], [`ErrorKind`] | every failure, typed; `Display` says what and where |
+//!
+//! The rest lives in its module: [`source`] (readers; [`Limits`]), [`mapping`], [`model`]
+//! ([`ViTConfig`](model::ViTConfig)), [`forward`], [`verify`], [`write`](mod@write),
+//! [`progress`], [`tensor`]. [`ndarray`] is re-exported for [`Model::forward`]'s input view.
 //!
 //! Pickles are interpreted by a small inert machine with an allowlist: nothing in a checkpoint
 //! is ever executed.
 //!
-//! ## Convert, then prove it
+//! ## Convert a file, then prove it
 //!
 //! ```
-//! use vit_convert::{convert, model::ConfigOverrides, verify::Array, ConvertOptions, Model, Tolerance};
+//! use vit_convert::{convert, verify_model, ConfigOverrides, ConvertOptions, F32Array, Model};
 //!
 //! let out = tempfile::tempdir()?;
 //! let opts = ConvertOptions {
@@ -38,14 +79,13 @@
 //!     overrides: ConfigOverrides { num_heads: Some(2), ..Default::default() },
 //!     ..Default::default()
 //! };
-//! let report = convert("fixtures/convert/timm_vit/source.pth".as_ref(), out.path(), &opts)?;
+//! let report = convert("fixtures/convert/timm_vit/source.pth", out.path(), &opts)?;
 //! println!("{} tensors written by table {}", report.tensors, report.mapping.table);
 //!
-//! // The logits timm itself computed on this input, saved by the fixture generator.
 //! let model = Model::load(out.path())?;
-//! let input = Array::read_npy("fixtures/convert/timm_vit/io/input.npy".as_ref())?;
-//! let expected = Array::read_npy("fixtures/convert/timm_vit/io/logits_timm.npy".as_ref())?;
-//! let r = vit_convert::verify(&model, &input, &expected, &Default::default(), Tolerance::default())?;
+//! let input = F32Array::read_npy("fixtures/convert/timm_vit/io/input.npy")?;
+//! let expected = F32Array::read_npy("fixtures/convert/timm_vit/io/logits_timm.npy")?;
+//! let r = verify_model(&model, &input, &expected, &Default::default(), None)?;
 //! assert!(r.passed, "max |Δ| {}", r.max_abs_error);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -53,7 +93,7 @@
 //! ## Read one tensor
 //!
 //! ```
-//! let src = vit_convert::open("fixtures/convert/timm_vit/source.pth".as_ref())?;
+//! let src = vit_convert::open("fixtures/convert/timm_vit/source.pth")?;
 //! for t in src.tensors().iter().take(3) {
 //!     println!("{} {} {:?}", t.name, t.dtype, t.shape);
 //! }
@@ -65,7 +105,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod convert;
+mod convert;
 pub mod diff;
 pub mod error;
 pub mod forward;
@@ -83,17 +123,16 @@ pub mod text;
 pub mod verify;
 pub mod write;
 
-pub use convert::{convert, convert_with_progress, ConversionReport, ConvertOptions, OutputFormat};
-pub use diff::{diff, DiffOptions, DiffReport};
+pub use ndarray;
+
+pub use convert::{
+    convert, convert_with_progress, Canonical, ConversionReport, ConvertOptions, OutputFormat,
+};
 pub use error::{Error, ErrorKind, Result};
-pub use forward::{ForwardOptions, ForwardOutput, Model, PosInterp};
-pub use hash::{hash, HashReport, ReadAs};
-pub use inspect::{inspect, Inspection};
-pub use mapping::{MappingReport, MappingTable};
+pub use forward::Model;
+pub use mapping::MappingTable;
 pub use mmap::FileBytes;
-pub use model::{Architecture, ViTConfig};
-pub use progress::{NoProgress, Progress, Stage};
-pub use source::{open, open_bytes, Format, Limits, MemorySource, TensorSource};
-pub use tensor::{DType, Tensor, TensorInfo};
-pub use verify::{verify, Tolerance, VerifyReport};
-pub use write::{write_safetensors, WriteItem};
+pub use model::ConfigOverrides;
+pub use source::{open, open_bytes, Limits, TensorSource};
+pub use tensor::DType;
+pub use verify::{verify_model, F32Array, Tolerance};

@@ -26,7 +26,7 @@ pub enum Stage {
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
-/// use vit_convert::{Progress, Stage};
+/// use vit_convert::progress::{Progress, Stage};
 ///
 /// #[derive(Default)]
 /// struct Count(AtomicU64, AtomicU64);
@@ -43,11 +43,11 @@ pub enum Stage {
 /// let out = tempfile::tempdir()?;
 /// let opts = vit_convert::ConvertOptions {
 ///     from: Some("timm".into()),
-///     overrides: vit_convert::model::ConfigOverrides { num_heads: Some(2), ..Default::default() },
+///     overrides: vit_convert::ConfigOverrides { num_heads: Some(2), ..Default::default() },
 ///     ..Default::default()
 /// };
 /// vit_convert::convert_with_progress(
-///     "fixtures/convert/timm_vit/source.pth".as_ref(),
+///     "fixtures/convert/timm_vit/source.pth",
 ///     out.path(),
 ///     &opts,
 ///     &seen,
@@ -139,7 +139,7 @@ mod tests {
 
     use super::*;
     use crate::forward::{ForwardOptions, Model};
-    use crate::verify::Array;
+    use crate::verify::F32Array;
 
     #[derive(Default)]
     struct Log(Mutex<Vec<(&'static str, u64)>>);
@@ -168,8 +168,8 @@ mod tests {
 
     #[test]
     fn forward_reports_one_unit_per_layer_and_sample() {
-        let model = Model::load(&fixture("deit_distilled/hf")).unwrap();
-        let x = Array::read_npy(&fixture("deit_distilled/io/batch5.npy")).unwrap();
+        let model = Model::load(fixture("deit_distilled/hf")).unwrap();
+        let x = F32Array::read_npy(fixture("deit_distilled/io/batch5.npy")).unwrap();
         let log = Log::default();
         model
             .forward_with_progress(x.as_nchw().unwrap(), &ForwardOptions::default(), &log)
@@ -205,7 +205,7 @@ mod tests {
                 ..Default::default()
             };
             let log = Log::default();
-            crate::convert_with_progress(&fixture("timm_vit/source.pth"), out.path(), &opts, &log)
+            crate::convert_with_progress(fixture("timm_vit/source.pth"), out.path(), &opts, &log)
                 .unwrap();
             let events = log.0.into_inner().unwrap();
             let Some(&("write", total)) = events.first() else {
@@ -231,7 +231,7 @@ mod tests {
         };
         let log = Log::default();
         let r =
-            crate::convert_with_progress(&fixture("timm_vit/source.pth"), out.path(), &opts, &log);
+            crate::convert_with_progress(fixture("timm_vit/source.pth"), out.path(), &opts, &log);
         assert!(r.is_err());
         assert!(!log.0.into_inner().unwrap().contains(&("finish", 0)));
     }

@@ -54,6 +54,20 @@ pub fn serialize_paths_lossy<S: serde::Serializer>(
     s.collect_seq(paths.iter().map(|p| p.to_string_lossy()))
 }
 
+/// [`serialize_path_lossy`] for an optional path (`null` for `None`).
+///
+/// # Errors
+/// Those of the serializer.
+pub fn serialize_opt_path_lossy<S: serde::Serializer>(
+    path: &Option<std::path::PathBuf>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => serialize_path_lossy(p, s),
+        None => s.serialize_none(),
+    }
+}
+
 /// Whether `c` must not reach a terminal raw.
 pub fn is_unsafe_char(c: char) -> bool {
     c.is_control()

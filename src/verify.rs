@@ -11,10 +11,37 @@ use crate::progress::{NoProgress, Progress};
 use crate::source::{self, Format};
 use crate::tensor::{cast_float, checked_numel, DType};
 
-/// Default absolute tolerance.
+/// Default absolute tolerance (f32 or f64 weights).
 pub const DEFAULT_ATOL: f64 = 1e-5;
-/// Default tolerance relative to the largest expected magnitude.
+/// Default tolerance relative to the largest expected magnitude (f32 or f64 weights).
 pub const DEFAULT_RTOL: f64 = 1e-4;
+
+// Weights stored in 16 bits cost what their rounding costs, and no reference forward pass can
+// give it back: the expected outputs come from the f32 original. How the defaults below were
+// chosen: every bundled fixture (`fixtures/convert/*/hf`, 8 models) was converted with
+// `--dtype bf16` and `--dtype f16`, and verified against the f32 framework's outputs (the
+// single input and the batch of 5: 32 comparisons). Worst cases seen:
+//
+// | weights | max |Δ|              | max |Δ| / max |expected|          |
+// | ------- | -------------------- | ---------------------------------- |
+// | bf16    | 2.5e-2 (dino, hidden states) | 1.25e-2 (big_vision logits) |
+// | f16     | 2.5e-3 (dino, batch)  | 2.0e-3 (big_vision logits)        |
+//
+// Both are 6-8 times the format's unit roundoff u (bf16: 2^-9 ≈ 1.95e-3; f16: 2^-12 ≈ 2.4e-4).
+// The defaults are rtol = 32·u and atol = 8·u (exact binary fractions): the worst comparison
+// uses 17% of its bound in bf16 (big_vision, 1.65e-2 of 9.9e-2) and 21% in f16 (big_vision,
+// 2.4e-3 of 1.17e-2). That margin of about 5 is for deeper models, which accumulate more
+// rounding than these 2-layer fixtures; a wrong conversion (a transposed or swapped tensor)
+// moves outputs by the order of the outputs themselves and still fails.
+
+/// Default absolute tolerance for bf16 weights: 8·2^-9 (see the figures above).
+pub const BF16_ATOL: f64 = 1.0 / 64.0;
+/// Default relative tolerance for bf16 weights: 32·2^-9.
+pub const BF16_RTOL: f64 = 1.0 / 16.0;
+/// Default absolute tolerance for f16 weights: 8·2^-12.
+pub const F16_ATOL: f64 = 1.0 / 512.0;
+/// Default relative tolerance for f16 weights: 32·2^-12.
+pub const F16_RTOL: f64 = 1.0 / 128.0;
 
 /// Tolerances: an output passes when `max |got − expected| ≤ atol + rtol · max |expected|`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -40,6 +67,36 @@ impl Tolerance {
             rtol: STRICT_RTOL,
         }
     }
+
+    /// The default tolerance for a model whose weights are stored as `weights`:
+    /// [`Tolerance::default`] for f32 and f64, widened to what the rounding costs for bf16
+    /// ([`BF16_ATOL`], [`BF16_RTOL`]) and f16 ([`F16_ATOL`], [`F16_RTOL`]); see the figures in
+    /// this module's source.
+    ///
+    /// ```
+    /// use vit_convert::{DType, Tolerance};
+    /// assert_eq!(Tolerance::for_weights(DType::F32), Tolerance::default());
+    /// assert!(Tolerance::for_weights(DType::BF16).rtol > Tolerance::for_weights(DType::F16).rtol);
+    /// ```
+    pub fn for_weights(weights: DType) -> Self {
+        match weights {
+            DType::BF16 => Tolerance {
+                atol: BF16_ATOL,
+                rtol: BF16_RTOL,
+            },
+            DType::F16 => Tolerance {
+                atol: F16_ATOL,
+                rtol: F16_RTOL,
+            },
+            _ => Tolerance::default(),
+        }
+    }
+
+    /// [`Tolerance::for_weights`] of the model's least precise weights
+    /// ([`Model::weight_dtype`]).
+    pub fn for_model(model: &Model) -> Self {
+        Tolerance::for_weights(model.weight_dtype())
+    }
 }
 
 impl Default for Tolerance {
@@ -47,6 +104,38 @@ impl Default for Tolerance {
         Tolerance {
             atol: DEFAULT_ATOL,
             rtol: DEFAULT_RTOL,
+        }
+    }
+}
+
+/// Why a comparison used the tolerance it did ([`VerifyReport::tolerance_basis`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ToleranceBasis {
+    /// The caller chose it (a [`Tolerance`] passed to [`verify_model`] or [`compare`]).
+    Given,
+    /// The default for the model's weights ([`Tolerance::for_weights`]).
+    Default {
+        /// The least precise dtype among the model's weights.
+        weights: DType,
+    },
+}
+
+impl std::fmt::Display for ToleranceBasis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ToleranceBasis::Given => f.write_str("given"),
+            ToleranceBasis::Default {
+                weights: w @ (DType::BF16 | DType::F16),
+            } => write!(
+                f,
+                "default for {} weights, widened for their rounding",
+                w.name()
+            ),
+            ToleranceBasis::Default { weights } => {
+                write!(f, "default for {} weights", weights.name())
+            }
         }
     }
 }
@@ -127,6 +216,9 @@ pub struct VerifyReport {
     pub max_abs_expected: f64,
     /// Tolerances applied.
     pub tolerance: Tolerance,
+    /// Why those: given by the caller, or the default for the model's weights (widened for
+    /// f16/bf16 weights).
+    pub tolerance_basis: ToleranceBasis,
     /// The bound the differences must stay within: `atol + rtol · max |expected|`.
     #[serde(serialize_with = "number_or_text")]
     pub bound: f64,
@@ -304,6 +396,7 @@ pub fn compare(
         },
         max_abs_expected: max_exp,
         tolerance: tol,
+        tolerance_basis: ToleranceBasis::Given,
         bound,
         non_finite,
         top1,
@@ -312,15 +405,17 @@ pub fn compare(
 }
 
 /// Runs the model on `input` (`[B, C, H, W]`) and compares its primary output (logits, or
-/// `last_hidden_state` for headless models) with `expected`.
+/// `last_hidden_state` for headless models) with `expected`, under `tol` or, when `None`, the
+/// default for the model's weights ([`Tolerance::for_model`]: widened for f16/bf16 weights).
+/// [`VerifyReport::tolerance_basis`] says which applied.
 ///
 /// ```
-/// use vit_convert::{verify::Array, verify, Model, Tolerance};
-/// let model = Model::load("fixtures/convert/deit_distilled/hf".as_ref())?;
-/// let input = Array::read_npy("fixtures/convert/deit_distilled/io/batch5.npy".as_ref())?;
+/// use vit_convert::{verify_model, F32Array, Model, Tolerance};
+/// let model = Model::load("fixtures/convert/deit_distilled/hf")?;
+/// let input = F32Array::read_npy("fixtures/convert/deit_distilled/io/batch5.npy")?;
 /// // Logits transformers computed on the same input.
-/// let expected = Array::read_npy("fixtures/convert/deit_distilled/io/logits_batch5_hf.npy".as_ref())?;
-/// let r = verify(&model, &input, &expected, &Default::default(), Tolerance::strict())?;
+/// let expected = F32Array::read_npy("fixtures/convert/deit_distilled/io/logits_batch5_hf.npy")?;
+/// let r = verify_model(&model, &input, &expected, &Default::default(), Some(Tolerance::strict()))?;
 /// assert!(r.passed && r.top1.iter().all(|t| t.agree));
 /// # Ok::<(), vit_convert::Error>(())
 /// ```
@@ -329,26 +424,26 @@ pub fn compare(
 /// Forward errors; [`ErrorKind::EmptyComparison`] for an input with no values;
 /// [`ErrorKind::BadValue`] for a NaN or ±Inf input pixel; [`ErrorKind::ShapeMismatch`] naming
 /// both shapes when the output's differs from `expected`'s; the errors of [`compare`].
-pub fn verify(
+pub fn verify_model(
     model: &Model,
-    input: &Array,
-    expected: &Array,
+    input: &F32Array,
+    expected: &F32Array,
     opts: &ForwardOptions,
-    tol: Tolerance,
+    tol: Option<Tolerance>,
 ) -> Result<VerifyReport> {
-    verify_with_progress(model, input, expected, opts, tol, &NoProgress)
+    verify_model_with_progress(model, input, expected, opts, tol, &NoProgress)
 }
 
-/// [`verify()`], reporting the forward pass to `progress`.
+/// [`verify_model`], reporting the forward pass to `progress`.
 ///
 /// # Errors
-/// As [`verify()`].
-pub fn verify_with_progress(
+/// As [`verify_model`].
+pub fn verify_model_with_progress(
     model: &Model,
-    input: &Array,
-    expected: &Array,
+    input: &F32Array,
+    expected: &F32Array,
     opts: &ForwardOptions,
-    tol: Tolerance,
+    tol: Option<Tolerance>,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let numel = checked_numel(&input.shape).unwrap_or(0);
@@ -370,34 +465,68 @@ pub fn verify_with_progress(
         }
         .into());
     }
-    compare(&got, &expected.data, &shape, tol)
+    let (tol, basis) = match tol {
+        Some(t) => (t, ToleranceBasis::Given),
+        None => (
+            Tolerance::for_model(model),
+            ToleranceBasis::Default {
+                weights: model.weight_dtype(),
+            },
+        ),
+    };
+    let mut report = compare(&got, &expected.data, &shape, tol)?;
+    report.tolerance_basis = basis;
+    Ok(report)
 }
 
-/// A float32 array read from or written to `.npy`.
+/// A float32 array read from or written to `.npy`: a model's input batch `[B, C, H, W]`, or its
+/// expected or computed outputs. (Named apart from [`ndarray::Array`]; [`F32Array::as_nchw`]
+/// gives an `ndarray` view.)
 #[derive(Clone, Debug, PartialEq)]
-pub struct Array {
+pub struct F32Array {
     /// Shape.
     pub shape: Vec<usize>,
     /// Values, C order.
     pub data: Vec<f32>,
 }
 
-impl Array {
+/// The former name of [`F32Array`] (it clashed with `ndarray::Array`).
+#[deprecated(since = "0.1.0", note = "renamed F32Array")]
+pub type Array = F32Array;
+
+impl F32Array {
     /// Reads a `.npy` file of any float dtype as f32. f16, bf16 and f32 convert exactly, and f64
     /// rounds to nearest; NaN and ±Inf are kept as they are (a comparison then fails on them, an
-    /// input is refused by [`verify()`]).
+    /// input is refused by [`verify_model`]).
     ///
     /// # Errors
     /// Format errors; [`ErrorKind::UnexpectedDType`] for a non-float array;
     /// [`ErrorKind::BadValue`] naming the index and value of the first finite f64 beyond the f32
     /// range (it would silently become ±Inf).
-    pub fn read_npy(path: &Path) -> Result<Array> {
+    pub fn read_npy(path: impl AsRef<Path>) -> Result<F32Array> {
+        let path = path.as_ref();
         let src = source::open(path)?;
-        Array::from_npy_source(src.as_ref()).map_err(|e| e.with_path(path))
+        F32Array::from_npy_source(src.as_ref()).map_err(|e| e.with_path(path))
     }
 
-    /// [`Array::read_npy`] on an opened source (the bytes of a `.npy`).
-    pub(crate) fn from_npy_source(src: &dyn source::TensorSource) -> Result<Array> {
+    /// [`F32Array::read_npy`] on the bytes of a `.npy` file, in memory.
+    ///
+    /// ```
+    /// let bytes = std::fs::read("fixtures/convert/timm_vit/io/logits_timm.npy")?;
+    /// let logits = vit_convert::F32Array::parse_npy(bytes)?;
+    /// assert_eq!(logits.shape, [2, 5]); // 2 samples, 5 classes
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`F32Array::read_npy`].
+    pub fn parse_npy(bytes: Vec<u8>) -> Result<F32Array> {
+        let src = source::open_bytes(crate::mmap::FileBytes::from_vec(bytes))?;
+        F32Array::from_npy_source(src.as_ref())
+    }
+
+    /// [`F32Array::read_npy`] on an opened source (a `.npy`).
+    pub(crate) fn from_npy_source(src: &dyn source::TensorSource) -> Result<F32Array> {
         let wrong = || {
             Error::from(ErrorKind::InvalidOption {
                 reason: "expected a single float array in a .npy file".into(),
@@ -432,7 +561,7 @@ impl Array {
             }
         }
         let t = cast_float(t, DType::F32);
-        Ok(Array {
+        Ok(F32Array {
             shape: t.shape.clone(),
             data: t
                 .data
@@ -463,11 +592,11 @@ impl Array {
     ///
     /// # Errors
     /// I/O errors.
-    pub fn write_npy(&self, path: &Path) -> Result<()> {
-        crate::write::write_files(&[(path, &self.to_npy()?)])
+    pub fn write_npy(&self, path: impl AsRef<Path>) -> Result<()> {
+        crate::write::write_files(&[(path.as_ref(), &self.to_npy()?)])
     }
 
-    /// The bytes of the float32 `.npy` file [`Array::write_npy`] writes (for
+    /// The bytes of the float32 `.npy` file [`F32Array::write_npy`] writes (for
     /// [`crate::write::write_files`], which puts several files in place together).
     ///
     /// # Errors
@@ -695,6 +824,29 @@ mod tests {
             passes > 1000,
             "the property was exercised ({passes} passes)"
         );
+    }
+
+    #[test]
+    fn default_tolerance_follows_the_weights_precision() {
+        assert_eq!(Tolerance::for_weights(DType::F32), Tolerance::default());
+        assert_eq!(Tolerance::for_weights(DType::F64), Tolerance::default());
+        let (f16, bf16) = (
+            Tolerance::for_weights(DType::F16),
+            Tolerance::for_weights(DType::BF16),
+        );
+        assert_eq!((f16.atol, f16.rtol), (F16_ATOL, F16_RTOL));
+        assert_eq!((bf16.atol, bf16.rtol), (BF16_ATOL, BF16_RTOL));
+        assert!(Tolerance::default().rtol < f16.rtol && f16.rtol < bf16.rtol);
+        // 32 and 8 times the unit roundoff (2^-9 for bf16, 2^-12 for f16).
+        assert_eq!(bf16.rtol, 32.0 * 2f64.powi(-9));
+        assert_eq!(f16.atol, 8.0 * 2f64.powi(-12));
+        let basis = |weights| ToleranceBasis::Default { weights }.to_string();
+        assert_eq!(
+            basis(DType::BF16),
+            "default for BF16 weights, widened for their rounding"
+        );
+        assert_eq!(basis(DType::F32), "default for F32 weights");
+        assert_eq!(ToleranceBasis::Given.to_string(), "given");
     }
 
     #[test]

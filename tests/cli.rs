@@ -217,7 +217,7 @@ fn quiet_prints_nothing_and_the_exit_code_tells() {
     assert!(out.join("model.safetensors").exists());
 
     let bad = common::fixture("convert", "timm_vit/io/logits_hf.npy");
-    let mut perturbed = vit_convert::verify::Array::read_npy(&bad).unwrap();
+    let mut perturbed = vit_convert::verify::F32Array::read_npy(&bad).unwrap();
     perturbed.data[0] += 1.0;
     let p = dir.path().join("bad.npy");
     perturbed.write_npy(&p).unwrap();

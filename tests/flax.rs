@@ -15,8 +15,8 @@ use std::process::Command;
 
 use serde_json::Value;
 use vit_convert::forward::{ForwardOptions, Model};
-use vit_convert::model::ConfigOverrides;
-use vit_convert::verify::{compare, verify, Array, Tolerance};
+use vit_convert::verify::{compare, verify_model, F32Array, Tolerance};
+use vit_convert::ConfigOverrides;
 use vit_convert::{convert, open_bytes, ConvertOptions, ErrorKind, FileBytes, OutputFormat};
 
 fn flax_dir() -> PathBuf {
@@ -128,8 +128,8 @@ fn every_flax_fixture_lists_and_reads_byte_for_byte() {
 
 #[test]
 fn arrays_are_borrowed_from_the_file_and_chunked_ones_reassembled() {
-    let whole = vit_convert::open(&flax_dir().join("vit_model/flax_model.msgpack")).unwrap();
-    let chunked = vit_convert::open(&flax_dir().join("vit_model_chunked.msgpack")).unwrap();
+    let whole = vit_convert::open(flax_dir().join("vit_model/flax_model.msgpack")).unwrap();
+    let chunked = vit_convert::open(flax_dir().join("vit_model_chunked.msgpack")).unwrap();
     let small = read_json(&flax_dir().join("expected.json"))["small_chunk"]
         .as_u64()
         .unwrap() as usize;
@@ -154,7 +154,7 @@ fn arrays_are_borrowed_from_the_file_and_chunked_ones_reassembled() {
 
 #[test]
 fn generic_flax_state_lists_scalars_and_notes_other_leaves() {
-    let src = vit_convert::open(&flax_dir().join("scalars.msgpack")).unwrap();
+    let src = vit_convert::open(flax_dir().join("scalars.msgpack")).unwrap();
     let step = src.read("step").unwrap();
     assert_eq!(step.shape, Vec::<usize>::new());
     assert_eq!(step.data.as_ref(), &7i64.to_le_bytes());
@@ -179,7 +179,7 @@ fn from_flax_converts_to_exactly_the_pytorch_equivalent() {
                 from: from.map(str::to_string),
                 ..Default::default()
             };
-            let r = convert(&dir.join("flax_model.msgpack"), out.path(), &opts).unwrap();
+            let r = convert(dir.join("flax_model.msgpack"), out.path(), &opts).unwrap();
             assert_eq!(r.input_format, "flax");
             assert_eq!(r.mapping.table, "flax");
             assert_eq!(
@@ -218,19 +218,21 @@ fn converted_flax_models_reproduce_the_flax_outputs() {
         let dir = flax_dir().join(case["dir"].as_str().unwrap());
         let out = tempfile::tempdir().unwrap();
         convert(
-            &dir.join("flax_model.msgpack"),
+            dir.join("flax_model.msgpack"),
             out.path(),
             &options("flax", OutputFormat::Safetensors, None),
         )
         .unwrap();
         let model = Model::load(out.path()).unwrap();
-        let input = Array::read_npy(&dir.join("input.npy")).unwrap();
-        let primary = Array::read_npy(&dir.join(case["primary_output"].as_str().unwrap())).unwrap();
+        let input = F32Array::read_npy(dir.join("input.npy")).unwrap();
+        let primary =
+            F32Array::read_npy(dir.join(case["primary_output"].as_str().unwrap())).unwrap();
         let opts = ForwardOptions::default();
-        let report = verify(&model, &input, &primary, &opts, Tolerance::strict()).unwrap();
+        let report =
+            verify_model(&model, &input, &primary, &opts, Some(Tolerance::strict())).unwrap();
         assert!(report.passed, "{}: {report:?}", case["dir"]);
         if dir.join("pooler_output.npy").exists() {
-            let want = Array::read_npy(&dir.join("pooler_output.npy")).unwrap();
+            let want = F32Array::read_npy(dir.join("pooler_output.npy")).unwrap();
             let got = model.forward(input.as_nchw().unwrap(), &opts).unwrap();
             let pooled = got.pooler_output.unwrap();
             let r = compare(
@@ -253,7 +255,7 @@ fn to_flax_writes_the_bytes_flax_to_bytes_wrote() {
         // From the PyTorch equivalent (config.json beside it supplies the head count) …
         let out = tempfile::tempdir().unwrap();
         let opts = options("hf", OutputFormat::Flax, None);
-        let r = convert(&dir.join("pt/model.safetensors"), out.path(), &opts).unwrap();
+        let r = convert(dir.join("pt/model.safetensors"), out.path(), &opts).unwrap();
         assert_eq!(r.outputs[0].file_name().unwrap(), "flax_model.msgpack");
         let got = std::fs::read(&r.outputs[0]).unwrap();
         assert!(got == want, "{}: --to flax differs from flax", case["dir"]);
@@ -261,7 +263,7 @@ fn to_flax_writes_the_bytes_flax_to_bytes_wrote() {
         // … and from the Flax file itself.
         let again = tempfile::tempdir().unwrap();
         let opts = options("flax", OutputFormat::Flax, None);
-        convert(&dir.join("flax_model.msgpack"), again.path(), &opts).unwrap();
+        convert(dir.join("flax_model.msgpack"), again.path(), &opts).unwrap();
         assert!(std::fs::read(again.path().join("flax_model.msgpack")).unwrap() == want);
     }
 }
@@ -274,7 +276,7 @@ fn to_flax_bf16_matches_flax_to_bf16() {
         dtype: Some(vit_convert::DType::BF16),
         ..options("hf", OutputFormat::Flax, None)
     };
-    convert(&dir.join("pt/model.safetensors"), out.path(), &opts).unwrap();
+    convert(dir.join("pt/model.safetensors"), out.path(), &opts).unwrap();
     let got = std::fs::read(out.path().join("flax_model.msgpack")).unwrap();
     let want = std::fs::read(flax_dir().join("vit_cls_bf16.msgpack")).unwrap();
     assert!(got == want);

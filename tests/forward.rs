@@ -9,8 +9,8 @@ use std::process::Command;
 
 use serde_json::Value;
 use vit_convert::forward::{ForwardOptions, ForwardOutput, Model, PosInterp};
-use vit_convert::model::ConfigOverrides;
-use vit_convert::verify::{compare, Array, Tolerance};
+use vit_convert::verify::{compare, F32Array, Tolerance};
+use vit_convert::ConfigOverrides;
 use vit_convert::{convert, ConvertOptions, ErrorKind};
 
 use common::{case_dir, convert_cases as cases};
@@ -44,14 +44,14 @@ fn check(
     let Some(outputs) = io.get(group).and_then(Value::as_object) else {
         return 0;
     };
-    let input = Array::read_npy(&dir.join(io["input"].as_str().unwrap())).unwrap();
+    let input = F32Array::read_npy(dir.join(io["input"].as_str().unwrap())).unwrap();
     let opts = ForwardOptions {
         interpolate_pos_encoding: io["interpolate"].as_bool().unwrap() || interp == PosInterp::Dino,
         pos_interp: interp,
     };
     let out = model.forward(input.as_nchw().unwrap(), &opts).unwrap();
     for (key, file) in outputs {
-        let want = Array::read_npy(&dir.join(file.as_str().unwrap())).unwrap();
+        let want = F32Array::read_npy(dir.join(file.as_str().unwrap())).unwrap();
         let (shape, got) = output(&out, key);
         assert_eq!(shape, want.shape, "{what} {key}");
         let r = compare(&got, &want.data, &shape, Tolerance::strict()).unwrap();
@@ -125,8 +125,8 @@ fn forward_on_converted_checkpoints_reproduces_the_source_outputs() {
 
 #[test]
 fn other_sizes_without_interpolation_are_refused_as_in_hf() {
-    let model = Model::load(&common::fixture("convert", "timm_vit/hf")).unwrap();
-    let x = Array::read_npy(&common::fixture("convert", "timm_vit/io/input_48.npy")).unwrap();
+    let model = Model::load(common::fixture("convert", "timm_vit/hf")).unwrap();
+    let x = F32Array::read_npy(common::fixture("convert", "timm_vit/io/input_48.npy")).unwrap();
     let e = model
         .forward(x.as_nchw().unwrap(), &ForwardOptions::default())
         .unwrap_err();
@@ -143,7 +143,7 @@ fn half_precision_weights_are_computed_in_f32_within_tolerance() {
         ..Default::default()
     };
     convert(
-        &common::fixture("convert", "timm_vit/hf/model.safetensors"),
+        common::fixture("convert", "timm_vit/hf/model.safetensors"),
         out.path(),
         &opts,
     )
@@ -153,8 +153,8 @@ fn half_precision_weights_are_computed_in_f32_within_tolerance() {
             .unwrap();
     assert_eq!(cfg["dtype"], "bfloat16");
     let model = Model::load(out.path()).unwrap();
-    let x = Array::read_npy(&common::fixture("convert", "timm_vit/io/input.npy")).unwrap();
-    let want = Array::read_npy(&common::fixture("convert", "timm_vit/io/logits_hf.npy")).unwrap();
+    let x = F32Array::read_npy(common::fixture("convert", "timm_vit/io/input.npy")).unwrap();
+    let want = F32Array::read_npy(common::fixture("convert", "timm_vit/io/logits_hf.npy")).unwrap();
     let got = model
         .forward(x.as_nchw().unwrap(), &ForwardOptions::default())
         .unwrap();
@@ -191,7 +191,7 @@ fn verify_exits_0_within_tolerance_3_outside_and_1_on_error() {
     assert_eq!(report["passed"], true);
     assert_eq!(report["top1"].as_array().unwrap().len(), 5);
 
-    let mut bad = Array::read_npy(&good).unwrap();
+    let mut bad = F32Array::read_npy(&good).unwrap();
     bad.data[7] += 0.01;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("perturbed.npy");
@@ -233,8 +233,8 @@ fn forward_cli_writes_logits_hidden_states_and_pooler() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let y = Array::read_npy(&dir.path().join("y.npy")).unwrap();
-    let want = Array::read_npy(&common::fixture(
+    let y = F32Array::read_npy(dir.path().join("y.npy")).unwrap();
+    let want = F32Array::read_npy(common::fixture(
         "convert",
         "jax_vit_prelogits/io/last_hidden_state_32x48_hf.npy",
     ))
@@ -245,7 +245,7 @@ fn forward_cli_writes_logits_hidden_states_and_pooler() {
             .unwrap()
             .passed
     );
-    let p = Array::read_npy(&dir.path().join("p.npy")).unwrap();
+    let p = F32Array::read_npy(dir.path().join("p.npy")).unwrap();
     assert_eq!(p.shape, vec![1, 16]);
 }
 
@@ -255,11 +255,8 @@ fn image_input_is_preprocessed_like_transformers_and_top_k_prints_labels() {
     let cfg_path = common::fixture("convert", "image/vit_pil/preprocessor_config.json");
     let cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     let pixels = vit_convert::image::preprocess(&[&img], &cfg).unwrap();
-    let want = Array::read_npy(&common::fixture(
-        "convert",
-        "image/pixel_values_vit_pil.npy",
-    ))
-    .unwrap();
+    let want =
+        F32Array::read_npy(common::fixture("convert", "image/pixel_values_vit_pil.npy")).unwrap();
     assert_eq!(pixels.shape, want.shape);
     assert!(
         compare(
@@ -312,7 +309,7 @@ fn image_input_is_preprocessed_like_transformers_and_top_k_prints_labels() {
     assert!(first.trim_start().starts_with(&best.to_string()), "{text}");
     assert!(first.ends_with(&format!("LABEL_{best}")), "{text}");
     assert_eq!(text.lines().count(), 3, "{text}");
-    let y = Array::read_npy(&dir.path().join("y.npy")).unwrap();
+    let y = F32Array::read_npy(dir.path().join("y.npy")).unwrap();
     assert!(
         compare(
             &y.data,

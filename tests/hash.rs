@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use vit_convert::model::ConfigOverrides;
+use vit_convert::ConfigOverrides;
 use vit_convert::{
-    ConvertOptions, DType, DiffOptions, MemorySource, OutputFormat, ReadAs, Tensor, TensorSource,
-    Tolerance, WriteItem,
+    diff::DiffOptions, hash::ReadAs, source::MemorySource, tensor::Tensor, write::WriteItem,
+    ConvertOptions, DType, OutputFormat, TensorSource, Tolerance,
 };
 
 fn conv(rel: &str) -> PathBuf {
@@ -19,14 +19,14 @@ fn conv(rel: &str) -> PathBuf {
 }
 
 fn digest(path: &Path, from: &str) -> String {
-    vit_convert::hash(path, &ReadAs::canonical(from))
+    vit_convert::hash::hash(path, &ReadAs::canonical(from))
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .digest
 }
 
 fn write_all(src: &MemorySource, path: &Path) {
     let items = WriteItem::all(src);
-    vit_convert::write_safetensors(path, src, &items, None, &BTreeMap::new()).unwrap();
+    vit_convert::write::write_safetensors(path, src, &items, None, &BTreeMap::new()).unwrap();
 }
 
 #[test]
@@ -40,7 +40,7 @@ fn stored_tensor_hashes_match_the_numpy_side_for_every_reader_fixture() {
             continue;
         };
         let path = common::fixture("readers", &f.file);
-        let r = match vit_convert::hash(&path, &ReadAs::stored()) {
+        let r = match vit_convert::hash::hash(&path, &ReadAs::stored()) {
             Ok(r) => r,
             Err(e) => {
                 failures.push(format!("{}: {e}", f.file));
@@ -106,10 +106,10 @@ fn same_weights_in_any_container_or_layout_have_one_canonical_digest() {
     }
     assert_ne!(pt, want);
     // Stored names differ between containers, so stored digests do too …
-    let stored = vit_convert::hash(&conv("timm_vit/source.pth"), &ReadAs::stored()).unwrap();
+    let stored = vit_convert::hash::hash(conv("timm_vit/source.pth"), &ReadAs::stored()).unwrap();
     assert_ne!(stored.digest, want);
     // … but the legacy and zip containers store the same names and bytes.
-    let legacy = vit_convert::hash(&conv("timm_vit/legacy.pth"), &ReadAs::stored()).unwrap();
+    let legacy = vit_convert::hash::hash(conv("timm_vit/legacy.pth"), &ReadAs::stored()).unwrap();
     assert_eq!(stored.digest, legacy.digest);
 }
 
@@ -146,7 +146,7 @@ fn dino_branches_and_dropped_heads_hash_as_conversion_writes_them() {
         branch: Some("student".into()),
         ..Default::default()
     };
-    let r = vit_convert::hash(&full, &student).unwrap();
+    let r = vit_convert::hash::hash(&full, &student).unwrap();
     assert_eq!(r.reading.selected.as_deref(), Some("student"));
     assert_eq!(
         r.digest,
@@ -159,8 +159,8 @@ fn dino_branches_and_dropped_heads_hash_as_conversion_writes_them() {
     );
 
     // A JAX head after a pre-logits layer is dropped by conversion, and so by hash.
-    let with_head = vit_convert::hash(
-        &conv("jax_vit_prelogits/with_head.npz"),
+    let with_head = vit_convert::hash::hash(
+        conv("jax_vit_prelogits/with_head.npz"),
         &ReadAs::canonical("jax"),
     )
     .unwrap();
@@ -183,7 +183,7 @@ fn digest_is_the_sha256_of_the_printed_manifest() {
     let text = String::from_utf8(out.stdout).unwrap();
     let (manifest, last) = text.trim_end().rsplit_once('\n').unwrap();
     let manifest = format!("{manifest}\n");
-    let r = vit_convert::hash(&path, &ReadAs::canonical("deit")).unwrap();
+    let r = vit_convert::hash::hash(&path, &ReadAs::canonical("deit")).unwrap();
     assert_eq!(manifest, r.manifest());
     assert_eq!(common::sha256_hex(manifest.as_bytes()), r.digest);
     assert_eq!(
@@ -204,7 +204,7 @@ fn digest_is_the_sha256_of_the_printed_manifest() {
 
 /// The HF fixture with `edit` applied to a copy of its tensors.
 fn edited(dir: &Path, edit: impl FnOnce(&mut MemorySource)) -> PathBuf {
-    let src = vit_convert::open(&conv("timm_vit/hf/model.safetensors")).unwrap();
+    let src = vit_convert::open(conv("timm_vit/hf/model.safetensors")).unwrap();
     let mut mem = MemorySource::copy_from(src.as_ref()).unwrap();
     edit(&mut mem);
     let path = dir.join("edited.safetensors");
@@ -251,7 +251,7 @@ fn diff_reports_value_changes_missing_extra_and_shape_changes() {
             .unwrap();
         *mem = rebuilt;
     });
-    let r = vit_convert::diff(&a, &b, &DiffOptions::default()).unwrap();
+    let r = vit_convert::diff::diff(&a, &b, &DiffOptions::default()).unwrap();
     assert!(!r.identical && !r.equivalent);
     assert_eq!(r.only_in_a, ["classifier.bias"]);
     assert_eq!(r.only_in_b, ["extra.scale"]);
@@ -320,11 +320,11 @@ fn diff_with_a_tolerance_accepts_a_dtype_conversion_and_reports_it() {
         dtype: Some(DType::F16),
         ..Default::default()
     };
-    vit_convert::convert(&conv("timm_vit/hf/model.safetensors"), &f16, &opts).unwrap();
+    vit_convert::convert(conv("timm_vit/hf/model.safetensors"), &f16, &opts).unwrap();
     let a = conv("timm_vit/hf/model.safetensors");
     let b = f16.join("model.safetensors");
 
-    let strict = vit_convert::diff(&a, &b, &DiffOptions::default()).unwrap();
+    let strict = vit_convert::diff::diff(&a, &b, &DiffOptions::default()).unwrap();
     assert!(!strict.equivalent);
     assert!(strict
         .changed
@@ -344,7 +344,7 @@ fn diff_with_a_tolerance_accepts_a_dtype_conversion_and_reports_it() {
         }),
         ..Default::default()
     };
-    let r = vit_convert::diff(&a, &b, &loose).unwrap();
+    let r = vit_convert::diff::diff(&a, &b, &loose).unwrap();
     assert!(r.equivalent && !r.identical);
 
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
@@ -365,9 +365,9 @@ fn diff_with_a_tolerance_accepts_a_dtype_conversion_and_reports_it() {
 
 #[test]
 fn diff_reads_each_side_through_its_own_family() {
-    let r = vit_convert::diff(
-        &conv("jax_vit/source.npz"),
-        &conv("timm_vit/source.pth"),
+    let r = vit_convert::diff::diff(
+        conv("jax_vit/source.npz"),
+        conv("timm_vit/source.pth"),
         &DiffOptions {
             a: ReadAs::canonical("jax"),
             b: ReadAs::canonical("timm"),

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use vit_convert::image::{preprocess, resize, Filter, RgbImage};
-use vit_convert::verify::Array;
+use vit_convert::verify::F32Array;
 use vit_convert::ErrorKind;
 
 /// The agreement the brief asks for with HF's pixel values (in practice the match is exact).
@@ -32,14 +32,14 @@ fn config(name: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn expected(cfg: &str, image: &str) -> Array {
+fn expected(cfg: &str, image: &str) -> F32Array {
     let path = dir()
         .join(cfg)
         .join(format!("{}.npy", image.replace('.', "_")));
-    Array::read_npy(&path).unwrap()
+    F32Array::read_npy(&path).unwrap()
 }
 
-fn max_abs_diff(a: &Array, b: &Array) -> f32 {
+fn max_abs_diff(a: &F32Array, b: &F32Array) -> f32 {
     assert_eq!(a.shape, b.shape);
     a.data
         .iter()
@@ -75,7 +75,7 @@ fn jpeg_decoding_is_within_a_few_levels_of_pil() {
 
 #[test]
 fn resize_matches_pillow_for_every_filter_and_size() {
-    let expected = vit_convert::open(&dir().join("resize_rgb_50x40.npz")).unwrap();
+    let expected = vit_convert::open(dir().join("resize_rgb_50x40.npz")).unwrap();
     let decoded = vit_convert::image::read_image(&dir().join("rgb_50x40.png")).unwrap();
     let mut seen = 0;
     for info in expected.tensors() {

@@ -141,7 +141,7 @@ fn contiguous_little_endian_tensors_are_read_borrowed_and_others_owned() {
         let Expectation::Listing { tensors, .. } = entry.expectation() else {
             continue;
         };
-        let Ok(src) = vit_convert::open(&fixture("readers", &entry.file)) else {
+        let Ok(src) = vit_convert::open(fixture("readers", &entry.file)) else {
             failures.push(format!(
                 "{}: does not open (see the listing tests)",
                 entry.file
@@ -191,7 +191,7 @@ fn reading_an_unknown_name_is_tensor_not_found() {
         "c_order_f4.npy",
         "small.safetensors",
     ] {
-        let src = vit_convert::open(&fixture("readers", file))
+        let src = vit_convert::open(fixture("readers", file))
             .unwrap_or_else(|e| panic!("{file}: open failed: {e}"));
         match src.read("no such tensor") {
             Err(e) => assert!(

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::Value;
-use vit_convert::model::ConfigOverrides;
+use vit_convert::ConfigOverrides;
 use vit_convert::{
-    ConvertOptions, DType, DiffOptions, MappingTable, MemorySource, Tensor, WriteItem,
+    diff::DiffOptions, source::MemorySource, tensor::Tensor, write::WriteItem, ConvertOptions,
+    DType, MappingTable,
 };
 
 fn stdout(o: &Output) -> String {
@@ -141,7 +142,7 @@ fn transpose(t: &Tensor) -> Tensor<'static> {
 /// The timm fixture's weights in the README's layout: `net/…` names, Linear weights `[in, out]`,
 /// plus an optimizer entry outside `net/`.
 fn mynet_checkpoint(dir: &Path) -> PathBuf {
-    let timm = vit_convert::open(&common::fixture("convert", "timm_vit/source.pth")).unwrap();
+    let timm = vit_convert::open(common::fixture("convert", "timm_vit/source.pth")).unwrap();
     let mut src = MemorySource::new();
     for info in timm.tensors() {
         let t = timm.read(&info.name).unwrap();
@@ -178,7 +179,7 @@ fn mynet_checkpoint(dir: &Path) -> PathBuf {
     src.insert("optimizer/step", step).unwrap();
     let items = WriteItem::all(&src);
     let path = dir.join("ckpt.safetensors");
-    vit_convert::write_safetensors(&path, &src, &items, None, &BTreeMap::new()).unwrap();
+    vit_convert::write::write_safetensors(&path, &src, &items, None, &BTreeMap::new()).unwrap();
     path
 }
 
@@ -191,7 +192,7 @@ fn readme_worked_example_table_converts_its_layout_to_the_transformers_checkpoin
     let ckpt = mynet_checkpoint(dir.path());
 
     // The layout the README prints under "1. Look at the names".
-    let listed = vit_convert::inspect(&ckpt).unwrap();
+    let listed = vit_convert::inspect::inspect(&ckpt).unwrap();
     let qkv = listed
         .tensors
         .iter()
@@ -215,9 +216,9 @@ fn readme_worked_example_table_converts_its_layout_to_the_transformers_checkpoin
     assert_eq!(report.architecture.name(), "ViTForImageClassification");
 
     // Tensor for tensor what transformers made from the original timm model.
-    let d = vit_convert::diff(
-        &out.join("model.safetensors"),
-        &common::fixture("convert", "timm_vit/hf/model.safetensors"),
+    let d = vit_convert::diff::diff(
+        out.join("model.safetensors"),
+        common::fixture("convert", "timm_vit/hf/model.safetensors"),
         &DiffOptions::default(),
     )
     .unwrap();
@@ -464,7 +465,7 @@ fn library_apply_refuses_an_amplifying_table_before_reading() {
         "from = \"pos_embed\"\nshape = [1, \"T\", \"D\"]\nops = [\"prepend_zeros(1, 1099511627776)\"]\n",
     );
     let table = MappingTable::from_toml(&text, "evil.toml").unwrap();
-    let src = vit_convert::open(&common::fixture("convert", "timm_vit/source.pth")).unwrap();
+    let src = vit_convert::open(common::fixture("convert", "timm_vit/source.pth")).unwrap();
     let err = match table.apply(src.as_ref()) {
         Err(e) => e,
         Ok(_) => panic!("planned"),

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use vit_convert::model::ConfigOverrides;
 use vit_convert::text::Escaped;
+use vit_convert::ConfigOverrides;
 use vit_convert::{ConvertOptions, DType, MappingTable, OutputFormat};
 
 use super::progress::Bar;
@@ -113,7 +113,7 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
     writeln!(
         out,
         "{} ({}, table {}{}) → {}: {}, {} tensors, {} bytes",
-        Escaped(report.input.display()),
+        Escaped(a.input.display()),
         report.input_format,
         Escaped(&m.table),
         m.selected

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use vit_convert::forward::{ForwardOptions, Model, PosInterp};
 use vit_convert::text::Escaped;
-use vit_convert::verify::{self, Array, Tolerance, DEFAULT_ATOL, DEFAULT_RTOL};
+use vit_convert::verify::{self, F32Array, Tolerance, DEFAULT_ATOL, DEFAULT_RTOL};
 
 use super::progress::Bar;
 use super::{parse_tolerance, Ui, EXIT_MISMATCH, EXIT_OK};
@@ -34,9 +34,9 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The input batch: the .npy as given, or the images preprocessed for this model.
-    fn input(&self) -> anyhow::Result<Array> {
+    fn input(&self) -> anyhow::Result<F32Array> {
         match &self.input {
-            Some(p) => Ok(Array::read_npy(p)?),
+            Some(p) => Ok(F32Array::read_npy(p)?),
             None => {
                 let path = self.model_dir.join("preprocessor_config.json");
                 if !path.exists() {
@@ -95,12 +95,14 @@ pub struct VerifyArgs {
     /// Expected output computed by the original framework (float .npy).
     #[arg(long)]
     pub expected: PathBuf,
-    /// Absolute tolerance (a finite number >= 0).
-    #[arg(long, default_value_t = DEFAULT_ATOL, value_parser = parse_tolerance)]
-    pub atol: f64,
-    /// Tolerance relative to the largest expected magnitude (a finite number >= 0).
-    #[arg(long, default_value_t = DEFAULT_RTOL, value_parser = parse_tolerance)]
-    pub rtol: f64,
+    /// Absolute tolerance (a finite number >= 0) [default: 1e-5, or with neither --atol nor
+    /// --rtol and f16/bf16 weights, widened to what their rounding costs: 1.953125e-3 / 1.5625e-2].
+    #[arg(long, value_parser = parse_tolerance)]
+    pub atol: Option<f64>,
+    /// Tolerance relative to the largest expected magnitude (a finite number >= 0) [default:
+    /// 1e-4, or as --atol says for f16/bf16 weights: 7.8125e-3 / 6.25e-2].
+    #[arg(long, value_parser = parse_tolerance)]
+    pub rtol: Option<f64>,
 }
 
 /// The progress bar for a forward pass over the model in `dir` (sized by its weights file).
@@ -193,11 +195,11 @@ pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
     // Every output is written before any is put in place: all of them, or none.
     let mut files: Vec<(&Path, Vec<u8>)> = Vec::new();
     if let Some(p) = &a.output {
-        files.push((p, Array { shape, data }.to_npy()?));
+        files.push((p, F32Array { shape, data }.to_npy()?));
     }
     if let Some(p) = &a.hidden_states {
         let h = &out.last_hidden_state;
-        let array = Array {
+        let array = F32Array {
             shape: h.shape().to_vec(),
             data: h.iter().copied().collect(),
         };
@@ -207,7 +209,7 @@ pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
         let pooled = out.pooler_output.as_ref().ok_or_else(|| {
             anyhow::anyhow!("{}: the model has no pooler", a.run.model_dir.display())
         })?;
-        let array = Array {
+        let array = F32Array {
             shape: pooled.shape().to_vec(),
             data: pooled.iter().copied().collect(),
         };
@@ -248,14 +250,16 @@ pub fn verify(a: VerifyArgs, ui: Ui) -> anyhow::Result<i32> {
     let started = std::time::Instant::now();
     let model = a.run.load()?;
     let input = a.run.input()?;
-    let expected = Array::read_npy(&a.expected)?;
-    let tol = Tolerance {
-        atol: a.atol,
-        rtol: a.rtol,
-    };
+    let expected = F32Array::read_npy(&a.expected)?;
+    // Given values win, as before the precision-aware default: a part not given is the plain
+    // default. With neither, the library picks the default for the model's weights.
+    let tol = (a.atol.is_some() || a.rtol.is_some()).then(|| Tolerance {
+        atol: a.atol.unwrap_or(DEFAULT_ATOL),
+        rtol: a.rtol.unwrap_or(DEFAULT_RTOL),
+    });
     let r = {
         let bar = forward_bar(ui, &a.run.model_dir);
-        verify::verify_with_progress(&model, &input, &expected, &a.run.options(), tol, &bar)?
+        verify::verify_model_with_progress(&model, &input, &expected, &a.run.options(), tol, &bar)?
     };
     ui.detail(format_args!(
         "forward pass and comparison in {:.2} s",
@@ -282,7 +286,7 @@ pub fn verify(a: VerifyArgs, ui: Ui) -> anyhow::Result<i32> {
         )?,
         None => writeln!(
             out,
-            "{}: max |Δ| {:.3e} at {:?} (relative {:.3e} of max |expected| {:.4}), tolerance atol {:e} + rtol {:e}{top1}",
+            "{}: max |Δ| {:.3e} at {:?} (relative {:.3e} of max |expected| {:.4}), tolerance atol {:e} + rtol {:e} ({}){top1}",
             if r.passed { "PASS" } else { "FAIL" },
             r.max_abs_error,
             r.max_abs_error_at,
@@ -290,6 +294,7 @@ pub fn verify(a: VerifyArgs, ui: Ui) -> anyhow::Result<i32> {
             r.max_abs_expected,
             r.tolerance.atol,
             r.tolerance.rtol,
+            r.tolerance_basis,
         )?,
     }
     for t in r.top1.iter().filter(|t| !t.agree || ui.verbose > 0) {

@@ -4,9 +4,11 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::Args;
+use vit_convert::diff::DiffOptions;
+use vit_convert::hash::ReadAs;
 use vit_convert::hash::Reading;
 use vit_convert::text::Escaped;
-use vit_convert::{DiffOptions, MappingTable, ReadAs, Tolerance};
+use vit_convert::{MappingTable, Tolerance};
 
 use super::{parse_tolerance, Ui, EXIT_MISMATCH, EXIT_OK, FAMILIES};
 
@@ -60,11 +62,7 @@ fn read_table(path: &Option<PathBuf>) -> anyhow::Result<Option<MappingTable>> {
     let Some(p) = path else {
         return Ok(None);
     };
-    let text = vit_convert::source::limits::read_table_file(p)?;
-    Ok(Some(MappingTable::from_toml(
-        &text,
-        &p.display().to_string(),
-    )?))
+    Ok(Some(MappingTable::from_file(p)?))
 }
 
 fn describe(r: &Reading) -> String {
@@ -80,7 +78,10 @@ fn describe(r: &Reading) -> String {
     };
     Escaped(format_args!(
         "{} ({}, {how})",
-        r.file.display(),
+        r.file
+            .as_deref()
+            .unwrap_or(std::path::Path::new("-"))
+            .display(),
         r.format.name()
     ))
     .to_string()
@@ -92,7 +93,7 @@ pub fn hash(a: HashArgs, ui: Ui) -> anyhow::Result<i32> {
         table: read_table(&a.table)?,
         branch: a.branch,
     };
-    let r = vit_convert::hash(&a.file, &how)?;
+    let r = vit_convert::hash::hash(&a.file, &how)?;
     ui.detail(format_args!("{}", describe(&r.reading)));
     for (n, why) in &r.reading.dropped {
         ui.detail(format_args!("left out {}: {}", Escaped(n), Escaped(why)));
@@ -132,7 +133,7 @@ pub fn diff(a: DiffArgs, ui: Ui) -> anyhow::Result<i32> {
         b: side_b,
         tolerance,
     };
-    let r = vit_convert::diff(&a.a, &a.b, &opts)?;
+    let r = vit_convert::diff::diff(&a.a, &a.b, &opts)?;
     ui.json(&r)?;
     let mut out = ui.text();
     writeln!(out, "A: {}", describe(&r.a))?;

@@ -3,13 +3,13 @@
 use std::io::Write;
 use std::path::Path;
 
+use vit_convert::inspect::Inspection;
 use vit_convert::text::{escape, Escaped};
-use vit_convert::Inspection;
 
 use super::{Ui, EXIT_OK};
 
 pub fn run(file: &Path, ui: Ui) -> anyhow::Result<i32> {
-    let info = vit_convert::inspect(file)?;
+    let info = vit_convert::inspect::inspect(file)?;
     ui.json(&info)?;
     print_table(&mut ui.text(), file, &info)?;
     Ok(EXIT_OK)

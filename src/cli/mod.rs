@@ -114,6 +114,8 @@ enum Command {
         "\n",
         "Passes when max |got - expected| <= atol + rtol * max |expected| and every value is finite;\n",
         "a NaN or Inf on either side fails (3), an empty batch or a shape mismatch is an error (1).\n",
+        "The default tolerance (atol 1e-5 + rtol 1e-4) widens for f16/bf16 weights to what their\n",
+        "rounding costs; the result line says which applied. --atol/--rtol, when given, win.\n",
         exit_codes!()
     ))]
     Verify(forward::VerifyArgs),

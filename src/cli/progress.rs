@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use vit_convert::{Progress, Stage};
+use vit_convert::progress::{Progress, Stage};
 
 use super::Ui;
 

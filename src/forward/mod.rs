@@ -19,6 +19,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::model::{self, disk_name, Architecture, ViTConfig};
 use crate::progress::{NoProgress, Progress, Stage};
 use crate::source::{self, TensorSource};
+use crate::tensor::DType;
 
 pub(crate) mod interp;
 pub(crate) mod ops;
@@ -99,9 +100,9 @@ struct Layer {
 /// A canonical ViT/DeiT model loaded for the reference forward pass (weights in f32).
 ///
 /// ```
-/// use vit_convert::{verify::Array, ForwardOptions, Model};
-/// let model = Model::load("fixtures/convert/dino_backbone/hf".as_ref())?;
-/// let x = Array::read_npy("fixtures/convert/dino_backbone/io/input.npy".as_ref())?;
+/// use vit_convert::{forward::ForwardOptions, verify::F32Array, Model};
+/// let model = Model::load("fixtures/convert/dino_backbone/hf")?;
+/// let x = F32Array::read_npy("fixtures/convert/dino_backbone/io/input.npy")?;
 /// let out = model.forward(x.as_nchw()?, &ForwardOptions::default())?;
 /// // A headless backbone: no logits; the primary output is last_hidden_state [B, T, D].
 /// assert!(out.logits.is_none());
@@ -120,6 +121,8 @@ pub struct Model {
     ln: Norm,
     pooler: Option<Linear>,
     heads: Vec<Linear>,
+    /// The least precise dtype the weights were stored in (see [`Model::weight_dtype`]).
+    weight_dtype: DType,
     threads: usize,
     pool: Option<rayon::ThreadPool>,
 }
@@ -397,6 +400,21 @@ pub(crate) fn activation(hidden_act: &str) -> Result<ops::Activation> {
     }
 }
 
+/// The least precise of float `dtypes` by significand bits (bf16 < f16 < f32 < f64); F32 when
+/// there is none.
+fn least_precise(dtypes: impl Iterator<Item = DType>) -> DType {
+    let bits = |d: DType| match d {
+        DType::BF16 => 8,
+        DType::F16 => 11,
+        DType::F64 => 53,
+        _ => 24,
+    };
+    dtypes
+        .filter(|d| d.is_float())
+        .min_by_key(|&d| bits(d))
+        .unwrap_or(DType::F32)
+}
+
 /// Threads used when none are set: one per available core.
 /// The most threads a forward pass spawns (`--threads`, `VIT_CONVERT_THREADS` and
 /// [`Model::set_threads`] are capped to it): a huge count spawned threads for minutes.
@@ -423,7 +441,8 @@ impl Model {
     ///
     /// # Errors
     /// I/O, format and config errors; a tensor whose shape disagrees with the config.
-    pub fn load(dir: &Path) -> Result<Model> {
+    pub fn load(dir: impl AsRef<Path>) -> Result<Model> {
+        let dir = dir.as_ref();
         let cfg_path = dir.join("config.json");
         let text = source::limits::read_config_file(&cfg_path)?;
         let config = parse_config(&text).map_err(|e| e.with_path(&cfg_path))?;
@@ -522,8 +541,15 @@ impl Model {
             }
             .into());
         }
+        let weight_dtype = least_precise(
+            src.tensors()
+                .iter()
+                .filter(|t| l.used.contains(&t.name))
+                .map(|t| t.dtype),
+        );
         let mut model = Model {
             config,
+            weight_dtype,
             weights: l.weights,
             cls,
             dist,
@@ -541,6 +567,21 @@ impl Model {
         Ok(model)
     }
 
+    /// The least precise float dtype the weights were stored in (`BF16` when any weight was
+    /// bf16, then `F16`, `F32`, `F64`). The forward pass computes in f32 whatever it is; the
+    /// rounding of 16-bit weights is why [`Tolerance::for_model`](crate::Tolerance::for_model)
+    /// widens the default tolerance for them.
+    ///
+    /// ```
+    /// use vit_convert::{DType, Model};
+    /// let model = Model::load("fixtures/convert/timm_vit/hf")?;
+    /// assert_eq!(model.weight_dtype(), DType::F32);
+    /// # Ok::<(), vit_convert::Error>(())
+    /// ```
+    pub fn weight_dtype(&self) -> DType {
+        self.weight_dtype
+    }
+
     /// The model's config.
     pub fn config(&self) -> &ViTConfig {
         &self.config
@@ -552,7 +593,7 @@ impl Model {
     ///
     /// ```
     /// use vit_convert::{forward::MAX_THREADS, Model};
-    /// let mut model = Model::load("fixtures/convert/deit_distilled/hf".as_ref())?;
+    /// let mut model = Model::load("fixtures/convert/deit_distilled/hf")?;
     /// model.set_threads(usize::MAX); // `--threads 99999999999` must not spawn until it fails
     /// assert_eq!(model.threads(), MAX_THREADS);
     /// # Ok::<(), vit_convert::Error>(())
@@ -654,9 +695,9 @@ impl Model {
     /// `layers × batch` units).
     ///
     /// ```
-    /// use vit_convert::{verify::Array, ForwardOptions, Model, NoProgress};
-    /// let model = Model::load("fixtures/convert/timm_vit/hf".as_ref())?;
-    /// let x = Array::read_npy("fixtures/convert/timm_vit/io/input.npy".as_ref())?;
+    /// use vit_convert::{forward::ForwardOptions, progress::NoProgress, verify::F32Array, Model};
+    /// let model = Model::load("fixtures/convert/timm_vit/hf")?;
+    /// let x = F32Array::read_npy("fixtures/convert/timm_vit/io/input.npy")?;
     /// let out = model.forward_with_progress(x.as_nchw()?, &ForwardOptions::default(), &NoProgress)?;
     /// assert_eq!(out.logits.map(|l| l.ncols()), Some(5));
     /// # Ok::<(), vit_convert::Error>(())
@@ -884,7 +925,7 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::Array;
+    use crate::verify::F32Array;
 
     fn fixture(rel: &str) -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -894,8 +935,8 @@ mod tests {
 
     #[test]
     fn forward_results_do_not_depend_on_the_thread_count() {
-        let mut model = Model::load(&fixture("hf")).unwrap();
-        let input = Array::read_npy(&fixture("io/batch5.npy")).unwrap();
+        let mut model = Model::load(fixture("hf")).unwrap();
+        let input = F32Array::read_npy(fixture("io/batch5.npy")).unwrap();
         let opts = ForwardOptions::default();
         let mut outs = Vec::new();
         for n in [1, 3] {
@@ -912,13 +953,23 @@ mod tests {
         let dir = fixture("hf");
         let mapped = Model::load(&dir).unwrap();
         assert_eq!(mapped.resident_weight_bytes(), 0);
-        let src = source::open(&dir.join("model.safetensors")).unwrap();
+        let src = source::open(dir.join("model.safetensors")).unwrap();
         let copied = Model::from_source(src.as_ref(), mapped.config().clone()).unwrap();
         assert!(copied.resident_weight_bytes() > 0);
-        let input = Array::read_npy(&fixture("io/input.npy")).unwrap();
+        let input = F32Array::read_npy(fixture("io/input.npy")).unwrap();
         let opts = ForwardOptions::default();
         let a = mapped.forward(input.as_nchw().unwrap(), &opts).unwrap();
         let b = copied.forward(input.as_nchw().unwrap(), &opts).unwrap();
         assert_eq!(a.logits, b.logits);
+    }
+
+    #[test]
+    fn weight_dtype_is_the_least_precise_float() {
+        use DType::*;
+        assert_eq!(least_precise([F32, BF16, F16].into_iter()), BF16);
+        assert_eq!(least_precise([F64, F16, F32].into_iter()), F16);
+        assert_eq!(least_precise([F64, F32].into_iter()), F32);
+        assert_eq!(least_precise([F64, I64].into_iter()), F64);
+        assert_eq!(least_precise([I64].into_iter()), F32);
     }
 }

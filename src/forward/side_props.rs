@@ -1,6 +1,6 @@
 //! Property test: hostile `config.json` / `--config` values (0, 1, -1, huge, 2^63 − 1, 2^64,
 //! floats, strings, null, values that disagree with the tensors) driven through
-//! [`Model::load`] + forward + [`verify`](crate::verify::verify) and through
+//! [`Model::load`] + forward + [`verify_model`](crate::verify::verify_model) and through
 //! [`convert`](crate::convert::convert) on a tiny model, with a fixed xorshift seed. Nothing
 //! panics; a config that agrees with the tensors loads, converts and verifies; every refusal is
 //! a typed config error naming a field that was changed.
@@ -14,7 +14,7 @@ use super::tiny::{tiny_config, tiny_source};
 use super::{ForwardOptions, Model};
 use crate::convert::{convert, ConvertOptions};
 use crate::error::{Error, ErrorKind};
-use crate::verify::{verify, Array, Tolerance};
+use crate::verify::{verify_model, F32Array, Tolerance};
 use crate::write::{write_safetensors, WriteItem};
 
 struct XorShift(u64);
@@ -208,8 +208,8 @@ fn write_model(dir: &Path, config: &Value) {
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
 }
 
-fn input() -> Array {
-    Array {
+fn input() -> F32Array {
+    F32Array {
         shape: vec![2, 3, 4, 4],
         data: (0..96u16).map(|i| f32::from(i % 13) / 13.0 - 0.4).collect(),
     }
@@ -260,13 +260,13 @@ fn hostile_config_values_are_refused_by_load_forward_verify_and_convert_without_
                 let x = input();
                 let out = m.forward(x.as_nchw().unwrap(), &ForwardOptions::default());
                 let (shape, data) = out.unwrap().primary();
-                let expected = Array { shape, data };
-                let r = verify(
+                let expected = F32Array { shape, data };
+                let r = verify_model(
                     &m,
                     &x,
                     &expected,
                     &ForwardOptions::default(),
-                    Tolerance::strict(),
+                    Some(Tolerance::strict()),
                 );
                 assert!(r.unwrap().passed, "{changed:?}");
                 loaded += 1;
@@ -288,7 +288,7 @@ fn hostile_config_values_are_refused_by_load_forward_verify_and_convert_without_
             opts.overrides.config = Some(changed.clone());
         }
         let out = tmp.path().join(format!("o{case}"));
-        match convert(&dir.join("model.safetensors"), &out, &opts) {
+        match convert(dir.join("model.safetensors"), &out, &opts) {
             Ok(_) => {
                 assert!(ok, "converted {changed:?}");
                 let m = Model::load(&out).unwrap();

@@ -33,7 +33,7 @@ pub use decode::{decode_image, read_image, Decoded};
 pub use resample::{resize, Filter};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::verify::Array;
+use crate::verify::F32Array;
 
 /// Largest accepted image side, decoded or resized (pixels).
 pub const MAX_IMAGE_SIDE: u32 = 1 << 15;
@@ -667,7 +667,7 @@ pub fn preprocess_image(
 /// [`ErrorKind::InvalidOption`] for an empty list or when the images come out at different
 /// sizes (possible when the config keeps the aspect ratio and does not crop). Errors about one
 /// image carry its path.
-pub fn preprocess(paths: &[impl AsRef<Path>], preprocessor_config: &Value) -> Result<Array> {
+pub fn preprocess(paths: &[impl AsRef<Path>], preprocessor_config: &Value) -> Result<F32Array> {
     let cfg = PreprocessorConfig::from_json(preprocessor_config)?;
     if paths.is_empty() {
         return Err(ErrorKind::InvalidOption {
@@ -716,7 +716,7 @@ pub fn preprocess(paths: &[impl AsRef<Path>], preprocessor_config: &Value) -> Re
         data.extend_from_slice(&values);
     }
     let (h, w) = size.map_or((0, 0), |(h, w, _)| (h, w));
-    Ok(Array {
+    Ok(F32Array {
         shape: vec![paths.len(), 3, h, w],
         data,
     })

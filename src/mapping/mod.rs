@@ -83,13 +83,33 @@ impl MappingTable {
         MappingTable::from_toml(text, file)
     }
 
+    /// Reads a table from a TOML file (refused unread when larger than
+    /// [`Limits::table_file_bytes`](crate::Limits::table_file_bytes)); errors name the file
+    /// as given. The same type as [`MappingTable::builtin`] and [`MappingTable::from_toml`].
+    ///
+    /// ```
+    /// let t = vit_convert::MappingTable::from_file("mappings/timm.toml")?;
+    /// assert_eq!(t.id(), "timm");
+    /// assert_eq!(t.hash(), vit_convert::MappingTable::builtin("timm")?.hash());
+    /// # Ok::<(), vit_convert::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// I/O errors and [`ErrorKind::BudgetExceeded`] naming the file; the errors of
+    /// [`MappingTable::from_toml`].
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<MappingTable> {
+        let path = path.as_ref();
+        let text = crate::source::limits::read_table_file(path)?;
+        MappingTable::from_toml(&text, &path.display().to_string())
+    }
+
     /// The tensors this table makes of `src`, as a source: planning reads names and shapes only
     /// (nothing is read, and every refusal comes before any data is touched); each canonical
     /// tensor is computed when it is read. With branches (DINO), the first present is used.
     ///
     /// ```
     /// use std::borrow::Cow;
-    /// use vit_convert::{DType, MappingTable, MemorySource, Tensor};
+    /// use vit_convert::{source::MemorySource, tensor::Tensor, DType, MappingTable};
     /// let text = r#"
     /// [table]
     /// id = "tiny"

@@ -192,15 +192,15 @@ pub fn inspect(data: &[u8]) {
 /// through [`crate::verify::compare`], checking its promise: a pass means at least one value was
 /// compared, every value on both sides is finite, the bound is finite and every difference lies
 /// within it. When the bytes after the first parse as a `.npy`, they go through
-/// `Array::read_npy`'s parsing too (an f64 value beyond the f32 range is an error, never ±Inf).
+/// `F32Array::read_npy`'s parsing too (an f64 value beyond the f32 range is an error, never ±Inf).
 pub fn verify_compare(data: &[u8]) {
-    use crate::verify::{Array, Tolerance};
+    use crate::verify::{F32Array, Tolerance};
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
     if mode & 0x80 != 0 {
         if let Ok(src) = crate::source::open_bytes(FileBytes::from_vec(rest.to_vec())) {
-            if let Ok(a) = Array::from_npy_source(src.as_ref()) {
+            if let Ok(a) = F32Array::from_npy_source(src.as_ref()) {
                 assert_eq!(
                     crate::tensor::checked_numel(&a.shape),
                     Some(a.data.len()),
@@ -278,7 +278,7 @@ pub fn side_files(data: &[u8]) {
     let n = |i: usize| usize::from(nums.get(i).copied().unwrap_or(1));
     let src = tiny::tiny_source();
 
-    let run = |cfg: crate::Result<crate::ViTConfig>| {
+    let run = |cfg: crate::Result<crate::model::ViTConfig>| {
         if let Ok(m) = cfg.and_then(|cfg| Model::from_source(&src, cfg)) {
             {
                 let c = m.config().num_channels;
@@ -307,7 +307,7 @@ pub fn side_files(data: &[u8]) {
             if let Some(base) = merged.as_object_mut() {
                 base.extend(user.clone());
             }
-            run(crate::ViTConfig::from_json(&merged));
+            run(crate::model::ViTConfig::from_json(&merged));
             let infos: Vec<TensorInfo> = src
                 .tensors()
                 .iter()

@@ -13,7 +13,7 @@ use crate::tensor::{Tensor, TensorInfo};
 ///
 /// ```
 /// use std::borrow::Cow;
-/// use vit_convert::{source::MemorySource, DType, Tensor, TensorSource};
+/// use vit_convert::{source::MemorySource, tensor::Tensor, DType, TensorSource};
 ///
 /// let mut src = MemorySource::new();
 /// let bytes: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();

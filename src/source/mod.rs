@@ -139,8 +139,8 @@ fn looks_like_safetensors(bytes: &[u8]) -> bool {
 /// fn parameters(src: &dyn TensorSource) -> usize {
 ///     src.tensors().iter().map(|t| t.numel()).sum()
 /// }
-/// let npz = vit_convert::open("fixtures/convert/jax_vit/source.npz".as_ref())?;
-/// let pth = vit_convert::open("fixtures/convert/timm_vit/source.pth".as_ref())?;
+/// let npz = vit_convert::open("fixtures/convert/jax_vit/source.npz")?;
+/// let pth = vit_convert::open("fixtures/convert/timm_vit/source.pth")?;
 /// assert_eq!(parameters(npz.as_ref()), parameters(pth.as_ref())); // same model, two layouts
 /// # Ok::<(), vit_convert::Error>(())
 /// ```
@@ -188,9 +188,9 @@ pub trait TensorSource: Send + Sync {
 /// Opens a checkpoint, sniffing its format from its magic bytes.
 ///
 /// ```
-/// use vit_convert::{DType, Format};
+/// use vit_convert::{source::Format, DType};
 /// // A legacy (pre-1.6) torch.save file: big-endian-safe, strided views gathered on read.
-/// let src = vit_convert::open("fixtures/convert/timm_vit/legacy.pth".as_ref())?;
+/// let src = vit_convert::open("fixtures/convert/timm_vit/legacy.pth")?;
 /// assert_eq!(src.format(), Format::TorchLegacy);
 /// let w = src.read("blocks.0.attn.qkv.weight")?;
 /// assert_eq!((w.dtype, w.shape.as_slice()), (DType::F32, &[72, 24][..]));
@@ -201,7 +201,8 @@ pub trait TensorSource: Send + Sync {
 /// [`ErrorKind::Io`] if the file cannot be read, [`ErrorKind::UnknownFormat`] if no container
 /// matches, or the container's own error when its structure is invalid. Every error carries the
 /// path.
-pub fn open(path: &Path) -> Result<Box<dyn TensorSource>> {
+pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn TensorSource>> {
+    let path = path.as_ref();
     let bytes = FileBytes::open(path)?;
     open_bytes(bytes).map_err(|e| e.with_path(path))
 }

@@ -250,7 +250,7 @@ mod tests {
     }
 
     fn rewrite(input: &str, chunk_bytes: usize) -> Vec<u8> {
-        let src = crate::source::open(&fixture(input)).unwrap();
+        let src = crate::source::open(fixture(input)).unwrap();
         let items: Vec<WriteItem> = src
             .tensors()
             .iter()

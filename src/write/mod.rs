@@ -331,8 +331,8 @@ impl WriteItem {
     /// Every tensor of `src`, under its own name.
     ///
     /// ```
-    /// let src = vit_convert::open("fixtures/convert/jax_vit/source.npz".as_ref())?;
-    /// let items = vit_convert::WriteItem::all(src.as_ref());
+    /// let src = vit_convert::open("fixtures/convert/jax_vit/source.npz")?;
+    /// let items = vit_convert::write::WriteItem::all(src.as_ref());
     /// assert_eq!(items.len(), src.tensors().len());
     /// assert_eq!(items[0].name, items[0].source);
     /// # Ok::<(), vit_convert::Error>(())
@@ -356,10 +356,11 @@ impl WriteItem {
 ///
 /// ```
 /// use std::collections::BTreeMap;
-/// use vit_convert::{write_safetensors, DType, MemorySource, TensorSource, WriteItem};
+/// use vit_convert::write::{write_safetensors, WriteItem};
+/// use vit_convert::{source::MemorySource, DType, TensorSource};
 ///
 /// // Any source works: here, two tensors of a checkpoint renamed on the way out, as f16.
-/// let src = vit_convert::open("fixtures/convert/timm_vit/source.pth".as_ref())?;
+/// let src = vit_convert::open("fixtures/convert/timm_vit/source.pth")?;
 /// let items = [
 ///     WriteItem { name: "embeddings.cls_token".into(), source: "cls_token".into() },
 ///     WriteItem { name: "embeddings.position_embeddings".into(), source: "pos_embed".into() },

@@ -111,7 +111,7 @@ fn full_disk_leaves_no_partial_output_and_keeps_existing_files() {
         &out,
         &vit_convert::ConvertOptions {
             from: Some("timm".into()),
-            overrides: vit_convert::model::ConfigOverrides {
+            overrides: vit_convert::ConfigOverrides {
                 num_heads: Some(2),
                 ..Default::default()
             },
@@ -344,7 +344,7 @@ fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Option<Vec<u8>>> {
 fn timm_opts() -> vit_convert::ConvertOptions {
     vit_convert::ConvertOptions {
         from: Some("timm".into()),
-        overrides: vit_convert::model::ConfigOverrides {
+        overrides: vit_convert::ConfigOverrides {
             num_heads: Some(2),
             ..Default::default()
         },

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use vit_convert::tensor::cast_float;
-use vit_convert::{ConvertOptions, DType, ErrorKind, MemorySource, Tensor, WriteItem};
+use vit_convert::{
+    source::MemorySource, tensor::Tensor, write::WriteItem, ConvertOptions, DType, ErrorKind,
+};
 
 use crate::bin;
 
@@ -19,7 +21,7 @@ const TARGET: &str = "vit.embeddings.cls_token";
 /// `values`; written to `dir/src/` with its config.json.
 fn checkpoint(dir: &Path, dtype: DType, values: &[f64]) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(HF);
-    let src = vit_convert::open(&root.join("model.safetensors")).unwrap();
+    let src = vit_convert::open(root.join("model.safetensors")).unwrap();
     let mut out = MemorySource::new();
     for info in src.tensors() {
         let t = cast_float(src.read(&info.name).unwrap(), DType::F64);
@@ -41,8 +43,14 @@ fn checkpoint(dir: &Path, dtype: DType, values: &[f64]) -> PathBuf {
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::copy(root.join("config.json"), folder.join("config.json")).unwrap();
     let path = folder.join("model.safetensors");
-    vit_convert::write_safetensors(&path, &out, &WriteItem::all(&out), None, &BTreeMap::new())
-        .unwrap();
+    vit_convert::write::write_safetensors(
+        &path,
+        &out,
+        &WriteItem::all(&out),
+        None,
+        &BTreeMap::new(),
+    )
+    .unwrap();
     path
 }
 
@@ -191,8 +199,7 @@ fn bf16_and_f64_to_f32_overflow_are_refused_in_every_output_layout() {
     let d64 = dir.path().join("f64");
     std::fs::create_dir_all(&d64).unwrap();
     let f64_ckpt = checkpoint(&d64, DType::F64, &[1e39, -2e39]);
-    let e =
-        vit_convert::convert(&f64_ckpt, &d64.join("out"), &opts(DType::F32, false)).unwrap_err();
+    let e = vit_convert::convert(&f64_ckpt, d64.join("out"), &opts(DType::F32, false)).unwrap_err();
     assert!(
         matches!(e.kind(), ErrorKind::CastOverflow { from: DType::F64, to: DType::F32, count: 2, max_abs, .. } if *max_abs == 2e39),
         "{e}"
@@ -210,7 +217,7 @@ fn write_safetensors_refuses_an_overflowing_cast_too() {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("w.safetensors");
-    let e = vit_convert::write_safetensors(
+    let e = vit_convert::write::write_safetensors(
         &dest,
         &src,
         &WriteItem::all(&src),

@@ -10,7 +10,9 @@ use std::process::Output;
 
 use serde_json::{json, Value};
 use vit_convert::forward::Model;
-use vit_convert::{DType, ErrorKind, MemorySource, Tensor, ViTConfig, WriteItem};
+use vit_convert::{
+    model::ViTConfig, source::MemorySource, tensor::Tensor, write::WriteItem, DType, ErrorKind,
+};
 
 use crate::bin;
 use crate::inputs::{assert_refused, fixture};
@@ -189,7 +191,7 @@ fn num_labels_alone_names_the_labels_as_transformers_does() {
 
 #[test]
 fn a_classifier_with_no_classes_is_a_config_error_everywhere() {
-    let src = vit_convert::open(&fixture("convert/timm_vit/hf/model.safetensors")).unwrap();
+    let src = vit_convert::open(fixture("convert/timm_vit/hf/model.safetensors")).unwrap();
     let mut empty_head = MemorySource::new();
     for t in src.tensors() {
         let tensor = match t.name.as_str() {
@@ -211,7 +213,8 @@ fn a_classifier_with_no_classes_is_a_config_error_everywhere() {
     let dir = model_dir(&json!({"id2label": {}, "label2id": {}}));
     let weights = dir.path().join("model.safetensors");
     let items = WriteItem::all(&empty_head);
-    vit_convert::write_safetensors(&weights, &empty_head, &items, None, &BTreeMap::new()).unwrap();
+    vit_convert::write::write_safetensors(&weights, &empty_head, &items, None, &BTreeMap::new())
+        .unwrap();
     assert_refused(&forward_npy(dir.path()), &["model.safetensors", needle]);
     let out_dir = dir.path().join("out");
     let opts = vit_convert::ConvertOptions {
@@ -291,7 +294,7 @@ fn pooler_output_size_that_disagrees_with_the_pooler_names_both_numbers() {
         );
     }
     // The folder as written loads.
-    assert!(Model::load(&fixture("convert/jax_vit_prelogits/hf")).is_ok());
+    assert!(Model::load(fixture("convert/jax_vit_prelogits/hf")).is_ok());
 }
 
 /// `--config` fields that would change what the model computes or claim another model than
@@ -346,14 +349,14 @@ fn convert_config_option_fields_that_disagree_with_the_model_are_refused() {
         let mut user: serde_json::Map<String, Value> = serde_json::from_str(text).unwrap();
         user.insert("num_attention_heads".into(), json!(2));
         let opts = vit_convert::ConvertOptions {
-            overrides: vit_convert::model::ConfigOverrides {
+            overrides: vit_convert::ConfigOverrides {
                 config: Some(user),
                 ..Default::default()
             },
             ..Default::default()
         };
         let out_dir = dir.path().join("out");
-        let e = vit_convert::convert(&fixture(source), &out_dir, &opts)
+        let e = vit_convert::convert(fixture(source), &out_dir, &opts)
             .err()
             .unwrap_or_else(|| panic!("{text} converted"));
         assert!(
@@ -422,7 +425,7 @@ fn absurd_model_config_values_are_config_errors_naming_the_field() {
 
 /// The fixture's tensors with the patch kernel replaced by `[24, 3, 0, 0]`.
 fn zero_kernel_source() -> MemorySource {
-    let src = vit_convert::open(&fixture("convert/timm_vit/hf/model.safetensors")).unwrap();
+    let src = vit_convert::open(fixture("convert/timm_vit/hf/model.safetensors")).unwrap();
     let mut out = MemorySource::new();
     for t in src.tensors() {
         let tensor = if t.name.ends_with("patch_embeddings.projection.weight") {
@@ -448,7 +451,7 @@ fn a_zero_sized_patch_kernel_is_a_config_error_everywhere() {
     let dir = model_dir(&json!({}));
     let items = WriteItem::all(&src);
     let weights = dir.path().join("model.safetensors");
-    vit_convert::write_safetensors(&weights, &src, &items, None, &BTreeMap::new()).unwrap();
+    vit_convert::write::write_safetensors(&weights, &src, &items, None, &BTreeMap::new()).unwrap();
     assert_refused(
         &forward_npy(dir.path()),
         &["zero-sized patch embedding kernel"],

@@ -254,16 +254,24 @@ fn special_files_anywhere_in_the_library_are_refused_at_once() {
         let _keep = make(what, &special);
         assert_not_regular(vit_convert::open(&special), kind, &special);
         assert_not_regular(vit_convert::FileBytes::read(&special), kind, &special);
-        assert_not_regular(vit_convert::inspect(&special), kind, &special);
-        let stored = vit_convert::ReadAs::stored();
-        assert_not_regular(vit_convert::hash(&special, &stored), kind, &special);
-        let opts = vit_convert::DiffOptions::default();
-        assert_not_regular(vit_convert::diff(&special, &pth, &opts), kind, &special);
-        assert_not_regular(vit_convert::diff(&pth, &special, &opts), kind, &special);
+        assert_not_regular(vit_convert::inspect::inspect(&special), kind, &special);
+        let stored = vit_convert::hash::ReadAs::stored();
+        assert_not_regular(vit_convert::hash::hash(&special, &stored), kind, &special);
+        let opts = vit_convert::diff::DiffOptions::default();
+        assert_not_regular(
+            vit_convert::diff::diff(&special, &pth, &opts),
+            kind,
+            &special,
+        );
+        assert_not_regular(
+            vit_convert::diff::diff(&pth, &special, &opts),
+            kind,
+            &special,
+        );
         assert_not_regular(limits::read_config_file(&special), kind, &special);
         assert_not_regular(limits::read_table_file(&special), kind, &special);
         assert_not_regular(
-            vit_convert::verify::Array::read_npy(&special),
+            vit_convert::verify::F32Array::read_npy(&special),
             kind,
             &special,
         );

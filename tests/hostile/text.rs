@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use vit_convert::{DType, MemorySource, Tensor, WriteItem};
+use vit_convert::{source::MemorySource, tensor::Tensor, write::WriteItem, DType};
 
 use crate::{bin, build};
 
@@ -27,13 +27,13 @@ fn one_f32() -> Tensor<'static> {
 
 /// The timm_vit HF model folder copied to `dir/name/`, its weights plus one tensor named `EVIL`.
 fn evil_model(dir: &Path, name: &str) -> PathBuf {
-    let src = vit_convert::open(&root(HF).join("model.safetensors")).unwrap();
+    let src = vit_convert::open(root(HF).join("model.safetensors")).unwrap();
     let mut out = MemorySource::copy_from(src.as_ref()).unwrap();
     out.insert(EVIL, one_f32()).unwrap();
     let folder = dir.join(name);
     std::fs::create_dir_all(&folder).unwrap();
     std::fs::copy(root(HF).join("config.json"), folder.join("config.json")).unwrap();
-    vit_convert::write_safetensors(
+    vit_convert::write::write_safetensors(
         &folder.join("model.safetensors"),
         &out,
         &WriteItem::all(&out),
@@ -140,7 +140,7 @@ fn crafted_tensor_name_is_one_line_in_convert_errors_and_verify_output() {
     // Library: the error names the tensor, escaped, on one line.
     let e = vit_convert::convert(
         &weights,
-        &dir.path().join("out"),
+        dir.path().join("out"),
         &vit_convert::ConvertOptions {
             from: Some("hf".into()),
             ..Default::default()
@@ -230,7 +230,7 @@ fn crafted_paths_and_labels_stay_on_their_line() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let batch = vit_convert::verify::Array::read_npy(&root(INPUT))
+    let batch = vit_convert::verify::F32Array::read_npy(root(INPUT))
         .unwrap()
         .shape[0];
     assert_clean("forward --top-k", &out, batch * 6, 0);

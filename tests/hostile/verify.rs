@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use vit_convert::verify::{self, Array, Side, Tolerance};
+use vit_convert::verify::{self, F32Array, Side, Tolerance};
 use vit_convert::{ErrorKind, Model};
 
 use crate::{bin, build};
@@ -42,7 +42,7 @@ fn npy_f64(shape: &[usize], values: &[f64]) -> Vec<u8> {
 
 /// The fixture logits as f64 with one value replaced.
 fn logits_f64_with(at: usize, value: f64) -> (Vec<usize>, Vec<u8>) {
-    let a = Array::read_npy(&fixture(LOGITS)).unwrap();
+    let a = F32Array::read_npy(fixture(LOGITS)).unwrap();
     let mut v: Vec<f64> = a.data.iter().map(|&x| f64::from(x)).collect();
     v[at] = value;
     (a.shape.clone(), npy_f64(&a.shape, &v))
@@ -50,15 +50,15 @@ fn logits_f64_with(at: usize, value: f64) -> (Vec<usize>, Vec<u8>) {
 
 /// `verify` through the library, on the fixture model.
 fn library_verify(input: &Path, expected: &Path) -> vit_convert::Result<verify::VerifyReport> {
-    let model = Model::load(&fixture(MODEL)).unwrap();
-    let input = Array::read_npy(input).unwrap();
-    let expected = Array::read_npy(expected).unwrap();
-    verify::verify(
+    let model = Model::load(fixture(MODEL)).unwrap();
+    let input = F32Array::read_npy(input).unwrap();
+    let expected = F32Array::read_npy(expected).unwrap();
+    verify::verify_model(
         &model,
         &input,
         &expected,
         &Default::default(),
-        Tolerance::default(),
+        Some(Tolerance::default()),
     )
 }
 
@@ -142,7 +142,7 @@ fn verify_inf_in_expected_is_a_mismatch_saying_where() {
 #[test]
 fn verify_nan_in_f32_expected_is_a_mismatch() {
     let dir = tempfile::tempdir().unwrap();
-    let mut a = Array::read_npy(&fixture(LOGITS)).unwrap();
+    let mut a = F32Array::read_npy(fixture(LOGITS)).unwrap();
     a.data[0] = f32::NAN;
     let exp = dir.path().join("nan.npy");
     a.write_npy(&exp).unwrap();
@@ -161,7 +161,7 @@ fn verify_f64_beyond_f32_range_is_an_error_naming_file_index_and_value() {
     let (_, bytes) = logits_f64_with(4, 1e39);
     let exp = dir.path().join("huge.npy");
     std::fs::write(&exp, bytes).unwrap();
-    let e = Array::read_npy(&exp).unwrap_err();
+    let e = F32Array::read_npy(&exp).unwrap_err();
     assert!(
         matches!(e.kind(), ErrorKind::BadValue { what: "f64", index, value, .. } if index == &[0, 4] && *value == 1e39),
         "{e}"
@@ -174,7 +174,7 @@ fn verify_f64_beyond_f32_range_is_an_error_naming_file_index_and_value() {
 #[test]
 fn verify_refuses_a_non_finite_input_pixel() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Array::read_npy(&fixture(INPUT)).unwrap();
+    let a = F32Array::read_npy(fixture(INPUT)).unwrap();
     let mut v: Vec<f64> = a.data.iter().map(|&x| f64::from(x)).collect();
     v[5] = f64::NAN;
     let input = dir.path().join("nan_input.npy");
@@ -192,12 +192,12 @@ fn verify_refuses_a_non_finite_input_pixel() {
 #[test]
 fn verify_empty_batch_is_an_error_not_a_pass() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Array::read_npy(&fixture(INPUT)).unwrap();
+    let a = F32Array::read_npy(fixture(INPUT)).unwrap();
     let mut shape = a.shape.clone();
     shape[0] = 0;
     let input = dir.path().join("empty.npy");
     std::fs::write(&input, npy_f64(&shape, &[])).unwrap();
-    let mut eshape = Array::read_npy(&fixture(LOGITS)).unwrap().shape;
+    let mut eshape = F32Array::read_npy(fixture(LOGITS)).unwrap().shape;
     eshape[0] = 0;
     let exp = dir.path().join("empty_logits.npy");
     std::fs::write(&exp, npy_f64(&eshape, &[])).unwrap();
@@ -214,7 +214,7 @@ fn verify_empty_batch_is_an_error_not_a_pass() {
 #[test]
 fn verify_shape_mismatch_names_both_shapes() {
     let dir = tempfile::tempdir().unwrap();
-    let a = Array::read_npy(&fixture(LOGITS)).unwrap();
+    let a = F32Array::read_npy(fixture(LOGITS)).unwrap();
     let wrong = vec![a.shape[0], a.shape[1] + 1];
     let exp = dir.path().join("wider.npy");
     std::fs::write(&exp, npy_f64(&wrong, &vec![0.0; wrong[0] * wrong[1]])).unwrap();
@@ -246,7 +246,7 @@ fn verify_integer_expected_is_a_dtype_error() {
         ),
     )
     .unwrap();
-    let e = Array::read_npy(&exp).unwrap_err();
+    let e = F32Array::read_npy(&exp).unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::UnexpectedDType { .. }), "{e}");
     let run = verify_cli(&fixture(INPUT), &exp, &[]);
     assert_one_error_line(&run, &["ints.npy", "I64 [1, 2]", "a float array"]);
@@ -279,10 +279,10 @@ fn verify_tolerances_must_be_finite_and_not_negative() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "diff {flag} {value}");
     }
-    let e = vit_convert::diff(
-        &fixture(MODEL).join("model.safetensors"),
-        &fixture(MODEL).join("model.safetensors"),
-        &vit_convert::DiffOptions {
+    let e = vit_convert::diff::diff(
+        fixture(MODEL).join("model.safetensors"),
+        fixture(MODEL).join("model.safetensors"),
+        &vit_convert::diff::DiffOptions {
             tolerance: Some(Tolerance {
                 atol: f64::INFINITY,
                 rtol: 0.0,
@@ -301,7 +301,7 @@ fn verify_tolerances_must_be_finite_and_not_negative() {
 #[test]
 fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
     use std::borrow::Cow;
-    use vit_convert::{DType, MemorySource, Tensor, WriteItem};
+    use vit_convert::{source::MemorySource, tensor::Tensor, write::WriteItem, DType};
     // The fixture model with a NaN in the classifier bias: every logit of class 1 is NaN.
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("nan_model");
@@ -312,7 +312,7 @@ fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
             std::fs::copy(&from, folder.join(f)).unwrap();
         }
     }
-    let src = vit_convert::open(&fixture(MODEL).join("model.safetensors")).unwrap();
+    let src = vit_convert::open(fixture(MODEL).join("model.safetensors")).unwrap();
     let mut out = MemorySource::new();
     for info in src.tensors() {
         let t = src.read(&info.name).unwrap();
@@ -325,7 +325,7 @@ fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
             out.insert(&info.name, t).unwrap();
         }
     }
-    vit_convert::write_safetensors(
+    vit_convert::write::write_safetensors(
         &folder.join("model.safetensors"),
         &out,
         &WriteItem::all(&out),
@@ -335,14 +335,14 @@ fn verify_nan_computed_by_the_model_is_a_mismatch_saying_where() {
     .unwrap();
 
     let model = Model::load(&folder).unwrap();
-    let input = Array::read_npy(&fixture(INPUT)).unwrap();
-    let expected = Array::read_npy(&fixture(LOGITS)).unwrap();
-    let r = verify::verify(
+    let input = F32Array::read_npy(fixture(INPUT)).unwrap();
+    let expected = F32Array::read_npy(fixture(LOGITS)).unwrap();
+    let r = verify::verify_model(
         &model,
         &input,
         &expected,
         &Default::default(),
-        Tolerance::default(),
+        Some(Tolerance::default()),
     )
     .unwrap();
     assert!(!r.passed);
@@ -391,10 +391,10 @@ fn diff_with_an_overflowing_bound_differs() {
         atol: 0.0,
         rtol: 2.0,
     };
-    let r = vit_convert::diff(
+    let r = vit_convert::diff::diff(
         &paths[0],
         &paths[1],
-        &vit_convert::DiffOptions {
+        &vit_convert::diff::DiffOptions {
             tolerance: Some(tol),
             ..Default::default()
         },
@@ -420,7 +420,7 @@ fn diff_with_an_overflowing_bound_differs() {
 /// builder used to spawn threads for minutes before giving up.
 #[test]
 fn a_huge_thread_count_is_capped_not_spawned() {
-    let mut model = Model::load(&fixture(MODEL)).unwrap();
+    let mut model = Model::load(fixture(MODEL)).unwrap();
     model.set_threads(usize::MAX);
     assert_eq!(model.threads(), vit_convert::forward::MAX_THREADS);
     let started = std::time::Instant::now();
