@@ -33,6 +33,16 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
+    /// The name [`OutputFormat::parse`] accepts (`safetensors`, `timm`, `npz`, `flax`).
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Safetensors => "safetensors",
+            OutputFormat::Timm => "timm",
+            OutputFormat::Npz => "npz",
+            OutputFormat::Flax => "flax",
+        }
+    }
+
     /// Parses `safetensors`, `timm`, `npz` or `flax`.
     pub fn parse(s: &str) -> Option<OutputFormat> {
         match s {

@@ -7,6 +7,9 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::convert::OutputFormat;
+use crate::image::ImageFormat;
+use crate::source::Format;
 use crate::tensor::DType;
 use crate::text::Escaped;
 
@@ -219,19 +222,31 @@ pub enum ErrorKind {
         /// The duplicated name.
         name: String,
     },
-    /// A malformed container (zip, npy, safetensors, legacy torch).
-    #[error("{container}: {reason}")]
+    /// A malformed checkpoint container (zip, npy, safetensors, legacy torch, Flax msgpack).
+    /// A file cut short is [`ErrorKind::Truncated`] instead, whatever its container.
+    #[error("{}: {reason}", container_label(*.format))]
     MalformedContainer {
-        /// Which container format.
-        container: &'static str,
+        /// Which container format ([`Format::Zip`] for the zip layer shared by torch zip and npz).
+        format: Format,
         /// What is wrong.
         reason: String,
     },
-    /// Big-endian data that cannot be read faithfully.
-    #[error("big-endian data is not supported: {what}")]
-    BigEndian {
-        /// Where the marker was found.
-        what: String,
+    /// A malformed image file (PNG or JPEG).
+    #[error("{}: {reason}", .format.name())]
+    MalformedImage {
+        /// Which image format.
+        format: ImageFormat,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A writer that could not encode its output (other than an I/O error, which is
+    /// [`ErrorKind::Io`]).
+    #[error("{} writer: {reason}", .format.name())]
+    Writer {
+        /// The output format being written.
+        format: OutputFormat,
+        /// What went wrong.
+        reason: String,
     },
     /// A mapping table that cannot be parsed or is inconsistent.
     #[error("mapping table {file}:{line}: {reason}")]
@@ -361,6 +376,22 @@ impl ErrorKind {
     pub(crate) fn io(op: &'static str, source: std::io::Error) -> Self {
         ErrorKind::Io { op, source }
     }
+}
+
+/// How container errors name the format (`flax msgpack`: the Flax format's own name is `flax`).
+fn container_label(format: Format) -> &'static str {
+    match format {
+        Format::Flax => "flax msgpack",
+        other => other.name(),
+    }
+}
+
+/// The one constructor of [`ErrorKind::MalformedContainer`].
+pub(crate) fn malformed(format: Format, reason: impl Into<String>) -> Error {
+    Error::from(ErrorKind::MalformedContainer {
+        format,
+        reason: reason.into(),
+    })
 }
 
 #[cfg(test)]
