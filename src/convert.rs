@@ -277,17 +277,20 @@ pub(crate) fn canonicalize<'s>(
         return Err(Error::from(ErrorKind::Mapping {
             file: table.file.clone(),
             line: 0,
-            reason: format!(
-                "the checkpoint lacks {missing}, which {} requires",
-                arch.name()
-            ),
+            problem: mapping::MappingError::ArchitectureLacks {
+                architecture: arch,
+                tensor: missing.to_string(),
+            },
         }));
     }
     if let Some(extra) = got.difference(&expected).next() {
         return Err(Error::from(ErrorKind::Mapping {
             file: table.file.clone(),
             line: 0,
-            reason: format!("{extra} has no place in {}", arch.name()),
+            problem: mapping::MappingError::ArchitectureExtra {
+                architecture: arch,
+                tensor: extra.to_string(),
+            },
         }));
     }
     Ok(Canonical {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::convert::OutputFormat;
 use crate::image::ImageFormat;
+use crate::mapping::MappingError;
 use crate::source::Format;
 use crate::tensor::DType;
 use crate::text::Escaped;
@@ -27,7 +28,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// assert!(err.to_string().contains("disallowed global posix.system"));
 /// ```
 #[derive(Debug)]
-pub struct Error {
+pub struct Error(Box<Inner>);
+
+/// The error's data, boxed: a `Result<T, Error>` stays one pointer wide on the error side
+/// however much data a kind carries.
+#[derive(Debug)]
+struct Inner {
     kind: ErrorKind,
     path: Option<PathBuf>,
     tensor: Option<String>,
@@ -36,40 +42,40 @@ pub struct Error {
 impl Error {
     /// Creates an error of the given kind with no location.
     pub fn new(kind: ErrorKind) -> Self {
-        Error {
+        Error(Box::new(Inner {
             kind,
             path: None,
             tensor: None,
-        }
+        }))
     }
 
     /// What went wrong.
     pub fn kind(&self) -> &ErrorKind {
-        &self.kind
+        &self.0.kind
     }
 
     /// The file the error concerns, if known.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.0.path.as_deref()
     }
 
     /// The tensor the error concerns, if known.
     pub fn tensor(&self) -> Option<&str> {
-        self.tensor.as_deref()
+        self.0.tensor.as_deref()
     }
 
     /// Attaches a file path (keeps an existing one: the innermost location wins).
     pub fn with_path(mut self, path: impl Into<PathBuf>) -> Self {
-        if self.path.is_none() {
-            self.path = Some(path.into());
+        if self.0.path.is_none() {
+            self.0.path = Some(path.into());
         }
         self
     }
 
     /// Attaches a tensor name (keeps an existing one).
     pub fn with_tensor(mut self, tensor: impl Into<String>) -> Self {
-        if self.tensor.is_none() {
-            self.tensor = Some(tensor.into());
+        if self.0.tensor.is_none() {
+            self.0.tensor = Some(tensor.into());
         }
         self
     }
@@ -85,19 +91,19 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // File text (paths, tensor names, table text inside the kind's data) is escaped: an
         // error is always one line, whatever a checkpoint names its tensors.
-        if let Some(p) = &self.path {
+        if let Some(p) = &self.0.path {
             write!(f, "{}: ", Escaped(p.display()))?;
         }
-        if let Some(t) = &self.tensor {
+        if let Some(t) = &self.0.tensor {
             write!(f, "tensor {}: ", Escaped(t))?;
         }
-        write!(f, "{}", Escaped(&self.kind))
+        write!(f, "{}", Escaped(&self.0.kind))
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.kind)
+        std::error::Error::source(&self.0.kind)
     }
 }
 
@@ -258,26 +264,17 @@ pub enum ErrorKind {
         /// What is wrong.
         reason: String,
     },
-    /// A mapping table did not fit the checkpoint (unconsumed, missing or twice-produced tensors,
-    /// shape contradictions, layer gaps).
-    #[error("{reason} (table {file}{})", if *.line > 0 { format!(":{}", .line) } else { String::new() })]
+    /// A mapping table did not fit the checkpoint: what did not fit ([`MappingError`]: unconsumed,
+    /// missing or twice-produced tensors, shape contradictions, layer gaps, rejected features),
+    /// with the table's file and the rule's line.
+    #[error("{problem} (table {file}{})", if *.line > 0 { format!(":{}", .line) } else { String::new() })]
     Mapping {
         /// Table file.
         file: String,
         /// Rule line (0 when no single rule is concerned).
         line: usize,
         /// What did not fit.
-        reason: String,
-    },
-    /// The checkpoint uses a feature that the HF ViT/DeiT layout cannot represent.
-    #[error("unsupported architecture: {feature} (found {tensor}; rule {rule}); HF ViT cannot represent it, refusing rather than dropping it")]
-    UnsupportedFeature {
-        /// The feature (`layer scale`, `fc_norm / average pooling`, …).
-        feature: String,
-        /// The tensor that revealed it.
-        tensor: String,
-        /// The table rule that recognised it (`file:line`).
-        rule: String,
+        problem: MappingError,
     },
     /// `--from auto` could not pick exactly one family.
     #[error("cannot detect the checkpoint family: {reason}")]

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
+use vit_convert::mapping::MappingError;
 use vit_convert::model::ConfigOverrides;
 use vit_convert::{convert, ConvertOptions, ErrorKind, OutputFormat};
 
@@ -313,9 +314,9 @@ fn deit_distilled_to_npz_is_refused_naming_the_tensor() {
         ..Default::default()
     };
     let e = convert(&hf, out.path(), &opts).unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::Mapping { .. }), "{e}");
     assert!(
-        e.to_string().contains("embeddings.distillation_token"),
+        matches!(e.kind(), ErrorKind::Mapping { problem: MappingError::NoPlace { tensor, .. }, .. }
+            if tensor.ends_with("embeddings.distillation_token")),
         "{e}"
     );
     assert!(!out.path().join("model.npz").exists());
@@ -341,12 +342,13 @@ fn wrong_family_names_the_unconsumed_tensor_and_table() {
     };
     let e = convert(&input, out.path(), &opts).unwrap_err();
     match e.kind() {
-        ErrorKind::Mapping { file, reason, .. } => {
+        ErrorKind::Mapping {
+            file,
+            problem: MappingError::Unconsumed { names },
+            ..
+        } => {
             assert_eq!(file, "mappings/jax.toml");
-            assert!(
-                reason.contains("no rule consumes source tensor cls_token"),
-                "{reason}"
-            );
+            assert_eq!(names.first().map(String::as_str), Some("cls_token"));
         }
         other => panic!("{other:?}"),
     }
