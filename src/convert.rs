@@ -8,7 +8,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::mapping::{self, MappingReport, MappingTable, PlannedSource};
+use crate::mapping::{self, Branch, Family, MappingReport, MappingTable, PlannedSource};
 use crate::model::{self, preprocessor, Architecture, ConfigOverrides, ViTConfig};
 use crate::progress::{NoProgress, Progress, Reporting, Stage};
 use crate::source::{self, TensorSource};
@@ -72,9 +72,10 @@ impl OutputFormat {
 /// Options for [`convert`].
 #[derive(Clone, Debug, Default)]
 pub struct ConvertOptions {
-    /// Source family (`timm`, `dino`, `deit`, `jax`, `hf`); `None` detects it from tensor names.
-    pub from: Option<String>,
-    /// A custom table (overrides `from`).
+    /// Source family; `None` detects it from tensor names (or uses `table`).
+    pub from: Option<Family>,
+    /// A custom table instead of a family's; setting both `from` and `table` is an
+    /// [`ErrorKind::InvalidOption`].
     pub table: Option<MappingTable>,
     /// Output layout.
     pub to: OutputFormat,
@@ -84,9 +85,10 @@ pub struct ConvertOptions {
     /// Accept casts that saturate finite values to ±Inf, as torch's `.half()` does; the report's
     /// notes then say how many values saturated (`--allow-overflow`).
     pub allow_overflow: bool,
-    /// DINO training checkpoints: `teacher` (default) or `student`.
-    pub branch: Option<String>,
-    /// Config overrides (`--num-heads`, `--hidden-act`, `--config`).
+    /// Training checkpoints with branches (DINO): which to convert (`None`: the first present,
+    /// the teacher).
+    pub branch: Option<Branch>,
+    /// Config overrides (head count, activation, `config.json` fields).
     pub overrides: ConfigOverrides,
 }
 
@@ -144,20 +146,29 @@ fn sha256_file(path: &Path) -> Result<String> {
     Ok(mapping::schema::hex(&h.finalize()))
 }
 
-/// Chooses the table for a source: a custom table, a named family, or detection.
+/// Chooses the table for a source: a custom table, a family's, or detection (neither given).
 ///
 /// # Errors
+/// [`ErrorKind::InvalidOption`] when both a family and a custom table are given;
 /// [`ErrorKind::Detection`] when detection finds no family or more than one.
 pub fn choose_table(
     src: &dyn TensorSource,
-    from: Option<&str>,
+    from: Option<Family>,
     custom: Option<&MappingTable>,
 ) -> Result<MappingTable> {
-    if let Some(t) = custom {
-        return Ok(t.clone());
-    }
-    if let Some(f) = from.filter(|f| *f != "auto") {
-        return MappingTable::builtin(f);
+    match (from, custom) {
+        (Some(f), Some(t)) => {
+            return Err(ErrorKind::InvalidOption {
+                reason: format!(
+                    "both `from` ({f}) and `table` ({}) are set; set one",
+                    t.file
+                ),
+            }
+            .into())
+        }
+        (None, Some(t)) => return Ok(t.clone()),
+        (Some(f), None) => return f.table(),
+        (None, None) => {}
     }
     let names: Vec<&str> = src.tensors().iter().map(|t| t.name.as_str()).collect();
     let mut hits = Vec::new();
@@ -217,9 +228,9 @@ pub(crate) struct CanonicalPlan {
 /// class cannot hold are dropped, with why), without inferring a config.
 pub(crate) fn plan_canonical(
     src: &dyn TensorSource,
-    from: Option<&str>,
+    from: Option<Family>,
     custom: Option<&MappingTable>,
-    branch: Option<&str>,
+    branch: Option<Branch>,
 ) -> Result<CanonicalPlan> {
     let table = choose_table(src, from, custom)?;
     let mut plan = mapping::plan_forward(&table, src.tensors(), branch)?;
@@ -247,12 +258,7 @@ pub(crate) fn canonicalize<'s>(
         plan,
         arch,
         dropped,
-    } = plan_canonical(
-        src,
-        opts.from.as_deref(),
-        opts.table.as_ref(),
-        opts.branch.as_deref(),
-    )?;
+    } = plan_canonical(src, opts.from, opts.table.as_ref(), opts.branch)?;
     let heads = table
         .facts
         .num_heads
@@ -267,7 +273,7 @@ pub(crate) fn canonicalize<'s>(
         arch,
         &infos,
         table.facts.layer_norm_eps,
-        &table.facts.hidden_act,
+        table.facts.hidden_act,
         heads,
         &overrides,
     )?;
@@ -381,7 +387,7 @@ fn merge_sidecar_config(path: &Path, o: &mut ConfigOverrides, arch: Architecture
 /// ```
 /// use vit_convert::{convert, model::ConfigOverrides, ConvertOptions};
 /// let opts = ConvertOptions {
-///     from: Some("timm".into()),
+///     from: Some("timm".parse()?),
 ///     // tiny test model: 24 wide, 2 heads (real checkpoints default to hidden/64)
 ///     overrides: ConfigOverrides { num_heads: Some(2), ..Default::default() },
 ///     ..Default::default()
@@ -443,8 +449,7 @@ pub fn convert_with_progress(
     // go, a failed rename — leaves OUTDIR exactly as it was.
     let config_json = config.to_json();
     let cfg_file = write::prepare_json(&cfg_path, &config_json)?;
-    let pre =
-        preprocessor::preprocessor_config(&canon.table.facts.preprocessor, config.image_size)?;
+    let pre = preprocessor::preprocessor_config(canon.table.facts.preprocessor, config.image_size);
     let pre_file = write::prepare_json(&pre_path, &pre)?;
 
     // The input's sha256 (recorded in the output's metadata) is computed on another thread while

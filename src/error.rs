@@ -299,6 +299,16 @@ pub enum ErrorKind {
         /// What the tensors hold.
         tensors: u64,
     },
+    /// A name outside a closed set (`hidden_act`, preprocessor preset, family, branch).
+    #[error("unknown {field} `{value}` (known: {})", .known.join(", "))]
+    UnknownName {
+        /// What the name is for (`hidden_act`, `preprocessor`, `family`, `branch`).
+        field: &'static str,
+        /// The name given.
+        value: String,
+        /// The names accepted.
+        known: Vec<&'static str>,
+    },
     /// A command-line or API option that does not apply.
     #[error("{reason}")]
     InvalidOption {
@@ -372,6 +382,15 @@ impl ErrorKind {
     /// Wraps an I/O error with the operation that failed.
     pub(crate) fn io(op: &'static str, source: std::io::Error) -> Self {
         ErrorKind::Io { op, source }
+    }
+
+    /// An [`ErrorKind::UnknownName`].
+    pub(crate) fn unknown_name(field: &'static str, value: &str, known: Vec<&'static str>) -> Self {
+        ErrorKind::UnknownName {
+            field,
+            value: value.to_string(),
+            known,
+        }
     }
 }
 

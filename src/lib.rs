@@ -34,7 +34,7 @@
 //!
 //! let out = tempfile::tempdir()?;
 //! let opts = ConvertOptions {
-//!     from: Some("timm".into()),
+//!     from: Some("timm".parse()?),
 //!     overrides: ConfigOverrides { num_heads: Some(2), ..Default::default() },
 //!     ..Default::default()
 //! };

@@ -22,9 +22,9 @@ fn heads(case: &Value) -> usize {
 
 fn options(case: &Value, source: &Value, from: &str) -> ConvertOptions {
     ConvertOptions {
-        from: Some(from.to_string()),
+        from: (from != "auto").then(|| from.parse().unwrap()),
         branch: match source["branch"].as_str() {
-            Some(b @ ("teacher" | "student")) => Some(b.to_string()),
+            Some(b @ ("teacher" | "student")) => Some(b.parse().unwrap()),
             _ => None,
         },
         overrides: ConfigOverrides {
@@ -252,7 +252,7 @@ fn round_trip(case: &str, to: OutputFormat, back_from: &str) {
         .join("model.safetensors");
     let mid = tempfile::tempdir().unwrap();
     let opts = ConvertOptions {
-        from: Some("hf".into()),
+        from: Some("hf".parse().unwrap()),
         to,
         overrides: ConfigOverrides {
             num_heads: Some(heads(&c)),
@@ -263,7 +263,7 @@ fn round_trip(case: &str, to: OutputFormat, back_from: &str) {
     let r = convert(&hf, mid.path(), &opts).unwrap();
     let back = tempfile::tempdir().unwrap();
     let opts = ConvertOptions {
-        from: Some(back_from.into()),
+        from: Some(back_from.parse().unwrap()),
         overrides: ConfigOverrides {
             num_heads: Some(heads(&c)),
             ..Default::default()
@@ -294,7 +294,7 @@ fn to_timm_reproduces_the_timm_state_dict() {
     let out = tempfile::tempdir().unwrap();
     let hf = common::fixture("convert", "timm_vit/hf/model.safetensors");
     let opts = ConvertOptions {
-        from: Some("hf".into()),
+        from: Some("hf".parse().unwrap()),
         to: OutputFormat::Timm,
         ..Default::default()
     };
@@ -309,7 +309,7 @@ fn deit_distilled_to_npz_is_refused_naming_the_tensor() {
     let out = tempfile::tempdir().unwrap();
     let hf = common::fixture("convert", "deit_distilled/hf/model.safetensors");
     let opts = ConvertOptions {
-        from: Some("hf".into()),
+        from: Some("hf".parse().unwrap()),
         to: OutputFormat::Npz,
         ..Default::default()
     };
@@ -337,7 +337,7 @@ fn wrong_family_names_the_unconsumed_tensor_and_table() {
     let out = tempfile::tempdir().unwrap();
     let input = common::fixture("convert", "timm_vit/source.pth");
     let opts = ConvertOptions {
-        from: Some("jax".into()),
+        from: Some("jax".parse().unwrap()),
         ..Default::default()
     };
     let e = convert(&input, out.path(), &opts).unwrap_err();
@@ -396,7 +396,7 @@ fn output_that_would_overwrite_the_input_is_refused() {
         &input,
         dir.path(),
         &ConvertOptions {
-            from: Some("hf".into()),
+            from: Some("hf".parse().unwrap()),
             ..Default::default()
         },
     )

@@ -38,17 +38,20 @@ pub(crate) fn parse_tolerance(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Source families `--from` accepts (`auto` detects).
-pub const FAMILIES: [&str; 8] = [
-    "auto",
-    "timm",
-    "dino",
-    "deit",
-    "jax",
-    "big_vision",
-    "hf",
-    "flax",
-];
+/// The values `--from` accepts: `auto` (detect) and every built-in family.
+pub fn families() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        std::iter::once("auto").chain(vit_convert::mapping::Family::names()),
+    )
+}
+
+/// A `--from` value as the library takes it: `auto` is `None` (detect).
+pub fn family_of(value: &str) -> vit_convert::Result<Option<vit_convert::mapping::Family>> {
+    match value {
+        "auto" => Ok(None),
+        f => f.parse().map(Some),
+    }
+}
 
 #[derive(Parser)]
 #[command(

@@ -16,7 +16,7 @@ use std::path::Path;
 use ndarray::{concatenate, s, Array2, Array3, ArrayView1, ArrayView2, ArrayView4, Axis};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{self, disk_name, Architecture, ViTConfig};
+use crate::model::{self, disk_name, Activation, Architecture, ViTConfig};
 use crate::progress::{NoProgress, Progress, Stage};
 use crate::source::{self, TensorSource};
 
@@ -385,18 +385,6 @@ fn attention(
     )
 }
 
-/// The activation `hidden_act` names.
-pub(crate) fn activation(hidden_act: &str) -> Result<ops::Activation> {
-    match hidden_act {
-        "gelu" => Ok(ops::Activation::GeluErf),
-        "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(ops::Activation::GeluTanh),
-        other => Err(ErrorKind::Config {
-            reason: format!("unsupported hidden_act {other:?}"),
-        }
-        .into()),
-    }
-}
-
 /// Threads used when none are set: one per available core.
 /// The most threads a forward pass spawns (`--threads`, `VIT_CONVERT_THREADS` and
 /// [`Model::set_threads`] are capped to it): a huge count spawned threads for minutes.
@@ -453,7 +441,6 @@ impl Model {
             used: BTreeSet::new(),
         };
         let pos_rows = l.check(&config)?;
-        activation(&config.hidden_act)?;
         let d = config.hidden_size;
         let m = config.intermediate_size;
         let p = config.patch_size;
@@ -685,7 +672,7 @@ impl Model {
         w: &Resolved<'_>,
         l: &Linear,
         x: ArrayView2<f32>,
-        act: Option<ops::Activation>,
+        act: Option<Activation>,
         y: ndarray::ArrayViewMut2<f32>,
     ) -> Result<()> {
         ops::linears(x, vec![product(w, l, y)?], act)
@@ -801,7 +788,7 @@ impl Model {
         }
         drop(emb);
 
-        let act = activation(&cfg.hidden_act)?;
+        let act = cfg.hidden_act;
         let heads = cfg.num_attention_heads;
         let mut hn = Array2::<f32>::zeros((rows, d));
         let mut q = Array2::<f32>::zeros((rows, d));

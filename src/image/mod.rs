@@ -781,10 +781,14 @@ mod tests {
 
     #[test]
     fn configs_written_by_convert_presets_parse() {
-        let vit = crate::model::preprocessor::preprocessor_config("vit", 224).unwrap();
+        let vit =
+            crate::model::preprocessor::preprocessor_config(crate::model::Preprocessor::Vit, 224);
         let cfg = PreprocessorConfig::from_json(&vit).unwrap();
         assert_eq!(cfg.resample, Filter::Bilinear);
-        let crop = crate::model::preprocessor::preprocessor_config("imagenet_crop", 224).unwrap();
+        let crop = crate::model::preprocessor::preprocessor_config(
+            crate::model::Preprocessor::ImagenetCrop,
+            224,
+        );
         let cfg = PreprocessorConfig::from_json(&crop).unwrap();
         assert_eq!(cfg.resize, Some(ResizeTo::ShortestEdge(256)));
         assert_eq!(cfg.center_crop, Some((224, 224)));

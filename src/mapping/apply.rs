@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::dims::{show_shape, Bindings, Dim};
 use super::error::MappingError;
 use super::index::{PatternIndex, PrefixSet};
+use super::names::Branch;
 use super::ops::Op;
 use super::schema::{MappingTable, Rule};
 use crate::error::{Error, ErrorKind, Result};
@@ -77,7 +78,7 @@ pub(crate) struct View {
 pub(crate) fn select_view(
     table: &MappingTable,
     names: &[&str],
-    branch: Option<&str>,
+    branch: Option<Branch>,
 ) -> Result<View> {
     // Every wrapper or branch some name sits in: one walk of the index per name.
     let mut present: HashSet<&str> = HashSet::new();
@@ -89,11 +90,16 @@ pub(crate) fn select_view(
         }
     }
     let has = |w: &str| present.contains(w);
-    let present_branches: Vec<&String> = table.branches.iter().filter(|b| has(b)).collect();
+    let present_branches: Vec<Branch> = table
+        .branches
+        .iter()
+        .copied()
+        .filter(|b| has(b.name()))
+        .collect();
     let selected: Option<String> = if !present_branches.is_empty() {
         match branch {
-            Some(b) if table.branches.iter().any(|x| x == b) => {
-                if !has(b) {
+            Some(b) if table.branches.contains(&b) => {
+                if !has(b.name()) {
                     return Err(ErrorKind::InvalidOption {
                         reason: format!("branch `{b}` is not in this checkpoint"),
                     }
@@ -102,20 +108,21 @@ pub(crate) fn select_view(
                 Some(b.to_string())
             }
             Some(b) => {
+                let known: Vec<&str> = table.branches.iter().map(|b| b.name()).collect();
                 return Err(ErrorKind::InvalidOption {
                     reason: format!(
                         "unknown branch `{b}` (this table knows: {})",
-                        table.branches.join(", ")
+                        known.join(", ")
                     ),
                 }
-                .into())
+                .into());
             }
             None => present_branches.first().map(|b| b.to_string()),
         }
     } else {
         if let Some(b) = branch {
             return Err(ErrorKind::InvalidOption {
-                reason: format!("--branch {b} given, but the checkpoint has no branches"),
+                reason: format!("`branch` is {b}, but the checkpoint has no branches"),
             }
             .into());
         }
@@ -179,7 +186,7 @@ pub(crate) fn detect(table: &MappingTable, view: &View) -> bool {
     let own_branch = view
         .selected
         .as_ref()
-        .is_some_and(|b| table.branches.contains(b));
+        .is_some_and(|b| table.branches.iter().any(|x| x.name() == b));
     !view.names.is_empty()
         && table.detect.all.iter().all(has)
         && (table.detect.any.is_empty() || table.detect.any.iter().any(has))
@@ -197,7 +204,7 @@ struct Instance<'r> {
 pub(crate) fn plan_forward(
     table: &MappingTable,
     infos: &[TensorInfo],
-    branch: Option<&str>,
+    branch: Option<Branch>,
 ) -> Result<Plan> {
     let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();
     let view = select_view(table, &names, branch)?;

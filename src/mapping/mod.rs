@@ -12,6 +12,7 @@ pub(crate) mod apply;
 pub(crate) mod dims;
 mod error;
 pub(crate) mod index;
+mod names;
 pub(crate) mod ops;
 pub(crate) mod pattern;
 pub(crate) mod schema;
@@ -19,6 +20,7 @@ pub(crate) mod schema;
 pub use apply::MappingReport;
 pub(crate) use apply::{plan_forward, plan_reverse, select_view, Plan};
 pub use error::MappingError;
+pub use names::{Branch, Family};
 pub use schema::MappingTable;
 
 /// The tables shipped with the crate: (id, file, text).

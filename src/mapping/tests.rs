@@ -330,7 +330,6 @@ fn an_empty_source_prefix_is_refused_when_the_table_loads_naming_its_line() {
         ("strip_prefixes", "stripping would never end"),
         ("ignore_prefixes", "would ignore every tensor"),
         ("wrappers", "names no sub-container"),
-        ("branches", "names no sub-container"),
     ] {
         let text = table_text(&format!("{key} = [\"module.\",\n  \"\"]"), "");
         let e = MappingTable::from_toml(&text, "evil.toml").unwrap_err();
@@ -339,6 +338,32 @@ fn an_empty_source_prefix_is_refused_when_the_table_loads_naming_its_line() {
         assert_eq!(line, 13, "{key}: {reason}");
         assert!(reason.contains(key) && reason.contains(why), "{reason}");
     }
+}
+
+#[test]
+fn unknown_activation_preprocessor_or_branch_is_refused_at_load_naming_its_line() {
+    let base = table_text("", "");
+    for (good, bad, line) in [
+        ("hidden_act = \"gelu\"", "hidden_act = \"gleu\"", 8),
+        ("preprocessor = \"vit\"", "preprocessor = \"vit_crop\"", 9),
+    ] {
+        let e = MappingTable::from_toml(&base.replace(good, bad), "evil.toml").unwrap_err();
+        let (file, at, reason) = table_reason(&e);
+        assert_eq!((file.as_str(), at), ("evil.toml", line), "{reason}");
+    }
+    for list in ["\"teacher\",\n  \"techer\"", "\"teacher\",\n  \"\""] {
+        let text = table_text(&format!("branches = [{list}]"), "");
+        let e = MappingTable::from_toml(&text, "evil.toml").unwrap_err();
+        assert_eq!(table_reason(&e).1, 13, "{e}");
+    }
+    let t = MappingTable::from_toml(
+        &table_text("branches = [\"teacher\", \"student\"]", "")
+            .replace("hidden_act = \"gelu\"", "hidden_act = \"gelu_new\""),
+        "ok.toml",
+    )
+    .unwrap();
+    assert_eq!(t.facts.hidden_act, crate::model::Activation::GeluNew);
+    assert_eq!(t.branches, [Branch::Teacher, Branch::Student]);
 }
 
 #[test]

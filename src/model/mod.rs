@@ -9,7 +9,11 @@ use crate::error::{ErrorKind, Result};
 use crate::mapping::dims::Bindings;
 use crate::tensor::TensorInfo;
 
+mod activation;
 pub(crate) mod preprocessor;
+
+pub use activation::Activation;
+pub use preprocessor::Preprocessor;
 
 /// The HF model class a canonical checkpoint corresponds to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -123,8 +127,8 @@ pub struct ViTConfig {
     pub qkv_bias: bool,
     /// LayerNorm epsilon.
     pub layer_norm_eps: f64,
-    /// Activation (`gelu`, `gelu_pytorch_tanh`, `gelu_new`).
-    pub hidden_act: String,
+    /// Activation.
+    pub hidden_act: Activation,
     /// Class labels (index → name); empty for headless models.
     pub id2label: BTreeMap<usize, String>,
     /// Pooler output size when a pooler exists.
@@ -173,7 +177,7 @@ impl ViTConfig {
             json!(self.num_attention_heads),
         );
         m.insert("intermediate_size".into(), json!(self.intermediate_size));
-        m.insert("hidden_act".into(), json!(self.hidden_act));
+        m.insert("hidden_act".into(), json!(self.hidden_act.name()));
         m.insert("hidden_dropout_prob".into(), json!(0.0));
         m.insert("attention_probs_dropout_prob".into(), json!(0.0));
         m.insert("initializer_range".into(), json!(0.02));
@@ -300,7 +304,7 @@ impl ViTConfig {
             },
             layer_norm_eps,
             hidden_act: match obj.get("hidden_act") {
-                None | Some(Value::Null) => "gelu".to_string(),
+                None | Some(Value::Null) => Activation::Gelu,
                 Some(v) => v
                     .as_str()
                     .ok_or_else(|| {
@@ -309,7 +313,7 @@ impl ViTConfig {
                             short(v)
                         ))
                     })?
-                    .to_string(),
+                    .parse()?,
             },
             id2label,
             pooler_output_size: Some(pooler),
@@ -539,8 +543,8 @@ fn parse_id2label(m: &Map<String, Value>, origin: &str) -> Result<BTreeMap<usize
 pub struct ConfigOverrides {
     /// `--num-heads`.
     pub num_heads: Option<usize>,
-    /// `--hidden-act`.
-    pub hidden_act: Option<String>,
+    /// The activation written to `config.json` (`None`: the table's).
+    pub hidden_act: Option<Activation>,
     /// `--config FILE.json` contents: any field given here wins.
     pub config: Option<Map<String, Value>>,
 }
@@ -587,7 +591,7 @@ pub(crate) fn infer_config(
     arch: Architecture,
     tensors: &[TensorInfo],
     eps: f64,
-    hidden_act: &str,
+    hidden_act: Activation,
     heads_from_table: Option<usize>,
     overrides: &ConfigOverrides,
 ) -> Result<(ViTConfig, InferenceNotes)> {
@@ -704,10 +708,7 @@ pub(crate) fn infer_config(
         Some(crate::DType::F64) => "float64",
         _ => "float32",
     };
-    let hidden_act = overrides
-        .hidden_act
-        .clone()
-        .unwrap_or_else(|| hidden_act.to_string());
+    let hidden_act = overrides.hidden_act.unwrap_or(hidden_act);
     let mut cfg = ViTConfig {
         architecture: arch,
         hidden_size: d,
@@ -826,11 +827,10 @@ fn apply_user_config(
         }
     }
     if let Some(v) = user.get("hidden_act") {
-        let act = v
+        cfg.hidden_act = v
             .as_str()
-            .ok_or_else(|| cfg_err("--config: `hidden_act` must be a string"))?;
-        crate::forward::activation(act)?;
-        cfg.hidden_act = act.to_string();
+            .ok_or_else(|| cfg_err("--config: `hidden_act` must be a string"))?
+            .parse()?;
     }
     check_pooler_act(user.get("pooler_act"), "--config: ")?;
     if let Some(v) = user.get("id2label") {

@@ -48,7 +48,7 @@ fn checkpoint(dir: &Path, dtype: DType, values: &[f64]) -> PathBuf {
 
 fn opts(dtype: DType, allow_overflow: bool) -> ConvertOptions {
     ConvertOptions {
-        from: Some("hf".into()),
+        from: Some("hf".parse().unwrap()),
         dtype: Some(dtype),
         allow_overflow,
         ..Default::default()
