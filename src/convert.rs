@@ -185,7 +185,7 @@ pub fn choose_table(
             let seen: Vec<&str> = names.iter().take(6).copied().collect();
             Err(ErrorKind::Detection {
                 reason: format!(
-                    "no known family matches (candidates: {}; seen: {}{}); pass --from or --table",
+                    "no known family matches (candidates: {}; seen: {}{}); set option `from` or option `table`",
                     mapping::builtin_ids().join(", "),
                     seen.join(", "),
                     if names.len() > 6 { ", …" } else { "" }
@@ -195,7 +195,7 @@ pub fn choose_table(
         }
         _ => Err(ErrorKind::Detection {
             reason: format!(
-                "ambiguous: matches {}; pass --from",
+                "ambiguous: matches {}; set option `from`",
                 hits.iter()
                     .map(|t| t.id.as_str())
                     .collect::<Vec<_>>()
@@ -516,7 +516,7 @@ fn flax_notes(arch: Architecture, config: &ViTConfig) -> Result<Vec<String>> {
         ]),
         other => Err(ErrorKind::InvalidOption {
             reason: format!(
-                "--to flax: transformers has no Flax {} (Flax ViT only: FlaxViTModel, FlaxViTForImageClassification)",
+                "option `to` flax: transformers has no Flax {} (Flax ViT only: FlaxViTModel, FlaxViTForImageClassification)",
                 other.name()
             ),
         }

@@ -361,9 +361,9 @@ pub enum ErrorKind {
         /// What is wrong with it.
         problem: &'static str,
     },
-    /// A cast (`--dtype`) would turn finite values into ±Inf or NaN; refused unless
-    /// `ConvertOptions::allow_overflow` (`--allow-overflow`) asks for torch's `.half()` saturation.
-    #[error("casting {from} to {to} turns {count} finite values into Inf or NaN (largest magnitude {max_abs:e}, {to} holds up to {limit:e}); refused unless overflow is allowed (convert --allow-overflow, as torch's .half() saturates)")]
+    /// A cast (`ConvertOptions::dtype`) would turn finite values into ±Inf or NaN; refused unless
+    /// `ConvertOptions::allow_overflow` asks for torch's `.half()` saturation.
+    #[error("casting {from} to {to} turns {count} finite values into Inf or NaN (largest magnitude {max_abs:e}, {to} holds up to {limit:e}); refused unless overflow is allowed (option `allow_overflow`, as torch's .half() saturates)")]
     CastOverflow {
         /// The stored dtype.
         from: DType,

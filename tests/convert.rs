@@ -481,3 +481,23 @@ fn cli_default_command_converts_and_errors_are_one_line() {
     let usage = Command::new(bin).args(["--from", "nope"]).output().unwrap();
     assert_eq!(usage.status.code(), Some(2));
 }
+
+#[test]
+fn library_messages_name_option_fields_and_the_cli_names_flags() {
+    // The timm fixture is 24 wide: the head count cannot be guessed (24 is no multiple of 64).
+    let out = tempfile::tempdir().unwrap();
+    let input = common::fixture("convert", "timm_vit/source.pth");
+    let e = convert(&input, out.path(), &ConvertOptions::default()).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("set option `num_heads`"), "{text}");
+    assert!(!text.contains("--"), "{text}");
+    let cli = Command::new(env!("CARGO_BIN_EXE_vit-convert"))
+        .arg(&input)
+        .arg("-o")
+        .arg(out.path().join("cli"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert_eq!(cli.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("set --num-heads"), "{stderr}");
+}

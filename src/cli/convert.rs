@@ -12,7 +12,7 @@ use vit_convert::text::Escaped;
 use vit_convert::{ConvertOptions, DType, MappingTable, OutputFormat};
 
 use super::progress::Bar;
-use super::{families, family_of, Ui, EXIT_OK};
+use super::{families, family_of, with_flags, Ui, EXIT_OK};
 
 #[derive(Args)]
 pub struct ConvertArgs {
@@ -128,7 +128,7 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
         report.bytes
     )?;
     for n in &report.notes {
-        writeln!(out, "note: {}", Escaped(n))?;
+        writeln!(out, "note: {}", with_flags(&Escaped(n).to_string()))?;
     }
     for (n, why) in &report.dropped {
         writeln!(out, "dropped {}: {}", Escaped(n), Escaped(why))?;

@@ -590,7 +590,7 @@ impl Model {
             if h != cfg.image_size || w != cfg.image_size {
                 return Err(ErrorKind::InvalidOption {
                     reason: format!(
-                        "input image size ({h}*{w}) doesn't match model ({}*{}); use --interpolate-pos-encoding",
+                        "input image size ({h}*{w}) doesn't match model ({}*{}); set option `interpolate_pos_encoding`",
                         cfg.image_size, cfg.image_size
                     ),
                 }

@@ -122,7 +122,7 @@ pub(crate) fn select_view(
     } else {
         if let Some(b) = branch {
             return Err(ErrorKind::InvalidOption {
-                reason: format!("`branch` is {b}, but the checkpoint has no branches"),
+                reason: format!("option `branch` {b} given, but the checkpoint has no branches"),
             }
             .into());
         }

@@ -129,7 +129,7 @@ fn allow_overflow_saturates_like_torch_half_and_says_how_many() {
     let note = report
         .notes
         .iter()
-        .find(|n| n.starts_with("--allow-overflow"))
+        .find(|n| n.starts_with("option `allow_overflow`: "))
         .unwrap_or_else(|| panic!("{:?}", report.notes));
     assert!(
         note.contains(
