@@ -394,6 +394,36 @@ impl ErrorKind {
     }
 }
 
+/// `Display` (the name) and `FromStr` (an [`ErrorKind::UnknownName`] for `$field` otherwise) for
+/// a type with `fn name(self) -> &'static str` whose values `$all` (an iterator) lists.
+macro_rules! impl_names {
+    ($t:ty, $field:literal, $all:expr) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $t {
+            type Err = $crate::error::Error;
+
+            /// # Errors
+            /// [`ErrorKind::UnknownName`](crate::ErrorKind::UnknownName) for any other name.
+            fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+                $all.find(|v: &$t| v.name() == s).ok_or_else(|| {
+                    $crate::error::ErrorKind::unknown_name(
+                        $field,
+                        s,
+                        $all.map(<$t>::name).collect(),
+                    )
+                    .into()
+                })
+            }
+        }
+    };
+}
+pub(crate) use impl_names;
+
 /// How container errors name the format (`flax msgpack`: the Flax format's own name is `flax`).
 fn container_label(format: Format) -> &'static str {
     match format {

@@ -1,13 +1,10 @@
 //! Closed sets of names the tables and options use: [`Family`] (derived from the built-in
 //! tables) and [`Branch`].
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use super::{MappingTable, BUILTIN};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 
 /// A source family: the id of a built-in mapping table (`timm`, `dino`, `deit`, `jax`,
 /// `big_vision`, `hf`, `flax`). The list is the built-in tables', kept once.
@@ -51,23 +48,7 @@ impl Family {
     }
 }
 
-impl fmt::Display for Family {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Family {
-    type Err = Error;
-
-    /// # Errors
-    /// [`ErrorKind::UnknownName`] for a name that is no built-in table's id.
-    fn from_str(s: &str) -> Result<Self> {
-        Family::all()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| ErrorKind::unknown_name("family", s, Family::names()).into())
-    }
-}
+crate::error::impl_names!(Family, "family", Family::all());
 
 /// Which network of a training checkpoint with several (DINO's teacher and student) to convert.
 /// Tables list theirs in `[source] branches`.
@@ -99,28 +80,12 @@ impl Branch {
     }
 }
 
-impl fmt::Display for Branch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Branch {
-    type Err = Error;
-
-    /// # Errors
-    /// [`ErrorKind::UnknownName`] for a name that is no branch.
-    fn from_str(s: &str) -> Result<Self> {
-        Branch::ALL
-            .into_iter()
-            .find(|b| b.name() == s)
-            .ok_or_else(|| ErrorKind::unknown_name("branch", s, Branch::names()).into())
-    }
-}
+crate::error::impl_names!(Branch, "branch", Branch::ALL.into_iter());
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn every_family_has_a_table_and_round_trips() {

@@ -1,11 +1,6 @@
 //! [`Activation`]: the `hidden_act` values this crate converts and runs, spelled once.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
-
-use crate::error::{Error, ErrorKind};
 
 /// The MLP activation of a ViT (`hidden_act` in `config.json` and in the mapping tables;
 /// `ConfigOverrides::hidden_act`, `convert --hidden-act`). Names are the Hugging Face spellings.
@@ -54,7 +49,7 @@ impl Activation {
         }
     }
 
-    /// Every name [`Activation::from_str`] accepts.
+    /// Every name `str::parse` accepts.
     pub fn names() -> Vec<&'static str> {
         Activation::ALL.iter().map(|a| a.name()).collect()
     }
@@ -65,28 +60,12 @@ impl Activation {
     }
 }
 
-impl fmt::Display for Activation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Activation {
-    type Err = Error;
-
-    /// # Errors
-    /// [`ErrorKind::UnknownName`] for a name not in [`Activation::names`].
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Activation::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| ErrorKind::unknown_name("hidden_act", s, Activation::names()).into())
-    }
-}
+crate::error::impl_names!(Activation, "hidden_act", Activation::ALL.into_iter());
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn names_round_trip_through_serde_and_from_str() {

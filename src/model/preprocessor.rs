@@ -1,12 +1,7 @@
 //! `preprocessor_config.json` presets named by the mapping tables (layouts.md §1.5, §3.5).
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-
-use crate::error::{Error, ErrorKind, Result};
 
 /// The `preprocessor_config.json` preset a mapping table names (`preprocessor = "vit"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -34,31 +29,7 @@ impl Preprocessor {
     }
 }
 
-impl fmt::Display for Preprocessor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Preprocessor {
-    type Err = Error;
-
-    /// # Errors
-    /// [`ErrorKind::UnknownName`] for a name that is no preset.
-    fn from_str(s: &str) -> Result<Self> {
-        Preprocessor::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                ErrorKind::unknown_name(
-                    "preprocessor",
-                    s,
-                    Preprocessor::ALL.iter().map(|p| p.name()).collect(),
-                )
-                .into()
-            })
-    }
-}
+crate::error::impl_names!(Preprocessor, "preprocessor", Preprocessor::ALL.into_iter());
 
 /// ImageNet mean (DeiT, DINO).
 pub(crate) const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
