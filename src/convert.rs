@@ -281,6 +281,7 @@ pub(crate) fn canonicalize<'s>(
     let got: BTreeSet<String> = infos.iter().map(|t| t.name.clone()).collect();
     if let Some(missing) = expected.difference(&got).next() {
         return Err(Error::from(ErrorKind::Mapping {
+            table: table.id.clone(),
             file: table.file.clone(),
             line: 0,
             problem: mapping::MappingError::ArchitectureLacks {
@@ -291,6 +292,7 @@ pub(crate) fn canonicalize<'s>(
     }
     if let Some(extra) = got.difference(&expected).next() {
         return Err(Error::from(ErrorKind::Mapping {
+            table: table.id.clone(),
             file: table.file.clone(),
             line: 0,
             problem: mapping::MappingError::ArchitectureExtra {

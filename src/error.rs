@@ -269,6 +269,8 @@ pub enum ErrorKind {
     /// with the table's file and the rule's line.
     #[error("{problem} (table {file}{})", if *.line > 0 { format!(":{}", .line) } else { String::new() })]
     Mapping {
+        /// The table's id (`timm`, or a custom table's own).
+        table: String,
         /// Table file.
         file: String,
         /// Rule line (0 when no single rule is concerned).

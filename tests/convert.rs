@@ -343,11 +343,15 @@ fn wrong_family_names_the_unconsumed_tensor_and_table() {
     let e = convert(&input, out.path(), &opts).unwrap_err();
     match e.kind() {
         ErrorKind::Mapping {
+            table,
             file,
             problem: MappingError::Unconsumed { names },
             ..
         } => {
-            assert_eq!(file, "mappings/jax.toml");
+            assert_eq!(
+                (table.as_str(), file.as_str()),
+                ("jax", "mappings/jax.toml")
+            );
             assert_eq!(names.first().map(String::as_str), Some("cls_token"));
         }
         other => panic!("{other:?}"),

@@ -59,6 +59,7 @@ pub(crate) struct Plan {
 
 fn mapping_err(table: &MappingTable, line: usize, problem: MappingError) -> Error {
     ErrorKind::Mapping {
+        table: table.id.clone(),
         file: table.file.clone(),
         line,
         problem,

@@ -68,6 +68,7 @@ fn mapping_reason(e: &crate::Error) -> (String, usize, MappingError) {
             file,
             line,
             problem,
+            ..
         } => (file.clone(), *line, problem.clone()),
         other => panic!("expected a mapping error, got {other:?}"),
     }
