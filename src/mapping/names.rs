@@ -17,7 +17,7 @@ use crate::error::Result;
 /// assert!("auto".parse::<Family>().is_err()); // detection is `None`, not a family
 /// # Ok::<(), vit_convert::Error>(())
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Family {
     /// Index into the built-in tables.
     index: usize,
@@ -45,6 +45,12 @@ impl Family {
     /// Only if a shipped table failed to parse (a build defect, covered by tests).
     pub fn table(self) -> Result<MappingTable> {
         MappingTable::builtin(self.name())
+    }
+}
+
+impl std::fmt::Debug for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Family").field(&self.name()).finish()
     }
 }
 
@@ -94,6 +100,10 @@ mod tests {
             assert_eq!(f.table().unwrap().id(), f.name());
         }
         assert_eq!(Family::names().len(), BUILTIN.len());
+        assert_eq!(
+            format!("{:?}", Family::all().next().unwrap()),
+            "Family(\"timm\")"
+        );
         let e = "timmm".parse::<Family>().unwrap_err();
         assert!(matches!(
             e.kind(),
