@@ -13,7 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Default::default()
     };
     let opts = ConvertOptions {
-        from: Some("timm".into()),
+        from: Some("timm".parse()?),
         overrides,
         ..Default::default()
     };

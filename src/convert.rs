@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, ErrorKind, Result};
 use crate::forward::Model;
 use crate::hash::{HashReport, Reading};
-use crate::mapping::{self, MappingReport, MappingTable, PlannedSource};
+use crate::mapping::{self, Branch, Family, MappingReport, MappingTable, PlannedSource};
 use crate::model::{self, preprocessor, Architecture, ConfigOverrides, ViTConfig};
 use crate::progress::{NoProgress, Progress, Reporting, Stage};
 use crate::source::{self, TensorSource};
@@ -35,6 +35,16 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
+    /// The name [`OutputFormat::parse`] accepts (`safetensors`, `timm`, `npz`, `flax`).
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Safetensors => "safetensors",
+            OutputFormat::Timm => "timm",
+            OutputFormat::Npz => "npz",
+            OutputFormat::Flax => "flax",
+        }
+    }
+
     /// Parses `safetensors`, `timm`, `npz` or `flax`.
     pub fn parse(s: &str) -> Option<OutputFormat> {
         match s {
@@ -65,9 +75,10 @@ impl OutputFormat {
 /// Options for [`convert`].
 #[derive(Clone, Debug, Default)]
 pub struct ConvertOptions {
-    /// Source family (`timm`, `dino`, `deit`, `jax`, `hf`); `None` detects it from tensor names.
-    pub from: Option<String>,
-    /// A custom table (overrides `from`).
+    /// Source family; `None` detects it from tensor names (or uses `table`).
+    pub from: Option<Family>,
+    /// A custom table instead of a family's; setting both `from` and `table` is an
+    /// [`ErrorKind::InvalidOption`].
     pub table: Option<MappingTable>,
     /// Output layout.
     pub to: OutputFormat,
@@ -77,9 +88,10 @@ pub struct ConvertOptions {
     /// Accept casts that saturate finite values to ±Inf, as torch's `.half()` does; the report's
     /// notes then say how many values saturated (`--allow-overflow`).
     pub allow_overflow: bool,
-    /// DINO training checkpoints: `teacher` (default) or `student`.
-    pub branch: Option<String>,
-    /// Config overrides (`--num-heads`, `--hidden-act`, `--config`).
+    /// Training checkpoints with branches (DINO): which to convert (`None`: the first present,
+    /// the teacher).
+    pub branch: Option<Branch>,
+    /// Config overrides (head count, activation, `config.json` fields).
     pub overrides: ConfigOverrides,
 }
 
@@ -138,20 +150,29 @@ fn sha256_file(path: &Path) -> Result<String> {
     Ok(mapping::schema::hex(&h.finalize()))
 }
 
-/// Chooses the table for a source: a custom table, a named family, or detection.
+/// Chooses the table for a source: a custom table, a family's, or detection (neither given).
 ///
 /// # Errors
+/// [`ErrorKind::InvalidOption`] when both a family and a custom table are given;
 /// [`ErrorKind::Detection`] when detection finds no family or more than one.
 pub(crate) fn choose_table(
     src: &dyn TensorSource,
-    from: Option<&str>,
+    from: Option<Family>,
     custom: Option<&MappingTable>,
 ) -> Result<MappingTable> {
-    if let Some(t) = custom {
-        return Ok(t.clone());
-    }
-    if let Some(f) = from.filter(|f| *f != "auto") {
-        return MappingTable::builtin(f);
+    match (from, custom) {
+        (Some(f), Some(t)) => {
+            return Err(ErrorKind::InvalidOption {
+                reason: format!(
+                    "both `from` ({f}) and `table` ({}) are set; set one",
+                    t.file
+                ),
+            }
+            .into())
+        }
+        (None, Some(t)) => return Ok(t.clone()),
+        (Some(f), None) => return f.table(),
+        (None, None) => {}
     }
     let names: Vec<&str> = src.tensors().iter().map(|t| t.name.as_str()).collect();
     let mut hits = Vec::new();
@@ -168,7 +189,7 @@ pub(crate) fn choose_table(
             let seen: Vec<&str> = names.iter().take(6).copied().collect();
             Err(ErrorKind::Detection {
                 reason: format!(
-                    "no known family matches (candidates: {}; seen: {}{}); pass --from or --table",
+                    "no known family matches (candidates: {}; seen: {}{}); set option `from` or option `table`",
                     mapping::builtin_ids().join(", "),
                     seen.join(", "),
                     if names.len() > 6 { ", …" } else { "" }
@@ -178,7 +199,7 @@ pub(crate) fn choose_table(
         }
         _ => Err(ErrorKind::Detection {
             reason: format!(
-                "ambiguous: matches {}; pass --from",
+                "ambiguous: matches {}; set option `from`",
                 hits.iter()
                     .map(|t| t.id.as_str())
                     .collect::<Vec<_>>()
@@ -340,9 +361,9 @@ pub(crate) struct CanonicalPlan {
 /// class cannot hold are dropped, with why), without inferring a config.
 pub(crate) fn plan_canonical(
     src: &dyn TensorSource,
-    from: Option<&str>,
+    from: Option<Family>,
     custom: Option<&MappingTable>,
-    branch: Option<&str>,
+    branch: Option<Branch>,
 ) -> Result<CanonicalPlan> {
     let table = choose_table(src, from, custom)?;
     let mut plan = mapping::plan_forward(&table, src.tensors(), branch)?;
@@ -371,12 +392,7 @@ fn canonicalize<'s>(
         plan,
         arch,
         dropped,
-    } = plan_canonical(
-        src,
-        opts.from.as_deref(),
-        opts.table.as_ref(),
-        opts.branch.as_deref(),
-    )?;
+    } = plan_canonical(src, opts.from, opts.table.as_ref(), opts.branch)?;
     let heads = table
         .facts
         .num_heads
@@ -391,7 +407,7 @@ fn canonicalize<'s>(
         arch,
         &infos,
         table.facts.layer_norm_eps,
-        &table.facts.hidden_act,
+        table.facts.hidden_act,
         heads,
         &overrides,
     )?;
@@ -399,19 +415,24 @@ fn canonicalize<'s>(
     let got: BTreeSet<String> = infos.iter().map(|t| t.name.clone()).collect();
     if let Some(missing) = expected.difference(&got).next() {
         return Err(Error::from(ErrorKind::Mapping {
+            table: table.id.clone(),
             file: table.file.clone(),
             line: 0,
-            reason: format!(
-                "the checkpoint lacks {missing}, which {} requires",
-                arch.name()
-            ),
+            problem: mapping::MappingError::ArchitectureLacks {
+                architecture: arch,
+                tensor: missing.to_string(),
+            },
         }));
     }
     if let Some(extra) = got.difference(&expected).next() {
         return Err(Error::from(ErrorKind::Mapping {
+            table: table.id.clone(),
             file: table.file.clone(),
             line: 0,
-            reason: format!("{extra} has no place in {}", arch.name()),
+            problem: mapping::MappingError::ArchitectureExtra {
+                architecture: arch,
+                tensor: extra.to_string(),
+            },
         }));
     }
     Ok(Canonical {
@@ -504,7 +525,7 @@ fn merge_sidecar_config(path: &Path, o: &mut ConfigOverrides, arch: Architecture
 /// ```
 /// use vit_convert::{convert, ConfigOverrides, ConvertOptions};
 /// let opts = ConvertOptions {
-///     from: Some("timm".into()),
+///     from: Some("timm".parse()?),
 ///     // tiny test model: 24 wide, 2 heads (real checkpoints default to hidden/64)
 ///     overrides: ConfigOverrides { num_heads: Some(2), ..Default::default() },
 ///     ..Default::default()
@@ -584,8 +605,7 @@ fn write_canonical(
     // go, a failed rename — leaves OUTDIR exactly as it was.
     let config_json = config.to_json();
     let cfg_file = write::prepare_json(&cfg_path, &config_json)?;
-    let pre =
-        preprocessor::preprocessor_config(&canon.table.facts.preprocessor, config.image_size)?;
+    let pre = preprocessor::preprocessor_config(canon.table.facts.preprocessor, config.image_size);
     let pre_file = write::prepare_json(&pre_path, &pre)?;
     let name_input = |e: Error| match input {
         Some(input) => e.with_path(input),
@@ -660,7 +680,7 @@ fn flax_notes(arch: Architecture, config: &ViTConfig) -> Result<Vec<String>> {
         ]),
         other => Err(ErrorKind::InvalidOption {
             reason: format!(
-                "--to flax: transformers has no Flax {} (Flax ViT only: FlaxViTModel, FlaxViTForImageClassification)",
+                "option `to` flax: transformers has no Flax {} (Flax ViT only: FlaxViTModel, FlaxViTForImageClassification)",
                 other.name()
             ),
         }

@@ -7,6 +7,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::convert::OutputFormat;
+use crate::image::ImageFormat;
+use crate::mapping::MappingError;
+use crate::source::Format;
 use crate::tensor::DType;
 use crate::text::Escaped;
 
@@ -24,7 +28,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// assert!(err.to_string().contains("disallowed global posix.system"));
 /// ```
 #[derive(Debug)]
-pub struct Error {
+pub struct Error(Box<Inner>);
+
+/// The error's data, boxed: a `Result<T, Error>` stays one pointer wide on the error side
+/// however much data a kind carries.
+#[derive(Debug)]
+struct Inner {
     kind: ErrorKind,
     path: Option<PathBuf>,
     tensor: Option<String>,
@@ -33,40 +42,40 @@ pub struct Error {
 impl Error {
     /// Creates an error of the given kind with no location.
     pub fn new(kind: ErrorKind) -> Self {
-        Error {
+        Error(Box::new(Inner {
             kind,
             path: None,
             tensor: None,
-        }
+        }))
     }
 
     /// What went wrong.
     pub fn kind(&self) -> &ErrorKind {
-        &self.kind
+        &self.0.kind
     }
 
     /// The file the error concerns, if known.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.0.path.as_deref()
     }
 
     /// The tensor the error concerns, if known.
     pub fn tensor(&self) -> Option<&str> {
-        self.tensor.as_deref()
+        self.0.tensor.as_deref()
     }
 
     /// Attaches a file path (keeps an existing one: the innermost location wins).
     pub fn with_path(mut self, path: impl Into<PathBuf>) -> Self {
-        if self.path.is_none() {
-            self.path = Some(path.into());
+        if self.0.path.is_none() {
+            self.0.path = Some(path.into());
         }
         self
     }
 
     /// Attaches a tensor name (keeps an existing one).
     pub fn with_tensor(mut self, tensor: impl Into<String>) -> Self {
-        if self.tensor.is_none() {
-            self.tensor = Some(tensor.into());
+        if self.0.tensor.is_none() {
+            self.0.tensor = Some(tensor.into());
         }
         self
     }
@@ -82,19 +91,19 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // File text (paths, tensor names, table text inside the kind's data) is escaped: an
         // error is always one line, whatever a checkpoint names its tensors.
-        if let Some(p) = &self.path {
+        if let Some(p) = &self.0.path {
             write!(f, "{}: ", Escaped(p.display()))?;
         }
-        if let Some(t) = &self.tensor {
+        if let Some(t) = &self.0.tensor {
             write!(f, "tensor {}: ", Escaped(t))?;
         }
-        write!(f, "{}", Escaped(&self.kind))
+        write!(f, "{}", Escaped(&self.0.kind))
     }
 }
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.kind)
+        std::error::Error::source(&self.0.kind)
     }
 }
 
@@ -219,19 +228,31 @@ pub enum ErrorKind {
         /// The duplicated name.
         name: String,
     },
-    /// A malformed container (zip, npy, safetensors, legacy torch).
-    #[error("{container}: {reason}")]
+    /// A malformed checkpoint container (zip, npy, safetensors, legacy torch, Flax msgpack).
+    /// A file cut short is [`ErrorKind::Truncated`] instead, whatever its container.
+    #[error("{}: {reason}", container_label(*.format))]
     MalformedContainer {
-        /// Which container format.
-        container: &'static str,
+        /// Which container format ([`Format::Zip`] for the zip layer shared by torch zip and npz).
+        format: Format,
         /// What is wrong.
         reason: String,
     },
-    /// Big-endian data that cannot be read faithfully.
-    #[error("big-endian data is not supported: {what}")]
-    BigEndian {
-        /// Where the marker was found.
-        what: String,
+    /// A malformed image file (PNG or JPEG).
+    #[error("{}: {reason}", .format.name())]
+    MalformedImage {
+        /// Which image format.
+        format: ImageFormat,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A writer that could not encode its output (other than an I/O error, which is
+    /// [`ErrorKind::Io`]).
+    #[error("{} writer: {reason}", .format.name())]
+    Writer {
+        /// The output format being written.
+        format: OutputFormat,
+        /// What went wrong.
+        reason: String,
     },
     /// A mapping table that cannot be parsed or is inconsistent.
     #[error("mapping table {file}:{line}: {reason}")]
@@ -243,26 +264,19 @@ pub enum ErrorKind {
         /// What is wrong.
         reason: String,
     },
-    /// A mapping table did not fit the checkpoint (unconsumed, missing or twice-produced tensors,
-    /// shape contradictions, layer gaps).
-    #[error("{reason} (table {file}{})", if *.line > 0 { format!(":{}", .line) } else { String::new() })]
+    /// A mapping table did not fit the checkpoint: what did not fit ([`MappingError`]: unconsumed,
+    /// missing or twice-produced tensors, shape contradictions, layer gaps, rejected features),
+    /// with the table's file and the rule's line.
+    #[error("{problem} (table {file}{})", if *.line > 0 { format!(":{}", .line) } else { String::new() })]
     Mapping {
+        /// The table's id (`timm`, or a custom table's own).
+        table: String,
         /// Table file.
         file: String,
         /// Rule line (0 when no single rule is concerned).
         line: usize,
         /// What did not fit.
-        reason: String,
-    },
-    /// The checkpoint uses a feature that the HF ViT/DeiT layout cannot represent.
-    #[error("unsupported architecture: {feature} (found {tensor}; rule {rule}); HF ViT cannot represent it, refusing rather than dropping it")]
-    UnsupportedFeature {
-        /// The feature (`layer scale`, `fc_norm / average pooling`, …).
-        feature: String,
-        /// The tensor that revealed it.
-        tensor: String,
-        /// The table rule that recognised it (`file:line`).
-        rule: String,
+        problem: MappingError,
     },
     /// `--from auto` could not pick exactly one family.
     #[error("cannot detect the checkpoint family: {reason}")]
@@ -286,6 +300,16 @@ pub enum ErrorKind {
         config: u64,
         /// What the tensors hold.
         tensors: u64,
+    },
+    /// A name outside a closed set (`hidden_act`, preprocessor preset, family, branch).
+    #[error("unknown {field} `{value}` (known: {})", .known.join(", "))]
+    UnknownName {
+        /// What the name is for (`hidden_act`, `preprocessor`, `family`, `branch`).
+        field: &'static str,
+        /// The name given.
+        value: String,
+        /// The names accepted.
+        known: Vec<&'static str>,
     },
     /// A command-line or API option that does not apply.
     #[error("{reason}")]
@@ -339,9 +363,9 @@ pub enum ErrorKind {
         /// What is wrong with it.
         problem: &'static str,
     },
-    /// A cast (`--dtype`) would turn finite values into ±Inf or NaN; refused unless
-    /// `ConvertOptions::allow_overflow` (`--allow-overflow`) asks for torch's `.half()` saturation.
-    #[error("casting {from} to {to} turns {count} finite values into Inf or NaN (largest magnitude {max_abs:e}, {to} holds up to {limit:e}); refused unless overflow is allowed (convert --allow-overflow, as torch's .half() saturates)")]
+    /// A cast (`ConvertOptions::dtype`) would turn finite values into ±Inf or NaN; refused unless
+    /// `ConvertOptions::allow_overflow` asks for torch's `.half()` saturation.
+    #[error("casting {from} to {to} turns {count} finite values into Inf or NaN (largest magnitude {max_abs:e}, {to} holds up to {limit:e}); refused unless overflow is allowed (option `allow_overflow`, as torch's .half() saturates)")]
     CastOverflow {
         /// The stored dtype.
         from: DType,
@@ -361,6 +385,61 @@ impl ErrorKind {
     pub(crate) fn io(op: &'static str, source: std::io::Error) -> Self {
         ErrorKind::Io { op, source }
     }
+
+    /// An [`ErrorKind::UnknownName`].
+    pub(crate) fn unknown_name(field: &'static str, value: &str, known: Vec<&'static str>) -> Self {
+        ErrorKind::UnknownName {
+            field,
+            value: value.to_string(),
+            known,
+        }
+    }
+}
+
+/// `Display` (the name) and `FromStr` (an [`ErrorKind::UnknownName`] for `$field` otherwise) for
+/// a type with `fn name(self) -> &'static str` whose values `$all` (an iterator) lists.
+macro_rules! impl_names {
+    ($t:ty, $field:literal, $all:expr) => {
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $t {
+            type Err = $crate::error::Error;
+
+            /// # Errors
+            /// [`ErrorKind::UnknownName`](crate::ErrorKind::UnknownName) for any other name.
+            fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+                $all.find(|v: &$t| v.name() == s).ok_or_else(|| {
+                    $crate::error::ErrorKind::unknown_name(
+                        $field,
+                        s,
+                        $all.map(<$t>::name).collect(),
+                    )
+                    .into()
+                })
+            }
+        }
+    };
+}
+pub(crate) use impl_names;
+
+/// How container errors name the format (`flax msgpack`: the Flax format's own name is `flax`).
+fn container_label(format: Format) -> &'static str {
+    match format {
+        Format::Flax => "flax msgpack",
+        other => other.name(),
+    }
+}
+
+/// The one constructor of [`ErrorKind::MalformedContainer`].
+pub(crate) fn malformed(format: Format, reason: impl Into<String>) -> Error {
+    Error::from(ErrorKind::MalformedContainer {
+        format,
+        reason: reason.into(),
+    })
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ use sha2::{Digest, Sha256};
 
 use crate::convert::plan_canonical;
 use crate::error::Result;
-use crate::mapping::{schema::hex, MappingTable, PlannedSource};
+use crate::mapping::{schema::hex, Branch, Family, MappingTable, PlannedSource};
 use crate::source::{self, Format, TensorSource};
 use crate::tensor::DType;
 
@@ -120,12 +120,16 @@ pub(crate) fn with_source_tensors<R>(
     if !how.is_canonical() {
         return f(src, reading);
     }
-    let c = plan_canonical(
-        src,
-        how.from.as_deref(),
-        how.table.as_ref(),
-        how.branch.as_deref(),
-    )?;
+    let from = match how.from.as_deref() {
+        None | Some("auto") => None,
+        Some(f) => Some(f.parse::<Family>()?),
+    };
+    let branch = how
+        .branch
+        .as_deref()
+        .map(str::parse::<Branch>)
+        .transpose()?;
+    let c = plan_canonical(src, from, how.table.as_ref(), branch)?;
     reading.table = Some(c.table.id().to_string());
     reading.selected = c.plan.report.selected.clone();
     reading.dropped = c.dropped;

@@ -42,7 +42,7 @@
 //! let cut = bytes[..bytes.len() / 2].to_vec();
 //! let err = open_bytes(FileBytes::from_vec(cut)).err().ok_or("a cut-short file opened")?;
 //! assert!(
-//!     matches!(err.kind(), ErrorKind::Truncated { .. } | ErrorKind::MalformedContainer { .. }),
+//!     matches!(err.kind(), ErrorKind::Truncated { .. }),
 //!     "{err}"
 //! );
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -75,7 +75,7 @@
 //!
 //! let out = tempfile::tempdir()?;
 //! let opts = ConvertOptions {
-//!     from: Some("timm".into()),
+//!     from: Some("timm".parse()?),
 //!     overrides: ConfigOverrides { num_heads: Some(2), ..Default::default() },
 //!     ..Default::default()
 //! };

@@ -42,7 +42,7 @@ pub enum Stage {
 /// let seen = Count::default();
 /// let out = tempfile::tempdir()?;
 /// let opts = vit_convert::ConvertOptions {
-///     from: Some("timm".into()),
+///     from: Some("timm".parse()?),
 ///     overrides: vit_convert::ConfigOverrides { num_heads: Some(2), ..Default::default() },
 ///     ..Default::default()
 /// };
@@ -196,7 +196,7 @@ mod tests {
         ] {
             let out = tempfile::tempdir().unwrap();
             let opts = crate::ConvertOptions {
-                from: Some("timm".into()),
+                from: Some("timm".parse().unwrap()),
                 to,
                 overrides: crate::model::ConfigOverrides {
                     num_heads: Some(2),
@@ -226,7 +226,7 @@ mod tests {
     fn a_failed_conversion_does_not_finish() {
         let out = tempfile::tempdir().unwrap();
         let opts = crate::ConvertOptions {
-            from: Some("jax".into()),
+            from: Some("jax".parse().unwrap()),
             ..Default::default()
         };
         let log = Log::default();

@@ -297,6 +297,18 @@ fn truncations(name: &str, bytes: &[u8], offsets: &[usize]) -> (usize, Vec<Strin
         if let Some(why) = failure {
             failures.push(format!("{name} truncated at byte {cut}: {why}"));
         }
+        // A zip (torch `.pth`, `.npz`) cut short says so, like every other container: its end
+        // record is gone. (Cuts inside the 4-byte signature are no zip at all.)
+        if bytes.starts_with(b"PK") && cut >= 4 {
+            if let Some(e) = error
+                .as_ref()
+                .filter(|e| !matches!(e.kind(), ErrorKind::Truncated { .. }))
+            {
+                failures.push(format!(
+                    "{name} truncated at byte {cut}: not Truncated: {e}"
+                ));
+            }
+        }
         if let Some(ErrorKind::Truncated {
             what:
                 "legacy storage data"

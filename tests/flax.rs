@@ -37,7 +37,7 @@ fn cases() -> Vec<Value> {
 /// `--from FROM --to TO` with an explicit head count (when no config.json is beside the input).
 fn options(from: &str, to: OutputFormat, heads: Option<usize>) -> ConvertOptions {
     ConvertOptions {
-        from: Some(from.into()),
+        from: Some(from.parse().unwrap()),
         to,
         overrides: ConfigOverrides {
             num_heads: heads,
@@ -176,7 +176,7 @@ fn from_flax_converts_to_exactly_the_pytorch_equivalent() {
         for from in [Some("flax"), None] {
             let out = tempfile::tempdir().unwrap();
             let opts = ConvertOptions {
-                from: from.map(str::to_string),
+                from: from.map(|f| f.parse().unwrap()),
                 ..Default::default()
             };
             let r = convert(dir.join("flax_model.msgpack"), out.path(), &opts).unwrap();

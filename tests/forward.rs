@@ -108,7 +108,7 @@ fn forward_on_converted_checkpoints_reproduces_the_source_outputs() {
             branch: source["branch"]
                 .as_str()
                 .filter(|b| *b == "student")
-                .map(str::to_string),
+                .map(|b| b.parse().unwrap()),
             overrides: ConfigOverrides {
                 num_heads: case["config"]["num_attention_heads"]
                     .as_u64()
@@ -138,7 +138,7 @@ fn other_sizes_without_interpolation_are_refused_as_in_hf() {
 fn half_precision_weights_are_computed_in_f32_within_tolerance() {
     let out = tempfile::tempdir().unwrap();
     let opts = ConvertOptions {
-        from: Some("hf".into()),
+        from: Some("hf".parse().unwrap()),
         dtype: Some(vit_convert::DType::BF16),
         ..Default::default()
     };

@@ -125,7 +125,7 @@ fn converted_outputs_hash_like_their_source_in_every_output_layout() {
     ] {
         let out = dir.path().join(format!("{to:?}"));
         let opts = ConvertOptions {
-            from: Some("timm".into()),
+            from: Some("timm".parse().unwrap()),
             to,
             overrides: ConfigOverrides {
                 num_heads: Some(2),
@@ -316,7 +316,7 @@ fn diff_with_a_tolerance_accepts_a_dtype_conversion_and_reports_it() {
     let dir = tempfile::tempdir().unwrap();
     let f16 = dir.path().join("f16");
     let opts = ConvertOptions {
-        from: Some("hf".into()),
+        from: Some("hf".parse().unwrap()),
         dtype: Some(DType::F16),
         ..Default::default()
     };

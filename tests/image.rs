@@ -130,7 +130,7 @@ fn preprocess_reports_a_corrupt_png_with_its_path() {
     std::fs::write(&bad, &bytes[..bytes.len() / 2]).unwrap();
     let err = preprocess(&[&bad], &config("vit")).unwrap_err();
     assert!(
-        matches!(err.kind(), ErrorKind::MalformedContainer { .. }),
+        matches!(err.kind(), ErrorKind::MalformedImage { .. }),
         "{err}"
     );
     assert_eq!(err.path(), Some(bad.as_path()));

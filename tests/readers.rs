@@ -448,3 +448,20 @@ fn cli_refuses_a_hostile_pickle_with_exit_1_and_one_line_on_stderr() {
         "the payload ran? stdout: {stdout}"
     );
 }
+
+#[test]
+fn truncated_zip_pth_and_npz_are_truncated_like_legacy_files() {
+    for file in ["zip_p2.pth", "jax_vit.npz", "legacy_p2.pth"] {
+        let bytes = std::fs::read(fixture("readers", file)).unwrap();
+        for cut in [4, 100, bytes.len() / 2, bytes.len() - 1] {
+            let e =
+                vit_convert::open_bytes(vit_convert::FileBytes::from_vec(bytes[..cut].to_vec()))
+                    .err()
+                    .unwrap_or_else(|| panic!("{file} cut at {cut} opened"));
+            assert!(
+                matches!(e.kind(), ErrorKind::Truncated { .. }),
+                "{file} cut at {cut}: {e}"
+            );
+        }
+    }
+}

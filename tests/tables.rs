@@ -482,3 +482,71 @@ fn library_apply_refuses_an_amplifying_table_before_reading() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn tables_check_refuses_an_unknown_activation_naming_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gleu.toml");
+    let text = MappingTable::builtin("timm")
+        .unwrap()
+        .text()
+        .replace("hidden_act = \"gelu\"", "hidden_act = \"gleu\"");
+    assert!(text.contains("\"gleu\""));
+    std::fs::write(&path, &text).unwrap();
+    let line = text.lines().position(|l| l.contains("gleu")).unwrap() + 1;
+    let out = common::run_cli(&["tables", "--check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("gleu.toml:{line}:")), "{err}");
+    // The library says the same, as a table error with the line.
+    match MappingTable::from_toml(&text, "gleu.toml")
+        .unwrap_err()
+        .kind()
+    {
+        vit_convert::ErrorKind::Table { line: at, .. } => assert_eq!(*at, line),
+        other => panic!("{other:?}"),
+    }
+    // And `convert --table` refuses it before converting anything.
+    let out_dir = dir.path().join("out");
+    let conv = common::run_cli(&[
+        common::fixture("convert", "timm_vit/source.pth").as_os_str(),
+        "-o".as_ref(),
+        out_dir.as_os_str(),
+        "--table".as_ref(),
+        path.as_os_str(),
+    ]);
+    assert_eq!(conv.status.code(), Some(1), "{}", stderr(&conv));
+    assert!(!out_dir.join("config.json").exists());
+}
+
+#[test]
+fn a_family_and_a_custom_table_together_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("timm.toml");
+    std::fs::write(&path, MappingTable::builtin("timm").unwrap().text()).unwrap();
+    let input = common::fixture("convert", "timm_vit/source.pth");
+    let out_dir = dir.path().join("out");
+    let cli = common::run_cli(&[
+        input.as_os_str(),
+        "-o".as_ref(),
+        out_dir.as_os_str(),
+        "--from".as_ref(),
+        "timm".as_ref(),
+        "--table".as_ref(),
+        path.as_os_str(),
+    ]);
+    assert_eq!(cli.status.code(), Some(2), "{}", stderr(&cli));
+    assert!(!out_dir.exists());
+    // The library: an InvalidOption, not the table silently winning.
+    let opts = ConvertOptions {
+        from: Some("timm".parse().unwrap()),
+        table: Some(MappingTable::builtin("timm").unwrap()),
+        ..Default::default()
+    };
+    let e = vit_convert::convert(&input, &out_dir, &opts).unwrap_err();
+    assert!(
+        matches!(e.kind(), vit_convert::ErrorKind::InvalidOption { .. }),
+        "{e}"
+    );
+    assert!(!out_dir.join("model.safetensors").exists());
+}

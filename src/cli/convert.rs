@@ -4,13 +4,16 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
+use vit_convert::mapping::Branch;
+use vit_convert::model::Activation;
 use vit_convert::text::Escaped;
 use vit_convert::ConfigOverrides;
 use vit_convert::{ConvertOptions, DType, MappingTable, OutputFormat};
 
 use super::progress::Bar;
-use super::{Ui, EXIT_OK, FAMILIES};
+use super::{families, family_of, with_flags, Ui, EXIT_OK};
 
 #[derive(Args)]
 pub struct ConvertArgs {
@@ -19,8 +22,8 @@ pub struct ConvertArgs {
     /// Output folder (created): model.safetensors, config.json, preprocessor_config.json.
     #[arg(short = 'o', long = "output", value_name = "OUTDIR")]
     pub output: PathBuf,
-    /// Source family (auto: detected from tensor names).
-    #[arg(long, default_value = "auto", value_parser = FAMILIES)]
+    /// Source family (auto: detected from tensor names). Not with --table.
+    #[arg(long, default_value = "auto", value_parser = families(), conflicts_with = "table")]
     pub from: String,
     /// Output layout: safetensors (canonical HF), timm (timm-layout safetensors), npz (JAX layout),
     /// flax (HF Flax flax_model.msgpack).
@@ -40,14 +43,14 @@ pub struct ConvertArgs {
     #[arg(long)]
     pub allow_overflow: bool,
     /// DINO training checkpoints: which network to convert.
-    #[arg(long, value_parser = ["teacher", "student"])]
-    pub branch: Option<String>,
+    #[arg(long, value_parser = PossibleValuesParser::new(Branch::names()).try_map(|s| s.parse::<Branch>()))]
+    pub branch: Option<Branch>,
     /// A custom mapping table (TOML) instead of the built-in ones.
     #[arg(long, value_name = "FILE.toml")]
     pub table: Option<PathBuf>,
-    /// Override the activation written to config.json (gelu, gelu_pytorch_tanh, gelu_new).
-    #[arg(long, value_parser = ["gelu", "gelu_pytorch_tanh", "gelu_new"])]
-    pub hidden_act: Option<String>,
+    /// Override the activation written to config.json.
+    #[arg(long, value_parser = PossibleValuesParser::new(Activation::names()).try_map(|s| s.parse::<Activation>()))]
+    pub hidden_act: Option<Activation>,
 }
 
 pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
@@ -81,7 +84,7 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
         None => None,
     };
     let opts = ConvertOptions {
-        from: Some(a.from.clone()),
+        from: family_of(&a.from)?,
         table,
         to,
         dtype: match a.dtype.as_str() {
@@ -91,10 +94,10 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
             _ => None,
         },
         allow_overflow: a.allow_overflow,
-        branch: a.branch.clone(),
+        branch: a.branch,
         overrides: ConfigOverrides {
             num_heads: a.num_heads,
-            hidden_act: a.hidden_act.clone(),
+            hidden_act: a.hidden_act,
             config,
         },
     };
@@ -126,7 +129,7 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
         report.bytes
     )?;
     for n in &report.notes {
-        writeln!(out, "note: {}", Escaped(n))?;
+        writeln!(out, "note: {}", with_flags(&Escaped(n).to_string()))?;
     }
     for (n, why) in &report.dropped {
         writeln!(out, "dropped {}: {}", Escaped(n), Escaped(why))?;

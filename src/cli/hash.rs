@@ -10,7 +10,7 @@ use vit_convert::hash::Reading;
 use vit_convert::text::Escaped;
 use vit_convert::{MappingTable, Tolerance};
 
-use super::{parse_tolerance, Ui, EXIT_MISMATCH, EXIT_OK, FAMILIES};
+use super::{families, parse_tolerance, Ui, EXIT_MISMATCH, EXIT_OK};
 
 #[derive(Args)]
 pub struct HashArgs {
@@ -18,7 +18,7 @@ pub struct HashArgs {
     pub file: PathBuf,
     /// Hash the canonical tensors this family's table makes (auto: detect) instead of the
     /// tensors as stored.
-    #[arg(long, value_parser = FAMILIES)]
+    #[arg(long, value_parser = families(), conflicts_with = "table")]
     pub from: Option<String>,
     /// Hash the canonical tensors a custom mapping table makes.
     #[arg(long, value_name = "FILE.toml")]
@@ -36,10 +36,10 @@ pub struct DiffArgs {
     pub b: PathBuf,
     /// Compare canonical tensors: read both sides through this family's table (auto: detect
     /// each side's family). Without it, the tensors are compared as stored.
-    #[arg(long, value_parser = FAMILIES)]
+    #[arg(long, value_parser = families(), conflicts_with = "table")]
     pub from: Option<String>,
     /// Read B through this family's table instead (default: as --from says).
-    #[arg(long, value_parser = FAMILIES)]
+    #[arg(long, value_parser = families())]
     pub from_b: Option<String>,
     /// Read both sides (B: unless --from-b) through a custom mapping table.
     #[arg(long, value_name = "FILE.toml")]

@@ -38,17 +38,50 @@ pub(crate) fn parse_tolerance(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Source families `--from` accepts (`auto` detects).
-pub const FAMILIES: [&str; 8] = [
-    "auto",
-    "timm",
-    "dino",
-    "deit",
-    "jax",
-    "big_vision",
-    "hf",
-    "flax",
-];
+/// The library names options by their field (``option `num_heads` ``); the CLI prints the flag
+/// that sets each (`--num-heads`): every ``option `a_b` `` in `text` becomes `--a-b`.
+pub fn with_flags(text: &str) -> String {
+    const MARK: &str = "option `";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(MARK) {
+        let after = &rest[at + MARK.len()..];
+        match after.find('`') {
+            Some(end)
+                if end > 0
+                    && after[..end]
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_') =>
+            {
+                out.push_str(&rest[..at]);
+                out.push_str("--");
+                out.push_str(&after[..end].replace('_', "-"));
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..at + MARK.len()]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The values `--from` accepts: `auto` (detect) and every built-in family.
+pub fn families() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        std::iter::once("auto").chain(vit_convert::mapping::Family::names()),
+    )
+}
+
+/// A `--from` value as the library takes it: `auto` is `None` (detect).
+pub fn family_of(value: &str) -> vit_convert::Result<Option<vit_convert::mapping::Family>> {
+    match value {
+        "auto" => Ok(None),
+        f => f.parse().map(Some),
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -381,7 +414,10 @@ fn print_error(e: &anyhow::Error, verbose: u8) {
     let mut stderr = std::io::stderr().lock();
     // Every cause escaped (the crate's errors already are; the CLI's own messages embed paths):
     // one line means one line.
-    let causes: Vec<String> = e.chain().map(|c| Escaped(c).to_string()).collect();
+    let causes: Vec<String> = e
+        .chain()
+        .map(|c| with_flags(&Escaped(c).to_string()))
+        .collect();
     if verbose == 0 {
         let mut line = String::new();
         for c in &causes {
@@ -430,6 +466,18 @@ mod tests {
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
+    }
+
+    #[test]
+    fn option_fields_print_as_flags() {
+        assert_eq!(
+            with_flags("set option `num_heads`; option `config`: `qkv_bias` bad"),
+            "set --num-heads; --config: `qkv_bias` bad"
+        );
+        assert_eq!(
+            with_flags("option `interpolate_pos_encoding` and option `X` and option `"),
+            "--interpolate-pos-encoding and option `X` and option `"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::path::Path;
 use ndarray::{concatenate, s, Array2, Array3, ArrayView1, ArrayView2, ArrayView4, Axis};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{self, disk_name, Architecture, ViTConfig};
+use crate::model::{self, disk_name, Activation, Architecture, ViTConfig};
 use crate::progress::{NoProgress, Progress, Stage};
 use crate::source::{self, TensorSource};
 use crate::tensor::DType;
@@ -388,18 +388,6 @@ fn attention(
     )
 }
 
-/// The activation `hidden_act` names.
-pub(crate) fn activation(hidden_act: &str) -> Result<ops::Activation> {
-    match hidden_act {
-        "gelu" => Ok(ops::Activation::GeluErf),
-        "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(ops::Activation::GeluTanh),
-        other => Err(ErrorKind::Config {
-            reason: format!("unsupported hidden_act {other:?}"),
-        }
-        .into()),
-    }
-}
-
 /// The least precise of float `dtypes` by significand bits (bf16 < f16 < f32 < f64); F32 when
 /// there is none.
 fn least_precise(dtypes: impl Iterator<Item = DType>) -> DType {
@@ -472,7 +460,6 @@ impl Model {
             used: BTreeSet::new(),
         };
         let pos_rows = l.check(&config)?;
-        activation(&config.hidden_act)?;
         let d = config.hidden_size;
         let m = config.intermediate_size;
         let p = config.patch_size;
@@ -644,7 +631,7 @@ impl Model {
             if h != cfg.image_size || w != cfg.image_size {
                 return Err(ErrorKind::InvalidOption {
                     reason: format!(
-                        "input image size ({h}*{w}) doesn't match model ({}*{}); use --interpolate-pos-encoding",
+                        "input image size ({h}*{w}) doesn't match model ({}*{}); set option `interpolate_pos_encoding`",
                         cfg.image_size, cfg.image_size
                     ),
                 }
@@ -726,7 +713,7 @@ impl Model {
         w: &Resolved<'_>,
         l: &Linear,
         x: ArrayView2<f32>,
-        act: Option<ops::Activation>,
+        act: Option<Activation>,
         y: ndarray::ArrayViewMut2<f32>,
     ) -> Result<()> {
         ops::linears(x, vec![product(w, l, y)?], act)
@@ -842,7 +829,7 @@ impl Model {
         }
         drop(emb);
 
-        let act = activation(&cfg.hidden_act)?;
+        let act = cfg.hidden_act;
         let heads = cfg.num_attention_heads;
         let mut hn = Array2::<f32>::zeros((rows, d));
         let mut q = Array2::<f32>::zeros((rows, d));

@@ -14,6 +14,7 @@ use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::model::Activation;
 
 /// Output columns per product task. Fixed (not derived from the thread count), so that every
 /// output element is computed by the same kernel call over the same operands whatever the number
@@ -122,15 +123,6 @@ pub(crate) fn add_layer_norm(
     Ok(())
 }
 
-/// An activation applied inside [`linear`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Activation {
-    /// Exact (erf) GELU.
-    GeluErf,
-    /// tanh-approximated GELU.
-    GeluTanh,
-}
-
 /// Adds `bias` to `row` and applies `f` (a contiguous row, so the loop vectorises).
 #[inline(always)]
 fn bias_act(row: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32) {
@@ -158,8 +150,8 @@ impl WithSimd for BiasAct<'_> {
             let r = row.as_slice_mut();
             match act {
                 None => bias_act(r, bias, |v| v),
-                Some(Activation::GeluErf) => bias_act(r, bias, gelu_erf),
-                Some(Activation::GeluTanh) => bias_act(r, bias, gelu_tanh),
+                Some(a) if a.is_tanh_approximation() => bias_act(r, bias, gelu_tanh),
+                Some(_) => bias_act(r, bias, gelu_erf),
             }
         }
     }
@@ -605,7 +597,7 @@ mod tests {
                 x.view(),
                 w.view(),
                 None,
-                Some(Activation::GeluErf),
+                Some(Activation::Gelu),
                 y.view_mut(),
             )
             .unwrap();
@@ -622,7 +614,7 @@ mod tests {
             })
             .collect();
         on_pool(2, || {
-            linears(x.view(), products, Some(Activation::GeluErf)).unwrap()
+            linears(x.view(), products, Some(Activation::Gelu)).unwrap()
         });
         assert_eq!(alone, grouped);
         let mut y = Array2::zeros((4, 131));

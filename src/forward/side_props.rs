@@ -280,7 +280,7 @@ fn hostile_config_values_are_refused_by_load_forward_verify_and_convert_without_
         // convert: the same values in the config.json beside an hf input, then as --config.
         let ok = all_agree(&changed, false, case % 2 == 0);
         let mut opts = ConvertOptions {
-            from: Some("hf".into()),
+            from: Some("hf".parse().unwrap()),
             ..ConvertOptions::default()
         };
         if case % 2 == 1 {

@@ -44,11 +44,31 @@ pub struct Decoded {
     pub transparent: Option<[u16; 3]>,
 }
 
+/// Image file formats [`decode_image`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImageFormat {
+    /// PNG.
+    Png,
+    /// JPEG (baseline and progressive).
+    Jpeg,
+}
+
+impl ImageFormat {
+    /// A short name (`png`, `jpeg`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageFormat::Png => "png",
+            ImageFormat::Jpeg => "jpeg",
+        }
+    }
+}
+
 /// Reads and decodes an image file (PNG or JPEG, sniffed from its leading bytes).
 ///
 /// # Errors
 /// [`ErrorKind::Io`] when the file cannot be read, [`ErrorKind::UnknownFormat`] for anything but
-/// PNG or JPEG, [`ErrorKind::MalformedContainer`] for a corrupt file, and
+/// PNG or JPEG, [`ErrorKind::MalformedImage`] for a corrupt file, and
 /// [`ErrorKind::BudgetExceeded`] for images larger than the limits. The error carries `path`.
 pub fn read_image(path: &Path) -> Result<Decoded> {
     let limit = usize::try_from(MAX_IMAGE_FILE_BYTES).unwrap_or(usize::MAX);
@@ -64,16 +84,16 @@ pub fn decode_image(bytes: &[u8]) -> Result<Decoded> {
     if bytes.starts_with(PNG_MAGIC) {
         let transparent = png_transparency(bytes)?;
         let decoder = image::codecs::png::PngDecoder::with_limits(Cursor::new(bytes), limits())
-            .map_err(|e| image_error("png", e))?;
-        let rgb = finish(decoder, "png")?;
+            .map_err(|e| image_error(ImageFormat::Png, e))?;
+        let rgb = finish(decoder, ImageFormat::Png)?;
         Ok(Decoded { rgb, transparent })
     } else if bytes.starts_with(JPEG_MAGIC) {
         let mut decoder = image::codecs::jpeg::JpegDecoder::new(Cursor::new(bytes))
-            .map_err(|e| image_error("jpeg", e))?;
+            .map_err(|e| image_error(ImageFormat::Jpeg, e))?;
         decoder
             .set_limits(limits())
-            .map_err(|e| image_error("jpeg", e))?;
-        let rgb = finish(decoder, "jpeg")?;
+            .map_err(|e| image_error(ImageFormat::Jpeg, e))?;
+        let rgb = finish(decoder, ImageFormat::Jpeg)?;
         Ok(Decoded {
             rgb,
             transparent: None,
@@ -95,7 +115,7 @@ fn limits() -> Limits {
     l
 }
 
-fn finish(mut decoder: impl ImageDecoder, container: &'static str) -> Result<RgbImage> {
+fn finish(mut decoder: impl ImageDecoder, container: ImageFormat) -> Result<RgbImage> {
     let (w, h) = decoder.dimensions();
     check_pixels(u64::from(w).saturating_mul(u64::from(h)))?;
     // The decoders check their own buffers against `max_alloc`; the image buffer
@@ -117,7 +137,7 @@ fn finish(mut decoder: impl ImageDecoder, container: &'static str) -> Result<Rgb
 }
 
 /// Pillow's `convert("RGB")` for every layout the PNG and JPEG decoders produce.
-fn to_rgb8(img: DynamicImage, container: &'static str) -> Result<RgbImage> {
+fn to_rgb8(img: DynamicImage, container: ImageFormat) -> Result<RgbImage> {
     let width = usize::try_from(img.width()).unwrap_or(usize::MAX);
     let height = usize::try_from(img.height()).unwrap_or(usize::MAX);
     let data: Vec<u8> = match img {
@@ -142,16 +162,16 @@ fn to_rgb8(img: DynamicImage, container: &'static str) -> Result<RgbImage> {
             .flat_map(|p| gray(p).map(clamp16))
             .collect(),
         other => {
-            return Err(ErrorKind::MalformedContainer {
-                container,
+            return Err(ErrorKind::MalformedImage {
+                format: container,
                 reason: format!("unsupported pixel layout {:?}", other.color()),
             }
             .into())
         }
     };
     RgbImage::new(width, height, data).ok_or_else(|| {
-        ErrorKind::MalformedContainer {
-            container,
+        ErrorKind::MalformedImage {
+            format: container,
             reason: "decoded pixel count does not match the image size".into(),
         }
         .into()
@@ -177,10 +197,10 @@ fn clamp16(v: u16) -> u8 {
     u8::try_from(v).unwrap_or(u8::MAX)
 }
 
-fn image_error(container: &'static str, e: image::ImageError) -> Error {
+fn image_error(container: ImageFormat, e: image::ImageError) -> Error {
     match e {
-        image::ImageError::IoError(io) => ErrorKind::MalformedContainer {
-            container,
+        image::ImageError::IoError(io) => ErrorKind::MalformedImage {
+            format: container,
             reason: io.to_string(),
         }
         .into(),
@@ -198,8 +218,8 @@ fn image_error(container: &'static str, e: image::ImageError) -> Error {
             }
             .into()
         }
-        other => ErrorKind::MalformedContainer {
-            container,
+        other => ErrorKind::MalformedImage {
+            format: container,
             reason: other.to_string(),
         }
         .into(),
@@ -294,7 +314,7 @@ mod tests {
     fn decode_rejects_truncated_png() {
         let err = decode_image(b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\0").unwrap_err();
         assert!(
-            matches!(err.kind(), ErrorKind::MalformedContainer { .. }),
+            matches!(err.kind(), ErrorKind::MalformedImage { .. }),
             "{err}"
         );
     }

@@ -29,7 +29,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-pub use decode::{decode_image, read_image, Decoded};
+pub use decode::{decode_image, read_image, Decoded, ImageFormat};
 pub use resample::{resize, Filter};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -663,7 +663,7 @@ pub fn preprocess_image(
 ///
 /// # Errors
 /// [`ErrorKind::Config`] for an unusable config; decoding errors from [`read_image`]
-/// ([`ErrorKind::Io`], [`ErrorKind::UnknownFormat`], [`ErrorKind::MalformedContainer`], …);
+/// ([`ErrorKind::Io`], [`ErrorKind::UnknownFormat`], [`ErrorKind::MalformedImage`], …);
 /// [`ErrorKind::InvalidOption`] for an empty list or when the images come out at different
 /// sizes (possible when the config keeps the aspect ratio and does not crop). Errors about one
 /// image carry its path.
@@ -781,10 +781,14 @@ mod tests {
 
     #[test]
     fn configs_written_by_convert_presets_parse() {
-        let vit = crate::model::preprocessor::preprocessor_config("vit", 224).unwrap();
+        let vit =
+            crate::model::preprocessor::preprocessor_config(crate::model::Preprocessor::Vit, 224);
         let cfg = PreprocessorConfig::from_json(&vit).unwrap();
         assert_eq!(cfg.resample, Filter::Bilinear);
-        let crop = crate::model::preprocessor::preprocessor_config("imagenet_crop", 224).unwrap();
+        let crop = crate::model::preprocessor::preprocessor_config(
+            crate::model::Preprocessor::ImagenetCrop,
+            224,
+        );
         let cfg = PreprocessorConfig::from_json(&crop).unwrap();
         assert_eq!(cfg.resize, Some(ResizeTo::ShortestEdge(256)));
         assert_eq!(cfg.center_crop, Some((224, 224)));

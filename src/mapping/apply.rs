@@ -7,7 +7,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use serde::Serialize;
 
 use super::dims::{show_shape, Bindings, Dim};
+use super::error::MappingError;
 use super::index::{PatternIndex, PrefixSet};
+use super::names::Branch;
 use super::ops::Op;
 use super::schema::{MappingTable, Rule};
 use crate::error::{Error, ErrorKind, Result};
@@ -55,11 +57,12 @@ pub(crate) struct Plan {
     pub(crate) report: MappingReport,
 }
 
-fn mapping_err(table: &MappingTable, line: usize, reason: String) -> Error {
+fn mapping_err(table: &MappingTable, line: usize, problem: MappingError) -> Error {
     ErrorKind::Mapping {
+        table: table.id.clone(),
         file: table.file.clone(),
         line,
-        reason,
+        problem,
     }
     .into()
 }
@@ -76,7 +79,7 @@ pub(crate) struct View {
 pub(crate) fn select_view(
     table: &MappingTable,
     names: &[&str],
-    branch: Option<&str>,
+    branch: Option<Branch>,
 ) -> Result<View> {
     // Every wrapper or branch some name sits in: one walk of the index per name.
     let mut present: HashSet<&str> = HashSet::new();
@@ -88,11 +91,16 @@ pub(crate) fn select_view(
         }
     }
     let has = |w: &str| present.contains(w);
-    let present_branches: Vec<&String> = table.branches.iter().filter(|b| has(b)).collect();
+    let present_branches: Vec<Branch> = table
+        .branches
+        .iter()
+        .copied()
+        .filter(|b| has(b.name()))
+        .collect();
     let selected: Option<String> = if !present_branches.is_empty() {
         match branch {
-            Some(b) if table.branches.iter().any(|x| x == b) => {
-                if !has(b) {
+            Some(b) if table.branches.contains(&b) => {
+                if !has(b.name()) {
                     return Err(ErrorKind::InvalidOption {
                         reason: format!("branch `{b}` is not in this checkpoint"),
                     }
@@ -101,20 +109,21 @@ pub(crate) fn select_view(
                 Some(b.to_string())
             }
             Some(b) => {
+                let known: Vec<&str> = table.branches.iter().map(|b| b.name()).collect();
                 return Err(ErrorKind::InvalidOption {
                     reason: format!(
                         "unknown branch `{b}` (this table knows: {})",
-                        table.branches.join(", ")
+                        known.join(", ")
                     ),
                 }
-                .into())
+                .into());
             }
             None => present_branches.first().map(|b| b.to_string()),
         }
     } else {
         if let Some(b) = branch {
             return Err(ErrorKind::InvalidOption {
-                reason: format!("--branch {b} given, but the checkpoint has no branches"),
+                reason: format!("option `branch` {b} given, but the checkpoint has no branches"),
             }
             .into());
         }
@@ -139,7 +148,11 @@ pub(crate) fn select_view(
             return Err(mapping_err(
                 table,
                 0,
-                format!("{prev} and {n} both become {stripped} after stripping prefixes"),
+                MappingError::StripCollision {
+                    first: prev.to_string(),
+                    second: n.to_string(),
+                    stripped: stripped.to_string(),
+                },
             ));
         }
         view.push((stripped.to_string(), n.to_string()));
@@ -174,7 +187,7 @@ pub(crate) fn detect(table: &MappingTable, view: &View) -> bool {
     let own_branch = view
         .selected
         .as_ref()
-        .is_some_and(|b| table.branches.contains(b));
+        .is_some_and(|b| table.branches.iter().any(|x| x.name() == b));
     !view.names.is_empty()
         && table.detect.all.iter().all(has)
         && (table.detect.any.is_empty() || table.detect.any.iter().any(has))
@@ -192,7 +205,7 @@ struct Instance<'r> {
 pub(crate) fn plan_forward(
     table: &MappingTable,
     infos: &[TensorInfo],
-    branch: Option<&str>,
+    branch: Option<Branch>,
 ) -> Result<Plan> {
     let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();
     let view = select_view(table, &names, branch)?;
@@ -210,12 +223,14 @@ pub(crate) fn plan_forward(
             first = Some(first.map_or(k, |f| f.min(k)));
         });
         if let Some(r) = first.and_then(|k| table.rejects.get(k)) {
-            return Err(ErrorKind::UnsupportedFeature {
-                feature: r.feature.clone(),
-                tensor: o.clone(),
-                rule: format!("{}:{}", table.file, r.line),
-            }
-            .into());
+            return Err(mapping_err(
+                table,
+                r.line,
+                MappingError::Rejected {
+                    feature: r.feature.clone(),
+                    tensor: o.clone(),
+                },
+            ));
         }
     }
 
@@ -237,17 +252,29 @@ pub(crate) fn plan_forward(
                     mapping_err(
                         table,
                         rule.line,
-                        format!("{s} needs {want}, which is missing"),
+                        MappingError::InputMissing {
+                            needed_by: s.to_string(),
+                            missing: want.clone(),
+                        },
                     )
                 })?;
                 let info = by_orig.get(orig).ok_or_else(|| {
-                    mapping_err(table, rule.line, format!("internal: {orig} vanished"))
+                    mapping_err(
+                        table,
+                        rule.line,
+                        MappingError::Op {
+                            reason: format!("internal: {orig} vanished"),
+                        },
+                    )
                 })?;
                 if let Some(prev) = consumed.insert(want.clone(), rule.line) {
                     return Err(mapping_err(
                         table,
                         rule.line,
-                        format!("{want} is consumed by two rules (also line {prev})"),
+                        MappingError::ConsumedTwice {
+                            source: want.clone(),
+                            also_line: Some(prev),
+                        },
                     ));
                 }
                 inputs.push((want, (*info).clone()));
@@ -274,20 +301,11 @@ pub(crate) fn plan_forward(
             unconsumed.push(o.clone());
         }
     }
-    if let Some(first) = unconsumed.first() {
-        let more = if unconsumed.len() > 1 {
-            format!(
-                " (and {} more: {})",
-                unconsumed.len() - 1,
-                preview(&unconsumed[1..])
-            )
-        } else {
-            String::new()
-        };
+    if !unconsumed.is_empty() {
         return Err(mapping_err(
             table,
             0,
-            format!("no rule consumes source tensor {first}{more}"),
+            MappingError::Unconsumed { names: unconsumed },
         ));
     }
 
@@ -306,7 +324,9 @@ pub(crate) fn plan_forward(
             return Err(mapping_err(
                 table,
                 rule.line,
-                format!("required source tensor {} is missing", rule.from[0]),
+                MappingError::RequiredMissing {
+                    tensor: rule.from[0].to_string(),
+                },
             ));
         }
     }
@@ -327,11 +347,12 @@ pub(crate) fn plan_forward(
             .iter()
             .map(|o| {
                 o.resolve(&bindings)
-                    .map_err(|e| mapping_err(table, rule.line, e))
+                    .map_err(|reason| mapping_err(table, rule.line, MappingError::Op { reason }))
             })
             .collect::<Result<Vec<_>>>()?;
         let shapes: Vec<Vec<usize>> = ins.inputs.iter().map(|(_, i)| i.shape.clone()).collect();
-        let stages = trace(&ops, shapes).map_err(|e| mapping_err(table, rule.line, e))?;
+        let stages = trace(&ops, shapes)
+            .map_err(|reason| mapping_err(table, rule.line, MappingError::Op { reason }))?;
         let dtype = common_dtype(table, rule, &ins.inputs)?;
         let first = rule
             .to
@@ -387,16 +408,13 @@ fn claim_target(
         Some(prev) => Err(mapping_err(
             table,
             rule.line,
-            format!("target {name} is produced twice (also line {prev})"),
+            MappingError::ProducedTwice {
+                target: name.to_string(),
+                also_line: prev,
+            },
         )),
         None => Ok(()),
     }
-}
-
-fn preview(names: &[String]) -> String {
-    let shown: Vec<&str> = names.iter().take(4).map(String::as_str).collect();
-    let tail = if names.len() > 4 { ", …" } else { "" };
-    format!("{}{tail}", shown.join(", "))
 }
 
 fn common_dtype(
@@ -409,7 +427,12 @@ fn common_dtype(
         return Err(mapping_err(
             table,
             rule.line,
-            format!("{n} is {} but {} is {first}", i.dtype, inputs[0].0),
+            MappingError::DTypeMismatch {
+                first: inputs[0].0.clone(),
+                first_dtype: first,
+                other: n.clone(),
+                other_dtype: i.dtype,
+            },
         ));
     }
     Ok(first)
@@ -592,7 +615,10 @@ fn bind_shapes(table: &MappingTable, instances: &[Instance]) -> Result<Bindings>
                         return Err(mapping_err(
                             table,
                             ins.rule.line,
-                            format!("cannot determine dimension `{d}` of {n}"),
+                            MappingError::UnboundDimension {
+                                dim: d.to_string(),
+                                tensor: Some(n.to_string()),
+                            },
                         ))
                     }
                 }
@@ -606,10 +632,11 @@ fn shape_err(table: &MappingTable, rule: &Rule, name: &str, actual: &[usize]) ->
     mapping_err(
         table,
         rule.line,
-        format!(
-            "{name} has shape {actual:?}, which contradicts the table's {}",
-            show_shape(&rule.shape)
-        ),
+        MappingError::ShapeContradiction {
+            tensor: name.to_string(),
+            expected: show_shape(&rule.shape),
+            actual: actual.to_vec(),
+        },
     )
 }
 
@@ -637,7 +664,10 @@ fn check_layers(
         return Err(mapping_err(
             table,
             0,
-            format!("layer indices have a gap: layer {missing} is missing (found up to {max})"),
+            MappingError::LayerGap {
+                missing,
+                found_up_to: max,
+            },
         ));
     }
     // No gap: the indices are exactly 0..=max.
@@ -659,7 +689,9 @@ fn check_layers(
             return Err(mapping_err(
                 table,
                 rule.line,
-                format!("source tensor {} is missing", rule.from[0].render(Some(i))),
+                MappingError::LayerTensorMissing {
+                    tensor: rule.from[0].render(Some(i)),
+                },
             ));
         }
     }
@@ -722,14 +754,20 @@ pub(crate) fn plan_reverse(
                     mapping_err(
                         table,
                         rule.line,
-                        format!("{} needs {want}, which is missing", info.name),
+                        MappingError::InputMissing {
+                            needed_by: info.name.clone(),
+                            missing: want.clone(),
+                        },
                     )
                 })?;
                 if !consumed.insert(want.clone()) {
                     return Err(mapping_err(
                         table,
                         rule.line,
-                        format!("{want} is consumed twice"),
+                        MappingError::ConsumedTwice {
+                            source: want.clone(),
+                            also_line: None,
+                        },
                     ));
                 }
                 inputs.push((*t).clone());
@@ -743,7 +781,10 @@ pub(crate) fn plan_reverse(
                         mapping_err(
                             table,
                             rule.line,
-                            format!("dimension `{d}` is not known for the reverse direction"),
+                            MappingError::UnboundDimension {
+                                dim: d.to_string(),
+                                tensor: None,
+                            },
                         )
                     })
                 })
@@ -752,8 +793,9 @@ pub(crate) fn plan_reverse(
                 .ops
                 .iter()
                 .map(|o| {
-                    o.resolve(bindings)
-                        .map_err(|e| mapping_err(table, rule.line, e))
+                    o.resolve(bindings).map_err(|reason| {
+                        mapping_err(table, rule.line, MappingError::Op { reason })
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?;
             let mut stage_inputs: Vec<Vec<Vec<usize>>> = Vec::new();
@@ -762,14 +804,18 @@ pub(crate) fn plan_reverse(
                 stage_inputs.push(shapes.clone());
                 shapes = op
                     .out_shapes(&shapes)
-                    .map_err(|e| mapping_err(table, rule.line, e))?;
+                    .map_err(|reason| mapping_err(table, rule.line, MappingError::Op { reason }))?;
             }
             for (t, s) in inputs.iter().zip(&shapes) {
                 if &t.shape != s {
                     return Err(mapping_err(
                         table,
                         rule.line,
-                        format!("{} has shape {:?}, expected {s:?}", t.name, t.shape),
+                        MappingError::ShapeMismatch {
+                            tensor: t.name.clone(),
+                            expected: s.clone(),
+                            actual: t.shape.clone(),
+                        },
                     ));
                 }
             }
@@ -780,11 +826,16 @@ pub(crate) fn plan_reverse(
                 .map(|(op, ins)| op.inverse(ins))
                 .collect();
             let dtype = inputs[0].dtype;
-            if inputs.iter().any(|t| t.dtype != dtype) {
+            if let Some(t) = inputs.iter().find(|t| t.dtype != dtype) {
                 return Err(mapping_err(
                     table,
                     rule.line,
-                    "inputs have different dtypes".into(),
+                    MappingError::DTypeMismatch {
+                        first: inputs[0].name.clone(),
+                        first_dtype: dtype,
+                        other: t.name.clone(),
+                        other_dtype: t.dtype,
+                    },
                 ));
             }
             let first = rule
@@ -821,7 +872,9 @@ pub(crate) fn plan_reverse(
             return Err(mapping_err(
                 table,
                 rule.line,
-                format!("canonical tensor {} is missing", rule.to[0]),
+                MappingError::CanonicalMissing {
+                    tensor: rule.to[0].to_string(),
+                },
             ));
         }
     }
@@ -829,7 +882,10 @@ pub(crate) fn plan_reverse(
         return Err(mapping_err(
             table,
             0,
-            format!("the {} layout has no place for {}", table.id, left.name),
+            MappingError::NoPlace {
+                layout: table.id.clone(),
+                tensor: left.name.clone(),
+            },
         ));
     }
     Ok(Plan {

@@ -34,7 +34,8 @@ impl TableIndex {
         let slashed: Vec<String> = t
             .wrappers
             .iter()
-            .chain(&t.branches)
+            .map(String::as_str)
+            .chain(t.branches.iter().map(|b| b.name()))
             .map(|w| format!("{w}/"))
             .collect();
         TableIndex {

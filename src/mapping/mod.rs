@@ -10,13 +10,17 @@ use crate::tensor::{Tensor, TensorInfo};
 
 pub(crate) mod apply;
 pub(crate) mod dims;
+mod error;
 pub(crate) mod index;
+mod names;
 pub(crate) mod ops;
 pub(crate) mod pattern;
 pub(crate) mod schema;
 
 pub use apply::MappingReport;
 pub(crate) use apply::{plan_forward, plan_reverse, select_view, Plan};
+pub use error::MappingError;
+pub use names::{Branch, Family};
 pub use schema::MappingTable;
 
 /// The tables shipped with the crate: (id, file, text).
@@ -135,9 +139,9 @@ impl MappingTable {
     /// ```
     ///
     /// # Errors
-    /// [`ErrorKind::Mapping`] naming the table's file and line (a tensor no rule consumes, a shape
-    /// that contradicts the table, a layer gap, …), [`ErrorKind::UnsupportedFeature`] for a name
-    /// the table rejects, [`ErrorKind::BudgetExceeded`] (`table output bytes`) when the tensors
+    /// [`ErrorKind::Mapping`] naming the table's file and line, with a [`MappingError`] saying what
+    /// did not fit (a tensor no rule consumes, a shape that contradicts the table, a layer gap, a
+    /// name the table rejects, …), [`ErrorKind::BudgetExceeded`] (`table output bytes`) when the tensors
     /// the table would make exceed what it reads plus
     /// [`Limits::table_output_allowance_bytes`](crate::Limits::table_output_allowance_bytes).
     pub fn apply<'s>(&self, src: &'s dyn TensorSource) -> Result<Box<dyn TensorSource + 's>> {

@@ -7,9 +7,11 @@ use toml::Spanned;
 
 use super::dims::Dim;
 use super::index::TableIndex;
+use super::names::Branch;
 use super::ops::OpSpec;
 use super::pattern::Pattern;
 use crate::error::{ErrorKind, Result};
+use crate::model::{Activation, Preprocessor};
 use crate::source::MAX_RANK;
 
 /// Most ops one rule may list. The shipped tables use at most two; every op of a rule runs on
@@ -59,8 +61,8 @@ struct DetectSpec {
 #[serde(deny_unknown_fields)]
 struct ModelSpec {
     layer_norm_eps: f64,
-    hidden_act: String,
-    preprocessor: String,
+    hidden_act: Activation,
+    preprocessor: Preprocessor,
     #[serde(default)]
     num_heads: Option<String>,
 }
@@ -71,7 +73,7 @@ struct SourceSpec {
     #[serde(default)]
     wrappers: Vec<Spanned<String>>,
     #[serde(default)]
-    branches: Vec<Spanned<String>>,
+    branches: Vec<Branch>,
     #[serde(default)]
     strip_prefixes: Vec<Spanned<String>>,
     #[serde(default)]
@@ -136,8 +138,8 @@ pub(crate) struct Detect {
 #[derive(Clone, Debug)]
 pub(crate) struct ModelFacts {
     pub(crate) layer_norm_eps: f64,
-    pub(crate) hidden_act: String,
-    pub(crate) preprocessor: String,
+    pub(crate) hidden_act: Activation,
+    pub(crate) preprocessor: Preprocessor,
     /// A shape symbol that gives the head count (JAX kernels), if any.
     pub(crate) num_heads: Option<String>,
 }
@@ -191,7 +193,7 @@ pub struct MappingTable {
     pub(crate) detect: Detect,
     pub(crate) facts: ModelFacts,
     pub(crate) wrappers: Vec<String>,
-    pub(crate) branches: Vec<String>,
+    pub(crate) branches: Vec<Branch>,
     pub(crate) strip_prefixes: Vec<String>,
     pub(crate) ignore_prefixes: Vec<String>,
     pub(crate) rejects: Vec<Reject>,
@@ -312,13 +314,7 @@ impl MappingTable {
             &lines,
             file,
         )?;
-        let branches = source_list(
-            src.branches,
-            "branches",
-            "names no sub-container",
-            &lines,
-            file,
-        )?;
+        let branches = src.branches;
         let strip_prefixes = source_list(
             src.strip_prefixes,
             "strip_prefixes",

@@ -62,9 +62,14 @@ fn source(list: &[(String, Vec<usize>)]) -> MemorySource {
     mem_source(&refs)
 }
 
-fn mapping_reason(e: &crate::Error) -> (String, usize, String) {
+fn mapping_reason(e: &crate::Error) -> (String, usize, MappingError) {
     match e.kind() {
-        ErrorKind::Mapping { file, line, reason } => (file.clone(), *line, reason.clone()),
+        ErrorKind::Mapping {
+            file,
+            line,
+            problem,
+            ..
+        } => (file.clone(), *line, problem.clone()),
         other => panic!("expected a mapping error, got {other:?}"),
     }
 }
@@ -117,12 +122,33 @@ fn unconsumed_tensor_names_the_tensor_and_table() {
         None,
     )
     .unwrap_err();
-    let (file, _, reason) = mapping_reason(&e);
+    let (file, _, problem) = mapping_reason(&e);
     assert_eq!(file, "mappings/timm.toml");
-    assert!(
-        reason.contains("no rule consumes source tensor blocks.0.attn.extra"),
-        "{reason}"
+    assert_eq!(
+        problem,
+        MappingError::Unconsumed {
+            names: vec!["blocks.0.attn.extra".into()]
+        }
     );
+}
+
+#[test]
+fn unconsumed_sources_are_all_listed() {
+    let mut l = timm_listing("", 1);
+    let extra: Vec<String> = (0..30).map(|k| format!("blocks.0.extra{k:02}")).collect();
+    l.extend(extra.iter().map(|n| (n.clone(), vec![8])));
+    let e = plan_forward(
+        &MappingTable::builtin("timm").unwrap(),
+        source(&l).tensors(),
+        None,
+    )
+    .unwrap_err();
+    match mapping_reason(&e).2 {
+        MappingError::Unconsumed { names } => assert_eq!(names, extra),
+        other => panic!("{other:?}"),
+    }
+    // The message still abbreviates.
+    assert!(e.to_string().contains("(and 29 more: "), "{e}");
 }
 
 #[test]
@@ -137,8 +163,14 @@ fn layer_gap_is_refused() {
         None,
     )
     .unwrap_err();
-    let (_, _, reason) = mapping_reason(&e);
-    assert!(reason.contains("layer 1 is missing"), "{reason}");
+    let (_, _, problem) = mapping_reason(&e);
+    assert_eq!(
+        problem,
+        MappingError::LayerGap {
+            missing: 1,
+            found_up_to: 2
+        }
+    );
 }
 
 #[test]
@@ -153,11 +185,13 @@ fn missing_per_layer_tensor_names_the_rule_line() {
         None,
     )
     .unwrap_err();
-    let (_, line, reason) = mapping_reason(&e);
+    let (_, line, problem) = mapping_reason(&e);
     assert!(line > 0);
-    assert!(
-        reason.contains("blocks.1.mlp.fc2.bias is missing"),
-        "{reason}"
+    assert_eq!(
+        problem,
+        MappingError::LayerTensorMissing {
+            tensor: "blocks.1.mlp.fc2.bias".into()
+        }
     );
 }
 
@@ -175,11 +209,15 @@ fn contradicting_shape_is_refused() {
         None,
     )
     .unwrap_err();
-    let (_, line, reason) = mapping_reason(&e);
+    let (_, line, problem) = mapping_reason(&e);
     assert!(line > 0);
-    assert!(
-        reason.contains("contradicts the table's [D, M]"),
-        "{reason}"
+    assert_eq!(
+        problem,
+        MappingError::ShapeContradiction {
+            tensor: "blocks.0.mlp.fc2.weight".into(),
+            expected: "[D, M]".into(),
+            actual: vec![8, 15]
+        }
     );
 }
 
@@ -193,15 +231,12 @@ fn layer_scale_is_refused_with_the_feature_name() {
         None,
     )
     .unwrap_err();
-    match e.kind() {
-        ErrorKind::UnsupportedFeature {
-            feature,
-            tensor,
-            rule,
-        } => {
+    match mapping_reason(&e) {
+        (file, line, MappingError::Rejected { feature, tensor }) => {
             assert!(feature.contains("layer scale"));
             assert_eq!(tensor, "blocks.0.ls1.gamma");
-            assert!(rule.starts_with("mappings/timm.toml:"));
+            assert_eq!(file, "mappings/timm.toml");
+            assert!(line > 0);
         }
         other => panic!("{other:?}"),
     }
@@ -215,11 +250,11 @@ fn target_produced_twice_is_refused() {
         .replace("to = \"layernorm.bias\"", "to = \"layernorm.weight\"");
     let t = MappingTable::from_toml(&text, "dup.toml").unwrap();
     let e = plan_forward(&t, source(&timm_listing("", 1)).tensors(), None).unwrap_err();
-    let (file, _, reason) = mapping_reason(&e);
+    let (file, _, problem) = mapping_reason(&e);
     assert_eq!(file, "dup.toml");
     assert!(
-        reason.contains("target layernorm.weight is produced twice"),
-        "{reason}"
+        matches!(&problem, MappingError::ProducedTwice { target, .. } if target == "layernorm.weight"),
+        "{problem}"
     );
 }
 
@@ -296,7 +331,6 @@ fn an_empty_source_prefix_is_refused_when_the_table_loads_naming_its_line() {
         ("strip_prefixes", "stripping would never end"),
         ("ignore_prefixes", "would ignore every tensor"),
         ("wrappers", "names no sub-container"),
-        ("branches", "names no sub-container"),
     ] {
         let text = table_text(&format!("{key} = [\"module.\",\n  \"\"]"), "");
         let e = MappingTable::from_toml(&text, "evil.toml").unwrap_err();
@@ -305,6 +339,32 @@ fn an_empty_source_prefix_is_refused_when_the_table_loads_naming_its_line() {
         assert_eq!(line, 13, "{key}: {reason}");
         assert!(reason.contains(key) && reason.contains(why), "{reason}");
     }
+}
+
+#[test]
+fn unknown_activation_preprocessor_or_branch_is_refused_at_load_naming_its_line() {
+    let base = table_text("", "");
+    for (good, bad, line) in [
+        ("hidden_act = \"gelu\"", "hidden_act = \"gleu\"", 8),
+        ("preprocessor = \"vit\"", "preprocessor = \"vit_crop\"", 9),
+    ] {
+        let e = MappingTable::from_toml(&base.replace(good, bad), "evil.toml").unwrap_err();
+        let (file, at, reason) = table_reason(&e);
+        assert_eq!((file.as_str(), at), ("evil.toml", line), "{reason}");
+    }
+    for list in ["\"teacher\",\n  \"techer\"", "\"teacher\",\n  \"\""] {
+        let text = table_text(&format!("branches = [{list}]"), "");
+        let e = MappingTable::from_toml(&text, "evil.toml").unwrap_err();
+        assert_eq!(table_reason(&e).1, 13, "{e}");
+    }
+    let t = MappingTable::from_toml(
+        &table_text("branches = [\"teacher\", \"student\"]", "")
+            .replace("hidden_act = \"gelu\"", "hidden_act = \"gelu_new\""),
+        "ok.toml",
+    )
+    .unwrap();
+    assert_eq!(t.facts.hidden_act, crate::model::Activation::GeluNew);
+    assert_eq!(t.branches, [Branch::Teacher, Branch::Student]);
 }
 
 #[test]
@@ -418,9 +478,19 @@ fn a_name_matched_by_two_rules_is_consumed_twice_whatever_the_rule_count() {
     let rules = "[[rule]]\nfrom = \"b.{i}.w\"\nshape = [\"D\"]\nto = \"x.{i}\"\n".repeat(3);
     let t = MappingTable::from_toml(&table_text("", &rules), "dup.toml").unwrap();
     let src = mem_source(&[("b.0.w", &[2])]);
-    let (_, line, reason) = mapping_reason(&plan_forward(&t, src.tensors(), None).unwrap_err());
+    let (_, line, problem) = mapping_reason(&plan_forward(&t, src.tensors(), None).unwrap_err());
     assert_eq!(line, 17);
-    assert_eq!(reason, "b.0.w is consumed by two rules (also line 13)");
+    assert_eq!(
+        problem.to_string(),
+        "b.0.w is consumed by two rules (also line 13)"
+    );
+    assert_eq!(
+        problem,
+        MappingError::ConsumedTwice {
+            source: "b.0.w".into(),
+            also_line: Some(13)
+        }
+    );
 }
 
 #[test]
@@ -432,13 +502,13 @@ fn a_huge_layer_index_is_a_gap_not_a_loop() {
         shape: vec![4],
     });
     let e = plan_forward(&table, &infos, None).unwrap_err();
-    let (_, _, reason) = mapping_reason(&e);
+    let (_, _, problem) = mapping_reason(&e);
     assert_eq!(
-        reason,
-        format!(
-            "layer indices have a gap: layer 1 is missing (found up to {})",
-            usize::MAX
-        )
+        problem,
+        MappingError::LayerGap {
+            missing: 1,
+            found_up_to: usize::MAX
+        }
     );
 }
 
@@ -520,17 +590,23 @@ fn an_overflowing_op_shape_is_refused_naming_the_rule() {
         &format!("\"prepend_zeros(1, {})\"", usize::MAX - 1),
     );
     let e = plan_forward(&t, mem_source(&[("pos", &[1, 2, 4])]).tensors(), None).unwrap_err();
-    let (file, line, reason) = mapping_reason(&e);
+    let (file, line, problem) = mapping_reason(&e);
     assert_eq!((file.as_str(), line), ("evil.toml", 13));
-    assert!(reason.contains("size overflow"), "{reason}");
+    assert!(
+        matches!(&problem, MappingError::Op { reason } if reason.contains("size overflow")),
+        "{problem}"
+    );
 
     let t = one_rule_table(
         "1, \"T\", \"D\"",
         &format!("\"reshape(T, {}, D)\"", 1usize << 62),
     );
     let e = plan_forward(&t, mem_source(&[("pos", &[1, 2, 4])]).tensors(), None).unwrap_err();
-    let (_, _, reason) = mapping_reason(&e);
-    assert!(reason.contains("changes the element count"), "{reason}");
+    let (_, _, problem) = mapping_reason(&e);
+    assert!(
+        matches!(&problem, MappingError::Op { reason } if reason.contains("changes the element count")),
+        "{problem}"
+    );
 }
 
 #[test]
@@ -538,8 +614,14 @@ fn concat_cannot_repeat_a_source_to_amplify() {
     let rules = "[[rule]]\nfrom = [\"w\", \"w\", \"w\"]\nshape = [\"A\"]\nops = [\"concat(0)\"]\nto = \"x\"\n";
     let t = MappingTable::from_toml(&table_text("", rules), "evil.toml").unwrap();
     let e = plan_forward(&t, mem_source(&[("w", &[4])]).tensors(), None).unwrap_err();
-    let (_, _, reason) = mapping_reason(&e);
-    assert_eq!(reason, "w is consumed by two rules (also line 13)");
+    let (_, _, problem) = mapping_reason(&e);
+    assert_eq!(
+        problem,
+        MappingError::ConsumedTwice {
+            source: "w".into(),
+            also_line: Some(13)
+        }
+    );
 }
 
 #[test]

@@ -9,7 +9,11 @@ use crate::error::{ErrorKind, Result};
 use crate::mapping::dims::Bindings;
 use crate::tensor::TensorInfo;
 
+mod activation;
 pub(crate) mod preprocessor;
+
+pub use activation::Activation;
+pub use preprocessor::Preprocessor;
 
 /// The HF model class a canonical checkpoint corresponds to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -123,8 +127,8 @@ pub struct ViTConfig {
     pub qkv_bias: bool,
     /// LayerNorm epsilon.
     pub layer_norm_eps: f64,
-    /// Activation (`gelu`, `gelu_pytorch_tanh`, `gelu_new`).
-    pub hidden_act: String,
+    /// Activation.
+    pub hidden_act: Activation,
     /// Class labels (index → name); empty for headless models.
     pub id2label: BTreeMap<usize, String>,
     /// Pooler output size when a pooler exists.
@@ -173,7 +177,7 @@ impl ViTConfig {
             json!(self.num_attention_heads),
         );
         m.insert("intermediate_size".into(), json!(self.intermediate_size));
-        m.insert("hidden_act".into(), json!(self.hidden_act));
+        m.insert("hidden_act".into(), json!(self.hidden_act.name()));
         m.insert("hidden_dropout_prob".into(), json!(0.0));
         m.insert("attention_probs_dropout_prob".into(), json!(0.0));
         m.insert("initializer_range".into(), json!(0.02));
@@ -300,7 +304,7 @@ impl ViTConfig {
             },
             layer_norm_eps,
             hidden_act: match obj.get("hidden_act") {
-                None | Some(Value::Null) => "gelu".to_string(),
+                None | Some(Value::Null) => Activation::Gelu,
                 Some(v) => v
                     .as_str()
                     .ok_or_else(|| {
@@ -309,7 +313,7 @@ impl ViTConfig {
                             short(v)
                         ))
                     })?
-                    .to_string(),
+                    .parse()?,
             },
             id2label,
             pooler_output_size: Some(pooler),
@@ -537,10 +541,10 @@ fn parse_id2label(m: &Map<String, Value>, origin: &str) -> Result<BTreeMap<usize
 /// Options that override what inference would choose.
 #[derive(Clone, Debug, Default)]
 pub struct ConfigOverrides {
-    /// `--num-heads`.
+    /// The head count, when the checkpoint does not record it.
     pub num_heads: Option<usize>,
-    /// `--hidden-act`.
-    pub hidden_act: Option<String>,
+    /// The activation written to `config.json` (`None`: the table's).
+    pub hidden_act: Option<Activation>,
     /// `--config FILE.json` contents: any field given here wins.
     pub config: Option<Map<String, Value>>,
 }
@@ -587,7 +591,7 @@ pub(crate) fn infer_config(
     arch: Architecture,
     tensors: &[TensorInfo],
     eps: f64,
-    hidden_act: &str,
+    hidden_act: Activation,
     heads_from_table: Option<usize>,
     overrides: &ConfigOverrides,
 ) -> Result<(ViTConfig, InferenceNotes)> {
@@ -637,7 +641,7 @@ pub(crate) fn infer_config(
                 .and_then(|h| usize::try_from(h).ok())
                 .ok_or_else(|| {
                     cfg_err(format!(
-                        "--config: `num_attention_heads` must be a non-negative integer, got {}",
+                        "option `config`: `num_attention_heads` must be a non-negative integer, got {}",
                         short(v)
                     ))
                 })?,
@@ -646,7 +650,7 @@ pub(crate) fn infer_config(
     let heads = match (heads_from_table, overrides.num_heads.or(config_heads)) {
         (Some(h), Some(o)) if h != o => {
             return Err(cfg_err(format!(
-                "--num-heads {o} contradicts the {h} heads in the attention kernels"
+                "option `num_heads` {o} contradicts the {h} heads in the attention kernels"
             )))
         }
         (Some(h), _) => {
@@ -659,9 +663,9 @@ pub(crate) fn infer_config(
             notes.notes.push(format!(
                 "num_attention_heads = {o} (from {})",
                 if overrides.num_heads.is_some() {
-                    "--num-heads"
+                    "option `num_heads`"
                 } else {
-                    "the config: --config or config.json beside the input"
+                    "the config: option `config` or config.json beside the input"
                 }
             ));
             o
@@ -669,11 +673,11 @@ pub(crate) fn infer_config(
         (None, None) => {
             if d % 64 != 0 || d == 0 {
                 return Err(cfg_err(format!(
-                    "cannot infer the head count (num_attention_heads): hidden size {d} is not a multiple of 64; pass --num-heads"
+                    "cannot infer the head count (num_attention_heads): hidden size {d} is not a multiple of 64; set option `num_heads`"
                 )));
             }
             notes.notes.push(format!(
-                "num_attention_heads = {} (assumed hidden_size/64; the checkpoint does not record it — pass --num-heads if wrong)",
+                "num_attention_heads = {} (assumed hidden_size/64; the checkpoint does not record it — set option `num_heads` if wrong)",
                 d / 64
             ));
             d / 64
@@ -704,10 +708,7 @@ pub(crate) fn infer_config(
         Some(crate::DType::F64) => "float64",
         _ => "float32",
     };
-    let hidden_act = overrides
-        .hidden_act
-        .clone()
-        .unwrap_or_else(|| hidden_act.to_string());
+    let hidden_act = overrides.hidden_act.unwrap_or(hidden_act);
     let mut cfg = ViTConfig {
         architecture: arch,
         hidden_size: d,
@@ -730,7 +731,7 @@ pub(crate) fn infer_config(
     }
     if cfg.image_size == 0 {
         return Err(cfg_err(format!(
-            "{patches} patch positions do not form a square grid; give image_size with --config"
+            "{patches} patch positions do not form a square grid; give image_size with option `config`"
         )));
     }
     check_positions(&cfg, rows)?;
@@ -789,7 +790,7 @@ fn apply_user_config(
                 .and_then(|x| usize::try_from(x).ok())
                 .ok_or_else(|| {
                     cfg_err(format!(
-                        "--config: `{key}` must be a non-negative integer, got {}",
+                        "option `config`: `{key}` must be a non-negative integer, got {}",
                         short(v)
                     ))
                 })?;
@@ -808,12 +809,12 @@ fn apply_user_config(
     check_usize("num_attention_heads", &mut cfg.num_attention_heads, false)?;
     check_usize("image_size", &mut cfg.image_size, false)?;
     if let Some(v) = user.get("layer_norm_eps") {
-        cfg.layer_norm_eps = eps_value(v, "--config: ")?;
+        cfg.layer_norm_eps = eps_value(v, "option `config`: ")?;
     }
     if let Some(v) = user.get("qkv_bias") {
         let b = v.as_bool().ok_or_else(|| {
             cfg_err(format!(
-                "--config: `qkv_bias` must be true or false, got {}",
+                "option `config`: `qkv_bias` must be true or false, got {}",
                 short(v)
             ))
         })?;
@@ -826,18 +827,17 @@ fn apply_user_config(
         }
     }
     if let Some(v) = user.get("hidden_act") {
-        let act = v
+        cfg.hidden_act = v
             .as_str()
-            .ok_or_else(|| cfg_err("--config: `hidden_act` must be a string"))?;
-        crate::forward::activation(act)?;
-        cfg.hidden_act = act.to_string();
+            .ok_or_else(|| cfg_err("option `config`: `hidden_act` must be a string"))?
+            .parse()?;
     }
-    check_pooler_act(user.get("pooler_act"), "--config: ")?;
+    check_pooler_act(user.get("pooler_act"), "option `config`: ")?;
     if let Some(v) = user.get("id2label") {
         let m = v
             .as_object()
-            .ok_or_else(|| cfg_err("--config: `id2label` must be an object"))?;
-        let labels = parse_id2label(m, "--config: ")?;
+            .ok_or_else(|| cfg_err("option `config`: `id2label` must be an object"))?;
+        let labels = parse_id2label(m, "option `config`: ")?;
         if labels.len() != cfg.id2label.len() {
             return Err(mismatch("id2label", labels.len(), cfg.id2label.len()));
         }
@@ -859,19 +859,24 @@ fn apply_user_config(
             Some(Value::String(n)) if n == cfg.architecture.name() => {}
             Some(Value::String(n)) => {
                 return Err(cfg_err(format!(
-                    "--config: `architectures` names {:?}, the tensors make a {}",
+                    "option `config`: `architectures` names {:?}, the tensors make a {}",
                     n.chars().take(40).collect::<String>(),
                     cfg.architecture.name()
                 )))
             }
-            Some(_) => return Err(architectures_err(user.get("architectures"), "--config: ")),
+            Some(_) => {
+                return Err(architectures_err(
+                    user.get("architectures"),
+                    "option `config`: ",
+                ))
+            }
         },
-        v => return Err(architectures_err(v, "--config: ")),
+        v => return Err(architectures_err(v, "option `config`: ")),
     }
     if let Some(v) = user.get("model_type") {
         if v.as_str() != Some(cfg.architecture.model_type()) {
             return Err(cfg_err(format!(
-                "--config: `model_type` is {}, the tensors make a {:?} model",
+                "option `config`: `model_type` is {}, the tensors make a {:?} model",
                 short(v),
                 cfg.architecture.model_type()
             )));
@@ -879,7 +884,7 @@ fn apply_user_config(
     }
     if cfg.hidden_size % cfg.num_attention_heads.max(1) != 0 || cfg.num_attention_heads == 0 {
         return Err(cfg_err(
-            "--config: hidden_size is not divisible by num_attention_heads",
+            "option `config`: hidden_size is not divisible by num_attention_heads",
         ));
     }
     const MODELLED: &[&str] = &[

@@ -1,8 +1,35 @@
 //! `preprocessor_config.json` presets named by the mapping tables (layouts.md §1.5, §3.5).
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::error::{ErrorKind, Result};
+/// The `preprocessor_config.json` preset a mapping table names (`preprocessor = "vit"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Preprocessor {
+    /// Resize to a square `image_size` (PIL bilinear), rescale 1/255, mean = std = 0.5: what
+    /// HF's ViT conversions and Google's ViT evaluation use.
+    Vit,
+    /// Resize the shorter side to `int(image_size / 0.875)` (bicubic), center crop `image_size`,
+    /// ImageNet mean/std: what DeiT and DINO evaluate with.
+    ImagenetCrop,
+}
+
+impl Preprocessor {
+    /// Every preset, in a fixed order.
+    pub const ALL: [Preprocessor; 2] = [Preprocessor::Vit, Preprocessor::ImagenetCrop];
+
+    /// The name tables use (`vit`, `imagenet_crop`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Preprocessor::Vit => "vit",
+            Preprocessor::ImagenetCrop => "imagenet_crop",
+        }
+    }
+}
+
+crate::error::impl_names!(Preprocessor, "preprocessor", Preprocessor::ALL.into_iter());
 
 /// ImageNet mean (DeiT, DINO).
 pub(crate) const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
@@ -11,19 +38,11 @@ pub(crate) const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 /// The crop ratio DeiT and DINO evaluate with (224 / 256).
 pub(crate) const CROP_RATIO: f64 = 0.875;
 
-/// Builds the preprocessor config for a preset at an image size.
-///
-/// * `vit`: resize to a square `image_size` (PIL bilinear), rescale 1/255, mean = std = 0.5 —
-///   what HF's ViT conversions and Google's ViT evaluation use.
-/// * `imagenet_crop`: resize the shorter side to `int(image_size / 0.875)` (bicubic), center crop
-///   `image_size`, ImageNet mean/std — what DeiT and DINO evaluate with.
-///
-/// # Errors
-/// [`ErrorKind::Config`] for an unknown preset.
-pub(crate) fn preprocessor_config(preset: &str, image_size: usize) -> Result<Value> {
+/// Builds the preprocessor config for a preset at an image size (see [`Preprocessor`]).
+pub(crate) fn preprocessor_config(preset: Preprocessor, image_size: usize) -> Value {
     let rescale = 1.0 / 255.0;
     match preset {
-        "vit" => Ok(json!({
+        Preprocessor::Vit => json!({
             "do_normalize": true,
             "do_rescale": true,
             "do_resize": true,
@@ -33,10 +52,10 @@ pub(crate) fn preprocessor_config(preset: &str, image_size: usize) -> Result<Val
             "resample": 2,
             "rescale_factor": rescale,
             "size": {"height": image_size, "width": image_size}
-        })),
-        "imagenet_crop" => {
+        }),
+        Preprocessor::ImagenetCrop => {
             let resize = (image_size as f64 / CROP_RATIO) as usize;
-            Ok(json!({
+            json!({
                 "crop_size": {"height": image_size, "width": image_size},
                 "do_center_crop": true,
                 "do_convert_rgb": true,
@@ -49,11 +68,7 @@ pub(crate) fn preprocessor_config(preset: &str, image_size: usize) -> Result<Val
                 "resample": 3,
                 "rescale_factor": rescale,
                 "size": {"shortest_edge": resize}
-            }))
+            })
         }
-        other => Err(ErrorKind::Config {
-            reason: format!("unknown preprocessor preset `{other}` (known: vit, imagenet_crop)"),
-        }
-        .into()),
     }
 }

@@ -39,7 +39,7 @@ use std::ops::Range;
 
 use rmp::Marker;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::Limits;
 use crate::source::{Format, TensorSource};
@@ -65,15 +65,6 @@ pub(crate) const EXT_NDARRAY: i8 = 1;
 const EXT_COMPLEX: i8 = 2;
 /// flax `_MsgpackExtType.npscalar`.
 const EXT_NPSCALAR: i8 = 3;
-
-const CONTAINER: &str = "flax msgpack";
-
-fn malformed(reason: impl Into<String>) -> Error {
-    Error::from(ErrorKind::MalformedContainer {
-        container: CONTAINER,
-        reason: reason.into(),
-    })
-}
 
 fn to_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
@@ -184,10 +175,13 @@ impl<'a> Cursor<'a> {
             .ok()
             .filter(|&l| l <= MAX_FLAX_PAYLOAD_LEN)
             .ok_or_else(|| {
-                malformed(format!(
+                malformed(
+                    Format::Flax,
+                    format!(
                     "the value at byte {at} declares {v} bytes, more than msgpack allows in one \
                      object ({MAX_FLAX_PAYLOAD_LEN})"
-                ))
+                ),
+                )
             })
     }
 
@@ -295,9 +289,10 @@ impl<'a> Cursor<'a> {
                 Head::Ext(code, self.span(n, "msgpack extension payload")?)
             }
             Marker::Reserved => {
-                return Err(malformed(format!(
-                    "byte 0x{byte:02x} at byte {at} is not a msgpack value"
-                )))
+                return Err(malformed(
+                    Format::Flax,
+                    format!("byte 0x{byte:02x} at byte {at} is not a msgpack value"),
+                ))
             }
         };
         Ok((head, at))
@@ -336,15 +331,19 @@ fn parse_tree(bytes: &[u8], limits: &Limits) -> Result<Vec<Node>> {
     let mut stack: Vec<Frame> = Vec::new();
     let (root, at) = c.head()?;
     let Head::Map(n) = root else {
-        return Err(malformed(format!(
-            "the top level is {}, expected a map of parameter names",
-            root.kind()
-        )));
+        return Err(malformed(
+            Format::Flax,
+            format!(
+                "the top level is {}, expected a map of parameter names",
+                root.kind()
+            ),
+        ));
     };
     if n == 0 {
         // `\x80`, flax's `to_bytes({})`, is also what a pickle truncated after its PROTO opcode
         // leaves: either way there is nothing to convert.
         return Err(malformed(
+            Format::Flax,
             "the top-level map is empty: no parameters (or a pickle cut off after its first byte)",
         ));
     }
@@ -372,14 +371,17 @@ fn parse_tree(bytes: &[u8], limits: &Limits) -> Result<Vec<Node>> {
                     Some(r)
                 }
                 (h, at) => {
-                    return Err(malformed(format!(
-                        "map key at byte {at} is {}, expected a UTF-8 string",
-                        if matches!(h, Head::Str(_)) {
-                            "not UTF-8"
-                        } else {
-                            h.kind()
-                        }
-                    )))
+                    return Err(malformed(
+                        Format::Flax,
+                        format!(
+                            "map key at byte {at} is {}, expected a UTF-8 string",
+                            if matches!(h, Head::Str(_)) {
+                                "not UTF-8"
+                            } else {
+                                h.kind()
+                            }
+                        ),
+                    ))
                 }
             }
         } else {
@@ -408,7 +410,12 @@ fn parse_tree(bytes: &[u8], limits: &Limits) -> Result<Vec<Node>> {
         match (nodes.get_mut(parent), key) {
             (Some(Node::Map { entries, .. }), Some(k)) => entries.push((k, id)),
             (Some(Node::List { items, .. }), None) => items.push(id),
-            _ => return Err(malformed("internal: parent is not a container")),
+            _ => {
+                return Err(malformed(
+                    Format::Flax,
+                    "internal: parent is not a container",
+                ))
+            }
         }
         if let Some(n) = child_count.filter(|&n| n > 0) {
             if stack.len() >= limits.nesting_depth {
@@ -421,11 +428,14 @@ fn parse_tree(bytes: &[u8], limits: &Limits) -> Result<Vec<Node>> {
         }
     }
     if c.pos != bytes.len() {
-        return Err(malformed(format!(
-            "{} trailing bytes after the top-level map, from byte {}",
-            bytes.len().saturating_sub(c.pos),
-            c.pos
-        )));
+        return Err(malformed(
+            Format::Flax,
+            format!(
+                "{} trailing bytes after the top-level map, from byte {}",
+                bytes.len().saturating_sub(c.pos),
+                c.pos
+            ),
+        ));
     }
     Ok(nodes)
 }
@@ -449,10 +459,13 @@ fn parse_array_payload(bytes: &[u8], payload: Range<usize>) -> Result<ArrayPaylo
         max_values: usize::MAX,
     };
     let bad = |what: &str, h: &Head, at: usize| {
-        malformed(format!(
-            "array payload at byte {start}: {what} at byte {at} is {}",
-            h.kind()
-        ))
+        malformed(
+            Format::Flax,
+            format!(
+                "array payload at byte {start}: {what} at byte {at} is {}",
+                h.kind()
+            ),
+        )
     };
     match c.head()? {
         (Head::Array(3), _) => {}
@@ -504,11 +517,14 @@ fn parse_array_payload(bytes: &[u8], payload: Range<usize>) -> Result<ArrayPaylo
         (h, at) => return Err(bad("the data", &h, at)),
     };
     if c.pos != payload.end {
-        return Err(malformed(format!(
-            "array payload at byte {start}: {} trailing bytes at byte {}",
-            payload.end.saturating_sub(c.pos),
-            c.pos
-        )));
+        return Err(malformed(
+            Format::Flax,
+            format!(
+                "array payload at byte {start}: {} trailing bytes at byte {}",
+                payload.end.saturating_sub(c.pos),
+                c.pos
+            ),
+        ));
     }
     let want = tensor::checked_byte_len(dtype, &shape).ok_or_else(|| {
         Error::from(ErrorKind::InvalidLayout {
@@ -573,7 +589,7 @@ impl<'a> Walk<'a> {
     fn node(&self, id: usize) -> Result<&'a Node> {
         self.nodes
             .get(id)
-            .ok_or_else(|| malformed("internal: dangling node"))
+            .ok_or_else(|| malformed(Format::Flax, "internal: dangling node"))
     }
 
     /// Lists one tensor found at byte `at`, within the tensor count and name budgets.
@@ -635,9 +651,12 @@ impl<'a> Walk<'a> {
                     dtype: "complex".into(),
                 }
                 .into()),
-                other => Err(malformed(format!(
-                    "unknown msgpack extension type {other} at byte {at} (flax writes 1, 2, 3)"
-                ))),
+                other => Err(malformed(
+                    Format::Flax,
+                    format!(
+                        "unknown msgpack extension type {other} at byte {at} (flax writes 1, 2, 3)"
+                    ),
+                )),
             },
             Node::Leaf { head, at } => {
                 if self.notes.len() < MAX_FLAX_NOTES {
@@ -659,7 +678,8 @@ impl<'a> Walk<'a> {
         entries: &[(Range<usize>, usize)],
         at: usize,
     ) -> Result<(DType, Vec<usize>, Vec<Range<usize>>)> {
-        let bad = |what: String| malformed(format!("chunked array at byte {at}: {what}"));
+        let bad =
+            |what: String| malformed(Format::Flax, format!("chunked array at byte {at}: {what}"));
         let mut marker = None;
         let mut shape_node = None;
         let mut chunks_node = None;
@@ -759,7 +779,10 @@ impl<'a> Walk<'a> {
     /// The children of a map keyed `"0"`, `"1"`, … `"n-1"` (flax `_tuple_to_dict`), in index order.
     fn indexed(&self, id: usize, what: &str) -> Result<Vec<usize>> {
         let Node::Map { entries, at } = self.node(id)? else {
-            return Err(malformed(format!("chunked array: {what} is not a map")));
+            return Err(malformed(
+                Format::Flax,
+                format!("chunked array: {what} is not a map"),
+            ));
         };
         let mut slots: Vec<Option<usize>> = vec![None; entries.len()];
         for (k, v) in entries {
@@ -770,16 +793,21 @@ impl<'a> Walk<'a> {
                 .filter(|i| i.to_string() == key)
                 .and_then(|i| slots.get_mut(i))
                 .ok_or_else(|| {
-                    malformed(format!(
+                    malformed(
+                        Format::Flax,
+                        format!(
                         "chunked array: {what} map at byte {at} has key {key:?}, expected 0..{}",
                         entries.len()
-                    ))
+                    ),
+                    )
                 })?;
             *slot = Some(*v);
         }
         slots
             .into_iter()
-            .map(|s| s.ok_or_else(|| malformed(format!("chunked array: {what} has a gap"))))
+            .map(|s| {
+                s.ok_or_else(|| malformed(Format::Flax, format!("chunked array: {what} has a gap")))
+            })
             .collect()
     }
 }
@@ -832,6 +860,7 @@ impl FlaxSource {
             check_unique_keys(&w, "", entries)?;
             if entries.iter().any(|(k, _)| w.key(k) == CHUNKED_KEY) {
                 return Err(malformed(
+                    Format::Flax,
                     "the top level is a chunked array, not a map of parameter names",
                 ));
             }
@@ -913,7 +942,12 @@ impl TensorSource for FlaxSource {
         };
         let k = *self.by_name.get(name).ok_or_else(not_found)?;
         let info = self.tensors.get(k).ok_or_else(not_found)?;
-        let outside = || malformed(format!("tensor {name}: data outside the file"));
+        let outside = || {
+            malformed(
+                Format::Flax,
+                format!("tensor {name}: data outside the file"),
+            )
+        };
         let data = match self.stored.get(k).ok_or_else(not_found)? {
             Stored::Contiguous(r) => Cow::Borrowed(self.bytes.get(r.clone()).ok_or_else(outside)?),
             Stored::Chunked(parts) => {

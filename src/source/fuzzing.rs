@@ -322,12 +322,18 @@ pub fn side_files(data: &[u8]) {
                 ..ConfigOverrides::default()
             };
             let arch = model::Architecture::ViTForImageClassification;
-            if let Ok((cfg, _)) = model::infer_config(arch, &infos, 1e-6, "gelu", heads, &overrides)
-            {
+            if let Ok((cfg, _)) = model::infer_config(
+                arch,
+                &infos,
+                1e-6,
+                model::Activation::Gelu,
+                heads,
+                &overrides,
+            ) {
                 let _ = cfg.to_json();
                 let _ = cfg.symbol_bindings();
                 let _ = model::expected_names(&cfg);
-                for preset in ["vit", "imagenet_crop"] {
+                for preset in model::Preprocessor::ALL {
                     let _ = model::preprocessor::preprocessor_config(preset, cfg.image_size);
                 }
             }

@@ -50,6 +50,9 @@ pub enum Format {
     Npz,
     /// A Flax msgpack checkpoint (`flax_model.msgpack`, `flax.serialization.to_bytes`).
     Flax,
+    /// The zip layer shared by [`Format::TorchZip`] and [`Format::Npz`], before its entries
+    /// decide between them: only errors name it, no source has it.
+    Zip,
 }
 
 impl Format {
@@ -62,6 +65,7 @@ impl Format {
             Format::Npy => "npy",
             Format::Npz => "npz",
             Format::Flax => "flax",
+            Format::Zip => "zip",
         }
     }
 }

@@ -24,7 +24,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::Limits;
 use crate::source::{Format, TensorSource};
@@ -98,13 +98,6 @@ impl NpyHeader {
     }
 }
 
-fn malformed(reason: impl Into<String>) -> Error {
-    Error::from(ErrorKind::MalformedContainer {
-        container: "npy",
-        reason: reason.into(),
-    })
-}
-
 fn to_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
@@ -125,18 +118,22 @@ pub(crate) fn parse_npy_preamble(bytes: &[u8]) -> Result<((u8, u8), usize, usize
         .get(..NPY_MAGIC.len())
         .ok_or_else(|| truncated(V1_PREAMBLE_LEN))?;
     if magic != NPY_MAGIC {
-        return Err(malformed(format!(
-            "bad magic {magic:02x?}, expected \\x93NUMPY at byte 0"
-        )));
+        return Err(malformed(
+            Format::Npy,
+            format!("bad magic {magic:02x?}, expected \\x93NUMPY at byte 0"),
+        ));
     }
     let (major, minor) = match bytes.get(6..8) {
         Some(&[major, minor]) => (major, minor),
         _ => return Err(truncated(V1_PREAMBLE_LEN)),
     };
     if minor != 0 || !(1..=3).contains(&major) {
-        return Err(malformed(format!(
-            "unsupported format version {major}.{minor} at byte 6 (supported: 1.0, 2.0, 3.0)"
-        )));
+        return Err(malformed(
+            Format::Npy,
+            format!(
+                "unsupported format version {major}.{minor} at byte 6 (supported: 1.0, 2.0, 3.0)"
+            ),
+        ));
     }
     let (header_start, header_len) = if major == 1 {
         match bytes.get(8..V1_PREAMBLE_LEN) {
@@ -173,7 +170,7 @@ pub(crate) fn npy_header_total_len(preamble: &[u8]) -> Result<usize> {
     // Both are bounded (≤ 12 and ≤ Limits::npy_header_bytes): checked anyway.
     start
         .checked_add(len)
-        .ok_or_else(|| malformed("header length overflows"))
+        .ok_or_else(|| malformed(Format::Npy, "header length overflows"))
 }
 
 /// Bytes of preamble needed before [`npy_header_total_len`] can answer.
@@ -191,7 +188,7 @@ pub(crate) fn parse_npy_header(bytes: &[u8]) -> Result<NpyHeader> {
     let (version, header_start, header_len) = parse_npy_preamble(bytes)?;
     let data_offset = header_start
         .checked_add(header_len)
-        .ok_or_else(|| malformed("header length overflows"))?;
+        .ok_or_else(|| malformed(Format::Npy, "header length overflows"))?;
     let text = bytes.get(header_start..data_offset).ok_or_else(|| {
         Error::from(ErrorKind::Truncated {
             what: "npy header",
@@ -202,7 +199,7 @@ pub(crate) fn parse_npy_header(bytes: &[u8]) -> Result<NpyHeader> {
     })?;
     let utf8 = version.0 >= 3;
     if utf8 && std::str::from_utf8(text).is_err() {
-        return Err(malformed("v3 header is not valid UTF-8"));
+        return Err(malformed(Format::Npy, "v3 header is not valid UTF-8"));
     }
     let dict = HeaderParser {
         text,
@@ -309,10 +306,13 @@ impl HeaderParser<'_> {
             Some(b) => format!("byte 0x{b:02x}"),
             None => "end of header".to_string(),
         };
-        malformed(format!(
-            "header: expected {what}, found {found} at byte {}",
-            self.offset()
-        ))
+        malformed(
+            Format::Npy,
+            format!(
+                "header: expected {what}, found {found} at byte {}",
+                self.offset()
+            ),
+        )
     }
 
     fn peek(&self) -> Option<u8> {
@@ -372,10 +372,13 @@ impl HeaderParser<'_> {
             };
             let value = self.parse_value()?;
             let wrong = |want: &str, v: &Literal| {
-                malformed(format!(
-                    "header: '{key}' must be {want}, found {} at byte {value_at}",
-                    v.kind()
-                ))
+                malformed(
+                    Format::Npy,
+                    format!(
+                        "header: '{key}' must be {want}, found {} at byte {value_at}",
+                        v.kind()
+                    ),
+                )
             };
             let slot_taken = match key.as_str() {
                 "descr" => match value {
@@ -391,16 +394,20 @@ impl HeaderParser<'_> {
                     v => return Err(wrong("a tuple of integers", &v)),
                 },
                 other => {
-                    return Err(malformed(format!(
-                        "header: unexpected key '{other}' at byte {key_at} \
+                    return Err(malformed(
+                        Format::Npy,
+                        format!(
+                            "header: unexpected key '{other}' at byte {key_at} \
                          (expected descr, fortran_order, shape)"
-                    )))
+                        ),
+                    ))
                 }
             };
             if slot_taken {
-                return Err(malformed(format!(
-                    "header: key '{key}' repeated at byte {key_at}"
-                )));
+                return Err(malformed(
+                    Format::Npy,
+                    format!("header: key '{key}' repeated at byte {key_at}"),
+                ));
             }
             if self.eat(b',') {
                 continue;
@@ -412,7 +419,7 @@ impl HeaderParser<'_> {
         if self.pos < self.text.len() {
             return Err(self.err("only padding after the header dict"));
         }
-        let missing = |k: &str| malformed(format!("header: key '{k}' missing"));
+        let missing = |k: &str| malformed(Format::Npy, format!("header: key '{k}' missing"));
         Ok(HeaderDict {
             descr: descr.ok_or_else(|| missing("descr"))?,
             fortran_order: fortran.ok_or_else(|| missing("fortran_order"))?,
@@ -439,15 +446,21 @@ impl HeaderParser<'_> {
                 }
                 Err(self.err("True or False"))
             }
-            Some(b'[') => Err(malformed(format!(
-                "header: found a list at byte {} where a descr string was expected \
+            Some(b'[') => Err(malformed(
+                Format::Npy,
+                format!(
+                    "header: found a list at byte {} where a descr string was expected \
                  (structured dtypes are not supported)",
-                self.offset()
-            ))),
-            Some(b'{') => Err(malformed(format!(
-                "header: found a nested dict at byte {} (not supported)",
-                self.offset()
-            ))),
+                    self.offset()
+                ),
+            )),
+            Some(b'{') => Err(malformed(
+                Format::Npy,
+                format!(
+                    "header: found a nested dict at byte {} (not supported)",
+                    self.offset()
+                ),
+            )),
             _ => Err(self.err("a string, True, False or a tuple")),
         }
     }
@@ -460,15 +473,19 @@ impl HeaderParser<'_> {
         loop {
             match self.peek() {
                 None | Some(b'\n') => {
-                    return Err(malformed(format!(
-                        "header: unterminated string starting at byte {start}"
-                    )))
+                    return Err(malformed(
+                        Format::Npy,
+                        format!("header: unterminated string starting at byte {start}"),
+                    ))
                 }
                 Some(b'\\') => {
-                    return Err(malformed(format!(
-                        "header: escape sequence in string at byte {} (not supported)",
-                        self.offset()
-                    )))
+                    return Err(malformed(
+                        Format::Npy,
+                        format!(
+                            "header: escape sequence in string at byte {} (not supported)",
+                            self.offset()
+                        ),
+                    ))
                 }
                 Some(c) if c == quote => break,
                 Some(_) => self.bump(),
@@ -501,10 +518,13 @@ impl HeaderParser<'_> {
             if self.eat(b')') {
                 if dims.len() == 1 && !comma {
                     // `(3)` is an int in Python, not a tuple.
-                    return Err(malformed(format!(
-                        "header: shape '(n)' without a comma is not a tuple (byte {})",
-                        self.offset()
-                    )));
+                    return Err(malformed(
+                        Format::Npy,
+                        format!(
+                            "header: shape '(n)' without a comma is not a tuple (byte {})",
+                            self.offset()
+                        ),
+                    ));
                 }
                 return Ok(dims);
             }
@@ -748,13 +768,16 @@ pub(crate) fn check_data_len(header: &NpyHeader, total_len: usize) -> Result<()>
         .into());
     }
     if available > header.data_len {
-        return Err(malformed(format!(
-            "{} trailing bytes after the array data (shape {:?} of {} ends at byte {})",
-            available - header.data_len,
-            header.shape,
-            header.descr,
-            header.data_offset.saturating_add(header.data_len)
-        )));
+        return Err(malformed(
+            Format::Npy,
+            format!(
+                "{} trailing bytes after the array data (shape {:?} of {} ends at byte {})",
+                available - header.data_len,
+                header.shape,
+                header.descr,
+                header.data_offset.saturating_add(header.data_len)
+            ),
+        ));
     }
     Ok(())
 }
@@ -1020,8 +1043,8 @@ mod tests {
         let header = "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }\n";
         let e = parse(npy_bytes(1, header, &[0; 4])).err().unwrap();
         match e.kind() {
-            ErrorKind::MalformedContainer { container, reason } => {
-                assert_eq!(*container, "npy");
+            ErrorKind::MalformedContainer { format, reason } => {
+                assert_eq!(*format, Format::Npy);
                 assert!(reason.contains("list"), "{reason}");
             }
             other => panic!("{other}"),

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use zip::result::ZipError;
 use zip::{CompressionMethod, ZipArchive};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::{Limits, INFLATE_FREE_BYTES};
 use crate::source::npy::{self, NpyHeader};
@@ -35,15 +35,8 @@ use crate::tensor::{Tensor, TensorInfo};
 /// Suffix every member name must carry.
 const NPY_SUFFIX: &str = ".npy";
 
-fn malformed(reason: impl Into<String>) -> Error {
-    Error::from(ErrorKind::MalformedContainer {
-        container: "npz",
-        reason: reason.into(),
-    })
-}
-
 fn zip_error(what: &str, e: ZipError) -> Error {
-    malformed(format!("{what}: {e}"))
+    malformed(Format::Npz, format!("{what}: {e}"))
 }
 
 fn to_u64(n: usize) -> u64 {
@@ -127,7 +120,10 @@ impl NpzSource {
             .has_overlapping_entries()
             .map_err(|e| zip_error("checking entry ranges", e))?
         {
-            return Err(malformed("zip entries overlap (two entries share bytes)"));
+            return Err(malformed(
+                Format::Npz,
+                "zip entries overlap (two entries share bytes)",
+            ));
         }
         // Local headers must agree with the central directory (no polyglot tricks).
         archive
@@ -140,10 +136,10 @@ impl NpzSource {
         for index in 0..archive.len() {
             let raw = RawEntry::read(&mut archive, index)?;
             let Some(name) = raw.name.strip_suffix(NPY_SUFFIX) else {
-                return Err(malformed(format!(
-                    "entry '{}' is not a .npy member",
-                    raw.name
-                )));
+                return Err(malformed(
+                    Format::Npz,
+                    format!("entry '{}' is not a .npy member", raw.name),
+                ));
             };
             let name = name.to_string();
             let (header, member) = parse_member(&mut archive, &bytes, index, &raw)
@@ -187,13 +183,16 @@ impl NpzSource {
         let cap = to_u64(total).saturating_add(1);
         file.take(cap)
             .read_to_end(&mut buf)
-            .map_err(|e| malformed(format!("inflating entry #{index}: {e}")))?;
+            .map_err(|e| malformed(Format::Npz, format!("inflating entry #{index}: {e}")))?;
         if buf.len() != total {
-            return Err(malformed(format!(
-                "entry #{index} inflates to {}{} bytes, declared {total}",
-                buf.len(),
-                if buf.len() > total { "+" } else { "" }
-            )));
+            return Err(malformed(
+                Format::Npz,
+                format!(
+                    "entry #{index} inflates to {}{} bytes, declared {total}",
+                    buf.len(),
+                    if buf.len() > total { "+" } else { "" }
+                ),
+            ));
         }
         Ok(buf)
     }
@@ -223,7 +222,9 @@ impl RawEntry {
         let data_start = file
             .data_start()
             .and_then(|s| usize::try_from(s).ok())
-            .ok_or_else(|| malformed(format!("entry '{name}': data offset unknown")))?;
+            .ok_or_else(|| {
+                malformed(Format::Npz, format!("entry '{name}': data offset unknown"))
+            })?;
         Ok(RawEntry {
             encrypted: file.encrypted(),
             compression: file.compression(),
@@ -244,7 +245,10 @@ fn parse_member(
 ) -> Result<(NpyHeader, Member)> {
     let entry_name = raw.name.as_str();
     if raw.encrypted {
-        return Err(malformed(format!("entry '{entry_name}' is encrypted")));
+        return Err(malformed(
+            Format::Npz,
+            format!("entry '{entry_name}' is encrypted"),
+        ));
     }
     let member_bytes = raw
         .data_start
@@ -261,10 +265,13 @@ fn parse_member(
     match raw.compression {
         CompressionMethod::Stored => {
             if raw.compressed_size != raw.size {
-                return Err(malformed(format!(
-                    "stored entry '{entry_name}' has compressed size {} but size {}",
-                    raw.compressed_size, raw.size
-                )));
+                return Err(malformed(
+                    Format::Npz,
+                    format!(
+                        "stored entry '{entry_name}' has compressed size {} but size {}",
+                        raw.compressed_size, raw.size
+                    ),
+                ));
             }
             let header = npy::parse_npy_header(member_bytes)?;
             npy::check_data_len(&header, member_bytes.len())?;
@@ -272,10 +279,18 @@ fn parse_member(
             let start = raw
                 .data_start
                 .checked_add(header.data_offset)
-                .ok_or_else(|| malformed(format!("entry '{entry_name}': offset overflows")))?;
-            let end = start
-                .checked_add(header.data_len)
-                .ok_or_else(|| malformed(format!("entry '{entry_name}': offset overflows")))?;
+                .ok_or_else(|| {
+                    malformed(
+                        Format::Npz,
+                        format!("entry '{entry_name}': offset overflows"),
+                    )
+                })?;
+            let end = start.checked_add(header.data_len).ok_or_else(|| {
+                malformed(
+                    Format::Npz,
+                    format!("entry '{entry_name}': offset overflows"),
+                )
+            })?;
             Ok((header, Member::Stored { data: start..end }))
         }
         CompressionMethod::Deflated => {
@@ -290,9 +305,12 @@ fn parse_member(
                 },
             ))
         }
-        other => Err(malformed(format!(
-            "entry '{entry_name}' uses compression method {other} (only stored and deflate)"
-        ))),
+        other => Err(malformed(
+            Format::Npz,
+            format!(
+                "entry '{entry_name}' uses compression method {other} (only stored and deflate)"
+            ),
+        )),
     }
 }
 
@@ -310,7 +328,7 @@ fn check_inflation(raw: &RawEntry, entry_name: &str) -> Result<()> {
         .saturating_mul(DEFLATE_MAX_RATIO)
         .saturating_add(DEFLATE_SLACK);
     if raw.size > possible {
-        return Err(malformed(format!(
+        return Err(malformed(Format::Npz, format!(
             "deflated entry '{entry_name}' declares {} bytes, more than {} compressed bytes can inflate to",
             raw.size, raw.compressed_size
         )));
@@ -337,7 +355,8 @@ fn read_deflated_header(
     let mut file = archive
         .by_index(index)
         .map_err(|e| zip_error(&format!("entry '{entry_name}'"), e))?;
-    let inflate_err = |e: std::io::Error| malformed(format!("inflating entry '{entry_name}': {e}"));
+    let inflate_err =
+        |e: std::io::Error| malformed(Format::Npz, format!("inflating entry '{entry_name}': {e}"));
     let mut head = Vec::with_capacity(npy::NPY_PREAMBLE_MAX);
     (&mut file)
         .take(to_u64(npy::NPY_PREAMBLE_MAX.min(size)))
@@ -610,8 +629,8 @@ mod tests {
         );
         let e = parse(bytes).err().unwrap();
         match e.kind() {
-            ErrorKind::MalformedContainer { container, reason } => {
-                assert_eq!(*container, "npz");
+            ErrorKind::MalformedContainer { format, reason } => {
+                assert_eq!(*format, Format::Npz);
                 assert!(reason.contains("README.txt"), "{reason}");
             }
             other => panic!("{other}"),

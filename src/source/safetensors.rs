@@ -24,7 +24,7 @@ use std::ops::Range;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::Limits;
 use crate::source::{Format, TensorSource, MAX_RANK};
@@ -35,13 +35,6 @@ const LEN_PREFIX: usize = 8;
 
 /// The reserved header key holding string metadata.
 const METADATA_KEY: &str = "__metadata__";
-
-fn malformed(reason: impl Into<String>) -> Error {
-    Error::from(ErrorKind::MalformedContainer {
-        container: "safetensors",
-        reason: reason.into(),
-    })
-}
 
 fn to_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
@@ -100,9 +93,13 @@ impl SafetensorsSource {
             })
         })?;
         let text = std::str::from_utf8(header)
-            .map_err(|e| malformed(format!("header is not UTF-8: {e}")))?;
-        let scanned: RawHeader = serde_json::from_str(text)
-            .map_err(|e| malformed(format!("header is not a valid JSON object: {e}")))?;
+            .map_err(|e| malformed(Format::Safetensors, format!("header is not UTF-8: {e}")))?;
+        let scanned: RawHeader = serde_json::from_str(text).map_err(|e| {
+            malformed(
+                Format::Safetensors,
+                format!("header is not a valid JSON object: {e}"),
+            )
+        })?;
         let (order, metadata) = check_header(scanned)?;
         let max_tensors = Limits::current().tensors;
         if order.len() > max_tensors {
@@ -115,21 +112,29 @@ impl SafetensorsSource {
         }
 
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| malformed(e.to_string()))?;
+            .map_err(|e| malformed(Format::Safetensors, e.to_string()))?;
 
         // Header order, then stably sorted by data offsets: file order, deterministic for ties.
         let mut listed = Vec::with_capacity(order.len());
         for (position, (name, dtype)) in order.into_iter().enumerate() {
-            let info = meta
-                .info(&name)
-                .ok_or_else(|| malformed(format!("tensor {name} missing after validation")))?;
+            let info = meta.info(&name).ok_or_else(|| {
+                malformed(
+                    Format::Safetensors,
+                    format!("tensor {name} missing after validation"),
+                )
+            })?;
             let (start, end) = info.data_offsets;
             let range = data_start
                 .checked_add(start)
                 .zip(data_start.checked_add(end))
                 .map(|(s, e)| s..e)
                 .filter(|r| r.start <= r.end && r.end <= bytes.len())
-                .ok_or_else(|| malformed(format!("tensor {name}: offsets outside the file")))?;
+                .ok_or_else(|| {
+                    malformed(
+                        Format::Safetensors,
+                        format!("tensor {name}: offsets outside the file"),
+                    )
+                })?;
             listed.push((
                 info.data_offsets,
                 position,
@@ -205,10 +210,10 @@ fn check_header(raw: RawHeader) -> Result<(Vec<(String, DType)>, BTreeMap<String
                     .with_tensor(&key));
                 }
                 if fields.data_offsets.0 != 2 {
-                    return Err(malformed(format!(
-                        "data_offsets has {} values, not 2",
-                        fields.data_offsets.0
-                    ))
+                    return Err(malformed(
+                        Format::Safetensors,
+                        format!("data_offsets has {} values, not 2", fields.data_offsets.0),
+                    )
                     .with_tensor(&key));
                 }
                 let dtype = DType::from_name(&fields.dtype).ok_or_else(|| {
@@ -524,8 +529,8 @@ mod tests {
             r#"{"a":"#,
         ] {
             match parse_err(st_file(header, &[0; 12])).kind() {
-                ErrorKind::MalformedContainer { container, .. } => {
-                    assert_eq!(*container, "safetensors", "{header}")
+                ErrorKind::MalformedContainer { format, .. } => {
+                    assert_eq!(*format, Format::Safetensors, "{header}")
                 }
                 other => panic!("{header}: {other}"),
             }

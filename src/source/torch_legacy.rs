@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::pickle::value::{sequence, string_keyed};
 use crate::source::pickle::{parse_pickle, BigInt, Node, Parsed};
@@ -31,14 +31,6 @@ const PROTOCOL_VERSION: i64 = 1001;
 const TAR_MAGIC: Range<usize> = 257..262;
 /// Bytes of each storage's element-count prefix.
 const COUNT_LEN: usize = 8;
-
-fn bad(reason: String) -> Error {
-    ErrorKind::MalformedContainer {
-        container: "torch_legacy",
-        reason,
-    }
-    .into()
-}
 
 /// A legacy `torch.save` checkpoint.
 #[derive(Debug)]
@@ -59,9 +51,9 @@ impl TorchLegacySource {
     /// `MissingStorage`; layout errors as the zip container.
     pub(crate) fn parse(bytes: FileBytes) -> Result<Self> {
         if bytes.get(TAR_MAGIC) == Some(b"ustar") {
-            return Err(bad(
-                "this is the TAR-era torch container (torchvision ≤ 0.3), which is not supported"
-                    .into(),
+            return Err(malformed(
+                Format::TorchLegacy,
+                "this is the TAR-era torch container (torchvision ≤ 0.3), which is not supported",
             ));
         }
         let magic = parse_pickle(&bytes, 0)?;
@@ -70,16 +62,19 @@ impl TorchLegacySource {
             Node::BigInt(BigInt { negative: false, magnitude }) if magnitude[..] == MAGIC_NUMBER
         );
         if !is_magic {
-            return Err(bad("not a torch legacy file (no magic number)".into()));
+            return Err(malformed(
+                Format::TorchLegacy,
+                "not a torch legacy file (no magic number)",
+            ));
         }
         let version = parse_pickle(&bytes, magic.end)?;
         match version.arena.get(version.root) {
             Node::Int(PROTOCOL_VERSION) => {}
             other => {
-                return Err(bad(format!(
-                    "unsupported legacy protocol version {}",
-                    scalar_text(other)
-                )))
+                return Err(malformed(
+                    Format::TorchLegacy,
+                    format!("unsupported legacy protocol version {}", scalar_text(other)),
+                ))
             }
         }
         let sys_info = parse_pickle(&bytes, version.end)?;
@@ -115,9 +110,10 @@ impl TorchLegacySource {
         let mut records: HashMap<&str, Range<usize>> = HashMap::new();
         for key in &keys {
             let (elem, numel) = *declared.get(key.as_str()).ok_or_else(|| {
-                bad(format!(
-                    "storage {key} is listed but no persistent id names it"
-                ))
+                malformed(
+                    Format::TorchLegacy,
+                    format!("storage {key} is listed but no persistent id names it"),
+                )
             })?;
             let count_bytes = bytes
                 .get(pos..pos.saturating_add(COUNT_LEN))
@@ -126,9 +122,10 @@ impl TorchLegacySource {
             a.copy_from_slice(count_bytes);
             let count = i64::from_le_bytes(a);
             let found = u64::try_from(count).map_err(|_| {
-                bad(format!(
-                    "storage {key}: negative element count {count} at byte {pos}"
-                ))
+                malformed(
+                    Format::TorchLegacy,
+                    format!("storage {key}: negative element count {count} at byte {pos}"),
+                )
             })?;
             if found != numel {
                 let bytes_of = |n: u64| n.saturating_mul(elem as u64);
@@ -149,7 +146,10 @@ impl TorchLegacySource {
                 .filter(|&e| e <= bytes.len())
                 .ok_or_else(|| truncated("legacy storage data", start, len, bytes.len()))?;
             if records.insert(key.as_str(), start..end).is_some() {
-                return Err(bad(format!("storage {key} is listed twice")));
+                return Err(malformed(
+                    Format::TorchLegacy,
+                    format!("storage {key} is listed twice"),
+                ));
             }
             pos = end;
         }
@@ -205,10 +205,13 @@ fn declared_storages(object: &Parsed) -> Result<HashMap<&str, (usize, u64)>> {
             let this = (s.class.elem_size(), s.numel);
             match out.get(s.key.as_str()) {
                 Some(prev) if *prev != this => {
-                    return Err(bad(format!(
-                        "storage {} is declared with two different types or sizes",
-                        s.key
-                    )))
+                    return Err(malformed(
+                        Format::TorchLegacy,
+                        format!(
+                            "storage {} is declared with two different types or sizes",
+                            s.key
+                        ),
+                    ))
                 }
                 _ => {
                     out.insert(s.key.as_str(), this);
@@ -222,13 +225,16 @@ fn declared_storages(object: &Parsed) -> Result<HashMap<&str, (usize, u64)>> {
 /// The list of storage keys that precedes the raw data.
 fn storage_keys(keys: &Parsed) -> Result<Vec<String>> {
     let items = sequence(keys.arena.get(keys.root))
-        .ok_or_else(|| bad("storage key list is not a list".into()))?;
+        .ok_or_else(|| malformed(Format::TorchLegacy, "storage key list is not a list"))?;
     items
         .iter()
         .map(|k| match keys.arena.get(*k) {
             Node::Str(s) => Ok(s.clone()),
             Node::Int(i) => Ok(i.to_string()),
-            other => Err(bad(format!("storage key is a {}", other.kind()))),
+            other => Err(malformed(
+                Format::TorchLegacy,
+                format!("storage key is a {}", other.kind()),
+            )),
         })
         .collect()
 }

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::Limits;
 use crate::source::pickle::parse_pickle;
@@ -40,22 +40,6 @@ const MAX_COMMENT: usize = 0xffff;
 const METHOD_STORED: u16 = 0;
 const FLAG_ENCRYPTED: u16 = 0x0001;
 
-fn bad_zip(reason: String) -> Error {
-    ErrorKind::MalformedContainer {
-        container: "zip",
-        reason,
-    }
-    .into()
-}
-
-fn bad_torch(reason: String) -> Error {
-    ErrorKind::MalformedContainer {
-        container: "torch_zip",
-        reason,
-    }
-    .into()
-}
-
 /// One central-directory entry, its data located and bounds-checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct ZipEntry {
@@ -77,21 +61,30 @@ impl ZipEntry {
     /// The entry's bytes, when it is stored uncompressed and unencrypted.
     fn stored<'a>(&self, bytes: &'a [u8]) -> Result<&'a [u8]> {
         if self.method != METHOD_STORED || self.flags & FLAG_ENCRYPTED != 0 {
-            return Err(bad_torch(format!(
-                "entry {} is compressed (method {}) or encrypted; torch writes stored entries",
-                self.name, self.method
-            )));
+            return Err(malformed(
+                Format::TorchZip,
+                format!(
+                    "entry {} is compressed (method {}) or encrypted; torch writes stored entries",
+                    self.name, self.method
+                ),
+            ));
         }
         let len = self.data.end.saturating_sub(self.data.start);
         if u64::try_from(len).ok() != Some(self.size) {
-            return Err(bad_torch(format!(
-                "stored entry {} has {} data bytes but declares size {}",
-                self.name, len, self.size
-            )));
+            return Err(malformed(
+                Format::TorchZip,
+                format!(
+                    "stored entry {} has {} data bytes but declares size {}",
+                    self.name, len, self.size
+                ),
+            ));
         }
-        bytes
-            .get(self.data.clone())
-            .ok_or_else(|| bad_zip(format!("entry {} data out of range", self.name)))
+        bytes.get(self.data.clone()).ok_or_else(|| {
+            malformed(
+                Format::Zip,
+                format!("entry {} data out of range", self.name),
+            )
+        })
     }
 }
 
@@ -140,7 +133,12 @@ impl<'a> Fields<'a> {
 }
 
 fn to_usize(v: u64, what: &str) -> Result<usize> {
-    usize::try_from(v).map_err(|_| bad_zip(format!("{what} {v} does not fit this platform")))
+    usize::try_from(v).map_err(|_| {
+        malformed(
+            Format::Zip,
+            format!("{what} {v} does not fit this platform"),
+        )
+    })
 }
 
 /// Where the central directory is and how many entries it holds.
@@ -151,10 +149,19 @@ struct Directory {
 }
 
 fn find_directory(bytes: &[u8]) -> Result<Directory> {
+    // A zip's end record is its last structure: without one the file was cut short (its
+    // leading `PK` signature already said it is a zip).
+    let cut_short = || -> Error {
+        ErrorKind::Truncated {
+            what: "zip end-of-central-directory record",
+            offset: bytes.len() as u64,
+            needed: EOCD_LEN as u64,
+            available: 0,
+        }
+        .into()
+    };
     if bytes.len() < EOCD_LEN {
-        return Err(bad_zip(
-            "file too short for an end-of-central-directory record".into(),
-        ));
+        return Err(cut_short());
     }
     let last = bytes.len() - EOCD_LEN;
     let first = last.saturating_sub(MAX_COMMENT);
@@ -169,10 +176,13 @@ fn find_directory(bytes: &[u8]) -> Result<Directory> {
                 && Fields::new(bytes, p, EOCD_LEN, "zip end record")
                     .is_ok_and(|f| p + EOCD_LEN + usize::from(f.u16(20)) <= bytes.len())
         })
-        .ok_or_else(|| bad_zip("no end-of-central-directory record".into()))?;
+        .ok_or_else(cut_short)?;
     let e = Fields::new(bytes, eocd_at, EOCD_LEN, "zip end record")?;
     if e.u16(4) != 0 || e.u16(6) != 0 {
-        return Err(bad_zip("multi-disk archives are not supported".into()));
+        return Err(malformed(
+            Format::Zip,
+            "multi-disk archives are not supported",
+        ));
     }
     let mut dir = Directory {
         entries: usize::from(e.u16(10)),
@@ -186,10 +196,16 @@ fn find_directory(bytes: &[u8]) -> Result<Directory> {
             let at = to_usize(l.u64(8), "zip64 end record offset")?;
             let z = Fields::new(bytes, at, ZIP64_EOCD_LEN, "zip64 end record")?;
             if z.u32(0) != ZIP64_EOCD_SIG {
-                return Err(bad_zip(format!("no zip64 end record at byte {at}")));
+                return Err(malformed(
+                    Format::Zip,
+                    format!("no zip64 end record at byte {at}"),
+                ));
             }
             if z.u32(16) != 0 || z.u32(20) != 0 {
-                return Err(bad_zip("multi-disk archives are not supported".into()));
+                return Err(malformed(
+                    Format::Zip,
+                    "multi-disk archives are not supported",
+                ));
             }
             dir.entries = to_usize(z.u64(32), "entry count")?;
             dir.size = to_usize(z.u64(40), "central directory size")?;
@@ -207,10 +223,13 @@ fn find_directory(bytes: &[u8]) -> Result<Directory> {
     }
     match dir.offset.checked_add(dir.size) {
         Some(end) if end <= eocd_at => Ok(dir),
-        _ => Err(bad_zip(format!(
-            "central directory at {}+{} runs past its end record at {eocd_at}",
-            dir.offset, dir.size
-        ))),
+        _ => Err(malformed(
+            Format::Zip,
+            format!(
+                "central directory at {}+{} runs past its end record at {eocd_at}",
+                dir.offset, dir.size
+            ),
+        )),
     }
 }
 
@@ -237,9 +256,10 @@ pub(crate) fn read_zip_entries(bytes: &[u8], release: &dyn Fn()) -> Result<Vec<Z
         }
         let c = Fields::new(bytes, at, CENTRAL_LEN, "zip central directory entry")?;
         if c.u32(0) != CENTRAL_SIG {
-            return Err(bad_zip(format!(
-                "bad central directory signature at byte {at}"
-            )));
+            return Err(malformed(
+                Format::Zip,
+                format!("bad central directory signature at byte {at}"),
+            ));
         }
         let flags = c.u16(8);
         let method = c.u16(10);
@@ -252,7 +272,12 @@ pub(crate) fn read_zip_entries(bytes: &[u8], release: &dyn Fn()) -> Result<Vec<Z
         let name_at = at + CENTRAL_LEN;
         let name_bytes = Fields::new(bytes, name_at, name_len, "zip entry name")?.b;
         let name = std::str::from_utf8(name_bytes)
-            .map_err(|_| bad_zip(format!("entry name at byte {name_at} is not UTF-8")))?
+            .map_err(|_| {
+                malformed(
+                    Format::Zip,
+                    format!("entry name at byte {name_at} is not UTF-8"),
+                )
+            })?
             .to_string();
         let extra = Fields::new(bytes, name_at + name_len, extra_len, "zip extra field")?.b;
         // ZIP64 extended information: the 0xFFFFFFFF fields, in order.
@@ -260,15 +285,21 @@ pub(crate) fn read_zip_entries(bytes: &[u8], release: &dyn Fn()) -> Result<Vec<Z
         while let Some(h) = extra.get(e..e + 4) {
             let id = u16::from_le_bytes([h[0], h[1]]);
             let len = usize::from(u16::from_le_bytes([h[2], h[3]]));
-            let body = extra
-                .get(e + 4..e + 4 + len)
-                .ok_or_else(|| bad_zip(format!("entry {name}: extra field runs past its end")))?;
+            let body = extra.get(e + 4..e + 4 + len).ok_or_else(|| {
+                malformed(
+                    Format::Zip,
+                    format!("entry {name}: extra field runs past its end"),
+                )
+            })?;
             if id == ZIP64_EXTRA_ID {
                 let mut k = 0usize;
                 let mut next = |field: &mut u64| -> Result<()> {
                     if *field == u64::from(u32::MAX) {
                         let v = body.get(k..k + 8).ok_or_else(|| {
-                            bad_zip(format!("entry {name}: short zip64 extra field"))
+                            malformed(
+                                Format::Zip,
+                                format!("entry {name}: short zip64 extra field"),
+                            )
                         })?;
                         let mut a = [0u8; 8];
                         a.copy_from_slice(v);
@@ -285,17 +316,19 @@ pub(crate) fn read_zip_entries(bytes: &[u8], release: &dyn Fn()) -> Result<Vec<Z
         }
         at = name_at + name_len + extra_len + comment_len;
         if at > dir_end {
-            return Err(bad_zip(format!(
-                "entry {name} runs past the central directory"
-            )));
+            return Err(malformed(
+                Format::Zip,
+                format!("entry {name} runs past the central directory"),
+            ));
         }
         // Local header: its own name and extra lengths decide where the data starts.
         let header_at = to_usize(local, "local header offset")?;
         let l = Fields::new(bytes, header_at, LOCAL_LEN, "zip local header")?;
         if l.u32(0) != LOCAL_SIG {
-            return Err(bad_zip(format!(
-                "entry {name}: no local header at byte {header_at}"
-            )));
+            return Err(malformed(
+                Format::Zip,
+                format!("entry {name}: no local header at byte {header_at}"),
+            ));
         }
         let local_name_len = usize::from(l.u16(26));
         let local_extra_len = usize::from(l.u16(28));
@@ -307,10 +340,13 @@ pub(crate) fn read_zip_entries(bytes: &[u8], release: &dyn Fn()) -> Result<Vec<Z
         )?
         .b;
         if local_name != name.as_bytes() {
-            return Err(bad_zip(format!(
-                "entry {name}: local header names {:?}",
-                String::from_utf8_lossy(local_name)
-            )));
+            return Err(malformed(
+                Format::Zip,
+                format!(
+                    "entry {name}: local header names {:?}",
+                    String::from_utf8_lossy(local_name)
+                ),
+            ));
         }
         let data_start = header_at + LOCAL_LEN + local_name_len + local_extra_len;
         let data_len = to_usize(csize, "entry size")?;
@@ -318,9 +354,12 @@ pub(crate) fn read_zip_entries(bytes: &[u8], release: &dyn Fn()) -> Result<Vec<Z
             .checked_add(data_len)
             .filter(|&end| end <= dir.offset)
             .ok_or_else(|| {
-                bad_zip(format!(
+                malformed(
+                    Format::Zip,
+                    format!(
                     "entry {name}: data at {data_start}+{data_len} runs into the central directory"
-                ))
+                ),
+                )
             })?;
         if names.insert(name.clone(), entries.len()).is_some() {
             return Err(ErrorKind::Duplicate {
@@ -347,7 +386,10 @@ pub(crate) fn read_zip_entries(bytes: &[u8], release: &dyn Fn()) -> Result<Vec<Z
     for w in spans.windows(2) {
         if let [a, b] = w {
             if a.1 > b.0 {
-                return Err(bad_zip(format!("entries {} and {} overlap", a.2, b.2)));
+                return Err(malformed(
+                    Format::Zip,
+                    format!("entries {} and {} overlap", a.2, b.2),
+                ));
             }
         }
     }
@@ -358,20 +400,23 @@ pub(crate) fn read_zip_entries(bytes: &[u8], release: &dyn Fn()) -> Result<Vec<Z
 fn archive_root(entries: &[ZipEntry]) -> Result<&str> {
     let first = entries
         .first()
-        .ok_or_else(|| bad_torch("empty archive".into()))?;
+        .ok_or_else(|| malformed(Format::TorchZip, "empty archive"))?;
     let (root, _) = first.name.split_once('/').ok_or_else(|| {
-        bad_torch(format!(
-            "first entry {} is not inside an archive folder",
-            first.name
-        ))
+        malformed(
+            Format::TorchZip,
+            format!("first entry {} is not inside an archive folder", first.name),
+        )
     })?;
     for e in entries {
         let other = e.name.split_once('/').map_or(e.name.as_str(), |(r, _)| r);
         if other != root || !e.name.contains('/') {
-            return Err(bad_torch(format!(
-                "entry {} has root {other:?}, but the archive root is {root:?} (from {})",
-                e.name, first.name
-            )));
+            return Err(malformed(
+                Format::TorchZip,
+                format!(
+                    "entry {} has root {other:?}, but the archive root is {root:?} (from {})",
+                    e.name, first.name
+                ),
+            ));
         }
     }
     Ok(root)
@@ -423,10 +468,13 @@ impl TorchZipSource {
                 b"little" => false,
                 b"big" => true,
                 other => {
-                    return Err(bad_torch(format!(
-                        "byteorder record is {:?}, expected \"little\" or \"big\"",
-                        String::from_utf8_lossy(other.get(..MAX_INFO_RECORD).unwrap_or(other))
-                    )))
+                    return Err(malformed(
+                        Format::TorchZip,
+                        format!(
+                            "byteorder record is {:?}, expected \"little\" or \"big\"",
+                            String::from_utf8_lossy(other.get(..MAX_INFO_RECORD).unwrap_or(other))
+                        ),
+                    ))
                 }
             },
         };
@@ -448,8 +496,12 @@ impl TorchZipSource {
             }
         }
 
-        let pkl = record("data.pkl")
-            .ok_or_else(|| bad_torch(format!("no {root}/data.pkl in the archive")))?;
+        let pkl = record("data.pkl").ok_or_else(|| {
+            malformed(
+                Format::TorchZip,
+                format!("no {root}/data.pkl in the archive"),
+            )
+        })?;
         let parsed = parse_pickle(pkl.stored(&bytes)?, 0)?;
         if let Some(p) = parsed.protocol {
             metadata.insert("pickle_protocol".to_string(), p.to_string());

@@ -61,7 +61,7 @@ impl<'a> Casting<'a> {
         let (d, tensors) = self.damage();
         (d.overflowed > 0).then(|| {
             format!(
-                "--allow-overflow: {} finite values in {tensors} tensors became ±Inf casting to {} (largest magnitude {:e}), as torch's .half() does",
+                "option `allow_overflow`: {} finite values in {tensors} tensors became ±Inf casting to {} (largest magnitude {:e}), as torch's .half() does",
                 d.overflowed, self.to, d.max_abs
             )
         })

@@ -32,9 +32,12 @@ pub(crate) fn stage_npz(
         .last_modified_time(zip::DateTime::default())
         .large_file(false);
     let zerr = |e: zip::result::ZipError| {
-        Error::from(ErrorKind::MalformedContainer {
-            container: "npz writer",
-            reason: e.to_string(),
+        Error::from(match e {
+            zip::result::ZipError::Io(e) => ErrorKind::io("write", e),
+            other => ErrorKind::Writer {
+                format: crate::convert::OutputFormat::Npz,
+                reason: other.to_string(),
+            },
         })
         .with_path(dest)
     };

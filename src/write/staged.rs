@@ -368,7 +368,7 @@ mod tests {
         let input =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/convert/timm_vit/source.pth");
         let opts = crate::ConvertOptions {
-            from: Some("timm".into()),
+            from: Some("timm".parse().unwrap()),
             overrides: crate::model::ConfigOverrides {
                 num_heads: Some(2),
                 ..Default::default()

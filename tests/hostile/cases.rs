@@ -3,6 +3,7 @@
 
 use std::io::{Cursor, Write};
 
+use vit_convert::source::Format;
 use vit_convert::{Error, ErrorKind, Limits};
 
 use crate::build::*;
@@ -332,7 +333,7 @@ fn containers() -> Vec<Case> {
         case!("duplicate_zip_entry.pth", dup,
             ErrorKind::Duplicate { what: "zip entry", name } if name == "archive/data/0"),
         case!("two_archive_roots.pth", two_roots,
-            ErrorKind::MalformedContainer { container: "torch_zip", reason } if reason.contains("\"other\"")),
+            ErrorKind::MalformedContainer { format: Format::TorchZip, reason } if reason.contains("\"other\"")),
         case!("overlapping_zip_entries.pth", overlap,
             ErrorKind::MalformedContainer { reason, .. } if reason.contains("overlap")),
         case!(
@@ -522,7 +523,7 @@ fn npz_files() -> Vec<Case> {
         case!("npz_duplicate_entry.npz", dup,
             ErrorKind::Duplicate { what: "zip entry", name } if name == "w.npy"),
         case!("npz_non_npy_entry.npz", other,
-            ErrorKind::MalformedContainer { container: "npz", reason } if reason.contains("evil.py")),
+            ErrorKind::MalformedContainer { format: Format::Npz, reason } if reason.contains("evil.py")),
         case!(
             "npz_inflate_ratio.npz",
             bomb,
@@ -535,7 +536,7 @@ fn npz_files() -> Vec<Case> {
             "npz_impossible_size.npz",
             liar,
             ErrorKind::MalformedContainer {
-                container: "npz",
+                format: Format::Npz,
                 ..
             }
         ),
@@ -597,7 +598,7 @@ fn safetensors_files() -> Vec<Case> {
                 &[0; 12]
             ),
             ErrorKind::MalformedContainer {
-                container: "safetensors",
+                format: Format::Safetensors,
                 ..
             }
         ),

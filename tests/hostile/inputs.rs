@@ -134,8 +134,8 @@ fn oversized_table_and_config_options_are_refused_unread() {
         ("--config", &config, "config file bytes budget exceeded"),
     ] {
         let out_dir = dir.path().join("out");
+        // No `--from`: a family and a table together are a usage error.
         let out = bin()
-            .args(["--from", "timm"])
             .arg(&input)
             .arg("-o")
             .arg(&out_dir)

@@ -110,7 +110,7 @@ fn full_disk_leaves_no_partial_output_and_keeps_existing_files() {
         &input,
         &out,
         &vit_convert::ConvertOptions {
-            from: Some("timm".into()),
+            from: Some("timm".parse().unwrap()),
             overrides: vit_convert::ConfigOverrides {
                 num_heads: Some(2),
                 ..Default::default()
@@ -343,7 +343,7 @@ fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Option<Vec<u8>>> {
 
 fn timm_opts() -> vit_convert::ConvertOptions {
     vit_convert::ConvertOptions {
-        from: Some("timm".into()),
+        from: Some("timm".parse().unwrap()),
         overrides: vit_convert::ConfigOverrides {
             num_heads: Some(2),
             ..Default::default()
@@ -464,7 +464,7 @@ fn convert_refuses_an_output_that_is_its_input_by_any_name() {
     std::fs::hard_link(&input, out.join("model.safetensors")).unwrap();
     let before = std::fs::read(&input).unwrap();
     let opts = vit_convert::ConvertOptions {
-        from: Some("hf".into()),
+        from: Some("hf".parse().unwrap()),
         ..Default::default()
     };
     let e = vit_convert::convert(&input, &out, &opts).unwrap_err();
@@ -737,7 +737,7 @@ fn convert_refuses_replacing_the_config_json_it_read_beside_the_input() {
     std::fs::copy(hf.join("model.safetensors"), &input).unwrap();
     let before = snapshot(d);
     let opts = vit_convert::ConvertOptions {
-        from: Some("hf".into()),
+        from: Some("hf".parse().unwrap()),
         ..Default::default()
     };
     let e = vit_convert::convert(&input, d, &opts).unwrap_err();

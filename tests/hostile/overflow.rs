@@ -56,7 +56,7 @@ fn checkpoint(dir: &Path, dtype: DType, values: &[f64]) -> PathBuf {
 
 fn opts(dtype: DType, allow_overflow: bool) -> ConvertOptions {
     ConvertOptions {
-        from: Some("hf".into()),
+        from: Some("hf".parse().unwrap()),
         dtype: Some(dtype),
         allow_overflow,
         ..Default::default()
@@ -137,7 +137,7 @@ fn allow_overflow_saturates_like_torch_half_and_says_how_many() {
     let note = report
         .notes
         .iter()
-        .find(|n| n.starts_with("--allow-overflow"))
+        .find(|n| n.starts_with("option `allow_overflow`: "))
         .unwrap_or_else(|| panic!("{:?}", report.notes));
     assert!(
         note.contains(

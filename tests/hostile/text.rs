@@ -142,7 +142,7 @@ fn crafted_tensor_name_is_one_line_in_convert_errors_and_verify_output() {
         &weights,
         dir.path().join("out"),
         &vit_convert::ConvertOptions {
-            from: Some("hf".into()),
+            from: Some("hf".parse().unwrap()),
             ..Default::default()
         },
     )
