@@ -11,6 +11,7 @@ use super::error::MappingError;
 use super::index::{PatternIndex, PrefixSet};
 use super::names::Branch;
 use super::ops::Op;
+use super::pattern::Pattern;
 use super::schema::{MappingTable, Rule};
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::Limits;
@@ -194,11 +195,268 @@ pub(crate) fn detect(table: &MappingTable, view: &View) -> bool {
         && (own_branch || !table.detect.none.iter().any(has))
 }
 
+/// Which way a plan runs a table: forward reads each rule's `from` names and writes its `to`
+/// names; reverse the other way round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    /// Source layout → canonical.
+    Forward,
+    /// Canonical → source layout.
+    Reverse,
+}
+
+impl Direction {
+    /// The patterns a rule reads in this direction.
+    fn inputs(self, rule: &Rule) -> &[Pattern] {
+        match self {
+            Direction::Forward => &rule.from,
+            Direction::Reverse => &rule.to,
+        }
+    }
+
+    /// The index of the first input pattern of every rule.
+    fn index(self, table: &MappingTable) -> &PatternIndex {
+        match self {
+            Direction::Forward => &table.index.from,
+            Direction::Reverse => &table.index.to,
+        }
+    }
+
+    /// The first input pattern of `rule`, rendered for `index`.
+    fn first_input(self, rule: &Rule, index: Option<usize>) -> String {
+        self.inputs(rule)
+            .first()
+            .map(|p| p.render(index))
+            .unwrap_or_default()
+    }
+}
+
+/// One rule applied to one match (one layer, for a per-layer rule).
 struct Instance<'r> {
     rule: &'r Rule,
     index: Option<usize>,
-    /// Input infos (stripped name, original name, dtype, shape).
+    /// Input infos, each with the name the table knows it by (after prefix stripping).
     inputs: Vec<(String, TensorInfo)>,
+}
+
+/// Every rule instantiated over a listing.
+struct Instances<'r> {
+    /// In rule-then-name order.
+    list: Vec<Instance<'r>>,
+    /// For each rule (by position), the positions in `list` of its instances.
+    by_rule: Vec<Vec<usize>>,
+    /// Consumed input names → the line of the rule that consumed them.
+    consumed: HashMap<String, usize>,
+}
+
+/// Instantiates the rules over `names` (the names the table sees, in listing order), rule by rule
+/// and name by name (the order fixes which error comes first): every input a rule reads must be
+/// in `lookup`, and no input may be read twice.
+fn instantiate<'r>(
+    table: &'r MappingTable,
+    dir: Direction,
+    names: &[&str],
+    lookup: &HashMap<&str, &TensorInfo>,
+) -> Result<Instances<'r>> {
+    let matched = match_rules(dir.index(table), table.rules.len(), names);
+    let mut consumed: HashMap<String, usize> = HashMap::new();
+    let mut list: Vec<Instance> = Vec::new();
+    let mut by_rule: Vec<Vec<usize>> = vec![Vec::new(); table.rules.len()];
+    for (rule, (matches, mine)) in table.rules.iter().zip(matched.iter().zip(&mut by_rule)) {
+        for &(n, index) in matches {
+            let Some(s) = names.get(n) else {
+                continue;
+            };
+            let mut inputs = Vec::new();
+            for p in dir.inputs(rule) {
+                let want = p.render(index);
+                let info = lookup.get(want.as_str()).ok_or_else(|| {
+                    mapping_err(
+                        table,
+                        rule.line,
+                        MappingError::InputMissing {
+                            needed_by: s.to_string(),
+                            missing: want.clone(),
+                        },
+                    )
+                })?;
+                if let Some(prev) = consumed.insert(want.clone(), rule.line) {
+                    return Err(mapping_err(
+                        table,
+                        rule.line,
+                        MappingError::ConsumedTwice {
+                            source: want.clone(),
+                            also_line: Some(prev),
+                        },
+                    ));
+                }
+                inputs.push((want, (*info).clone()));
+            }
+            mine.push(list.len());
+            list.push(Instance {
+                rule,
+                index,
+                inputs,
+            });
+        }
+    }
+    Ok(Instances {
+        list,
+        by_rule,
+        consumed,
+    })
+}
+
+/// Checks that the instances cover the table: layer indices without a gap, every required
+/// per-layer rule in each layer, every required non-indexed rule once. Returns the layer count.
+fn check_coverage(table: &MappingTable, dir: Direction, inst: &Instances) -> Result<usize> {
+    // Layers: contiguous indices, every required per-layer rule present in each layer.
+    let layers = check_layers(table, dir, &inst.list, &inst.by_rule)?;
+
+    // Required non-indexed rules.
+    for (rule, mine) in table.rules.iter().zip(&inst.by_rule) {
+        if rule.optional || rule.is_indexed() || !mine.is_empty() {
+            continue;
+        }
+        let tensor = dir.first_input(rule, None);
+        let problem = match dir {
+            Direction::Forward => MappingError::RequiredMissing { tensor },
+            Direction::Reverse => MappingError::CanonicalMissing { tensor },
+        };
+        return Err(mapping_err(table, rule.line, problem));
+    }
+    Ok(layers)
+}
+
+/// Resolves every instance's ops against `bindings` and computes the targets it produces, with
+/// their shapes and dtype; the bytes they make are budgeted before anything is read. A target
+/// produced twice is an error.
+fn resolve_targets(
+    table: &MappingTable,
+    dir: Direction,
+    instances: &[Instance],
+    bindings: &Bindings,
+    budget: &mut OutputBudget,
+) -> Result<Vec<PlannedTensor>> {
+    let mut targets = Vec::new();
+    let mut produced: HashMap<String, usize> = HashMap::new();
+    for ins in instances {
+        let rule = ins.rule;
+        let (ops, stages, outputs) = match dir {
+            Direction::Forward => {
+                let ops = resolve_ops(table, rule, bindings)?;
+                let shapes: Vec<Vec<usize>> =
+                    ins.inputs.iter().map(|(_, i)| i.shape.clone()).collect();
+                let stages = trace(&ops, shapes)
+                    .map_err(|reason| mapping_err(table, rule.line, MappingError::Op { reason }))?;
+                let outs = stages.last().cloned().unwrap_or_default();
+                let outputs: Vec<(String, Vec<usize>)> = rule
+                    .to
+                    .iter()
+                    .zip(outs)
+                    .map(|(p, shape)| (p.render(ins.index), shape))
+                    .collect();
+                (ops, stages, outputs)
+            }
+            Direction::Reverse => reverse_stages(table, ins, bindings)?,
+        };
+        let dtype = common_dtype(table, rule, &ins.inputs)?;
+        let first = outputs.first().map_or("", |(name, _)| name.as_str());
+        budget.check_stages(
+            table,
+            rule,
+            first,
+            ins.inputs.iter().map(|(_, i)| i.byte_len()),
+            &stages,
+            dtype,
+        )?;
+        for (k, (name, shape)) in outputs.into_iter().enumerate() {
+            claim_target(table, rule, &mut produced, &name)?;
+            budget.add(table, rule, &name, &shape, dtype)?;
+            targets.push(PlannedTensor {
+                info: TensorInfo { name, dtype, shape },
+                sources: ins.inputs.iter().map(|(_, i)| i.name.clone()).collect(),
+                ops: ops.clone(),
+                output: k,
+            });
+        }
+    }
+    Ok(targets)
+}
+
+/// A rule's ops with every symbol resolved.
+fn resolve_ops(table: &MappingTable, rule: &Rule, bindings: &Bindings) -> Result<Vec<Op>> {
+    rule.ops
+        .iter()
+        .map(|o| {
+            o.resolve(bindings)
+                .map_err(|reason| mapping_err(table, rule.line, MappingError::Op { reason }))
+        })
+        .collect()
+}
+
+/// The reverse of one instance: the rule's source shape from `bindings`, traced forward through
+/// its ops and checked against the canonical inputs; returns the inverse ops, the shapes after
+/// each of them (the last are the outputs) and the outputs (the rule's `from` names).
+#[allow(clippy::type_complexity)]
+fn reverse_stages(
+    table: &MappingTable,
+    ins: &Instance,
+    bindings: &Bindings,
+) -> Result<(Vec<Op>, Vec<Vec<Vec<usize>>>, Vec<(String, Vec<usize>)>)> {
+    let rule = ins.rule;
+    // Forward trace from the source's symbolic shape.
+    let src_shape = rule
+        .shape
+        .iter()
+        .map(|d| {
+            d.eval(bindings).ok_or_else(|| {
+                mapping_err(
+                    table,
+                    rule.line,
+                    MappingError::UnboundDimension {
+                        dim: d.to_string(),
+                        tensor: None,
+                    },
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let fwd = resolve_ops(table, rule, bindings)?;
+    let mut stage_inputs: Vec<Vec<Vec<usize>>> = Vec::new();
+    let mut shapes = vec![src_shape.clone(); rule.from.len()];
+    for op in &fwd {
+        stage_inputs.push(shapes.clone());
+        shapes = op
+            .out_shapes(&shapes)
+            .map_err(|reason| mapping_err(table, rule.line, MappingError::Op { reason }))?;
+    }
+    for ((_, t), s) in ins.inputs.iter().zip(&shapes) {
+        if &t.shape != s {
+            return Err(mapping_err(
+                table,
+                rule.line,
+                MappingError::ShapeMismatch {
+                    tensor: t.name.clone(),
+                    expected: s.clone(),
+                    actual: t.shape.clone(),
+                },
+            ));
+        }
+    }
+    let inv: Vec<Op> = fwd
+        .iter()
+        .zip(&stage_inputs)
+        .rev()
+        .map(|(op, ins)| op.inverse(ins))
+        .collect();
+    stage_inputs.push(shapes);
+    let outputs = rule
+        .from
+        .iter()
+        .map(|p| (p.render(ins.index), src_shape.clone()))
+        .collect();
+    Ok((inv, stage_inputs, outputs))
 }
 
 /// Plans source → canonical.
@@ -210,10 +468,10 @@ pub(crate) fn plan_forward(
     let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();
     let view = select_view(table, &names, branch)?;
     let by_orig: HashMap<&str, &TensorInfo> = infos.iter().map(|t| (t.name.as_str(), t)).collect();
-    let lookup: HashMap<&str, &str> = view
+    let lookup: HashMap<&str, &TensorInfo> = view
         .names
         .iter()
-        .map(|(s, o)| (s.as_str(), o.as_str()))
+        .filter_map(|(s, o)| Some((s.as_str(), *by_orig.get(o.as_str())?)))
         .collect();
 
     for (s, o) in &view.names {
@@ -234,65 +492,14 @@ pub(crate) fn plan_forward(
         }
     }
 
-    // Instantiate rules, rule by rule and name by name (the order fixes which error comes first).
     let stripped: Vec<&str> = view.names.iter().map(|(s, _)| s.as_str()).collect();
-    let matched = match_rules(&table.index.from, table.rules.len(), &stripped);
-    let mut consumed: HashMap<String, usize> = HashMap::new();
-    let mut instances: Vec<Instance> = Vec::new();
-    let mut by_rule: Vec<Vec<usize>> = vec![Vec::new(); table.rules.len()];
-    for (rule, (matches, mine)) in table.rules.iter().zip(matched.iter().zip(&mut by_rule)) {
-        for &(n, index) in matches {
-            let Some(s) = stripped.get(n) else {
-                continue;
-            };
-            let mut inputs = Vec::new();
-            for p in &rule.from {
-                let want = p.render(index);
-                let orig = lookup.get(want.as_str()).ok_or_else(|| {
-                    mapping_err(
-                        table,
-                        rule.line,
-                        MappingError::InputMissing {
-                            needed_by: s.to_string(),
-                            missing: want.clone(),
-                        },
-                    )
-                })?;
-                let info = by_orig.get(orig).ok_or_else(|| {
-                    mapping_err(
-                        table,
-                        rule.line,
-                        MappingError::Op {
-                            reason: format!("internal: {orig} vanished"),
-                        },
-                    )
-                })?;
-                if let Some(prev) = consumed.insert(want.clone(), rule.line) {
-                    return Err(mapping_err(
-                        table,
-                        rule.line,
-                        MappingError::ConsumedTwice {
-                            source: want.clone(),
-                            also_line: Some(prev),
-                        },
-                    ));
-                }
-                inputs.push((want, (*info).clone()));
-            }
-            mine.push(instances.len());
-            instances.push(Instance {
-                rule,
-                index,
-                inputs,
-            });
-        }
-    }
+    let inst = instantiate(table, Direction::Forward, &stripped, &lookup)?;
 
     // Every source tensor is consumed or ignored.
     let mut ignored = Vec::new();
     let mut unconsumed = Vec::new();
     for (s, o) in &view.names {
-        if consumed.contains_key(s) {
+        if inst.consumed.contains_key(s) {
             continue;
         }
         if table.index.ignore.any_match(s) {
@@ -310,76 +517,23 @@ pub(crate) fn plan_forward(
     }
 
     // Bind symbols and check shapes.
-    let bindings = bind_shapes(table, &instances)?;
+    let bindings = bind_shapes(table, &inst.list)?;
 
-    // Layers: contiguous indices, every required per-layer rule present in each layer.
-    let layers = check_layers(table, &instances, &by_rule)?;
+    let layers = check_coverage(table, Direction::Forward, &inst)?;
 
-    // Required non-indexed rules.
-    for (rule, mine) in table.rules.iter().zip(&by_rule) {
-        if rule.optional || rule.is_indexed() {
-            continue;
-        }
-        if mine.is_empty() {
-            return Err(mapping_err(
-                table,
-                rule.line,
-                MappingError::RequiredMissing {
-                    tensor: rule.from[0].to_string(),
-                },
-            ));
-        }
-    }
-
-    // Resolve ops and targets; the bytes they make are budgeted before anything is read.
     let mut budget = OutputBudget::new(
-        instances
+        inst.list
             .iter()
             .flat_map(|ins| &ins.inputs)
             .map(|(_, i)| i.byte_len()),
     );
-    let mut targets = Vec::new();
-    let mut produced: HashMap<String, usize> = HashMap::new();
-    for ins in &instances {
-        let rule = ins.rule;
-        let ops = rule
-            .ops
-            .iter()
-            .map(|o| {
-                o.resolve(&bindings)
-                    .map_err(|reason| mapping_err(table, rule.line, MappingError::Op { reason }))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let shapes: Vec<Vec<usize>> = ins.inputs.iter().map(|(_, i)| i.shape.clone()).collect();
-        let stages = trace(&ops, shapes)
-            .map_err(|reason| mapping_err(table, rule.line, MappingError::Op { reason }))?;
-        let dtype = common_dtype(table, rule, &ins.inputs)?;
-        let first = rule
-            .to
-            .first()
-            .map(|p| p.render(ins.index))
-            .unwrap_or_default();
-        budget.check_stages(
-            table,
-            rule,
-            &first,
-            ins.inputs.iter().map(|(_, i)| i.byte_len()),
-            &stages,
-            dtype,
-        )?;
-        let outs = stages.into_iter().last().unwrap_or_default();
-        for (k, (pat, shape)) in rule.to.iter().zip(outs).enumerate() {
-            let name = pat.render(ins.index);
-            claim_target(table, rule, &mut produced, &name)?;
-            budget.add(table, rule, &name, &shape, dtype)?;
-            targets.push(PlannedTensor {
-                info: TensorInfo { name, dtype, shape },
-                sources: ins.inputs.iter().map(|(_, i)| i.name.clone()).collect(),
-                ops: ops.clone(),
-                output: k,
-            });
-        }
-    }
+    let targets = resolve_targets(
+        table,
+        Direction::Forward,
+        &inst.list,
+        &bindings,
+        &mut budget,
+    )?;
 
     Ok(Plan {
         targets,
@@ -389,7 +543,7 @@ pub(crate) fn plan_forward(
             table_file: table.file.clone(),
             table_hash: table.hash.clone(),
             selected: view.selected,
-            consumed: consumed.len(),
+            consumed: inst.consumed.len(),
             ignored,
             not_selected: view.not_selected,
             layers,
@@ -655,6 +809,7 @@ fn first_gap(present: impl Iterator<Item = usize>) -> Option<usize> {
 
 fn check_layers(
     table: &MappingTable,
+    dir: Direction,
     instances: &[Instance],
     by_rule: &[Vec<usize>],
 ) -> Result<usize> {
@@ -690,7 +845,7 @@ fn check_layers(
                 table,
                 rule.line,
                 MappingError::LayerTensorMissing {
-                    tensor: rule.from[0].render(Some(i)),
+                    tensor: dir.first_input(rule, Some(i)),
                 },
             ));
         }
@@ -729,156 +884,12 @@ pub(crate) fn plan_reverse(
     infos: &[TensorInfo],
     bindings: &Bindings,
 ) -> Result<Plan> {
-    let by_name: HashMap<&str, &TensorInfo> = infos.iter().map(|t| (t.name.as_str(), t)).collect();
-    let mut consumed: BTreeSet<String> = BTreeSet::new();
-    let mut targets = Vec::new();
-    let mut produced: HashMap<String, usize> = HashMap::new();
-    let mut layers = 0usize;
+    let lookup: HashMap<&str, &TensorInfo> = infos.iter().map(|t| (t.name.as_str(), t)).collect();
     let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();
-    let matched = match_rules(&table.index.to, table.rules.len(), &names);
-    let mut budget = OutputBudget::new(infos.iter().map(TensorInfo::byte_len));
-    for (rule, matches) in table.rules.iter().zip(&matched) {
-        let mut found_any = false;
-        for &(n, index) in matches {
-            let Some(info) = infos.get(n) else {
-                continue;
-            };
-            found_any = true;
-            if let Some(i) = index {
-                layers = layers.max(i.saturating_add(1));
-            }
-            let mut inputs = Vec::new();
-            for p in &rule.to {
-                let want = p.render(index);
-                let t = by_name.get(want.as_str()).ok_or_else(|| {
-                    mapping_err(
-                        table,
-                        rule.line,
-                        MappingError::InputMissing {
-                            needed_by: info.name.clone(),
-                            missing: want.clone(),
-                        },
-                    )
-                })?;
-                if !consumed.insert(want.clone()) {
-                    return Err(mapping_err(
-                        table,
-                        rule.line,
-                        MappingError::ConsumedTwice {
-                            source: want.clone(),
-                            also_line: None,
-                        },
-                    ));
-                }
-                inputs.push((*t).clone());
-            }
-            // Forward trace from the source's symbolic shape.
-            let src_shape = rule
-                .shape
-                .iter()
-                .map(|d| {
-                    d.eval(bindings).ok_or_else(|| {
-                        mapping_err(
-                            table,
-                            rule.line,
-                            MappingError::UnboundDimension {
-                                dim: d.to_string(),
-                                tensor: None,
-                            },
-                        )
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let fwd = rule
-                .ops
-                .iter()
-                .map(|o| {
-                    o.resolve(bindings).map_err(|reason| {
-                        mapping_err(table, rule.line, MappingError::Op { reason })
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let mut stage_inputs: Vec<Vec<Vec<usize>>> = Vec::new();
-            let mut shapes = vec![src_shape.clone(); rule.from.len()];
-            for op in &fwd {
-                stage_inputs.push(shapes.clone());
-                shapes = op
-                    .out_shapes(&shapes)
-                    .map_err(|reason| mapping_err(table, rule.line, MappingError::Op { reason }))?;
-            }
-            for (t, s) in inputs.iter().zip(&shapes) {
-                if &t.shape != s {
-                    return Err(mapping_err(
-                        table,
-                        rule.line,
-                        MappingError::ShapeMismatch {
-                            tensor: t.name.clone(),
-                            expected: s.clone(),
-                            actual: t.shape.clone(),
-                        },
-                    ));
-                }
-            }
-            let inv: Vec<Op> = fwd
-                .iter()
-                .zip(&stage_inputs)
-                .rev()
-                .map(|(op, ins)| op.inverse(ins))
-                .collect();
-            let dtype = inputs[0].dtype;
-            if let Some(t) = inputs.iter().find(|t| t.dtype != dtype) {
-                return Err(mapping_err(
-                    table,
-                    rule.line,
-                    MappingError::DTypeMismatch {
-                        first: inputs[0].name.clone(),
-                        first_dtype: dtype,
-                        other: t.name.clone(),
-                        other_dtype: t.dtype,
-                    },
-                ));
-            }
-            let first = rule
-                .from
-                .first()
-                .map(|p| p.render(index))
-                .unwrap_or_default();
-            stage_inputs.push(shapes);
-            budget.check_stages(
-                table,
-                rule,
-                &first,
-                inputs.iter().map(TensorInfo::byte_len),
-                &stage_inputs,
-                dtype,
-            )?;
-            for (k, p) in rule.from.iter().enumerate() {
-                let name = p.render(index);
-                claim_target(table, rule, &mut produced, &name)?;
-                budget.add(table, rule, &name, &src_shape, dtype)?;
-                targets.push(PlannedTensor {
-                    info: TensorInfo {
-                        name,
-                        dtype,
-                        shape: src_shape.clone(),
-                    },
-                    sources: inputs.iter().map(|t| t.name.clone()).collect(),
-                    ops: inv.clone(),
-                    output: k,
-                });
-            }
-        }
-        if !found_any && !rule.optional && !rule.is_indexed() {
-            return Err(mapping_err(
-                table,
-                rule.line,
-                MappingError::CanonicalMissing {
-                    tensor: rule.to[0].to_string(),
-                },
-            ));
-        }
-    }
-    if let Some(left) = infos.iter().find(|t| !consumed.contains(&t.name)) {
+    let inst = instantiate(table, Direction::Reverse, &names, &lookup)?;
+
+    // Every canonical tensor has a place in the layout.
+    if let Some(left) = infos.iter().find(|t| !inst.consumed.contains_key(&t.name)) {
         return Err(mapping_err(
             table,
             0,
@@ -888,6 +899,12 @@ pub(crate) fn plan_reverse(
             },
         ));
     }
+
+    let layers = check_coverage(table, Direction::Reverse, &inst)?;
+
+    let mut budget = OutputBudget::new(infos.iter().map(TensorInfo::byte_len));
+    let targets = resolve_targets(table, Direction::Reverse, &inst.list, bindings, &mut budget)?;
+
     Ok(Plan {
         targets,
         bindings: bindings.clone(),
@@ -895,7 +912,7 @@ pub(crate) fn plan_reverse(
             table: table.id.clone(),
             table_file: table.file.clone(),
             table_hash: table.hash.clone(),
-            consumed: consumed.len(),
+            consumed: inst.consumed.len(),
             layers,
             ..MappingReport::default()
         },

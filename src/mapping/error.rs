@@ -56,8 +56,8 @@ pub enum MappingError {
         /// The missing tensor.
         missing: String,
     },
-    /// A source tensor that two rules consume (`also_line` is the other rule's line), or that one
-    /// rule consumes twice (`also_line` is `None`: reverse direction).
+    /// A source tensor that two rules consume, in either direction (`also_line` is the other
+    /// rule's line; the engine always knows it, `None` is kept for callers that build one).
     ConsumedTwice {
         /// The tensor.
         source: String,

@@ -173,6 +173,54 @@ fn layer_gap_is_refused() {
     );
 }
 
+/// The canonical listing of `timm_listing("", layers)` without the tensors `drop` selects,
+/// with the forward plan's bindings.
+fn canonical_without(
+    layers: usize,
+    drop: impl Fn(&str) -> bool,
+) -> (
+    Vec<crate::tensor::TensorInfo>,
+    crate::mapping::dims::Bindings,
+) {
+    let src = source(&timm_listing("", layers));
+    let timm = MappingTable::builtin("timm").unwrap();
+    let plan = plan_forward(&timm, src.tensors(), None).unwrap();
+    let infos = plan
+        .targets
+        .iter()
+        .map(|t| t.info.clone())
+        .filter(|i| !drop(&i.name))
+        .collect();
+    (infos, plan.bindings)
+}
+
+#[test]
+fn reverse_refuses_a_layer_gap() {
+    let (infos, b) = canonical_without(3, |n| n.contains("encoder.layer.1."));
+    let e = plan_reverse(&MappingTable::builtin("timm").unwrap(), &infos, &b).unwrap_err();
+    let (_, line, problem) = mapping_reason(&e);
+    assert_eq!(line, 0);
+    assert_eq!(
+        problem,
+        MappingError::LayerGap {
+            missing: 1,
+            found_up_to: 2
+        }
+    );
+}
+
+#[test]
+fn reverse_refuses_a_layer_missing_one_tensor() {
+    let (infos, b) = canonical_without(2, |n| n.ends_with("layer.1.output.dense.bias"));
+    let e = plan_reverse(&MappingTable::builtin("timm").unwrap(), &infos, &b).unwrap_err();
+    let (_, line, problem) = mapping_reason(&e);
+    assert!(line > 0);
+    assert!(
+        matches!(&problem, MappingError::LayerTensorMissing { tensor } if tensor.ends_with("layer.1.output.dense.bias")),
+        "{problem}"
+    );
+}
+
 #[test]
 fn missing_per_layer_tensor_names_the_rule_line() {
     let l: Vec<_> = timm_listing("", 2)
