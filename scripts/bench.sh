@@ -5,7 +5,7 @@
 #
 # Builds the release binary, creates ViT checkpoints (timm random weights saved with torch.save
 # when the fixture Python environment is present — $VIT_BENCH_PYTHON, default
-# /root/vitc-venv/bin/python — else timm-layout safetensors written by the pure-Rust generator
+# $VIT_CONVERT_VENV/bin/python (default .venv-ref/, made by scripts/make_venv.sh) — else timm-layout safetensors written by the pure-Rust generator
 # `cargo bench --bench make_checkpoint`), then, for N rounds with the baselines interleaved:
 #   convert  `vit-convert --from timm CKPT -o OUT` (whole process) vs `cp CKPT` — wall and peak RSS
 #   inspect  `vit-convert inspect CKPT` (ViT-B)
@@ -22,7 +22,7 @@ ROUNDS=5
 SIZES="ti s b l"
 THREADS="1 2"
 WORK="${BENCH_DIR:-${TMPDIR:-/tmp}/vit-convert-bench}"
-PY="${VIT_BENCH_PYTHON:-/root/vitc-venv/bin/python}"
+PY="${VIT_BENCH_PYTHON:-${VIT_CONVERT_VENV:-.venv-ref}/bin/python}"  # relative: from the repository root
 USE_TORCH=1
 while [ $# -gt 0 ]; do
     case "$1" in

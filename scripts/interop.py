@@ -31,8 +31,11 @@ behaviour, not a failure.
 
 Needs the fixture environment (torch, timm, transformers, numpy):
 
-    /root/vitc-venv/bin/python scripts/interop.py [--bin target/release/vit-convert] \
-        [--flax-python /root/flax-venv/bin/python]
+    .venv-ref/bin/python scripts/interop.py [--bin target/release/vit-convert] \
+        [--flax-python .venv-ref-flax/bin/python]
+
+(`.venv-ref/` is `$VIT_CONVERT_VENV` and `.venv-ref-flax/` its `-flax` twin, both made by
+`scripts/make_venv.sh`; relative paths are taken from the repository root.)
 
 Without --bin it runs `cargo build --release` and uses target/release/vit-convert. CI does not
 need this script; the Rust tests cover the same outputs against the same fixtures.
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -51,6 +55,8 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+# The Flax environment of scripts/make_venv.sh: ${VIT_CONVERT_VENV}-flax, relative to ROOT.
+FLAX_PYTHON = ROOT / (os.environ.get("VIT_CONVERT_VENV", ".venv-ref").rstrip("/") + "-flax") / "bin" / "python"
 FIXTURES = ROOT / "fixtures" / "convert"
 FLAX_FIXTURES = ROOT / "fixtures" / "flax"
 # Outputs must match the source framework's within this (max absolute difference); the
@@ -230,8 +236,8 @@ def main() -> int:
     ap.add_argument(
         "--flax-python",
         type=Path,
-        default=Path("/root/flax-venv/bin/python"),
-        help="python of the Flax fixture environment (default: /root/flax-venv/bin/python)",
+        default=FLAX_PYTHON,
+        help=f"python of the Flax fixture environment (default: {FLAX_PYTHON})",
     )
     args = ap.parse_args()
     binary = args.bin
