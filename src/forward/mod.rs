@@ -1,5 +1,5 @@
 //! The reference forward pass over the canonical layout, reproducing HF transformers' ViT/DeiT
-//! numerics (layouts.md §1.6): patch embedding, class (and distillation) token, position
+//! numerics (`modeling_vit.py` / `modeling_deit.py` in eager mode): patch embedding, class (and distillation) token, position
 //! embeddings (optionally interpolated), pre-LN blocks, eager attention with softmax in f32,
 //! GELU, final LayerNorm, then the head or pooler. f16/bf16 weights are computed in f32.
 //!

@@ -1,4 +1,5 @@
-//! `preprocessor_config.json` presets named by the mapping tables (layouts.md §1.5, §3.5).
+//! `preprocessor_config.json` presets named by the mapping tables (their `preprocessor`
+//! setting, documented in `mappings/README.md`).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
