@@ -114,6 +114,26 @@ mod tests {
         ));
     }
 
+    /// The docs spell the family list out for readers; each spelling must be the built-in
+    /// tables' list, in their order (the one list is `BUILTIN`).
+    #[test]
+    fn every_spelled_out_family_list_is_the_builtin_one() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+        let ticked = Family::names()
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for file in ["src/lib.rs", "src/mapping/mod.rs"] {
+            assert!(read(file).contains(&format!("({ticked})")), "{file}");
+        }
+        let names_rs = read("src/mapping/names.rs").replace("\n/// ", " ");
+        assert!(names_rs.contains(&format!("({ticked})")), "names.rs");
+        let piped = format!("--from auto|{}`", Family::names().join("|"));
+        assert!(read("README.md").contains(&piped), "README.md: {piped}");
+    }
+
     #[test]
     fn branches_round_trip() {
         for b in Branch::ALL {
