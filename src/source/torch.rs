@@ -178,34 +178,29 @@ enum Work {
 pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
     let limits = Limits::current();
     let arena = &parsed.arena;
-    let mut out = Extracted::default();
-    let mut storage_index: HashMap<String, usize> = HashMap::new();
-    let mut names: HashSet<String> = HashSet::new();
-    let mut name_bytes = 0usize;
-    let mut aliased = Aliasing::default();
-    let mut visited = vec![false; arena.len()];
-    let mut notes: Vec<Note> = Vec::new();
-    let mut path: Vec<Key> = Vec::new();
-    // Upper bound of the joined path's length (components + separators).
-    let mut path_bytes = 0usize;
-    let mut work = vec![Work::Enter {
-        id: parsed.root,
-        key: None,
-        forbidden: None,
-    }];
-    let names_budget = |offset: u64| -> Error {
-        ErrorKind::BudgetExceeded {
-            budget: "tensor name bytes",
-            limit: limits.tensor_name_bytes as u64,
-            offset,
-        }
-        .into()
+    let mut walk = Walk {
+        arena,
+        limits: &limits,
+        out: Extracted::default(),
+        storage_index: HashMap::new(),
+        names: HashSet::new(),
+        name_bytes: 0,
+        aliased: Aliasing::default(),
+        visited: vec![false; arena.len()],
+        notes: Vec::new(),
+        path: Vec::new(),
+        path_bytes: 0,
+        work: vec![Work::Enter {
+            id: parsed.root,
+            key: None,
+            forbidden: None,
+        }],
     };
-    while let Some(item) = work.pop() {
+    while let Some(item) = walk.work.pop() {
         let (id, key, forbidden) = match item {
             Work::Exit { len } => {
-                path.pop();
-                path_bytes = path_bytes.saturating_sub(len);
+                walk.path.pop();
+                walk.path_bytes = walk.path_bytes.saturating_sub(len);
                 continue;
             }
             Work::Children {
@@ -214,12 +209,12 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
                 forbidden,
             } => {
                 if let Some((child, following)) = child_at(arena.get(id), next, forbidden) {
-                    work.push(Work::Children {
+                    walk.work.push(Work::Children {
                         id,
                         next: following,
                         forbidden,
                     });
-                    work.push(child);
+                    walk.work.push(child);
                 }
                 continue;
             }
@@ -227,67 +222,15 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
         };
         let node = arena.get(id);
         match node {
-            Node::Call { offset, .. } => {
-                let here_len = path_bytes.saturating_add(key.map_or(0, |k| key_len(arena, k)));
-                if here_len > limits.tensor_name_bytes {
-                    return Err(names_budget(*offset));
-                }
-                let name = path_name(arena, &path, key, usize::MAX);
-                if let Some(context) = forbidden {
-                    return Err(malformed(
-                        format!("tensor at {name:?} inside {context}, which is never interpreted"),
-                        *offset,
-                    ));
-                }
-                let name = if name.is_empty() {
-                    "tensor".to_string()
-                } else {
-                    name
-                };
-                if out.tensors.len() >= limits.tensors {
-                    return Err(ErrorKind::BudgetExceeded {
-                        budget: "tensor count",
-                        limit: limits.tensors as u64,
-                        offset: *offset,
-                    }
-                    .into());
-                }
-                name_bytes = name_bytes
-                    .checked_add(name.len())
-                    .filter(|&n| n <= limits.tensor_name_bytes)
-                    .ok_or_else(|| names_budget(*offset))?;
-                let (spec, storage, states) =
-                    rebuild(arena, id).map_err(|e| e.with_tensor(name.as_str()))?;
-                // Python state attached to a tensor is not interpreted; a tensor in it would be
-                // lost silently, so it is an error (shared state is still walked only once).
-                work.extend(states.into_iter().map(|id| Work::Enter {
-                    id,
-                    key: None,
-                    forbidden: Some("tensor state"),
-                }));
-                let index = declare(&mut out.storages, &mut storage_index, &storage, *offset)
-                    .map_err(|e| e.with_tensor(name.as_str()))?;
-                let plan = plan(name.clone(), spec, &storage, &out.storages, index)
-                    .map_err(|e| e.with_tensor(name.as_str()))?;
-                aliased
-                    .add(&plan, &out.storages, &limits, *offset)
-                    .map_err(|e| e.with_tensor(name.as_str()))?;
-                if !names.insert(name.clone()) {
-                    return Err(ErrorKind::Duplicate {
-                        what: "tensor",
-                        name,
-                    }
-                    .into());
-                }
-                out.tensors.push(plan);
-            }
+            Node::Call { offset, .. } => walk.tensor(id, key, forbidden, *offset)?,
             Node::Storage(s) => {
                 let class = s.class_name;
+                let (arena, path) = (walk.arena, &walk.path);
                 push_note(
-                    &mut notes,
+                    &mut walk.notes,
                     class,
                     " (storage outside a tensor, skipped)",
-                    || path_name(arena, &path, key, NOTE_PATH_CAP),
+                    || path_name(arena, path, key, NOTE_PATH_CAP),
                 );
             }
             Node::Dict(_)
@@ -296,46 +239,166 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
             | Node::Tuple(_)
             | Node::Set(_)
             | Node::FrozenSet(_)
-            | Node::Object { .. } => {
-                let Some(seen) = visited.get_mut(id.index()) else {
-                    continue;
-                };
-                if *seen {
-                    continue;
-                }
-                *seen = true;
-                if let Some(k) = key {
-                    if path.len() >= limits.nesting_depth {
-                        return Err(ErrorKind::BudgetExceeded {
-                            budget: "container nesting",
-                            limit: limits.nesting_depth as u64,
-                            offset: 0,
-                        }
-                        .into());
-                    }
-                    let len = key_len(arena, k).saturating_add(1);
-                    path_bytes = path_bytes.saturating_add(len);
-                    if path_bytes > limits.tensor_name_bytes {
-                        return Err(names_budget(0));
-                    }
-                    path.push(k);
-                    work.push(Work::Exit { len });
-                }
-                if let Node::Object { class, .. } = node {
-                    push_note(&mut notes, class, " (inert)", || {
-                        path_name(arena, &path, None, NOTE_PATH_CAP)
-                    });
-                }
-                work.push(Work::Children {
-                    id,
-                    next: 0,
-                    forbidden,
-                });
-            }
+            | Node::Object { .. } => walk.container(id, node, key, forbidden)?,
             _ => {}
         }
     }
-    out.notes = notes
+    let mut out = walk.out;
+    out.notes = render_notes(walk.notes);
+    Ok(out)
+}
+
+/// The state of [`extract`]'s walk: what it found so far, and where it is.
+struct Walk<'a> {
+    arena: &'a Arena,
+    limits: &'a Limits,
+    out: Extracted,
+    storage_index: HashMap<String, usize>,
+    names: HashSet<String>,
+    name_bytes: usize,
+    aliased: Aliasing,
+    visited: Vec<bool>,
+    notes: Vec<Note>,
+    path: Vec<Key>,
+    /// Upper bound of the joined path's length (components + separators).
+    path_bytes: usize,
+    work: Vec<Work>,
+}
+
+impl Walk<'_> {
+    fn names_budget(&self, offset: u64) -> Error {
+        ErrorKind::BudgetExceeded {
+            budget: "tensor name bytes",
+            limit: self.limits.tensor_name_bytes as u64,
+            offset,
+        }
+        .into()
+    }
+
+    /// A rebuild call: a tensor, named by its path, checked against its storage and the limits.
+    fn tensor(
+        &mut self,
+        id: NodeId,
+        key: Option<Key>,
+        forbidden: Option<&'static str>,
+        offset: u64,
+    ) -> Result<()> {
+        let (arena, limits) = (self.arena, self.limits);
+        let here_len = self
+            .path_bytes
+            .saturating_add(key.map_or(0, |k| key_len(arena, k)));
+        if here_len > limits.tensor_name_bytes {
+            return Err(self.names_budget(offset));
+        }
+        let name = path_name(arena, &self.path, key, usize::MAX);
+        if let Some(context) = forbidden {
+            return Err(malformed(
+                format!("tensor at {name:?} inside {context}, which is never interpreted"),
+                offset,
+            ));
+        }
+        let name = if name.is_empty() {
+            "tensor".to_string()
+        } else {
+            name
+        };
+        if self.out.tensors.len() >= limits.tensors {
+            return Err(ErrorKind::BudgetExceeded {
+                budget: "tensor count",
+                limit: limits.tensors as u64,
+                offset,
+            }
+            .into());
+        }
+        self.name_bytes = self
+            .name_bytes
+            .checked_add(name.len())
+            .filter(|&n| n <= limits.tensor_name_bytes)
+            .ok_or_else(|| self.names_budget(offset))?;
+        let (spec, storage, states) =
+            rebuild(arena, id).map_err(|e| e.with_tensor(name.as_str()))?;
+        // Python state attached to a tensor is not interpreted; a tensor in it would be
+        // lost silently, so it is an error (shared state is still walked only once).
+        self.work.extend(states.into_iter().map(|id| Work::Enter {
+            id,
+            key: None,
+            forbidden: Some("tensor state"),
+        }));
+        let index = declare(
+            &mut self.out.storages,
+            &mut self.storage_index,
+            &storage,
+            offset,
+        )
+        .map_err(|e| e.with_tensor(name.as_str()))?;
+        let plan = plan(name.clone(), spec, &storage, &self.out.storages, index)
+            .map_err(|e| e.with_tensor(name.as_str()))?;
+        self.aliased
+            .add(&plan, &self.out.storages, limits, offset)
+            .map_err(|e| e.with_tensor(name.as_str()))?;
+        if !self.names.insert(name.clone()) {
+            return Err(ErrorKind::Duplicate {
+                what: "tensor",
+                name,
+            }
+            .into());
+        }
+        self.out.tensors.push(plan);
+        Ok(())
+    }
+
+    /// A container, entered once however often it is shared: its key joins the path, its
+    /// children are queued.
+    fn container(
+        &mut self,
+        id: NodeId,
+        node: &Node,
+        key: Option<Key>,
+        forbidden: Option<&'static str>,
+    ) -> Result<()> {
+        let (arena, limits) = (self.arena, self.limits);
+        let Some(seen) = self.visited.get_mut(id.index()) else {
+            return Ok(());
+        };
+        if *seen {
+            return Ok(());
+        }
+        *seen = true;
+        if let Some(k) = key {
+            if self.path.len() >= limits.nesting_depth {
+                return Err(ErrorKind::BudgetExceeded {
+                    budget: "container nesting",
+                    limit: limits.nesting_depth as u64,
+                    offset: 0,
+                }
+                .into());
+            }
+            let len = key_len(arena, k).saturating_add(1);
+            self.path_bytes = self.path_bytes.saturating_add(len);
+            if self.path_bytes > limits.tensor_name_bytes {
+                return Err(self.names_budget(0));
+            }
+            self.path.push(k);
+            self.work.push(Work::Exit { len });
+        }
+        if let Node::Object { class, .. } = node {
+            let path = &self.path;
+            push_note(&mut self.notes, class, " (inert)", || {
+                path_name(arena, path, None, NOTE_PATH_CAP)
+            });
+        }
+        self.work.push(Work::Children {
+            id,
+            next: 0,
+            forbidden,
+        });
+        Ok(())
+    }
+}
+
+/// The notes as lines: `path: class suffix[, N more like it]`.
+fn render_notes(notes: Vec<Note>) -> Vec<String> {
+    notes
         .into_iter()
         .map(|n| {
             let at = if n.path.is_empty() {
@@ -348,8 +411,7 @@ pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
                 c => format!("{at}: {}{}, {} more like it", n.class, n.suffix, c - 1),
             }
         })
-        .collect();
-    Ok(out)
+        .collect()
 }
 
 /// One kind of skipped object: the first path where it was seen and how often.
