@@ -784,6 +784,36 @@ impl Model {
         let d = cfg.hidden_size;
         let pos = self.position_embeddings(mat(w, self.pos, self.pos_rows, d)?, h, wd, opts)?;
         let t = pos.nrows();
+        let x = self.embed(w, pixels, &pos)?;
+        let last = self.encoder(w, x, t, b, progress)?;
+        let (pooler_output, logits, cls_logits, distillation_logits) = self.heads(w, &last, t)?;
+        let last_hidden_state =
+            last.into_shape_with_order((b, t, d))
+                .map_err(|e| ErrorKind::InvalidLayout {
+                    reason: e.to_string(),
+                })?;
+        progress.finish();
+        Ok(ForwardOutput {
+            last_hidden_state,
+            logits,
+            cls_logits,
+            distillation_logits,
+            pooler_output,
+        })
+    }
+
+    /// The embeddings: per sample, `[cls, (dist,) conv(patches) + bias] + pos`, stacked into one
+    /// `[samples × tokens, D]` matrix (`pos` has one row per token).
+    fn embed(
+        &self,
+        w: &Resolved<'_>,
+        pixels: ArrayView4<f32>,
+        pos: &Array2<f32>,
+    ) -> Result<Array2<f32>> {
+        let cfg = &self.config;
+        let (b, _, h, wd) = pixels.dim();
+        let d = cfg.hidden_size;
+        let t = pos.nrows();
         let p = cfg.patch_size;
         let prefix = cfg.architecture.prefix_tokens();
         let n = (h / p) * (wd / p);
@@ -825,10 +855,23 @@ impl Model {
                 block.row_mut(1).assign(&ArrayView1::from(dt));
             }
             block.slice_mut(s![prefix.., ..]).assign(&e);
-            block += &pos;
+            block += pos;
         }
-        drop(emb);
+        Ok(x)
+    }
 
+    /// The encoder over the embeddings `x` (`b` samples of `t` tokens): the pre-LN blocks, then
+    /// the final LayerNorm. Returns the last hidden state, `[b × t, D]`.
+    fn encoder(
+        &self,
+        w: &Resolved<'_>,
+        mut x: Array2<f32>,
+        t: usize,
+        b: usize,
+        progress: &dyn Progress,
+    ) -> Result<Array2<f32>> {
+        let cfg = &self.config;
+        let (rows, d) = x.dim();
         let act = cfg.hidden_act;
         let heads = cfg.num_attention_heads;
         let mut hn = Array2::<f32>::zeros((rows, d));
@@ -866,8 +909,24 @@ impl Model {
         if self.layers.is_empty() {
             self.add_norm(w, &self.ln, &mut x, None, &mut hn)?;
         }
-        let last = hn;
+        Ok(hn)
+    }
 
+    /// The pooler and the heads on the last hidden state (`t` tokens per sample): pooler output,
+    /// logits, and for a distilled DeiT the class and distillation logits (`logits` is their
+    /// mean).
+    #[allow(clippy::type_complexity)]
+    fn heads(
+        &self,
+        w: &Resolved<'_>,
+        last: &Array2<f32>,
+        t: usize,
+    ) -> Result<(
+        Option<Array2<f32>>,
+        Option<Array2<f32>>,
+        Option<Array2<f32>>,
+        Option<Array2<f32>>,
+    )> {
         let pooler_output = match &self.pooler {
             Some(pl) => {
                 let mut o = self.head(w, pl, last.view(), 0, t)?;
@@ -893,19 +952,7 @@ impl Model {
             }
             _ => (None, None, None),
         };
-        let last_hidden_state =
-            last.into_shape_with_order((b, t, d))
-                .map_err(|e| ErrorKind::InvalidLayout {
-                    reason: e.to_string(),
-                })?;
-        progress.finish();
-        Ok(ForwardOutput {
-            last_hidden_state,
-            logits,
-            cls_logits,
-            distillation_logits,
-            pooler_output,
-        })
+        Ok((pooler_output, logits, cls_logits, distillation_logits))
     }
 }
 
