@@ -599,6 +599,58 @@ pub(crate) fn infer_config(
     let mut notes = InferenceNotes::default();
     let patch = get("embeddings.patch_embeddings.projection.weight")
         .ok_or_else(|| cfg_err("embeddings.patch_embeddings.projection.weight is missing"))?;
+    let (d, c, ph) = patch_geometry(patch)?;
+    let layers = (0..)
+        .take_while(|i| get(&format!("encoder.layer.{i}.layernorm_before.weight")).is_some())
+        .count();
+    let inter = get("encoder.layer.0.intermediate.dense.weight")
+        .and_then(|t| t.shape.first().copied())
+        .ok_or_else(|| cfg_err("encoder.layer.0.intermediate.dense.weight is missing"))?;
+    let pos = get("embeddings.position_embeddings")
+        .ok_or_else(|| cfg_err("embeddings.position_embeddings is missing"))?;
+    let rows = pos.shape.get(1).copied().unwrap_or(0);
+    let patches = rows
+        .checked_sub(arch.prefix_tokens())
+        .ok_or_else(|| cfg_err(format!("position embeddings have only {rows} rows")))?;
+    let image_size = square_root(patches).and_then(|grid| grid.checked_mul(ph));
+    let qkv_bias = get("encoder.layer.0.attention.attention.query.bias").is_some();
+    let heads = head_count(d, heads_from_table, overrides, &mut notes)?;
+    let k = num_labels(arch, tensors)?;
+    let id2label = (0..k).map(|i| (i, format!("LABEL_{i}"))).collect();
+    let pooler = get("pooler.dense.weight").and_then(|t| t.shape.first().copied());
+    let dtype = config_dtype(tensors);
+    let hidden_act = overrides.hidden_act.unwrap_or(hidden_act);
+    let mut cfg = ViTConfig {
+        architecture: arch,
+        hidden_size: d,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        intermediate_size: inter,
+        patch_size: ph,
+        image_size: image_size.unwrap_or(0),
+        num_channels: c,
+        qkv_bias,
+        layer_norm_eps: eps,
+        hidden_act,
+        id2label,
+        pooler_output_size: pooler,
+        dtype: dtype.to_string(),
+        extra: Map::new(),
+    };
+    if let Some(user) = &overrides.config {
+        apply_user_config(&mut cfg, user, &mut notes)?;
+    }
+    if cfg.image_size == 0 {
+        return Err(cfg_err(format!(
+            "{patches} patch positions do not form a square grid; give image_size with option `config`"
+        )));
+    }
+    check_positions(&cfg, rows)?;
+    Ok((cfg, notes))
+}
+
+/// The hidden size, channel count and patch size from the patch embedding kernel `[D, C, P, P]`.
+fn patch_geometry(patch: &TensorInfo) -> Result<(usize, usize, usize)> {
     let [d, c, ph, pw] = patch.shape[..] else {
         return Err(cfg_err(format!(
             "patch embedding has shape {:?}, expected [D, C, P, P]",
@@ -616,20 +668,18 @@ pub(crate) fn infer_config(
             patch.shape
         )));
     }
-    let layers = (0..)
-        .take_while(|i| get(&format!("encoder.layer.{i}.layernorm_before.weight")).is_some())
-        .count();
-    let inter = get("encoder.layer.0.intermediate.dense.weight")
-        .and_then(|t| t.shape.first().copied())
-        .ok_or_else(|| cfg_err("encoder.layer.0.intermediate.dense.weight is missing"))?;
-    let pos = get("embeddings.position_embeddings")
-        .ok_or_else(|| cfg_err("embeddings.position_embeddings is missing"))?;
-    let rows = pos.shape.get(1).copied().unwrap_or(0);
-    let patches = rows
-        .checked_sub(arch.prefix_tokens())
-        .ok_or_else(|| cfg_err(format!("position embeddings have only {rows} rows")))?;
-    let image_size = square_root(patches).and_then(|grid| grid.checked_mul(ph));
-    let qkv_bias = get("encoder.layer.0.attention.attention.query.bias").is_some();
+    Ok((d, c, ph))
+}
+
+/// The head count: from the attention kernels (when the table can tell), else option
+/// `num_heads` or the config's `num_attention_heads`, else hidden size / 64; how it was found
+/// goes into `notes`. It must divide the hidden size `d`.
+fn head_count(
+    d: usize,
+    heads_from_table: Option<usize>,
+    overrides: &ConfigOverrides,
+    notes: &mut InferenceNotes,
+) -> Result<usize> {
     let config_heads = match overrides
         .config
         .as_ref()
@@ -688,6 +738,12 @@ pub(crate) fn infer_config(
             "hidden_size {d} is not divisible by num_attention_heads {heads}"
         )));
     }
+    Ok(heads)
+}
+
+/// The class count of the architecture's head (0 without one), checked.
+fn num_labels(arch: Architecture, tensors: &[TensorInfo]) -> Result<usize> {
+    let get = |n: &str| tensors.iter().find(|t| t.name == n);
     let head_name = match arch {
         Architecture::DeiTForImageClassificationWithTeacher => Some("classifier.weight"),
         Architecture::ViTForImageClassification => Some("classifier.weight"),
@@ -700,42 +756,20 @@ pub(crate) fn infer_config(
     if head_name.is_some() {
         check_classes(k)?;
     }
-    let id2label = (0..k).map(|i| (i, format!("LABEL_{i}"))).collect();
-    let pooler = get("pooler.dense.weight").and_then(|t| t.shape.first().copied());
-    let dtype = match get("encoder.layer.0.layernorm_before.weight").map(|t| t.dtype) {
+    Ok(k)
+}
+
+/// The config's `dtype`: the first layer norm's.
+fn config_dtype(tensors: &[TensorInfo]) -> &'static str {
+    let ln = tensors
+        .iter()
+        .find(|t| t.name == "encoder.layer.0.layernorm_before.weight");
+    match ln.map(|t| t.dtype) {
         Some(crate::DType::F16) => "float16",
         Some(crate::DType::BF16) => "bfloat16",
         Some(crate::DType::F64) => "float64",
         _ => "float32",
-    };
-    let hidden_act = overrides.hidden_act.unwrap_or(hidden_act);
-    let mut cfg = ViTConfig {
-        architecture: arch,
-        hidden_size: d,
-        num_hidden_layers: layers,
-        num_attention_heads: heads,
-        intermediate_size: inter,
-        patch_size: ph,
-        image_size: image_size.unwrap_or(0),
-        num_channels: c,
-        qkv_bias,
-        layer_norm_eps: eps,
-        hidden_act,
-        id2label,
-        pooler_output_size: pooler,
-        dtype: dtype.to_string(),
-        extra: Map::new(),
-    };
-    if let Some(user) = &overrides.config {
-        apply_user_config(&mut cfg, user, &mut notes)?;
     }
-    if cfg.image_size == 0 {
-        return Err(cfg_err(format!(
-            "{patches} patch positions do not form a square grid; give image_size with option `config`"
-        )));
-    }
-    check_positions(&cfg, rows)?;
-    Ok((cfg, notes))
 }
 
 /// `s` when `n == s²`.
