@@ -504,8 +504,16 @@ impl F32Array {
     /// [`ErrorKind::BadValue`] naming the index and value of the first finite f64 beyond the f32
     /// range (it would silently become ±Inf).
     pub fn read_npy(path: impl AsRef<Path>) -> Result<F32Array> {
+        F32Array::read_npy_with(path, &source::OpenOptions::default())
+    }
+
+    /// [`F32Array::read_npy`], opening the file as `opts` says.
+    ///
+    /// # Errors
+    /// As [`F32Array::read_npy`].
+    pub fn read_npy_with(path: impl AsRef<Path>, opts: &source::OpenOptions) -> Result<F32Array> {
         let path = path.as_ref();
-        let src = source::open(path)?;
+        let src = source::open_with(path, opts)?;
         F32Array::from_npy_source(src.as_ref()).map_err(|e| e.with_path(path))
     }
 
