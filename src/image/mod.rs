@@ -33,7 +33,7 @@ pub use decode::{decode_image, read_image, Decoded, ImageFormat};
 pub use resample::{resize, Filter};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::verify::F32Array;
+use crate::tensor::F32Array;
 
 /// Largest accepted image side, decoded or resized (pixels).
 pub const MAX_IMAGE_SIDE: u32 = 1 << 15;

@@ -193,7 +193,8 @@ pub trait TensorSource: Send + Sync {
 /// use vit_convert::{source::OpenOptions, Limits};
 /// let mut limits = Limits::DEFAULT;
 /// limits.aliased_tensor_bytes = 1 << 30; // a trusted checkpoint with many views of one storage
-/// let opts = OpenOptions { limits, ..OpenOptions::default() };
+/// let mut opts = OpenOptions::with_limits(limits);
+/// opts.mmap = false; // read the file into memory (within `limits.read_file_bytes`)
 /// let src = vit_convert::source::open_with("fixtures/convert/timm_vit/source.pth", &opts)?;
 /// assert!(!src.tensors().is_empty());
 /// # Ok::<(), vit_convert::Error>(())
