@@ -228,7 +228,7 @@ fn from_env() -> vit_convert::Result<(vit_convert::OpenOptions, bool)> {
             .then(|| (k, v.to_string_lossy().into_owned()))
     }))?;
     let mut open = vit_convert::OpenOptions::with_limits(limits);
-    open.mmap = !std::env::var_os("VIT_CONVERT_NO_MMAP").is_some_and(|v| v != "0");
+    open.mmap = std::env::var_os("VIT_CONVERT_NO_MMAP").is_none_or(|v| v == "0");
     let fsync = std::env::var_os("VIT_CONVERT_FSYNC").is_some_and(|v| !v.is_empty() && v != "0");
     Ok((open, fsync))
 }

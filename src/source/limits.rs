@@ -98,7 +98,8 @@ pub struct Limits {
     pub forward_tokens: usize,
     /// Largest input file (checkpoint, `.npy`) opened, in bytes, mapped or read.
     pub input_file_bytes: usize,
-    /// Largest input file read into memory rather than mapped (`VIT_CONVERT_NO_MMAP=1`), in
+    /// Largest input file read into memory rather than mapped (`OpenOptions::mmap` off; the CLI:
+    /// `VIT_CONVERT_NO_MMAP=1`), in
     /// bytes: reading takes the file's size in memory, so a sparse or lying file must not choose
     /// it.
     pub read_file_bytes: usize,
