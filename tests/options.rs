@@ -195,3 +195,32 @@ fn forward_budgets_come_from_the_forward_options() {
         .forward(x.as_nchw().unwrap(), &ForwardOptions::default())
         .is_ok());
 }
+
+#[test]
+fn the_cli_reads_its_environment_into_the_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |vars: &[(&str, &str)], out: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_vit-convert"));
+        cmd.args(["convert", "--num-heads", "2", "-o"])
+            .arg(dir.path().join(out))
+            .arg(pth());
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    // VIT_CONVERT_FSYNC and VIT_CONVERT_NO_MMAP choose; the output is the same bytes.
+    let synced = run(
+        &[("VIT_CONVERT_FSYNC", "1"), ("VIT_CONVERT_NO_MMAP", "1")],
+        "synced",
+    );
+    assert!(synced.status.success(), "{synced:?}");
+    let plain = run(&[], "plain");
+    assert!(plain.status.success(), "{plain:?}");
+    let read = |out: &str| std::fs::read(dir.path().join(out).join("model.safetensors")).unwrap();
+    assert_eq!(read("synced"), read("plain"));
+    // A lowered budget applies to this process only.
+    let low = run(&[("VIT_CONVERT_LIMIT_PICKLE_NODES", "10")], "low");
+    assert_eq!(low.status.code(), Some(1), "{low:?}");
+    assert!(String::from_utf8_lossy(&low.stderr).contains("VIT_CONVERT_LIMIT_PICKLE_NODES"));
+}
