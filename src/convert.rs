@@ -13,7 +13,7 @@ use crate::hash::{HashReport, Reading};
 use crate::mapping::{self, Branch, Family, MappingReport, MappingTable, PlannedSource};
 use crate::model::{self, preprocessor, Architecture, ConfigOverrides, ViTConfig};
 use crate::progress::{NoProgress, Progress, Reporting, Stage};
-use crate::source::{self, TensorSource};
+use crate::source::{self, Limits, OpenOptions, TensorSource};
 use crate::tensor::{DType, TensorInfo};
 use crate::write::{self, DeferredMeta, WriteItem};
 
@@ -93,6 +93,12 @@ pub struct ConvertOptions {
     pub branch: Option<Branch>,
     /// Config overrides (head count, activation, `config.json` fields).
     pub overrides: ConfigOverrides,
+    /// How the input is read: its [`Limits`](crate::Limits) (which also bound the side
+    /// `config.json` and the mapping table's output) and whether it is memory-mapped.
+    pub open: OpenOptions,
+    /// Sync every output file to disk before renaming it into place (see
+    /// [`write`](crate::write)'s durability notes; the CLI: `VIT_CONVERT_FSYNC=1`).
+    pub fsync: bool,
 }
 
 /// What a conversion did.
@@ -364,9 +370,10 @@ pub(crate) fn plan_canonical(
     from: Option<Family>,
     custom: Option<&MappingTable>,
     branch: Option<Branch>,
+    limits: &Limits,
 ) -> Result<CanonicalPlan> {
     let table = choose_table(src, from, custom)?;
-    let mut plan = mapping::plan_forward(&table, src.tensors(), branch)?;
+    let mut plan = mapping::plan_forward_within(&table, src.tensors(), branch, limits)?;
     let names: BTreeSet<String> = plan.targets.iter().map(|t| t.info.name.clone()).collect();
     let (arch, dropped) = model::architecture_of(&names);
     let drop_names: BTreeSet<&str> = dropped.iter().map(|(n, _)| n.as_str()).collect();
@@ -392,7 +399,13 @@ fn canonicalize<'s>(
         plan,
         arch,
         dropped,
-    } = plan_canonical(src, opts.from, opts.table.as_ref(), opts.branch)?;
+    } = plan_canonical(
+        src,
+        opts.from,
+        opts.table.as_ref(),
+        opts.branch,
+        &opts.open.limits,
+    )?;
     let heads = table
         .facts
         .num_heads
@@ -400,7 +413,7 @@ fn canonicalize<'s>(
         .and_then(|sym| plan.bindings.get(sym).copied());
     let mut overrides = opts.overrides.clone();
     if let Some(side) = input.and_then(|input| sidecar_config(input, &table.id)) {
-        merge_sidecar_config(&side, &mut overrides, arch)?;
+        merge_sidecar_config(&side, &mut overrides, arch, &opts.open.limits)?;
     }
     let infos: Vec<TensorInfo> = plan.targets.iter().map(|t| t.info.clone()).collect();
     let (config, inf) = model::infer_config(
@@ -456,13 +469,18 @@ fn sidecar_config(input: &Path, table_id: &str) -> Option<PathBuf> {
 /// For `--from hf` and `--from flax`: a `config.json` next to the input supplies what tensors cannot (heads, eps,
 /// labels, activation); explicit options still win. A headless model's `id2label` (transformers
 /// 4.x saves its two default labels in every config) describes no head and is not taken.
-fn merge_sidecar_config(path: &Path, o: &mut ConfigOverrides, arch: Architecture) -> Result<()> {
+fn merge_sidecar_config(
+    path: &Path,
+    o: &mut ConfigOverrides,
+    arch: Architecture,
+    limits: &Limits,
+) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
     // Downloaded beside the weights, so as untrusted as they are: bounded before it is read
     // (HF configs with 21k labels are ~1 MB).
-    let text = source::limits::read_config_file(path)?;
+    let text = model::read_config_file(path, limits)?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
         Error::from(ErrorKind::Config {
             reason: format!("{e}"),
@@ -561,7 +579,7 @@ pub fn convert_with_progress(
     let (input, outdir) = (input.as_ref(), outdir.as_ref());
     let [weights, cfg_path, pre_path] = opts.to.output_files(outdir);
     refuse_overwriting_input(input, &[&weights, &cfg_path, &pre_path])?;
-    let src = source::open(input)?;
+    let src = source::open_with(input, &opts.open)?;
     let canon = canonicalize(src.as_ref(), Some(input), opts).map_err(|e| e.with_path(input))?;
     if let Some(side) = sidecar_config(input, &canon.table.id) {
         // The `config.json` read beside the input is an input too: `-o` the input's own folder
@@ -635,7 +653,7 @@ fn write_canonical(
         Ok::<_, Error>((sha, written))
     })?;
     notes.extend(written.cast_note);
-    let mut set = write::OutputSet::new();
+    let mut set = write::OutputSet::with_fsync(opts.fsync);
     set.push(written.file);
     set.push(cfg_file);
     set.push(pre_file);
@@ -790,7 +808,12 @@ fn write_weights(
         _ => "timm",
     };
     let table = MappingTable::builtin(id)?;
-    let plan = mapping::plan_reverse(&table, canon.planned.tensors(), &config.symbol_bindings())?;
+    let plan = mapping::plan_reverse_within(
+        &table,
+        canon.planned.tensors(),
+        &config.symbol_bindings(),
+        &opts.open.limits,
+    )?;
     let rev = PlannedSource::new(&canon.planned, plan);
     let casting = casting(&rev, opts);
     let src = Reporting {

@@ -159,6 +159,22 @@ impl FileId {
     }
 }
 
+/// Reads a UTF-8 text file with [`read_regular`]: a side file (JSON, TOML) as untrusted as the
+/// weights, refused unread when larger than `limit`.
+///
+/// # Errors
+/// As [`read_regular`]; [`ErrorKind::Io`] when the text is not UTF-8; all carry `path`.
+pub(crate) fn read_text(path: &Path, limit: usize, budget: &'static str) -> Result<String> {
+    let bytes = read_regular(path, limit, budget)?;
+    String::from_utf8(bytes).map_err(|e| {
+        Error::from(ErrorKind::io(
+            "read",
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+        ))
+        .with_path(path)
+    })
+}
+
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;

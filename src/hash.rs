@@ -55,6 +55,8 @@ pub struct ReadAs {
     pub table: Option<MappingTable>,
     /// Checkpoints with branches (DINO training checkpoints): which one.
     pub branch: Option<String>,
+    /// How the file is opened (its [`Limits`](crate::Limits), mapping or reading).
+    pub open: crate::source::OpenOptions,
 }
 
 impl ReadAs {
@@ -99,7 +101,7 @@ pub(crate) fn with_tensors<R>(
     how: &ReadAs,
     f: impl FnOnce(&dyn TensorSource, Reading) -> Result<R>,
 ) -> Result<R> {
-    let src = source::open(path)?;
+    let src = source::open_with(path, &how.open)?;
     with_source_tensors(src.as_ref(), Some(path), how, f).map_err(|e| e.with_path(path))
 }
 
@@ -129,7 +131,7 @@ pub(crate) fn with_source_tensors<R>(
         .as_deref()
         .map(str::parse::<Branch>)
         .transpose()?;
-    let c = plan_canonical(src, from, how.table.as_ref(), branch)?;
+    let c = plan_canonical(src, from, how.table.as_ref(), branch, &how.open.limits)?;
     reading.table = Some(c.table.id().to_string());
     reading.selected = c.plan.report.selected.clone();
     reading.dropped = c.dropped;

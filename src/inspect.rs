@@ -74,6 +74,14 @@ fn inspected(t: &TensorInfo) -> InspectedTensor {
 /// # Errors
 /// As [`crate::open`].
 pub fn inspect(path: impl AsRef<Path>) -> Result<Inspection> {
-    let src = source::open(path)?;
+    inspect_with(path, &source::OpenOptions::default())
+}
+
+/// [`inspect`], opening the file as `opts` says.
+///
+/// # Errors
+/// As [`crate::open`].
+pub fn inspect_with(path: impl AsRef<Path>, opts: &source::OpenOptions) -> Result<Inspection> {
+    let src = source::open_with(path, opts)?;
     Ok(Inspection::from_source(src.as_ref()))
 }

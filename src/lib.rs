@@ -110,6 +110,9 @@ pub mod diff;
 pub mod error;
 pub mod forward;
 mod fsio;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod image;
 pub mod inspect;
@@ -133,6 +136,6 @@ pub use forward::Model;
 pub use mapping::MappingTable;
 pub use mmap::FileBytes;
 pub use model::ConfigOverrides;
-pub use source::{open, open_bytes, Limits, TensorSource};
+pub use source::{open, open_bytes, Limits, OpenOptions, TensorSource};
 pub use tensor::DType;
 pub use verify::{verify_model, F32Array, Tolerance};

@@ -4,9 +4,9 @@
 //! truncate or modify it while mapped; a truncation then raises SIGBUS and a modification changes
 //! the bytes under us. We accept that contract for read-only inputs (as ripgrep and safetensors
 //! do): the parsers never assume two reads of the same range agree beyond what they re-check,
-//! hashes are computed on the bytes actually read, and `VIT_CONVERT_NO_MMAP=1` (or
-//! [`FileBytes::read`]) switches to reading the whole file into memory (within the
-//! `read file bytes` budget).
+//! hashes are computed on the bytes actually read, and [`FileBytes::read`] (what
+//! `OpenOptions { mmap: false, .. }` and the CLI's `VIT_CONVERT_NO_MMAP=1` choose) reads the whole
+//! file into memory instead (within the `read file bytes` budget).
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -29,7 +29,7 @@ pub struct FileBytes {
 }
 
 impl FileBytes {
-    /// Maps `path` read-only (or reads it, for empty files and when `VIT_CONVERT_NO_MMAP` is set).
+    /// Maps `path` read-only (an empty file is read), within the default [`Limits`].
     ///
     /// Only regular files are opened, without blocking (a FIFO, socket, device or directory is
     /// refused, see `fsio::open_regular`); files over [`Limits::input_file_bytes`] are refused.
@@ -40,15 +40,20 @@ impl FileBytes {
     ///
     /// [`Limits::input_file_bytes`]: crate::Limits::input_file_bytes
     pub fn open(path: &Path) -> Result<Self> {
-        if std::env::var_os("VIT_CONVERT_NO_MMAP").is_some_and(|v| v != "0") {
-            return Self::read(path);
-        }
+        Self::open_within(path, &Limits::DEFAULT)
+    }
+
+    /// [`FileBytes::open`] with the given limits.
+    ///
+    /// # Errors
+    /// As [`FileBytes::open`].
+    pub fn open_within(path: &Path, limits: &Limits) -> Result<Self> {
         let file = crate::fsio::open_regular(path)?;
         let len = file
             .metadata()
             .map_err(|e| Error::from(ErrorKind::io("stat", e)).with_path(path))?
             .len();
-        let limit = Limits::current().input_file_bytes;
+        let limit = limits.input_file_bytes;
         if u64::try_from(limit).is_ok_and(|l| len > l) {
             let limit = u64::try_from(limit).unwrap_or(u64::MAX);
             return Err(Error::from(ErrorKind::BudgetExceeded {
@@ -73,7 +78,7 @@ impl FileBytes {
         })
     }
 
-    /// Reads the whole file into memory, within the same budget as a mapped file
+    /// Reads the whole file into memory, within the default [`Limits`]: the same budget as a mapped file
     /// ([`Limits::input_file_bytes`]) and within [`Limits::read_file_bytes`], whichever is
     /// smaller: the size is checked before reading, and at most one byte past the limit is read
     /// (a file that grows, or whose size lies, is refused too).
@@ -85,11 +90,14 @@ impl FileBytes {
     /// [`Limits::input_file_bytes`]: crate::Limits::input_file_bytes
     /// [`Limits::read_file_bytes`]: crate::Limits::read_file_bytes
     pub fn read(path: &Path) -> Result<Self> {
-        Self::read_within(path, &Limits::current())
+        Self::read_within(path, &Limits::DEFAULT)
     }
 
     /// [`FileBytes::read`] with the given limits.
-    fn read_within(path: &Path, limits: &Limits) -> Result<Self> {
+    ///
+    /// # Errors
+    /// As [`FileBytes::read`].
+    pub fn read_within(path: &Path, limits: &Limits) -> Result<Self> {
         let (limit, budget) = if limits.read_file_bytes < limits.input_file_bytes {
             (limits.read_file_bytes, "read file bytes")
         } else {

@@ -436,6 +436,69 @@ fn bf16_from_f64(v: f64) -> half::bf16 {
     half::bf16::from_f32(f32::from_bits(odd))
 }
 
+/// The multi-index of the `flat`th element (C order) of an array of `shape`.
+pub(crate) fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for (k, &d) in shape.iter().enumerate().rev() {
+        if d > 0 {
+            idx[k] = flat % d;
+            flat /= d;
+        }
+    }
+    idx
+}
+
+/// A float32 array read from or written to `.npy`: a model's input batch `[B, C, H, W]`, or its
+/// expected or computed outputs. (Named apart from `ndarray::Array`; [`F32Array::as_nchw`]
+/// gives an `ndarray` view.)
+#[derive(Clone, Debug, PartialEq)]
+pub struct F32Array {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values, C order.
+    pub data: Vec<f32>,
+}
+
+impl F32Array {
+    /// Checks that every value is finite.
+    ///
+    /// # Errors
+    /// [`ErrorKind::BadValue`] naming the first NaN or ±Inf and its multi-index.
+    pub fn check_finite(&self, what: &'static str) -> Result<()> {
+        match self.data.iter().position(|v| !v.is_finite()) {
+            None => Ok(()),
+            Some(k) => Err(ErrorKind::BadValue {
+                what,
+                index: unravel(k, &self.shape),
+                value: self.data.get(k).copied().map_or(f64::NAN, f64::from),
+                problem: "is not finite; a non-finite input proves nothing",
+            }
+            .into()),
+        }
+    }
+
+    /// A `[B, C, H, W]` view.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidOption`] when the array is not 4-D.
+    pub fn as_nchw(&self) -> Result<ndarray::ArrayView4<'_, f32>> {
+        match self.shape[..] {
+            [b, c, h, w] => {
+                ndarray::ArrayView4::from_shape((b, c, h, w), &self.data).map_err(|e| {
+                    ErrorKind::InvalidOption {
+                        reason: e.to_string(),
+                    }
+                    .into()
+                })
+            }
+            _ => Err(ErrorKind::InvalidOption {
+                reason: format!("input must be [B, C, H, W], got shape {:?}", self.shape),
+            }
+            .into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::forward::{ForwardOptions, Model};
 use crate::progress::{NoProgress, Progress};
 use crate::source::{self, Format};
-use crate::tensor::{cast_float, checked_numel, DType};
+pub use crate::tensor::F32Array;
+use crate::tensor::{cast_float, checked_numel, unravel, DType};
 
 /// Default absolute tolerance (f32 or f64 weights).
 pub const DEFAULT_ATOL: f64 = 1e-5;
@@ -249,17 +250,6 @@ impl Tolerance {
     }
 }
 
-fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for (k, &d) in shape.iter().enumerate().rev() {
-        if d > 0 {
-            idx[k] = flat % d;
-            flat /= d;
-        }
-    }
-    idx
-}
-
 fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
     let mut best_v = f32::NEG_INFINITY;
@@ -479,21 +469,11 @@ pub fn verify_model_with_progress(
     Ok(report)
 }
 
-/// A float32 array read from or written to `.npy`: a model's input batch `[B, C, H, W]`, or its
-/// expected or computed outputs. (Named apart from [`ndarray::Array`]; [`F32Array::as_nchw`]
-/// gives an `ndarray` view.)
-#[derive(Clone, Debug, PartialEq)]
-pub struct F32Array {
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Values, C order.
-    pub data: Vec<f32>,
-}
-
 /// The former name of [`F32Array`] (it clashed with `ndarray::Array`).
 #[deprecated(since = "0.1.0", note = "renamed F32Array")]
 pub type Array = F32Array;
 
+/// Reading and writing `.npy` (the array itself lives with the tensors, in [`crate::tensor`]).
 impl F32Array {
     /// Reads a `.npy` file of any float dtype as f32. f16, bf16 and f32 convert exactly, and f64
     /// rounds to nearest; NaN and ±Inf are kept as they are (a comparison then fails on them, an
@@ -504,8 +484,16 @@ impl F32Array {
     /// [`ErrorKind::BadValue`] naming the index and value of the first finite f64 beyond the f32
     /// range (it would silently become ±Inf).
     pub fn read_npy(path: impl AsRef<Path>) -> Result<F32Array> {
+        F32Array::read_npy_with(path, &source::OpenOptions::default())
+    }
+
+    /// [`F32Array::read_npy`], opening the file as `opts` says.
+    ///
+    /// # Errors
+    /// As [`F32Array::read_npy`].
+    pub fn read_npy_with(path: impl AsRef<Path>, opts: &source::OpenOptions) -> Result<F32Array> {
         let path = path.as_ref();
-        let src = source::open(path)?;
+        let src = source::open_with(path, opts)?;
         F32Array::from_npy_source(src.as_ref()).map_err(|e| e.with_path(path))
     }
 
@@ -571,23 +559,6 @@ impl F32Array {
         })
     }
 
-    /// Checks that every value is finite.
-    ///
-    /// # Errors
-    /// [`ErrorKind::BadValue`] naming the first NaN or ±Inf and its multi-index.
-    pub fn check_finite(&self, what: &'static str) -> Result<()> {
-        match self.data.iter().position(|v| !v.is_finite()) {
-            None => Ok(()),
-            Some(k) => Err(ErrorKind::BadValue {
-                what,
-                index: unravel(k, &self.shape),
-                value: self.data.get(k).copied().map_or(f64::NAN, f64::from),
-                problem: "is not finite; a non-finite input proves nothing",
-            }
-            .into()),
-        }
-    }
-
     /// Writes a float32 `.npy` file atomically.
     ///
     /// # Errors
@@ -609,27 +580,6 @@ impl F32Array {
         let mut npy = Vec::new();
         crate::source::npy::write_npy(&mut npy, DType::F32, &self.shape, &bytes)?;
         Ok(npy)
-    }
-
-    /// A `[B, C, H, W]` view.
-    ///
-    /// # Errors
-    /// [`ErrorKind::InvalidOption`] when the array is not 4-D.
-    pub fn as_nchw(&self) -> Result<ndarray::ArrayView4<'_, f32>> {
-        match self.shape[..] {
-            [b, c, h, w] => {
-                ndarray::ArrayView4::from_shape((b, c, h, w), &self.data).map_err(|e| {
-                    ErrorKind::InvalidOption {
-                        reason: e.to_string(),
-                    }
-                    .into()
-                })
-            }
-            _ => Err(ErrorKind::InvalidOption {
-                reason: format!("input must be [B, C, H, W], got shape {:?}", self.shape),
-            }
-            .into()),
-        }
     }
 }
 

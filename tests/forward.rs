@@ -48,6 +48,7 @@ fn check(
     let opts = ForwardOptions {
         interpolate_pos_encoding: io["interpolate"].as_bool().unwrap() || interp == PosInterp::Dino,
         pos_interp: interp,
+        ..ForwardOptions::default()
     };
     let out = model.forward(input.as_nchw().unwrap(), &opts).unwrap();
     for (key, file) in outputs {

@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see vit_convert::source::fuzzing::mapping_table.
+//! Fuzz target: see vit_convert::fuzzing::mapping_table.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| vit_convert::source::fuzzing::mapping_table(data));
+fuzz_target!(|data: &[u8]| vit_convert::fuzzing::mapping_table(data));

@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see vit_convert::source::fuzzing::npz.
+//! Fuzz target: see vit_convert::fuzzing::npz.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| vit_convert::source::fuzzing::npz(data));
+fuzz_target!(|data: &[u8]| vit_convert::fuzzing::npz(data));

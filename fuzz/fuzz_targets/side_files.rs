@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see vit_convert::source::fuzzing::side_files.
+//! Fuzz target: see vit_convert::fuzzing::side_files.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| vit_convert::source::fuzzing::side_files(data));
+fuzz_target!(|data: &[u8]| vit_convert::fuzzing::side_files(data));

@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see vit_convert::source::fuzzing::torch_zip.
+//! Fuzz target: see vit_convert::fuzzing::torch_zip.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| vit_convert::source::fuzzing::torch_zip(data));
+fuzz_target!(|data: &[u8]| vit_convert::fuzzing::torch_zip(data));

@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: see vit_convert::source::fuzzing::verify_compare.
+//! Fuzz target: see vit_convert::fuzzing::verify_compare.
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| vit_convert::source::fuzzing::verify_compare(data));
+fuzz_target!(|data: &[u8]| vit_convert::fuzzing::verify_compare(data));

@@ -66,14 +66,14 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
     vit_convert::write::check_outputs(&outputs, &inputs)?;
     let table = match &a.table {
         Some(p) => {
-            let text = vit_convert::source::limits::read_table_file(p)?;
+            let text = vit_convert::mapping::read_table_file(p, &ui.open.limits)?;
             Some(MappingTable::from_toml(&text, &p.display().to_string())?)
         }
         None => None,
     };
     let config = match &a.config {
         Some(p) => {
-            let text = vit_convert::source::limits::read_config_file(p)?;
+            let text = vit_convert::model::read_config_file(p, &ui.open.limits)?;
             let v: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not JSON", p.display()))?;
             match v {
@@ -100,6 +100,8 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
             hidden_act: a.hidden_act,
             config,
         },
+        open: ui.open,
+        fsync: ui.fsync,
     };
     let started = std::time::Instant::now();
     let report = {

@@ -34,31 +34,35 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The input batch: the .npy as given, or the images preprocessed for this model.
-    fn input(&self) -> anyhow::Result<F32Array> {
+    fn input(&self, ui: Ui) -> anyhow::Result<F32Array> {
         match &self.input {
-            Some(p) => Ok(F32Array::read_npy(p)?),
+            Some(p) => Ok(F32Array::read_npy_with(p, &ui.open)?),
             None => {
                 let path = self.model_dir.join("preprocessor_config.json");
                 if !path.exists() {
                     anyhow::bail!("{}: not found (needed for --image)", path.display());
                 }
-                let text = vit_convert::source::limits::read_config_file(&path)?;
+                let text = vit_convert::model::read_config_file(&path, &ui.open.limits)?;
                 let cfg: serde_json::Value = serde_json::from_str(&text)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                Ok(vit_convert::image::preprocess(&self.image, &cfg)?)
+                Ok(vit_convert::image::preprocess_with(
+                    &self.image,
+                    &cfg,
+                    &ui.open.limits,
+                )?)
             }
         }
     }
 
-    fn load(&self) -> anyhow::Result<Model> {
-        let mut model = Model::load(&self.model_dir)?;
+    fn load(&self, ui: Ui) -> anyhow::Result<Model> {
+        let mut model = Model::load_with(&self.model_dir, &ui.open)?;
         if let Some(n) = self.threads {
             model.set_threads(n);
         }
         Ok(model)
     }
 
-    fn options(&self) -> ForwardOptions {
+    fn options(&self, ui: Ui) -> ForwardOptions {
         ForwardOptions {
             interpolate_pos_encoding: self.interpolate_pos_encoding || self.pos_interp == "dino",
             pos_interp: if self.pos_interp == "dino" {
@@ -66,6 +70,7 @@ impl RunArgs {
             } else {
                 PosInterp::Hf
             },
+            limits: ui.open.limits,
         }
     }
 }
@@ -166,11 +171,11 @@ fn check_forward_outputs(a: &ForwardArgs) -> anyhow::Result<()> {
 pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
     let started = std::time::Instant::now();
     check_forward_outputs(&a)?;
-    let model = a.run.load()?;
-    let input = a.run.input()?;
+    let model = a.run.load(ui)?;
+    let input = a.run.input(ui)?;
     let out = {
         let bar = forward_bar(ui, &a.run.model_dir);
-        model.forward_with_progress(input.as_nchw()?, &a.run.options(), &bar)?
+        model.forward_with_progress(input.as_nchw()?, &a.run.options(ui), &bar)?
     };
     ui.detail(format_args!(
         "forward pass on {:?} in {:.2} s",
@@ -248,9 +253,9 @@ pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
 
 pub fn verify(a: VerifyArgs, ui: Ui) -> anyhow::Result<i32> {
     let started = std::time::Instant::now();
-    let model = a.run.load()?;
-    let input = a.run.input()?;
-    let expected = F32Array::read_npy(&a.expected)?;
+    let model = a.run.load(ui)?;
+    let input = a.run.input(ui)?;
+    let expected = F32Array::read_npy_with(&a.expected, &ui.open)?;
     // Given values win, as before the precision-aware default: a part not given is the plain
     // default. With neither, the library picks the default for the model's weights.
     let tol = (a.atol.is_some() || a.rtol.is_some()).then(|| Tolerance {
@@ -259,7 +264,14 @@ pub fn verify(a: VerifyArgs, ui: Ui) -> anyhow::Result<i32> {
     });
     let r = {
         let bar = forward_bar(ui, &a.run.model_dir);
-        verify::verify_model_with_progress(&model, &input, &expected, &a.run.options(), tol, &bar)?
+        verify::verify_model_with_progress(
+            &model,
+            &input,
+            &expected,
+            &a.run.options(ui),
+            tol,
+            &bar,
+        )?
     };
     ui.detail(format_args!(
         "forward pass and comparison in {:.2} s",

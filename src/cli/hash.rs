@@ -58,11 +58,11 @@ pub struct DiffArgs {
     pub rtol: Option<f64>,
 }
 
-fn read_table(path: &Option<PathBuf>) -> anyhow::Result<Option<MappingTable>> {
+fn read_table(path: &Option<PathBuf>, ui: Ui) -> anyhow::Result<Option<MappingTable>> {
     let Some(p) = path else {
         return Ok(None);
     };
-    Ok(Some(MappingTable::from_file(p)?))
+    Ok(Some(MappingTable::from_file_with(p, &ui.open.limits)?))
 }
 
 fn describe(r: &Reading) -> String {
@@ -90,8 +90,9 @@ fn describe(r: &Reading) -> String {
 pub fn hash(a: HashArgs, ui: Ui) -> anyhow::Result<i32> {
     let how = ReadAs {
         from: a.from,
-        table: read_table(&a.table)?,
+        table: read_table(&a.table, ui)?,
         branch: a.branch,
+        open: ui.open,
     };
     let r = vit_convert::hash::hash(&a.file, &how)?;
     ui.detail(format_args!("{}", describe(&r.reading)));
@@ -106,22 +107,25 @@ pub fn hash(a: HashArgs, ui: Ui) -> anyhow::Result<i32> {
 }
 
 pub fn diff(a: DiffArgs, ui: Ui) -> anyhow::Result<i32> {
-    let table = read_table(&a.table)?;
+    let table = read_table(&a.table, ui)?;
     let side_a = ReadAs {
         from: a.from.clone(),
         table: table.clone(),
         branch: a.branch,
+        open: ui.open,
     };
     let side_b = match a.from_b {
         Some(f) => ReadAs {
             from: Some(f),
             table: None,
             branch: a.branch_b,
+            open: ui.open,
         },
         None => ReadAs {
             from: a.from,
             table,
             branch: a.branch_b,
+            open: ui.open,
         },
     };
     let tolerance = (a.atol.is_some() || a.rtol.is_some()).then(|| Tolerance {

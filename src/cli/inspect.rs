@@ -9,7 +9,7 @@ use vit_convert::text::{escape, Escaped};
 use super::{Ui, EXIT_OK};
 
 pub fn run(file: &Path, ui: Ui) -> anyhow::Result<i32> {
-    let info = vit_convert::inspect::inspect(file)?;
+    let info = vit_convert::inspect::inspect_with(file, &ui.open)?;
     ui.json(&info)?;
     print_table(&mut ui.text(), file, &info)?;
     Ok(EXIT_OK)

@@ -202,7 +202,7 @@ enum Command {
     Diff(hash::DiffArgs),
 }
 
-/// Output settings every command follows.
+/// Settings every command follows: output, and how inputs are read and outputs written.
 #[derive(Clone, Copy, Debug)]
 pub struct Ui {
     /// `--json`: one JSON document on stdout.
@@ -211,6 +211,26 @@ pub struct Ui {
     pub quiet: bool,
     /// `-v` count.
     pub verbose: u8,
+    /// Budgets (`VIT_CONVERT_LIMIT_*`) and mapping (`VIT_CONVERT_NO_MMAP`) for every input.
+    pub open: vit_convert::OpenOptions,
+    /// `VIT_CONVERT_FSYNC`: sync outputs to disk before renaming them into place.
+    pub fsync: bool,
+}
+
+/// The CLI's settings from its environment — the only place `VIT_CONVERT_*` variables are read
+/// (`VIT_CONVERT_THREADS` aside, which clap reads for `--threads`).
+fn from_env() -> vit_convert::Result<(vit_convert::OpenOptions, bool)> {
+    // Budgets for untrusted input: VIT_CONVERT_LIMIT_<FIELD> raises one (see SECURITY.md).
+    let prefix = vit_convert::source::limits::ENV_PREFIX;
+    let limits = vit_convert::Limits::from_vars(std::env::vars_os().filter_map(|(k, v)| {
+        let k = k.into_string().ok()?;
+        k.starts_with(prefix)
+            .then(|| (k, v.to_string_lossy().into_owned()))
+    }))?;
+    let mut open = vit_convert::OpenOptions::with_limits(limits);
+    open.mmap = std::env::var_os("VIT_CONVERT_NO_MMAP").is_none_or(|v| v == "0");
+    let fsync = std::env::var_os("VIT_CONVERT_FSYNC").is_some_and(|v| !v.is_empty() && v != "0");
+    Ok((open, fsync))
 }
 
 impl Ui {
@@ -309,18 +329,19 @@ pub fn run() -> i32 {
             return EXIT_USAGE;
         }
     };
-    // Budgets for untrusted input: VIT_CONVERT_LIMIT_<FIELD> raises one (see SECURITY.md).
-    match vit_convert::Limits::from_env() {
-        Ok(limits) => limits.set(),
+    let (open, fsync) = match from_env() {
+        Ok(settings) => settings,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_USAGE;
         }
-    }
+    };
     let ui = Ui {
         json: cli.json,
         quiet: cli.quiet,
         verbose: cli.verbose,
+        open,
+        fsync,
     };
     let result = match cli.command {
         Command::Inspect { file } => inspect::run(&file, ui),

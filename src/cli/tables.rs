@@ -58,7 +58,7 @@ pub fn run(a: TablesArgs, ui: Ui) -> anyhow::Result<i32> {
         return Ok(EXIT_OK);
     }
     if let Some(path) = &a.check {
-        let text = vit_convert::source::limits::read_table_file(path)?;
+        let text = vit_convert::mapping::read_table_file(path, &ui.open.limits)?;
         let t = MappingTable::from_toml(&text, &path.display().to_string())?;
         ui.json(&Listed::from(&t))?;
         writeln!(

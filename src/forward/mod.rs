@@ -18,9 +18,10 @@ use ndarray::{concatenate, s, Array2, Array3, ArrayView1, ArrayView2, ArrayView4
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{self, disk_name, Activation, Architecture, ViTConfig};
 use crate::progress::{NoProgress, Progress, Stage};
-use crate::source::{self, TensorSource};
+use crate::source::{self, Limits, OpenOptions, TensorSource};
 use crate::tensor::DType;
 
+mod budget;
 pub(crate) mod interp;
 pub(crate) mod ops;
 #[cfg(test)]
@@ -39,6 +40,9 @@ pub struct ForwardOptions {
     pub interpolate_pos_encoding: bool,
     /// Which resampling algorithm to use.
     pub pos_interp: PosInterp,
+    /// The budgets a forward pass is checked against before it allocates
+    /// ([`Limits::forward_tokens`], [`Limits::forward_bytes`]).
+    pub limits: Limits,
 }
 
 /// What a forward pass produced.
@@ -430,12 +434,21 @@ impl Model {
     /// # Errors
     /// I/O, format and config errors; a tensor whose shape disagrees with the config.
     pub fn load(dir: impl AsRef<Path>) -> Result<Model> {
+        Model::load_with(dir, &OpenOptions::default())
+    }
+
+    /// [`Model::load`], reading `config.json` and the weights as `opts` says (their limits,
+    /// mapping or reading).
+    ///
+    /// # Errors
+    /// As [`Model::load`].
+    pub fn load_with(dir: impl AsRef<Path>, opts: &OpenOptions) -> Result<Model> {
         let dir = dir.as_ref();
         let cfg_path = dir.join("config.json");
-        let text = source::limits::read_config_file(&cfg_path)?;
+        let text = model::read_config_file(&cfg_path, &opts.limits)?;
         let config = parse_config(&text).map_err(|e| e.with_path(&cfg_path))?;
         let weights = dir.join("model.safetensors");
-        let src = source::open(&weights)?;
+        let src = source::open_with(&weights, opts)?;
         let mut model = Model::build(src.as_ref(), config, Weights::new(true))
             .map_err(|e| e.with_path(&weights))?;
         model.weights.keep_source(src);
@@ -698,8 +711,8 @@ impl Model {
         opts: &ForwardOptions,
         progress: &dyn Progress,
     ) -> Result<ForwardOutput> {
-        source::limits::check_forward_tokens(&self.config, pixels.dim())?;
-        source::limits::check_forward_bytes(&self.config, pixels.dim())?;
+        budget::check_forward_tokens(&self.config, pixels.dim(), &opts.limits)?;
+        budget::check_forward_bytes(&self.config, pixels.dim(), &opts.limits)?;
         let w = self.weights.resolve()?;
         match &self.pool {
             Some(pool) => pool.install(|| self.run(&w, pixels, opts, progress)),

@@ -375,7 +375,9 @@ fn hostile_preprocessor_values_are_refused_or_give_finite_pixels_without_panic()
             rgb: rgb.unwrap(),
             transparent: None,
         };
-        match PreprocessorConfig::from_json(&cfg).and_then(|c| preprocess_image(decoded, &c)) {
+        match PreprocessorConfig::from_json(&cfg)
+            .and_then(|c| preprocess_image(decoded, &c, &crate::Limits::DEFAULT))
+        {
             Ok((oh, ow, values)) => {
                 assert_eq!(values.len(), 3 * oh * ow, "{cfg}");
                 assert!(values.iter().all(|v| v.is_finite()), "{cfg}");

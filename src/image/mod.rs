@@ -33,7 +33,7 @@ pub use decode::{decode_image, read_image, Decoded, ImageFormat};
 pub use resample::{resize, Filter};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::verify::F32Array;
+use crate::tensor::F32Array;
 
 /// Largest accepted image side, decoded or resized (pixels).
 pub const MAX_IMAGE_SIDE: u32 = 1 << 15;
@@ -347,7 +347,12 @@ impl PreprocessorConfig {
     /// # Errors
     /// As [`output_size`]; [`ErrorKind::BudgetExceeded`] (`preprocess bytes`) when the bytes
     /// exceed [`Limits::preprocess_bytes`](crate::Limits::preprocess_bytes).
-    pub fn check_budget(&self, height: usize, width: usize) -> Result<(usize, usize)> {
+    pub fn check_budget(
+        &self,
+        height: usize,
+        width: usize,
+        limits: &crate::Limits,
+    ) -> Result<(usize, usize)> {
         let rgb = |h: usize, w: usize| h.checked_mul(w).and_then(|n| n.checked_mul(3));
         let mut bytes = Some(0usize);
         let (mut h, mut w) = (height, width);
@@ -370,8 +375,7 @@ impl PreprocessorConfig {
         }
         // The float32 output.
         bytes = bytes.and_then(|b| b.checked_add(rgb(h, w)?.checked_mul(4)?));
-        let limit = crate::Limits::current().preprocess_bytes;
-        crate::source::limits::check_within("preprocess bytes", bytes, limit)?;
+        crate::source::limits::check_within("preprocess bytes", bytes, limits.preprocess_bytes)?;
         Ok((h, w))
     }
 }
@@ -599,8 +603,12 @@ fn center_crop(img: &RgbImage, crop_h: usize, crop_w: usize) -> RgbImage {
 }
 
 /// The 8-bit image after the geometric steps (convert_rgb, resize, center crop).
-fn geometry(decoded: Decoded, cfg: &PreprocessorConfig) -> Result<RgbImage> {
-    cfg.check_budget(decoded.rgb.height, decoded.rgb.width)?;
+fn geometry(
+    decoded: Decoded,
+    cfg: &PreprocessorConfig,
+    limits: &crate::Limits,
+) -> Result<RgbImage> {
+    cfg.check_budget(decoded.rgb.height, decoded.rgb.width, limits)?;
     let mut img = decoded.rgb;
     if cfg.do_convert_rgb {
         if let Some(t) = decoded.transparent {
@@ -630,9 +638,10 @@ fn geometry(decoded: Decoded, cfg: &PreprocessorConfig) -> Result<RgbImage> {
 pub fn preprocess_image(
     decoded: Decoded,
     cfg: &PreprocessorConfig,
+    limits: &crate::Limits,
 ) -> Result<(usize, usize, Vec<f32>)> {
     cfg.check_values()?;
-    let img = geometry(decoded, cfg)?;
+    let img = geometry(decoded, cfg, limits)?;
     let (h, w) = (img.height, img.width);
     let plane = h * w;
     let mut out = vec![0f32; plane * 3];
@@ -668,6 +677,19 @@ pub fn preprocess_image(
 /// sizes (possible when the config keeps the aspect ratio and does not crop). Errors about one
 /// image carry its path.
 pub fn preprocess(paths: &[impl AsRef<Path>], preprocessor_config: &Value) -> Result<F32Array> {
+    preprocess_with(paths, preprocessor_config, &crate::Limits::DEFAULT)
+}
+
+/// [`preprocess`] within `limits` ([`Limits::preprocess_bytes`](crate::Limits::preprocess_bytes)
+/// per image).
+///
+/// # Errors
+/// As [`preprocess`].
+pub fn preprocess_with(
+    paths: &[impl AsRef<Path>],
+    preprocessor_config: &Value,
+    limits: &crate::Limits,
+) -> Result<F32Array> {
     let cfg = PreprocessorConfig::from_json(preprocessor_config)?;
     if paths.is_empty() {
         return Err(ErrorKind::InvalidOption {
@@ -688,7 +710,8 @@ pub fn preprocess(paths: &[impl AsRef<Path>], preprocessor_config: &Value) -> Re
     for p in paths {
         let path = p.as_ref();
         let decoded = read_image(path).map_err(|e| e.with_path(path))?;
-        let (h, w, values) = preprocess_image(decoded, &cfg).map_err(|e| e.with_path(path))?;
+        let (h, w, values) =
+            preprocess_image(decoded, &cfg, limits).map_err(|e| e.with_path(path))?;
         match size {
             None => size = Some((h, w, path)),
             Some((h0, w0, first)) if (h0, w0) != (h, w) => {
@@ -852,12 +875,16 @@ mod tests {
         cfg.resize = None;
         cfg.center_crop = None;
         assert_eq!(
-            geometry(decoded.clone(), &cfg).unwrap().data,
+            geometry(decoded.clone(), &cfg, &crate::Limits::DEFAULT)
+                .unwrap()
+                .data,
             vec![255, 255, 255, 4, 5, 6]
         );
         cfg.do_convert_rgb = false;
         assert_eq!(
-            geometry(decoded, &cfg).unwrap().data,
+            geometry(decoded, &cfg, &crate::Limits::DEFAULT)
+                .unwrap()
+                .data,
             vec![1, 2, 3, 4, 5, 6]
         );
     }

@@ -459,11 +459,23 @@ fn reverse_stages(
     Ok((inv, stage_inputs, outputs))
 }
 
-/// Plans source → canonical.
+/// Plans source → canonical within the default [`Limits`].
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn plan_forward(
     table: &MappingTable,
     infos: &[TensorInfo],
     branch: Option<Branch>,
+) -> Result<Plan> {
+    plan_forward_within(table, infos, branch, &Limits::DEFAULT)
+}
+
+/// Plans source → canonical, the tensors made budgeted by
+/// [`Limits::table_output_allowance_bytes`].
+pub(crate) fn plan_forward_within(
+    table: &MappingTable,
+    infos: &[TensorInfo],
+    branch: Option<Branch>,
+    limits: &Limits,
 ) -> Result<Plan> {
     let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();
     let view = select_view(table, &names, branch)?;
@@ -526,6 +538,7 @@ pub(crate) fn plan_forward(
             .iter()
             .flat_map(|ins| &ins.inputs)
             .map(|(_, i)| i.byte_len()),
+        limits,
     );
     let targets = resolve_targets(
         table,
@@ -626,8 +639,8 @@ struct OutputBudget {
 }
 
 impl OutputBudget {
-    fn new(inputs: impl Iterator<Item = usize>) -> Self {
-        let allowance = Limits::current().table_output_allowance_bytes;
+    fn new(inputs: impl Iterator<Item = usize>, limits: &Limits) -> Self {
+        let allowance = limits.table_output_allowance_bytes;
         let read = inputs.fold(0usize, usize::saturating_add);
         OutputBudget {
             allowance,
@@ -879,10 +892,21 @@ fn match_rules(
 
 /// Plans canonical → source layout by running the table's rules backwards. `bindings` must bind
 /// every symbol the table's shapes use (see `model::symbol_bindings`).
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn plan_reverse(
     table: &MappingTable,
     infos: &[TensorInfo],
     bindings: &Bindings,
+) -> Result<Plan> {
+    plan_reverse_within(table, infos, bindings, &Limits::DEFAULT)
+}
+
+/// [`plan_reverse`] within `limits` ([`Limits::table_output_allowance_bytes`]).
+pub(crate) fn plan_reverse_within(
+    table: &MappingTable,
+    infos: &[TensorInfo],
+    bindings: &Bindings,
+    limits: &Limits,
 ) -> Result<Plan> {
     let lookup: HashMap<&str, &TensorInfo> = infos.iter().map(|t| (t.name.as_str(), t)).collect();
     let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();
@@ -902,7 +926,7 @@ pub(crate) fn plan_reverse(
 
     let layers = check_coverage(table, Direction::Reverse, &inst)?;
 
-    let mut budget = OutputBudget::new(infos.iter().map(TensorInfo::byte_len));
+    let mut budget = OutputBudget::new(infos.iter().map(TensorInfo::byte_len), limits);
     let targets = resolve_targets(table, Direction::Reverse, &inst.list, bindings, &mut budget)?;
 
     Ok(Plan {

@@ -18,10 +18,25 @@ pub(crate) mod pattern;
 pub(crate) mod schema;
 
 pub use apply::MappingReport;
-pub(crate) use apply::{plan_forward, plan_reverse, select_view, Plan};
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use apply::{plan_forward, plan_reverse};
+pub(crate) use apply::{plan_forward_within, plan_reverse_within, select_view, Plan};
 pub use error::MappingError;
 pub use names::{Branch, Family};
 pub use schema::MappingTable;
+
+/// Reads a mapping table's text (TOML), refusing it unread when it is larger than
+/// [`Limits::table_file_bytes`](crate::Limits::table_file_bytes).
+///
+/// # Errors
+/// As [`model::read_config_file`](crate::model::read_config_file), the budget being
+/// `table file bytes`.
+pub fn read_table_file(
+    path: impl AsRef<std::path::Path>,
+    limits: &crate::Limits,
+) -> Result<String> {
+    crate::fsio::read_text(path.as_ref(), limits.table_file_bytes, "table file bytes")
+}
 
 /// The tables shipped with the crate: (id, file, text).
 const BUILTIN: &[(&str, &str, &str)] = &[
@@ -102,8 +117,21 @@ impl MappingTable {
     /// I/O errors and [`ErrorKind::BudgetExceeded`] naming the file; the errors of
     /// [`MappingTable::from_toml`].
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<MappingTable> {
+        MappingTable::from_file_with(path, &crate::Limits::DEFAULT)
+    }
+
+    /// [`MappingTable::from_file`] within `limits` ([`Limits::table_file_bytes`]).
+    ///
+    /// # Errors
+    /// As [`MappingTable::from_file`].
+    ///
+    /// [`Limits::table_file_bytes`]: crate::Limits::table_file_bytes
+    pub fn from_file_with(
+        path: impl AsRef<std::path::Path>,
+        limits: &crate::Limits,
+    ) -> Result<MappingTable> {
         let path = path.as_ref();
-        let text = crate::source::limits::read_table_file(path)?;
+        let text = read_table_file(path, limits)?;
         MappingTable::from_toml(&text, &path.display().to_string())
     }
 
@@ -145,7 +173,20 @@ impl MappingTable {
     /// the table would make exceed what it reads plus
     /// [`Limits::table_output_allowance_bytes`](crate::Limits::table_output_allowance_bytes).
     pub fn apply<'s>(&self, src: &'s dyn TensorSource) -> Result<Box<dyn TensorSource + 's>> {
-        let plan = plan_forward(self, src.tensors(), None)?;
+        self.apply_with(src, &crate::Limits::DEFAULT)
+    }
+
+    /// [`MappingTable::apply`] within `limits`
+    /// ([`Limits::table_output_allowance_bytes`](crate::Limits::table_output_allowance_bytes)).
+    ///
+    /// # Errors
+    /// As [`MappingTable::apply`].
+    pub fn apply_with<'s>(
+        &self,
+        src: &'s dyn TensorSource,
+        limits: &crate::Limits,
+    ) -> Result<Box<dyn TensorSource + 's>> {
+        let plan = apply::plan_forward_within(self, src.tensors(), None, limits)?;
         Ok(Box::new(PlannedSource::new(src, plan)))
     }
 

@@ -15,6 +15,20 @@ pub(crate) mod preprocessor;
 pub use activation::Activation;
 pub use preprocessor::Preprocessor;
 
+/// Reads a JSON file that is as untrusted as the weights (a `config.json` or
+/// `preprocessor_config.json` beside them, a config file named by the caller), refusing it
+/// unread when it is larger than [`Limits::config_file_bytes`](crate::Limits::config_file_bytes).
+///
+/// # Errors
+/// [`ErrorKind::Io`] when it cannot be read (or is not UTF-8), [`ErrorKind::NotRegularFile`],
+/// [`ErrorKind::BudgetExceeded`] (`config file bytes`) when it is too large; all carry `path`.
+pub fn read_config_file(
+    path: impl AsRef<std::path::Path>,
+    limits: &crate::Limits,
+) -> Result<String> {
+    crate::fsio::read_text(path.as_ref(), limits.config_file_bytes, "config file bytes")
+}
+
 /// The HF model class a canonical checkpoint corresponds to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]

@@ -836,8 +836,8 @@ impl FlaxSource {
     ///
     /// # Errors
     /// As listed in the module docs; errors about one array carry its tensor name.
-    pub(crate) fn parse(bytes: FileBytes) -> Result<Self> {
-        let limits = Limits::current();
+    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
+        let limits = *limits;
         let nodes = parse_tree(&bytes, &limits)?;
         let mut w = Walk {
             bytes: &bytes,

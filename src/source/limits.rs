@@ -2,38 +2,46 @@
 //!
 //! Every reader bounds what a file can make it spend — bytes parsed, values built, nesting
 //! followed, bytes allocated for a tensor — by one of the budgets in [`Limits`]; so do the JSON
-//! and TOML files read beside the weights or named on the command line ([`read_config_file`],
-//! [`read_table_file`]) and the forward pass a model folder asks for (tokens per image). A file
+//! and TOML files read beside the weights or named on the command line
+//! ([`model::read_config_file`](crate::model::read_config_file),
+//! [`mapping::read_table_file`](crate::mapping::read_table_file)), image preprocessing and the
+//! forward pass a model folder asks for (tokens per image). A file
 //! that exceeds a budget is refused with [`ErrorKind::BudgetExceeded`] naming the budget and its
 //! limit, before the memory is spent. The defaults ([`Limits::DEFAULT`]) are far above what any
 //! real Vision Transformer checkpoint needs and keep a hostile file under about 2 GiB of memory.
 //!
-//! To read an unusual but trusted file that exceeds a default, raise the budget:
+//! `Limits` is a plain value: there is no process-wide setting. Every function that reads
+//! untrusted input takes one, in its options ([`OpenOptions`](crate::source::OpenOptions),
+//! [`ConvertOptions`](crate::ConvertOptions), [`ForwardOptions`](crate::forward::ForwardOptions))
+//! or as an argument; the functions without one use [`Limits::DEFAULT`]. Two conversions in one
+//! process may use different limits. To read an unusual but trusted file that exceeds a default,
+//! raise the budget:
 //!
 //! * from the command line, with an environment variable `VIT_CONVERT_LIMIT_<FIELD>` (the field
 //!   name in upper case, e.g. `VIT_CONVERT_LIMIT_PICKLE_NODES=16777216`; `K`, `M` and `G` suffixes
-//!   mean KiB, MiB, GiB). The CLI reads them once at start ([`Limits::from_env`]); an unknown
-//!   `VIT_CONVERT_LIMIT_*` variable or an unparsable value is an error, never ignored;
-//! * from the library, with [`Limits::set`] before opening files. The library itself never reads
-//!   the environment.
+//!   mean KiB, MiB, GiB). The CLI reads them once at start ([`Limits::from_vars`] over its
+//!   environment); an unknown `VIT_CONVERT_LIMIT_*` variable or an unparsable value is an error,
+//!   never ignored;
+//! * from the library, by passing the raised limits in the options. The library itself never
+//!   reads the environment.
 //!
 //! ```
-//! use vit_convert::Limits;
-//! let mut limits = Limits::current();
+//! use vit_convert::{source::OpenOptions, Limits};
+//! let mut limits = Limits::DEFAULT;
 //! limits.pickle_nodes *= 4;
-//! limits.set();
-//! assert_eq!(Limits::current().pickle_nodes, 4 * Limits::DEFAULT.pickle_nodes);
-//! # Limits::DEFAULT.set();
+//! let src = vit_convert::source::open_with(
+//!     "fixtures/convert/timm_vit/source.pth",
+//!     &OpenOptions::with_limits(limits),
+//! )?;
+//! assert!(!src.tensors().is_empty());
+//! # Ok::<(), vit_convert::Error>(())
 //! ```
 //!
 //! [`ErrorKind::BudgetExceeded`]: crate::ErrorKind::BudgetExceeded
 
-use std::path::Path;
-use std::sync::RwLock;
+use crate::error::{ErrorKind, Result};
 
-use crate::error::{Error, ErrorKind, Result};
-
-/// The prefix of the environment variables [`Limits::from_env`] reads.
+/// The prefix of the environment variables the CLI reads into [`Limits::from_vars`].
 pub const ENV_PREFIX: &str = "VIT_CONVERT_LIMIT_";
 
 /// Budgets every reader enforces. See the [module docs](self) for how to change them.
@@ -90,7 +98,8 @@ pub struct Limits {
     pub forward_tokens: usize,
     /// Largest input file (checkpoint, `.npy`) opened, in bytes, mapped or read.
     pub input_file_bytes: usize,
-    /// Largest input file read into memory rather than mapped (`VIT_CONVERT_NO_MMAP=1`), in
+    /// Largest input file read into memory rather than mapped (`OpenOptions::mmap` off; the CLI:
+    /// `VIT_CONVERT_NO_MMAP=1`), in
     /// bytes: reading takes the file's size in memory, so a sparse or lying file must not choose
     /// it.
     pub read_file_bytes: usize,
@@ -185,8 +194,6 @@ const BUDGETS: &[(&str, &str)] = &[
     ("table output bytes", "TABLE_OUTPUT_ALLOWANCE_BYTES"),
 ];
 
-static CURRENT: RwLock<Limits> = RwLock::new(Limits::DEFAULT);
-
 impl Limits {
     /// The defaults.
     pub const DEFAULT: Limits = Limits {
@@ -216,40 +223,11 @@ impl Limits {
         table_output_allowance_bytes: 16 << 20,
     };
 
-    /// The limits in force for this process ([`Limits::DEFAULT`] unless [`Limits::set`] changed
-    /// them). Readers take a copy when they start parsing a file.
-    pub fn current() -> Limits {
-        match CURRENT.read() {
-            Ok(l) => *l,
-            Err(poisoned) => *poisoned.into_inner(),
-        }
-    }
-
-    /// Makes these the limits for every file opened afterwards, process-wide.
-    pub fn set(self) {
-        match CURRENT.write() {
-            Ok(mut l) => *l = self,
-            Err(poisoned) => *poisoned.into_inner() = self,
-        }
-    }
-
-    /// The defaults, with every `VIT_CONVERT_LIMIT_<FIELD>` environment variable applied.
+    /// The defaults with `(VIT_CONVERT_LIMIT_<FIELD>, value)` pairs applied.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidOption`] for a `VIT_CONVERT_LIMIT_*` variable that names no budget or
     /// whose value is not a positive integer (optionally with a `K`, `M` or `G` suffix).
-    pub fn from_env() -> Result<Limits> {
-        Limits::from_vars(std::env::vars_os().filter_map(|(k, v)| {
-            let k = k.into_string().ok()?;
-            k.starts_with(ENV_PREFIX)
-                .then(|| (k, v.to_string_lossy().into_owned()))
-        }))
-    }
-
-    /// The defaults with `(VIT_CONVERT_LIMIT_<FIELD>, value)` pairs applied.
-    ///
-    /// # Errors
-    /// As [`Limits::from_env`].
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Limits> {
         let mut limits = Limits::DEFAULT;
         for (key, value) in vars {
@@ -284,58 +262,6 @@ pub fn env_var_for(budget: &str) -> Option<String> {
         .map(|(_, field)| format!("{ENV_PREFIX}{field}"))
 }
 
-/// Reads a JSON file that is as untrusted as the weights (a `config.json` downloaded beside
-/// them, a `--config` file), refusing it unread when it is larger than
-/// [`Limits::config_file_bytes`].
-///
-/// # Errors
-/// [`ErrorKind::Io`] when it cannot be read (or is not UTF-8), [`ErrorKind::BudgetExceeded`]
-/// (`config file bytes`) when it is too large; both carry `path`.
-pub fn read_config_file(path: &Path) -> Result<String> {
-    read_bounded(
-        path,
-        Limits::current().config_file_bytes,
-        "config file bytes",
-    )
-}
-
-/// Reads a mapping table (TOML), refusing it unread when it is larger than
-/// [`Limits::table_file_bytes`].
-///
-/// # Errors
-/// As [`read_config_file`], the budget being `table file bytes`.
-pub fn read_table_file(path: &Path) -> Result<String> {
-    read_bounded(path, Limits::current().table_file_bytes, "table file bytes")
-}
-
-fn read_bounded(path: &Path, limit: usize, budget: &'static str) -> Result<String> {
-    let bytes = crate::fsio::read_regular(path, limit, budget)?;
-    String::from_utf8(bytes).map_err(|e| {
-        Error::from(ErrorKind::io(
-            "read",
-            std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
-        ))
-        .with_path(path)
-    })
-}
-
-/// Checks the tokens per image a forward pass of `config` on a `[B, C, H, W]` batch runs (patches
-/// plus prefix tokens) against [`Limits::forward_tokens`].
-///
-/// # Errors
-/// [`ErrorKind::BudgetExceeded`] (`forward tokens`; offset 0).
-pub(crate) fn check_forward_tokens(
-    config: &crate::model::ViTConfig,
-    (_, _, h, w): (usize, usize, usize, usize),
-) -> Result<()> {
-    let limit = Limits::current().forward_tokens;
-    let p = config.patch_size.max(1);
-    let tokens = (h / p)
-        .saturating_mul(w / p)
-        .saturating_add(config.architecture.prefix_tokens());
-    check_within("forward tokens", Some(tokens), limit)
-}
-
 /// [`ErrorKind::BudgetExceeded`] (offset 0) unless `used` is known (computing it did not
 /// overflow) and at most `limit`.
 pub(crate) fn check_within(budget: &'static str, used: Option<usize>, limit: usize) -> Result<()> {
@@ -348,36 +274,6 @@ pub(crate) fn check_within(budget: &'static str, used: Option<usize>, limit: usi
         .into());
     }
     Ok(())
-}
-
-/// Checks the activation memory a forward pass of `config` on a `[B, C, H, W]` batch allocates
-/// (float32 patches, embeddings, eight `[B·T, hidden]` buffers and one `[B·T, intermediate]`)
-/// against [`Limits::forward_bytes`], with checked arithmetic.
-///
-/// # Errors
-/// [`ErrorKind::BudgetExceeded`] (`forward bytes`; offset 0).
-pub(crate) fn check_forward_bytes(
-    config: &crate::model::ViTConfig,
-    (b, c, h, w): (usize, usize, usize, usize),
-) -> Result<()> {
-    let limit = Limits::current().forward_bytes;
-    let p = config.patch_size.max(1);
-    let d = config.hidden_size;
-    let bytes = (|| {
-        let patches = (h / p).checked_mul(w / p)?.checked_mul(b)?;
-        let rows = (h / p)
-            .checked_mul(w / p)?
-            .checked_add(config.architecture.prefix_tokens())?
-            .checked_mul(b)?;
-        let patch_values = patches.checked_mul(c.checked_mul(p)?.checked_mul(p)?)?;
-        let emb = patches.checked_mul(d)?;
-        let per_row = d.checked_mul(8)?.checked_add(config.intermediate_size)?;
-        patch_values
-            .checked_add(emb)?
-            .checked_add(rows.checked_mul(per_row)?)?
-            .checked_mul(4)
-    })();
-    check_within("forward bytes", bytes, limit)
 }
 
 impl Default for Limits {

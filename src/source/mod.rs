@@ -20,9 +20,6 @@ pub use memory::MemorySource;
 pub(crate) const MAX_RANK: usize = 64;
 
 pub(crate) mod flax;
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod limits;
 mod memory;
 pub(crate) mod npy;
@@ -189,7 +186,62 @@ pub trait TensorSource: Send + Sync {
     }
 }
 
-/// Opens a checkpoint, sniffing its format from its magic bytes.
+/// How [`open_with`] and [`open_bytes_with`] read a checkpoint: plain values, so that two
+/// conversions in one process may use different ones.
+///
+/// ```
+/// use vit_convert::{source::OpenOptions, Limits};
+/// let mut limits = Limits::DEFAULT;
+/// limits.aliased_tensor_bytes = 1 << 30; // a trusted checkpoint with many views of one storage
+/// let mut opts = OpenOptions::with_limits(limits);
+/// opts.mmap = false; // read the file into memory (within `limits.read_file_bytes`)
+/// let src = vit_convert::source::open_with("fixtures/convert/timm_vit/source.pth", &opts)?;
+/// assert!(!src.tensors().is_empty());
+/// # Ok::<(), vit_convert::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// The budgets every reader enforces ([`Limits::DEFAULT`] by default).
+    pub limits: Limits,
+    /// Map input files (`true`, the default) or read them into memory, within
+    /// [`Limits::read_file_bytes`] ([`FileBytes::read_within`]).
+    pub mmap: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            limits: Limits::DEFAULT,
+            mmap: true,
+        }
+    }
+}
+
+impl OpenOptions {
+    /// Options with these limits, mapping files.
+    pub fn with_limits(limits: Limits) -> Self {
+        OpenOptions {
+            limits,
+            ..OpenOptions::default()
+        }
+    }
+
+    /// The bytes of `path`, mapped or read as these options say, within their limits.
+    ///
+    /// # Errors
+    /// As [`FileBytes::open`] and [`FileBytes::read`].
+    pub fn file_bytes(&self, path: &Path) -> Result<FileBytes> {
+        if self.mmap {
+            FileBytes::open_within(path, &self.limits)
+        } else {
+            FileBytes::read_within(path, &self.limits)
+        }
+    }
+}
+
+/// Opens a checkpoint, sniffing its format from its magic bytes, with the default
+/// [`OpenOptions`].
 ///
 /// ```
 /// use vit_convert::{source::Format, DType};
@@ -206,9 +258,17 @@ pub trait TensorSource: Send + Sync {
 /// matches, or the container's own error when its structure is invalid. Every error carries the
 /// path.
 pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn TensorSource>> {
+    open_with(path, &OpenOptions::default())
+}
+
+/// [`open`] with the given options (limits, mapping or reading).
+///
+/// # Errors
+/// As [`open`].
+pub fn open_with(path: impl AsRef<Path>, opts: &OpenOptions) -> Result<Box<dyn TensorSource>> {
     let path = path.as_ref();
-    let bytes = FileBytes::open(path)?;
-    open_bytes(bytes).map_err(|e| e.with_path(path))
+    let bytes = opts.file_bytes(path)?;
+    open_bytes_with(bytes, opts).map_err(|e| e.with_path(path))
 }
 
 /// Opens a checkpoint held in memory (the same as [`open`], without a file).
@@ -216,25 +276,48 @@ pub fn open(path: impl AsRef<Path>) -> Result<Box<dyn TensorSource>> {
 /// # Errors
 /// As [`open`].
 pub fn open_bytes(bytes: FileBytes) -> Result<Box<dyn TensorSource>> {
+    open_bytes_with(bytes, &OpenOptions::default())
+}
+
+/// [`open_bytes`] within `opts.limits` (`opts.mmap` does not apply: the bytes are already there).
+///
+/// ```
+/// use vit_convert::{source::{open_bytes_with, OpenOptions}, ErrorKind, FileBytes, Limits};
+/// let bytes = std::fs::read("fixtures/convert/timm_vit/source.pth")?;
+/// let mut limits = Limits::DEFAULT;
+/// limits.pickle_nodes = 10;
+/// let err = open_bytes_with(FileBytes::from_vec(bytes), &OpenOptions::with_limits(limits))
+///     .err()
+///     .ok_or("opened within 10 pickle nodes")?;
+/// assert!(matches!(err.kind(), ErrorKind::BudgetExceeded { budget: "pickle nodes", .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// As [`open`].
+pub fn open_bytes_with(bytes: FileBytes, opts: &OpenOptions) -> Result<Box<dyn TensorSource>> {
+    let limits = &opts.limits;
     match sniff(&bytes) {
         Some(Sniffed::Zip) => {
-            if torch_zip::is_torch_zip(&bytes, &|| bytes.release())? {
-                Ok(Box::new(torch_zip::TorchZipSource::parse(bytes)?))
+            if torch_zip::is_torch_zip(&bytes, &|| bytes.release(), limits)? {
+                Ok(Box::new(torch_zip::TorchZipSource::parse(bytes, limits)?))
             } else {
-                Ok(Box::new(npz::NpzSource::parse(bytes)?))
+                Ok(Box::new(npz::NpzSource::parse(bytes, limits)?))
             }
         }
-        Some(Sniffed::Pickle) => Ok(Box::new(torch_legacy::TorchLegacySource::parse(bytes)?)),
-        Some(Sniffed::Npy) => Ok(Box::new(npy::NpySource::parse(bytes)?)),
+        Some(Sniffed::Pickle) => Ok(Box::new(torch_legacy::TorchLegacySource::parse(
+            bytes, limits,
+        )?)),
+        Some(Sniffed::Npy) => Ok(Box::new(npy::NpySource::parse(bytes, limits)?)),
         Some(Sniffed::Safetensors) => {
-            let st = safetensors::SafetensorsSource::parse(bytes)?;
+            let st = safetensors::SafetensorsSource::parse(bytes, limits)?;
             if flax::FlaxSafetensors::is_flax(st.metadata()) {
                 Ok(Box::new(flax::FlaxSafetensors::new(Box::new(st))?))
             } else {
                 Ok(Box::new(st))
             }
         }
-        Some(Sniffed::Msgpack) => Ok(Box::new(flax::FlaxSource::parse(bytes)?)),
+        Some(Sniffed::Msgpack) => Ok(Box::new(flax::FlaxSource::parse(bytes, limits)?)),
         None => Err(Error::from(ErrorKind::UnknownFormat {
             magic: hex_prefix(&bytes, 8),
         })),

@@ -105,7 +105,10 @@ fn to_u64(n: usize) -> u64 {
 /// Returns `(version, header_start, header_len)` from the fixed-size preamble.
 ///
 /// Needs at most [`V2_PREAMBLE_LEN`] bytes; `bytes` may be a prefix of the file.
-pub(crate) fn parse_npy_preamble(bytes: &[u8]) -> Result<((u8, u8), usize, usize)> {
+pub(crate) fn parse_npy_preamble(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<((u8, u8), usize, usize)> {
     let truncated = |needed: usize| {
         Error::from(ErrorKind::Truncated {
             what: "npy preamble",
@@ -150,7 +153,7 @@ pub(crate) fn parse_npy_preamble(bytes: &[u8]) -> Result<((u8, u8), usize, usize
             _ => return Err(truncated(V2_PREAMBLE_LEN)),
         }
     };
-    let max = Limits::current().npy_header_bytes;
+    let max = limits.npy_header_bytes;
     if header_len > max {
         return Err(ErrorKind::BudgetExceeded {
             budget: "npy header length",
@@ -165,8 +168,8 @@ pub(crate) fn parse_npy_preamble(bytes: &[u8]) -> Result<((u8, u8), usize, usize
 /// Total length of preamble + header (the data offset), from the fixed-size preamble.
 ///
 /// Lets a caller holding a stream (a deflated npz member) read exactly the header and no more.
-pub(crate) fn npy_header_total_len(preamble: &[u8]) -> Result<usize> {
-    let (_, start, len) = parse_npy_preamble(preamble)?;
+pub(crate) fn npy_header_total_len(preamble: &[u8], limits: &Limits) -> Result<usize> {
+    let (_, start, len) = parse_npy_preamble(preamble, limits)?;
     // Both are bounded (≤ 12 and ≤ Limits::npy_header_bytes): checked anyway.
     start
         .checked_add(len)
@@ -184,8 +187,8 @@ pub(crate) const NPY_PREAMBLE_MAX: usize = V2_PREAMBLE_LEN;
 /// header longer than [`Limits::npy_header_bytes`], [`ErrorKind::MalformedContainer`] for a bad magic,
 /// version or header literal, [`ErrorKind::UnsupportedDType`] for a descr outside the supported
 /// set, [`ErrorKind::InvalidLayout`] for a negative, overflowing or too-high-rank shape.
-pub(crate) fn parse_npy_header(bytes: &[u8]) -> Result<NpyHeader> {
-    let (version, header_start, header_len) = parse_npy_preamble(bytes)?;
+pub(crate) fn parse_npy_header(bytes: &[u8], limits: &Limits) -> Result<NpyHeader> {
+    let (version, header_start, header_len) = parse_npy_preamble(bytes, limits)?;
     let data_offset = header_start
         .checked_add(header_len)
         .ok_or_else(|| malformed(Format::Npy, "header length overflows"))?;
@@ -733,8 +736,8 @@ impl NpySource {
     /// # Errors
     /// As [`parse_npy_header`]; [`ErrorKind::Truncated`] when the data is shorter than the shape
     /// needs, [`ErrorKind::MalformedContainer`] when bytes follow the data.
-    pub(crate) fn parse(bytes: FileBytes) -> Result<Self> {
-        let header = parse_npy_header(&bytes)?;
+    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
+        let header = parse_npy_header(&bytes, limits)?;
         check_data_len(&header, bytes.len())?;
         let mut metadata = BTreeMap::new();
         metadata.insert(
@@ -848,7 +851,7 @@ mod tests {
     }
 
     fn parse(bytes: Vec<u8>) -> Result<NpySource> {
-        NpySource::parse(FileBytes::from_vec(bytes))
+        NpySource::parse(FileBytes::from_vec(bytes), &Limits::DEFAULT)
     }
 
     fn read_all(bytes: Vec<u8>) -> Result<(DType, Vec<usize>, Vec<u8>, bool)> {
@@ -1226,7 +1229,7 @@ mod tests {
                 let data: Vec<u8> = (0..n).map(|i| (i % 2) as u8).collect();
                 let mut out = Vec::new();
                 write_npy(&mut out, dtype, &shape, &data).unwrap();
-                let h = parse_npy_header(&out).unwrap();
+                let h = parse_npy_header(&out, &Limits::DEFAULT).unwrap();
                 assert_eq!(h.data_offset % NPY_HEADER_ALIGN, 0);
                 assert_eq!(h.descr, npy_descr(dtype));
                 let (d, s, back, _) = read_all(out).unwrap();
@@ -1235,7 +1238,10 @@ mod tests {
         }
         let mut out = Vec::new();
         write_npy(&mut out, DType::BF16, &[1], &[0, 0]).unwrap();
-        assert_eq!(parse_npy_header(&out).unwrap().descr, "<V2");
+        assert_eq!(
+            parse_npy_header(&out, &Limits::DEFAULT).unwrap().descr,
+            "<V2"
+        );
     }
 
     #[test]

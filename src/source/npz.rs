@@ -86,7 +86,7 @@ impl NpzSource {
     /// [`ErrorKind::Duplicate`] for a repeated entry name, [`ErrorKind::BudgetExceeded`] past
     /// [`Limits::zip_entries`], and the `.npy` header errors of [`npy::parse_npy_header`] with the
     /// tensor name attached.
-    pub(crate) fn parse(bytes: FileBytes) -> Result<Self> {
+    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
         let bytes = Arc::new(bytes);
         let mut archive = ZipArchive::new(Cursor::new(SharedBytes(Arc::clone(&bytes))))
             .map_err(|e| zip_error("invalid zip archive", e))?;
@@ -99,7 +99,6 @@ impl NpzSource {
             }
             .into());
         }
-        let limits = Limits::current();
         if archive.len() > limits.zip_entries {
             return Err(ErrorKind::BudgetExceeded {
                 budget: "zip entries",
@@ -142,7 +141,7 @@ impl NpzSource {
                 ));
             };
             let name = name.to_string();
-            let (header, member) = parse_member(&mut archive, &bytes, index, &raw)
+            let (header, member) = parse_member(&mut archive, &bytes, index, &raw, limits)
                 .map_err(|e| e.with_tensor(&name))?;
             if matches!(member, Member::Deflated { .. }) {
                 compressed = compressed.saturating_add(1);
@@ -242,6 +241,7 @@ fn parse_member(
     bytes: &[u8],
     index: usize,
     raw: &RawEntry,
+    limits: &Limits,
 ) -> Result<(NpyHeader, Member)> {
     let entry_name = raw.name.as_str();
     if raw.encrypted {
@@ -273,7 +273,7 @@ fn parse_member(
                     ),
                 ));
             }
-            let header = npy::parse_npy_header(member_bytes)?;
+            let header = npy::parse_npy_header(member_bytes, limits)?;
             npy::check_data_len(&header, member_bytes.len())?;
             // data_offset + data_len == member length (checked), which lies inside the file.
             let start = raw
@@ -294,8 +294,8 @@ fn parse_member(
             Ok((header, Member::Stored { data: start..end }))
         }
         CompressionMethod::Deflated => {
-            check_inflation(raw, entry_name)?;
-            let header = read_deflated_header(archive, index, entry_name, raw.size)?;
+            check_inflation(raw, entry_name, limits)?;
+            let header = read_deflated_header(archive, index, entry_name, raw.size, limits)?;
             npy::check_data_len(&header, raw.size)?;
             Ok((
                 header,
@@ -322,7 +322,7 @@ const DEFLATE_SLACK: usize = 1024;
 /// Refuses a deflated member whose declared size no deflate stream of its length can produce
 /// (`MalformedContainer`), or one that inflates past [`INFLATE_FREE_BYTES`] at a ratio above
 /// [`Limits::npz_inflate_ratio`] (`BudgetExceeded`): the inflated bytes are what reading allocates.
-fn check_inflation(raw: &RawEntry, entry_name: &str) -> Result<()> {
+fn check_inflation(raw: &RawEntry, entry_name: &str, limits: &Limits) -> Result<()> {
     let possible = raw
         .compressed_size
         .saturating_mul(DEFLATE_MAX_RATIO)
@@ -333,7 +333,7 @@ fn check_inflation(raw: &RawEntry, entry_name: &str) -> Result<()> {
             raw.size, raw.compressed_size
         )));
     }
-    let ratio = Limits::current().npz_inflate_ratio;
+    let ratio = limits.npz_inflate_ratio;
     if raw.size > INFLATE_FREE_BYTES && raw.size / ratio.max(1) > raw.compressed_size {
         return Err(ErrorKind::BudgetExceeded {
             budget: "npz inflate ratio",
@@ -351,6 +351,7 @@ fn read_deflated_header(
     index: usize,
     entry_name: &str,
     size: usize,
+    limits: &Limits,
 ) -> Result<NpyHeader> {
     let mut file = archive
         .by_index(index)
@@ -363,7 +364,7 @@ fn read_deflated_header(
         .read_to_end(&mut head)
         .map_err(inflate_err)?;
     // Bounded by Limits::npy_header_bytes + preamble; checked against the declared size before reading.
-    let total = npy::npy_header_total_len(&head)?;
+    let total = npy::npy_header_total_len(&head, limits)?;
     if total > size {
         return Err(ErrorKind::Truncated {
             what: "npy header",
@@ -379,7 +380,7 @@ fn read_deflated_header(
         .take(to_u64(rest))
         .read_to_end(&mut head)
         .map_err(inflate_err)?;
-    npy::parse_npy_header(&head)
+    npy::parse_npy_header(&head, limits)
 }
 
 /// Recovers the first repeated name from the central directory (for the error message).
@@ -494,7 +495,7 @@ mod tests {
     }
 
     fn parse(bytes: Vec<u8>) -> Result<NpzSource> {
-        NpzSource::parse(FileBytes::from_vec(bytes))
+        NpzSource::parse(FileBytes::from_vec(bytes), &Limits::DEFAULT)
     }
 
     /// Overwrites the little-endian u32 at `field` after every `sig` in `bytes`.

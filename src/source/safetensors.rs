@@ -58,7 +58,7 @@ impl SafetensorsSource {
     /// [`ErrorKind::UnsupportedDType`] (with the tensor name) as in the module docs;
     /// [`ErrorKind::MalformedContainer`] for invalid UTF-8 or JSON and for everything the
     /// `safetensors` crate rejects.
-    pub(crate) fn parse(bytes: FileBytes) -> Result<Self> {
+    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
         let prefix: [u8; LEN_PREFIX] = bytes
             .get(..LEN_PREFIX)
             .and_then(|p| p.try_into().ok())
@@ -71,7 +71,7 @@ impl SafetensorsSource {
                 })
             })?;
         let declared = u64::from_le_bytes(prefix);
-        let max_header = Limits::current().safetensors_header_bytes;
+        let max_header = limits.safetensors_header_bytes;
         let header_len = usize::try_from(declared)
             .ok()
             .filter(|&n| n <= max_header)
@@ -101,7 +101,7 @@ impl SafetensorsSource {
             )
         })?;
         let (order, metadata) = check_header(scanned)?;
-        let max_tensors = Limits::current().tensors;
+        let max_tensors = limits.tensors;
         if order.len() > max_tensors {
             return Err(ErrorKind::BudgetExceeded {
                 budget: "tensor count",
@@ -402,7 +402,7 @@ mod tests {
     }
 
     fn parse(bytes: Vec<u8>) -> Result<SafetensorsSource> {
-        SafetensorsSource::parse(FileBytes::from_vec(bytes))
+        SafetensorsSource::parse(FileBytes::from_vec(bytes), &Limits::DEFAULT)
     }
 
     fn parse_err(bytes: Vec<u8>) -> Error {

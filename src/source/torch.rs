@@ -175,8 +175,10 @@ enum Work {
 /// `Duplicate` for two tensors with one name, `BudgetExceeded` for too deep, too many tensors,
 /// names too long, or tensors reading more than their storages hold by more than
 /// [`Limits::aliased_tensor_bytes`].
+///
+/// The budgets are those the pickle was parsed within.
 pub(crate) fn extract(parsed: &Parsed) -> Result<Extracted> {
-    let limits = Limits::current();
+    let limits = *parsed.arena.limits();
     let arena = &parsed.arena;
     let mut walk = Walk {
         arena,

@@ -20,6 +20,7 @@ use crate::mmap::FileBytes;
 use crate::source::pickle::value::{sequence, string_keyed};
 use crate::source::pickle::{parse_pickle, BigInt, Node, Parsed};
 use crate::source::torch::{extract, Checkpoint};
+use crate::source::Limits;
 use crate::source::{Format, TensorSource};
 use crate::tensor::{Tensor, TensorInfo};
 
@@ -49,14 +50,14 @@ impl TorchLegacySource {
     /// unsupported TAR container); pickle errors; `StorageSizeMismatch` when a storage's count
     /// prefix disagrees with the pickle; `Truncated` when its data runs past the file;
     /// `MissingStorage`; layout errors as the zip container.
-    pub(crate) fn parse(bytes: FileBytes) -> Result<Self> {
+    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
         if bytes.get(TAR_MAGIC) == Some(b"ustar") {
             return Err(malformed(
                 Format::TorchLegacy,
                 "this is the TAR-era torch container (torchvision ≤ 0.3), which is not supported",
             ));
         }
-        let magic = parse_pickle(&bytes, 0)?;
+        let magic = parse_pickle(&bytes, 0, limits)?;
         let is_magic = matches!(
             magic.arena.get(magic.root),
             Node::BigInt(BigInt { negative: false, magnitude }) if magnitude[..] == MAGIC_NUMBER
@@ -67,7 +68,7 @@ impl TorchLegacySource {
                 "not a torch legacy file (no magic number)",
             ));
         }
-        let version = parse_pickle(&bytes, magic.end)?;
+        let version = parse_pickle(&bytes, magic.end, limits)?;
         match version.arena.get(version.root) {
             Node::Int(PROTOCOL_VERSION) => {}
             other => {
@@ -77,7 +78,7 @@ impl TorchLegacySource {
                 ))
             }
         }
-        let sys_info = parse_pickle(&bytes, version.end)?;
+        let sys_info = parse_pickle(&bytes, version.end, limits)?;
         let mut metadata = BTreeMap::new();
         let mut notes = Vec::new();
         for (k, v) in string_keyed(&sys_info.arena, sys_info.root) {
@@ -96,13 +97,13 @@ impl TorchLegacySource {
             );
         }
 
-        let object = parse_pickle(&bytes, sys_info.end)?;
+        let object = parse_pickle(&bytes, sys_info.end, limits)?;
         if let Some(p) = object.protocol {
             metadata.insert("pickle_protocol".to_string(), p.to_string());
         }
         let extracted = extract(&object)?;
         let declared = declared_storages(&object)?;
-        let keys_pickle = parse_pickle(&bytes, object.end)?;
+        let keys_pickle = parse_pickle(&bytes, object.end, limits)?;
         let keys = storage_keys(&keys_pickle)?;
 
         // The raw storages follow, in the order of the key list.
@@ -333,7 +334,7 @@ mod tests {
     }
 
     fn open(bytes: Vec<u8>) -> Result<TorchLegacySource> {
-        TorchLegacySource::parse(FileBytes::from_vec(bytes))
+        TorchLegacySource::parse(FileBytes::from_vec(bytes), &Limits::DEFAULT)
     }
 
     fn err_of(r: Result<TorchLegacySource>) -> Error {

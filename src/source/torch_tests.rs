@@ -30,7 +30,7 @@ fn archive(pkl: &[u8], storages: &[(&str, &[u8])], byteorder: Option<&[u8]>) -> 
 }
 
 fn open(bytes: Vec<u8>) -> Result<TorchZipSource, Error> {
-    TorchZipSource::parse(FileBytes::from_vec(bytes))
+    TorchZipSource::parse(FileBytes::from_vec(bytes), &crate::Limits::DEFAULT)
 }
 
 /// `{name: tensor}` over FloatStorage "0" with 6 elements.
@@ -283,9 +283,14 @@ fn every_truncation_of_a_torch_zip_is_an_error() {
 #[test]
 fn torch_zip_is_told_apart_from_npz() {
     let pkl = one_tensor("x", 0, &[6], &[1]);
-    assert!(is_torch_zip(&archive(&pkl, &[("0", &six())], None), &|| {}).unwrap());
+    assert!(is_torch_zip(
+        &archive(&pkl, &[("0", &six())], None),
+        &|| {},
+        &crate::Limits::DEFAULT
+    )
+    .unwrap());
     let npz = zip_stored(&[("x.npy", b"\x93NUMPY", STORED), ("y.npy", b"", STORED)]);
-    assert!(!is_torch_zip(&npz, &|| {}).unwrap());
+    assert!(!is_torch_zip(&npz, &|| {}, &crate::Limits::DEFAULT).unwrap());
 }
 
 #[test]
@@ -298,7 +303,12 @@ fn zip_parsing_releases_mapped_pages_as_it_walks_the_local_headers() {
     let storages: Vec<(&str, &[u8])> = keys.iter().map(|k| (k.as_str(), &data[..])).collect();
     let zip = archive(&pkl, &storages, None);
     let calls = std::cell::Cell::new(0);
-    assert!(is_torch_zip(&zip, &|| calls.set(calls.get() + 1)).unwrap());
+    assert!(is_torch_zip(
+        &zip,
+        &|| calls.set(calls.get() + 1),
+        &crate::Limits::DEFAULT
+    )
+    .unwrap());
     // 22 entries (data.pkl, version, 20 storages): after headers 8 and 16, then at the end.
     assert_eq!(calls.get(), 3);
 }

@@ -148,7 +148,7 @@ struct Directory {
     entries: usize,
 }
 
-fn find_directory(bytes: &[u8]) -> Result<Directory> {
+fn find_directory(bytes: &[u8], limits: &Limits) -> Result<Directory> {
     // A zip's end record is its last structure: without one the file was cut short (its
     // leading `PK` signature already said it is a zip).
     let cut_short = || -> Error {
@@ -212,7 +212,7 @@ fn find_directory(bytes: &[u8]) -> Result<Directory> {
             dir.offset = to_usize(z.u64(48), "central directory offset")?;
         }
     }
-    let max_entries = Limits::current().zip_entries;
+    let max_entries = limits.zip_entries;
     if dir.entries > max_entries {
         return Err(ErrorKind::BudgetExceeded {
             budget: "zip entries",
@@ -244,8 +244,12 @@ const HEADERS_PER_RELEASE: usize = 8;
 ///
 /// # Errors
 /// `MalformedContainer` (zip), `Truncated`, `Duplicate { what: "zip entry" }`, `BudgetExceeded`.
-pub(crate) fn read_zip_entries(bytes: &[u8], release: &dyn Fn()) -> Result<Vec<ZipEntry>> {
-    let dir = find_directory(bytes)?;
+pub(crate) fn read_zip_entries(
+    bytes: &[u8],
+    release: &dyn Fn(),
+    limits: &Limits,
+) -> Result<Vec<ZipEntry>> {
+    let dir = find_directory(bytes, limits)?;
     let dir_end = dir.offset.saturating_add(dir.size);
     let mut entries: Vec<ZipEntry> = Vec::with_capacity(dir.entries.min(1024));
     let mut names: HashMap<String, usize> = HashMap::new();
@@ -427,8 +431,8 @@ fn archive_root(entries: &[ZipEntry]) -> Result<&str> {
 ///
 /// # Errors
 /// The zip's own structural errors.
-pub(crate) fn is_torch_zip(bytes: &[u8], release: &dyn Fn()) -> Result<bool> {
-    let entries = read_zip_entries(bytes, release)?;
+pub(crate) fn is_torch_zip(bytes: &[u8], release: &dyn Fn(), limits: &Limits) -> Result<bool> {
+    let entries = read_zip_entries(bytes, release, limits)?;
     release();
     let Some((root, _)) = entries.first().and_then(|e| e.name.split_once('/')) else {
         return Ok(false);
@@ -452,8 +456,8 @@ impl TorchZipSource {
     /// # Errors
     /// Zip and pickle errors; `MissingStorage`, `StorageSizeMismatch`, `StorageOutOfBounds`,
     /// `InvalidLayout`, `UnsupportedDType`, `Duplicate`.
-    pub(crate) fn parse(bytes: FileBytes) -> Result<Self> {
-        let entries = read_zip_entries(&bytes, &|| bytes.release())?;
+    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
+        let entries = read_zip_entries(&bytes, &|| bytes.release(), limits)?;
         bytes.release();
         let root = archive_root(&entries)?.to_string();
         let by_name: HashMap<&str, &ZipEntry> =
@@ -502,7 +506,7 @@ impl TorchZipSource {
                 format!("no {root}/data.pkl in the archive"),
             )
         })?;
-        let parsed = parse_pickle(pkl.stored(&bytes)?, 0)?;
+        let parsed = parse_pickle(pkl.stored(&bytes)?, 0, limits)?;
         if let Some(p) = parsed.protocol {
             metadata.insert("pickle_protocol".to_string(), p.to_string());
         }

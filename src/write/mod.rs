@@ -22,7 +22,8 @@
 //! old file or the whole new one, but they are not `fsync`ed (like `cp`, `torch.save` and
 //! safetensors' `save_file`): after a power loss a just-converted file may be missing or empty,
 //! never a partial file under its final name with no error reported earlier. Set
-//! `VIT_CONVERT_FSYNC=1` to sync every file before its rename.
+//! [`ConvertOptions::fsync`](crate::ConvertOptions::fsync) (the CLI: `VIT_CONVERT_FSYNC=1`) to
+//! sync every file before its rename.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -146,22 +147,28 @@ impl AtomicFile {
             .map_err(|e| io("write", e))
     }
 
-    /// Flushes the data to the file (and with `VIT_CONVERT_FSYNC=1` syncs it to disk), so that
-    /// only the rename remains: a full disk shows here, not at [`AtomicFile::commit`].
+    /// Flushes the data to the file, so that only the rename remains: a full disk shows here,
+    /// not at [`AtomicFile::commit`].
     pub(crate) fn sync(&mut self) -> Result<()> {
         let io = |op, e, p: &Path| Error::from(ErrorKind::io(op, e)).with_path(p);
         if let Some(w) = self.out.take() {
-            let f = w
-                .into_inner()
+            w.into_inner()
                 .map_err(|e| io("write", e.into_error(), &self.dest))?;
-            if fsync_requested() {
-                f.sync_all().map_err(|e| io("sync", e, &self.dest))?;
-            }
         }
         Ok(())
     }
 
-    /// Flushes (syncs when asked) and renames into place.
+    /// Syncs the (flushed, see [`AtomicFile::sync`]) temp file's data to disk: `fsync` applies
+    /// to the file, whichever descriptor asks.
+    pub(crate) fn sync_to_disk(&self) -> Result<()> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::from(ErrorKind::io("sync", e)).with_path(&self.dest))
+    }
+
+    /// Flushes and renames into place (without syncing to disk).
     pub(crate) fn commit(mut self) -> Result<()> {
         self.sync()?;
         std::fs::rename(&self.tmp, &self.dest)
@@ -304,11 +311,6 @@ pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
 
 /// Tensors at least this large are copied file to file when they are a byte range of the input.
 const KERNEL_COPY_MIN: u64 = 1 << 16;
-
-/// Whether `VIT_CONVERT_FSYNC` asks for files to be synced before their rename.
-fn fsync_requested() -> bool {
-    std::env::var_os("VIT_CONVERT_FSYNC").is_some_and(|v| !v.is_empty() && v != "0")
-}
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {

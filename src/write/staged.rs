@@ -30,6 +30,10 @@ use crate::error::{Error, ErrorKind, Result};
 #[derive(Default)]
 pub(crate) struct OutputSet {
     files: Vec<AtomicFile>,
+    /// Sync every file to disk before the renames ([`ConvertOptions::fsync`]).
+    ///
+    /// [`ConvertOptions::fsync`]: crate::ConvertOptions::fsync
+    fsync: bool,
 }
 
 /// One destination during a commit.
@@ -75,6 +79,14 @@ impl OutputSet {
         OutputSet::default()
     }
 
+    /// An empty set whose files are synced to disk before they are renamed when `fsync`.
+    pub(crate) fn with_fsync(fsync: bool) -> OutputSet {
+        OutputSet {
+            fsync,
+            ..OutputSet::default()
+        }
+    }
+
     /// Adds a written file (not yet committed).
     pub(crate) fn push(&mut self, file: AtomicFile) {
         self.files.push(file);
@@ -90,6 +102,9 @@ impl OutputSet {
         let mut files = self.files;
         for f in &mut files {
             f.sync()?;
+            if self.fsync {
+                f.sync_to_disk()?;
+            }
         }
         for (i, f) in files.iter().enumerate() {
             check_destination(&f.dest)?;

@@ -246,7 +246,7 @@ fn assert_not_regular(r: Result<impl Sized, vit_convert::Error>, kind: &str, pat
 
 #[test]
 fn special_files_anywhere_in_the_library_are_refused_at_once() {
-    use vit_convert::source::limits;
+    use vit_convert::{mapping::read_table_file, model::read_config_file, Limits};
     let root = tempfile::tempdir().unwrap();
     let pth = fixture("convert/timm_vit/source.pth");
     for (what, kind) in SPECIALS {
@@ -268,8 +268,8 @@ fn special_files_anywhere_in_the_library_are_refused_at_once() {
             kind,
             &special,
         );
-        assert_not_regular(limits::read_config_file(&special), kind, &special);
-        assert_not_regular(limits::read_table_file(&special), kind, &special);
+        assert_not_regular(read_config_file(&special, &Limits::DEFAULT), kind, &special);
+        assert_not_regular(read_table_file(&special, &Limits::DEFAULT), kind, &special);
         assert_not_regular(
             vit_convert::verify::F32Array::read_npy(&special),
             kind,

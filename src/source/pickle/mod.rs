@@ -24,8 +24,8 @@ pub(crate) use allow::{Global, Rebuild, StorageClass, TorchDType};
 pub(crate) use value::{Arena, BigInt, Node, NodeId, StorageRef};
 pub(crate) use vm::{parse_pickle, Parsed};
 
-// The budgets live in [`crate::source::Limits`]: the machine takes a copy of the limits in force
-// when it starts a pickle.
+// The budgets live in [`crate::source::Limits`]: the machine takes a copy of the limits its
+// caller passes (from the `OpenOptions` the file was opened with) when it starts a pickle.
 
 /// Longest decimal literal (INT/LONG text opcodes), as CPython's default `int` digit limit
 /// (fixed: no real checkpoint comes near it).

@@ -159,6 +159,11 @@ pub(crate) struct Arena {
 }
 
 impl Arena {
+    /// The budgets this arena (and the pickle it holds) was parsed within.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// An empty arena bounded by `limits`.
     pub(crate) fn new(limits: Limits) -> Self {
         Arena {

@@ -32,12 +32,12 @@ pub(crate) struct Parsed {
 /// Parses one pickle starting at `bytes[start]`.
 ///
 /// Error offsets are positions in `bytes`. At most [`Limits::pickle_bytes`] bytes are read; the
-/// other budgets are those of [`Limits::current`].
+/// other budgets are those of `limits` too.
 ///
 /// # Errors
 /// `Truncated`, `MalformedPickle`, `UnsupportedOpcode`, `DisallowedGlobal`, `BudgetExceeded`.
-pub(crate) fn parse_pickle(bytes: &[u8], start: usize) -> Result<Parsed> {
-    let limits = Limits::current();
+pub(crate) fn parse_pickle(bytes: &[u8], start: usize, limits: &Limits) -> Result<Parsed> {
+    let limits = *limits;
     let limit = start.saturating_add(limits.pickle_bytes).min(bytes.len());
     let cut = limit < bytes.len();
     let buf = bytes.get(..limit).unwrap_or_default();

@@ -8,7 +8,7 @@
 use crate::mmap::FileBytes;
 use crate::source::pickle::parse_pickle;
 use crate::source::torch::extract;
-use crate::source::{flax, npy, npz, safetensors, torch_legacy, torch_zip, TensorSource};
+use crate::source::{flax, npy, npz, safetensors, torch_legacy, torch_zip, Limits, TensorSource};
 use crate::tensor::TensorInfo;
 
 /// Reads every listed tensor and checks it against its listing.
@@ -41,7 +41,7 @@ fn read_parsed<S: TensorSource>(parsed: crate::Result<S>) {
 
 /// The pickle machine and the torch tensor walker on one pickle stream.
 pub fn pickle(data: &[u8]) {
-    if let Ok(parsed) = parse_pickle(data, 0) {
+    if let Ok(parsed) = parse_pickle(data, 0, &Limits::DEFAULT) {
         assert!(parsed.end <= data.len());
         let _ = extract(&parsed);
     }
@@ -49,38 +49,50 @@ pub fn pickle(data: &[u8]) {
 
 /// The torch zip container.
 pub fn torch_zip(data: &[u8]) {
-    read_parsed(torch_zip::TorchZipSource::parse(FileBytes::from_vec(
-        data.to_vec(),
-    )));
+    read_parsed(torch_zip::TorchZipSource::parse(
+        FileBytes::from_vec(data.to_vec()),
+        &Limits::DEFAULT,
+    ));
 }
 
 /// The torch legacy container.
 pub fn torch_legacy(data: &[u8]) {
-    read_parsed(torch_legacy::TorchLegacySource::parse(FileBytes::from_vec(
-        data.to_vec(),
-    )));
+    read_parsed(torch_legacy::TorchLegacySource::parse(
+        FileBytes::from_vec(data.to_vec()),
+        &Limits::DEFAULT,
+    ));
 }
 
 /// A single `.npy`.
 pub fn npy(data: &[u8]) {
-    read_parsed(npy::NpySource::parse(FileBytes::from_vec(data.to_vec())));
+    read_parsed(npy::NpySource::parse(
+        FileBytes::from_vec(data.to_vec()),
+        &Limits::DEFAULT,
+    ));
 }
 
 /// A `.npz` archive.
 pub fn npz(data: &[u8]) {
-    read_parsed(npz::NpzSource::parse(FileBytes::from_vec(data.to_vec())));
+    read_parsed(npz::NpzSource::parse(
+        FileBytes::from_vec(data.to_vec()),
+        &Limits::DEFAULT,
+    ));
 }
 
 /// A safetensors file.
 pub fn safetensors(data: &[u8]) {
-    read_parsed(safetensors::SafetensorsSource::parse(FileBytes::from_vec(
-        data.to_vec(),
-    )));
+    read_parsed(safetensors::SafetensorsSource::parse(
+        FileBytes::from_vec(data.to_vec()),
+        &Limits::DEFAULT,
+    ));
 }
 
 /// A Flax `flax_model.msgpack`.
 pub fn flax(data: &[u8]) {
-    read_parsed(flax::FlaxSource::parse(FileBytes::from_vec(data.to_vec())));
+    read_parsed(flax::FlaxSource::parse(
+        FileBytes::from_vec(data.to_vec()),
+        &Limits::DEFAULT,
+    ));
 }
 
 /// A mapping table (TOML text): loaded and, when it loads, planned over a small listing made
@@ -265,11 +277,10 @@ pub fn side_files(data: &[u8]) {
     use crate::image::{preprocess_image, Decoded, PreprocessorConfig, RgbImage};
     use crate::model::{self, ConfigOverrides};
 
-    let mut limits = crate::Limits::current();
+    let mut limits = Limits::DEFAULT;
     limits.preprocess_bytes = 1 << 20;
     limits.forward_bytes = 16 << 20;
     limits.forward_tokens = 1 << 8;
-    limits.set();
 
     let mut parts = data.splitn(3, |&b| b == 0);
     let config = parts.next().and_then(|b| std::str::from_utf8(b).ok());
@@ -294,6 +305,7 @@ pub fn side_files(data: &[u8]) {
                     } else {
                         PosInterp::Hf
                     },
+                    limits,
                 };
                 let _ = m.forward(pixels.view(), &opts);
             }
@@ -349,7 +361,7 @@ pub fn side_files(data: &[u8]) {
                     .collect();
                 if let Some(rgb) = RgbImage::new(w, h, pixels) {
                     let transparent = (n(7) & 1 == 1).then_some([0, 0, 0]);
-                    let _ = preprocess_image(Decoded { rgb, transparent }, &cfg);
+                    let _ = preprocess_image(Decoded { rgb, transparent }, &cfg, &limits);
                 }
             }
         }
