@@ -627,3 +627,27 @@ fn table_ops_on_an_empty_tensor_with_a_huge_axis_finish_at_once() {
         );
     }
 }
+
+#[test]
+fn tables_check_refuses_a_rule_whose_split_outputs_recompute_many_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("amp.toml");
+    let ops = vec!["\"transpose(1, 0)\""; 15].join(", ");
+    let to: Vec<String> = (0..64).map(|k| format!("\"o{k}\"")).collect();
+    std::fs::write(
+        &path,
+        format!(
+            "[table]\nid = \"z\"\ndescription = \"z\"\nfamilies = [\"z\"]\n[model]\nlayer_norm_eps = 1e-6\nhidden_act = \"gelu\"\npreprocessor = \"vit\"\n[[rule]]\nfrom = \"w\"\nshape = [\"A\", \"B\"]\nops = [{ops}, \"split(0, 64)\"]\nto = [{}]\n",
+            to.join(", ")
+        ),
+    )
+    .unwrap();
+    let out = common::run_cli(&["tables", "--check", path.to_str().unwrap()]);
+    assert_refused(
+        &out,
+        &[
+            "amp.toml:9",
+            "15 ops besides split/concat for each of 64 outputs",
+        ],
+    );
+}

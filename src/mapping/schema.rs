@@ -23,6 +23,12 @@ pub(crate) const MAX_RULE_OPS: usize = 16;
 /// multiply the work a table can ask for.
 pub(crate) const MAX_RULE_NAMES: usize = 64;
 
+/// Most ops besides `split`/`concat` times outputs in one rule (the larger of its `from` and `to`
+/// counts, since the rule also runs backwards): each output of a split recomputes the rule's
+/// other ops on the whole input, so 64 outputs after 15 transposes copied a tensor 960 times (a
+/// 16 MiB checkpoint took 40 s). The shipped tables need at most 3; one output may still have 16.
+pub(crate) const MAX_RULE_WORK: usize = MAX_RULE_OPS;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSpec {
@@ -535,6 +541,16 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
             }
             _ => {}
         }
+    }
+    let outputs = from.len().max(to.len());
+    let recomputed = ops
+        .iter()
+        .filter(|o| !matches!(o, OpSpec::Split { .. } | OpSpec::Concat { .. }))
+        .count();
+    if outputs.saturating_mul(recomputed) > MAX_RULE_WORK {
+        return Err(err(format!(
+            "{recomputed} ops besides split/concat for each of {outputs} outputs: every output recomputes them (ops × outputs at most {MAX_RULE_WORK})"
+        )));
     }
     let concat = matches!(ops.first(), Some(OpSpec::Concat { .. }));
     if concat != (from.len() > 1) {

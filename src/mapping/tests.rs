@@ -746,3 +746,50 @@ fn ops_on_an_empty_tensor_with_a_huge_outer_axis_finish_at_once() {
         assert!(start.elapsed() < std::time::Duration::from_secs(1), "{ops}");
     }
 }
+
+#[test]
+fn ops_recomputed_for_every_split_output_are_bounded_at_load() {
+    let names = |n: usize| {
+        let v: Vec<String> = (0..n).map(|k| format!("\"o{k}\"")).collect();
+        v.join(", ")
+    };
+    let rule = |ops: &str, n: usize| {
+        format!(
+            "[[rule]]\nfrom = \"w\"\nshape = [\"A\", \"B\"]\nops = [{ops}]\nto = [{}]\n",
+            names(n)
+        )
+    };
+    let transposes = |k: usize| vec!["\"transpose(1, 0)\""; k].join(", ");
+    // 15 transposes recomputed for each of 64 outputs: refused, naming the rule's line.
+    let text = table_text(
+        "",
+        &rule(&format!("{}, \"split(0, 64)\"", transposes(15)), 64),
+    );
+    let e = MappingTable::from_toml(&text, "evil.toml").unwrap_err();
+    let (file, line, reason) = table_reason(&e);
+    assert_eq!((file.as_str(), line), ("evil.toml", 13), "{reason}");
+    assert!(
+        reason.contains("15 ops besides split/concat for each of 64 outputs"),
+        "{reason}"
+    );
+    // The same the other way round: a 64-way concat then 15 ops is a split after them in reverse.
+    let from = names(64).replace('o', "w");
+    let text = table_text(
+        "",
+        &format!("[[rule]]\nfrom = [{from}]\nshape = [\"A\", \"B\"]\nops = [\"concat(0)\", {}]\nto = \"y\"\n", transposes(15)),
+    );
+    let (_, _, reason) = table_reason(&MappingTable::from_toml(&text, "evil.toml").unwrap_err());
+    assert!(reason.contains("for each of 64 outputs"), "{reason}");
+    // A split alone, a qkv-style transpose then split, or 16 ops on one output still load.
+    for ok in [
+        rule("\"split(0, 64)\"", 64),
+        rule(&format!("{}, \"split(0, 16)\"", transposes(1)), 16),
+        rule(&format!("{}, \"split(0, 3)\"", transposes(1)), 3),
+        format!(
+            "[[rule]]\nfrom = \"w\"\nshape = [\"A\", \"B\"]\nops = [{}]\nto = \"y\"\n",
+            transposes(16)
+        ),
+    ] {
+        MappingTable::from_toml(&table_text("", &ok), "ok.toml").unwrap();
+    }
+}
