@@ -550,3 +550,104 @@ fn a_family_and_a_custom_table_together_are_refused() {
     );
     assert!(!out_dir.join("model.safetensors").exists());
 }
+
+#[test]
+fn tables_check_refuses_strip_prefixes_that_start_with_one_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested.toml");
+    let text = MappingTable::builtin("timm").unwrap().text().replace(
+        "strip_prefixes = [\"module.\", \"_orig_mod.\"]",
+        "strip_prefixes = [\"module.module.module.x\", \"module.\"]",
+    );
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("strip_prefixes"))
+        .unwrap()
+        + 1;
+    std::fs::write(&path, &text).unwrap();
+    let out = common::run_cli(&["tables", "--check", path.to_str().unwrap()]);
+    let needles = [
+        &format!("nested.toml:{line}") as &str,
+        "strip_prefixes: `module.module.module.x` starts with `module.`",
+    ];
+    assert_refused(&out, &needles);
+    let out_dir = dir.path().join("out");
+    let conv = common::run_cli(&[
+        "--table",
+        path.to_str().unwrap(),
+        common::fixture("convert", "timm_vit/source.pth")
+            .to_str()
+            .unwrap(),
+        "-o",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_refused(&conv, &needles);
+    assert!(!out_dir.exists());
+}
+
+#[test]
+fn table_ops_on_an_empty_tensor_with_a_huge_axis_finish_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = MemorySource::new();
+    let empty = Tensor::new(DType::F32, vec![1 << 60, 4, 0], Cow::Owned(Vec::new())).unwrap();
+    src.insert("w", empty).unwrap();
+    let ckpt = dir.path().join("empty.safetensors");
+    let items = WriteItem::all(&src);
+    vit_convert::write::write_safetensors(&ckpt, &src, &items, None, &BTreeMap::new()).unwrap();
+    for ops in ["split(1, 2)", "prepend_zeros(1, 1)", "drop_zeros(1, 1)"] {
+        let to = if ops.starts_with("split") {
+            "[\"a\", \"b\"]"
+        } else {
+            "\"a\""
+        };
+        let table = dir.path().join("t.toml");
+        std::fs::write(
+            &table,
+            format!(
+                "[table]\nid = \"z\"\ndescription = \"z\"\nfamilies = [\"z\"]\n[model]\nlayer_norm_eps = 1e-6\nhidden_act = \"gelu\"\npreprocessor = \"vit\"\n[[rule]]\nfrom = \"w\"\nshape = [\"A\", \"B\", \"C\"]\nops = [\"{ops}\"]\nto = {to}\n"
+            ),
+        )
+        .unwrap();
+        let start = std::time::Instant::now();
+        let out = common::run_cli(&[
+            "hash",
+            ckpt.to_str().unwrap(),
+            "--table",
+            table.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{ops}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains("[1152921504606846976,"),
+            "{}",
+            stdout(&out)
+        );
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "{ops}"
+        );
+    }
+}
+
+#[test]
+fn tables_check_refuses_a_rule_whose_split_outputs_recompute_many_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("amp.toml");
+    let ops = vec!["\"transpose(1, 0)\""; 15].join(", ");
+    let to: Vec<String> = (0..64).map(|k| format!("\"o{k}\"")).collect();
+    std::fs::write(
+        &path,
+        format!(
+            "[table]\nid = \"z\"\ndescription = \"z\"\nfamilies = [\"z\"]\n[model]\nlayer_norm_eps = 1e-6\nhidden_act = \"gelu\"\npreprocessor = \"vit\"\n[[rule]]\nfrom = \"w\"\nshape = [\"A\", \"B\"]\nops = [{ops}, \"split(0, 64)\"]\nto = [{}]\n",
+            to.join(", ")
+        ),
+    )
+    .unwrap();
+    let out = common::run_cli(&["tables", "--check", path.to_str().unwrap()]);
+    assert_refused(
+        &out,
+        &[
+            "amp.toml:9",
+            "15 ops besides split/concat for each of 64 outputs",
+        ],
+    );
+}

@@ -4,7 +4,7 @@
 //! by the number of prefixes or templates in the table, so 20 000 rules against 200 000 names
 //! cost about as much as 200 000 hash look-ups.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::pattern::Pattern;
 use super::schema::{MappingTable, RejectMatch};
@@ -166,13 +166,19 @@ impl PrefixSet {
 }
 
 /// Name templates indexed for matching: literal names by the whole name, `{i}` templates by their
-/// literal prefix (a trie) and then by their literal suffix.
+/// literal prefix (a trie walked from the name's start) and their literal suffix (a trie of
+/// reversed suffixes walked from the name's end), so no look-up hashes the rest of a name: one
+/// forward and one backward walk per name, whatever the number or length of the templates.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PatternIndex {
     literals: HashMap<String, Vec<usize>>,
     prefixes: Trie,
-    /// Per prefix node: suffix → template positions (ascending).
-    suffixes: HashMap<usize, HashMap<String, Vec<usize>>>,
+    /// Every template's suffix, reversed.
+    suffixes: Trie,
+    /// (prefix node, suffix node) → template positions (ascending).
+    templates: HashMap<(usize, usize), Vec<usize>>,
+    /// The prefix nodes some template's prefix ends at.
+    prefix_ends: HashSet<usize>,
 }
 
 #[cfg(test)]
@@ -200,13 +206,10 @@ impl PatternIndex {
                     .push(k),
                 Some(s) => {
                     let node = index.prefixes.insert(p.prefix().as_bytes());
-                    index
-                        .suffixes
-                        .entry(node)
-                        .or_default()
-                        .entry(s.to_string())
-                        .or_default()
-                        .push(k);
+                    let reversed: Vec<u8> = s.bytes().rev().collect();
+                    let tail = index.suffixes.insert(&reversed);
+                    index.prefix_ends.insert(node);
+                    index.templates.entry((node, tail)).or_default().push(k);
                 }
             }
         }
@@ -229,10 +232,16 @@ impl PatternIndex {
             }
         }
         let bytes = name.as_bytes();
+        if self.prefix_ends.is_empty() {
+            return;
+        }
+        // tails[l]: the suffix-trie node of the name's last l bytes, while the trie has them.
+        let reversed: Vec<u8> = bytes.iter().rev().copied().collect();
+        let tails: Vec<usize> = self.suffixes.walk(&reversed).map(|(_, n)| n).collect();
         for (len, node) in self.prefixes.walk(bytes) {
-            let Some(by_suffix) = self.suffixes.get(&node) else {
+            if !self.prefix_ends.contains(&node) {
                 continue;
-            };
+            }
             let rest = bytes.get(len..).unwrap_or_default();
             let run = rest
                 .iter()
@@ -243,15 +252,13 @@ impl PatternIndex {
             let longest = if rest.first() == Some(&b'0') { 1 } else { run };
             for digits in 1..=longest.min(run) {
                 probe();
-                let (Some(d), Some(suffix)) =
-                    (name.get(len..len + digits), name.get(len + digits..))
-                else {
+                let Some(tail) = rest.len().checked_sub(digits).and_then(|l| tails.get(l)) else {
                     continue;
                 };
-                let Some(ks) = by_suffix.get(suffix) else {
+                let Some(ks) = self.templates.get(&(node, *tail)) else {
                     continue;
                 };
-                let Ok(i) = d.parse::<usize>() else {
+                let Some(Ok(i)) = name.get(len..len + digits).map(str::parse::<usize>) else {
                     continue;
                 };
                 for &k in ks.iter().take(per_form) {
@@ -314,6 +321,31 @@ mod tests {
             got.sort_unstable();
             assert_eq!(got, brute(&patterns, name), "{name}");
         }
+    }
+
+    #[test]
+    fn template_matching_does_not_hash_the_rest_of_a_long_name_per_template() {
+        // 900 templates whose prefixes all lie along `a1a1a1…`, each followed by a digit in the
+        // name: matching used to hash the rest of the name once per template.
+        let patterns: Vec<Pattern> = (0..900)
+            .map(|j| Pattern::parse(&format!("{}a{{i}}x", "a1".repeat(j))).unwrap())
+            .collect();
+        let index = PatternIndex::new(patterns.iter().enumerate());
+        let start = std::time::Instant::now();
+        for n in 0..300 {
+            let name = format!("{}a{n:06}{}", "a1".repeat(900), "z".repeat(10_000));
+            index.candidates(&name, 2, |k, _| panic!("{k} matched"));
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+        let name = format!("{}a7x", "a1".repeat(899));
+        let mut got = Vec::new();
+        index.candidates(&name, 2, |k, i| got.push((k, i)));
+        assert_eq!(got, brute(&patterns, &name));
+        assert_eq!(got, vec![(899, Some(7))]);
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub(crate) const MAX_RULE_OPS: usize = 16;
 /// multiply the work a table can ask for.
 pub(crate) const MAX_RULE_NAMES: usize = 64;
 
+/// Most ops besides `split`/`concat` times outputs in one rule (the larger of its `from` and `to`
+/// counts, since the rule also runs backwards): each output of a split recomputes the rule's
+/// other ops on the whole input, so 64 outputs after 15 transposes copied a tensor 960 times (a
+/// 16 MiB checkpoint took 40 s). The shipped tables need at most 3; one output may still have 16.
+pub(crate) const MAX_RULE_WORK: usize = MAX_RULE_OPS;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSpec {
@@ -315,6 +321,11 @@ impl MappingTable {
             file,
         )?;
         let branches = src.branches;
+        let strip_lines: Vec<usize> = src
+            .strip_prefixes
+            .iter()
+            .map(|s| lines.line_of(s.span().start))
+            .collect();
         let strip_prefixes = source_list(
             src.strip_prefixes,
             "strip_prefixes",
@@ -357,6 +368,7 @@ impl MappingTable {
             index: TableIndex::default(),
         };
         table.index = TableIndex::build(&table);
+        check_strip_prefixes(&table, &strip_lines)?;
         check_reachable(&table)?;
         Ok(table)
     }
@@ -410,6 +422,29 @@ fn stripped_away<'t>(table: &'t MappingTable, pattern: &Pattern) -> Option<&'t s
         .find(|&(len, _)| indexed || len < text.len())
         .and_then(|(_, k)| table.strip_prefixes.get(k))
         .map(String::as_str)
+}
+
+/// Refuses a strip prefix that starts with another one (`module.` and `module.x.`): one of the
+/// two is dead or shadowed, and without such pairs a trie walk meets at most one prefix, at its
+/// end, so stripping a name costs time linear in its length (with them, a name of `a`s and the
+/// prefixes `a` and 100 000 `a`s then `b` took a walk of 100 000 bytes per byte stripped).
+fn check_strip_prefixes(table: &MappingTable, lines: &[usize]) -> Result<()> {
+    for (k, p) in table.strip_prefixes.iter().enumerate() {
+        let shorter = table
+            .index
+            .strip
+            .matches(p)
+            .find(|&(len, at)| len < p.len() || at != k)
+            .and_then(|(_, at)| table.strip_prefixes.get(at));
+        if let Some(q) = shorter {
+            return Err(table_error(
+                &table.file,
+                lines.get(k).copied().unwrap_or(0),
+                format!("strip_prefixes: `{p}` starts with `{q}`, also listed; list one of them"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Refuses rules and rejects whose names can never match, because a strip prefix removes what
@@ -506,6 +541,16 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
             }
             _ => {}
         }
+    }
+    let outputs = from.len().max(to.len());
+    let recomputed = ops
+        .iter()
+        .filter(|o| !matches!(o, OpSpec::Split { .. } | OpSpec::Concat { .. }))
+        .count();
+    if outputs.saturating_mul(recomputed) > MAX_RULE_WORK {
+        return Err(err(format!(
+            "{recomputed} ops besides split/concat for each of {outputs} outputs: every output recomputes them (ops × outputs at most {MAX_RULE_WORK})"
+        )));
     }
     let concat = matches!(ops.first(), Some(OpSpec::Concat { .. }));
     if concat != (from.len() > 1) {

@@ -469,12 +469,12 @@ fn rules_with_too_many_ops_or_dimensions_are_refused_at_load() {
 #[test]
 fn strip_prefixes_strip_repeatedly_in_list_order() {
     let text = table_text(
-        "strip_prefixes = [\"a.\", \"a.b.\", \"m.\"]",
+        "strip_prefixes = [\"a.\", \"m.\"]",
         "[[rule]]\nfrom = \"b.w\"\nshape = [\"A\"]\nto = \"x\"\n[[rule]]\nfrom = \"a.\"\nshape = [\"A\"]\nto = \"y\"\n",
     );
     let t = MappingTable::from_toml(&text, "t.toml").unwrap();
-    // `a.b.w`: the first prefix in the list wins (`a.`), leaving `b.w`; `m.a.` keeps `a.` (a
-    // strip never leaves an empty name).
+    // `m.a.m.a.b.w` loses `m.` and `a.` twice, leaving `b.w`; `m.a.` keeps `a.` (a strip never
+    // leaves an empty name).
     let src = mem_source(&[("m.a.m.a.b.w", &[2]), ("m.a.", &[2])]);
     let plan = plan_forward(&t, src.tensors(), None).unwrap();
     let names: Vec<&str> = plan.targets.iter().map(|p| p.info.name.as_str()).collect();
@@ -718,4 +718,126 @@ fn a_rule_or_reject_behind_a_strip_prefix_is_refused_at_load() {
         "[[rule]]\nfrom = \"module.\"\nshape = [\"D\"]\nto = \"x\"\n",
     );
     MappingTable::from_toml(&text, "ok.toml").unwrap();
+}
+
+#[test]
+fn strip_prefixes_that_start_with_one_another_are_refused_at_load_naming_the_line() {
+    for (list, shown) in [
+        ("\"a.\", \"a.b.\"", "`a.b.` starts with `a.`"),
+        ("\"a.b.\", \"a.\"", "`a.b.` starts with `a.`"),
+        ("\"m.\", \"m.\"", "`m.` starts with `m.`"),
+    ] {
+        let text = table_text(&format!("strip_prefixes = [\"x.\",\n  {list}]"), "");
+        let e = MappingTable::from_toml(&text, "evil.toml").unwrap_err();
+        let (file, line, reason) = table_reason(&e);
+        assert_eq!((file.as_str(), line), ("evil.toml", 13), "{reason}");
+        assert!(
+            reason.contains("strip_prefixes") && reason.contains(shown),
+            "{reason}"
+        );
+    }
+}
+
+#[test]
+fn stripping_a_long_name_is_linear_whatever_the_prefixes() {
+    // A long strip prefix that almost matches used to be walked once per byte stripped.
+    let long = format!("{}b", "a".repeat(20_000));
+    let text = table_text(
+        &format!("strip_prefixes = [\"{long}\", \"c\"]"),
+        "[[rule]]\nfrom = \"x\"\nshape = [\"A\"]\nto = \"y\"\n",
+    );
+    let t = MappingTable::from_toml(&text, "t.toml").unwrap();
+    let name = format!("{}{}x", "c".repeat(100_000), "a".repeat(100_000));
+    let src = mem_source(&[(name.as_str(), &[1])]);
+    let start = std::time::Instant::now();
+    let e = plan_forward(&t, src.tensors(), None).unwrap_err();
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let (_, _, problem) = mapping_reason(&e);
+    assert!(
+        matches!(problem, MappingError::Unconsumed { .. }),
+        "{problem:?}"
+    );
+}
+
+#[test]
+fn ops_on_an_empty_tensor_with_a_huge_outer_axis_finish_at_once() {
+    let big = 1usize << 60;
+    for ops in [
+        "\"split(1, 2)\"",
+        "\"prepend_zeros(1, 1)\"",
+        "\"drop_zeros(1, 1)\"",
+        "\"transpose(1, 0, 2)\"",
+    ] {
+        let to = if ops.contains("split") {
+            "[\"y0\", \"y1\"]"
+        } else {
+            "\"y0\""
+        };
+        let rules = format!(
+            "[[rule]]\nfrom = \"w\"\nshape = [\"A\", \"B\", \"C\"]\nops = [{ops}]\nto = {to}\n"
+        );
+        let t = MappingTable::from_toml(&table_text("", &rules), "t.toml").unwrap();
+        let src = mem_source(&[("w", &[big, 4, 0])]);
+        let plan = plan_forward(&t, src.tensors(), None).unwrap();
+        let planned = PlannedSource::new(&src, plan);
+        let start = std::time::Instant::now();
+        let y = planned.read("y0").unwrap();
+        assert!(y.data.is_empty(), "{ops}");
+        assert_eq!(
+            y.shape.first(),
+            Some(if ops.contains("transpose") { &4 } else { &big })
+        );
+        assert!(start.elapsed() < std::time::Duration::from_secs(1), "{ops}");
+    }
+}
+
+#[test]
+fn ops_recomputed_for_every_split_output_are_bounded_at_load() {
+    let names = |n: usize| {
+        let v: Vec<String> = (0..n).map(|k| format!("\"o{k}\"")).collect();
+        v.join(", ")
+    };
+    let rule = |ops: &str, n: usize| {
+        format!(
+            "[[rule]]\nfrom = \"w\"\nshape = [\"A\", \"B\"]\nops = [{ops}]\nto = [{}]\n",
+            names(n)
+        )
+    };
+    let transposes = |k: usize| vec!["\"transpose(1, 0)\""; k].join(", ");
+    // 15 transposes recomputed for each of 64 outputs: refused, naming the rule's line.
+    let text = table_text(
+        "",
+        &rule(&format!("{}, \"split(0, 64)\"", transposes(15)), 64),
+    );
+    let e = MappingTable::from_toml(&text, "evil.toml").unwrap_err();
+    let (file, line, reason) = table_reason(&e);
+    assert_eq!((file.as_str(), line), ("evil.toml", 13), "{reason}");
+    assert!(
+        reason.contains("15 ops besides split/concat for each of 64 outputs"),
+        "{reason}"
+    );
+    // The same the other way round: a 64-way concat then 15 ops is a split after them in reverse.
+    let from = names(64).replace('o', "w");
+    let text = table_text(
+        "",
+        &format!("[[rule]]\nfrom = [{from}]\nshape = [\"A\", \"B\"]\nops = [\"concat(0)\", {}]\nto = \"y\"\n", transposes(15)),
+    );
+    let (_, _, reason) = table_reason(&MappingTable::from_toml(&text, "evil.toml").unwrap_err());
+    assert!(reason.contains("for each of 64 outputs"), "{reason}");
+    // A split alone, a qkv-style transpose then split, or 16 ops on one output still load.
+    for ok in [
+        rule("\"split(0, 64)\"", 64),
+        rule(&format!("{}, \"split(0, 16)\"", transposes(1)), 16),
+        rule(&format!("{}, \"split(0, 3)\"", transposes(1)), 3),
+        format!(
+            "[[rule]]\nfrom = \"w\"\nshape = [\"A\", \"B\"]\nops = [{}]\nto = \"y\"\n",
+            transposes(16)
+        ),
+    ] {
+        MappingTable::from_toml(&table_text("", &ok), "ok.toml").unwrap();
+    }
 }
