@@ -19,8 +19,15 @@ pub use memory::MemorySource;
 /// shares); a fixed structural limit, not a budget.
 pub(crate) const MAX_RANK: usize = 64;
 
+/// A size or offset as the `u64` error fields carry it (saturating on a platform where `usize`
+/// is wider, which none is today).
+pub(crate) fn to_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 pub(crate) mod flax;
 pub mod limits;
+mod mapped;
 mod memory;
 pub(crate) mod npy;
 pub(crate) mod npz;

@@ -23,11 +23,13 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::Limits;
-use crate::source::{Format, TensorSource};
+use crate::source::mapped::{Index, Mapped};
+use crate::source::{to_u64, Format};
 use crate::tensor::{self, DType, Tensor, TensorInfo};
 
 /// The magic string every `.npy` starts with.
@@ -96,10 +98,6 @@ impl NpyHeader {
             shape: self.shape.clone(),
         }
     }
-}
-
-fn to_u64(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// Returns `(version, header_start, header_len)` from the fixed-size preamble.
@@ -722,22 +720,35 @@ pub(crate) fn npy_header(dtype: DType, shape: &[usize]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A single `.npy` array, listed as [`NPY_TENSOR_NAME`].
-pub(crate) struct NpySource {
-    bytes: FileBytes,
+/// A single `.npy` array: its bytes and their [`Npy`] index.
+pub(crate) type NpySource = Mapped<Npy>;
+
+impl NpySource {
+    /// Parses the file ([`Npy::parse`]) and keeps its bytes.
+    ///
+    /// # Errors
+    /// As [`Npy::parse`].
+    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
+        let index = Npy::parse(&bytes, limits)?;
+        Ok(Mapped::new(Arc::new(bytes), index))
+    }
+}
+
+/// The index of a single `.npy` array, listed as [`NPY_TENSOR_NAME`].
+pub(crate) struct Npy {
     header: NpyHeader,
     tensors: Vec<TensorInfo>,
     metadata: BTreeMap<String, String>,
 }
 
-impl NpySource {
+impl Npy {
     /// Parses and validates a whole `.npy` file.
     ///
     /// # Errors
     /// As [`parse_npy_header`]; [`ErrorKind::Truncated`] when the data is shorter than the shape
     /// needs, [`ErrorKind::MalformedContainer`] when bytes follow the data.
-    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
-        let header = parse_npy_header(&bytes, limits)?;
+    pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<Self> {
+        let header = parse_npy_header(bytes, limits)?;
         check_data_len(&header, bytes.len())?;
         let mut metadata = BTreeMap::new();
         metadata.insert(
@@ -749,9 +760,8 @@ impl NpySource {
             "fortran_order".to_string(),
             header.fortran_order.to_string(),
         );
-        Ok(NpySource {
+        Ok(Npy {
             tensors: vec![header.info(NPY_TENSOR_NAME)],
-            bytes,
             header,
             metadata,
         })
@@ -785,15 +795,7 @@ pub(crate) fn check_data_len(header: &NpyHeader, total_len: usize) -> Result<()>
     Ok(())
 }
 
-impl TensorSource for NpySource {
-    fn release_pages(&self) {
-        self.bytes.release();
-    }
-
-    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
-        self.bytes.locate(data)
-    }
-
+impl Index for Npy {
     fn format(&self) -> Format {
         Format::Npy
     }
@@ -802,20 +804,20 @@ impl TensorSource for NpySource {
         &self.tensors
     }
 
-    fn read(&self, name: &str) -> Result<Tensor<'_>> {
+    fn read<'a>(&'a self, bytes: &'a [u8], name: &str) -> Result<Tensor<'a>> {
         if name != NPY_TENSOR_NAME {
             return Err(ErrorKind::TensorNotFound { name: name.into() }.into());
         }
         let h = &self.header;
         let end = h.data_offset.checked_add(h.data_len);
         let stored = end
-            .and_then(|end| self.bytes.get(h.data_offset..end))
+            .and_then(|end| bytes.get(h.data_offset..end))
             .ok_or_else(|| {
                 Error::from(ErrorKind::Truncated {
                     what: "npy data",
                     offset: to_u64(h.data_offset),
                     needed: to_u64(h.data_len),
-                    available: to_u64(self.bytes.len().saturating_sub(h.data_offset)),
+                    available: to_u64(bytes.len().saturating_sub(h.data_offset)),
                 })
             })?;
         let data = decode_npy_data(h, Cow::Borrowed(stored)).map_err(|e| e.with_tensor(name))?;
@@ -830,6 +832,7 @@ impl TensorSource for NpySource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::TensorSource;
 
     /// A `.npy` with the given version, header text (used verbatim) and data.
     fn npy_bytes(major: u8, header: &str, data: &[u8]) -> Vec<u8> {

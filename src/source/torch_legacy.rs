@@ -14,14 +14,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
+use crate::source::mapped::{Index, Mapped};
 use crate::source::pickle::value::{sequence, string_keyed};
 use crate::source::pickle::{parse_pickle, BigInt, Node, Parsed};
 use crate::source::torch::{extract, Checkpoint};
+use crate::source::Format;
 use crate::source::Limits;
-use crate::source::{Format, TensorSource};
 use crate::tensor::{Tensor, TensorInfo};
 
 /// `torch.serialization.MAGIC_NUMBER`, little-endian magnitude.
@@ -33,16 +35,29 @@ const TAR_MAGIC: Range<usize> = 257..262;
 /// Bytes of each storage's element-count prefix.
 const COUNT_LEN: usize = 8;
 
-/// A legacy `torch.save` checkpoint.
+/// A legacy `torch.save` checkpoint: its bytes and their [`TorchLegacy`] index.
+pub(crate) type TorchLegacySource = Mapped<TorchLegacy>;
+
+impl TorchLegacySource {
+    /// Parses the file ([`TorchLegacy::parse`]) and keeps its bytes.
+    ///
+    /// # Errors
+    /// As [`TorchLegacy::parse`].
+    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
+        let index = TorchLegacy::parse(&bytes, limits)?;
+        Ok(Mapped::new(Arc::new(bytes), index))
+    }
+}
+
+/// The index of a legacy `torch.save` checkpoint.
 #[derive(Debug)]
-pub(crate) struct TorchLegacySource {
-    bytes: FileBytes,
+pub(crate) struct TorchLegacy {
     checkpoint: Checkpoint,
     metadata: BTreeMap<String, String>,
     notes: Vec<String>,
 }
 
-impl TorchLegacySource {
+impl TorchLegacy {
     /// Parses the pickles and locates every storage's data.
     ///
     /// # Errors
@@ -50,14 +65,14 @@ impl TorchLegacySource {
     /// unsupported TAR container); pickle errors; `StorageSizeMismatch` when a storage's count
     /// prefix disagrees with the pickle; `Truncated` when its data runs past the file;
     /// `MissingStorage`; layout errors as the zip container.
-    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
+    pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<Self> {
         if bytes.get(TAR_MAGIC) == Some(b"ustar") {
             return Err(malformed(
                 Format::TorchLegacy,
                 "this is the TAR-era torch container (torchvision ≤ 0.3), which is not supported",
             ));
         }
-        let magic = parse_pickle(&bytes, 0, limits)?;
+        let magic = parse_pickle(bytes, 0, limits)?;
         let is_magic = matches!(
             magic.arena.get(magic.root),
             Node::BigInt(BigInt { negative: false, magnitude }) if magnitude[..] == MAGIC_NUMBER
@@ -68,7 +83,7 @@ impl TorchLegacySource {
                 "not a torch legacy file (no magic number)",
             ));
         }
-        let version = parse_pickle(&bytes, magic.end, limits)?;
+        let version = parse_pickle(bytes, magic.end, limits)?;
         match version.arena.get(version.root) {
             Node::Int(PROTOCOL_VERSION) => {}
             other => {
@@ -78,7 +93,7 @@ impl TorchLegacySource {
                 ))
             }
         }
-        let sys_info = parse_pickle(&bytes, version.end, limits)?;
+        let sys_info = parse_pickle(bytes, version.end, limits)?;
         let mut metadata = BTreeMap::new();
         let mut notes = Vec::new();
         for (k, v) in string_keyed(&sys_info.arena, sys_info.root) {
@@ -97,13 +112,13 @@ impl TorchLegacySource {
             );
         }
 
-        let object = parse_pickle(&bytes, sys_info.end, limits)?;
+        let object = parse_pickle(bytes, sys_info.end, limits)?;
         if let Some(p) = object.protocol {
             metadata.insert("pickle_protocol".to_string(), p.to_string());
         }
         let extracted = extract(&object)?;
         let declared = declared_storages(&object)?;
-        let keys_pickle = parse_pickle(&bytes, object.end, limits)?;
+        let keys_pickle = parse_pickle(bytes, object.end, limits)?;
         let keys = storage_keys(&keys_pickle)?;
 
         // The raw storages follow, in the order of the key list.
@@ -169,8 +184,7 @@ impl TorchLegacySource {
         }
         notes.extend(extracted.notes.iter().cloned());
         let checkpoint = Checkpoint::bind(extracted, ranges, bytes.len(), false)?;
-        Ok(TorchLegacySource {
-            bytes,
+        Ok(TorchLegacy {
             checkpoint,
             metadata,
             notes,
@@ -240,15 +254,7 @@ fn storage_keys(keys: &Parsed) -> Result<Vec<String>> {
         .collect()
 }
 
-impl TensorSource for TorchLegacySource {
-    fn release_pages(&self) {
-        self.bytes.release();
-    }
-
-    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
-        self.bytes.locate(data)
-    }
-
+impl Index for TorchLegacy {
     fn format(&self) -> Format {
         Format::TorchLegacy
     }
@@ -257,8 +263,8 @@ impl TensorSource for TorchLegacySource {
         self.checkpoint.tensors()
     }
 
-    fn read(&self, name: &str) -> Result<Tensor<'_>> {
-        self.checkpoint.read(&self.bytes, name)
+    fn read<'a>(&'a self, bytes: &'a [u8], name: &str) -> Result<Tensor<'a>> {
+        self.checkpoint.read(bytes, name)
     }
 
     fn metadata(&self) -> &BTreeMap<String, String> {
@@ -277,6 +283,7 @@ mod tests {
     use super::*;
     use crate::source::pickle::opcodes::*;
     use crate::source::pickle::testutil::{f32_bytes, P};
+    use crate::source::TensorSource;
 
     const MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e";
     const VERSION: &[u8] = b"\x80\x02\x4d\xe9\x03\x2e";

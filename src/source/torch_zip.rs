@@ -13,13 +13,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::Limits;
+use crate::source::mapped::{Index, Mapped};
 use crate::source::pickle::parse_pickle;
 use crate::source::torch::{extract, Checkpoint};
-use crate::source::{Format, TensorSource};
+use crate::source::Format;
 use crate::tensor::{Tensor, TensorInfo};
 
 /// Largest small informational record (`byteorder`, `version`, …) that is read into metadata.
@@ -441,24 +443,38 @@ pub(crate) fn is_torch_zip(bytes: &[u8], release: &dyn Fn(), limits: &Limits) ->
     Ok(entries.iter().any(|e| e.name == pkl))
 }
 
-/// A `torch.save` zip checkpoint.
+/// A `torch.save` zip checkpoint: its bytes and their [`TorchZip`] index.
+pub(crate) type TorchZipSource = Mapped<TorchZip>;
+
+impl TorchZipSource {
+    /// Parses the file ([`TorchZip::parse`]) and keeps its bytes.
+    ///
+    /// # Errors
+    /// As [`TorchZip::parse`].
+    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
+        let index = TorchZip::parse(&bytes, &|| bytes.release(), limits)?;
+        Ok(Mapped::new(Arc::new(bytes), index))
+    }
+}
+
+/// The index of a `torch.save` zip checkpoint.
 #[derive(Debug)]
-pub(crate) struct TorchZipSource {
-    bytes: FileBytes,
+pub(crate) struct TorchZip {
     checkpoint: Checkpoint,
     metadata: BTreeMap<String, String>,
     notes: Vec<String>,
 }
 
-impl TorchZipSource {
+impl TorchZip {
     /// Parses and validates the whole archive: directory, pickle, every tensor against its record.
     ///
     /// # Errors
     /// Zip and pickle errors; `MissingStorage`, `StorageSizeMismatch`, `StorageOutOfBounds`,
     /// `InvalidLayout`, `UnsupportedDType`, `Duplicate`.
-    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
-        let entries = read_zip_entries(&bytes, &|| bytes.release(), limits)?;
-        bytes.release();
+    /// `release` drops the resident pages of `bytes` (the zip walk calls it as it goes).
+    pub(crate) fn parse(bytes: &[u8], release: &dyn Fn(), limits: &Limits) -> Result<Self> {
+        let entries = read_zip_entries(bytes, release, limits)?;
+        release();
         let root = archive_root(&entries)?.to_string();
         let by_name: HashMap<&str, &ZipEntry> =
             entries.iter().map(|e| (e.name.as_str(), e)).collect();
@@ -468,7 +484,7 @@ impl TorchZipSource {
         metadata.insert("archive_root".to_string(), root.clone());
         let big_endian = match record("byteorder") {
             None => false,
-            Some(e) => match e.stored(&bytes)? {
+            Some(e) => match e.stored(bytes)? {
                 b"little" => false,
                 b"big" => true,
                 other => {
@@ -491,7 +507,7 @@ impl TorchZipSource {
             (".format_version", "format_version"),
             (".storage_alignment", "storage_alignment"),
         ] {
-            if let Some(Ok(v)) = record(rel).map(|e| e.stored(&bytes)) {
+            if let Some(Ok(v)) = record(rel).map(|e| e.stored(bytes)) {
                 if let Ok(s) = std::str::from_utf8(v) {
                     if s.len() <= MAX_INFO_RECORD {
                         metadata.insert(key.to_string(), s.trim().to_string());
@@ -506,7 +522,7 @@ impl TorchZipSource {
                 format!("no {root}/data.pkl in the archive"),
             )
         })?;
-        let parsed = parse_pickle(pkl.stored(&bytes)?, 0, limits)?;
+        let parsed = parse_pickle(pkl.stored(bytes)?, 0, limits)?;
         if let Some(p) = parsed.protocol {
             metadata.insert("pickle_protocol".to_string(), p.to_string());
         }
@@ -517,13 +533,12 @@ impl TorchZipSource {
         for s in &extracted.storages {
             let e = record(&format!("data/{}", s.key))
                 .ok_or_else(|| ErrorKind::MissingStorage { key: s.key.clone() })?;
-            e.stored(&bytes)?;
+            e.stored(bytes)?;
             records.push(e.data.clone());
         }
         let notes = extracted.notes.clone();
         let checkpoint = Checkpoint::bind(extracted, records, bytes.len(), big_endian)?;
-        Ok(TorchZipSource {
-            bytes,
+        Ok(TorchZip {
             checkpoint,
             metadata,
             notes,
@@ -531,15 +546,7 @@ impl TorchZipSource {
     }
 }
 
-impl TensorSource for TorchZipSource {
-    fn release_pages(&self) {
-        self.bytes.release();
-    }
-
-    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
-        self.bytes.locate(data)
-    }
-
+impl Index for TorchZip {
     fn format(&self) -> Format {
         Format::TorchZip
     }
@@ -548,8 +555,8 @@ impl TensorSource for TorchZipSource {
         self.checkpoint.tensors()
     }
 
-    fn read(&self, name: &str) -> Result<Tensor<'_>> {
-        self.checkpoint.read(&self.bytes, name)
+    fn read<'a>(&'a self, bytes: &'a [u8], name: &str) -> Result<Tensor<'a>> {
+        self.checkpoint.read(bytes, name)
     }
 
     fn metadata(&self) -> &BTreeMap<String, String> {
