@@ -307,14 +307,12 @@ pub fn open_bytes_with(bytes: FileBytes, opts: &OpenOptions) -> Result<Box<dyn T
     match sniff(&bytes) {
         Some(Sniffed::Zip) => {
             if torch_zip::is_torch_zip(&bytes, &|| bytes.release(), limits)? {
-                Ok(Box::new(torch_zip::TorchZipSource::parse(bytes, limits)?))
+                Ok(Box::new(torch_zip::open(bytes, limits)?))
             } else {
                 Ok(Box::new(npz::NpzSource::parse(bytes, limits)?))
             }
         }
-        Some(Sniffed::Pickle) => Ok(Box::new(torch_legacy::TorchLegacySource::parse(
-            bytes, limits,
-        )?)),
+        Some(Sniffed::Pickle) => Ok(Box::new(torch_legacy::open(bytes, limits)?)),
         Some(Sniffed::Npy) => Ok(Box::new(npy::NpySource::parse(bytes, limits)?)),
         Some(Sniffed::Safetensors) => {
             let st = safetensors::SafetensorsSource::parse(bytes, limits)?;
