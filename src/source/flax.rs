@@ -44,7 +44,7 @@ use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::Limits;
 use crate::source::mapped::{Index, Mapped};
-use crate::source::{to_u64, Format, TensorSource};
+use crate::source::{tensor_not_found, to_u64, Format, TensorSource};
 use crate::tensor::{self, DType, Tensor, TensorInfo};
 
 /// Longest string, byte string or extension payload accepted: msgpack-python's own limit for
@@ -945,11 +945,7 @@ impl Index for Flax {
     }
 
     fn read<'a>(&'a self, bytes: &'a [u8], name: &str) -> Result<Tensor<'a>> {
-        let not_found = || {
-            Error::from(ErrorKind::TensorNotFound {
-                name: name.to_string(),
-            })
-        };
+        let not_found = || tensor_not_found(name);
         let k = *self.by_name.get(name).ok_or_else(not_found)?;
         let info = self.tensors.get(k).ok_or_else(not_found)?;
         let outside = || {
@@ -1038,11 +1034,10 @@ impl TensorSource for FlaxSafetensors {
     }
 
     fn read(&self, name: &str) -> Result<Tensor<'_>> {
-        let inner = self.inner_names.get(name).ok_or_else(|| {
-            Error::from(ErrorKind::TensorNotFound {
-                name: name.to_string(),
-            })
-        })?;
+        let inner = self
+            .inner_names
+            .get(name)
+            .ok_or_else(|| tensor_not_found(name))?;
         self.inner.read(inner)
     }
 

@@ -25,6 +25,14 @@ pub(crate) fn to_u64(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
+/// [`ErrorKind::TensorNotFound`] for `name`: what every reader's `read` returns for a name it
+/// does not list.
+pub(crate) fn tensor_not_found(name: &str) -> Error {
+    Error::from(ErrorKind::TensorNotFound {
+        name: name.to_string(),
+    })
+}
+
 pub(crate) mod flax;
 pub mod limits;
 mod mapped;

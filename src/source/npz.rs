@@ -30,7 +30,7 @@ use crate::mmap::FileBytes;
 use crate::source::limits::{Limits, INFLATE_FREE_BYTES};
 use crate::source::mapped::{Index, Mapped};
 use crate::source::npy::{self, NpyHeader};
-use crate::source::{to_u64, Format};
+use crate::source::{tensor_not_found, to_u64, Format};
 use crate::tensor::{Tensor, TensorInfo};
 
 /// Suffix every member name must carry.
@@ -432,7 +432,7 @@ impl Index for Npz {
             .by_name
             .get(name)
             .and_then(|&i| self.entries.get(i))
-            .ok_or_else(|| Error::from(ErrorKind::TensorNotFound { name: name.into() }))?;
+            .ok_or_else(|| tensor_not_found(name))?;
         let h = &entry.header;
         let stored: Cow<'_, [u8]> = match &entry.member {
             Member::Stored { data } => Cow::Borrowed(bytes.get(data.clone()).ok_or_else(|| {

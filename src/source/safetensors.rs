@@ -29,7 +29,7 @@ use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::Limits;
 use crate::source::mapped::{Index, Mapped};
-use crate::source::{to_u64, Format, MAX_RANK};
+use crate::source::{tensor_not_found, to_u64, Format, MAX_RANK};
 use crate::tensor::{DType, Tensor, TensorInfo};
 
 /// Bytes of the header-length prefix.
@@ -362,12 +362,12 @@ impl Index for Safetensors {
         let index = *self
             .by_name
             .get(name)
-            .ok_or_else(|| Error::from(ErrorKind::TensorNotFound { name: name.into() }))?;
+            .ok_or_else(|| tensor_not_found(name))?;
         let (info, range) = self
             .tensors
             .get(index)
             .zip(self.ranges.get(index))
-            .ok_or_else(|| Error::from(ErrorKind::TensorNotFound { name: name.into() }))?;
+            .ok_or_else(|| tensor_not_found(name))?;
         let data = bytes.get(range.clone()).ok_or_else(|| {
             Error::from(ErrorKind::Truncated {
                 what: "safetensors tensor data",

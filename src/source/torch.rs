@@ -16,7 +16,7 @@ use crate::source::mapped::{Index, Mapped};
 use crate::source::pickle::{
     Arena, Global, Node, NodeId, Parsed, Rebuild, StorageClass, StorageRef, TorchDType,
 };
-use crate::source::{Format, MAX_RANK};
+use crate::source::{tensor_not_found, Format, MAX_RANK};
 use crate::tensor::{
     checked_byte_len, checked_numel, gather_strided, is_c_contiguous, strided_extent,
     swap_bytes_in_place, DType, Tensor, TensorInfo,
@@ -953,12 +953,7 @@ impl Checkpoint {
 
     /// Reads one tensor from `file` as C-contiguous little-endian bytes.
     pub(crate) fn read<'a>(&self, file: &'a [u8], name: &str) -> Result<Tensor<'a>> {
-        let not_found = || -> Error {
-            ErrorKind::TensorNotFound {
-                name: name.to_string(),
-            }
-            .into()
-        };
+        let not_found = || tensor_not_found(name);
         let plan = self
             .by_name
             .get(name)

@@ -29,7 +29,7 @@ use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::Limits;
 use crate::source::mapped::{Index, Mapped};
-use crate::source::{to_u64, Format};
+use crate::source::{tensor_not_found, to_u64, Format};
 use crate::tensor::{DType, Tensor, TensorInfo};
 
 /// The magic string every `.npy` starts with.
@@ -194,7 +194,7 @@ impl Index for Npy {
 
     fn read<'a>(&'a self, bytes: &'a [u8], name: &str) -> Result<Tensor<'a>> {
         if name != NPY_TENSOR_NAME {
-            return Err(ErrorKind::TensorNotFound { name: name.into() }.into());
+            return Err(tensor_not_found(name));
         }
         let h = &self.header;
         let end = h.data_offset.checked_add(h.data_len);
