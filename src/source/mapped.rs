@@ -75,3 +75,52 @@ impl<I: Index> TensorSource for Mapped<I> {
         self.bytes.locate(data)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::io::{Read, Seek, SeekFrom};
+
+    use crate::source::{open, Format};
+
+    /// Every reader's source is a [`Mapped`](super::Mapped): a tensor borrowed from a mapped
+    /// file is located in that file, at the offset of the very bytes read, after pages are
+    /// released too.
+    #[test]
+    fn every_reader_locates_borrowed_tensors_in_its_file() {
+        for (path, format) in [
+            (
+                "fixtures/convert/timm_vit/hf/model.safetensors",
+                Format::Safetensors,
+            ),
+            ("fixtures/convert/timm_vit/source.pth", Format::TorchZip),
+            ("fixtures/convert/timm_vit/legacy.pth", Format::TorchLegacy),
+            ("fixtures/convert/jax_vit/source.npz", Format::Npz),
+            ("fixtures/convert/image/cat_rgb_u8.npy", Format::Npy),
+            ("fixtures/flax/vit_cls/flax_model.msgpack", Format::Flax),
+        ] {
+            let src = open(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(src.format(), format, "{path}");
+            let mut borrowed = 0;
+            for info in src.tensors() {
+                let t = src
+                    .read(&info.name)
+                    .unwrap_or_else(|e| panic!("{path}: {e}"));
+                src.release_pages();
+                let Cow::Borrowed(data) = t.data else {
+                    continue;
+                };
+                borrowed += 1;
+                let (file, offset) = src
+                    .locate(data)
+                    .unwrap_or_else(|| panic!("{path}: {} not located", info.name));
+                let mut file = file.try_clone().unwrap();
+                file.seek(SeekFrom::Start(offset)).unwrap();
+                let mut on_disk = vec![0u8; data.len()];
+                file.read_exact(&mut on_disk).unwrap();
+                assert_eq!(on_disk, data, "{path}: {}", info.name);
+            }
+            assert!(borrowed > 0, "{path}: no tensor borrowed from the file");
+        }
+    }
+}
