@@ -36,7 +36,6 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
-use std::sync::Arc;
 
 use rmp::Marker;
 
@@ -560,8 +559,7 @@ impl FlaxSource {
     /// # Errors
     /// As [`Flax::parse`].
     pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
-        let index = Flax::parse(&bytes, limits)?;
-        Ok(Mapped::new(Arc::new(bytes), index))
+        Mapped::parse_with(bytes, |b| Flax::parse(b, limits))
     }
 }
 

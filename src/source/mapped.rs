@@ -44,6 +44,18 @@ impl<I: Index> Mapped<I> {
     pub(crate) fn new(bytes: Arc<FileBytes>, index: I) -> Self {
         Mapped { bytes, index }
     }
+
+    /// Builds the index of `bytes` with `parse` and keeps the bytes next to it.
+    ///
+    /// # Errors
+    /// As `parse`.
+    pub(crate) fn parse_with(
+        bytes: FileBytes,
+        parse: impl FnOnce(&[u8]) -> Result<I>,
+    ) -> Result<Self> {
+        let index = parse(&bytes)?;
+        Ok(Mapped::new(Arc::new(bytes), index))
+    }
 }
 
 impl<I: Index> TensorSource for Mapped<I> {

@@ -21,7 +21,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
-use std::sync::Arc;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
@@ -47,8 +46,7 @@ impl SafetensorsSource {
     /// # Errors
     /// As [`Safetensors::parse`].
     pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
-        let index = Safetensors::parse(&bytes, limits)?;
-        Ok(Mapped::new(Arc::new(bytes), index))
+        Mapped::parse_with(bytes, |b| Safetensors::parse(b, limits))
     }
 }
 

@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::sync::Arc;
 
 use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
@@ -39,8 +38,7 @@ const COUNT_LEN: usize = 8;
 /// # Errors
 /// As [`parse`].
 pub(crate) fn open(bytes: FileBytes, limits: &Limits) -> Result<TorchSource> {
-    let index = parse(&bytes, limits)?;
-    Ok(Mapped::new(Arc::new(bytes), index))
+    Mapped::parse_with(bytes, |b| parse(b, limits))
 }
 
 /// Parses the pickles and locates every storage's data.

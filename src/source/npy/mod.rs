@@ -23,7 +23,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
@@ -117,8 +116,7 @@ impl NpySource {
     /// # Errors
     /// As [`Npy::parse`].
     pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
-        let index = Npy::parse(&bytes, limits)?;
-        Ok(Mapped::new(Arc::new(bytes), index))
+        Mapped::parse_with(bytes, |b| Npy::parse(b, limits))
     }
 }
 
