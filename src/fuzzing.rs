@@ -49,7 +49,7 @@ pub fn pickle(data: &[u8]) {
 
 /// The torch zip container.
 pub fn torch_zip(data: &[u8]) {
-    read_parsed(torch_zip::TorchZipSource::parse(
+    read_parsed(torch_zip::open(
         FileBytes::from_vec(data.to_vec()),
         &Limits::DEFAULT,
     ));
@@ -57,7 +57,7 @@ pub fn torch_zip(data: &[u8]) {
 
 /// The torch legacy container.
 pub fn torch_legacy(data: &[u8]) {
-    read_parsed(torch_legacy::TorchLegacySource::parse(
+    read_parsed(torch_legacy::open(
         FileBytes::from_vec(data.to_vec()),
         &Limits::DEFAULT,
     ));

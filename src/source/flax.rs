@@ -42,7 +42,8 @@ use rmp::Marker;
 use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::Limits;
-use crate::source::{Format, TensorSource};
+use crate::source::mapped::{Index, Mapped};
+use crate::source::{tensor_not_found, to_u64, Format, TensorSource};
 use crate::tensor::{self, DType, Tensor, TensorInfo};
 
 /// Longest string, byte string or extension payload accepted: msgpack-python's own limit for
@@ -65,10 +66,6 @@ pub(crate) const EXT_NDARRAY: i8 = 1;
 const EXT_COMPLEX: i8 = 2;
 /// flax `_MsgpackExtType.npscalar`.
 const EXT_NPSCALAR: i8 = 3;
-
-fn to_u64(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
-}
 
 fn budget(budget: &'static str, limit: usize, at: usize) -> Error {
     Error::from(ErrorKind::BudgetExceeded {
@@ -553,9 +550,21 @@ enum Stored {
     Chunked(Vec<Range<usize>>),
 }
 
-/// A `flax_model.msgpack` file.
-pub(crate) struct FlaxSource {
-    bytes: FileBytes,
+/// A `flax_model.msgpack` file: its bytes and their [`Flax`] index.
+pub(crate) type FlaxSource = Mapped<Flax>;
+
+impl FlaxSource {
+    /// Parses the file ([`Flax::parse`]) and keeps its bytes.
+    ///
+    /// # Errors
+    /// As [`Flax::parse`].
+    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
+        Mapped::parse_with(bytes, |b| Flax::parse(b, limits))
+    }
+}
+
+/// The index of a `flax_model.msgpack` file.
+pub(crate) struct Flax {
     tensors: Vec<TensorInfo>,
     stored: Vec<Stored>,
     by_name: HashMap<String, usize>,
@@ -831,16 +840,16 @@ fn check_unique_keys(w: &Walk<'_>, name: &str, entries: &[(Range<usize>, usize)]
     Ok(())
 }
 
-impl FlaxSource {
+impl Flax {
     /// Parses and validates a whole `flax_model.msgpack`.
     ///
     /// # Errors
     /// As listed in the module docs; errors about one array carry its tensor name.
-    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
+    pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<Self> {
         let limits = *limits;
-        let nodes = parse_tree(&bytes, &limits)?;
+        let nodes = parse_tree(bytes, &limits)?;
         let mut w = Walk {
-            bytes: &bytes,
+            bytes,
             nodes: &nodes,
             tensors: Vec::new(),
             stored: Vec::new(),
@@ -914,8 +923,7 @@ impl FlaxSource {
             metadata.insert("chunked_arrays".to_string(), w.chunked.to_string());
         }
         let (tensors, stored, by_name) = (w.tensors, w.stored, w.by_name);
-        Ok(FlaxSource {
-            bytes,
+        Ok(Flax {
             tensors,
             stored,
             by_name,
@@ -925,7 +933,7 @@ impl FlaxSource {
     }
 }
 
-impl TensorSource for FlaxSource {
+impl Index for Flax {
     fn format(&self) -> Format {
         Format::Flax
     }
@@ -934,12 +942,8 @@ impl TensorSource for FlaxSource {
         &self.tensors
     }
 
-    fn read(&self, name: &str) -> Result<Tensor<'_>> {
-        let not_found = || {
-            Error::from(ErrorKind::TensorNotFound {
-                name: name.to_string(),
-            })
-        };
+    fn read<'a>(&'a self, bytes: &'a [u8], name: &str) -> Result<Tensor<'a>> {
+        let not_found = || tensor_not_found(name);
         let k = *self.by_name.get(name).ok_or_else(not_found)?;
         let info = self.tensors.get(k).ok_or_else(not_found)?;
         let outside = || {
@@ -949,12 +953,12 @@ impl TensorSource for FlaxSource {
             )
         };
         let data = match self.stored.get(k).ok_or_else(not_found)? {
-            Stored::Contiguous(r) => Cow::Borrowed(self.bytes.get(r.clone()).ok_or_else(outside)?),
+            Stored::Contiguous(r) => Cow::Borrowed(bytes.get(r.clone()).ok_or_else(outside)?),
             Stored::Chunked(parts) => {
                 // Validated at parse: the chunks add up to the listed shape.
                 let mut out = Vec::with_capacity(info.byte_len());
                 for r in parts {
-                    out.extend_from_slice(self.bytes.get(r.clone()).ok_or_else(outside)?);
+                    out.extend_from_slice(bytes.get(r.clone()).ok_or_else(outside)?);
                 }
                 Cow::Owned(out)
             }
@@ -1028,11 +1032,10 @@ impl TensorSource for FlaxSafetensors {
     }
 
     fn read(&self, name: &str) -> Result<Tensor<'_>> {
-        let inner = self.inner_names.get(name).ok_or_else(|| {
-            Error::from(ErrorKind::TensorNotFound {
-                name: name.to_string(),
-            })
-        })?;
+        let inner = self
+            .inner_names
+            .get(name)
+            .ok_or_else(|| tensor_not_found(name))?;
         self.inner.read(inner)
     }
 

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use super::{Format, TensorSource};
+use super::{tensor_not_found, Format, TensorSource};
 use crate::error::{ErrorKind, Result};
 use crate::tensor::{Tensor, TensorInfo};
 
@@ -84,22 +84,14 @@ impl TensorSource for MemorySource {
     }
 
     fn read(&self, name: &str) -> Result<Tensor<'_>> {
-        let k = *self
-            .index
-            .get(name)
-            .ok_or_else(|| ErrorKind::TensorNotFound {
-                name: name.to_string(),
-            })?;
+        let k = *self.index.get(name).ok_or_else(|| tensor_not_found(name))?;
         match (self.infos.get(k), self.data.get(k)) {
             (Some(info), Some(data)) => Ok(Tensor {
                 dtype: info.dtype,
                 shape: info.shape.clone(),
                 data: Cow::Borrowed(data),
             }),
-            _ => Err(ErrorKind::TensorNotFound {
-                name: name.to_string(),
-            }
-            .into()),
+            _ => Err(tensor_not_found(name)),
         }
     }
 

@@ -19,8 +19,23 @@ pub use memory::MemorySource;
 /// shares); a fixed structural limit, not a budget.
 pub(crate) const MAX_RANK: usize = 64;
 
+/// A size or offset as the `u64` error fields carry it (saturating on a platform where `usize`
+/// is wider, which none is today).
+pub(crate) fn to_u64(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// [`ErrorKind::TensorNotFound`] for `name`: what every reader's `read` returns for a name it
+/// does not list.
+pub(crate) fn tensor_not_found(name: &str) -> Error {
+    Error::from(ErrorKind::TensorNotFound {
+        name: name.to_string(),
+    })
+}
+
 pub(crate) mod flax;
 pub mod limits;
+mod mapped;
 mod memory;
 pub(crate) mod npy;
 pub(crate) mod npz;
@@ -300,14 +315,12 @@ pub fn open_bytes_with(bytes: FileBytes, opts: &OpenOptions) -> Result<Box<dyn T
     match sniff(&bytes) {
         Some(Sniffed::Zip) => {
             if torch_zip::is_torch_zip(&bytes, &|| bytes.release(), limits)? {
-                Ok(Box::new(torch_zip::TorchZipSource::parse(bytes, limits)?))
+                Ok(Box::new(torch_zip::open(bytes, limits)?))
             } else {
                 Ok(Box::new(npz::NpzSource::parse(bytes, limits)?))
             }
         }
-        Some(Sniffed::Pickle) => Ok(Box::new(torch_legacy::TorchLegacySource::parse(
-            bytes, limits,
-        )?)),
+        Some(Sniffed::Pickle) => Ok(Box::new(torch_legacy::open(bytes, limits)?)),
         Some(Sniffed::Npy) => Ok(Box::new(npy::NpySource::parse(bytes, limits)?)),
         Some(Sniffed::Safetensors) => {
             let st = safetensors::SafetensorsSource::parse(bytes, limits)?;

@@ -28,8 +28,9 @@ use zip::{CompressionMethod, ZipArchive};
 use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::{Limits, INFLATE_FREE_BYTES};
+use crate::source::mapped::{Index, Mapped};
 use crate::source::npy::{self, NpyHeader};
-use crate::source::{Format, TensorSource};
+use crate::source::{tensor_not_found, to_u64, Format};
 use crate::tensor::{Tensor, TensorInfo};
 
 /// Suffix every member name must carry.
@@ -37,10 +38,6 @@ const NPY_SUFFIX: &str = ".npy";
 
 fn zip_error(what: &str, e: ZipError) -> Error {
     malformed(Format::Npz, format!("{what}: {e}"))
-}
-
-fn to_u64(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// The file bytes, shared between the source (for borrowed reads) and the zip reader.
@@ -68,9 +65,23 @@ struct Entry {
     member: Member,
 }
 
-/// A `.npz` archive.
-pub(crate) struct NpzSource {
-    bytes: Arc<FileBytes>,
+/// A `.npz` archive: its bytes and their [`Npz`] index.
+pub(crate) type NpzSource = Mapped<Npz>;
+
+impl NpzSource {
+    /// Parses the archive ([`Npz::parse`]) and keeps its bytes.
+    ///
+    /// # Errors
+    /// As [`Npz::parse`].
+    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
+        let bytes = Arc::new(bytes);
+        let index = Npz::parse(&bytes, limits)?;
+        Ok(Mapped::new(bytes, index))
+    }
+}
+
+/// The index of a `.npz` archive; its zip reader keeps a handle on the bytes to inflate members.
+pub(crate) struct Npz {
     archive: ZipArchive<Cursor<SharedBytes>>,
     tensors: Vec<TensorInfo>,
     entries: Vec<Entry>,
@@ -78,7 +89,7 @@ pub(crate) struct NpzSource {
     metadata: BTreeMap<String, String>,
 }
 
-impl NpzSource {
+impl Npz {
     /// Parses the archive and every member's `.npy` header.
     ///
     /// # Errors
@@ -86,12 +97,11 @@ impl NpzSource {
     /// [`ErrorKind::Duplicate`] for a repeated entry name, [`ErrorKind::BudgetExceeded`] past
     /// [`Limits::zip_entries`], and the `.npy` header errors of [`npy::parse_npy_header`] with the
     /// tensor name attached.
-    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
-        let bytes = Arc::new(bytes);
-        let mut archive = ZipArchive::new(Cursor::new(SharedBytes(Arc::clone(&bytes))))
+    pub(crate) fn parse(bytes: &Arc<FileBytes>, limits: &Limits) -> Result<Self> {
+        let mut archive = ZipArchive::new(Cursor::new(SharedBytes(Arc::clone(bytes))))
             .map_err(|e| zip_error("invalid zip archive", e))?;
         if archive.has_duplicate_names() {
-            let name = duplicate_entry_name(&bytes, archive.central_directory_start())
+            let name = duplicate_entry_name(bytes, archive.central_directory_start())
                 .unwrap_or_else(|| "(name not recovered)".to_string());
             return Err(ErrorKind::Duplicate {
                 what: "zip entry",
@@ -141,7 +151,7 @@ impl NpzSource {
                 ));
             };
             let name = name.to_string();
-            let (header, member) = parse_member(&mut archive, &bytes, index, &raw, limits)
+            let (header, member) = parse_member(&mut archive, bytes, index, &raw, limits)
                 .map_err(|e| e.with_tensor(&name))?;
             if matches!(member, Member::Deflated { .. }) {
                 compressed = compressed.saturating_add(1);
@@ -160,8 +170,7 @@ impl NpzSource {
         let mut metadata = BTreeMap::new();
         metadata.insert("entries".to_string(), entries.len().to_string());
         metadata.insert("compressed_entries".to_string(), compressed.to_string());
-        Ok(NpzSource {
-            bytes,
+        Ok(Npz {
             archive,
             tensors,
             entries,
@@ -409,15 +418,7 @@ fn duplicate_entry_name(bytes: &[u8], central_start: u64) -> Option<String> {
     None
 }
 
-impl TensorSource for NpzSource {
-    fn release_pages(&self) {
-        self.bytes.release();
-    }
-
-    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
-        self.bytes.locate(data)
-    }
-
+impl Index for Npz {
     fn format(&self) -> Format {
         Format::Npz
     }
@@ -426,25 +427,23 @@ impl TensorSource for NpzSource {
         &self.tensors
     }
 
-    fn read(&self, name: &str) -> Result<Tensor<'_>> {
+    fn read<'a>(&'a self, bytes: &'a [u8], name: &str) -> Result<Tensor<'a>> {
         let entry = self
             .by_name
             .get(name)
             .and_then(|&i| self.entries.get(i))
-            .ok_or_else(|| Error::from(ErrorKind::TensorNotFound { name: name.into() }))?;
+            .ok_or_else(|| tensor_not_found(name))?;
         let h = &entry.header;
         let stored: Cow<'_, [u8]> = match &entry.member {
-            Member::Stored { data } => {
-                Cow::Borrowed(self.bytes.get(data.clone()).ok_or_else(|| {
-                    Error::from(ErrorKind::Truncated {
-                        what: "npz entry data",
-                        offset: to_u64(data.start),
-                        needed: to_u64(h.data_len),
-                        available: to_u64(self.bytes.len().saturating_sub(data.start)),
-                    })
-                    .with_tensor(name)
-                })?)
-            }
+            Member::Stored { data } => Cow::Borrowed(bytes.get(data.clone()).ok_or_else(|| {
+                Error::from(ErrorKind::Truncated {
+                    what: "npz entry data",
+                    offset: to_u64(data.start),
+                    needed: to_u64(h.data_len),
+                    available: to_u64(bytes.len().saturating_sub(data.start)),
+                })
+                .with_tensor(name)
+            })?),
             Member::Deflated { index, total } => {
                 let mut buf = self
                     .inflate(*index, *total)
@@ -471,6 +470,7 @@ mod tests {
     use zip::ZipWriter;
 
     use super::*;
+    use crate::source::TensorSource;
     use crate::tensor::DType;
 
     fn npy(dtype: DType, shape: &[usize], data: &[u8]) -> Vec<u8> {

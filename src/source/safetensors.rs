@@ -27,7 +27,8 @@ use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::Limits;
-use crate::source::{Format, TensorSource, MAX_RANK};
+use crate::source::mapped::{Index, Mapped};
+use crate::source::{tensor_not_found, to_u64, Format, MAX_RANK};
 use crate::tensor::{DType, Tensor, TensorInfo};
 
 /// Bytes of the header-length prefix.
@@ -36,13 +37,21 @@ const LEN_PREFIX: usize = 8;
 /// The reserved header key holding string metadata.
 const METADATA_KEY: &str = "__metadata__";
 
-fn to_u64(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
+/// A safetensors file: its bytes and their [`Safetensors`] index.
+pub(crate) type SafetensorsSource = Mapped<Safetensors>;
+
+impl SafetensorsSource {
+    /// Parses and validates a whole safetensors file ([`Safetensors::parse`]) and keeps its bytes.
+    ///
+    /// # Errors
+    /// As [`Safetensors::parse`].
+    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
+        Mapped::parse_with(bytes, |b| Safetensors::parse(b, limits))
+    }
 }
 
-/// A safetensors file.
-pub(crate) struct SafetensorsSource {
-    bytes: FileBytes,
+/// The index of a safetensors file.
+pub(crate) struct Safetensors {
     tensors: Vec<TensorInfo>,
     /// Absolute byte range of each tensor in `bytes`, parallel to `tensors`.
     ranges: Vec<Range<usize>>,
@@ -50,7 +59,7 @@ pub(crate) struct SafetensorsSource {
     metadata: BTreeMap<String, String>,
 }
 
-impl SafetensorsSource {
+impl Safetensors {
     /// Parses and validates a whole safetensors file.
     ///
     /// # Errors
@@ -58,7 +67,7 @@ impl SafetensorsSource {
     /// [`ErrorKind::UnsupportedDType`] (with the tensor name) as in the module docs;
     /// [`ErrorKind::MalformedContainer`] for invalid UTF-8 or JSON and for everything the
     /// `safetensors` crate rejects.
-    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
+    pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<Self> {
         let prefix: [u8; LEN_PREFIX] = bytes
             .get(..LEN_PREFIX)
             .and_then(|p| p.try_into().ok())
@@ -111,7 +120,7 @@ impl SafetensorsSource {
             .into());
         }
 
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| malformed(Format::Safetensors, e.to_string()))?;
 
         // Header order, then stably sorted by data offsets: file order, deterministic for ties.
@@ -155,8 +164,7 @@ impl SafetensorsSource {
             tensors.push(info);
             ranges.push(range);
         }
-        Ok(SafetensorsSource {
-            bytes,
+        Ok(Safetensors {
             tensors,
             ranges,
             by_name,
@@ -339,15 +347,7 @@ impl<'de> Deserialize<'de> for RawHeader {
     }
 }
 
-impl TensorSource for SafetensorsSource {
-    fn release_pages(&self) {
-        self.bytes.release();
-    }
-
-    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
-        self.bytes.locate(data)
-    }
-
+impl Index for Safetensors {
     fn format(&self) -> Format {
         Format::Safetensors
     }
@@ -356,22 +356,22 @@ impl TensorSource for SafetensorsSource {
         &self.tensors
     }
 
-    fn read(&self, name: &str) -> Result<Tensor<'_>> {
+    fn read<'a>(&'a self, bytes: &'a [u8], name: &str) -> Result<Tensor<'a>> {
         let index = *self
             .by_name
             .get(name)
-            .ok_or_else(|| Error::from(ErrorKind::TensorNotFound { name: name.into() }))?;
+            .ok_or_else(|| tensor_not_found(name))?;
         let (info, range) = self
             .tensors
             .get(index)
             .zip(self.ranges.get(index))
-            .ok_or_else(|| Error::from(ErrorKind::TensorNotFound { name: name.into() }))?;
-        let data = self.bytes.get(range.clone()).ok_or_else(|| {
+            .ok_or_else(|| tensor_not_found(name))?;
+        let data = bytes.get(range.clone()).ok_or_else(|| {
             Error::from(ErrorKind::Truncated {
                 what: "safetensors tensor data",
                 offset: to_u64(range.start),
                 needed: to_u64(range.len()),
-                available: to_u64(self.bytes.len().saturating_sub(range.start)),
+                available: to_u64(bytes.len().saturating_sub(range.start)),
             })
             .with_tensor(name)
         })?;
@@ -392,6 +392,7 @@ mod tests {
     use safetensors::Dtype as StDtype;
 
     use super::*;
+    use crate::source::TensorSource;
 
     /// A file from a header JSON (used verbatim) and data.
     fn st_file(header: &str, data: &[u8]) -> Vec<u8> {

@@ -7,15 +7,16 @@
 //! is C-contiguous little-endian.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::limits::Limits;
+use crate::source::mapped::{Index, Mapped};
 use crate::source::pickle::{
     Arena, Global, Node, NodeId, Parsed, Rebuild, StorageClass, StorageRef, TorchDType,
 };
-use crate::source::MAX_RANK;
+use crate::source::{tensor_not_found, Format, MAX_RANK};
 use crate::tensor::{
     checked_byte_len, checked_numel, gather_strided, is_c_contiguous, strided_extent,
     swap_bytes_in_place, DType, Tensor, TensorInfo,
@@ -846,6 +847,41 @@ impl Aliasing {
     }
 }
 
+/// A parsed torch checkpoint, zip or legacy: what [`Mapped`] serves reads from.
+#[derive(Debug)]
+pub(crate) struct TorchIndex {
+    /// [`Format::TorchZip`] or [`Format::TorchLegacy`].
+    pub(crate) format: Format,
+    pub(crate) checkpoint: Checkpoint,
+    pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) notes: Vec<String>,
+}
+
+/// A torch checkpoint's bytes and their [`TorchIndex`].
+pub(crate) type TorchSource = Mapped<TorchIndex>;
+
+impl Index for TorchIndex {
+    fn format(&self) -> Format {
+        self.format
+    }
+
+    fn tensors(&self) -> &[TensorInfo] {
+        self.checkpoint.tensors()
+    }
+
+    fn read<'a>(&'a self, bytes: &'a [u8], name: &str) -> Result<Tensor<'a>> {
+        self.checkpoint.read(bytes, name)
+    }
+
+    fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+
+    fn notes(&self) -> &[String] {
+        &self.notes
+    }
+}
+
 /// Tensors bound to the bytes of their storages.
 #[derive(Debug)]
 pub(crate) struct Checkpoint {
@@ -917,12 +953,7 @@ impl Checkpoint {
 
     /// Reads one tensor from `file` as C-contiguous little-endian bytes.
     pub(crate) fn read<'a>(&self, file: &'a [u8], name: &str) -> Result<Tensor<'a>> {
-        let not_found = || -> Error {
-            ErrorKind::TensorNotFound {
-                name: name.to_string(),
-            }
-            .into()
-        };
+        let not_found = || tensor_not_found(name);
         let plan = self
             .by_name
             .get(name)

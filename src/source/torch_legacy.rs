@@ -17,12 +17,12 @@ use std::ops::Range;
 
 use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
+use crate::source::mapped::Mapped;
 use crate::source::pickle::value::{sequence, string_keyed};
 use crate::source::pickle::{parse_pickle, BigInt, Node, Parsed};
-use crate::source::torch::{extract, Checkpoint};
+use crate::source::torch::{extract, Checkpoint, TorchIndex, TorchSource};
+use crate::source::Format;
 use crate::source::Limits;
-use crate::source::{Format, TensorSource};
-use crate::tensor::{Tensor, TensorInfo};
 
 /// `torch.serialization.MAGIC_NUMBER`, little-endian magnitude.
 const MAGIC_NUMBER: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19];
@@ -33,149 +33,146 @@ const TAR_MAGIC: Range<usize> = 257..262;
 /// Bytes of each storage's element-count prefix.
 const COUNT_LEN: usize = 8;
 
-/// A legacy `torch.save` checkpoint.
-#[derive(Debug)]
-pub(crate) struct TorchLegacySource {
-    bytes: FileBytes,
-    checkpoint: Checkpoint,
-    metadata: BTreeMap<String, String>,
-    notes: Vec<String>,
+/// Opens a legacy `torch.save` checkpoint: [`parse`]s it and keeps its bytes.
+///
+/// # Errors
+/// As [`parse`].
+pub(crate) fn open(bytes: FileBytes, limits: &Limits) -> Result<TorchSource> {
+    Mapped::parse_with(bytes, |b| parse(b, limits))
 }
 
-impl TorchLegacySource {
-    /// Parses the pickles and locates every storage's data.
-    ///
-    /// # Errors
-    /// `MalformedContainer` when the magic number or protocol version is wrong (or for the
-    /// unsupported TAR container); pickle errors; `StorageSizeMismatch` when a storage's count
-    /// prefix disagrees with the pickle; `Truncated` when its data runs past the file;
-    /// `MissingStorage`; layout errors as the zip container.
-    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
-        if bytes.get(TAR_MAGIC) == Some(b"ustar") {
-            return Err(malformed(
-                Format::TorchLegacy,
-                "this is the TAR-era torch container (torchvision ≤ 0.3), which is not supported",
-            ));
-        }
-        let magic = parse_pickle(&bytes, 0, limits)?;
-        let is_magic = matches!(
-            magic.arena.get(magic.root),
-            Node::BigInt(BigInt { negative: false, magnitude }) if magnitude[..] == MAGIC_NUMBER
-        );
-        if !is_magic {
-            return Err(malformed(
-                Format::TorchLegacy,
-                "not a torch legacy file (no magic number)",
-            ));
-        }
-        let version = parse_pickle(&bytes, magic.end, limits)?;
-        match version.arena.get(version.root) {
-            Node::Int(PROTOCOL_VERSION) => {}
-            other => {
-                return Err(malformed(
-                    Format::TorchLegacy,
-                    format!("unsupported legacy protocol version {}", scalar_text(other)),
-                ))
-            }
-        }
-        let sys_info = parse_pickle(&bytes, version.end, limits)?;
-        let mut metadata = BTreeMap::new();
-        let mut notes = Vec::new();
-        for (k, v) in string_keyed(&sys_info.arena, sys_info.root) {
-            let node = sys_info.arena.get(v);
-            if matches!(node, Node::Bool(_) | Node::Int(_)) {
-                metadata.insert(format!("sys_info.{k}"), scalar_text(node));
-            }
-        }
-        if matches!(
-            metadata.get("sys_info.little_endian").map(String::as_str),
-            Some("False")
-        ) {
-            notes.push(
-                "written on a big-endian host; torch stores legacy storage data little-endian"
-                    .to_string(),
-            );
-        }
-
-        let object = parse_pickle(&bytes, sys_info.end, limits)?;
-        if let Some(p) = object.protocol {
-            metadata.insert("pickle_protocol".to_string(), p.to_string());
-        }
-        let extracted = extract(&object)?;
-        let declared = declared_storages(&object)?;
-        let keys_pickle = parse_pickle(&bytes, object.end, limits)?;
-        let keys = storage_keys(&keys_pickle)?;
-
-        // The raw storages follow, in the order of the key list.
-        let mut pos = keys_pickle.end;
-        let mut records: HashMap<&str, Range<usize>> = HashMap::new();
-        for key in &keys {
-            let (elem, numel) = *declared.get(key.as_str()).ok_or_else(|| {
-                malformed(
-                    Format::TorchLegacy,
-                    format!("storage {key} is listed but no persistent id names it"),
-                )
-            })?;
-            let count_bytes = bytes
-                .get(pos..pos.saturating_add(COUNT_LEN))
-                .ok_or_else(|| truncated("legacy storage count", pos, COUNT_LEN, bytes.len()))?;
-            let mut a = [0u8; COUNT_LEN];
-            a.copy_from_slice(count_bytes);
-            let count = i64::from_le_bytes(a);
-            let found = u64::try_from(count).map_err(|_| {
-                malformed(
-                    Format::TorchLegacy,
-                    format!("storage {key}: negative element count {count} at byte {pos}"),
-                )
-            })?;
-            if found != numel {
-                let bytes_of = |n: u64| n.saturating_mul(elem as u64);
-                return Err(ErrorKind::StorageSizeMismatch {
-                    key: key.clone(),
-                    declared: bytes_of(numel),
-                    found: bytes_of(found),
-                }
-                .into());
-            }
-            let start = pos + COUNT_LEN;
-            let len = usize::try_from(found)
-                .ok()
-                .and_then(|n| n.checked_mul(elem))
-                .ok_or_else(|| truncated("legacy storage data", start, usize::MAX, bytes.len()))?;
-            let end = start
-                .checked_add(len)
-                .filter(|&e| e <= bytes.len())
-                .ok_or_else(|| truncated("legacy storage data", start, len, bytes.len()))?;
-            if records.insert(key.as_str(), start..end).is_some() {
-                return Err(malformed(
-                    Format::TorchLegacy,
-                    format!("storage {key} is listed twice"),
-                ));
-            }
-            pos = end;
-        }
-        if pos < bytes.len() {
-            notes.push(format!(
-                "{} bytes after the last storage ignored",
-                bytes.len() - pos
-            ));
-        }
-        let mut ranges = Vec::with_capacity(extracted.storages.len());
-        for s in &extracted.storages {
-            let r = records
-                .get(s.key.as_str())
-                .ok_or_else(|| ErrorKind::MissingStorage { key: s.key.clone() })?;
-            ranges.push(r.clone());
-        }
-        notes.extend(extracted.notes.iter().cloned());
-        let checkpoint = Checkpoint::bind(extracted, ranges, bytes.len(), false)?;
-        Ok(TorchLegacySource {
-            bytes,
-            checkpoint,
-            metadata,
-            notes,
-        })
+/// Parses the pickles and locates every storage's data.
+///
+/// # Errors
+/// `MalformedContainer` when the magic number or protocol version is wrong (or for the
+/// unsupported TAR container); pickle errors; `StorageSizeMismatch` when a storage's count
+/// prefix disagrees with the pickle; `Truncated` when its data runs past the file;
+/// `MissingStorage`; layout errors as the zip container.
+pub(crate) fn parse(bytes: &[u8], limits: &Limits) -> Result<TorchIndex> {
+    if bytes.get(TAR_MAGIC) == Some(b"ustar") {
+        return Err(malformed(
+            Format::TorchLegacy,
+            "this is the TAR-era torch container (torchvision ≤ 0.3), which is not supported",
+        ));
     }
+    let magic = parse_pickle(bytes, 0, limits)?;
+    let is_magic = matches!(
+        magic.arena.get(magic.root),
+        Node::BigInt(BigInt { negative: false, magnitude }) if magnitude[..] == MAGIC_NUMBER
+    );
+    if !is_magic {
+        return Err(malformed(
+            Format::TorchLegacy,
+            "not a torch legacy file (no magic number)",
+        ));
+    }
+    let version = parse_pickle(bytes, magic.end, limits)?;
+    match version.arena.get(version.root) {
+        Node::Int(PROTOCOL_VERSION) => {}
+        other => {
+            return Err(malformed(
+                Format::TorchLegacy,
+                format!("unsupported legacy protocol version {}", scalar_text(other)),
+            ))
+        }
+    }
+    let sys_info = parse_pickle(bytes, version.end, limits)?;
+    let mut metadata = BTreeMap::new();
+    let mut notes = Vec::new();
+    for (k, v) in string_keyed(&sys_info.arena, sys_info.root) {
+        let node = sys_info.arena.get(v);
+        if matches!(node, Node::Bool(_) | Node::Int(_)) {
+            metadata.insert(format!("sys_info.{k}"), scalar_text(node));
+        }
+    }
+    if matches!(
+        metadata.get("sys_info.little_endian").map(String::as_str),
+        Some("False")
+    ) {
+        notes.push(
+            "written on a big-endian host; torch stores legacy storage data little-endian"
+                .to_string(),
+        );
+    }
+
+    let object = parse_pickle(bytes, sys_info.end, limits)?;
+    if let Some(p) = object.protocol {
+        metadata.insert("pickle_protocol".to_string(), p.to_string());
+    }
+    let extracted = extract(&object)?;
+    let declared = declared_storages(&object)?;
+    let keys_pickle = parse_pickle(bytes, object.end, limits)?;
+    let keys = storage_keys(&keys_pickle)?;
+
+    // The raw storages follow, in the order of the key list.
+    let mut pos = keys_pickle.end;
+    let mut records: HashMap<&str, Range<usize>> = HashMap::new();
+    for key in &keys {
+        let (elem, numel) = *declared.get(key.as_str()).ok_or_else(|| {
+            malformed(
+                Format::TorchLegacy,
+                format!("storage {key} is listed but no persistent id names it"),
+            )
+        })?;
+        let count_bytes = bytes
+            .get(pos..pos.saturating_add(COUNT_LEN))
+            .ok_or_else(|| truncated("legacy storage count", pos, COUNT_LEN, bytes.len()))?;
+        let mut a = [0u8; COUNT_LEN];
+        a.copy_from_slice(count_bytes);
+        let count = i64::from_le_bytes(a);
+        let found = u64::try_from(count).map_err(|_| {
+            malformed(
+                Format::TorchLegacy,
+                format!("storage {key}: negative element count {count} at byte {pos}"),
+            )
+        })?;
+        if found != numel {
+            let bytes_of = |n: u64| n.saturating_mul(elem as u64);
+            return Err(ErrorKind::StorageSizeMismatch {
+                key: key.clone(),
+                declared: bytes_of(numel),
+                found: bytes_of(found),
+            }
+            .into());
+        }
+        let start = pos + COUNT_LEN;
+        let len = usize::try_from(found)
+            .ok()
+            .and_then(|n| n.checked_mul(elem))
+            .ok_or_else(|| truncated("legacy storage data", start, usize::MAX, bytes.len()))?;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| truncated("legacy storage data", start, len, bytes.len()))?;
+        if records.insert(key.as_str(), start..end).is_some() {
+            return Err(malformed(
+                Format::TorchLegacy,
+                format!("storage {key} is listed twice"),
+            ));
+        }
+        pos = end;
+    }
+    if pos < bytes.len() {
+        notes.push(format!(
+            "{} bytes after the last storage ignored",
+            bytes.len() - pos
+        ));
+    }
+    let mut ranges = Vec::with_capacity(extracted.storages.len());
+    for s in &extracted.storages {
+        let r = records
+            .get(s.key.as_str())
+            .ok_or_else(|| ErrorKind::MissingStorage { key: s.key.clone() })?;
+        ranges.push(r.clone());
+    }
+    notes.extend(extracted.notes.iter().cloned());
+    let checkpoint = Checkpoint::bind(extracted, ranges, bytes.len(), false)?;
+    Ok(TorchIndex {
+        format: Format::TorchLegacy,
+        checkpoint,
+        metadata,
+        notes,
+    })
 }
 
 fn truncated(what: &'static str, offset: usize, needed: usize, len: usize) -> Error {
@@ -240,36 +237,6 @@ fn storage_keys(keys: &Parsed) -> Result<Vec<String>> {
         .collect()
 }
 
-impl TensorSource for TorchLegacySource {
-    fn release_pages(&self) {
-        self.bytes.release();
-    }
-
-    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
-        self.bytes.locate(data)
-    }
-
-    fn format(&self) -> Format {
-        Format::TorchLegacy
-    }
-
-    fn tensors(&self) -> &[TensorInfo] {
-        self.checkpoint.tensors()
-    }
-
-    fn read(&self, name: &str) -> Result<Tensor<'_>> {
-        self.checkpoint.read(&self.bytes, name)
-    }
-
-    fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.metadata
-    }
-
-    fn notes(&self) -> &[String] {
-        &self.notes
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
@@ -277,6 +244,7 @@ mod tests {
     use super::*;
     use crate::source::pickle::opcodes::*;
     use crate::source::pickle::testutil::{f32_bytes, P};
+    use crate::source::TensorSource;
 
     const MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e";
     const VERSION: &[u8] = b"\x80\x02\x4d\xe9\x03\x2e";
@@ -333,11 +301,11 @@ mod tests {
         [7i64, -1].iter().flat_map(|x| x.to_le_bytes()).collect()
     }
 
-    fn open(bytes: Vec<u8>) -> Result<TorchLegacySource> {
-        TorchLegacySource::parse(FileBytes::from_vec(bytes), &Limits::DEFAULT)
+    fn open(bytes: Vec<u8>) -> Result<TorchSource> {
+        super::open(FileBytes::from_vec(bytes), &Limits::DEFAULT)
     }
 
-    fn err_of(r: Result<TorchLegacySource>) -> Error {
+    fn err_of(r: Result<TorchSource>) -> Error {
         match r {
             Ok(_) => panic!("expected an error"),
             Err(e) => e,

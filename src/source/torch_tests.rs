@@ -7,7 +7,8 @@ use crate::error::{Error, ErrorKind};
 use crate::mmap::FileBytes;
 use crate::source::pickle::opcodes::*;
 use crate::source::pickle::testutil::{f32_bytes, zip_stored, P};
-use crate::source::torch_zip::{is_torch_zip, TorchZipSource};
+use crate::source::torch::TorchSource;
+use crate::source::torch_zip::is_torch_zip;
 use crate::source::{Format, TensorSource};
 use crate::tensor::DType;
 
@@ -29,8 +30,8 @@ fn archive(pkl: &[u8], storages: &[(&str, &[u8])], byteorder: Option<&[u8]>) -> 
     zip_stored(&entries)
 }
 
-fn open(bytes: Vec<u8>) -> Result<TorchZipSource, Error> {
-    TorchZipSource::parse(FileBytes::from_vec(bytes), &crate::Limits::DEFAULT)
+fn open(bytes: Vec<u8>) -> Result<TorchSource, Error> {
+    crate::source::torch_zip::open(FileBytes::from_vec(bytes), &crate::Limits::DEFAULT)
 }
 
 /// `{name: tensor}` over FloatStorage "0" with 6 elements.
@@ -47,7 +48,7 @@ fn six() -> Vec<u8> {
     f32_bytes(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
 }
 
-fn err_of(r: Result<TorchZipSource, Error>) -> Error {
+fn err_of(r: Result<TorchSource, Error>) -> Error {
     match r {
         Ok(_) => panic!("expected an error"),
         Err(e) => e,

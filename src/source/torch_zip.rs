@@ -13,14 +13,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::sync::Arc;
 
 use crate::error::{malformed, Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::source::limits::Limits;
+use crate::source::mapped::Mapped;
 use crate::source::pickle::parse_pickle;
-use crate::source::torch::{extract, Checkpoint};
-use crate::source::{Format, TensorSource};
-use crate::tensor::{Tensor, TensorInfo};
+use crate::source::torch::{extract, Checkpoint, TorchIndex, TorchSource};
+use crate::source::Format;
 
 /// Largest small informational record (`byteorder`, `version`, …) that is read into metadata.
 const MAX_INFO_RECORD: usize = 64;
@@ -441,122 +442,90 @@ pub(crate) fn is_torch_zip(bytes: &[u8], release: &dyn Fn(), limits: &Limits) ->
     Ok(entries.iter().any(|e| e.name == pkl))
 }
 
-/// A `torch.save` zip checkpoint.
-#[derive(Debug)]
-pub(crate) struct TorchZipSource {
-    bytes: FileBytes,
-    checkpoint: Checkpoint,
-    metadata: BTreeMap<String, String>,
-    notes: Vec<String>,
+/// Opens a `torch.save` zip checkpoint: [`parse`]s it and keeps its bytes.
+///
+/// # Errors
+/// As [`parse`].
+pub(crate) fn open(bytes: FileBytes, limits: &Limits) -> Result<TorchSource> {
+    let index = parse(&bytes, &|| bytes.release(), limits)?;
+    Ok(Mapped::new(Arc::new(bytes), index))
 }
 
-impl TorchZipSource {
-    /// Parses and validates the whole archive: directory, pickle, every tensor against its record.
-    ///
-    /// # Errors
-    /// Zip and pickle errors; `MissingStorage`, `StorageSizeMismatch`, `StorageOutOfBounds`,
-    /// `InvalidLayout`, `UnsupportedDType`, `Duplicate`.
-    pub(crate) fn parse(bytes: FileBytes, limits: &Limits) -> Result<Self> {
-        let entries = read_zip_entries(&bytes, &|| bytes.release(), limits)?;
-        bytes.release();
-        let root = archive_root(&entries)?.to_string();
-        let by_name: HashMap<&str, &ZipEntry> =
-            entries.iter().map(|e| (e.name.as_str(), e)).collect();
-        let record = |rel: &str| by_name.get(format!("{root}/{rel}").as_str()).copied();
+/// Parses and validates the whole archive: directory, pickle, every tensor against its record.
+/// `release` drops the resident pages of `bytes` (the zip walk calls it as it goes).
+///
+/// # Errors
+/// Zip and pickle errors; `MissingStorage`, `StorageSizeMismatch`, `StorageOutOfBounds`,
+/// `InvalidLayout`, `UnsupportedDType`, `Duplicate`.
+pub(crate) fn parse(bytes: &[u8], release: &dyn Fn(), limits: &Limits) -> Result<TorchIndex> {
+    let entries = read_zip_entries(bytes, release, limits)?;
+    release();
+    let root = archive_root(&entries)?.to_string();
+    let by_name: HashMap<&str, &ZipEntry> = entries.iter().map(|e| (e.name.as_str(), e)).collect();
+    let record = |rel: &str| by_name.get(format!("{root}/{rel}").as_str()).copied();
 
-        let mut metadata = BTreeMap::new();
-        metadata.insert("archive_root".to_string(), root.clone());
-        let big_endian = match record("byteorder") {
-            None => false,
-            Some(e) => match e.stored(&bytes)? {
-                b"little" => false,
-                b"big" => true,
-                other => {
-                    return Err(malformed(
-                        Format::TorchZip,
-                        format!(
-                            "byteorder record is {:?}, expected \"little\" or \"big\"",
-                            String::from_utf8_lossy(other.get(..MAX_INFO_RECORD).unwrap_or(other))
-                        ),
-                    ))
-                }
-            },
-        };
-        metadata.insert(
-            "byteorder".to_string(),
-            if big_endian { "big" } else { "little" }.to_string(),
-        );
-        for (rel, key) in [
-            ("version", "archive_version"),
-            (".format_version", "format_version"),
-            (".storage_alignment", "storage_alignment"),
-        ] {
-            if let Some(Ok(v)) = record(rel).map(|e| e.stored(&bytes)) {
-                if let Ok(s) = std::str::from_utf8(v) {
-                    if s.len() <= MAX_INFO_RECORD {
-                        metadata.insert(key.to_string(), s.trim().to_string());
-                    }
+    let mut metadata = BTreeMap::new();
+    metadata.insert("archive_root".to_string(), root.clone());
+    let big_endian = match record("byteorder") {
+        None => false,
+        Some(e) => match e.stored(bytes)? {
+            b"little" => false,
+            b"big" => true,
+            other => {
+                return Err(malformed(
+                    Format::TorchZip,
+                    format!(
+                        "byteorder record is {:?}, expected \"little\" or \"big\"",
+                        String::from_utf8_lossy(other.get(..MAX_INFO_RECORD).unwrap_or(other))
+                    ),
+                ))
+            }
+        },
+    };
+    metadata.insert(
+        "byteorder".to_string(),
+        if big_endian { "big" } else { "little" }.to_string(),
+    );
+    for (rel, key) in [
+        ("version", "archive_version"),
+        (".format_version", "format_version"),
+        (".storage_alignment", "storage_alignment"),
+    ] {
+        if let Some(Ok(v)) = record(rel).map(|e| e.stored(bytes)) {
+            if let Ok(s) = std::str::from_utf8(v) {
+                if s.len() <= MAX_INFO_RECORD {
+                    metadata.insert(key.to_string(), s.trim().to_string());
                 }
             }
         }
-
-        let pkl = record("data.pkl").ok_or_else(|| {
-            malformed(
-                Format::TorchZip,
-                format!("no {root}/data.pkl in the archive"),
-            )
-        })?;
-        let parsed = parse_pickle(pkl.stored(&bytes)?, 0, limits)?;
-        if let Some(p) = parsed.protocol {
-            metadata.insert("pickle_protocol".to_string(), p.to_string());
-        }
-        let extracted = extract(&parsed)?;
-        drop(parsed);
-
-        let mut records: Vec<Range<usize>> = Vec::with_capacity(extracted.storages.len());
-        for s in &extracted.storages {
-            let e = record(&format!("data/{}", s.key))
-                .ok_or_else(|| ErrorKind::MissingStorage { key: s.key.clone() })?;
-            e.stored(&bytes)?;
-            records.push(e.data.clone());
-        }
-        let notes = extracted.notes.clone();
-        let checkpoint = Checkpoint::bind(extracted, records, bytes.len(), big_endian)?;
-        Ok(TorchZipSource {
-            bytes,
-            checkpoint,
-            metadata,
-            notes,
-        })
-    }
-}
-
-impl TensorSource for TorchZipSource {
-    fn release_pages(&self) {
-        self.bytes.release();
     }
 
-    fn locate(&self, data: &[u8]) -> Option<(&std::fs::File, u64)> {
-        self.bytes.locate(data)
+    let pkl = record("data.pkl").ok_or_else(|| {
+        malformed(
+            Format::TorchZip,
+            format!("no {root}/data.pkl in the archive"),
+        )
+    })?;
+    let parsed = parse_pickle(pkl.stored(bytes)?, 0, limits)?;
+    if let Some(p) = parsed.protocol {
+        metadata.insert("pickle_protocol".to_string(), p.to_string());
     }
+    let extracted = extract(&parsed)?;
+    drop(parsed);
 
-    fn format(&self) -> Format {
-        Format::TorchZip
+    let mut records: Vec<Range<usize>> = Vec::with_capacity(extracted.storages.len());
+    for s in &extracted.storages {
+        let e = record(&format!("data/{}", s.key))
+            .ok_or_else(|| ErrorKind::MissingStorage { key: s.key.clone() })?;
+        e.stored(bytes)?;
+        records.push(e.data.clone());
     }
-
-    fn tensors(&self) -> &[TensorInfo] {
-        self.checkpoint.tensors()
-    }
-
-    fn read(&self, name: &str) -> Result<Tensor<'_>> {
-        self.checkpoint.read(&self.bytes, name)
-    }
-
-    fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.metadata
-    }
-
-    fn notes(&self) -> &[String] {
-        &self.notes
-    }
+    let notes = extracted.notes.clone();
+    let checkpoint = Checkpoint::bind(extracted, records, bytes.len(), big_endian)?;
+    Ok(TorchIndex {
+        format: Format::TorchZip,
+        checkpoint,
+        metadata,
+        notes,
+    })
 }
