@@ -17,7 +17,7 @@ use rmp::encode;
 
 use super::{read_item, AtomicFile, WriteItem};
 use crate::error::{Error, ErrorKind, Result};
-use crate::source::flax::{numpy_dtype_name, CHUNKED_KEY, EXT_NDARRAY};
+use crate::source::flax::msgpack::{numpy_dtype_name, CHUNKED_KEY, EXT_NDARRAY};
 use crate::source::TensorSource;
 use crate::tensor::DType;
 
