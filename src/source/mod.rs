@@ -42,8 +42,7 @@ pub(crate) mod npz;
 pub(crate) mod pickle;
 pub(crate) mod safetensors;
 pub(crate) mod torch;
-pub(crate) mod torch_legacy;
-pub(crate) mod torch_zip;
+pub(crate) use torch::{legacy as torch_legacy, zip as torch_zip};
 
 /// Container formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

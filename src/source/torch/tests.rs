@@ -1,4 +1,4 @@
-//! Tests of the tensor walker (`torch.rs`) and the zip container (`torch_zip.rs`) on
+//! Tests of the tensor walker (`rebuild.rs`) and the zip container (`zip.rs`) on
 //! hand-assembled archives.
 
 use std::borrow::Cow;
