@@ -17,60 +17,7 @@ use crate::source::{self, Limits, OpenOptions, TensorSource};
 use crate::tensor::{DType, TensorInfo};
 use crate::write::{self, DeferredMeta, WriteItem};
 
-/// The output layout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum OutputFormat {
-    /// Canonical HF transformers safetensors + `config.json` + `preprocessor_config.json`.
-    #[default]
-    Safetensors,
-    /// timm-layout safetensors (`cls_token`, `blocks.{i}.attn.qkv.weight`, …).
-    Timm,
-    /// google-research/vision_transformer npz layout.
-    Npz,
-    /// HF transformers 4.x Flax `flax_model.msgpack` (`FlaxViTModel`,
-    /// `FlaxViTForImageClassification`).
-    Flax,
-}
-
-impl OutputFormat {
-    /// The name [`OutputFormat::parse`] accepts (`safetensors`, `timm`, `npz`, `flax`).
-    pub fn name(self) -> &'static str {
-        match self {
-            OutputFormat::Safetensors => "safetensors",
-            OutputFormat::Timm => "timm",
-            OutputFormat::Npz => "npz",
-            OutputFormat::Flax => "flax",
-        }
-    }
-
-    /// Parses `safetensors`, `timm`, `npz` or `flax`.
-    pub fn parse(s: &str) -> Option<OutputFormat> {
-        match s {
-            "safetensors" => Some(OutputFormat::Safetensors),
-            "timm" => Some(OutputFormat::Timm),
-            "npz" => Some(OutputFormat::Npz),
-            "flax" => Some(OutputFormat::Flax),
-            _ => None,
-        }
-    }
-
-    /// The files [`convert`] writes into `outdir` in this layout: the weights, `config.json`,
-    /// `preprocessor_config.json`.
-    pub fn output_files(self, outdir: impl AsRef<Path>) -> [PathBuf; 3] {
-        let outdir = outdir.as_ref();
-        [
-            outdir.join(match self {
-                OutputFormat::Npz => "model.npz",
-                OutputFormat::Flax => "flax_model.msgpack",
-                OutputFormat::Safetensors | OutputFormat::Timm => "model.safetensors",
-            }),
-            outdir.join("config.json"),
-            outdir.join("preprocessor_config.json"),
-        ]
-    }
-}
+pub use crate::vocab::OutputFormat;
 
 /// Options for [`convert`].
 #[derive(Clone, Debug, Default)]

@@ -7,12 +7,10 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::convert::OutputFormat;
-use crate::image::ImageFormat;
-use crate::mapping::MappingError;
 use crate::source::Format;
 use crate::tensor::DType;
 use crate::text::Escaped;
+use crate::vocab::{ImageFormat, MappingError, OutputFormat};
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -124,6 +124,7 @@ pub mod source;
 pub mod tensor;
 pub mod text;
 pub mod verify;
+mod vocab;
 pub mod write;
 
 pub use ndarray;

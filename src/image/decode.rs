@@ -44,25 +44,7 @@ pub struct Decoded {
     pub transparent: Option<[u16; 3]>,
 }
 
-/// Image file formats [`decode_image`] reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ImageFormat {
-    /// PNG.
-    Png,
-    /// JPEG (baseline and progressive).
-    Jpeg,
-}
-
-impl ImageFormat {
-    /// A short name (`png`, `jpeg`).
-    pub fn name(self) -> &'static str {
-        match self {
-            ImageFormat::Png => "png",
-            ImageFormat::Jpeg => "jpeg",
-        }
-    }
-}
+pub use crate::vocab::ImageFormat;
 
 /// Reads and decodes an image file (PNG or JPEG, sniffed from its leading bytes).
 ///

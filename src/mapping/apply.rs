@@ -7,7 +7,6 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use serde::Serialize;
 
 use super::dims::{show_shape, Bindings, Dim};
-use super::error::MappingError;
 use super::index::{PatternIndex, PrefixSet};
 use super::names::Branch;
 use super::ops::Op;
@@ -16,6 +15,7 @@ use super::schema::{MappingTable, Rule};
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::Limits;
 use crate::tensor::{checked_byte_len, DType, TensorInfo};
+use crate::vocab::MappingError;
 
 /// One output tensor of a plan and how to compute it from source tensors.
 #[derive(Clone, Debug)]

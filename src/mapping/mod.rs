@@ -10,18 +10,17 @@ use crate::tensor::{Tensor, TensorInfo};
 
 pub(crate) mod apply;
 pub(crate) mod dims;
-mod error;
 pub(crate) mod index;
 mod names;
 pub(crate) mod ops;
 pub(crate) mod pattern;
 pub(crate) mod schema;
 
+pub use crate::vocab::MappingError;
 pub use apply::MappingReport;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use apply::{plan_forward, plan_reverse};
 pub(crate) use apply::{plan_forward_within, plan_reverse_within, select_view, Plan};
-pub use error::MappingError;
 pub use names::{Branch, Family};
 pub use schema::MappingTable;
 

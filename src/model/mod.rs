@@ -29,71 +29,7 @@ pub fn read_config_file(
     crate::fsio::read_text(path.as_ref(), limits.config_file_bytes, "config file bytes")
 }
 
-/// The HF model class a canonical checkpoint corresponds to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub enum Architecture {
-    /// `ViTModel` (headless; optional pooler). Keys have no prefix.
-    ViTModel,
-    /// `ViTForImageClassification`: `vit.` prefix + `classifier.*`.
-    ViTForImageClassification,
-    /// `DeiTModel` (distillation token, headless). Keys have no prefix.
-    DeiTModel,
-    /// `DeiTForImageClassificationWithTeacher`: `deit.` prefix + `cls_classifier.*` +
-    /// `distillation_classifier.*`.
-    DeiTForImageClassificationWithTeacher,
-}
-
-impl Architecture {
-    /// The class name as written in `config.json` `architectures`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Architecture::ViTModel => "ViTModel",
-            Architecture::ViTForImageClassification => "ViTForImageClassification",
-            Architecture::DeiTModel => "DeiTModel",
-            Architecture::DeiTForImageClassificationWithTeacher => {
-                "DeiTForImageClassificationWithTeacher"
-            }
-        }
-    }
-
-    /// `model_type` in `config.json`.
-    pub fn model_type(self) -> &'static str {
-        match self {
-            Architecture::ViTModel | Architecture::ViTForImageClassification => "vit",
-            _ => "deit",
-        }
-    }
-
-    /// The prefix body tensors carry on disk (`vit.`, `deit.` or none).
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Architecture::ViTForImageClassification => "vit.",
-            Architecture::DeiTForImageClassificationWithTeacher => "deit.",
-            _ => "",
-        }
-    }
-
-    /// Parses a class name.
-    pub fn from_name(name: &str) -> Option<Architecture> {
-        [
-            Architecture::ViTModel,
-            Architecture::ViTForImageClassification,
-            Architecture::DeiTModel,
-            Architecture::DeiTForImageClassificationWithTeacher,
-        ]
-        .into_iter()
-        .find(|a| a.name() == name)
-    }
-
-    /// Number of prefix tokens (class, and distillation for DeiT).
-    pub fn prefix_tokens(self) -> usize {
-        match self {
-            Architecture::DeiTModel | Architecture::DeiTForImageClassificationWithTeacher => 2,
-            _ => 1,
-        }
-    }
-}
+pub use crate::vocab::Architecture;
 
 /// Names of head tensors: they never take the body prefix.
 pub(crate) fn is_head(name: &str) -> bool {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::model::Architecture;
+use super::Architecture;
 use crate::tensor::DType;
 
 /// How many further names an [`MappingError::Unconsumed`] message shows after the first.
