@@ -7,10 +7,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::source::Format;
-use crate::tensor::DType;
 use crate::text::Escaped;
-use crate::vocab::{ImageFormat, MappingError, OutputFormat};
+use crate::vocab::{DType, Format, ImageFormat, MappingError, OutputFormat};
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -3,96 +3,12 @@
 //! Tensor data is always C-contiguous and little-endian, whatever the container held.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use serde::Serialize;
 
 use crate::error::{ErrorKind, Result};
 
-/// Element types a checkpoint tensor may have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[non_exhaustive]
-pub enum DType {
-    /// 64-bit float.
-    F64,
-    /// 32-bit float.
-    F32,
-    /// IEEE half precision.
-    F16,
-    /// bfloat16.
-    BF16,
-    /// 64-bit signed integer.
-    I64,
-    /// 32-bit signed integer.
-    I32,
-    /// 16-bit signed integer.
-    I16,
-    /// 8-bit signed integer.
-    I8,
-    /// 8-bit unsigned integer.
-    U8,
-    /// Boolean, one byte per element (0 or 1).
-    #[serde(rename = "BOOL")]
-    Bool,
-}
-
-impl DType {
-    /// Every dtype, in a fixed order.
-    pub const ALL: [DType; 10] = [
-        DType::F64,
-        DType::F32,
-        DType::F16,
-        DType::BF16,
-        DType::I64,
-        DType::I32,
-        DType::I16,
-        DType::I8,
-        DType::U8,
-        DType::Bool,
-    ];
-
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            DType::F64 | DType::I64 => 8,
-            DType::F32 | DType::I32 => 4,
-            DType::F16 | DType::BF16 | DType::I16 => 2,
-            DType::I8 | DType::U8 | DType::Bool => 1,
-        }
-    }
-
-    /// The name used in listings and safetensors headers (`F32`, `BF16`, `BOOL`, …).
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F64 => "F64",
-            DType::F32 => "F32",
-            DType::F16 => "F16",
-            DType::BF16 => "BF16",
-            DType::I64 => "I64",
-            DType::I32 => "I32",
-            DType::I16 => "I16",
-            DType::I8 => "I8",
-            DType::U8 => "U8",
-            DType::Bool => "BOOL",
-        }
-    }
-
-    /// Parses a name as spelled by [`DType::name`].
-    pub fn from_name(name: &str) -> Option<DType> {
-        DType::ALL.into_iter().find(|d| d.name() == name)
-    }
-
-    /// True for the floating-point dtypes.
-    pub fn is_float(self) -> bool {
-        matches!(self, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
-    }
-}
-
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::vocab::DType;
 
 /// Number of elements of a shape, or `None` on overflow.
 pub fn checked_numel(shape: &[usize]) -> Option<usize> {

@@ -6,8 +6,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Serialize;
-
 use crate::error::{Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::tensor::{Tensor, TensorInfo};
@@ -44,42 +42,7 @@ pub(crate) mod safetensors;
 pub(crate) mod torch;
 pub(crate) use torch::{legacy as torch_legacy, zip as torch_zip};
 
-/// Container formats.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Format {
-    /// safetensors.
-    Safetensors,
-    /// PyTorch zip archive (`torch.save` since 1.6).
-    TorchZip,
-    /// PyTorch legacy (pre-1.6) sequential-pickle format.
-    TorchLegacy,
-    /// A single numpy `.npy` array.
-    Npy,
-    /// A numpy `.npz` archive.
-    Npz,
-    /// A Flax msgpack checkpoint (`flax_model.msgpack`, `flax.serialization.to_bytes`).
-    Flax,
-    /// The zip layer shared by [`Format::TorchZip`] and [`Format::Npz`], before its entries
-    /// decide between them: only errors name it, no source has it.
-    Zip,
-}
-
-impl Format {
-    /// A short name (`safetensors`, `torch_zip`, …).
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Safetensors => "safetensors",
-            Format::TorchZip => "torch_zip",
-            Format::TorchLegacy => "torch_legacy",
-            Format::Npy => "npy",
-            Format::Npz => "npz",
-            Format::Flax => "flax",
-            Format::Zip => "zip",
-        }
-    }
-}
+pub use crate::vocab::Format;
 
 /// What the magic bytes say, before looking inside.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::Architecture;
-use crate::tensor::DType;
+use super::DType;
 
 /// How many further names an [`MappingError::Unconsumed`] message shows after the first.
 const PREVIEW: usize = 4;

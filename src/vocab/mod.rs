@@ -1,8 +1,9 @@
-//! The small vocabulary types every layer names: the output layout, image formats, the model
-//! class and what can go wrong applying a mapping table. They live here, below [`crate::error`],
+//! The small vocabulary types every layer names: element types, container formats, the output
+//! layout, image formats, the model class and what can go wrong applying a mapping table. They live here, below [`crate::error`],
 //! so that the error type does not import the layers that use it; each is re-exported where it is
-//! used (`convert`, `image`, `model`, `mapping`).
+//! used (`tensor`, `source`, `convert`, `image`, `model`, `mapping`).
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -10,6 +11,128 @@ use serde::Serialize;
 mod mapping;
 
 pub use mapping::MappingError;
+
+/// Element types a checkpoint tensor may have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[non_exhaustive]
+pub enum DType {
+    /// 64-bit float.
+    F64,
+    /// 32-bit float.
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// 64-bit signed integer.
+    I64,
+    /// 32-bit signed integer.
+    I32,
+    /// 16-bit signed integer.
+    I16,
+    /// 8-bit signed integer.
+    I8,
+    /// 8-bit unsigned integer.
+    U8,
+    /// Boolean, one byte per element (0 or 1).
+    #[serde(rename = "BOOL")]
+    Bool,
+}
+
+impl DType {
+    /// Every dtype, in a fixed order.
+    pub const ALL: [DType; 10] = [
+        DType::F64,
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::I64,
+        DType::I32,
+        DType::I16,
+        DType::I8,
+        DType::U8,
+        DType::Bool,
+    ];
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 => 2,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+        }
+    }
+
+    /// The name used in listings and safetensors headers (`F32`, `BF16`, `BOOL`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F64 => "F64",
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            DType::I64 => "I64",
+            DType::I32 => "I32",
+            DType::I16 => "I16",
+            DType::I8 => "I8",
+            DType::U8 => "U8",
+            DType::Bool => "BOOL",
+        }
+    }
+
+    /// Parses a name as spelled by [`DType::name`].
+    pub fn from_name(name: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// True for the floating-point dtypes.
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Container formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Format {
+    /// safetensors.
+    Safetensors,
+    /// PyTorch zip archive (`torch.save` since 1.6).
+    TorchZip,
+    /// PyTorch legacy (pre-1.6) sequential-pickle format.
+    TorchLegacy,
+    /// A single numpy `.npy` array.
+    Npy,
+    /// A numpy `.npz` archive.
+    Npz,
+    /// A Flax msgpack checkpoint (`flax_model.msgpack`, `flax.serialization.to_bytes`).
+    Flax,
+    /// The zip layer shared by [`Format::TorchZip`] and [`Format::Npz`], before its entries
+    /// decide between them: only errors name it, no source has it.
+    Zip,
+}
+
+impl Format {
+    /// A short name (`safetensors`, `torch_zip`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Safetensors => "safetensors",
+            Format::TorchZip => "torch_zip",
+            Format::TorchLegacy => "torch_legacy",
+            Format::Npy => "npy",
+            Format::Npz => "npz",
+            Format::Flax => "flax",
+            Format::Zip => "zip",
+        }
+    }
+}
 
 /// The output layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
