@@ -15,6 +15,7 @@ use crate::source::mapped::{Index, Mapped};
 use crate::source::{tensor_not_found, Format};
 use crate::tensor::{gather_strided, is_c_contiguous, swap_bytes_in_place, Tensor, TensorInfo};
 
+mod layout;
 pub(crate) mod legacy;
 mod rebuild;
 pub(crate) mod zip;
