@@ -333,15 +333,7 @@ fn tables_check_refuses_an_empty_strip_prefix_naming_its_line() {
     );
     // `--table` loads it the same way: refused before the checkpoint is looked at.
     let out_dir = dir.path().join("out");
-    let conv = common::run_cli(&[
-        "--table",
-        path.to_str().unwrap(),
-        common::fixture("convert", "timm_vit/source.pth")
-            .to_str()
-            .unwrap(),
-        "-o",
-        out_dir.to_str().unwrap(),
-    ]);
+    let conv = convert_timm_with(&path, &out_dir);
     assert_refused(&conv, &[&format!("loop.toml:{line}"), "strip_prefixes"]);
     assert!(!out_dir.exists());
 }
@@ -421,15 +413,7 @@ fn a_table_with_an_overflowing_shape_is_refused_naming_the_rule() {
         &format!("\"prepend_zeros(1, {})\"", u64::MAX - 1),
     );
     let out_dir = dir.path().join("out");
-    let out = common::run_cli(&[
-        "--table",
-        table.to_str().unwrap(),
-        common::fixture("convert", "timm_vit/source.pth")
-            .to_str()
-            .unwrap(),
-        "-o",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = convert_timm_with(&table, &out_dir);
     assert_refused(&out, &[&format!("evil.toml:{line}"), "size overflow"]);
     assert!(!out_dir.exists());
 }
@@ -572,15 +556,7 @@ fn tables_check_refuses_strip_prefixes_that_start_with_one_another() {
     ];
     assert_refused(&out, &needles);
     let out_dir = dir.path().join("out");
-    let conv = common::run_cli(&[
-        "--table",
-        path.to_str().unwrap(),
-        common::fixture("convert", "timm_vit/source.pth")
-            .to_str()
-            .unwrap(),
-        "-o",
-        out_dir.to_str().unwrap(),
-    ]);
+    let conv = convert_timm_with(&path, &out_dir);
     assert_refused(&conv, &needles);
     assert!(!out_dir.exists());
 }
@@ -650,4 +626,17 @@ fn tables_check_refuses_a_rule_whose_split_outputs_recompute_many_ops() {
             "15 ops besides split/concat for each of 64 outputs",
         ],
     );
+}
+
+/// `vit-convert --table TABLE <the timm fixture> -o OUT`.
+fn convert_timm_with(table: &std::path::Path, out: &std::path::Path) -> std::process::Output {
+    common::run_cli(&[
+        "--table",
+        table.to_str().unwrap(),
+        common::fixture("convert", "timm_vit/source.pth")
+            .to_str()
+            .unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ])
 }
