@@ -48,20 +48,29 @@ pub(crate) struct AtomicFile {
     out: Option<BufWriter<File>>,
 }
 
+/// The hidden names `.<name>.<tag>-<pid>-<n>` beside `dest` (n = 0, 1, … 999) that this process
+/// may create for it: temp files (`tmp`) and backups of replaced files (`old`). Each caller takes
+/// the first that does not exist yet.
+pub(crate) fn sibling_names<'a>(
+    dest: &'a Path,
+    tag: &'a str,
+) -> impl Iterator<Item = PathBuf> + 'a {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let name = dest
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("output");
+    let pid = std::process::id();
+    (0..1000u32).map(move |n| dir.join(format!(".{name}.{tag}-{pid}-{n}")))
+}
+
 impl AtomicFile {
     /// Creates `.<name>.tmp-<pid>-<n>` next to `dest` (the first free `n`; files of other
     /// processes, live or dead, are never touched: see the [module docs](self)). A `dest` that
     /// is a symlink to a regular file is written through (see `staged::resolve_destination`).
     pub(crate) fn create(dest: &Path) -> Result<AtomicFile> {
         let dest = &staged::resolve_destination(dest)?;
-        let dir = dest.parent().unwrap_or(Path::new("."));
-        let name = dest
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("output");
-        let pid = std::process::id();
-        for n in 0..1000u32 {
-            let tmp = dir.join(format!(".{name}.tmp-{pid}-{n}"));
+        for tmp in sibling_names(dest, "tmp") {
             match std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)

@@ -212,15 +212,8 @@ fn check_destination(dest: &Path) -> Result<()> {
 /// filesystem has no hard links. Returns the backup and whether `dest` was moved.
 fn keep_aside(dest: &Path, step: usize) -> Result<(PathBuf, bool)> {
     let err = |op, e| Error::from(ErrorKind::io(op, e)).with_path(dest);
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let name = dest
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("output");
-    let pid = std::process::id();
     injected(step).map_err(|e| err("link", e))?;
-    for n in 0..1000u32 {
-        let backup = dir.join(format!(".{name}.old-{pid}-{n}"));
+    for backup in super::sibling_names(dest, "old") {
         match hard_link(dest, &backup) {
             Ok(()) => return Ok((backup, false)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
