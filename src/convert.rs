@@ -11,7 +11,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::forward::Model;
 use crate::hash::{HashReport, Reading};
 use crate::mapping::{self, Branch, Family, MappingReport, MappingTable, PlannedSource};
-use crate::model::{self, preprocessor, Architecture, ConfigOverrides, ViTConfig};
+use crate::model::{self, preprocessor, Architecture, ConfigOverrides, ModelType, ViTConfig};
 use crate::progress::{NoProgress, Progress, Reporting, Stage};
 use crate::source::{self, Limits, OpenOptions, TensorSource};
 use crate::tensor::{DType, TensorInfo};
@@ -317,12 +317,16 @@ pub(crate) fn plan_canonical(
     from: Option<Family>,
     custom: Option<&MappingTable>,
     branch: Option<Branch>,
+    family: Option<ModelType>,
     limits: &Limits,
 ) -> Result<CanonicalPlan> {
     let table = choose_table(src, from, custom)?;
     let mut plan = mapping::plan_forward_within(&table, src.tensors(), branch, limits)?;
     let names: BTreeSet<String> = plan.targets.iter().map(|t| t.info.name.clone()).collect();
-    let (arch, dropped) = model::architecture_of(&names);
+    let family = family
+        .or(table.facts.model_type)
+        .unwrap_or_else(|| model::family_of(&names));
+    let (arch, dropped) = model::architecture_of(family, &names);
     let drop_names: BTreeSet<&str> = dropped.iter().map(|(n, _)| n.as_str()).collect();
     plan.targets
         .retain(|t| !drop_names.contains(t.info.name.as_str()));
@@ -351,6 +355,7 @@ fn canonicalize<'s>(
         opts.from,
         opts.table.as_ref(),
         opts.branch,
+        opts.overrides.model_type(),
         &opts.open.limits,
     )?;
     let heads = table
@@ -363,14 +368,12 @@ fn canonicalize<'s>(
         merge_sidecar_config(&side, &mut overrides, arch, &opts.open.limits)?;
     }
     let infos: Vec<TensorInfo> = plan.targets.iter().map(|t| t.info.clone()).collect();
-    let (config, inf) = model::infer_config(
-        arch,
-        &infos,
-        table.facts.layer_norm_eps,
-        table.facts.hidden_act,
+    let facts = model::TableFacts {
+        eps: table.facts.layer_norm_eps,
+        hidden_act: table.facts.hidden_act,
         heads,
-        &overrides,
-    )?;
+    };
+    let (config, inf) = model::infer_config(arch, &infos, &facts, &overrides)?;
     let expected = model::expected_names(&config);
     let got: BTreeSet<String> = infos.iter().map(|t| t.name.clone()).collect();
     if let Some(missing) = expected.difference(&got).next() {
@@ -452,18 +455,18 @@ fn merge_sidecar_config(
         "num_channels",
         "qkv_bias",
         "pooler_act",
+        "vocab_size",
+        "use_mask_token",
+        "use_absolute_position_embeddings",
+        "use_relative_position_bias",
+        "use_shared_relative_position_bias",
+        "use_mean_pooling",
+        "layer_scale_init_value",
     ];
     let mut merged: serde_json::Map<String, serde_json::Value> = side
         .iter()
         .filter(|(k, _)| keep.contains(&k.as_str()))
-        .filter(|(k, _)| {
-            *k != "id2label"
-                || matches!(
-                    arch,
-                    Architecture::ViTForImageClassification
-                        | Architecture::DeiTForImageClassificationWithTeacher
-                )
-        })
+        .filter(|(k, _)| *k != "id2label" || model::classifies(arch))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if let Some(user) = &o.config {

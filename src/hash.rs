@@ -131,7 +131,14 @@ pub(crate) fn with_source_tensors<R>(
         .as_deref()
         .map(str::parse::<Branch>)
         .transpose()?;
-    let c = plan_canonical(src, from, how.table.as_ref(), branch, &how.open.limits)?;
+    let c = plan_canonical(
+        src,
+        from,
+        how.table.as_ref(),
+        branch,
+        None,
+        &how.open.limits,
+    )?;
     reading.table = Some(c.table.id().to_string());
     reading.selected = c.plan.report.selected.clone();
     reading.dropped = c.dropped;

@@ -23,7 +23,8 @@ pub(crate) fn check_forward_tokens(
 }
 
 /// Checks the activation memory a forward pass of `config` on a `[B, C, H, W]` batch allocates
-/// (float32 patches, embeddings, eight `[B·T, hidden]` buffers and one `[B·T, intermediate]`)
+/// (float32 patches, embeddings, eight `[B·T, hidden]` buffers and one `[B·T, intermediate]`,
+/// relative position biases, the masked-image-modelling head's logits)
 /// against [`Limits::forward_bytes`], with checked arithmetic.
 ///
 /// # Errors
@@ -44,9 +45,32 @@ pub(crate) fn check_forward_bytes(
         let patch_values = patches.checked_mul(c.checked_mul(p)?.checked_mul(p)?)?;
         let emb = patches.checked_mul(d)?;
         let per_row = d.checked_mul(8)?.checked_add(config.intermediate_size)?;
+        // Relative position bias: a layer's own [H, T, T] and a shared one.
+        let tokens = rows / b.max(1);
+        let bias = match config.encoder.relative_position {
+            crate::model::RelativePosition::None => 0,
+            _ => config
+                .num_attention_heads
+                .checked_mul(tokens)?
+                .checked_mul(tokens)?
+                .checked_mul(2)?,
+        };
+        // The masked-image-modelling head: a normed copy and [B, N, V] logits.
+        let mim = match config.vocab_size {
+            Some(v)
+                if config.architecture
+                    == crate::model::Architecture::BeitForMaskedImageModeling =>
+            {
+                rows.checked_mul(d.checked_mul(2)?)?
+                    .checked_add(patches.checked_mul(v)?)?
+            }
+            _ => 0,
+        };
         patch_values
             .checked_add(emb)?
             .checked_add(rows.checked_mul(per_row)?)?
+            .checked_add(bias)?
+            .checked_add(mim)?
             .checked_mul(4)
     })();
     check_within("forward bytes", bytes, limits.forward_bytes)

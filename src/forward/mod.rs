@@ -10,20 +10,21 @@
 //! [`Model::set_threads`] threads (default: one per available core), and the activation
 //! buffers are allocated once per call.
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use ndarray::{concatenate, s, Array2, Array3, ArrayView1, ArrayView2, ArrayView4, Axis};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{self, disk_name, Activation, Architecture, ViTConfig};
+use crate::model::{self, Activation, ModelType, ViTConfig};
 use crate::progress::{NoProgress, Progress, Stage};
 use crate::source::{self, Limits, OpenOptions, TensorSource};
 use crate::tensor::DType;
 
 mod budget;
 pub(crate) mod interp;
+mod load;
 pub(crate) mod ops;
+mod relpos;
 #[cfg(test)]
 mod side_props;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -56,8 +57,12 @@ pub struct ForwardOutput {
     pub cls_logits: Option<Array2<f32>>,
     /// DeiT with teacher: the distillation-token head alone.
     pub distillation_logits: Option<Array2<f32>>,
-    /// `[B, R]` pooler output (`tanh(dense(x[:, 0]))`) when the model has a pooler.
+    /// `[B, R]` pooler output when the model has a pooler: ViT's `tanh(dense(x[:, 0]))`;
+    /// BEiT's `LayerNorm(mean(x[:, 1:]))` with mean pooling, else its class token.
     pub pooler_output: Option<Array2<f32>>,
+    /// `[B, N, V]` masked-image-modelling logits over every patch token
+    /// (`BeitForMaskedImageModeling`).
+    pub token_logits: Option<Array3<f32>>,
 }
 
 impl ForwardOutput {
@@ -99,6 +104,10 @@ struct Layer {
     ln2: Norm,
     fc1: Linear,
     fc2: Linear,
+    /// Layer scale of the attention and MLP branches (`lambda_1`, `lambda_2`).
+    lambda: Option<[P; 2]>,
+    /// The layer's own relative position bias table.
+    relative: Option<P>,
 }
 
 /// A canonical ViT/DeiT model loaded for the reference forward pass (weights in f32).
@@ -118,202 +127,26 @@ pub struct Model {
     weights: Weights,
     cls: P,
     dist: Option<P>,
-    pos: P,
+    /// Absolute position embeddings (`pos_rows` rows), when the model has them.
+    pos: Option<P>,
     pos_rows: usize,
     patch: Linear,
+    /// The relative position bias table every layer shares.
+    shared_relative: Option<P>,
     layers: Vec<Layer>,
-    ln: Norm,
+    /// The final LayerNorm (none with mean pooling).
+    ln: Option<Norm>,
+    /// ViT's pooler (dense + tanh on the class token).
     pooler: Option<Linear>,
+    /// BEiT's pooler (LayerNorm of the mean patch token).
+    pooler_norm: Option<Norm>,
     heads: Vec<Linear>,
+    /// The masked-image-modelling head: its LayerNorm and `lm_head`.
+    lm_head: Option<(Norm, Linear)>,
     /// The least precise dtype the weights were stored in (see [`Model::weight_dtype`]).
     weight_dtype: DType,
     threads: usize,
     pool: Option<rayon::ThreadPool>,
-}
-
-struct Loader<'a> {
-    src: &'a dyn TensorSource,
-    arch: Architecture,
-    weights: Weights,
-    /// Names of the tensors the model uses.
-    used: BTreeSet<String>,
-}
-
-impl Loader<'_> {
-    fn name(&self, canonical: &str) -> Option<String> {
-        let disk = disk_name(self.arch, canonical);
-        [disk, canonical.to_string()]
-            .into_iter()
-            .find(|n| self.src.info(n).is_some())
-    }
-
-    /// The shape of a canonical tensor, when the source holds it.
-    fn shape(&self, canonical: &str) -> Option<Vec<usize>> {
-        self.name(canonical)
-            .and_then(|n| self.src.info(&n))
-            .map(|i| i.shape.clone())
-    }
-
-    /// Checks every size in `config` against the shapes of the tensors present, before any of
-    /// them sizes an allocation; returns the position-embedding rows.
-    fn check(&self, config: &ViTConfig) -> Result<usize> {
-        let cfg_err = |reason: String| -> Error { ErrorKind::Config { reason }.into() };
-        let patch = "embeddings.patch_embeddings.projection.weight";
-        let shape = self.shape(patch).ok_or_else(|| ErrorKind::TensorNotFound {
-            name: disk_name(self.arch, patch),
-        })?;
-        let [d, c, ph, pw] = shape[..] else {
-            return Err(cfg_err(format!(
-                "{patch} has shape {shape:?}, expected [hidden_size, num_channels, patch_size, patch_size]"
-            )));
-        };
-        if d == 0 || c == 0 || ph == 0 || pw == 0 {
-            return Err(cfg_err(format!(
-                "zero-sized patch embedding kernel {shape:?}"
-            )));
-        }
-        for (field, config, tensors) in [
-            ("hidden_size", config.hidden_size, d),
-            ("num_channels", config.num_channels, c),
-            ("patch_size", config.patch_size, ph),
-            ("patch_size", config.patch_size, pw),
-            ("num_hidden_layers", config.num_hidden_layers, self.layers()),
-        ] {
-            if config != tensors {
-                return Err(model::mismatch(field, config, tensors));
-            }
-        }
-        if config.num_hidden_layers > 0 {
-            let fc1 = "encoder.layer.0.intermediate.dense.weight";
-            let m = self
-                .shape(fc1)
-                .and_then(|s| s.first().copied())
-                .ok_or_else(|| ErrorKind::TensorNotFound {
-                    name: disk_name(self.arch, fc1),
-                })?;
-            if config.intermediate_size != m {
-                return Err(model::mismatch(
-                    "intermediate_size",
-                    config.intermediate_size,
-                    m,
-                ));
-            }
-        }
-        let bias = self
-            .name("encoder.layer.0.attention.attention.query.bias")
-            .is_some();
-        if config.num_hidden_layers > 0 && bias != config.qkv_bias {
-            return Err(model::mismatch(
-                "qkv_bias",
-                usize::from(config.qkv_bias),
-                usize::from(bias),
-            ));
-        }
-        match self.arch {
-            Architecture::ViTForImageClassification
-            | Architecture::DeiTForImageClassificationWithTeacher => {
-                let k = self
-                    .shape("classifier.weight")
-                    .and_then(|s| s.first().copied())
-                    .ok_or_else(|| ErrorKind::TensorNotFound {
-                        name: disk_name(self.arch, "classifier.weight"),
-                    })?;
-                model::check_classes(k)?;
-                if config.num_labels() != k {
-                    return Err(model::mismatch("id2label", config.num_labels(), k));
-                }
-            }
-            _ => {}
-        }
-        if let (Some(r), Some(rows)) = (
-            config.pooler_output_size,
-            self.shape("pooler.dense.weight")
-                .and_then(|s| s.first().copied()),
-        ) {
-            if r != rows {
-                return Err(model::mismatch("pooler_output_size", r, rows));
-            }
-        }
-        let pos = "embeddings.position_embeddings";
-        let rows = match self.shape(pos).as_deref() {
-            Some(&[1, rows, dd]) if dd == d => rows,
-            Some(other) => {
-                return Err(cfg_err(format!(
-                    "{pos} has shape {other:?}, expected [1, tokens, {d}]"
-                )))
-            }
-            None => {
-                return Err(ErrorKind::TensorNotFound {
-                    name: disk_name(self.arch, pos),
-                }
-                .into())
-            }
-        };
-        model::check_positions(config, rows)?;
-        Ok(rows)
-    }
-
-    /// The number of encoder layers the source holds tensors for: one past the highest
-    /// `encoder.layer.{i}` index (gaps are found when the layers are read).
-    fn layers(&self) -> usize {
-        let prefix = self.arch.prefix();
-        self.src
-            .tensors()
-            .iter()
-            .filter_map(|t| {
-                let name = t.name.strip_prefix(prefix).unwrap_or(&t.name);
-                let rest = name.strip_prefix("encoder.layer.")?;
-                let (i, _) = rest.split_once('.')?;
-                i.parse::<usize>().ok()
-            })
-            .max()
-            .map_or(0, |i| i.saturating_add(1))
-    }
-
-    fn param(&mut self, canonical: &str, shape: &[usize]) -> Result<P> {
-        let name = self
-            .name(canonical)
-            .ok_or_else(|| ErrorKind::TensorNotFound {
-                name: disk_name(self.arch, canonical),
-            })?;
-        let t = self
-            .src
-            .read(&name)
-            .map_err(|e| e.with_tensor(name.clone()))?;
-        self.used.insert(name.clone());
-        if t.shape != shape {
-            return Err(Error::from(ErrorKind::Config {
-                reason: format!("{name} has shape {:?}, config implies {shape:?}", t.shape),
-            }));
-        }
-        if !t.dtype.is_float() {
-            return Err(Error::from(ErrorKind::UnsupportedDType {
-                dtype: t.dtype.name().to_string(),
-            })
-            .with_tensor(name));
-        }
-        self.weights.add(self.src, &name, t)
-    }
-
-    fn linear(&mut self, base: &str, out: usize, inp: usize, bias: bool) -> Result<Linear> {
-        Ok(Linear {
-            w: self.param(&format!("{base}.weight"), &[out, inp])?,
-            b: if bias {
-                Some(self.param(&format!("{base}.bias"), &[out])?)
-            } else {
-                None
-            },
-            out,
-            inp,
-        })
-    }
-
-    fn norm(&mut self, base: &str, d: usize) -> Result<Norm> {
-        Ok(Norm {
-            w: self.param(&format!("{base}.weight"), &[d])?,
-            b: self.param(&format!("{base}.bias"), &[d])?,
-        })
-    }
 }
 
 /// `p` as a `[rows, cols]` matrix.
@@ -371,13 +204,15 @@ fn not_contiguous() -> Error {
     .into()
 }
 
-/// [`ops::attention`] over standard-layout activation matrices `[rows, d]`.
+/// [`ops::attention`] over standard-layout activation matrices `[rows, d]`, with an optional
+/// additive bias `[heads, t, t]` on the scores.
 fn attention(
     q: &Array2<f32>,
     k: &Array2<f32>,
     v: &Array2<f32>,
     heads: usize,
     t: usize,
+    bias: Option<&[f32]>,
     out: &mut Array2<f32>,
 ) -> Result<()> {
     let d = q.ncols();
@@ -385,9 +220,8 @@ fn attention(
         slice(q)?,
         slice(k)?,
         slice(v)?,
-        d,
-        heads,
-        t,
+        (d, heads, t),
+        bias,
         slice_mut(out)?,
     )
 }
@@ -465,108 +299,6 @@ impl Model {
         Model::build(src, config, Weights::new(false))
     }
 
-    fn build(src: &dyn TensorSource, mut config: ViTConfig, weights: Weights) -> Result<Model> {
-        let mut l = Loader {
-            src,
-            arch: config.architecture,
-            weights,
-            used: BTreeSet::new(),
-        };
-        let pos_rows = l.check(&config)?;
-        let d = config.hidden_size;
-        let m = config.intermediate_size;
-        let p = config.patch_size;
-        let c = config.num_channels;
-        let cls = l.param("embeddings.cls_token", &[1, 1, d])?;
-        let dist = if config.architecture.prefix_tokens() == 2 {
-            Some(l.param("embeddings.distillation_token", &[1, 1, d])?)
-        } else {
-            None
-        };
-        let pos = l.param("embeddings.position_embeddings", &[1, pos_rows, d])?;
-        let patch = Linear {
-            w: l.param(
-                "embeddings.patch_embeddings.projection.weight",
-                &[d, c, p, p],
-            )?,
-            b: Some(l.param("embeddings.patch_embeddings.projection.bias", &[d])?),
-            out: d,
-            inp: c.saturating_mul(p).saturating_mul(p),
-        };
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let base = format!("encoder.layer.{i}");
-            let att = format!("{base}.attention.attention");
-            layers.push(Layer {
-                ln1: l.norm(&format!("{base}.layernorm_before"), d)?,
-                q: l.linear(&format!("{att}.query"), d, d, config.qkv_bias)?,
-                k: l.linear(&format!("{att}.key"), d, d, config.qkv_bias)?,
-                v: l.linear(&format!("{att}.value"), d, d, config.qkv_bias)?,
-                o: l.linear(&format!("{base}.attention.output.dense"), d, d, true)?,
-                ln2: l.norm(&format!("{base}.layernorm_after"), d)?,
-                fc1: l.linear(&format!("{base}.intermediate.dense"), m, d, true)?,
-                fc2: l.linear(&format!("{base}.output.dense"), d, m, true)?,
-            });
-        }
-        let ln = l.norm("layernorm", d)?;
-        let pooler = match l.name("pooler.dense.weight").and_then(|n| src.info(&n)) {
-            Some(info) => {
-                let r = info.shape.first().copied().unwrap_or(d);
-                config.pooler_output_size = Some(r);
-                Some(l.linear("pooler.dense", r, d, true)?)
-            }
-            None => {
-                config.pooler_output_size = None;
-                None
-            }
-        };
-        let k = config.num_labels();
-        let heads = match config.architecture {
-            Architecture::ViTForImageClassification => vec![l.linear("classifier", k, d, true)?],
-            Architecture::DeiTForImageClassificationWithTeacher => vec![
-                l.linear("classifier", k, d, true)?,
-                l.linear("distillation_classifier", k, d, true)?,
-            ],
-            _ => Vec::new(),
-        };
-        // Every tensor must have its place: a config that leaves some out (fewer layers, no
-        // head) would silently compute another model.
-        if let Some(unused) = src.tensors().iter().find(|t| !l.used.contains(&t.name)) {
-            return Err(ErrorKind::Config {
-                reason: format!(
-                    "tensor {} has no place in a {} with this config",
-                    unused.name,
-                    config.architecture.name()
-                ),
-            }
-            .into());
-        }
-        let weight_dtype = least_precise(
-            src.tensors()
-                .iter()
-                .filter(|t| l.used.contains(&t.name))
-                .map(|t| t.dtype),
-        );
-        let mut model = Model {
-            config,
-            weight_dtype,
-            weights: l.weights,
-            cls,
-            dist,
-            pos,
-            pos_rows,
-            patch,
-            layers,
-            ln,
-            pooler,
-            heads,
-            threads: 0,
-            pool: None,
-        };
-        model.set_threads(0);
-        Ok(model)
-    }
-
     /// The least precise float dtype the weights were stored in (`BF16` when any weight was
     /// bf16, then `F16`, `F32`, `F64`). The forward pass computes in f32 whatever it is; the
     /// rounding of 16-bit weights is why [`Tolerance::for_model`](crate::Tolerance::for_model)
@@ -628,6 +360,9 @@ impl Model {
         self.weights.owned_bytes()
     }
 
+    /// The absolute position embeddings for an `h × w` input (`pos` as stored): as stored at
+    /// the model's size, else resampled as transformers does (ViT/DeiT only with
+    /// `interpolate_pos_encoding`; BEiT at every size, as `BeitEmbeddings` always does).
     fn position_embeddings(
         &self,
         pos: ArrayView2<f32>,
@@ -640,15 +375,9 @@ impl Model {
         let prefix = cfg.architecture.prefix_tokens();
         let n_pos = pos.nrows().saturating_sub(prefix);
         let (gh, gw) = (h / p, w / p);
-        if !opts.interpolate_pos_encoding {
+        if !self.any_size(opts) {
             if h != cfg.image_size || w != cfg.image_size {
-                return Err(ErrorKind::InvalidOption {
-                    reason: format!(
-                        "input image size ({h}*{w}) doesn't match model ({}*{}); set option `interpolate_pos_encoding`",
-                        cfg.image_size, cfg.image_size
-                    ),
-                }
-                .into());
+                return Err(size_needs_interpolation(h, w, cfg.image_size));
             }
             return Ok(pos.to_owned());
         }
@@ -660,12 +389,6 @@ impl Model {
             .ok_or_else(|| ErrorKind::Config {
                 reason: format!("{n_pos} position rows do not form a square grid"),
             })?;
-        if gh == 0 || gw == 0 {
-            return Err(ErrorKind::InvalidOption {
-                reason: format!("input {h}x{w} is smaller than one {p}x{p} patch"),
-            }
-            .into());
-        }
         let d = cfg.hidden_size;
         let grid: Vec<f32> = pos.slice(s![prefix.., ..]).iter().copied().collect();
         let out = interp::bicubic_grid(&grid, (s, s), (gh, gw), d, opts.pos_interp);
@@ -680,6 +403,13 @@ impl Model {
                 }
             })?,
         )
+    }
+
+    /// Whether inputs of another size than `image_size` run: with `interpolate_pos_encoding`,
+    /// and always for BEiT (transformers' BEiT resamples its position embeddings and relative
+    /// position bias for every input size).
+    fn any_size(&self, opts: &ForwardOptions) -> bool {
+        opts.interpolate_pos_encoding || self.config.architecture.family() == ModelType::Beit
     }
 
     /// Runs the model on a batch `[B, C, H, W]` of float32 pixels.
@@ -736,7 +466,7 @@ impl Model {
     fn add_norm(
         &self,
         w: &Resolved<'_>,
-        nm: &Norm,
+        nm: Option<&Norm>,
         x: &mut Array2<f32>,
         y: Option<&Array2<f32>>,
         hn: &mut Array2<f32>,
@@ -746,31 +476,24 @@ impl Model {
             Some(y) => Some(slice(y)?),
             None => None,
         };
+        let Some(nm) = nm else {
+            // No norm (BEiT with mean pooling ends without one): `hn = x += y`.
+            let x = slice_mut(x)?;
+            if let Some(y) = y {
+                for (a, b) in x.iter_mut().zip(y) {
+                    *a += b;
+                }
+            }
+            slice_mut(hn)?.copy_from_slice(x);
+            return Ok(());
+        };
         let (nw, nb) = (vector(w, nm.w, d)?, vector(w, nm.b, d)?);
         let eps = self.config.layer_norm_eps;
         ops::add_layer_norm(slice_mut(x)?, y, nw, nb, eps, slice_mut(hn)?)
     }
 
-    /// A head or the pooler on rows `token`, `token + t`, … of `x` (one per sample).
-    fn head(
-        &self,
-        w: &Resolved<'_>,
-        l: &Linear,
-        x: ArrayView2<f32>,
-        token: usize,
-        t: usize,
-    ) -> Result<Array2<f32>> {
-        let samples = x.nrows() / t.max(1);
-        let mut tokens = Array2::<f32>::zeros((samples, l.inp));
-        for (mut dst, sample) in tokens
-            .rows_mut()
-            .into_iter()
-            .zip(x.axis_chunks_iter(Axis(0), t.max(1)))
-        {
-            if let Some(row) = sample.rows().into_iter().nth(token) {
-                dst.assign(&row);
-            }
-        }
+    /// A head or the pooler on `tokens` (`[samples, in]`).
+    fn head(&self, w: &Resolved<'_>, l: &Linear, tokens: &Array2<f32>) -> Result<Array2<f32>> {
         let mut y = Array2::zeros((tokens.nrows(), l.out));
         self.linear(w, l, tokens.view(), None, y.view_mut())?;
         Ok(y)
@@ -794,12 +517,28 @@ impl Model {
             }
             .into());
         }
+        let p = cfg.patch_size;
+        let (gh, gw) = (h / p, wd / p);
+        if gh == 0 || gw == 0 {
+            return Err(ErrorKind::InvalidOption {
+                reason: format!("input {h}x{wd} is smaller than one {p}x{p} patch"),
+            }
+            .into());
+        }
+        if !self.any_size(opts) && (h != cfg.image_size || wd != cfg.image_size) {
+            return Err(size_needs_interpolation(h, wd, cfg.image_size));
+        }
         let d = cfg.hidden_size;
-        let pos = self.position_embeddings(mat(w, self.pos, self.pos_rows, d)?, h, wd, opts)?;
-        let t = pos.nrows();
-        let x = self.embed(w, pixels, &pos)?;
-        let last = self.encoder(w, x, t, b, progress)?;
-        let (pooler_output, logits, cls_logits, distillation_logits) = self.heads(w, &last, t)?;
+        let pos = match self.pos {
+            Some(pp) => {
+                Some(self.position_embeddings(mat(w, pp, self.pos_rows, d)?, h, wd, opts)?)
+            }
+            None => None,
+        };
+        let t = gh * gw + cfg.architecture.prefix_tokens();
+        let x = self.embed(w, pixels, pos.as_ref(), t)?;
+        let last = self.encoder(w, x, t, b, (gh, gw), progress)?;
+        let heads = self.heads(w, &last, t)?;
         let last_hidden_state =
             last.into_shape_with_order((b, t, d))
                 .map_err(|e| ErrorKind::InvalidLayout {
@@ -808,31 +547,36 @@ impl Model {
         progress.finish();
         Ok(ForwardOutput {
             last_hidden_state,
-            logits,
-            cls_logits,
-            distillation_logits,
-            pooler_output,
+            logits: heads.logits,
+            cls_logits: heads.cls_logits,
+            distillation_logits: heads.distillation_logits,
+            pooler_output: heads.pooler_output,
+            token_logits: heads.token_logits,
         })
     }
 
-    /// The embeddings: per sample, `[cls, (dist,) conv(patches) + bias] + pos`, stacked into one
-    /// `[samples × tokens, D]` matrix (`pos` has one row per token).
+    /// The embeddings: per sample, `[cls, (dist,) conv(patches) + bias] (+ pos)`, stacked into
+    /// one `[samples × t, D]` matrix (`pos`, when given, has one row per token).
     fn embed(
         &self,
         w: &Resolved<'_>,
         pixels: ArrayView4<f32>,
-        pos: &Array2<f32>,
+        pos: Option<&Array2<f32>>,
+        t: usize,
     ) -> Result<Array2<f32>> {
         let cfg = &self.config;
         let (b, _, h, wd) = pixels.dim();
         let d = cfg.hidden_size;
-        let t = pos.nrows();
         let p = cfg.patch_size;
         let prefix = cfg.architecture.prefix_tokens();
         let n = (h / p) * (wd / p);
-        if n + prefix != t {
+        if n + prefix != t || pos.is_some_and(|pos| pos.nrows() != t) {
             return Err(ErrorKind::InvalidLayout {
-                reason: format!("{} tokens but {t} position embeddings", n + prefix),
+                reason: format!(
+                    "{} tokens but {} position embeddings",
+                    n + prefix,
+                    pos.map_or(t, Array2::nrows)
+                ),
             }
             .into());
         }
@@ -845,7 +589,6 @@ impl Model {
         let rows = b.checked_mul(t).ok_or_else(too_big)?;
         let patch_rows = b.checked_mul(n).ok_or_else(too_big)?;
 
-        // Embeddings: [cls, (dist,) conv(patches) + bias] + position embeddings, per sample.
         let mut patches = Array2::<f32>::zeros((patch_rows, self.patch.inp));
         for (s, block) in patches.axis_chunks_iter_mut(Axis(0), n.max(1)).enumerate() {
             ops::patches(pixels.index_axis(Axis(0), s), p, block);
@@ -868,19 +611,29 @@ impl Model {
                 block.row_mut(1).assign(&ArrayView1::from(dt));
             }
             block.slice_mut(s![prefix.., ..]).assign(&e);
-            block += pos;
+            if let Some(pos) = pos {
+                block += pos;
+            }
         }
         Ok(x)
     }
 
-    /// The encoder over the embeddings `x` (`b` samples of `t` tokens): the pre-LN blocks, then
-    /// the final LayerNorm. Returns the last hidden state, `[b × t, D]`.
+    /// The relative position bias `[H, t, t]` of `table` for a `grid` input.
+    fn relative_bias(&self, w: &Resolved<'_>, table: P, grid: (usize, usize)) -> Result<Vec<f32>> {
+        let cfg = &self.config;
+        relpos::bias(w.get(table), cfg.num_attention_heads, cfg.grid(), grid)
+    }
+
+    /// The encoder over the embeddings `x` (`b` samples of `t` tokens from a `grid` of
+    /// patches): the pre-LN blocks, then the final LayerNorm when the model has one. Returns the
+    /// last hidden state, `[b × t, D]`.
     fn encoder(
         &self,
         w: &Resolved<'_>,
         mut x: Array2<f32>,
         t: usize,
         b: usize,
+        grid: (usize, usize),
         progress: &dyn Progress,
     ) -> Result<Array2<f32>> {
         let cfg = &self.config;
@@ -894,13 +647,21 @@ impl Model {
         let mut a = Array2::<f32>::zeros((rows, d));
         let mut y = Array2::<f32>::zeros((rows, d));
         let mut inter = Array2::<f32>::zeros((rows, cfg.intermediate_size));
+        let shared = match self.shared_relative {
+            Some(table) => Some(self.relative_bias(w, table, grid)?),
+            None => None,
+        };
         let layers = u64::try_from(self.layers.len()).unwrap_or(u64::MAX);
         let samples = u64::try_from(b).unwrap_or(u64::MAX);
         progress.start(Stage::Forward, layers.saturating_mul(samples));
         if let Some(first) = self.layers.first() {
-            self.add_norm(w, &first.ln1, &mut x, None, &mut hn)?;
+            self.add_norm(w, Some(&first.ln1), &mut x, None, &mut hn)?;
         }
         for (i, l) in self.layers.iter().enumerate() {
+            let own = match l.relative {
+                Some(table) => Some(self.relative_bias(w, table, grid)?),
+                None => None,
+            };
             // q, k and v in one parallel region.
             let qkv = vec![
                 product(w, &l.q, q.view_mut())?,
@@ -908,65 +669,172 @@ impl Model {
                 product(w, &l.v, v.view_mut())?,
             ];
             ops::linears(hn.view(), qkv, None)?;
-            attention(&q, &k, &v, heads, t, &mut a)?;
+            let bias = own.as_deref().or(shared.as_deref());
+            attention(&q, &k, &v, heads, t, bias, &mut a)?;
             self.linear(w, &l.o, a.view(), None, y.view_mut())?;
-            self.add_norm(w, &l.ln2, &mut x, Some(&y), &mut hn)?;
+            if let Some([l1, _]) = l.lambda {
+                scale_rows(&mut y, vector(w, l1, d)?)?;
+            }
+            self.add_norm(w, Some(&l.ln2), &mut x, Some(&y), &mut hn)?;
             self.linear(w, &l.fc1, hn.view(), Some(act), inter.view_mut())?;
             self.linear(w, &l.fc2, inter.view(), None, y.view_mut())?;
+            if let Some([_, l2]) = l.lambda {
+                scale_rows(&mut y, vector(w, l2, d)?)?;
+            }
             // The residual add, fused with the next layer's first LayerNorm (or the final one).
-            let next = self.layers.get(i + 1).map_or(&self.ln, |nl| &nl.ln1);
+            let next = match self.layers.get(i + 1) {
+                Some(nl) => Some(&nl.ln1),
+                None => self.ln.as_ref(),
+            };
             self.add_norm(w, next, &mut x, Some(&y), &mut hn)?;
             progress.advance(samples);
         }
         // The last layer's residual add already applied the final LayerNorm into `hn`.
         if self.layers.is_empty() {
-            self.add_norm(w, &self.ln, &mut x, None, &mut hn)?;
+            self.add_norm(w, self.ln.as_ref(), &mut x, None, &mut hn)?;
         }
         Ok(hn)
     }
 
-    /// The pooler and the heads on the last hidden state (`t` tokens per sample): pooler output,
-    /// logits, and for a distilled DeiT the class and distillation logits (`logits` is their
-    /// mean).
-    #[allow(clippy::type_complexity)]
-    fn heads(
-        &self,
-        w: &Resolved<'_>,
-        last: &Array2<f32>,
-        t: usize,
-    ) -> Result<(
-        Option<Array2<f32>>,
-        Option<Array2<f32>>,
-        Option<Array2<f32>>,
-        Option<Array2<f32>>,
-    )> {
-        let pooler_output = match &self.pooler {
-            Some(pl) => {
-                let mut o = self.head(w, pl, last.view(), 0, t)?;
-                o.mapv_inplace(f32::tanh);
-                Some(o)
+    /// The pooler and the heads on the last hidden state (`t` tokens per sample).
+    fn heads(&self, w: &Resolved<'_>, last: &Array2<f32>, t: usize) -> Result<Heads> {
+        let d = self.config.hidden_size;
+        let mut out = Heads::default();
+        if let Some(pl) = &self.pooler {
+            let mut o = self.head(w, pl, &token_rows(last.view(), 0, t))?;
+            o.mapv_inplace(f32::tanh);
+            out.pooler_output = Some(o);
+        }
+        // What the classifier reads: BEiT's pooled output (the normed mean of the patch tokens,
+        // or the class token), else the class (or distillation) token.
+        let pooled = match &self.pooler_norm {
+            Some(nm) => {
+                let mean =
+                    mean_patch_tokens(last.view(), self.config.architecture.prefix_tokens(), t);
+                let mut normed = Array2::<f32>::zeros(mean.dim());
+                let mut x = mean;
+                self.add_norm(w, Some(nm), &mut x, None, &mut normed)?;
+                Some(normed)
+            }
+            None if self.config.architecture.family() == ModelType::Beit => {
+                Some(token_rows(last.view(), 0, t))
             }
             None => None,
         };
+        if let Some(pooled) = &pooled {
+            out.pooler_output = Some(pooled.clone());
+        }
         let mut head_out = Vec::with_capacity(self.heads.len());
         for (j, hd) in self.heads.iter().enumerate() {
-            head_out.push(self.head(w, hd, last.view(), j, t)?);
+            let input = match &pooled {
+                Some(p) => p.clone(),
+                None => token_rows(last.view(), j, t),
+            };
+            head_out.push(self.head(w, hd, &input)?);
         }
-        let (logits, cls_logits, distillation_logits) = match head_out.len() {
-            1 => (head_out.pop(), None, None),
+        match head_out.len() {
+            1 => out.logits = head_out.pop(),
             2 => {
                 let dist = head_out.pop();
                 let cls = head_out.pop();
-                let avg = match (&cls, &dist) {
-                    (Some(a), Some(bb)) => Some((a + bb) / 2.0),
-                    _ => None,
-                };
-                (avg, cls, dist)
+                if let (Some(a), Some(bb)) = (&cls, &dist) {
+                    out.logits = Some((a + bb) / 2.0);
+                }
+                out.cls_logits = cls;
+                out.distillation_logits = dist;
             }
-            _ => (None, None, None),
-        };
-        Ok((pooler_output, logits, cls_logits, distillation_logits))
+            _ => {}
+        }
+        if let Some((nm, lm)) = &self.lm_head {
+            // lm_head(layernorm(x))[:, 1:]: every patch token, per sample.
+            let mut x = last.clone();
+            let mut normed = Array2::<f32>::zeros(x.dim());
+            self.add_norm(w, Some(nm), &mut x, None, &mut normed)?;
+            let b = last.nrows() / t.max(1);
+            let n = t - 1;
+            let mut patches = Array2::<f32>::zeros((b * n, d));
+            for (mut dst, src) in patches
+                .axis_chunks_iter_mut(Axis(0), n.max(1))
+                .zip(normed.axis_chunks_iter(Axis(0), t.max(1)))
+            {
+                dst.assign(&src.slice(s![1.., ..]));
+            }
+            let mut y = Array2::zeros((b * n, lm.out));
+            self.linear(w, lm, patches.view(), None, y.view_mut())?;
+            out.token_logits = Some(y.into_shape_with_order((b, n, lm.out)).map_err(|e| {
+                ErrorKind::InvalidLayout {
+                    reason: e.to_string(),
+                }
+            })?);
+        }
+        Ok(out)
     }
+}
+
+/// What [`Model::heads`] computed.
+#[derive(Default)]
+struct Heads {
+    pooler_output: Option<Array2<f32>>,
+    logits: Option<Array2<f32>>,
+    cls_logits: Option<Array2<f32>>,
+    distillation_logits: Option<Array2<f32>>,
+    token_logits: Option<Array3<f32>>,
+}
+
+/// The error for an input of another size than the model's, without interpolation.
+fn size_needs_interpolation(h: usize, w: usize, size: usize) -> Error {
+    ErrorKind::InvalidOption {
+        reason: format!(
+            "input image size ({h}*{w}) doesn't match model ({size}*{size}); set option `interpolate_pos_encoding`"
+        ),
+    }
+    .into()
+}
+
+/// Row `token` of each sample's `t` rows of `x`, as `[samples, D]`.
+fn token_rows(x: ArrayView2<f32>, token: usize, t: usize) -> Array2<f32> {
+    let samples = x.nrows() / t.max(1);
+    let mut out = Array2::<f32>::zeros((samples, x.ncols()));
+    for (mut dst, sample) in out
+        .rows_mut()
+        .into_iter()
+        .zip(x.axis_chunks_iter(Axis(0), t.max(1)))
+    {
+        if let Some(row) = sample.rows().into_iter().nth(token) {
+            dst.assign(&row);
+        }
+    }
+    out
+}
+
+/// The mean of each sample's tokens after the first `prefix`, as `[samples, D]` (summed in
+/// order, as torch's `mean(1)` over a contiguous tensor does on one thread).
+fn mean_patch_tokens(x: ArrayView2<f32>, prefix: usize, t: usize) -> Array2<f32> {
+    let samples = x.nrows() / t.max(1);
+    let mut out = Array2::<f32>::zeros((samples, x.ncols()));
+    let n = t.saturating_sub(prefix).max(1) as f32;
+    for (mut dst, sample) in out
+        .rows_mut()
+        .into_iter()
+        .zip(x.axis_chunks_iter(Axis(0), t.max(1)))
+    {
+        for row in sample.slice(s![prefix.., ..]).rows() {
+            dst += &row;
+        }
+        dst.mapv_inplace(|v| v / n);
+    }
+    out
+}
+
+/// `y[r, :] *= scale` for every row (layer scale).
+fn scale_rows(y: &mut Array2<f32>, scale: &[f32]) -> Result<()> {
+    let d = scale.len();
+    for row in slice_mut(y)?.chunks_exact_mut(d.max(1)) {
+        for (v, s) in row.iter_mut().zip(scale) {
+            *v *= s;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

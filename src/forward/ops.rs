@@ -389,13 +389,20 @@ pub(crate) fn attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    d: usize,
-    heads: usize,
-    t: usize,
+    (d, heads, t): (usize, usize, usize),
+    bias: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<()> {
     let hd = d / heads.max(1);
     let len = out.len();
+    if let Some(b) = bias {
+        if Some(b.len()) != heads.checked_mul(t).and_then(|x| x.checked_mul(t)) {
+            return Err(layout(format!(
+                "an attention bias of {} values for {heads} heads of {t} tokens",
+                b.len()
+            )));
+        }
+    }
     if t == 0 || hd == 0 || hd * heads != d || len % (t * d) != 0 {
         return Err(layout(format!(
             "attention over {len} values with {t} tokens, {heads} heads of {hd}"
@@ -446,6 +453,12 @@ pub(crate) fn attention(
                     scale,
                     Par::Seq,
                 );
+                // The relative position bias of head h, added to the scaled scores.
+                if let Some(b) = bias.and_then(|b| b.get(h * t * t..(h + 1) * t * t)) {
+                    for (x, y) in scores.iter_mut().zip(b) {
+                        *x += y;
+                    }
+                }
                 softmax_rows(scores, t);
                 let sm = MatRef::from_row_major_slice(scores, t, t);
                 matmul(o, Accum::Replace, sm, block(v, s, h), 1.0, Par::Seq);
@@ -643,15 +656,24 @@ mod tests {
                 .collect()
         };
         let (q, k, v) = (gen(1), gen(2), gen(3));
+        // An additive bias [heads, t, t] on the scores (BEiT's relative position bias).
+        let bias: Vec<f32> = (0..heads * t * t)
+            .map(|i| ((i * 5 % 17) as f32 - 8.0) * 0.05)
+            .collect();
         let mut out = vec![0.0f32; rows * d];
-        on_pool(2, || attention(&q, &k, &v, d, heads, t, &mut out).unwrap());
+        on_pool(2, || {
+            attention(&q, &k, &v, (d, heads, t), Some(&bias), &mut out).unwrap()
+        });
         let scale = 1.0 / (hd as f64).sqrt();
         for s in 0..samples {
             for h in 0..heads {
                 let at = |m: &[f32], r: usize, c: usize| f64::from(m[(s * t + r) * d + h * hd + c]);
                 for i in 0..t {
                     let sc: Vec<f64> = (0..t)
-                        .map(|j| (0..hd).map(|c| at(&q, i, c) * at(&k, j, c)).sum::<f64>() * scale)
+                        .map(|j| {
+                            (0..hd).map(|c| at(&q, i, c) * at(&k, j, c)).sum::<f64>() * scale
+                                + f64::from(bias[(h * t + i) * t + j])
+                        })
                         .collect();
                     let max = sc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                     let e: Vec<f64> = sc.iter().map(|v| (v - max).exp()).collect();
@@ -667,6 +689,7 @@ mod tests {
                 }
             }
         }
-        assert!(attention(&q, &k, &v, d, heads, 4, &mut out).is_err());
+        assert!(attention(&q, &k, &v, (d, heads, 4), None, &mut out).is_err());
+        assert!(attention(&q, &k, &v, (d, heads, t), Some(&bias[1..]), &mut out).is_err());
     }
 }

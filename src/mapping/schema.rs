@@ -11,7 +11,7 @@ use super::names::Branch;
 use super::ops::OpSpec;
 use super::pattern::Pattern;
 use crate::error::{ErrorKind, Result};
-use crate::model::{Activation, Preprocessor};
+use crate::model::{Activation, ModelType, Preprocessor};
 use crate::source::MAX_RANK;
 
 /// Most ops one rule may list. The shipped tables use at most two; every op of a rule runs on
@@ -71,6 +71,8 @@ struct ModelSpec {
     preprocessor: Preprocessor,
     #[serde(default)]
     num_heads: Option<String>,
+    #[serde(default)]
+    model_type: Option<ModelType>,
 }
 
 #[derive(Deserialize, Default)]
@@ -148,6 +150,9 @@ pub(crate) struct ModelFacts {
     pub(crate) preprocessor: Preprocessor,
     /// A shape symbol that gives the head count (JAX kernels), if any.
     pub(crate) num_heads: Option<String>,
+    /// The model family the table produces (`None`: decided by the canonical names, for tables
+    /// that read every family, like `hf`).
+    pub(crate) model_type: Option<ModelType>,
 }
 
 /// A name that marks an architecture HF ViT cannot represent.
@@ -358,6 +363,7 @@ impl MappingTable {
                 hidden_act: spec.model.hidden_act,
                 preprocessor: spec.model.preprocessor,
                 num_heads: spec.model.num_heads,
+                model_type: spec.model.model_type,
             },
             wrappers,
             branches,

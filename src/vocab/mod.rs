@@ -209,6 +209,35 @@ impl ImageFormat {
     }
 }
 
+/// The Hugging Face model family of a canonical checkpoint: `model_type` in `config.json`.
+/// Mapping tables name the family they produce (`[model] model_type`); ViT and DeiT are one
+/// encoder configuration apart (a distillation token), so ViT tables produce either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ModelType {
+    /// `vit` (`ViTModel`, `ViTForImageClassification`).
+    Vit,
+    /// `deit` (`DeiTModel`, `DeiTForImageClassificationWithTeacher`).
+    Deit,
+    /// `beit` (`BeitModel`, `BeitForImageClassification`, `BeitForMaskedImageModeling`).
+    Beit,
+}
+
+impl ModelType {
+    /// Every family, in a fixed order.
+    pub const ALL: [ModelType; 3] = [ModelType::Vit, ModelType::Deit, ModelType::Beit];
+
+    /// The `model_type` string (`vit`, `deit`, `beit`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelType::Vit => "vit",
+            ModelType::Deit => "deit",
+            ModelType::Beit => "beit",
+        }
+    }
+}
+
 /// The HF model class a canonical checkpoint corresponds to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
@@ -222,9 +251,27 @@ pub enum Architecture {
     /// `DeiTForImageClassificationWithTeacher`: `deit.` prefix + `cls_classifier.*` +
     /// `distillation_classifier.*`.
     DeiTForImageClassificationWithTeacher,
+    /// `BeitModel` (headless; the pooler is a LayerNorm over the mean patch token when
+    /// `use_mean_pooling`). Keys have no prefix.
+    BeitModel,
+    /// `BeitForImageClassification`: `beit.` prefix + `classifier.*`.
+    BeitForImageClassification,
+    /// `BeitForMaskedImageModeling`: `beit.` prefix + the head's `layernorm.*` and `lm_head.*`.
+    BeitForMaskedImageModeling,
 }
 
 impl Architecture {
+    /// Every class, in a fixed order.
+    pub const ALL: [Architecture; 7] = [
+        Architecture::ViTModel,
+        Architecture::ViTForImageClassification,
+        Architecture::DeiTModel,
+        Architecture::DeiTForImageClassificationWithTeacher,
+        Architecture::BeitModel,
+        Architecture::BeitForImageClassification,
+        Architecture::BeitForMaskedImageModeling,
+    ];
+
     /// The class name as written in `config.json` `architectures`.
     pub fn name(self) -> &'static str {
         match self {
@@ -234,36 +281,54 @@ impl Architecture {
             Architecture::DeiTForImageClassificationWithTeacher => {
                 "DeiTForImageClassificationWithTeacher"
             }
+            Architecture::BeitModel => "BeitModel",
+            Architecture::BeitForImageClassification => "BeitForImageClassification",
+            Architecture::BeitForMaskedImageModeling => "BeitForMaskedImageModeling",
+        }
+    }
+
+    /// The family (`model_type` in `config.json`).
+    pub fn family(self) -> ModelType {
+        match self {
+            Architecture::ViTModel | Architecture::ViTForImageClassification => ModelType::Vit,
+            Architecture::DeiTModel | Architecture::DeiTForImageClassificationWithTeacher => {
+                ModelType::Deit
+            }
+            Architecture::BeitModel
+            | Architecture::BeitForImageClassification
+            | Architecture::BeitForMaskedImageModeling => ModelType::Beit,
         }
     }
 
     /// `model_type` in `config.json`.
     pub fn model_type(self) -> &'static str {
-        match self {
-            Architecture::ViTModel | Architecture::ViTForImageClassification => "vit",
-            _ => "deit",
-        }
+        self.family().name()
     }
 
-    /// The prefix body tensors carry on disk (`vit.`, `deit.` or none).
+    /// The prefix body tensors carry on disk (`vit.`, `deit.`, `beit.` or none).
     pub fn prefix(self) -> &'static str {
         match self {
             Architecture::ViTForImageClassification => "vit.",
             Architecture::DeiTForImageClassificationWithTeacher => "deit.",
+            Architecture::BeitForImageClassification | Architecture::BeitForMaskedImageModeling => {
+                "beit."
+            }
             _ => "",
         }
     }
 
+    /// The class with a head on top of this family's body, when it has one (`None` for the
+    /// headless classes).
+    pub fn has_head(self) -> bool {
+        !matches!(
+            self,
+            Architecture::ViTModel | Architecture::DeiTModel | Architecture::BeitModel
+        )
+    }
+
     /// Parses a class name.
     pub fn from_name(name: &str) -> Option<Architecture> {
-        [
-            Architecture::ViTModel,
-            Architecture::ViTForImageClassification,
-            Architecture::DeiTModel,
-            Architecture::DeiTForImageClassificationWithTeacher,
-        ]
-        .into_iter()
-        .find(|a| a.name() == name)
+        Architecture::ALL.into_iter().find(|a| a.name() == name)
     }
 
     /// Number of prefix tokens (class, and distillation for DeiT).

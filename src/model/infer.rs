@@ -1,0 +1,810 @@
+//! Config inference: the architecture and [`ViTConfig`] that canonical tensors imply, the user's
+//! overrides applied and checked, and the exact tensor names a config implies.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+
+use super::config::{relative_position_grid, relative_position_rows};
+use super::names::{self, LayerPart};
+use super::{
+    architectures_err, cfg_err, check_classes, check_pooler_act, eps_value, mismatch,
+    parse_id2label, short, square_root, Activation, Architecture, ConfigOverrides, Encoder,
+    InferenceNotes, ModelType, Pooling, QkvBias, RelativePosition, ViTConfig,
+};
+use crate::error::Result;
+use crate::tensor::TensorInfo;
+
+/// The model family canonical names imply when the table does not say (the `hf` table reads
+/// every family): BEiT when a name only BEiT has is present (layer scale, relative position
+/// bias, the mean-pooling norm, the masked-image-modelling head, a mask token, or a query bias
+/// without a key bias), else ViT.
+pub(crate) fn family_of(names: &BTreeSet<String>) -> ModelType {
+    let has = |n: &str| names.contains(n);
+    let q_bias = names::bias(&names::layer(0, LayerPart::Query));
+    let k_bias = names::bias(&names::layer(0, LayerPart::Key));
+    let beit_only = [
+        names::layer(0, LayerPart::Lambda1),
+        names::layer(0, LayerPart::RelativePositionBias),
+        names::SHARED_RELATIVE_POSITION_BIAS.to_string(),
+        names::weight(names::POOLER_NORM),
+        names::weight(names::LM_HEAD),
+        names::MASK_TOKEN.to_string(),
+    ];
+    if beit_only.iter().any(|n| has(n)) || (has(&q_bias) && !has(&k_bias)) {
+        ModelType::Beit
+    } else {
+        ModelType::Vit
+    }
+}
+
+/// The architecture a set of canonical tensor names implies within a family, plus tensors to
+/// drop (with why).
+pub(crate) fn architecture_of(
+    family: ModelType,
+    names: &BTreeSet<String>,
+) -> (Architecture, Vec<(String, String)>) {
+    let has = |n: &str| names.contains(n);
+    let classifier = names::weight(names::CLASSIFIER);
+    let mut drop = Vec::new();
+    let arch = match family {
+        ModelType::Beit => {
+            if has(&names::weight(names::LM_HEAD)) {
+                Architecture::BeitForMaskedImageModeling
+            } else if has(&classifier) {
+                Architecture::BeitForImageClassification
+            } else {
+                Architecture::BeitModel
+            }
+        }
+        ModelType::Vit | ModelType::Deit => {
+            if has(names::DISTILLATION_TOKEN) {
+                if has(&names::weight(names::DISTILLATION_CLASSIFIER)) {
+                    Architecture::DeiTForImageClassificationWithTeacher
+                } else {
+                    Architecture::DeiTModel
+                }
+            } else if has(&classifier) && has(&names::weight(names::POOLER_DENSE)) {
+                // A representation (pre-logits) layer feeds the original head; HF's classifier
+                // reads the raw class token, so the faithful export is ViTModel + pooler without
+                // the head.
+                for n in [classifier.clone(), names::bias(names::CLASSIFIER)] {
+                    if has(&n) {
+                        drop.push((
+                            n,
+                            "the head follows a pre-logits layer, which ViTForImageClassification cannot represent; exported as ViTModel with pooler".to_string(),
+                        ));
+                    }
+                }
+                Architecture::ViTModel
+            } else if has(&classifier) {
+                Architecture::ViTForImageClassification
+            } else {
+                Architecture::ViTModel
+            }
+        }
+    };
+    (arch, drop)
+}
+
+/// The encoder features canonical tensors of `arch` hold.
+fn encoder_of(arch: Architecture, get: &dyn Fn(&str) -> bool) -> Encoder {
+    let family = arch.family();
+    let mut e = Encoder::of(family);
+    let q_bias = get(&names::bias(&names::layer(0, LayerPart::Query)));
+    let k_bias = get(&names::bias(&names::layer(0, LayerPart::Key)));
+    match family {
+        ModelType::Beit => {
+            e.absolute_position = get(names::POSITION_EMBEDDINGS);
+            e.relative_position = if get(names::SHARED_RELATIVE_POSITION_BIAS) {
+                RelativePosition::Shared
+            } else if get(&names::layer(0, LayerPart::RelativePositionBias)) {
+                RelativePosition::PerLayer
+            } else {
+                RelativePosition::None
+            };
+            e.layer_scale = get(&names::layer(0, LayerPart::Lambda1));
+            // The masked-image-modelling class has no pooler and no body norm; otherwise a
+            // body `layernorm` means class-token pooling.
+            e.pooling = if arch != Architecture::BeitForMaskedImageModeling
+                && get(&names::weight(names::FINAL_NORM))
+            {
+                Pooling::ClassToken
+            } else {
+                Pooling::MeanPatchTokens
+            };
+            e.mask_token = get(names::MASK_TOKEN);
+        }
+        ModelType::Vit | ModelType::Deit => {
+            e.qkv_bias = if q_bias || k_bias {
+                QkvBias::All
+            } else {
+                QkvBias::None
+            };
+        }
+    }
+    e
+}
+
+/// What a table tells config inference (besides the tensors).
+pub(crate) struct TableFacts {
+    /// `layer_norm_eps`.
+    pub(crate) eps: f64,
+    /// `hidden_act`.
+    pub(crate) hidden_act: Activation,
+    /// The head count read from a shape symbol, if the table can tell.
+    pub(crate) heads: Option<usize>,
+}
+
+/// Infers the config from canonical tensors, the table's model facts and the user's overrides.
+pub(crate) fn infer_config(
+    arch: Architecture,
+    tensors: &[TensorInfo],
+    facts: &TableFacts,
+    overrides: &ConfigOverrides,
+) -> Result<(ViTConfig, InferenceNotes)> {
+    let get = |n: &str| tensors.iter().find(|t| t.name == n);
+    let present = |n: &str| get(n).is_some();
+    let mut notes = InferenceNotes::default();
+    let patch_name = names::weight(names::PATCH);
+    let patch = get(&patch_name).ok_or_else(|| cfg_err(format!("{patch_name} is missing")))?;
+    let (d, c, ph) = patch_geometry(patch)?;
+    let layers = (0..)
+        .take_while(|&i| present(&names::weight(&names::layer(i, LayerPart::NormBefore))))
+        .count();
+    let fc1 = names::weight(&names::layer(0, LayerPart::Intermediate));
+    let inter = get(&fc1)
+        .and_then(|t| t.shape.first().copied())
+        .ok_or_else(|| cfg_err(format!("{fc1} is missing")))?;
+    let encoder = encoder_of(arch, &present);
+    let relative = relative_table(&encoder, tensors)?;
+    let table_heads = match (facts.heads, relative) {
+        (Some(h), Some((_, rh))) if h != rh => return Err(mismatch("num_attention_heads", h, rh)),
+        (Some(h), _) | (None, Some((_, h))) => Some(h),
+        (None, None) => None,
+    };
+    let heads = head_count(d, table_heads, relative.is_some(), overrides, &mut notes)?;
+    let positions =
+        get(names::POSITION_EMBEDDINGS).map(|pos| pos.shape.get(1).copied().unwrap_or(0));
+    let image_size = match (positions, relative) {
+        (Some(rows), _) => {
+            let patches = rows
+                .checked_sub(arch.prefix_tokens())
+                .ok_or_else(|| cfg_err(format!("position embeddings have only {rows} rows")))?;
+            square_root(patches).and_then(|grid| grid.checked_mul(ph))
+        }
+        (None, Some((rows, _))) => relative_position_grid(rows).and_then(|w| w.checked_mul(ph)),
+        (None, None) => None,
+    };
+    let k = num_labels(arch, tensors)?;
+    let id2label = (0..k).map(|i| (i, format!("LABEL_{i}"))).collect();
+    let pooler = get(&names::weight(names::POOLER_DENSE)).and_then(|t| t.shape.first().copied());
+    let vocab_size = match arch.family() {
+        ModelType::Beit => Some(
+            get(&names::weight(names::LM_HEAD))
+                .and_then(|t| t.shape.first().copied())
+                .unwrap_or(8192),
+        ),
+        _ => None,
+    };
+    let mut cfg = ViTConfig {
+        architecture: arch,
+        hidden_size: d,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        intermediate_size: inter,
+        patch_size: ph,
+        image_size: image_size.unwrap_or(0),
+        num_channels: c,
+        encoder,
+        layer_norm_eps: facts.eps,
+        hidden_act: overrides.hidden_act.unwrap_or(facts.hidden_act),
+        id2label,
+        pooler_output_size: pooler,
+        vocab_size,
+        dtype: config_dtype(tensors).to_string(),
+        extra: Map::new(),
+    };
+    if let Some(user) = &overrides.config {
+        apply_user_config(&mut cfg, user, &mut notes)?;
+    }
+    if cfg.image_size == 0 {
+        let what = match positions {
+            Some(rows) => format!(
+                "{} patch positions do not form a square grid",
+                rows.saturating_sub(arch.prefix_tokens())
+            ),
+            None => "the model has neither position embeddings nor a relative position bias table to tell the image size".to_string(),
+        };
+        return Err(cfg_err(format!(
+            "{what}; give image_size with option `config`"
+        )));
+    }
+    check_geometry(&cfg, tensors)?;
+    Ok((cfg, notes))
+}
+
+/// The relative position bias table's rows and heads (layer 0's or the shared one), checked to
+/// be `[(2w-1)² + 3, H]`.
+fn relative_table(encoder: &Encoder, tensors: &[TensorInfo]) -> Result<Option<(usize, usize)>> {
+    let name = match encoder.relative_position {
+        RelativePosition::None => return Ok(None),
+        RelativePosition::PerLayer => names::layer(0, LayerPart::RelativePositionBias),
+        RelativePosition::Shared => names::SHARED_RELATIVE_POSITION_BIAS.to_string(),
+    };
+    let Some(t) = tensors.iter().find(|t| t.name == name) else {
+        return Ok(None);
+    };
+    match t.shape[..] {
+        [rows, heads] if heads > 0 && relative_position_grid(rows).is_some() => {
+            Ok(Some((rows, heads)))
+        }
+        _ => Err(cfg_err(format!(
+            "{name} has shape {:?}, expected [(2·grid-1)² + 3, num_attention_heads]",
+            t.shape
+        ))),
+    }
+}
+
+/// The hidden size, channel count and patch size from the patch embedding kernel `[D, C, P, P]`.
+fn patch_geometry(patch: &TensorInfo) -> Result<(usize, usize, usize)> {
+    let [d, c, ph, pw] = patch.shape[..] else {
+        return Err(cfg_err(format!(
+            "patch embedding has shape {:?}, expected [D, C, P, P]",
+            patch.shape
+        )));
+    };
+    if ph != pw {
+        return Err(cfg_err(format!(
+            "non-square patches {ph}x{pw} are not supported"
+        )));
+    }
+    if d == 0 || c == 0 || ph == 0 {
+        return Err(cfg_err(format!(
+            "zero-sized patch embedding kernel {:?}",
+            patch.shape
+        )));
+    }
+    Ok((d, c, ph))
+}
+
+/// The head count: from the tensors (when the table's shape symbols or a relative position bias
+/// table can tell), else option `num_heads` or the config's `num_attention_heads`, else hidden
+/// size / 64; how it was found goes into `notes`. It must divide the hidden size `d`.
+fn head_count(
+    d: usize,
+    heads_from_tensors: Option<usize>,
+    from_bias_table: bool,
+    overrides: &ConfigOverrides,
+    notes: &mut InferenceNotes,
+) -> Result<usize> {
+    let config_heads = match overrides
+        .config
+        .as_ref()
+        .and_then(|c| c.get("num_attention_heads"))
+    {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|h| usize::try_from(h).ok())
+                .ok_or_else(|| {
+                    cfg_err(format!(
+                        "option `config`: `num_attention_heads` must be a non-negative integer, got {}",
+                        short(v)
+                    ))
+                })?,
+        ),
+    };
+    let source = if from_bias_table {
+        "the relative position bias table's shape"
+    } else {
+        "the attention kernel shapes"
+    };
+    let heads = match (heads_from_tensors, overrides.num_heads.or(config_heads)) {
+        (Some(h), Some(o)) if h != o => {
+            return Err(cfg_err(format!(
+                "option `num_heads` {o} contradicts the {h} heads in {source}"
+            )))
+        }
+        (Some(h), _) => {
+            notes
+                .notes
+                .push(format!("num_attention_heads = {h} (from {source})"));
+            h
+        }
+        (None, Some(o)) => {
+            notes.notes.push(format!(
+                "num_attention_heads = {o} (from {})",
+                if overrides.num_heads.is_some() {
+                    "option `num_heads`"
+                } else {
+                    "the config: option `config` or config.json beside the input"
+                }
+            ));
+            o
+        }
+        (None, None) => {
+            if d % 64 != 0 || d == 0 {
+                return Err(cfg_err(format!(
+                    "cannot infer the head count (num_attention_heads): hidden size {d} is not a multiple of 64; set option `num_heads`"
+                )));
+            }
+            notes.notes.push(format!(
+                "num_attention_heads = {} (assumed hidden_size/64; the checkpoint does not record it — set option `num_heads` if wrong)",
+                d / 64
+            ));
+            d / 64
+        }
+    };
+    if heads == 0 || d % heads != 0 {
+        return Err(cfg_err(format!(
+            "hidden_size {d} is not divisible by num_attention_heads {heads}"
+        )));
+    }
+    Ok(heads)
+}
+
+/// The class count of the architecture's classifier (0 without one), checked.
+fn num_labels(arch: Architecture, tensors: &[TensorInfo]) -> Result<usize> {
+    if !classifies(arch) {
+        return Ok(0);
+    }
+    let head = names::weight(names::CLASSIFIER);
+    let k = tensors
+        .iter()
+        .find(|t| t.name == head)
+        .and_then(|t| t.shape.first().copied())
+        .unwrap_or(0);
+    check_classes(k)?;
+    Ok(k)
+}
+
+/// Whether the class has a classifier over labels (`id2label`).
+pub(crate) fn classifies(arch: Architecture) -> bool {
+    matches!(
+        arch,
+        Architecture::ViTForImageClassification
+            | Architecture::DeiTForImageClassificationWithTeacher
+            | Architecture::BeitForImageClassification
+    )
+}
+
+/// The config's `dtype`: the first layer norm's.
+fn config_dtype(tensors: &[TensorInfo]) -> &'static str {
+    let ln = names::weight(&names::layer(0, LayerPart::NormBefore));
+    match tensors.iter().find(|t| t.name == ln).map(|t| t.dtype) {
+        Some(crate::DType::F16) => "float16",
+        Some(crate::DType::BF16) => "bfloat16",
+        Some(crate::DType::F64) => "float64",
+        _ => "float32",
+    }
+}
+
+/// Checks `config` in itself ([`ViTConfig::tokens`]) and that its `image_size` / `patch_size`
+/// give the position embedding rows and relative position bias rows the tensors hold.
+///
+/// # Errors
+/// [`ErrorKind::Config`](crate::ErrorKind::Config) naming `image_size`, `patch_size` and both
+/// counts.
+pub(crate) fn check_geometry(config: &ViTConfig, tensors: &[TensorInfo]) -> Result<()> {
+    let shape = |n: &str| tensors.iter().find(|t| t.name == n).map(|t| &t.shape);
+    if let Some(rows) = shape(names::POSITION_EMBEDDINGS).and_then(|s| s.get(1)) {
+        check_positions(config, *rows)?;
+    } else {
+        config.tokens()?;
+    }
+    for name in relative_tables(config) {
+        if let Some(rows) = shape(&name).and_then(|s| s.first()) {
+            check_relative_rows(config, &name, *rows)?;
+        }
+    }
+    Ok(())
+}
+
+/// The relative position bias tables a config implies.
+pub(crate) fn relative_tables(config: &ViTConfig) -> Vec<String> {
+    match config.encoder.relative_position {
+        RelativePosition::None => Vec::new(),
+        RelativePosition::Shared => vec![names::SHARED_RELATIVE_POSITION_BIAS.to_string()],
+        RelativePosition::PerLayer => (0..config.num_hidden_layers)
+            .map(|i| names::layer(i, LayerPart::RelativePositionBias))
+            .collect(),
+    }
+}
+
+/// A relative position bias table of `rows` rows must fit the config's patch grid.
+pub(crate) fn check_relative_rows(config: &ViTConfig, name: &str, rows: usize) -> Result<()> {
+    let grid = config.grid();
+    let want = relative_position_rows(grid);
+    if want != Some(rows) {
+        let held = relative_position_grid(rows)
+            .and_then(|w| w.checked_mul(config.patch_size))
+            .map_or(String::new(), |s| format!(", i.e. image_size {s}"));
+        return Err(cfg_err(format!(
+            "image_size {} with patch_size {} gives a {grid}x{grid} grid, whose relative position bias has {} rows; {name} holds {rows}{held}",
+            config.image_size,
+            config.patch_size,
+            want.map_or_else(|| "too many".to_string(), |w| w.to_string())
+        )));
+    }
+    Ok(())
+}
+
+/// Checks `config` in itself ([`ViTConfig::tokens`]) and that its `image_size` / `patch_size`
+/// give the `rows` position embeddings the tensors hold.
+///
+/// # Errors
+/// [`ErrorKind::Config`](crate::ErrorKind::Config) naming `image_size`, `patch_size` and both
+/// position counts.
+pub(crate) fn check_positions(config: &ViTConfig, rows: usize) -> Result<()> {
+    let tokens = config.tokens()?;
+    if tokens != rows {
+        let held = rows
+            .checked_sub(config.architecture.prefix_tokens())
+            .and_then(square_root)
+            .filter(|&g| g > 0)
+            .and_then(|g| g.checked_mul(config.patch_size))
+            .map_or(String::new(), |s| format!(", i.e. image_size {s}"));
+        return Err(cfg_err(format!(
+            "image_size {} with patch_size {} gives {tokens} positions, the weights hold {rows}{held}",
+            config.image_size, config.patch_size
+        )));
+    }
+    Ok(())
+}
+
+/// The `config.json` fields [`apply_user_config`] models; others are copied verbatim.
+const MODELLED: &[&str] = &[
+    "hidden_size",
+    "num_hidden_layers",
+    "intermediate_size",
+    "patch_size",
+    "num_channels",
+    "num_attention_heads",
+    "image_size",
+    "layer_norm_eps",
+    "hidden_act",
+    "id2label",
+    "label2id",
+    "architectures",
+    "model_type",
+    "qkv_bias",
+    "pooler_output_size",
+    "pooler_act",
+    "num_labels",
+    "dtype",
+    "torch_dtype",
+    "vocab_size",
+    "use_mask_token",
+    "use_absolute_position_embeddings",
+    "use_relative_position_bias",
+    "use_shared_relative_position_bias",
+    "use_mean_pooling",
+    "layer_scale_init_value",
+];
+
+fn apply_user_config(
+    cfg: &mut ViTConfig,
+    user: &Map<String, Value>,
+    notes: &mut InferenceNotes,
+) -> Result<()> {
+    // A null field is as good as absent.
+    let user: Map<String, Value> = user
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let user = &user;
+    let check_usize =
+        |key: &'static str, slot: &mut usize, inferred_from_tensors: bool| -> Result<()> {
+            if let Some(v) = user.get(key) {
+                // `patch_size` and `image_size` may be written as a square pair `[n, n]`.
+                let x = match v.as_array().map(Vec::as_slice) {
+                    Some([a, b]) if a == b => a.as_u64(),
+                    _ => v.as_u64(),
+                }
+                .and_then(|x| usize::try_from(x).ok())
+                .ok_or_else(|| {
+                    cfg_err(format!(
+                        "option `config`: `{key}` must be a non-negative integer, got {}",
+                        short(v)
+                    ))
+                })?;
+                if inferred_from_tensors && x != *slot {
+                    return Err(mismatch(key, x, *slot));
+                }
+                *slot = x;
+            }
+            Ok(())
+        };
+    check_usize("hidden_size", &mut cfg.hidden_size, true)?;
+    check_usize("num_hidden_layers", &mut cfg.num_hidden_layers, true)?;
+    check_usize("intermediate_size", &mut cfg.intermediate_size, true)?;
+    check_usize("patch_size", &mut cfg.patch_size, true)?;
+    check_usize("num_channels", &mut cfg.num_channels, true)?;
+    check_usize("num_attention_heads", &mut cfg.num_attention_heads, false)?;
+    check_usize("image_size", &mut cfg.image_size, false)?;
+    if let Some(v) = user.get("layer_norm_eps") {
+        cfg.layer_norm_eps = eps_value(v, "option `config`: ")?;
+    }
+    check_features(cfg, user)?;
+    if let Some(v) = user.get("hidden_act") {
+        cfg.hidden_act = v
+            .as_str()
+            .ok_or_else(|| cfg_err("option `config`: `hidden_act` must be a string"))?
+            .parse()?;
+    }
+    check_pooler_act(user.get("pooler_act"), "option `config`: ")?;
+    if let Some(v) = user.get("id2label") {
+        let m = v
+            .as_object()
+            .ok_or_else(|| cfg_err("option `config`: `id2label` must be an object"))?;
+        let labels = parse_id2label(m, "option `config`: ")?;
+        if labels.len() != cfg.id2label.len() {
+            return Err(mismatch("id2label", labels.len(), cfg.id2label.len()));
+        }
+        cfg.id2label = labels;
+    }
+    let mut num_labels = cfg.id2label.len();
+    check_usize("num_labels", &mut num_labels, true)?;
+    // Checked against the pooler's rows when the tensors hold a pooler.
+    let mut pooler = cfg.pooler_output_size.unwrap_or(0);
+    check_usize(
+        "pooler_output_size",
+        &mut pooler,
+        cfg.pooler_output_size.is_some(),
+    )?;
+    if cfg.architecture == Architecture::BeitForMaskedImageModeling {
+        let mut vocab = cfg.vocab_size.unwrap_or(0);
+        check_usize("vocab_size", &mut vocab, true)?;
+    }
+    check_class_names(cfg, user)?;
+    if cfg.hidden_size % cfg.num_attention_heads.max(1) != 0 || cfg.num_attention_heads == 0 {
+        return Err(cfg_err(
+            "option `config`: hidden_size is not divisible by num_attention_heads",
+        ));
+    }
+    for (k, v) in user {
+        if !MODELLED.contains(&k.as_str()) {
+            cfg.extra.insert(k.clone(), v.clone());
+        }
+    }
+    notes.notes.push(format!(
+        "config fields applied: {}",
+        user.keys().cloned().collect::<Vec<_>>().join(", ")
+    ));
+    Ok(())
+}
+
+/// The user's feature flags must agree with what the tensors hold (`qkv_bias`, BEiT's
+/// `use_*`): a disagreement would describe another model.
+fn check_features(cfg: &ViTConfig, user: &Map<String, Value>) -> Result<()> {
+    let e = cfg.encoder;
+    let beit = cfg.architecture.family() == ModelType::Beit;
+    let held: Vec<(&'static str, bool)> = if beit {
+        vec![
+            ("use_mask_token", e.mask_token),
+            ("use_absolute_position_embeddings", e.absolute_position),
+            (
+                "use_relative_position_bias",
+                e.relative_position == RelativePosition::PerLayer,
+            ),
+            (
+                "use_shared_relative_position_bias",
+                e.relative_position == RelativePosition::Shared,
+            ),
+            ("use_mean_pooling", e.pooling == Pooling::MeanPatchTokens),
+        ]
+    } else {
+        vec![("qkv_bias", e.qkv_bias == QkvBias::All)]
+    };
+    for (key, tensors) in held {
+        if let Some(v) = user.get(key) {
+            let b = v.as_bool().ok_or_else(|| {
+                cfg_err(format!(
+                    "option `config`: `{key}` must be true or false, got {}",
+                    short(v)
+                ))
+            })?;
+            if b != tensors {
+                return Err(mismatch(key, usize::from(b), usize::from(tensors)));
+            }
+        }
+    }
+    if let Some(v) = user.get("layer_scale_init_value").filter(|_| beit) {
+        let x = v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
+            cfg_err(format!(
+                "option `config`: `layer_scale_init_value` must be a number, got {}",
+                short(v)
+            ))
+        })?;
+        if (x > 0.0) != e.layer_scale {
+            return Err(mismatch(
+                "layer_scale_init_value",
+                usize::from(x > 0.0),
+                usize::from(e.layer_scale),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The user's `architectures` and `model_type` must name what the tensors make.
+fn check_class_names(cfg: &ViTConfig, user: &Map<String, Value>) -> Result<()> {
+    match user.get("architectures") {
+        None => {}
+        Some(Value::Array(a)) => match a.first() {
+            None => {}
+            Some(Value::String(n)) if n == cfg.architecture.name() => {}
+            Some(Value::String(n)) => {
+                return Err(cfg_err(format!(
+                    "option `config`: `architectures` names {:?}, the tensors make a {}",
+                    n.chars().take(40).collect::<String>(),
+                    cfg.architecture.name()
+                )))
+            }
+            Some(_) => {
+                return Err(architectures_err(
+                    user.get("architectures"),
+                    "option `config`: ",
+                ))
+            }
+        },
+        v => return Err(architectures_err(v, "option `config`: ")),
+    }
+    if let Some(v) = user.get("model_type") {
+        if v.as_str() != Some(cfg.architecture.model_type()) {
+            return Err(cfg_err(format!(
+                "option `config`: `model_type` is {}, the tensors make a {:?} model",
+                short(v),
+                cfg.architecture.model_type()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The exact set of canonical tensor names a config implies (unprefixed; heads as is).
+pub(crate) fn expected_names(cfg: &ViTConfig) -> BTreeSet<String> {
+    let e = cfg.encoder;
+    let arch = cfg.architecture;
+    let mut s = BTreeSet::new();
+    let module = |s: &mut BTreeSet<String>, base: &str, bias: bool| {
+        s.insert(names::weight(base));
+        if bias {
+            s.insert(names::bias(base));
+        }
+    };
+    s.insert(names::CLS_TOKEN.to_string());
+    if arch.prefix_tokens() == 2 {
+        s.insert(names::DISTILLATION_TOKEN.to_string());
+    }
+    if e.mask_token {
+        s.insert(names::MASK_TOKEN.to_string());
+    }
+    if e.absolute_position {
+        s.insert(names::POSITION_EMBEDDINGS.to_string());
+    }
+    module(&mut s, names::PATCH, true);
+    let [qb, kb, vb] = e.qkv_bias.flags();
+    for i in 0..cfg.num_hidden_layers {
+        let part = |p| names::layer(i, p);
+        module(&mut s, &part(LayerPart::NormBefore), true);
+        module(&mut s, &part(LayerPart::Query), qb);
+        module(&mut s, &part(LayerPart::Key), kb);
+        module(&mut s, &part(LayerPart::Value), vb);
+        module(&mut s, &part(LayerPart::AttentionOutput), true);
+        module(&mut s, &part(LayerPart::NormAfter), true);
+        module(&mut s, &part(LayerPart::Intermediate), true);
+        module(&mut s, &part(LayerPart::Output), true);
+        if e.layer_scale {
+            s.insert(part(LayerPart::Lambda1));
+            s.insert(part(LayerPart::Lambda2));
+        }
+    }
+    s.extend(relative_tables(cfg));
+    // The body's final norm, or the masked-image-modelling head's norm (same name, top level).
+    if e.final_norm() || arch == Architecture::BeitForMaskedImageModeling {
+        module(&mut s, names::FINAL_NORM, true);
+    }
+    if cfg.has_pooler() {
+        module(&mut s, names::POOLER_DENSE, true);
+    }
+    if e.pooling == Pooling::MeanPatchTokens && arch != Architecture::BeitForMaskedImageModeling {
+        module(&mut s, names::POOLER_NORM, true);
+    }
+    if classifies(arch) {
+        module(&mut s, names::CLASSIFIER, true);
+    }
+    if arch == Architecture::DeiTForImageClassificationWithTeacher {
+        module(&mut s, names::DISTILLATION_CLASSIFIER, true);
+    }
+    if arch == Architecture::BeitForMaskedImageModeling {
+        module(&mut s, names::LM_HEAD, true);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use serde_json::json;
+
+    fn config() -> ViTConfig {
+        ViTConfig::from_json(&json!({
+            "architectures": ["ViTModel"], "hidden_size": 8, "num_hidden_layers": 0,
+            "num_attention_heads": 1, "intermediate_size": 4, "patch_size": 8, "image_size": 32
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn positions_that_hold_no_patch_name_no_image_size() {
+        for rows in [0, 1] {
+            let e = check_positions(&config(), rows).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("gives 17 positions, the weights hold {rows}"))
+                    && !msg.contains("i.e."),
+                "{msg}"
+            );
+        }
+        let msg = check_positions(&config(), 65).unwrap_err().to_string();
+        assert!(
+            msg.ends_with("the weights hold 65, i.e. image_size 64"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn num_labels_must_count_id2label_and_alone_names_the_labels() {
+        let mut v = config().to_json();
+        v["num_labels"] = json!(2);
+        let c = ViTConfig::from_json(&v).unwrap();
+        assert_eq!(c.id2label.get(&1).map(String::as_str), Some("LABEL_1"));
+        v["id2label"] = json!({"0": "a"});
+        let e = ViTConfig::from_json(&v).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Config { reason } if reason == "`num_labels` is 2, but `id2label` has 1 labels"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn beit_config_round_trips_and_implies_its_names() {
+        let v = json!({
+            "architectures": ["BeitForImageClassification"], "model_type": "beit",
+            "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 4, "patch_size": 8, "image_size": 32, "num_labels": 3,
+            "use_relative_position_bias": true, "use_mean_pooling": true,
+            "layer_scale_init_value": 0.1
+        });
+        let c = ViTConfig::from_json(&v).unwrap();
+        assert_eq!(c.encoder.relative_position, RelativePosition::PerLayer);
+        assert_eq!(c.encoder.qkv_bias, QkvBias::QueryValue);
+        assert_eq!(ViTConfig::from_json(&c.to_json()).unwrap(), c);
+        let names = expected_names(&c);
+        for n in [
+            "encoder.layer.0.lambda_1",
+            "encoder.layer.0.attention.attention.relative_position_bias.relative_position_bias_table",
+            "encoder.layer.0.attention.attention.query.bias",
+            "pooler.layernorm.weight",
+            "classifier.weight",
+        ] {
+            assert!(names.contains(n), "{n}");
+        }
+        for n in [
+            "encoder.layer.0.attention.attention.key.bias",
+            "layernorm.weight",
+            "embeddings.position_embeddings",
+        ] {
+            assert!(!names.contains(n), "{n}");
+        }
+        assert_eq!(family_of(&names), ModelType::Beit);
+        assert_eq!(
+            architecture_of(ModelType::Beit, &names).0,
+            Architecture::BeitForImageClassification
+        );
+    }
+}
