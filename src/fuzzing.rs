@@ -334,14 +334,12 @@ pub fn side_files(data: &[u8]) {
                 ..ConfigOverrides::default()
             };
             let arch = model::Architecture::ViTForImageClassification;
-            if let Ok((cfg, _)) = model::infer_config(
-                arch,
-                &infos,
-                1e-6,
-                model::Activation::Gelu,
+            let facts = model::TableFacts {
+                eps: 1e-6,
+                hidden_act: model::Activation::Gelu,
                 heads,
-                &overrides,
-            ) {
+            };
+            if let Ok((cfg, _)) = model::infer_config(arch, &infos, &facts, &overrides) {
                 let _ = cfg.to_json();
                 let _ = cfg.symbol_bindings();
                 let _ = model::expected_names(&cfg);
