@@ -398,11 +398,21 @@ fn canonicalize<'s>(
             },
         }));
     }
+    let mut notes = inf.notes;
+    for (name, kind, line) in &plan.buffers {
+        model::check_buffer(src, &table, (name, *kind, *line), &config)?;
+    }
+    if let Some((first, _, _)) = plan.buffers.first() {
+        notes.push(format!(
+            "{} stored buffer(s) the geometry implies ({first}, …) match it and were dropped",
+            plan.buffers.len()
+        ));
+    }
     Ok(Canonical {
         planned: PlannedSource::new(src, plan),
         table,
         config,
-        notes: inf.notes,
+        notes,
         dropped,
     })
 }

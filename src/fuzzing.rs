@@ -306,6 +306,7 @@ pub fn side_files(data: &[u8]) {
                         PosInterp::Hf
                     },
                     limits,
+                    compare: None,
                 };
                 let _ = m.forward(pixels.view(), &opts);
             }

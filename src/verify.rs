@@ -203,6 +203,8 @@ fn number_or_text<S: serde::Serializer>(v: &f64, s: S) -> std::result::Result<S:
 /// The result of a comparison.
 #[derive(Clone, Debug, Serialize)]
 pub struct VerifyReport {
+    /// Which output of the model was compared (`None` when two arrays were compared directly).
+    pub output: Option<crate::forward::Output>,
     /// Shape compared.
     pub shape: Vec<usize>,
     /// Number of values compared (never 0: an empty comparison is an error).
@@ -375,6 +377,7 @@ pub fn compare(
     };
     let passed = non_finite.is_none() && max_abs <= bound;
     Ok(VerifyReport {
+        output: None,
         shape: shape.to_vec(),
         compared: n,
         max_abs_error: max_abs,
@@ -447,7 +450,7 @@ pub fn verify_model_with_progress(
     input.check_finite("input")?;
     let x = input.as_nchw()?;
     let out = model.forward_with_progress(x, opts, progress)?;
-    let (shape, got) = out.primary();
+    let (which, shape, got) = out.select(opts.compare)?;
     if shape != expected.shape {
         return Err(ErrorKind::ShapeMismatch {
             computed: shape,
@@ -466,6 +469,11 @@ pub fn verify_model_with_progress(
     };
     let mut report = compare(&got, &expected.data, &shape, tol)?;
     report.tolerance_basis = basis;
+    report.output = Some(which);
+    if which != crate::forward::Output::Logits {
+        // Top-1 agreement means something for class logits only.
+        report.top1.clear();
+    }
     Ok(report)
 }
 

@@ -372,7 +372,7 @@ fn unknown_layout_is_a_detection_error_listing_candidates() {
     match e.kind() {
         ErrorKind::Detection { reason } => {
             assert!(
-                reason.contains("candidates: timm, dino, deit, jax, big_vision, hf"),
+                reason.contains("candidates: timm, dino, deit, jax, big_vision, beit, hf"),
                 "{reason}"
             );
             assert!(reason.contains("seen: "), "{reason}");

@@ -159,7 +159,7 @@ fn half_precision_weights_are_computed_in_f32_within_tolerance() {
     let got = model
         .forward(x.as_nchw().unwrap(), &ForwardOptions::default())
         .unwrap();
-    let (shape, data) = got.primary();
+    let (_, shape, data) = got.select(None).unwrap();
     let r = compare(&data, &want.data, &shape, Tolerance::default()).unwrap();
     // bf16 weights are a different model: close, but not within the f32 tolerance.
     assert!(r.max_rel_error < 0.1, "{}", r.max_rel_error);

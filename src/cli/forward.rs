@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use vit_convert::forward::{ForwardOptions, Model, PosInterp};
+use vit_convert::forward::{ForwardOptions, Model, Output, PosInterp};
 use vit_convert::text::Escaped;
 use vit_convert::verify::{self, F32Array, Tolerance, DEFAULT_ATOL, DEFAULT_RTOL};
 
@@ -30,6 +30,15 @@ pub struct RunArgs {
     /// Threads for the forward pass (default: one per available core; at most 256).
     #[arg(long, env = "VIT_CONVERT_THREADS", value_name = "N")]
     pub threads: Option<usize>,
+    /// Which output verify compares and forward --output writes: logits, pooler (the
+    /// architecture's pooled output: ViT's dense+tanh, BEiT's mean+norm), last_hidden_state or
+    /// image_embeds [default: logits when the model has a head, else last_hidden_state].
+    #[arg(long, value_name = "WHICH", value_parser = parse_output)]
+    pub compare: Option<Output>,
+}
+
+fn parse_output(s: &str) -> Result<Output, String> {
+    s.parse::<Output>().map_err(|e| e.to_string())
 }
 
 impl RunArgs {
@@ -71,6 +80,7 @@ impl RunArgs {
                 PosInterp::Hf
             },
             limits: ui.open.limits,
+            compare: self.compare,
         }
     }
 }
@@ -79,7 +89,8 @@ impl RunArgs {
 pub struct ForwardArgs {
     #[command(flatten)]
     pub run: RunArgs,
-    /// Where to write the output: logits [B, K] for models with a head, else last_hidden_state [B, T, D].
+    /// Where to write the output --compare selects: logits ([B, K], or [B, N, V] for a
+    /// masked-image-modelling head) for models with a head, else last_hidden_state [B, T, D].
     #[arg(long, required_unless_present = "top_k")]
     pub output: Option<PathBuf>,
     /// Print the N most likely labels (from config.json id2label) for each sample.
@@ -119,7 +130,7 @@ fn forward_bar(ui: Ui, dir: &Path) -> Bar {
 /// What `forward --json` prints.
 #[derive(serde::Serialize)]
 struct ForwardReport {
-    /// `logits` or `last_hidden_state`.
+    /// `logits`, `pooler`, `last_hidden_state` (what `--output` holds).
     output: &'static str,
     shape: Vec<usize>,
     #[serde(serialize_with = "vit_convert::text::serialize_paths_lossy")]
@@ -186,13 +197,9 @@ pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
         Some(k) => top_k(&model, &out, k, &a.run.image)?,
         None => Vec::new(),
     };
-    let (shape, data) = out.primary();
+    let (which, shape, data) = out.select(a.run.compare)?;
     let mut report = ForwardReport {
-        output: if out.logits.is_some() {
-            "logits"
-        } else {
-            "last_hidden_state"
-        },
+        output: which.name(),
         shape: shape.clone(),
         written: Vec::new(),
         top_k,
@@ -298,8 +305,10 @@ pub fn verify(a: VerifyArgs, ui: Ui) -> anyhow::Result<i32> {
         )?,
         None => writeln!(
             out,
-            "{}: max |Δ| {:.3e} at {:?} (relative {:.3e} of max |expected| {:.4}), tolerance atol {:e} + rtol {:e} ({}){top1}",
+            "{} ({} {:?}): max |Δ| {:.3e} at {:?} (relative {:.3e} of max |expected| {:.4}), tolerance atol {:e} + rtol {:e} ({}){top1}",
             if r.passed { "PASS" } else { "FAIL" },
+            r.output.map_or("output", |o| o.name()),
+            r.shape,
             r.max_abs_error,
             r.max_abs_error_at,
             r.max_rel_error,

@@ -24,6 +24,7 @@ mod budget;
 pub(crate) mod interp;
 mod load;
 pub(crate) mod ops;
+mod output;
 mod relpos;
 #[cfg(test)]
 mod side_props;
@@ -32,6 +33,7 @@ pub(crate) mod tiny;
 mod weights;
 
 pub use interp::PosInterp;
+pub use output::Output;
 use weights::{Resolved, Weights, P};
 
 /// Options for [`Model::forward`].
@@ -44,6 +46,9 @@ pub struct ForwardOptions {
     /// The budgets a forward pass is checked against before it allocates
     /// ([`Limits::forward_tokens`], [`Limits::forward_bytes`]).
     pub limits: Limits,
+    /// Which output [`verify_model`](crate::verify_model) compares (`None`: logits when the
+    /// model has a head, else `last_hidden_state`); see [`ForwardOutput::select`].
+    pub compare: Option<Output>,
 }
 
 /// What a forward pass produced.
@@ -63,20 +68,6 @@ pub struct ForwardOutput {
     /// `[B, N, V]` masked-image-modelling logits over every patch token
     /// (`BeitForMaskedImageModeling`).
     pub token_logits: Option<Array3<f32>>,
-}
-
-impl ForwardOutput {
-    /// The primary output: logits when there is a head, else `last_hidden_state` as `[B, T·D]`
-    /// flattened per sample, with its shape.
-    pub fn primary(&self) -> (Vec<usize>, Vec<f32>) {
-        match &self.logits {
-            Some(l) => (l.shape().to_vec(), l.iter().copied().collect()),
-            None => (
-                self.last_hidden_state.shape().to_vec(),
-                self.last_hidden_state.iter().copied().collect(),
-            ),
-        }
-    }
 }
 
 /// A linear layer's parameters: weight `[out, in]`, optional bias `[out]`.

@@ -6,31 +6,7 @@
 //! transformers does for every input size.
 
 use crate::error::{ErrorKind, Result};
-
-/// The relative position index of a `gh × gw` patch grid: `(N+1)²` table rows, row-major over
-/// (query token, key token), token 0 being the class token.
-pub(crate) fn relative_position_index(gh: usize, gw: usize) -> Vec<usize> {
-    let n = gh * gw;
-    let t = n + 1;
-    let side_w = 2 * gw - 1;
-    let offsets = (2 * gh - 1) * side_w;
-    let mut index = vec![0usize; t * t];
-    for i in 0..n {
-        let (yi, xi) = (i / gw, i % gw);
-        for j in 0..n {
-            let (yj, xj) = (j / gw, j % gw);
-            let dy = yi + gh - 1 - yj;
-            let dx = xi + gw - 1 - xj;
-            index[(i + 1) * t + j + 1] = dy * side_w + dx;
-        }
-    }
-    for j in 0..t {
-        index[j] = offsets; // class to token
-        index[j * t] = offsets + 1; // token to class
-    }
-    index[0] = offsets + 2; // class to class
-    index
-}
+use crate::model::relative_position_index;
 
 /// The bias `[heads, T, T]` (`T = gh·gw + 1`) for a `gh × gw` input grid from a table made for
 /// a `w × w` grid (`table` row-major `[(2w-1)² + 3, heads]`).

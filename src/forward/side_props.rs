@@ -259,7 +259,7 @@ fn hostile_config_values_are_refused_by_load_forward_verify_and_convert_without_
                 assert_tiny_sizes(&m);
                 let x = input();
                 let out = m.forward(x.as_nchw().unwrap(), &ForwardOptions::default());
-                let (shape, data) = out.unwrap().primary();
+                let (_, shape, data) = out.unwrap().select(None).unwrap();
                 let expected = F32Array { shape, data };
                 let r = verify_model(
                     &m,

@@ -167,6 +167,16 @@ fn class_defaults(processor_type: &str) -> Option<Defaults> {
             std: IMAGENET_STANDARD,
             do_convert_rgb: false,
         }),
+        // transformers 5.23 `BeitImageProcessor`'s class attributes.
+        "BeitImageProcessor" => Some(Defaults {
+            size: serde_json::json!({"height": 224, "width": 224}),
+            default_to_square: true,
+            crop: None,
+            resample: 3,
+            mean: IMAGENET_STANDARD,
+            std: IMAGENET_STANDARD,
+            do_convert_rgb: false,
+        }),
         "BitImageProcessor" => Some(Defaults {
             size: serde_json::json!({"shortest_edge": 224}),
             default_to_square: false,

@@ -11,7 +11,7 @@ use super::index::{PatternIndex, PrefixSet};
 use super::names::Branch;
 use super::ops::Op;
 use super::pattern::Pattern;
-use super::schema::{MappingTable, Rule};
+use super::schema::{BufferKind, MappingTable, Rule};
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::Limits;
 use crate::tensor::{checked_byte_len, DType, TensorInfo};
@@ -56,6 +56,9 @@ pub(crate) struct Plan {
     pub(crate) targets: Vec<PlannedTensor>,
     pub(crate) bindings: Bindings,
     pub(crate) report: MappingReport,
+    /// Source buffers the table's `[[buffer]]` entries claim (original name, kind, table line):
+    /// consumed without a target, for conversion to check against the geometry.
+    pub(crate) buffers: Vec<(String, BufferKind, usize)>,
 }
 
 fn mapping_err(table: &MappingTable, line: usize, problem: MappingError) -> Error {
@@ -509,11 +512,20 @@ pub(crate) fn plan_forward_within(
     let stripped: Vec<&str> = view.names.iter().map(|(s, _)| s.as_str()).collect();
     let inst = instantiate(table, Direction::Forward, &stripped, &lookup)?;
 
-    // Every source tensor is consumed or ignored.
+    // Every source tensor is consumed, a buffer the geometry implies, or ignored.
     let mut ignored = Vec::new();
     let mut unconsumed = Vec::new();
+    let mut buffers = Vec::new();
     for (s, o) in &view.names {
         if inst.consumed.contains_key(s) {
+            continue;
+        }
+        if let Some(b) = table
+            .buffers
+            .iter()
+            .find(|b| b.pattern.matches(s).is_some())
+        {
+            buffers.push((o.clone(), b.kind, b.line));
             continue;
         }
         if table.index.ignore.any_match(s) {
@@ -563,6 +575,7 @@ pub(crate) fn plan_forward_within(
             not_selected: view.not_selected,
             layers,
         },
+        buffers,
     })
 }
 
@@ -942,5 +955,6 @@ pub(crate) fn plan_reverse_within(
             layers,
             ..MappingReport::default()
         },
+        buffers: Vec::new(),
     })
 }

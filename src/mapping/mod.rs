@@ -22,6 +22,7 @@ pub use apply::MappingReport;
 pub(crate) use apply::{plan_forward, plan_reverse};
 pub(crate) use apply::{plan_forward_within, plan_reverse_within, select_view, Plan};
 pub use names::{Branch, Family};
+pub(crate) use schema::BufferKind;
 pub use schema::MappingTable;
 
 /// Reads a mapping table's text (TOML), refusing it unread when it is larger than
@@ -65,6 +66,11 @@ const BUILTIN: &[(&str, &str, &str)] = &[
         include_str!("../../mappings/big_vision.toml"),
     ),
     (
+        "beit",
+        "mappings/beit.toml",
+        include_str!("../../mappings/beit.toml"),
+    ),
+    (
         "hf",
         "mappings/hf.toml",
         include_str!("../../mappings/hf.toml"),
@@ -77,7 +83,7 @@ const BUILTIN: &[(&str, &str, &str)] = &[
 ];
 
 impl MappingTable {
-    /// A built-in table by id (`timm`, `dino`, `deit`, `jax`, `big_vision`, `hf`, `flax`).
+    /// A built-in table by id (`timm`, `dino`, `deit`, `jax`, `big_vision`, `beit`, `hf`, `flax`).
     ///
     /// ```
     /// let t = vit_convert::MappingTable::builtin("timm")?;

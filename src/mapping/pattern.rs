@@ -61,8 +61,9 @@ impl Pattern {
 
     /// Matches a name. Returns `Some(None)` for a literal match, `Some(Some(i))` for an indexed one.
     /// Indices are decimal without leading zeros. The engine matches through
-    /// [`PatternIndex`](super::index::PatternIndex), which is tested against this.
-    #[cfg(test)]
+    /// [`PatternIndex`](super::index::PatternIndex), which is tested against this; the few
+    /// `[[buffer]]` templates of a table (at most [`MAX_BUFFERS`](super::schema::MAX_BUFFERS))
+    /// match with it directly.
     pub(crate) fn matches(&self, name: &str) -> Option<Option<usize>> {
         match &self.suffix {
             None => (name == self.prefix).then_some(None),

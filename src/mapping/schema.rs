@@ -29,6 +29,10 @@ pub(crate) const MAX_RULE_NAMES: usize = 64;
 /// 16 MiB checkpoint took 40 s). The shipped tables need at most 3; one output may still have 16.
 pub(crate) const MAX_RULE_WORK: usize = MAX_RULE_OPS;
 
+/// Most `[[buffer]]` entries in one table (the BEiT table has two): each is matched against every
+/// source name without an index.
+pub(crate) const MAX_BUFFERS: usize = 16;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSpec {
@@ -39,7 +43,33 @@ struct FileSpec {
     #[serde(default)]
     reject: Vec<Spanned<RejectSpec>>,
     #[serde(default)]
+    buffer: Vec<Spanned<BufferSpec>>,
+    #[serde(default)]
     rule: Vec<Spanned<RuleSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BufferSpec {
+    name: String,
+    kind: BufferKind,
+}
+
+/// What a buffer the geometry implies holds: its values are checked, then it is dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum BufferKind {
+    /// BEiT's relative position index `[T, T]` (integers), which the patch grid determines.
+    RelativePositionIndex,
+}
+
+/// A stored buffer that the model's geometry implies (BEiT's `relative_position_index`): the
+/// engine consumes it without a target; conversion checks its values, then drops it.
+#[derive(Clone, Debug)]
+pub(crate) struct Buffer {
+    pub(crate) pattern: Pattern,
+    pub(crate) kind: BufferKind,
+    pub(crate) line: usize,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +238,8 @@ pub struct MappingTable {
     pub(crate) strip_prefixes: Vec<String>,
     pub(crate) ignore_prefixes: Vec<String>,
     pub(crate) rejects: Vec<Reject>,
+    /// Buffers checked against the geometry, then dropped.
+    pub(crate) buffers: Vec<Buffer>,
     pub(crate) rules: Vec<Rule>,
     /// The names above compiled for matching.
     pub(crate) index: TableIndex,
@@ -291,6 +323,24 @@ impl MappingTable {
             let line = lines.line_of(r.span().start);
             rules.push(build_rule(r.into_inner(), file, line)?);
         }
+        if let Some(b) = spec.buffer.get(MAX_BUFFERS) {
+            return Err(table_error(
+                file,
+                lines.line_of(b.span().start),
+                format!("more than {MAX_BUFFERS} [[buffer]] entries"),
+            ));
+        }
+        let mut buffers = Vec::with_capacity(spec.buffer.len());
+        for b in spec.buffer {
+            let line = lines.line_of(b.span().start);
+            let b = b.into_inner();
+            let pattern = Pattern::parse(&b.name).map_err(|e| table_error(file, line, e.0))?;
+            buffers.push(Buffer {
+                pattern,
+                kind: b.kind,
+                line,
+            });
+        }
         let mut rejects = Vec::new();
         for r in spec.reject {
             let line = lines.line_of(r.span().start);
@@ -370,6 +420,7 @@ impl MappingTable {
             strip_prefixes,
             ignore_prefixes,
             rejects,
+            buffers,
             rules,
             index: TableIndex::default(),
         };

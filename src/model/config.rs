@@ -135,6 +135,31 @@ pub fn relative_position_grid(rows: usize) -> Option<usize> {
     Some(side.div_ceil(2)).filter(|&w| w > 0)
 }
 
+/// The relative position index of a `gh × gw` patch grid: `(N+1)²` table rows, row-major over
+/// (query token, key token), token 0 being the class token.
+pub fn relative_position_index(gh: usize, gw: usize) -> Vec<usize> {
+    let n = gh * gw;
+    let t = n + 1;
+    let side_w = 2 * gw - 1;
+    let offsets = (2 * gh - 1) * side_w;
+    let mut index = vec![0usize; t * t];
+    for i in 0..n {
+        let (yi, xi) = (i / gw, i % gw);
+        for j in 0..n {
+            let (yj, xj) = (j / gw, j % gw);
+            let dy = yi + gh - 1 - yj;
+            let dx = xi + gw - 1 - xj;
+            index[(i + 1) * t + j + 1] = dy * side_w + dx;
+        }
+    }
+    for j in 0..t {
+        index[j] = offsets; // class to token
+        index[j * t] = offsets + 1; // token to class
+    }
+    index[0] = offsets + 2; // class to class
+    index
+}
+
 /// The HF config of a canonical checkpoint (ViT, DeiT or BEiT).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ViTConfig {
@@ -281,11 +306,22 @@ impl ViTConfig {
             "layer_scale_init_value".into(),
             json!(if e.layer_scale { LAYER_SCALE_INIT } else { 0.0 }),
         );
-        m.insert("drop_path_rate".into(), json!(0.0));
         m.insert(
             "use_mean_pooling".into(),
             json!(e.pooling == Pooling::MeanPatchTokens),
         );
+        // BeitConfig's defaults for the rest (training and segmentation settings the weights do
+        // not record), so the file reads as transformers writes one.
+        m.insert("drop_path_rate".into(), json!(0.1));
+        m.insert("pool_scales".into(), json!([1, 2, 3, 6]));
+        m.insert("use_auxiliary_head".into(), json!(true));
+        m.insert("auxiliary_loss_weight".into(), json!(0.4));
+        m.insert("auxiliary_channels".into(), json!(256));
+        m.insert("auxiliary_num_convs".into(), json!(1));
+        m.insert("auxiliary_concat_input".into(), json!(false));
+        m.insert("semantic_loss_ignore_index".into(), json!(255));
+        m.insert("add_fpn".into(), json!(false));
+        m.insert("reshape_hidden_states".into(), json!(true));
     }
 
     /// Reads an HF `config.json` document.

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use crate::error::{ErrorKind, Result};
 
 mod activation;
+mod buffers;
 mod config;
 mod infer;
 pub(crate) mod names;
@@ -15,9 +16,10 @@ pub(crate) mod preprocessor;
 
 pub use crate::vocab::ModelType;
 pub use activation::Activation;
+pub(crate) use buffers::check_buffer;
 pub use config::{
-    relative_position_grid, relative_position_rows, Encoder, Pooling, QkvBias, RelativePosition,
-    ViTConfig,
+    relative_position_grid, relative_position_index, relative_position_rows, Encoder, Pooling,
+    QkvBias, RelativePosition, ViTConfig,
 };
 pub(crate) use infer::{
     architecture_of, check_positions, check_relative_rows, classifies, expected_names, family_of,

@@ -15,17 +15,26 @@ pub enum Preprocessor {
     /// Resize the shorter side to `int(image_size / 0.875)` (bicubic), center crop `image_size`,
     /// ImageNet mean/std: what DeiT and DINO evaluate with.
     ImagenetCrop,
+    /// `BeitImageProcessor(size=image_size, resample=BILINEAR, do_center_crop=False)`: resize to a
+    /// square `image_size` (PIL bilinear), rescale 1/255, mean = std = 0.5 — what transformers'
+    /// BEiT conversion script writes.
+    Beit,
 }
 
 impl Preprocessor {
     /// Every preset, in a fixed order.
-    pub const ALL: [Preprocessor; 2] = [Preprocessor::Vit, Preprocessor::ImagenetCrop];
+    pub const ALL: [Preprocessor; 3] = [
+        Preprocessor::Vit,
+        Preprocessor::ImagenetCrop,
+        Preprocessor::Beit,
+    ];
 
-    /// The name tables use (`vit`, `imagenet_crop`).
+    /// The name tables use (`vit`, `imagenet_crop`, `beit`).
     pub fn name(self) -> &'static str {
         match self {
             Preprocessor::Vit => "vit",
             Preprocessor::ImagenetCrop => "imagenet_crop",
+            Preprocessor::Beit => "beit",
         }
     }
 }
@@ -50,6 +59,20 @@ pub(crate) fn preprocessor_config(preset: Preprocessor, image_size: usize) -> Va
             "image_mean": [0.5, 0.5, 0.5],
             "image_std": [0.5, 0.5, 0.5],
             "image_processor_type": "ViTImageProcessor",
+            "resample": 2,
+            "rescale_factor": rescale,
+            "size": {"height": image_size, "width": image_size}
+        }),
+        Preprocessor::Beit => json!({
+            "crop_size": {"height": 224, "width": 224},
+            "do_center_crop": false,
+            "do_normalize": true,
+            "do_reduce_labels": false,
+            "do_rescale": true,
+            "do_resize": true,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_processor_type": "BeitImageProcessor",
+            "image_std": [0.5, 0.5, 0.5],
             "resample": 2,
             "rescale_factor": rescale,
             "size": {"height": image_size, "width": image_size}

@@ -164,6 +164,30 @@ pub enum MappingError {
         /// The extra canonical tensor.
         tensor: String,
     },
+    /// A stored buffer that the model's geometry implies (BEiT's `relative_position_index`) has
+    /// another shape or element type than that geometry gives.
+    BufferLayout {
+        /// The buffer (source name).
+        tensor: String,
+        /// Its dtype.
+        dtype: DType,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// The shape the geometry gives (integer elements).
+        expected: Vec<usize>,
+    },
+    /// A stored buffer that the model's geometry implies holds another value than the geometry
+    /// gives: the checkpoint was made for another geometry, or altered.
+    BufferMismatch {
+        /// The buffer (source name).
+        tensor: String,
+        /// Where (row-major index per axis).
+        at: Vec<usize>,
+        /// The value the geometry gives.
+        expected: i64,
+        /// The stored value.
+        found: i64,
+    },
 }
 
 impl fmt::Display for MappingError {
@@ -255,8 +279,8 @@ impl fmt::Display for MappingError {
             MappingError::Op { reason } => write!(f, "{reason}"),
             MappingError::Rejected { feature, tensor } => write!(
                 f,
-                "unsupported architecture: {feature} (found {tensor}); HF ViT cannot represent \
-                 it, refusing rather than dropping it"
+                "unsupported architecture: {feature} (found {tensor}); the Hugging Face target \
+                 cannot represent it, refusing rather than dropping it"
             ),
             MappingError::NoPlace { layout, tensor } => {
                 write!(f, "the {layout} layout has no place for {tensor}")
@@ -273,6 +297,24 @@ impl fmt::Display for MappingError {
                 architecture,
                 tensor,
             } => write!(f, "{tensor} has no place in {}", architecture.name()),
+            MappingError::BufferLayout {
+                tensor,
+                dtype,
+                shape,
+                expected,
+            } => write!(
+                f,
+                "{tensor} is {dtype} {shape:?}; the model's geometry gives an integer {expected:?}"
+            ),
+            MappingError::BufferMismatch {
+                tensor,
+                at,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{tensor} holds {found} at {at:?} where the model's geometry gives {expected}: the buffer was made for another geometry or altered"
+            ),
         }
     }
 }
