@@ -761,11 +761,22 @@ fn write_weights(
             file: f,
         });
     }
-    let id = match (opts.to, arch.prefix_tokens()) {
+    let id = match (opts.to, arch.family()) {
+        (OutputFormat::Npz | OutputFormat::Flax, ModelType::Beit) => {
+            return Err(ErrorKind::InvalidOption {
+                reason: format!(
+                    "option `to` {}: the {} layout holds ViT/DeiT only; BEiT writes safetensors or timm",
+                    opts.to.name(),
+                    if opts.to == OutputFormat::Npz { "JAX npz" } else { "Flax" }
+                ),
+            }
+            .into())
+        }
         (OutputFormat::Npz, _) => "jax",
         (OutputFormat::Flax, _) => "flax",
-        (_, 2) => "deit",
-        _ => "timm",
+        (_, ModelType::Beit) => "beit",
+        (_, ModelType::Deit) => "deit",
+        (_, ModelType::Vit) => "timm",
     };
     let table = MappingTable::builtin(id)?;
     let plan = mapping::plan_reverse_within(
