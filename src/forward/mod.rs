@@ -707,7 +707,11 @@ impl Model {
                 self.add_norm(w, Some(nm), &mut x, None, &mut normed)?;
                 Some(normed)
             }
-            None if self.config.architecture.family() == ModelType::Beit => {
+            // BEiT without mean pooling pools the class token; the masked-image-modelling class
+            // has no pooler.
+            None if self.config.architecture.family() == ModelType::Beit
+                && self.lm_head.is_none() =>
+            {
                 Some(token_rows(last.view(), 0, t))
             }
             None => None,
