@@ -131,7 +131,7 @@ pub(crate) fn choose_table(
     let mut hits = Vec::new();
     for t in MappingTable::builtins()? {
         if let Ok(view) = mapping::select_view(&t, &names, None) {
-            if mapping::apply::detect(&t, &view) {
+            if mapping::detect(&t, &view) {
                 hits.push(t);
             }
         }

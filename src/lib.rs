@@ -55,14 +55,16 @@
 //! | [`open`], [`open_bytes`] → [`TensorSource`] | read any supported container (PyTorch zip and legacy `.pth`, `.npy`/`.npz`, safetensors, Flax msgpack) from a file or from memory, format sniffed from the bytes; list tensors without reading data, [`read`](TensorSource::read) one on demand |
 //! | [`MappingTable`] | a declarative layout table: [`builtin`](MappingTable::builtin) (`timm`, `dino`, `deit`, `jax`, `big_vision`, `beit`, `hf`, `flax`), [`from_file`](MappingTable::from_file) or [`from_toml`](MappingTable::from_toml) for your own layout |
 //! | [`Canonical`] + [`ConvertOptions`] | any source → canonical tensors + config, in memory: inspect, [`hash`](Canonical::hash), [`model`](Canonical::model) or [`write`](Canonical::write) it |
-//! | [`convert()`] → [`ConversionReport`] | the path-based wrapper: checkpoint file → HF transformers folder (or timm / npz / Flax layout, [`OutputFormat`]) |
+//! | [`convert()`] → [`ConversionReport`](conversion::ConversionReport) | the path-based wrapper: checkpoint file → HF transformers folder (or timm / npz / Flax layout, [`OutputFormat`](conversion::OutputFormat)); [`conversion`] holds its report, layouts and progress-reporting form |
 //! | [`Model`] ([`load`](Model::load), [`forward`](Model::forward)) | the reference forward pass, HF numerics |
 //! | [`verify_model`] → [`verify::VerifyReport`] | run the model and compare with the original framework's outputs ([`F32Array`]) under a [`Tolerance`] (by default the one the weights' precision calls for) |
 //! | [`hash::hash`], [`diff::diff`], [`inspect::inspect`] (and their in-memory forms) | per-tensor sha256 manifest and model digest; how two checkpoints differ; what a checkpoint holds |
 //! | [`Error`], [`ErrorKind`] | every failure, typed; `Display` says what and where |
 //!
-//! The rest lives in its module: [`source`] (readers; [`Limits`]), [`mapping`], [`model`]
-//! ([`ViTConfig`](model::ViTConfig)), [`forward`], [`verify`], [`write`](mod@write),
+//! The rest lives in its module: [`conversion`] ([`OutputFormat`](conversion::OutputFormat),
+//! [`ConversionReport`](conversion::ConversionReport),
+//! [`convert_with_progress`](conversion::convert_with_progress)), [`source`] (readers;
+//! [`Limits`]), [`mapping`], [`model`] ([`ViTConfig`](model::ViTConfig)), [`forward`], [`verify`], [`write`](mod@write),
 //! [`progress`], [`tensor`]. [`ndarray`] is re-exported for [`Model::forward`]'s input view.
 //!
 //! Pickles are interpreted by a small inert machine with an allowlist: nothing in a checkpoint
@@ -107,7 +109,7 @@
 
 mod convert;
 pub mod diff;
-pub mod error;
+mod error;
 pub mod forward;
 mod fsio;
 #[cfg(feature = "fuzzing")]
@@ -124,14 +126,17 @@ pub mod source;
 pub mod tensor;
 pub mod text;
 pub mod verify;
+
+/// What [`convert()`] reports, the layouts it writes, and its form that reports progress.
+pub mod conversion {
+    pub use crate::convert::{convert_with_progress, ConversionReport, OutputFormat};
+}
 mod vocab;
 pub mod write;
 
 pub use ndarray;
 
-pub use convert::{
-    convert, convert_with_progress, Canonical, ConversionReport, ConvertOptions, OutputFormat,
-};
+pub use convert::{convert, Canonical, ConvertOptions};
 pub use error::{Error, ErrorKind, Result};
 pub use forward::Model;
 pub use mapping::MappingTable;
@@ -140,3 +145,37 @@ pub use model::ConfigOverrides;
 pub use source::{open, open_bytes, Limits, OpenOptions, TensorSource};
 pub use tensor::DType;
 pub use verify::{verify_model, F32Array, Tolerance};
+
+#[cfg(test)]
+mod tests {
+    /// The names the crate root re-exports (`pub use` at the top level of this file).
+    fn root_reexports() -> Vec<String> {
+        let src = include_str!("lib.rs");
+        let mut names = Vec::new();
+        let mut rest = src;
+        while let Some(at) = rest.find("\npub use ") {
+            let stmt = &rest[at + "\npub use ".len()..];
+            let end = stmt.find(';').unwrap_or(stmt.len());
+            let body = &stmt[..end];
+            let list = match body.find('{') {
+                Some(open) => &body[open + 1..body.rfind('}').unwrap_or(body.len())],
+                None => body.rsplit("::").next().unwrap_or(body),
+            };
+            names.extend(
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(String::from),
+            );
+            rest = &stmt[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn the_root_re_exports_twenty_items() {
+        let names = root_reexports();
+        assert_eq!(names.len(), 20, "{names:?}");
+        assert!(names.iter().any(|n| n == "ndarray") && names.iter().any(|n| n == "open_bytes"));
+    }
+}

@@ -1,6 +1,6 @@
 //! Progress reporting for long operations. The library never prints: a caller that wants a
 //! progress bar implements [`Progress`] and passes it to
-//! [`convert_with_progress`](crate::convert::convert_with_progress) or
+//! [`convert_with_progress`](crate::conversion::convert_with_progress) or
 //! [`Model::forward_with_progress`](crate::forward::Model::forward_with_progress). The
 //! `vit-convert` binary drives an indicatif bar through it, on a terminal only.
 
@@ -46,7 +46,7 @@ pub enum Stage {
 ///     overrides: vit_convert::ConfigOverrides { num_heads: Some(2), ..Default::default() },
 ///     ..Default::default()
 /// };
-/// vit_convert::convert_with_progress(
+/// vit_convert::conversion::convert_with_progress(
 ///     "fixtures/convert/timm_vit/source.pth",
 ///     out.path(),
 ///     &opts,
@@ -189,10 +189,10 @@ mod tests {
     #[test]
     fn conversion_reports_every_byte_it_reads_for_every_output_layout() {
         for to in [
-            crate::OutputFormat::Safetensors,
-            crate::OutputFormat::Timm,
-            crate::OutputFormat::Npz,
-            crate::OutputFormat::Flax,
+            crate::convert::OutputFormat::Safetensors,
+            crate::convert::OutputFormat::Timm,
+            crate::convert::OutputFormat::Npz,
+            crate::convert::OutputFormat::Flax,
         ] {
             let out = tempfile::tempdir().unwrap();
             let opts = crate::ConvertOptions {
@@ -205,8 +205,13 @@ mod tests {
                 ..Default::default()
             };
             let log = Log::default();
-            crate::convert_with_progress(fixture("timm_vit/source.pth"), out.path(), &opts, &log)
-                .unwrap();
+            crate::convert::convert_with_progress(
+                fixture("timm_vit/source.pth"),
+                out.path(),
+                &opts,
+                &log,
+            )
+            .unwrap();
             let events = log.0.into_inner().unwrap();
             let Some(&("write", total)) = events.first() else {
                 panic!("{to:?}: {events:?}");
@@ -230,8 +235,12 @@ mod tests {
             ..Default::default()
         };
         let log = Log::default();
-        let r =
-            crate::convert_with_progress(fixture("timm_vit/source.pth"), out.path(), &opts, &log);
+        let r = crate::convert::convert_with_progress(
+            fixture("timm_vit/source.pth"),
+            out.path(),
+            &opts,
+            &log,
+        );
         assert!(r.is_err());
         assert!(!log.0.into_inner().unwrap().contains(&("finish", 0)));
     }

@@ -10,10 +10,11 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use vit_convert::conversion::OutputFormat;
 use vit_convert::forward::{ForwardOptions, Output};
 use vit_convert::mapping::MappingError;
 use vit_convert::verify::F32Array;
-use vit_convert::{convert, verify_model, ConvertOptions, ErrorKind, Model, OutputFormat};
+use vit_convert::{convert, verify_model, ConvertOptions, ErrorKind, Model};
 
 use common::tensors;
 
@@ -157,7 +158,9 @@ fn the_mim_head_gives_token_logits_and_headless_models_refuse_logits() {
     let d = common::fixture_dir("convert").join("beit_unilm_pt");
     let model = Model::load(d.join("hf")).unwrap();
     let x = F32Array::read_npy(d.join("io/input.npy")).unwrap();
-    let out = model.forward(x.as_nchw().unwrap(), &Default::default()).unwrap();
+    let out = model
+        .forward(x.as_nchw().unwrap(), &Default::default())
+        .unwrap();
     let (which, shape, _) = out.select(None).unwrap();
     assert_eq!(which, Output::Logits);
     assert_eq!(shape, [x.shape[0], 16, 40]);
@@ -169,7 +172,9 @@ fn the_mim_head_gives_token_logits_and_headless_models_refuse_logits() {
 
     let d = common::fixture_dir("convert").join("beit_unilm_backbone");
     let model = Model::load(d.join("hf")).unwrap();
-    let out = model.forward(x.as_nchw().unwrap(), &Default::default()).unwrap();
+    let out = model
+        .forward(x.as_nchw().unwrap(), &Default::default())
+        .unwrap();
     assert_eq!(out.select(None).unwrap().0, Output::LastHiddenState);
     let e = out.select(Some(Output::Logits)).unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::InvalidOption { .. }), "{e}");
@@ -193,7 +198,9 @@ fn to_timm_round_trips_bit_for_bit() {
         // timm's layout: the source's names and values, without unilm's index buffers (timm
         // computes them) and without the `model` wrapper.
         let written = tensors(&timm.path().join("model.safetensors"));
-        assert!(written.keys().all(|k| !k.contains("relative_position_index")));
+        assert!(written
+            .keys()
+            .all(|k| !k.contains("relative_position_index")));
         assert!(written.contains_key("blocks.0.attn.q_bias"));
         assert!(!written.keys().any(|k| k.contains("k_bias")));
         let back = tempfile::tempdir().unwrap();
@@ -215,8 +222,14 @@ fn to_timm_round_trips_bit_for_bit() {
 #[test]
 fn a_buffer_that_disagrees_with_the_geometry_is_refused_naming_it() {
     for (case, tensor) in [
-        ("beit_unilm_ft384", "model/blocks.1.attn.relative_position_index"),
-        ("beit_unilm_pt", "model/rel_pos_bias.relative_position_index"),
+        (
+            "beit_unilm_ft384",
+            "model/blocks.1.attn.relative_position_index",
+        ),
+        (
+            "beit_unilm_pt",
+            "model/rel_pos_bias.relative_position_index",
+        ),
     ] {
         let input = common::fixture_dir("convert")
             .join(case)
@@ -243,10 +256,7 @@ fn beit_refuses_layouts_its_target_cannot_hold() {
     let d = common::fixture_dir("convert").join("beit_timm");
     for to in [OutputFormat::Npz, OutputFormat::Flax] {
         let out = tempfile::tempdir().unwrap();
-        let opts = ConvertOptions {
-            to,
-            ..from("beit")
-        };
+        let opts = ConvertOptions { to, ..from("beit") };
         let e = convert(d.join("source.pth"), out.path(), &opts).unwrap_err();
         assert!(
             matches!(e.kind(), ErrorKind::InvalidOption { reason } if reason.to_lowercase().contains("beit")),

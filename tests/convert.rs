@@ -10,9 +10,10 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
+use vit_convert::conversion::OutputFormat;
 use vit_convert::mapping::MappingError;
 use vit_convert::ConfigOverrides;
-use vit_convert::{convert, ConvertOptions, ErrorKind, OutputFormat};
+use vit_convert::{convert, ConvertOptions, ErrorKind};
 
 use common::{case_dir, convert_cases as cases};
 

@@ -14,10 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use vit_convert::conversion::OutputFormat;
 use vit_convert::forward::{ForwardOptions, Model};
 use vit_convert::verify::{compare, verify_model, F32Array, Tolerance};
 use vit_convert::ConfigOverrides;
-use vit_convert::{convert, open_bytes, ConvertOptions, ErrorKind, FileBytes, OutputFormat};
+use vit_convert::{convert, open_bytes, ConvertOptions, ErrorKind, FileBytes};
 
 fn flax_dir() -> PathBuf {
     common::fixture_dir("flax")

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use vit_convert::ConfigOverrides;
 use vit_convert::{
-    diff::DiffOptions, hash::ReadAs, source::MemorySource, tensor::Tensor, write::WriteItem,
-    ConvertOptions, DType, OutputFormat, TensorSource, Tolerance,
+    conversion::OutputFormat, diff::DiffOptions, hash::ReadAs, source::MemorySource,
+    tensor::Tensor, write::WriteItem, ConvertOptions, DType, TensorSource, Tolerance,
 };
 
 fn conv(rel: &str) -> PathBuf {

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
+use vit_convert::conversion::OutputFormat;
 use vit_convert::mapping::Branch;
 use vit_convert::model::Activation;
 use vit_convert::text::Escaped;
 use vit_convert::ConfigOverrides;
-use vit_convert::{ConvertOptions, DType, MappingTable, OutputFormat};
+use vit_convert::{ConvertOptions, DType, MappingTable};
 
 use super::progress::Bar;
 use super::{families, family_of, with_flags, Ui, EXIT_OK};
@@ -106,7 +107,7 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
     let started = std::time::Instant::now();
     let report = {
         let bar = Bar::for_convert(ui);
-        vit_convert::convert_with_progress(&a.input, &a.output, &opts, &bar)?
+        vit_convert::conversion::convert_with_progress(&a.input, &a.output, &opts, &bar)?
     };
     ui.detail(format_args!(
         "converted in {:.2} s",

@@ -4,26 +4,39 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::{ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::source::{Format, TensorSource};
 use crate::tensor::{Tensor, TensorInfo};
 
-pub(crate) mod apply;
+mod bind;
+mod budget;
+mod detection;
 pub(crate) mod dims;
+mod forward;
 pub(crate) mod index;
 mod names;
 pub(crate) mod ops;
 pub(crate) mod pattern;
+mod plan;
+mod report;
+mod reverse;
 pub(crate) mod schema;
+mod view;
 
 pub use crate::vocab::MappingError;
-pub use apply::MappingReport;
+pub(crate) use detection::detect;
 #[cfg(any(test, feature = "fuzzing"))]
-pub(crate) use apply::{plan_forward, plan_reverse};
-pub(crate) use apply::{plan_forward_within, plan_reverse_within, select_view, Plan};
+pub(crate) use forward::plan_forward;
+pub(crate) use forward::plan_forward_within;
 pub use names::{Branch, Family};
+pub(crate) use plan::Plan;
+pub use report::MappingReport;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use reverse::plan_reverse;
+pub(crate) use reverse::plan_reverse_within;
 pub(crate) use schema::BufferKind;
 pub use schema::MappingTable;
+pub(crate) use view::select_view;
 
 /// Reads a mapping table's text (TOML), refusing it unread when it is larger than
 /// [`Limits::table_file_bytes`](crate::Limits::table_file_bytes).
@@ -191,7 +204,7 @@ impl MappingTable {
         src: &'s dyn TensorSource,
         limits: &crate::Limits,
     ) -> Result<Box<dyn TensorSource + 's>> {
-        let plan = apply::plan_forward_within(self, src.tensors(), None, limits)?;
+        let plan = plan_forward_within(self, src.tensors(), None, limits)?;
         Ok(Box::new(PlannedSource::new(src, plan)))
     }
 
@@ -210,6 +223,16 @@ impl MappingTable {
 /// Ids of the built-in tables.
 pub fn builtin_ids() -> Vec<&'static str> {
     BUILTIN.iter().map(|(id, _, _)| *id).collect()
+}
+
+fn mapping_err(table: &MappingTable, line: usize, problem: MappingError) -> Error {
+    ErrorKind::Mapping {
+        table: table.id.clone(),
+        file: table.file.clone(),
+        line,
+        problem,
+    }
+    .into()
 }
 
 /// A source seen through a plan: lists the planned tensors and computes each on `read`.

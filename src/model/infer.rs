@@ -807,4 +807,60 @@ mod tests {
             Architecture::BeitForImageClassification
         );
     }
+
+    /// Every canonical name any supported architecture can hold (layer 0 for the per-layer ones):
+    /// the union of [`expected_names`] over one configuration per feature.
+    fn every_canonical_name() -> BTreeSet<String> {
+        let base = config();
+        let mut all = BTreeSet::new();
+        let mut add = |arch: Architecture, f: &dyn Fn(&mut ViTConfig)| {
+            let mut c = base.clone();
+            c.architecture = arch;
+            c.encoder = Encoder::of(arch.family());
+            c.num_hidden_layers = 1;
+            c.id2label = [(0, "a".to_string())].into_iter().collect();
+            f(&mut c);
+            all.extend(expected_names(&c));
+        };
+        for arch in Architecture::ALL {
+            add(arch, &|_| {});
+        }
+        add(Architecture::ViTModel, &|c| c.pooler_output_size = Some(8));
+        add(Architecture::BeitModel, &|c| {
+            c.encoder.absolute_position = true;
+            c.encoder.mask_token = true;
+            c.encoder.pooling = Pooling::ClassToken;
+        });
+        add(Architecture::BeitForMaskedImageModeling, &|c| {
+            c.encoder.relative_position = RelativePosition::Shared;
+        });
+        all
+    }
+
+    /// Canonical names are spelled once (`model::names`): every built-in table's targets must be
+    /// among the names some architecture holds, so a typo in a table cannot invent a tensor.
+    #[test]
+    fn every_builtin_table_targets_canonical_names() {
+        let all = every_canonical_name();
+        for table in crate::mapping::MappingTable::builtins().unwrap() {
+            for rule in &table.rules {
+                for to in &rule.to {
+                    let name = to.render(Some(0));
+                    assert!(all.contains(&name), "{}: {name}", table.file);
+                }
+            }
+        }
+        // And every canonical name is produced by some table (the tables cover the model).
+        let produced: BTreeSet<String> = crate::mapping::MappingTable::builtins()
+            .unwrap()
+            .iter()
+            .flat_map(|t| {
+                t.rules
+                    .iter()
+                    .flat_map(|r| r.to.iter().map(|p| p.render(Some(0))))
+            })
+            .collect();
+        let unproduced: Vec<&String> = all.difference(&produced).collect();
+        assert!(unproduced.is_empty(), "{unproduced:?}");
+    }
 }

@@ -384,9 +384,9 @@ mod tests {
             ..Default::default()
         };
         for to in [
-            crate::OutputFormat::Safetensors,
-            crate::OutputFormat::Npz,
-            crate::OutputFormat::Flax,
+            crate::convert::OutputFormat::Safetensors,
+            crate::convert::OutputFormat::Npz,
+            crate::convert::OutputFormat::Flax,
         ] {
             let opts = crate::ConvertOptions { to, ..opts.clone() };
             let dir = tempfile::tempdir().unwrap();

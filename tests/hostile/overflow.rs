@@ -181,7 +181,7 @@ fn bf16_and_f64_to_f32_overflow_are_refused_in_every_output_layout() {
     for to in ["safetensors", "timm", "npz", "flax"] {
         let out = dir.path().join(format!("bf16-{to}"));
         let mut o = opts(DType::BF16, false);
-        o.to = vit_convert::OutputFormat::parse(to).unwrap();
+        o.to = vit_convert::conversion::OutputFormat::parse(to).unwrap();
         let e = vit_convert::convert(&f32_ckpt, &out, &o).unwrap_err();
         assert!(
             matches!(

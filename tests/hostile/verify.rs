@@ -430,7 +430,11 @@ fn a_huge_thread_count_is_capped_not_spawned() {
         &["--threads", "99999999999"],
     );
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(run.stdout.starts_with("PASS: "), "{}", run.stdout);
+    assert!(
+        run.stdout.starts_with("PASS (logits [2, 5]): "),
+        "{}",
+        run.stdout
+    );
     let out = bin()
         .arg("verify")
         .arg(fixture(MODEL))

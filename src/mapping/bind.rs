@@ -1,0 +1,107 @@
+//! Binding a table's symbolic shapes (`D`, `3*D`, …) to the shapes a listing has.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::dims::{show_shape, Bindings, Dim};
+use super::mapping_err;
+use super::plan::Instance;
+use super::schema::{MappingTable, Rule};
+use crate::error::{Error, Result};
+use crate::vocab::MappingError;
+
+pub(super) fn bind_shapes(table: &MappingTable, instances: &[Instance]) -> Result<Bindings> {
+    let mut b = Bindings::new();
+    // Rank checks first.
+    for ins in instances {
+        for (n, info) in &ins.inputs {
+            if info.shape.len() != ins.rule.shape.len() {
+                return Err(shape_err(table, ins.rule, n, &info.shape));
+            }
+        }
+    }
+    // Bind to a fixpoint: passes over every dimension in order until one binds nothing. A
+    // dimension's outcome depends only on the bindings of its own symbols, so a pass revisits only
+    // the dimensions one of whose symbols was bound since they were last solved: the same
+    // bindings and the same first error as full passes, without passes × dimensions work.
+    let mut slots: Vec<(&Instance, &str, &[usize], &Dim, usize)> = Vec::new();
+    for ins in instances {
+        for (n, info) in &ins.inputs {
+            for (d, &actual) in ins.rule.shape.iter().zip(&info.shape) {
+                slots.push((ins, n, &info.shape, d, actual));
+            }
+        }
+    }
+    let mut users: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (k, (_, _, _, d, _)) in slots.iter().enumerate() {
+        for sym in d.symbols() {
+            let list = users.entry(sym).or_default();
+            if list.last() != Some(&k) {
+                list.push(k);
+            }
+        }
+    }
+    let mut now: BTreeSet<usize> = (0..slots.len()).collect();
+    loop {
+        let mut next: BTreeSet<usize> = BTreeSet::new();
+        let mut progress = false;
+        while let Some(k) = now.pop_first() {
+            let Some(&(ins, n, shape, d, actual)) = slots.get(k) else {
+                continue;
+            };
+            let unbound: Vec<&str> = d.symbols().filter(|s| !b.contains_key(*s)).collect();
+            match d.solve(actual, &mut b) {
+                Ok(true) => {
+                    progress = true;
+                    for sym in unbound.iter().filter(|s| b.contains_key(**s)) {
+                        for &u in users.get(sym).map_or(&[][..], Vec::as_slice) {
+                            if u > k {
+                                now.insert(u);
+                            } else if u < k {
+                                next.insert(u);
+                            }
+                        }
+                    }
+                }
+                Ok(false) => {}
+                Err(()) => return Err(shape_err(table, ins.rule, n, shape)),
+            }
+        }
+        if !progress {
+            break;
+        }
+        now = next;
+    }
+    for ins in instances {
+        for (n, info) in &ins.inputs {
+            for (d, &actual) in ins.rule.shape.iter().zip(&info.shape) {
+                match d.eval(&b) {
+                    Some(v) if v == actual => {}
+                    Some(_) => return Err(shape_err(table, ins.rule, n, &info.shape)),
+                    None => {
+                        return Err(mapping_err(
+                            table,
+                            ins.rule.line,
+                            MappingError::UnboundDimension {
+                                dim: d.to_string(),
+                                tensor: Some(n.to_string()),
+                            },
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    Ok(b)
+}
+
+fn shape_err(table: &MappingTable, rule: &Rule, name: &str, actual: &[usize]) -> Error {
+    mapping_err(
+        table,
+        rule.line,
+        MappingError::ShapeContradiction {
+            tensor: name.to_string(),
+            expected: show_shape(&rule.shape),
+            actual: actual.to_vec(),
+        },
+    )
+}
