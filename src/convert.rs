@@ -40,6 +40,9 @@ pub struct ConvertOptions {
     pub branch: Option<Branch>,
     /// Config overrides (head count, activation, `config.json` fields).
     pub overrides: ConfigOverrides,
+    /// The class names written into `config.json`'s `id2label` (`--labels`; default
+    /// [`Labels::Auto`](crate::Labels::Auto)).
+    pub labels: crate::Labels,
     /// How the input is read: its [`Limits`](crate::Limits) (which also bound the side
     /// `config.json` and the mapping table's output) and whether it is memory-mapped.
     pub open: OpenOptions,
@@ -363,7 +366,7 @@ fn canonicalize<'s>(
         merge_sidecar_config(&side, &mut overrides, arch, &opts.open.limits)?;
     }
     let infos: Vec<TensorInfo> = plan.targets.iter().map(|t| t.info.clone()).collect();
-    let (config, inf) = model::infer_config(
+    let (mut config, mut inf) = model::infer_config(
         arch,
         &infos,
         table.facts.layer_norm_eps,
@@ -395,6 +398,14 @@ fn canonicalize<'s>(
             },
         }));
     }
+    crate::labels::apply(
+        &opts.labels,
+        &table,
+        &opts.overrides,
+        &overrides,
+        &mut config,
+        &mut inf.notes,
+    )?;
     Ok(Canonical {
         planned: PlannedSource::new(src, plan),
         table,

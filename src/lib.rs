@@ -116,6 +116,7 @@ pub mod fuzzing;
 pub mod hash;
 pub mod image;
 pub mod inspect;
+pub mod labels;
 pub mod mapping;
 mod mmap;
 pub mod model;
@@ -134,6 +135,7 @@ pub use convert::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use forward::Model;
+pub use labels::Labels;
 pub use mapping::MappingTable;
 pub use mmap::FileBytes;
 pub use model::ConfigOverrides;

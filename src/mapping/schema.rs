@@ -11,6 +11,7 @@ use super::names::Branch;
 use super::ops::OpSpec;
 use super::pattern::Pattern;
 use crate::error::{ErrorKind, Result};
+use crate::labels::LabelSet;
 use crate::model::{Activation, Preprocessor};
 use crate::source::MAX_RANK;
 
@@ -71,6 +72,8 @@ struct ModelSpec {
     preprocessor: Preprocessor,
     #[serde(default)]
     num_heads: Option<String>,
+    #[serde(default)]
+    labels: Vec<LabelSet>,
 }
 
 #[derive(Deserialize, Default)]
@@ -148,6 +151,8 @@ pub(crate) struct ModelFacts {
     pub(crate) preprocessor: Preprocessor,
     /// A shape symbol that gives the head count (JAX kernels), if any.
     pub(crate) num_heads: Option<String>,
+    /// The label lists the family trains on: a head of one of their class counts gets its names.
+    pub(crate) labels: Vec<LabelSet>,
 }
 
 /// A name that marks an architecture HF ViT cannot represent.
@@ -358,6 +363,7 @@ impl MappingTable {
                 hidden_act: spec.model.hidden_act,
                 preprocessor: spec.model.preprocessor,
                 num_heads: spec.model.num_heads,
+                labels: spec.model.labels,
             },
             wrappers,
             branches,
