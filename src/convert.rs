@@ -208,7 +208,7 @@ pub struct Canonical<'s> {
 impl<'s> Canonical<'s> {
     /// Maps `src` to the canonical layout with `opts.from` / `opts.table` (detected from the
     /// tensor names when neither is set), `opts.branch` and `opts.overrides`, and infers the
-    /// config. `opts.to`, `opts.dtype` and `opts.allow_overflow` matter only to
+    /// config, its class names chosen by `opts.labels`. `opts.to`, `opts.dtype` and `opts.allow_overflow` matter only to
     /// [`write`](Canonical::write).
     ///
     /// Unlike [`convert`], nothing is read beside the source: the `config.json` that `convert`
@@ -216,7 +216,8 @@ impl<'s> Canonical<'s> {
     ///
     /// # Errors
     /// [`ErrorKind::Detection`] when no family (or more than one) matches; mapping errors
-    /// naming the table's file and line; config errors.
+    /// naming the table's file and line; config errors; class names (`opts.labels`) that do not
+    /// fit the head.
     pub fn new(src: &'s dyn TensorSource, opts: &ConvertOptions) -> Result<Canonical<'s>> {
         canonicalize(src, None, opts)
     }

@@ -11,20 +11,23 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// `vit-convert --from timm INPUT -o OUT --num-heads 2 ARGS…`.
-fn convert_timm(input: &Path, out: &Path, args: &[&str]) -> std::process::Output {
+/// `vit-convert convert --from FROM INPUT -o OUT ARGS…`.
+fn convert(from: &str, input: &Path, out: &Path, args: &[&str]) -> std::process::Output {
     let mut all = vec![
         "convert".to_string(),
         "--from".into(),
-        "timm".into(),
+        from.into(),
         input.to_string_lossy().into_owned(),
         "-o".into(),
         out.to_string_lossy().into_owned(),
-        "--num-heads".into(),
-        "2".into(),
     ];
     all.extend(args.iter().map(|a| a.to_string()));
     common::run_cli(&all)
+}
+
+/// `vit-convert convert --from timm INPUT -o OUT --num-heads 2 ARGS…`.
+fn convert_timm(input: &Path, out: &Path, args: &[&str]) -> std::process::Output {
+    convert("timm", input, out, &[&["--num-heads", "2"], args].concat())
 }
 
 fn id2label(out: &Path) -> Vec<String> {
@@ -240,4 +243,63 @@ fn a_1000_class_timm_head_gets_imagenet_names_by_default_and_top_k_prints_them()
         text(&run.stdout)
     );
     assert_eq!(id2label(&kept)[281], "LABEL_281");
+}
+
+#[test]
+fn a_labels_list_replaces_the_side_config_json_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = dir.path().join("names.txt");
+    std::fs::write(&names, "a\nb\nc\nd\ne\n").unwrap();
+    let out = dir.path().join("out");
+    let hf = common::fixture("convert", "timm_vit/hf/model.safetensors");
+    let run = convert("hf", &hf, &out, &["--labels", names.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(
+        text(&run.stdout)
+            .contains("note: id2label: names (5 classes, --labels, replacing the config.json's)"),
+        "{}",
+        text(&run.stdout)
+    );
+    assert_eq!(id2label(&out), ["a", "b", "c", "d", "e"]);
+    // Without --labels, the config.json's names are kept, without a labels note.
+    let kept = dir.path().join("kept");
+    let run = convert("hf", &hf, &kept, &[]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(
+        !text(&run.stdout).contains("id2label:"),
+        "{}",
+        text(&run.stdout)
+    );
+    assert_eq!(id2label(&kept)[4], "LABEL_4");
+}
+
+#[test]
+fn the_library_takes_labels_and_refuses_them_beside_a_config_id2label() {
+    use vit_convert::labels::parse_labels;
+    use vit_convert::{open, Canonical, ConfigOverrides, ConvertOptions, ErrorKind, Labels};
+    let src = open(common::fixture("convert", "timm_vit/source.pth")).unwrap();
+    let names = parse_labels("v\nw\nx\ny\nz\n").unwrap();
+    let mut opts = ConvertOptions {
+        overrides: ConfigOverrides {
+            num_heads: Some(2),
+            ..Default::default()
+        },
+        labels: Labels::Custom(names.clone()),
+        ..Default::default()
+    };
+    let canon = Canonical::new(src.as_ref(), &opts).unwrap();
+    assert_eq!(canon.config().id2label, names);
+    assert!(canon
+        .notes()
+        .contains(&"id2label: names (5 classes, option `labels`)".to_string()));
+
+    let config: serde_json::Map<String, Value> =
+        serde_json::from_str(r#"{"id2label": {"0": "a", "1": "b", "2": "c", "3": "d", "4": "e"}}"#)
+            .unwrap();
+    opts.overrides.config = Some(config);
+    let e = Canonical::new(src.as_ref(), &opts).err().unwrap();
+    assert!(matches!(e.kind(), ErrorKind::InvalidOption { .. }), "{e:?}");
+    opts.labels = Labels::Auto;
+    let canon = Canonical::new(src.as_ref(), &opts).unwrap();
+    assert_eq!(canon.config().id2label[&4], "e");
 }

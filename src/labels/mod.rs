@@ -285,8 +285,8 @@ pub(crate) struct Choice {
 /// `table_id`, whose family trains on `trained_on`.
 ///
 /// # Errors
-/// [`ErrorKind::InvalidOption`] for a list given for a model without a head, or together with
-/// option `config`'s `id2label`; [`ErrorKind::ConfigMismatch`] (`id2label`) when a given list's
+/// [`ErrorKind::InvalidOption`] for a list given for a model without a head, together with
+/// option `config`'s `id2label`, or whose indices are not `0..n`; [`ErrorKind::ConfigMismatch`] (`id2label`) when a given list's
 /// count is not the head's.
 pub(crate) fn choose(
     labels: &Labels,
@@ -310,6 +310,15 @@ pub(crate) fn choose(
         if from_config == ConfigNames::Option {
             return Err(ErrorKind::InvalidOption {
                 reason: "option `labels` and option `config`'s `id2label` both name the classes; give one".to_string(),
+            }
+            .into());
+        }
+        if !names.keys().copied().eq(0..names.len()) {
+            return Err(ErrorKind::InvalidOption {
+                reason: format!(
+                    "option `labels`: the names' indices are not 0..{}",
+                    names.len()
+                ),
             }
             .into());
         }
@@ -665,6 +674,12 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "config: `id2label` is 2, but the weights hold 3"
+        );
+        let gap = Labels::Custom([(0, "a".to_string()), (2, "b".to_string())].into());
+        let e = choose(&gap, &[], "dino", 2, ConfigNames::Absent).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "option `labels`: the names' indices are not 0..2"
         );
         let e = choose(&custom, &[], "dino", 0, ConfigNames::Absent).unwrap_err();
         assert!(matches!(e.kind(), ErrorKind::InvalidOption { .. }), "{e:?}");
