@@ -49,7 +49,8 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "FILE.toml")]
     pub table: Option<PathBuf>,
     /// Class names for config.json's id2label: imagenet-1k, imagenet-21k (Google's 21 843),
-    /// imagenet-22k (BEiT's 21 841), none (LABEL_n), or a FILE (JSON id2label, or one name a line).
+    /// imagenet-22k (BEiT's 21 841), none (LABEL_n), or a FILE (JSON id2label, or one name a line;
+    /// a file named like a list: ./NAME).
     /// Default: the bundled list the head's class count matches, if the family trains on it.
     #[arg(long, value_name = "LIST|FILE", default_value = "auto")]
     pub labels: String,
