@@ -40,6 +40,9 @@ pub struct ConvertOptions {
     pub branch: Option<Branch>,
     /// Config overrides (head count, activation, `config.json` fields).
     pub overrides: ConfigOverrides,
+    /// The class names written into `config.json`'s `id2label` (`--labels`; default
+    /// [`Labels::Auto`](crate::labels::Labels::Auto)).
+    pub labels: crate::labels::Labels,
     /// How the input is read: its [`Limits`](crate::Limits) (which also bound the side
     /// `config.json` and the mapping table's output) and whether it is memory-mapped.
     pub open: OpenOptions,
@@ -205,7 +208,7 @@ pub struct Canonical<'s> {
 impl<'s> Canonical<'s> {
     /// Maps `src` to the canonical layout with `opts.from` / `opts.table` (detected from the
     /// tensor names when neither is set), `opts.branch` and `opts.overrides`, and infers the
-    /// config. `opts.to`, `opts.dtype` and `opts.allow_overflow` matter only to
+    /// config, its class names chosen by `opts.labels`. `opts.to`, `opts.dtype` and `opts.allow_overflow` matter only to
     /// [`write`](Canonical::write).
     ///
     /// Unlike [`convert`], nothing is read beside the source: the `config.json` that `convert`
@@ -213,7 +216,8 @@ impl<'s> Canonical<'s> {
     ///
     /// # Errors
     /// [`ErrorKind::Detection`] when no family (or more than one) matches; mapping errors
-    /// naming the table's file and line; config errors.
+    /// naming the table's file and line; config errors; class names (`opts.labels`) that do not
+    /// fit the head.
     pub fn new(src: &'s dyn TensorSource, opts: &ConvertOptions) -> Result<Canonical<'s>> {
         canonicalize(src, None, opts)
     }
@@ -373,7 +377,7 @@ fn canonicalize<'s>(
         hidden_act: table.facts.hidden_act,
         heads,
     };
-    let (config, inf) = model::infer_config(arch, &infos, &facts, &overrides)?;
+    let (mut config, mut inf) = model::infer_config(arch, &infos, &facts, &overrides)?;
     let expected = model::expected_names(&config);
     let got: BTreeSet<String> = infos.iter().map(|t| t.name.clone()).collect();
     if let Some(missing) = expected.difference(&got).next() {
@@ -398,6 +402,14 @@ fn canonicalize<'s>(
             },
         }));
     }
+    crate::labels::apply(
+        &opts.labels,
+        &table,
+        &opts.overrides,
+        &overrides,
+        &mut config,
+        &mut inf.notes,
+    )?;
     let mut notes = inf.notes;
     for (name, kind, line) in &plan.buffers {
         model::check_buffer(src, &table, (name, *kind, *line), &config)?;

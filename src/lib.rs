@@ -118,6 +118,7 @@ pub mod fuzzing;
 pub mod hash;
 pub mod image;
 pub mod inspect;
+pub mod labels;
 pub mod mapping;
 mod mmap;
 pub mod model;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use vit_convert::conversion::OutputFormat;
+use vit_convert::labels::Labels;
 use vit_convert::mapping::Branch;
 use vit_convert::model::Activation;
 use vit_convert::text::Escaped;
@@ -49,6 +50,12 @@ pub struct ConvertArgs {
     /// A custom mapping table (TOML) instead of the built-in ones.
     #[arg(long, value_name = "FILE.toml")]
     pub table: Option<PathBuf>,
+    /// Class names for config.json's id2label: imagenet-1k, imagenet-21k (Google's 21 843),
+    /// imagenet-22k (BEiT's 21 841), none (LABEL_n), or a FILE (JSON id2label, or one name a line;
+    /// a file named like a list: ./NAME).
+    /// Default: the bundled list the head's class count matches, if the family trains on it.
+    #[arg(long, value_name = "LIST|FILE", default_value = "auto")]
+    pub labels: String,
     /// Override the activation written to config.json.
     #[arg(long, value_parser = PossibleValuesParser::new(Activation::names()).try_map(|s| s.parse::<Activation>()))]
     pub hidden_act: Option<Activation>,
@@ -58,9 +65,12 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
     // The checkpoint, `--config` and `--table` are inputs: no output may replace one of them.
     let to = OutputFormat::parse(&a.to).unwrap_or_default();
     let outputs = to.output_files(&a.output);
+    let labels = Labels::from_name(&a.labels);
+    let labels_file = labels.is_none().then(|| PathBuf::from(&a.labels));
     let inputs: Vec<&std::path::Path> = std::iter::once(&a.input)
         .chain(&a.config)
         .chain(&a.table)
+        .chain(&labels_file)
         .map(PathBuf::as_path)
         .collect();
     let outputs: Vec<&std::path::Path> = outputs.iter().map(PathBuf::as_path).collect();
@@ -84,6 +94,13 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
         }
         None => None,
     };
+    let labels = match labels {
+        Some(l) => l,
+        None => Labels::Custom(vit_convert::labels::read_labels_file(
+            &a.labels,
+            &ui.open.limits,
+        )?),
+    };
     let opts = ConvertOptions {
         from: family_of(&a.from)?,
         table,
@@ -101,6 +118,7 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
             hidden_act: a.hidden_act,
             config,
         },
+        labels,
         open: ui.open,
         fsync: ui.fsync,
     };

@@ -11,6 +11,7 @@ use super::names::Branch;
 use super::ops::OpSpec;
 use super::pattern::Pattern;
 use crate::error::{ErrorKind, Result};
+use crate::labels::LabelSet;
 use crate::model::{Activation, ModelType, Preprocessor};
 use crate::source::MAX_RANK;
 
@@ -103,6 +104,8 @@ struct ModelSpec {
     num_heads: Option<String>,
     #[serde(default)]
     model_type: Option<ModelType>,
+    #[serde(default)]
+    labels: Vec<LabelSet>,
 }
 
 #[derive(Deserialize, Default)]
@@ -183,6 +186,8 @@ pub(crate) struct ModelFacts {
     /// The model family the table produces (`None`: decided by the canonical names, for tables
     /// that read every family, like `hf`).
     pub(crate) model_type: Option<ModelType>,
+    /// The label lists the family trains on: a head of one of their class counts gets its names.
+    pub(crate) labels: Vec<LabelSet>,
 }
 
 /// A name that marks an architecture HF ViT cannot represent.
@@ -414,6 +419,7 @@ impl MappingTable {
                 preprocessor: spec.model.preprocessor,
                 num_heads: spec.model.num_heads,
                 model_type: spec.model.model_type,
+                labels: spec.model.labels,
             },
             wrappers,
             branches,
