@@ -35,6 +35,10 @@ pub struct ConvertOptions {
     /// Accept casts that saturate finite values to ±Inf, as torch's `.half()` does; the report's
     /// notes then say how many values saturated (`--allow-overflow`).
     pub allow_overflow: bool,
+    /// Convert the backbone alone: the head's tensors (classifier, distillation head,
+    /// masked-image-modelling head) are dropped and listed in the report's `dropped`, and the
+    /// model class is the family's headless one (`--drop head`).
+    pub drop_head: bool,
     /// Training checkpoints with branches (DINO): which to convert (`None`: the first present,
     /// the teacher).
     pub branch: Option<Branch>,
@@ -322,15 +326,27 @@ pub(crate) fn plan_canonical(
     custom: Option<&MappingTable>,
     branch: Option<Branch>,
     family: Option<ModelType>,
+    drop_head: bool,
     limits: &Limits,
 ) -> Result<CanonicalPlan> {
     let table = choose_table(src, from, custom)?;
     let mut plan = mapping::plan_forward_within(&table, src.tensors(), branch, limits)?;
-    let names: BTreeSet<String> = plan.targets.iter().map(|t| t.info.name.clone()).collect();
+    let mut names: BTreeSet<String> = plan.targets.iter().map(|t| t.info.name.clone()).collect();
     let family = family
         .or(table.facts.model_type)
         .unwrap_or_else(|| model::family_of(&names));
-    let (arch, dropped) = model::architecture_of(family, &names);
+    let (mut arch, mut dropped) = model::architecture_of(family, &names);
+    if drop_head && arch.has_head() {
+        // The backbone alone: the head's tensors are dropped and reported, and the class is the
+        // family's headless one.
+        for n in names.iter().filter(|n| model::names::is_head(arch, n)) {
+            dropped.push((n.clone(), "dropped by option `drop_head`".to_string()));
+        }
+        names.retain(|n| !model::names::is_head(arch, n));
+        let (headless, more) = model::architecture_of(family, &names);
+        arch = headless;
+        dropped.extend(more);
+    }
     let drop_names: BTreeSet<&str> = dropped.iter().map(|(n, _)| n.as_str()).collect();
     plan.targets
         .retain(|t| !drop_names.contains(t.info.name.as_str()));
@@ -360,6 +376,7 @@ fn canonicalize<'s>(
         opts.table.as_ref(),
         opts.branch,
         opts.overrides.model_type(),
+        opts.drop_head,
         &opts.open.limits,
     )?;
     let heads = table

@@ -137,6 +137,7 @@ pub(crate) fn with_source_tensors<R>(
         how.table.as_ref(),
         branch,
         None,
+        false,
         &how.open.limits,
     )?;
     reading.table = Some(c.table.id().to_string());

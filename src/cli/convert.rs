@@ -44,6 +44,10 @@ pub struct ConvertArgs {
     /// the summary notes how many saturated). Without it such a cast is refused.
     #[arg(long)]
     pub allow_overflow: bool,
+    /// Convert the backbone alone: `--drop head` drops the head (classifier, distillation head,
+    /// masked-image-modelling head), writes the family's headless class and lists what it dropped.
+    #[arg(long, value_name = "PART", value_parser = ["head"])]
+    pub drop: Option<String>,
     /// DINO training checkpoints: which network to convert.
     #[arg(long, value_parser = PossibleValuesParser::new(Branch::names()).try_map(|s| s.parse::<Branch>()))]
     pub branch: Option<Branch>,
@@ -112,6 +116,7 @@ pub fn run(a: ConvertArgs, ui: Ui) -> anyhow::Result<i32> {
             _ => None,
         },
         allow_overflow: a.allow_overflow,
+        drop_head: a.drop.is_some(),
         branch: a.branch,
         overrides: ConfigOverrides {
             num_heads: a.num_heads,

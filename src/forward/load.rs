@@ -8,7 +8,9 @@ use super::weights::{Weights, P};
 use super::{least_precise, Layer, Linear, Model, Norm};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::names::{self, LayerPart};
-use crate::model::{self, disk_name, Architecture, Pooling, RelativePosition, ViTConfig};
+use crate::model::{
+    self, disk_name, Architecture, ModelType, Pooling, RelativePosition, ViTConfig,
+};
 use crate::source::TensorSource;
 
 pub(super) struct Loader<'a> {
@@ -317,21 +319,31 @@ impl Model {
         };
         let pooler_dense = names::weight(names::POOLER_DENSE);
         let pooler = match l.name(&pooler_dense).and_then(|n| src.info(&n)) {
-            Some(info) => {
+            Some(info) if arch.family() != ModelType::Beit => {
                 let r = info.shape.first().copied().unwrap_or(d);
                 config.pooler_output_size = Some(r);
                 Some(l.linear(names::POOLER_DENSE, r, d, true)?)
             }
-            None => {
+            _ if arch.family() != ModelType::Beit => {
                 config.pooler_output_size = None;
                 None
             }
+            _ => None,
         };
-        let pooler_norm = if e.pooling == Pooling::MeanPatchTokens && !mim {
+        // BEiT's mean-pooling norm: always in the classifier; in a backbone when it was saved
+        // with its pooler.
+        let has_norm = l.name(&names::weight(names::POOLER_NORM)).is_some();
+        let pooler_norm = if e.pooling == Pooling::MeanPatchTokens
+            && !mim
+            && (arch == Architecture::BeitForImageClassification || has_norm)
+        {
             Some(l.norm(names::POOLER_NORM, d)?)
         } else {
             None
         };
+        if arch.family() == ModelType::Beit {
+            config.pooler_output_size = pooler_norm.is_some().then_some(d);
+        }
         let k = config.num_labels();
         let heads = match arch {
             Architecture::ViTForImageClassification | Architecture::BeitForImageClassification => {

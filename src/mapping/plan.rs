@@ -167,9 +167,13 @@ pub(super) fn check_coverage(
             continue;
         }
         let tensor = dir.first_input(rule, None);
-        let problem = match dir {
-            Direction::Forward => MappingError::RequiredMissing { tensor },
-            Direction::Reverse => MappingError::CanonicalMissing { tensor },
+        let problem = match (dir, &rule.absent) {
+            (Direction::Forward, Some(feature)) => MappingError::Absent {
+                feature: feature.clone(),
+                tensor,
+            },
+            (Direction::Forward, None) => MappingError::RequiredMissing { tensor },
+            (Direction::Reverse, _) => MappingError::CanonicalMissing { tensor },
         };
         return Err(mapping_err(table, rule.line, problem));
     }

@@ -164,6 +164,8 @@ struct RuleSpec {
     to: OneOrMany,
     #[serde(default)]
     optional: bool,
+    #[serde(default)]
+    absent: Option<String>,
 }
 
 /// Which names must (all), may (any: at least one) and must not (none) appear for a table to
@@ -216,6 +218,9 @@ pub(crate) struct Rule {
     pub(crate) ops: Vec<OpSpec>,
     pub(crate) to: Vec<Pattern>,
     pub(crate) optional: bool,
+    /// For a required rule: the feature a checkpoint without its source tensor has (a missing
+    /// `cls_token` means global average pooling without a class token), named when refusing.
+    pub(crate) absent: Option<String>,
 }
 
 impl Rule {
@@ -641,6 +646,7 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
         ops,
         to,
         optional: spec.optional,
+        absent: spec.absent,
     })
 }
 

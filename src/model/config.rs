@@ -425,7 +425,12 @@ impl ViTConfig {
                     None | Some(Value::Null) => BEIT_VOCAB,
                     Some(_) => uint("vocab_size")?,
                 };
-                (encoder, None, Some(vocab))
+                // The mean-pooling norm, unless the model was saved without its pooler (the
+                // loader drops it when the weights hold none).
+                let pooler = (encoder.pooling == Pooling::MeanPatchTokens
+                    && architecture != Architecture::BeitForMaskedImageModeling)
+                    .then_some(hidden_size);
+                (encoder, pooler, Some(vocab))
             }
             ModelType::Vit | ModelType::Deit => {
                 check_pooler_act(obj.get("pooler_act"), "")?;

@@ -178,7 +178,20 @@ pub(crate) fn infer_config(
     };
     let k = num_labels(arch, tensors)?;
     let id2label = (0..k).map(|i| (i, format!("LABEL_{i}"))).collect();
-    let pooler = get(&names::weight(names::POOLER_DENSE)).and_then(|t| t.shape.first().copied());
+    let pooler = match arch.family() {
+        // BEiT's pooler (mean pooling) is a LayerNorm of width D; a backbone may come without.
+        ModelType::Beit => get(&names::weight(names::POOLER_NORM)).map(|_| d),
+        _ => get(&names::weight(names::POOLER_DENSE)).and_then(|t| t.shape.first().copied()),
+    };
+    if arch == Architecture::BeitModel
+        && encoder.pooling == Pooling::MeanPatchTokens
+        && pooler.is_none()
+    {
+        notes.notes.push(
+            "no pooler: load with BeitModel.from_pretrained(dir, add_pooling_layer=False)"
+                .to_string(),
+        );
+    }
     let vocab_size = match arch.family() {
         ModelType::Beit => Some(
             get(&names::weight(names::LM_HEAD))
@@ -707,10 +720,16 @@ pub(crate) fn expected_names(cfg: &ViTConfig) -> BTreeSet<String> {
     if e.final_norm() || arch == Architecture::BeitForMaskedImageModeling {
         module(&mut s, names::FINAL_NORM, true);
     }
-    if cfg.has_pooler() {
+    let beit = arch.family() == ModelType::Beit;
+    if cfg.has_pooler() && !beit {
         module(&mut s, names::POOLER_DENSE, true);
     }
-    if e.pooling == Pooling::MeanPatchTokens && arch != Architecture::BeitForMaskedImageModeling {
+    // BEiT's mean-pooling norm: BeitForImageClassification always has it, a BeitModel backbone
+    // when it was saved with its pooler.
+    if e.pooling == Pooling::MeanPatchTokens
+        && (arch == Architecture::BeitForImageClassification
+            || (arch == Architecture::BeitModel && cfg.has_pooler()))
+    {
         module(&mut s, names::POOLER_NORM, true);
     }
     if classifies(arch) {

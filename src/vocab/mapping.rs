@@ -143,6 +143,14 @@ pub enum MappingError {
         /// The tensor that revealed it.
         tensor: String,
     },
+    /// A required tensor is missing, and its absence means a feature the target cannot represent
+    /// (no `cls_token`: global average pooling without a class token).
+    Absent {
+        /// The feature, as the table names it.
+        feature: String,
+        /// The missing tensor.
+        tensor: String,
+    },
     /// A canonical tensor the target layout has no place for (reverse direction).
     NoPlace {
         /// The table's id (the layout).
@@ -281,6 +289,11 @@ impl fmt::Display for MappingError {
                 f,
                 "unsupported architecture: {feature} (found {tensor}); the Hugging Face target \
                  cannot represent it, refusing rather than dropping it"
+            ),
+            MappingError::Absent { feature, tensor } => write!(
+                f,
+                "unsupported architecture: {feature} (no {tensor}); the Hugging Face target \
+                 cannot represent it"
             ),
             MappingError::NoPlace { layout, tensor } => {
                 write!(f, "the {layout} layout has no place for {tensor}")
