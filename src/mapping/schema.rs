@@ -515,7 +515,7 @@ fn check_strip_prefixes(table: &MappingTable, lines: &[usize]) -> Result<()> {
     Ok(())
 }
 
-/// Refuses rules and rejects whose names can never match, because a strip prefix removes what
+/// Refuses rules, rejects and buffers whose names can never match, because a strip prefix removes what
 /// they start with: such a rule is dead, and such a reject would let the feature through.
 fn check_reachable(table: &MappingTable) -> Result<()> {
     let dead = |line: usize, p: &Pattern, strip: &str| {
@@ -539,6 +539,11 @@ fn check_reachable(table: &MappingTable) -> Result<()> {
         };
         if let Some(strip) = stripped_away(table, &p) {
             return dead(r.line, &p, strip);
+        }
+    }
+    for b in &table.buffers {
+        if let Some(strip) = stripped_away(table, &b.pattern) {
+            return dead(b.line, &b.pattern, strip);
         }
     }
     Ok(())
