@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Performance figures of issue 5, each printed next to its baseline measured in the same run.
 #
-#   scripts/bench.sh [--rounds N] [--sizes "ti s b l"] [--threads "1 2"] [--workdir DIR] [--no-torch]
+#   scripts/bench.sh [--rounds N] [--sizes "ti s b l"] [--threads "1 2"] [--models "vit beit"]
+#                    [--workdir DIR] [--no-torch]
 #
 # Builds the release binary, creates ViT checkpoints (timm random weights saved with torch.save
 # when the fixture Python environment is present — $VIT_BENCH_PYTHON, default
@@ -11,7 +12,9 @@
 #   inspect  `vit-convert inspect CKPT` (ViT-B)
 #   forward  `vit-convert forward --threads T` (whole process, loading included) vs PyTorch's
 #            in-process forward (timm, eval, no_grad, torch.set_num_threads(T), median of 5 calls),
-#            for each T of --threads (default "1 2": per core, and the issue's two threads)
+#            for each T of --threads (default "1 2": per core, and the issue's two threads),
+#            for each architecture of --models (default "vit beit": ViT-B/16 and BEiT-B/16, the
+#            latter only with the PyTorch environment, which makes its checkpoint)
 # and prints medians (with min–max, to show the noise) and ratios, then the conversion scaling from
 # ViT-Ti to ViT-L. The ViT-B output is checked against PyTorch's logits with `vit-convert verify`.
 # Wall times come from bash's EPOCHREALTIME around each process; peak RSS from GNU time (%M).
@@ -21,6 +24,7 @@ set -euo pipefail
 ROUNDS=5
 SIZES="ti s b l"
 THREADS="1 2"
+MODELS="vit beit"
 WORK="${BENCH_DIR:-${TMPDIR:-/tmp}/vit-convert-bench}"
 PY="${VIT_BENCH_PYTHON:-${VIT_CONVERT_VENV:-.venv-ref}/bin/python}"  # relative: from the repository root
 USE_TORCH=1
@@ -29,9 +33,10 @@ while [ $# -gt 0 ]; do
         --rounds) ROUNDS="$2"; shift 2 ;;
         --sizes) SIZES="$2"; shift 2 ;;
         --threads) THREADS="$2"; shift 2 ;;
+        --models) MODELS="$2"; shift 2 ;;
         --workdir) WORK="$2"; shift 2 ;;
         --no-torch) USE_TORCH=0; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -138,16 +143,34 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # ---- forward vs PyTorch, interleaved ------------------------------------------------------
-B="$(ckpt b)"
-[ -d "$WORK/out_b" ] || "$BIN" --from timm "$B" -o "$WORK/out_b" >/dev/null
+# Each architecture: "timm model name, checkpoint, --from family".
+arch() {
+    case "$1" in
+        vit) echo "vit_base_patch16_224 $(ckpt b) timm" ;;
+        beit) echo "beit_base_patch16_224 $WORK/beit_b.pth beit" ;;
+    esac
+}
+[ "$USE_TORCH" = 1 ] || MODELS="vit"
+for m in $MODELS; do
+    read -r name c fam <<<"$(arch "$m")"
+    if [ ! -s "$c" ]; then
+        echo "creating $c" >&2
+        "$PY" scripts/bench_torch.py gen "$name" "$c"
+    fi
+    cat "$c" >/dev/null
+    [ -d "$WORK/fwd_$m" ] || "$BIN" --from "$fam" "$c" -o "$WORK/fwd_$m" >/dev/null
+done
 for r in $(seq "$ROUNDS"); do
-    for t in $THREADS; do
-        if [ "$USE_TORCH" = 1 ]; then
-            "$PY" scripts/bench_torch.py forward vit_base_patch16_224 "$B" "$INPUT" \
-                "$WORK/torch_logits.npy" "$t" 5 >>"$WORK/torch_$t.log"
-        fi
-        measure "$WORK/forward_$t.log" "$BIN" forward "$WORK/out_b" --input "$INPUT" \
-            --output "$WORK/logits.npy" --threads "$t"
+    for m in $MODELS; do
+        read -r name c _ <<<"$(arch "$m")"
+        for t in $THREADS; do
+            if [ "$USE_TORCH" = 1 ]; then
+                "$PY" scripts/bench_torch.py forward "$name" "$c" "$INPUT" \
+                    "$WORK/torch_logits_$m.npy" "$t" 5 >>"$WORK/torch_${m}_$t.log"
+            fi
+            measure "$WORK/forward_${m}_$t.log" "$BIN" forward "$WORK/fwd_$m" --input "$INPUT" \
+                --output "$WORK/logits.npy" --threads "$t"
+        done
     done
 done
 
@@ -161,20 +184,23 @@ echo "convert --from timm --to safetensors: ${cm} s (${cl}–${ch})   cp: ${pm} 
 echo "convert peak RSS: $(mib "$rm_") MiB (max $(mib "$rh"))   target ≤ 64 MiB"
 read -r im il ih <<<"$(stats "$WORK/inspect.log" 1)"
 echo "inspect: $(awk -v v="$im" 'BEGIN { printf "%.1f", v * 1000 }') ms ($(awk -v a="$il" -v b="$ih" 'BEGIN { printf "%.1f–%.1f", a * 1000, b * 1000 }'))   target ≤ 50 ms"
-for t in $THREADS; do
-    read -r fm fl fh <<<"$(stats "$WORK/forward_$t.log" 1)"
-    read -r fr _ _ <<<"$(stats "$WORK/forward_$t.log" 2)"
-    read -r fc _ _ <<<"$(stats "$WORK/forward_$t.log" 3)"
-    echo "forward (whole process, $t thread(s)): ${fm} s (${fl}–${fh}), ${fc} s CPU; peak RSS $(mib "$fr") MiB = $(ratio "$((fr * 1024))" "$(bytes_of "$B")")× the checkpoint (target ≤ 1.5×)"
+for m in $MODELS; do
+    read -r name c _ <<<"$(arch "$m")"
+    echo "-- forward, $name ($(bytes_of "$c") bytes) --"
+    for t in $THREADS; do
+        read -r fm fl fh <<<"$(stats "$WORK/forward_${m}_$t.log" 1)"
+        read -r fr _ _ <<<"$(stats "$WORK/forward_${m}_$t.log" 2)"
+        read -r fc _ _ <<<"$(stats "$WORK/forward_${m}_$t.log" 3)"
+        echo "forward (whole process, $t thread(s)): ${fm} s (${fl}–${fh}), ${fc} s CPU; peak RSS $(mib "$fr") MiB = $(ratio "$((fr * 1024))" "$(bytes_of "$c")")× the checkpoint (target ≤ 1.5×)"
+        if [ "$USE_TORCH" = 1 ]; then
+            read -r tm tl th <<<"$(stats "$WORK/torch_${m}_$t.log" 1)"
+            echo "PyTorch in-process forward ($t thread(s), median of 5 calls per round): ${tm} s (${tl}–${th})   ratio $(ratio "$fm" "$tm")× (target ≤ 1.0×)"
+        fi
+    done
     if [ "$USE_TORCH" = 1 ]; then
-        read -r tm tl th <<<"$(stats "$WORK/torch_$t.log" 1)"
-        echo "PyTorch in-process forward ($t thread(s), median of 5 calls per round): ${tm} s (${tl}–${th})   ratio $(ratio "$fm" "$tm")× (target ≤ 1.0×)"
+        "$BIN" verify "$WORK/fwd_$m" --input "$INPUT" --expected "$WORK/torch_logits_$m.npy" || true
     fi
 done
-if [ "$USE_TORCH" = 1 ]; then
-    "$BIN" verify "$WORK/out_b" --input "$INPUT" --expected "$WORK/torch_logits.npy" || true
-fi
-
 echo
 echo "== conversion scaling (median of $ROUNDS) =="
 printf "%-5s %12s %10s %8s %8s %10s %12s\n" size bytes convert_s cp_s ratio MB/s peak_RSS_MiB

@@ -287,7 +287,23 @@ pub fn side_files(data: &[u8]) {
     let pre = parts.next().and_then(|b| std::str::from_utf8(b).ok());
     let nums = parts.next().unwrap_or_default();
     let n = |i: usize| usize::from(nums.get(i).copied().unwrap_or(1));
-    let src = tiny::tiny_source();
+    // The tiny ViT or the tiny BEiT (relative position bias, layer scale, mean pooling).
+    let beit = n(5) & 1 == 1;
+    let (src, prefix, base, arch) = if beit {
+        (
+            tiny::tiny_beit_source(),
+            "beit.",
+            tiny::tiny_beit_config(),
+            model::Architecture::BeitForImageClassification,
+        )
+    } else {
+        (
+            tiny::tiny_source(),
+            "vit.",
+            tiny::tiny_config(),
+            model::Architecture::ViTForImageClassification,
+        )
+    };
 
     let run = |cfg: crate::Result<crate::model::ViTConfig>| {
         if let Ok(m) = cfg.and_then(|cfg| Model::from_source(&src, cfg)) {
@@ -316,7 +332,7 @@ pub fn side_files(data: &[u8]) {
         // As a whole config.json, and as fields over the tiny model's own.
         run(crate::forward::parse_config(text));
         if let Ok(serde_json::Value::Object(user)) = serde_json::from_str(text) {
-            let mut merged = tiny::tiny_config();
+            let mut merged = base.clone();
             if let Some(base) = merged.as_object_mut() {
                 base.extend(user.clone());
             }
@@ -325,7 +341,7 @@ pub fn side_files(data: &[u8]) {
                 .tensors()
                 .iter()
                 .map(|t| TensorInfo {
-                    name: t.name.strip_prefix("vit.").unwrap_or(&t.name).to_string(),
+                    name: t.name.strip_prefix(prefix).unwrap_or(&t.name).to_string(),
                     ..t.clone()
                 })
                 .collect();
@@ -334,7 +350,6 @@ pub fn side_files(data: &[u8]) {
                 config: Some(user),
                 ..ConfigOverrides::default()
             };
-            let arch = model::Architecture::ViTForImageClassification;
             let facts = model::TableFacts {
                 eps: 1e-6,
                 hidden_act: model::Activation::Gelu,

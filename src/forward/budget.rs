@@ -45,12 +45,14 @@ pub(crate) fn check_forward_bytes(
         let patch_values = patches.checked_mul(c.checked_mul(p)?.checked_mul(p)?)?;
         let emb = patches.checked_mul(d)?;
         let per_row = d.checked_mul(8)?.checked_add(config.intermediate_size)?;
-        // Relative position bias: a layer's own [H, T, T] and a shared one.
+        // Relative position bias: a layer's own [H, T, T] and a shared one, and the [T, T]
+        // index (8-byte entries: two f32 slots each).
         let tokens = rows / b.max(1);
         let bias = match config.encoder.relative_position {
             crate::model::RelativePosition::None => 0,
             _ => config
                 .num_attention_heads
+                .checked_add(1)?
                 .checked_mul(tokens)?
                 .checked_mul(tokens)?
                 .checked_mul(2)?,

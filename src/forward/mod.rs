@@ -873,6 +873,35 @@ mod tests {
         assert_eq!(a.logits, b.logits);
     }
 
+    /// The tiny BEiT runs at every input grid, the relative position bias resampled to it, and
+    /// the result does not depend on `interpolate_pos_encoding` (transformers' BEiT ignores it).
+    #[test]
+    fn tiny_beit_runs_at_every_grid() {
+        let cfg = ViTConfig::from_json(&tiny::tiny_beit_config()).unwrap();
+        let model = Model::from_source(&tiny::tiny_beit_source(), cfg).unwrap();
+        for (h, w) in [(4, 4), (2, 2), (6, 4), (4, 10), (7, 7)] {
+            let x = ndarray::Array4::from_shape_fn((2, 3, h, w), |(b, c, y, xx)| {
+                ((b * 7 + c * 5 + y * 3 + xx) % 11) as f32 / 11.0 - 0.5
+            });
+            let mut outs = Vec::new();
+            for interpolate in [false, true] {
+                let opts = ForwardOptions {
+                    interpolate_pos_encoding: interpolate,
+                    ..Default::default()
+                };
+                let out = model.forward(x.view(), &opts).unwrap();
+                let (gh, gw) = (h / 2, w / 2);
+                assert_eq!(out.last_hidden_state.dim(), (2, gh * gw + 1, 4));
+                assert!(out.logits.as_ref().unwrap().iter().all(|v| v.is_finite()));
+                outs.push(out.logits.unwrap());
+            }
+            assert_eq!(outs[0], outs[1]);
+        }
+        let x = ndarray::Array4::<f32>::zeros((1, 3, 1, 4));
+        let e = model.forward(x.view(), &Default::default()).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::InvalidOption { .. }), "{e}");
+    }
+
     #[test]
     fn weight_dtype_is_the_least_precise_float() {
         use DType::*;
