@@ -75,6 +75,13 @@ pub fn families() -> clap::builder::PossibleValuesParser {
     )
 }
 
+/// `--branch` values (DINO training checkpoints), parsed.
+pub fn branches() -> impl clap::builder::TypedValueParser<Value = vit_convert::mapping::Branch> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(vit_convert::mapping::Branch::names())
+        .try_map(|s| s.parse::<vit_convert::mapping::Branch>())
+}
+
 /// A `--from` value as the library takes it: `auto` is `None` (detect).
 pub fn family_of(value: &str) -> vit_convert::Result<Option<vit_convert::mapping::Family>> {
     match value {
