@@ -322,6 +322,23 @@ pub enum ErrorKind {
         /// The names accepted.
         known: Vec<&'static str>,
     },
+    /// An output that is one of the inputs (the same file by device and inode: also through a
+    /// symlink, a hard link or `./x`).
+    #[error("output {} would overwrite the input {}; choose another output", .output.display(), .input.display())]
+    OutputIsInput {
+        /// The output as given.
+        output: PathBuf,
+        /// The input it is, as given.
+        input: PathBuf,
+    },
+    /// Two outputs that name the same file.
+    #[error("outputs {} and {} name the same file", .first.display(), .second.display())]
+    OutputsCollide {
+        /// The first output as given.
+        first: PathBuf,
+        /// The later output naming the same file.
+        second: PathBuf,
+    },
     /// A command-line or API option that does not apply.
     #[error("{reason}")]
     InvalidOption {

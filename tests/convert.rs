@@ -421,8 +421,10 @@ fn output_that_would_overwrite_the_input_is_refused() {
         },
     )
     .unwrap_err();
-    assert!(matches!(e.kind(), ErrorKind::InvalidOption { .. }), "{e}");
-    assert!(e.to_string().contains("would overwrite the input"), "{e}");
+    assert!(
+        matches!(e.kind(), ErrorKind::OutputIsInput { input: i, .. } if *i == input),
+        "{e}"
+    );
     assert_eq!(std::fs::read(&input).unwrap(), before);
 }
 
