@@ -559,14 +559,6 @@ impl F32Array {
         })
     }
 
-    /// Writes a float32 `.npy` file atomically.
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn write_npy(&self, path: impl AsRef<Path>) -> Result<()> {
-        crate::write::write_files(&[(path.as_ref(), &self.to_npy()?)])
-    }
-
     /// The bytes of the float32 `.npy` file [`F32Array::write_npy`] writes (for
     /// [`crate::write::write_files`], which puts several files in place together).
     ///

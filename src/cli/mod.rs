@@ -228,7 +228,7 @@ pub struct Ui {
 /// (`VIT_CONVERT_THREADS` aside, which clap reads for `--threads`).
 fn from_env() -> vit_convert::Result<(vit_convert::OpenOptions, bool)> {
     // Budgets for untrusted input: VIT_CONVERT_LIMIT_<FIELD> raises one (see SECURITY.md).
-    let prefix = vit_convert::source::limits::ENV_PREFIX;
+    let prefix = vit_convert::limits::ENV_PREFIX;
     let limits = vit_convert::Limits::from_vars(std::env::vars_os().filter_map(|(k, v)| {
         let k = k.into_string().ok()?;
         k.starts_with(prefix)
@@ -420,7 +420,7 @@ fn budget_hint(e: &anyhow::Error) -> String {
             vit_convert::ErrorKind::BudgetExceeded { budget, .. } => Some(*budget),
             _ => None,
         });
-    match budget.and_then(vit_convert::source::limits::env_var_for) {
+    match budget.and_then(vit_convert::limits::env_var_for) {
         Some(var) => format!(" (if the file is trusted, raise the limit with {var}=N)"),
         None => String::new(),
     }

@@ -593,7 +593,7 @@ pub(crate) fn read_item<'s>(
 /// std::fs::write(&a, b"old")?;
 /// std::fs::create_dir(&b)?; // b cannot be replaced: a keeps its old bytes
 /// let e = vit_convert::write::write_files(&[(&a, b"new a"), (&b, b"new b")]).unwrap_err();
-/// assert!(e.to_string().contains("not a regular file"));
+/// assert!(matches!(e.kind(), vit_convert::ErrorKind::NotRegularFile { kind: "directory" }));
 /// assert_eq!(std::fs::read(&a)?, b"old");
 /// vit_convert::write::write_files(&[(&a, b"new a")])?;
 /// assert_eq!(std::fs::read(&a)?, b"new a");
@@ -613,6 +613,17 @@ pub fn write_files(files: &[(&Path, &[u8])]) -> Result<()> {
         set.push(out);
     }
     set.commit()
+}
+
+impl crate::verify::F32Array {
+    /// Writes a float32 `.npy` file atomically (here rather than in [`verify`](crate::verify):
+    /// atomic writes belong to this module, above it).
+    ///
+    /// # Errors
+    /// I/O errors; as [`write_files`].
+    pub fn write_npy(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_files(&[(path.as_ref(), &self.to_npy()?)])
+    }
 }
 
 /// Writes a JSON document (pretty, trailing newline) atomically.

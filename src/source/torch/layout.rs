@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::rebuild::{invalid, malformed, StorageDecl, TensorPlan, MAX_REBUILD_WRAPPING};
 use crate::error::{Error, ErrorKind, Result};
-use crate::source::limits::Limits;
+use crate::limits::Limits;
 use crate::source::pickle::{
     Arena, Global, Node, NodeId, Rebuild, StorageClass, StorageRef, TorchDType,
 };

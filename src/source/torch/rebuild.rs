@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::layout::{declare, plan, rebuild, Aliasing};
 use crate::error::{Error, ErrorKind, Result};
-use crate::source::limits::Limits;
+use crate::limits::Limits;
 use crate::source::pickle::{Arena, Node, NodeId, Parsed};
 use crate::tensor::TensorInfo;
 
