@@ -339,6 +339,14 @@ pub enum ErrorKind {
         /// The later output naming the same file.
         second: PathBuf,
     },
+    /// A tolerance part (`atol`, `rtol`) that is negative, infinite or NaN.
+    #[error("tolerance {part} must be a finite number >= 0, got {value}")]
+    InvalidTolerance {
+        /// `atol` or `rtol`.
+        part: &'static str,
+        /// The value given.
+        value: f64,
+    },
     /// A command-line or API option that does not apply.
     #[error("{reason}")]
     InvalidOption {
