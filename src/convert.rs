@@ -114,7 +114,8 @@ fn sha256_file(path: &Path) -> Result<String> {
 ///
 /// # Errors
 /// [`ErrorKind::InvalidOption`] when both a family and a custom table are given;
-/// [`ErrorKind::Detection`] when detection finds no family or more than one.
+/// [`ErrorKind::NoFamily`] or [`ErrorKind::AmbiguousFamily`] when detection finds no family or
+/// more than one.
 pub(crate) fn choose_table(
     src: &dyn TensorSource,
     from: Option<Family>,
@@ -145,26 +146,17 @@ pub(crate) fn choose_table(
     }
     match hits.len() {
         1 => Ok(hits.remove(0)),
-        0 => {
-            let seen: Vec<&str> = names.iter().take(6).copied().collect();
-            Err(ErrorKind::Detection {
-                reason: format!(
-                    "no known family matches (candidates: {}; seen: {}{}); set option `from` or option `table`",
-                    mapping::builtin_ids().join(", "),
-                    seen.join(", "),
-                    if names.len() > 6 { ", …" } else { "" }
-                ),
-            }
-            .into())
+        0 => Err(ErrorKind::NoFamily {
+            candidates: mapping::builtin_ids()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+            seen: names.iter().take(6).map(|n| n.to_string()).collect(),
+            tensors: names.len(),
         }
-        _ => Err(ErrorKind::Detection {
-            reason: format!(
-                "ambiguous: matches {}; set option `from`",
-                hits.iter()
-                    .map(|t| t.id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+        .into()),
+        _ => Err(ErrorKind::AmbiguousFamily {
+            matches: hits.iter().map(|t| t.id.clone()).collect(),
         }
         .into()),
     }
@@ -219,9 +211,9 @@ impl<'s> Canonical<'s> {
     /// takes from beside an `hf` or `flax` input is given here as `opts.overrides.config`.
     ///
     /// # Errors
-    /// [`ErrorKind::Detection`] when no family (or more than one) matches; mapping errors
-    /// naming the table's file and line; config errors; class names (`opts.labels`) that do not
-    /// fit the head.
+    /// [`ErrorKind::NoFamily`] ([`ErrorKind::AmbiguousFamily`]) when no family (or more than one)
+    /// matches; mapping errors naming the table's file and line; config errors; class names
+    /// (`opts.labels`) that do not fit the head.
     pub fn new(src: &'s dyn TensorSource, opts: &ConvertOptions) -> Result<Canonical<'s>> {
         canonicalize(src, None, opts)
     }

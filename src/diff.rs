@@ -93,8 +93,8 @@ pub struct DiffReport {
 /// use vit_convert::{diff::{diff, DiffOptions}, hash::ReadAs};
 /// // A timm .pth and the HF checkpoint made from it: the same canonical tensors.
 /// let opts = DiffOptions {
-///     a: ReadAs::canonical("timm"),
-///     b: ReadAs::canonical("hf"),
+///     a: ReadAs::family("timm".parse()?),
+///     b: ReadAs::family("hf".parse()?),
 ///     ..Default::default()
 /// };
 /// let r = diff(
@@ -105,7 +105,7 @@ pub struct DiffReport {
 /// assert!(r.identical);
 ///
 /// // Different weights of one architecture: same names, every tensor changed.
-/// let opts = DiffOptions { a: ReadAs::canonical("auto"), b: ReadAs::canonical("auto"), ..Default::default() };
+/// let opts = DiffOptions { a: ReadAs::auto(), b: ReadAs::auto(), ..Default::default() };
 /// let r = diff(
 ///     "fixtures/convert/timm_vit/source.pth",
 ///     "fixtures/convert/timm_vit_noqkvbias/source.pth",

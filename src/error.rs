@@ -274,11 +274,26 @@ pub enum ErrorKind {
         /// What did not fit.
         problem: MappingError,
     },
-    /// `--from auto` could not pick exactly one family.
-    #[error("cannot detect the checkpoint family: {reason}")]
-    Detection {
-        /// Candidates and what was seen.
-        reason: String,
+    /// Detection (`--from auto`) found no family whose table fits the checkpoint's tensor names.
+    #[error(
+        "cannot detect the checkpoint family: no known family matches (candidates: {}; seen: {}{}); set option `from` or option `table`",
+        .candidates.join(", "),
+        .seen.join(", "),
+        if *.tensors > .seen.len() { ", …" } else { "" }
+    )]
+    NoFamily {
+        /// The families tried (the built-in tables' ids).
+        candidates: Vec<String>,
+        /// The first few tensor names seen (at most six).
+        seen: Vec<String>,
+        /// How many tensors the checkpoint lists.
+        tensors: usize,
+    },
+    /// Detection (`--from auto`) found several families whose tables fit the checkpoint.
+    #[error("cannot detect the checkpoint family: ambiguous: matches {}; set option `from`", .matches.join(", "))]
+    AmbiguousFamily {
+        /// The ids of the tables that fit.
+        matches: Vec<String>,
     },
     /// A config value that is missing or inconsistent.
     #[error("config: {reason}")]
@@ -306,6 +321,31 @@ pub enum ErrorKind {
         value: String,
         /// The names accepted.
         known: Vec<&'static str>,
+    },
+    /// An output that is one of the inputs (the same file by device and inode: also through a
+    /// symlink, a hard link or `./x`).
+    #[error("output {} would overwrite the input {}; choose another output", .output.display(), .input.display())]
+    OutputIsInput {
+        /// The output as given.
+        output: PathBuf,
+        /// The input it is, as given.
+        input: PathBuf,
+    },
+    /// Two outputs that name the same file.
+    #[error("outputs {} and {} name the same file", .first.display(), .second.display())]
+    OutputsCollide {
+        /// The first output as given.
+        first: PathBuf,
+        /// The later output naming the same file.
+        second: PathBuf,
+    },
+    /// A tolerance part (`atol`, `rtol`) that is negative, infinite or NaN.
+    #[error("tolerance {part} must be a finite number >= 0, got {value}")]
+    InvalidTolerance {
+        /// `atol` or `rtol`.
+        part: &'static str,
+        /// The value given.
+        value: f64,
     },
     /// A command-line or API option that does not apply.
     #[error("{reason}")]
@@ -452,5 +492,32 @@ mod tests {
         assert_eq!(text.lines().count(), 1, "{text:?}");
         assert!(!text.chars().any(crate::text::is_unsafe_char), "{text:?}");
         assert!(text.contains(r"tensor x\nPASS: max |Δ| 0\n\u{1b}[2J\r\u{0}\u{2028}: "));
+    }
+
+    #[test]
+    fn detection_errors_read_as_before_they_were_typed() {
+        let none = ErrorKind::NoFamily {
+            candidates: vec!["timm".into(), "jax".into()],
+            seen: vec!["a".into(), "b".into()],
+            tensors: 7,
+        };
+        assert_eq!(
+            none.to_string(),
+            "cannot detect the checkpoint family: no known family matches (candidates: timm, jax; \
+             seen: a, b, …); set option `from` or option `table`"
+        );
+        let all_seen = ErrorKind::NoFamily {
+            candidates: vec!["timm".into()],
+            seen: vec!["a".into()],
+            tensors: 1,
+        };
+        assert!(all_seen.to_string().contains("seen: a); set"));
+        let two = ErrorKind::AmbiguousFamily {
+            matches: vec!["timm".into(), "deit".into()],
+        };
+        assert_eq!(
+            two.to_string(),
+            "cannot detect the checkpoint family: ambiguous: matches timm, deit; set option `from`"
+        );
     }
 }

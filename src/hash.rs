@@ -48,15 +48,28 @@ use crate::tensor::DType;
 /// canonical tensors a mapping table makes of them.
 #[derive(Clone, Debug, Default)]
 pub struct ReadAs {
-    /// `None` (and no `table`): as stored. A family id (`timm`, `jax`, `hf`, …) or `auto`
-    /// (detected as `convert` does): canonical.
-    pub from: Option<String>,
-    /// A custom mapping table: canonical through it (wins over `from`).
-    pub table: Option<MappingTable>,
-    /// Checkpoints with branches (DINO training checkpoints): which one.
-    pub branch: Option<String>,
+    /// Which tensors, under which names: as stored, or canonical through a table.
+    pub names: Names,
+    /// Checkpoints with branches (DINO training checkpoints): which one (`None`: the first
+    /// present, as `convert` does).
+    pub branch: Option<Branch>,
     /// How the file is opened (its [`Limits`](crate::Limits), mapping or reading).
     pub open: crate::source::OpenOptions,
+}
+
+/// Which tensors [`ReadAs`] reads, under which names.
+#[derive(Clone, Debug, Default)]
+pub enum Names {
+    /// The tensors as the file lists them (`vit-convert hash` without `--from`).
+    #[default]
+    Stored,
+    /// Canonical, through the table of the family detected from the tensor names as `convert`
+    /// detects it (`--from auto`).
+    Auto,
+    /// Canonical, through this family's built-in table (`--from FAMILY`).
+    Family(Family),
+    /// Canonical, through a custom table (`--table FILE`).
+    Table(Box<MappingTable>),
 }
 
 impl ReadAs {
@@ -65,17 +78,33 @@ impl ReadAs {
         ReadAs::default()
     }
 
-    /// The canonical tensors through a built-in family's table (or `auto`).
-    pub fn canonical(from: &str) -> Self {
+    /// The canonical tensors, the family detected from the tensor names.
+    pub fn auto() -> Self {
         ReadAs {
-            from: Some(from.to_string()),
+            names: Names::Auto,
+            ..ReadAs::default()
+        }
+    }
+
+    /// The canonical tensors through a built-in family's table.
+    pub fn family(family: Family) -> Self {
+        ReadAs {
+            names: Names::Family(family),
+            ..ReadAs::default()
+        }
+    }
+
+    /// The canonical tensors through a custom table.
+    pub fn table(table: MappingTable) -> Self {
+        ReadAs {
+            names: Names::Table(Box::new(table)),
             ..ReadAs::default()
         }
     }
 
     /// True when a mapping table is applied.
     pub fn is_canonical(&self) -> bool {
-        self.from.is_some() || self.table.is_some()
+        !matches!(self.names, Names::Stored)
     }
 }
 
@@ -119,27 +148,13 @@ pub(crate) fn with_source_tensors<R>(
         selected: None,
         dropped: Vec::new(),
     };
-    if !how.is_canonical() {
-        return f(src, reading);
-    }
-    let from = match how.from.as_deref() {
-        None | Some("auto") => None,
-        Some(f) => Some(f.parse::<Family>()?),
+    let (from, table) = match &how.names {
+        Names::Stored => return f(src, reading),
+        Names::Auto => (None, None),
+        Names::Family(family) => (Some(*family), None),
+        Names::Table(table) => (None, Some(table.as_ref())),
     };
-    let branch = how
-        .branch
-        .as_deref()
-        .map(str::parse::<Branch>)
-        .transpose()?;
-    let c = plan_canonical(
-        src,
-        from,
-        how.table.as_ref(),
-        branch,
-        None,
-        false,
-        &how.open.limits,
-    )?;
+    let c = plan_canonical(src, from, table, how.branch, None, false, &how.open.limits)?;
     reading.table = Some(c.table.id().to_string());
     reading.selected = c.plan.report.selected.clone();
     reading.dropped = c.dropped;
@@ -217,9 +232,9 @@ impl HashReport {
 /// ```
 /// use vit_convert::hash::{hash, ReadAs};
 /// // The same weights as a timm .pth, a JAX .npz and an HF safetensors: one digest.
-/// let pth = hash("fixtures/convert/timm_vit/source.pth", &ReadAs::canonical("timm"))?;
-/// let npz = hash("fixtures/convert/jax_vit/source.npz", &ReadAs::canonical("jax"))?;
-/// let hf = hash("fixtures/convert/timm_vit/hf/model.safetensors", &ReadAs::canonical("auto"))?;
+/// let pth = hash("fixtures/convert/timm_vit/source.pth", &ReadAs::family("timm".parse()?))?;
+/// let npz = hash("fixtures/convert/jax_vit/source.npz", &ReadAs::family("jax".parse()?))?;
+/// let hf = hash("fixtures/convert/timm_vit/hf/model.safetensors", &ReadAs::auto())?;
 /// assert_eq!(pth.digest, npz.digest);
 /// assert_eq!(pth.digest, hf.digest);
 /// assert_eq!(pth.tensors[0].name, "classifier.bias");
@@ -243,7 +258,7 @@ pub fn hash(path: impl AsRef<Path>, how: &ReadAs) -> Result<HashReport> {
 /// use vit_convert::{hash::{hash, hash_source, ReadAs}, open_bytes, FileBytes};
 /// let path = "fixtures/convert/timm_vit/source.pth";
 /// let src = open_bytes(FileBytes::from_vec(std::fs::read(path)?))?;
-/// let how = ReadAs::canonical("timm");
+/// let how = ReadAs::family("timm".parse()?);
 /// assert_eq!(hash_source(src.as_ref(), &how)?.digest, hash(path, &how)?.digest);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```

@@ -63,8 +63,8 @@
 //!
 //! The rest lives in its module: [`conversion`] ([`OutputFormat`](conversion::OutputFormat),
 //! [`ConversionReport`](conversion::ConversionReport),
-//! [`convert_with_progress`](conversion::convert_with_progress)), [`source`] (readers;
-//! [`Limits`]), [`mapping`], [`model`] ([`ViTConfig`](model::ViTConfig)), [`forward`], [`verify`], [`write`](mod@write),
+//! [`convert_with_progress`](conversion::convert_with_progress)), [`source`] (readers),
+//! [`limits`] (the budgets, [`Limits`]), [`mapping`], [`model`] ([`ViTConfig`](model::ViTConfig)), [`forward`], [`verify`], [`write`](mod@write),
 //! [`progress`], [`tensor`]. [`ndarray`] is re-exported for [`Model::forward`]'s input view.
 //!
 //! Pickles are interpreted by a small inert machine with an allowlist: nothing in a checkpoint
@@ -119,6 +119,7 @@ pub mod hash;
 pub mod image;
 pub mod inspect;
 pub mod labels;
+pub mod limits;
 pub mod mapping;
 mod mmap;
 pub mod model;

@@ -14,7 +14,7 @@ use std::ops::Deref;
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::source::Limits;
+use crate::limits::Limits;
 
 enum Inner {
     /// The map, and the file it maps (kept open for kernel-side copies, see

@@ -238,14 +238,11 @@ impl Tolerance {
     /// Checks that both parts are finite and not negative.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidOption`] naming the part.
+    /// [`ErrorKind::InvalidTolerance`] naming the part.
     pub fn check(&self) -> Result<()> {
-        for (name, v) in [("atol", self.atol), ("rtol", self.rtol)] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(ErrorKind::InvalidOption {
-                    reason: format!("tolerance {name} must be a finite number >= 0, got {v}"),
-                }
-                .into());
+        for (part, value) in [("atol", self.atol), ("rtol", self.rtol)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(ErrorKind::InvalidTolerance { part, value }.into());
             }
         }
         Ok(())
@@ -567,14 +564,6 @@ impl F32Array {
         })
     }
 
-    /// Writes a float32 `.npy` file atomically.
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn write_npy(&self, path: impl AsRef<Path>) -> Result<()> {
-        crate::write::write_files(&[(path.as_ref(), &self.to_npy()?)])
-    }
-
     /// The bytes of the float32 `.npy` file [`F32Array::write_npy`] writes (for
     /// [`crate::write::write_files`], which puts several files in place together).
     ///
@@ -705,10 +694,28 @@ mod tests {
 
     #[test]
     fn bad_tolerances_are_refused() {
-        for (atol, rtol) in [(f64::INFINITY, 0.0), (0.0, f64::NAN), (-1.0, 0.0)] {
+        for (atol, rtol, bad) in [
+            (f64::INFINITY, 0.0, "atol"),
+            (0.0, f64::NAN, "rtol"),
+            (-1.0, 0.0, "atol"),
+        ] {
             let e = compare(&[1.0], &[1.0], &[1], Tolerance { atol, rtol }).unwrap_err();
-            assert!(e.to_string().contains("finite number >= 0"), "{e}");
+            assert!(
+                matches!(e.kind(), ErrorKind::InvalidTolerance { part, .. } if *part == bad),
+                "{e}"
+            );
         }
+        // The one Display test of this message.
+        let e = Tolerance {
+            atol: -1.0,
+            rtol: 0.0,
+        }
+        .check()
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "tolerance atol must be a finite number >= 0, got -1"
+        );
     }
 
     /// xorshift64*, for the property test.

@@ -18,8 +18,13 @@ fn conv(rel: &str) -> PathBuf {
     common::fixture("convert", rel)
 }
 
+/// The canonical digest of `path` read `--from from` (a family or `auto`).
 fn digest(path: &Path, from: &str) -> String {
-    vit_convert::hash::hash(path, &ReadAs::canonical(from))
+    let how = match from {
+        "auto" => ReadAs::auto(),
+        family => ReadAs::family(family.parse().unwrap()),
+    };
+    vit_convert::hash::hash(path, &how)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .digest
 }
@@ -142,9 +147,8 @@ fn converted_outputs_hash_like_their_source_in_every_output_layout() {
 fn dino_branches_and_dropped_heads_hash_as_conversion_writes_them() {
     let full = conv("dino_backbone/full_checkpoint.pth");
     let student = ReadAs {
-        from: Some("dino".into()),
-        branch: Some("student".into()),
-        ..Default::default()
+        branch: Some("student".parse().unwrap()),
+        ..ReadAs::family("dino".parse().unwrap())
     };
     let r = vit_convert::hash::hash(&full, &student).unwrap();
     assert_eq!(r.reading.selected.as_deref(), Some("student"));
@@ -161,7 +165,7 @@ fn dino_branches_and_dropped_heads_hash_as_conversion_writes_them() {
     // A JAX head after a pre-logits layer is dropped by conversion, and so by hash.
     let with_head = vit_convert::hash::hash(
         conv("jax_vit_prelogits/with_head.npz"),
-        &ReadAs::canonical("jax"),
+        &ReadAs::family("jax".parse().unwrap()),
     )
     .unwrap();
     assert!(with_head
@@ -176,6 +180,18 @@ fn dino_branches_and_dropped_heads_hash_as_conversion_writes_them() {
 }
 
 #[test]
+fn a_custom_table_and_its_family_read_alike() {
+    let path = conv("timm_vit/source.pth");
+    let table = vit_convert::MappingTable::from_file("mappings/timm.toml").unwrap();
+    let custom = vit_convert::hash::hash(&path, &ReadAs::table(table)).unwrap();
+    assert_eq!(custom.reading.table.as_deref(), Some("timm"));
+    assert_eq!(custom.digest, digest(&path, "timm"));
+    let auto = vit_convert::hash::hash(&path, &ReadAs::auto()).unwrap();
+    assert_eq!(auto.digest, custom.digest);
+    assert!(!ReadAs::stored().is_canonical() && ReadAs::auto().is_canonical());
+}
+
+#[test]
 fn digest_is_the_sha256_of_the_printed_manifest() {
     let path = conv("deit_distilled/source.pth");
     let out = common::run_cli(&["hash", path.to_str().unwrap(), "--from", "deit"]);
@@ -183,7 +199,7 @@ fn digest_is_the_sha256_of_the_printed_manifest() {
     let text = String::from_utf8(out.stdout).unwrap();
     let (manifest, last) = text.trim_end().rsplit_once('\n').unwrap();
     let manifest = format!("{manifest}\n");
-    let r = vit_convert::hash::hash(&path, &ReadAs::canonical("deit")).unwrap();
+    let r = vit_convert::hash::hash(&path, &ReadAs::family("deit".parse().unwrap())).unwrap();
     assert_eq!(manifest, r.manifest());
     assert_eq!(common::sha256_hex(manifest.as_bytes()), r.digest);
     assert_eq!(
@@ -369,8 +385,8 @@ fn diff_reads_each_side_through_its_own_family() {
         conv("jax_vit/source.npz"),
         conv("timm_vit/source.pth"),
         &DiffOptions {
-            a: ReadAs::canonical("jax"),
-            b: ReadAs::canonical("timm"),
+            a: ReadAs::family("jax".parse().unwrap()),
+            b: ReadAs::family("timm".parse().unwrap()),
             tolerance: None,
         },
     )

@@ -15,7 +15,7 @@ use vit_convert::ConfigOverrides;
 use vit_convert::{ConvertOptions, DType, MappingTable};
 
 use super::progress::Bar;
-use super::{families, family_of, with_flags, Ui, EXIT_OK};
+use super::{branches, families, family_of, with_flags, Ui, EXIT_OK};
 
 #[derive(Args)]
 pub struct ConvertArgs {
@@ -49,7 +49,7 @@ pub struct ConvertArgs {
     #[arg(long, value_name = "PART", value_parser = ["head"])]
     pub drop: Option<String>,
     /// DINO training checkpoints: which network to convert.
-    #[arg(long, value_parser = PossibleValuesParser::new(Branch::names()).try_map(|s| s.parse::<Branch>()))]
+    #[arg(long, value_parser = branches())]
     pub branch: Option<Branch>,
     /// A custom mapping table (TOML) instead of the built-in ones.
     #[arg(long, value_name = "FILE.toml")]

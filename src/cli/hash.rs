@@ -5,12 +5,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 use vit_convert::diff::DiffOptions;
-use vit_convert::hash::ReadAs;
-use vit_convert::hash::Reading;
+use vit_convert::hash::{Names, ReadAs, Reading};
+use vit_convert::mapping::Branch;
 use vit_convert::text::Escaped;
 use vit_convert::{MappingTable, Tolerance};
 
-use super::{families, parse_tolerance, Ui, EXIT_MISMATCH, EXIT_OK};
+use super::{branches, families, family_of, parse_tolerance, Ui, EXIT_MISMATCH, EXIT_OK};
 
 #[derive(Args)]
 pub struct HashArgs {
@@ -24,8 +24,8 @@ pub struct HashArgs {
     #[arg(long, value_name = "FILE.toml")]
     pub table: Option<PathBuf>,
     /// Checkpoints with branches (DINO training checkpoints): which network.
-    #[arg(long, value_parser = ["teacher", "student"])]
-    pub branch: Option<String>,
+    #[arg(long, value_parser = branches())]
+    pub branch: Option<Branch>,
 }
 
 #[derive(Args)]
@@ -45,11 +45,11 @@ pub struct DiffArgs {
     #[arg(long, value_name = "FILE.toml")]
     pub table: Option<PathBuf>,
     /// Branch of A (DINO training checkpoints).
-    #[arg(long, value_parser = ["teacher", "student"])]
-    pub branch: Option<String>,
+    #[arg(long, value_parser = branches())]
+    pub branch: Option<Branch>,
     /// Branch of B.
-    #[arg(long, value_parser = ["teacher", "student"])]
-    pub branch_b: Option<String>,
+    #[arg(long, value_parser = branches())]
+    pub branch_b: Option<Branch>,
     /// Accept value differences up to atol + rtol * max |A| per tensor (and dtype changes).
     #[arg(long, value_parser = parse_tolerance)]
     pub atol: Option<f64>,
@@ -63,6 +63,15 @@ fn read_table(path: &Option<PathBuf>, ui: Ui) -> anyhow::Result<Option<MappingTa
         return Ok(None);
     };
     Ok(Some(MappingTable::from_file_with(p, &ui.open.limits)?))
+}
+
+/// What `--from` (a family or `auto`) and `--table` ask for; neither: the tensors as stored.
+fn names(from: Option<&str>, table: Option<MappingTable>) -> anyhow::Result<Names> {
+    Ok(match (table, from) {
+        (Some(t), _) => Names::Table(Box::new(t)),
+        (None, None) => Names::Stored,
+        (None, Some(f)) => family_of(f)?.map_or(Names::Auto, Names::Family),
+    })
 }
 
 fn describe(r: &Reading) -> String {
@@ -89,8 +98,7 @@ fn describe(r: &Reading) -> String {
 
 pub fn hash(a: HashArgs, ui: Ui) -> anyhow::Result<i32> {
     let how = ReadAs {
-        from: a.from,
-        table: read_table(&a.table, ui)?,
+        names: names(a.from.as_deref(), read_table(&a.table, ui)?)?,
         branch: a.branch,
         open: ui.open,
     };
@@ -109,24 +117,17 @@ pub fn hash(a: HashArgs, ui: Ui) -> anyhow::Result<i32> {
 pub fn diff(a: DiffArgs, ui: Ui) -> anyhow::Result<i32> {
     let table = read_table(&a.table, ui)?;
     let side_a = ReadAs {
-        from: a.from.clone(),
-        table: table.clone(),
+        names: names(a.from.as_deref(), table.clone())?,
         branch: a.branch,
         open: ui.open,
     };
-    let side_b = match a.from_b {
-        Some(f) => ReadAs {
-            from: Some(f),
-            table: None,
-            branch: a.branch_b,
-            open: ui.open,
+    let side_b = ReadAs {
+        names: match a.from_b {
+            Some(f) => names(Some(&f), None)?,
+            None => names(a.from.as_deref(), table)?,
         },
-        None => ReadAs {
-            from: a.from,
-            table,
-            branch: a.branch_b,
-            open: ui.open,
-        },
+        branch: a.branch_b,
+        open: ui.open,
     };
     let tolerance = (a.atol.is_some() || a.rtol.is_some()).then(|| Tolerance {
         atol: a.atol.unwrap_or(0.0),

@@ -75,6 +75,13 @@ pub fn families() -> clap::builder::PossibleValuesParser {
     )
 }
 
+/// `--branch` values (DINO training checkpoints), parsed.
+pub fn branches() -> impl clap::builder::TypedValueParser<Value = vit_convert::mapping::Branch> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(vit_convert::mapping::Branch::names())
+        .try_map(|s| s.parse::<vit_convert::mapping::Branch>())
+}
+
 /// A `--from` value as the library takes it: `auto` is `None` (detect).
 pub fn family_of(value: &str) -> vit_convert::Result<Option<vit_convert::mapping::Family>> {
     match value {
@@ -221,7 +228,7 @@ pub struct Ui {
 /// (`VIT_CONVERT_THREADS` aside, which clap reads for `--threads`).
 fn from_env() -> vit_convert::Result<(vit_convert::OpenOptions, bool)> {
     // Budgets for untrusted input: VIT_CONVERT_LIMIT_<FIELD> raises one (see SECURITY.md).
-    let prefix = vit_convert::source::limits::ENV_PREFIX;
+    let prefix = vit_convert::limits::ENV_PREFIX;
     let limits = vit_convert::Limits::from_vars(std::env::vars_os().filter_map(|(k, v)| {
         let k = k.into_string().ok()?;
         k.starts_with(prefix)
@@ -413,7 +420,7 @@ fn budget_hint(e: &anyhow::Error) -> String {
             vit_convert::ErrorKind::BudgetExceeded { budget, .. } => Some(*budget),
             _ => None,
         });
-    match budget.and_then(vit_convert::source::limits::env_var_for) {
+    match budget.and_then(vit_convert::limits::env_var_for) {
         Some(var) => format!(" (if the file is trusted, raise the limit with {var}=N)"),
         None => String::new(),
     }

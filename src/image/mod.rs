@@ -385,7 +385,7 @@ impl PreprocessorConfig {
         }
         // The float32 output.
         bytes = bytes.and_then(|b| b.checked_add(rgb(h, w)?.checked_mul(4)?));
-        crate::source::limits::check_within("preprocess bytes", bytes, limits.preprocess_bytes)?;
+        crate::limits::check_within("preprocess bytes", bytes, limits.preprocess_bytes)?;
         Ok((h, w))
     }
 }

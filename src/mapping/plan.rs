@@ -1,5 +1,6 @@
 //! The planning steps forward and reverse share: instantiating the rules over a listing,
-//! checking that the instances cover the table, and resolving the targets they produce.
+//! checking that the instances cover the table, and resolving the targets they produce (in
+//! reverse, by tracing each rule's source shape forward and inverting its ops).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -10,7 +11,6 @@ use super::mapping_err;
 use super::ops::Op;
 use super::pattern::Pattern;
 use super::report::MappingReport;
-use super::reverse::reverse_stages;
 use super::schema::{BufferKind, MappingTable, Rule};
 use crate::error::Result;
 use crate::tensor::{DType, TensorInfo};
@@ -237,11 +237,7 @@ pub(super) fn resolve_targets(
 }
 
 /// A rule's ops with every symbol resolved.
-pub(super) fn resolve_ops(
-    table: &MappingTable,
-    rule: &Rule,
-    bindings: &Bindings,
-) -> Result<Vec<Op>> {
+fn resolve_ops(table: &MappingTable, rule: &Rule, bindings: &Bindings) -> Result<Vec<Op>> {
     rule.ops
         .iter()
         .map(|o| {
@@ -249,6 +245,70 @@ pub(super) fn resolve_ops(
                 .map_err(|reason| mapping_err(table, rule.line, MappingError::Op { reason }))
         })
         .collect()
+}
+
+/// The reverse of one instance: the rule's source shape from `bindings`, traced forward through
+/// its ops and checked against the canonical inputs; returns the inverse ops, the shapes after
+/// each of them (the last are the outputs) and the outputs (the rule's `from` names).
+#[allow(clippy::type_complexity)]
+fn reverse_stages(
+    table: &MappingTable,
+    ins: &Instance,
+    bindings: &Bindings,
+) -> Result<(Vec<Op>, Vec<Vec<Vec<usize>>>, Vec<(String, Vec<usize>)>)> {
+    let rule = ins.rule;
+    // Forward trace from the source's symbolic shape.
+    let src_shape = rule
+        .shape
+        .iter()
+        .map(|d| {
+            d.eval(bindings).ok_or_else(|| {
+                mapping_err(
+                    table,
+                    rule.line,
+                    MappingError::UnboundDimension {
+                        dim: d.to_string(),
+                        tensor: None,
+                    },
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let fwd = resolve_ops(table, rule, bindings)?;
+    let mut stage_inputs: Vec<Vec<Vec<usize>>> = Vec::new();
+    let mut shapes = vec![src_shape.clone(); rule.from.len()];
+    for op in &fwd {
+        stage_inputs.push(shapes.clone());
+        shapes = op
+            .out_shapes(&shapes)
+            .map_err(|reason| mapping_err(table, rule.line, MappingError::Op { reason }))?;
+    }
+    for ((_, t), s) in ins.inputs.iter().zip(&shapes) {
+        if &t.shape != s {
+            return Err(mapping_err(
+                table,
+                rule.line,
+                MappingError::ShapeMismatch {
+                    tensor: t.name.clone(),
+                    expected: s.clone(),
+                    actual: t.shape.clone(),
+                },
+            ));
+        }
+    }
+    let inv: Vec<Op> = fwd
+        .iter()
+        .zip(&stage_inputs)
+        .rev()
+        .map(|(op, ins)| op.inverse(ins))
+        .collect();
+    stage_inputs.push(shapes);
+    let outputs = rule
+        .from
+        .iter()
+        .map(|p| (p.render(ins.index), src_shape.clone()))
+        .collect();
+    Ok((inv, stage_inputs, outputs))
 }
 
 /// Records that `rule` produces `name`; a second producer is an error naming both lines.

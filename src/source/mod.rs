@@ -10,8 +10,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::mmap::FileBytes;
 use crate::tensor::{Tensor, TensorInfo};
 
-pub use limits::Limits;
+pub use crate::limits::Limits;
 pub use memory::MemorySource;
+// The budgets sit below the readers (the input bytes need them too); `source::limits` stays a
+// crate-internal name for them.
+pub(crate) use crate::limits;
 
 /// Most dimensions a tensor may have in any container (numpy's `NPY_MAXDIMS`, which torch
 /// shares); a fixed structural limit, not a budget.
@@ -32,7 +35,6 @@ pub(crate) fn tensor_not_found(name: &str) -> Error {
 }
 
 pub(crate) mod flax;
-pub mod limits;
 mod mapped;
 mod memory;
 pub(crate) mod npy;

@@ -26,8 +26,8 @@ use zip::result::ZipError;
 use zip::{CompressionMethod, ZipArchive};
 
 use crate::error::{malformed, Error, ErrorKind, Result};
+use crate::limits::{Limits, INFLATE_FREE_BYTES};
 use crate::mmap::FileBytes;
-use crate::source::limits::{Limits, INFLATE_FREE_BYTES};
 use crate::source::mapped::{Index, Mapped};
 use crate::source::npy::{self, NpyHeader};
 use crate::source::{tensor_not_found, to_u64, Format};

@@ -25,8 +25,8 @@ use std::ops::Range;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 
 use crate::error::{malformed, Error, ErrorKind, Result};
+use crate::limits::Limits;
 use crate::mmap::FileBytes;
-use crate::source::limits::Limits;
 use crate::source::mapped::{Index, Mapped};
 use crate::source::{tensor_not_found, to_u64, Format, MAX_RANK};
 use crate::tensor::{DType, Tensor, TensorInfo};

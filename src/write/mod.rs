@@ -277,24 +277,23 @@ fn same_output(a: &Path, b: &Path) -> bool {
 /// assert!(vit_convert::write::check_outputs(&[&out], &[&input]).is_ok());
 /// let same = dir.path().join(".").join("in.npy");
 /// let e = vit_convert::write::check_outputs(&[&same], &[&input]).unwrap_err();
-/// assert!(e.to_string().contains("would overwrite the input"));
-/// assert!(vit_convert::write::check_outputs(&[&out, &dir.path().join("./out.npy")], &[]).is_err());
+/// assert!(matches!(e.kind(), vit_convert::ErrorKind::OutputIsInput { output, .. } if *output == same));
+/// let e = vit_convert::write::check_outputs(&[&out, &dir.path().join("./out.npy")], &[]).unwrap_err();
+/// assert!(matches!(e.kind(), vit_convert::ErrorKind::OutputsCollide { .. }));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
 /// # Errors
-/// [`ErrorKind::InvalidOption`] naming the output and the input (or the two outputs).
+/// [`ErrorKind::OutputIsInput`] naming the output and the input, [`ErrorKind::OutputsCollide`]
+/// naming the two outputs.
 pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
     use crate::fsio::FileId;
     for (i, out) in outputs.iter().enumerate() {
         if let Some(id) = FileId::of_path(out) {
             if let Some(input) = inputs.iter().find(|p| FileId::of_path(p) == Some(id)) {
-                return Err(ErrorKind::InvalidOption {
-                    reason: format!(
-                        "output {} would overwrite the input {}; choose another output",
-                        out.display(),
-                        input.display()
-                    ),
+                return Err(ErrorKind::OutputIsInput {
+                    output: out.to_path_buf(),
+                    input: input.to_path_buf(),
                 }
                 .into());
             }
@@ -305,12 +304,9 @@ pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
             .iter()
             .find(|o| same_output(o, out))
         {
-            return Err(ErrorKind::InvalidOption {
-                reason: format!(
-                    "outputs {} and {} name the same file",
-                    other.display(),
-                    out.display()
-                ),
+            return Err(ErrorKind::OutputsCollide {
+                first: other.to_path_buf(),
+                second: out.to_path_buf(),
             }
             .into());
         }
@@ -597,7 +593,7 @@ pub(crate) fn read_item<'s>(
 /// std::fs::write(&a, b"old")?;
 /// std::fs::create_dir(&b)?; // b cannot be replaced: a keeps its old bytes
 /// let e = vit_convert::write::write_files(&[(&a, b"new a"), (&b, b"new b")]).unwrap_err();
-/// assert!(e.to_string().contains("not a regular file"));
+/// assert!(matches!(e.kind(), vit_convert::ErrorKind::NotRegularFile { kind: "directory" }));
 /// assert_eq!(std::fs::read(&a)?, b"old");
 /// vit_convert::write::write_files(&[(&a, b"new a")])?;
 /// assert_eq!(std::fs::read(&a)?, b"new a");
@@ -617,6 +613,17 @@ pub fn write_files(files: &[(&Path, &[u8])]) -> Result<()> {
         set.push(out);
     }
     set.commit()
+}
+
+impl crate::verify::F32Array {
+    /// Writes a float32 `.npy` file atomically (here rather than in [`verify`](crate::verify):
+    /// atomic writes belong to this module, above it).
+    ///
+    /// # Errors
+    /// I/O errors; as [`write_files`].
+    pub fn write_npy(&self, path: impl AsRef<Path>) -> Result<()> {
+        write_files(&[(path.as_ref(), &self.to_npy()?)])
+    }
 }
 
 /// Writes a JSON document (pretty, trailing newline) atomically.
@@ -684,30 +691,58 @@ mod tests {
         let d = dir.path();
         let input = d.join("in.npy");
         std::fs::write(&input, b"x").unwrap();
-        let reason = |r: Result<()>| match r.map_err(|e| e.kind().to_string()) {
-            Ok(()) => String::new(),
-            Err(m) => m,
+        // The output refused as the input, if any.
+        let is_input = |r: Result<()>| match r.as_ref().map_err(Error::kind) {
+            Ok(()) => None,
+            Err(ErrorKind::OutputIsInput { output, input }) => {
+                Some((output.clone(), input.clone()))
+            }
+            Err(other) => panic!("{other:?}"),
         };
         let out = d.join("out.npy");
-        assert_eq!(reason(check_outputs(&[&out], &[&input])), "");
-        let m = reason(check_outputs(&[&d.join("sub/../in.npy")], &[&input]));
+        assert_eq!(is_input(check_outputs(&[&out], &[&input])), None);
         // `sub` does not exist: the path names no file, and nothing is refused for it.
-        assert_eq!(m, "");
-        let m = reason(check_outputs(&[&d.join("./in.npy")], &[&input]));
-        assert!(m.contains("would overwrite the input"), "{m}");
+        let m = is_input(check_outputs(&[&d.join("sub/../in.npy")], &[&input]));
+        assert_eq!(m, None);
+        let dot = d.join("./in.npy");
+        let m = is_input(check_outputs(&[&dot], &[&input]));
+        assert_eq!(m, Some((dot, input.clone())));
         #[cfg(unix)]
         {
             let link = d.join("link.npy");
             std::os::unix::fs::symlink(&input, &link).unwrap();
-            let m = reason(check_outputs(&[&link], &[&input]));
-            assert!(m.contains("would overwrite the input"), "{m}");
+            let m = is_input(check_outputs(&[&link], &[&input]));
+            assert_eq!(m, Some((link, input.clone())));
             let hard = d.join("hard.npy");
             std::fs::hard_link(&input, &hard).unwrap();
-            let m = reason(check_outputs(&[&out, &hard], &[&input]));
-            assert!(m.contains("hard.npy would overwrite the input"), "{m}");
+            let m = is_input(check_outputs(&[&out, &hard], &[&input]));
+            assert_eq!(m, Some((hard, input.clone())));
         }
-        let m = reason(check_outputs(&[&out, &d.join(".").join("out.npy")], &[]));
-        assert!(m.contains("name the same file"), "{m}");
+        let twice = d.join(".").join("out.npy");
+        let e = check_outputs(&[&out, &twice], &[]).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::OutputsCollide { first, second } if *first == out && *second == twice),
+            "{e}"
+        );
+        // The one Display test of these messages.
+        assert_eq!(
+            e.kind().to_string(),
+            format!(
+                "outputs {} and {} name the same file",
+                out.display(),
+                twice.display()
+            )
+        );
+        let dot = d.join("./in.npy");
+        let e = check_outputs(&[&dot], &[&input]).unwrap_err();
+        assert_eq!(
+            e.kind().to_string(),
+            format!(
+                "output {} would overwrite the input {}; choose another output",
+                dot.display(),
+                input.display()
+            )
+        );
     }
     use crate::mmap::FileBytes;
     use crate::source::npy::write_npy;

@@ -35,7 +35,7 @@ pub(crate) fn stage_npz(
         Error::from(match e {
             zip::result::ZipError::Io(e) => ErrorKind::io("write", e),
             other => ErrorKind::Writer {
-                format: crate::convert::OutputFormat::Npz,
+                format: crate::vocab::OutputFormat::Npz,
                 reason: other.to_string(),
             },
         })

@@ -292,8 +292,7 @@ fn verify_tolerances_must_be_finite_and_not_negative() {
     )
     .unwrap_err();
     assert!(
-        e.to_string()
-            .contains("tolerance atol must be a finite number >= 0"),
+        matches!(e.kind(), vit_convert::ErrorKind::InvalidTolerance { part: "atol", value } if value.is_infinite()),
         "{e}"
     );
 }

@@ -38,8 +38,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use crate::error::{malformed, Result};
+use crate::limits::Limits;
 use crate::mmap::FileBytes;
-use crate::source::limits::Limits;
 use crate::source::mapped::{Index, Mapped};
 use crate::source::{tensor_not_found, Format};
 use crate::tensor::{Tensor, TensorInfo};

@@ -94,7 +94,7 @@ pub(super) struct Cursor<'a> {
     pub(super) bytes: &'a [u8],
     pub(super) pos: usize,
     pub(super) end: usize,
-    /// Most items one container may declare ([`Limits::flax_values`](crate::source::limits::Limits::flax_values)).
+    /// Most items one container may declare ([`Limits::flax_values`](crate::limits::Limits::flax_values)).
     pub(super) max_values: usize,
 }
 

@@ -10,7 +10,7 @@ use super::msgpack::{
 };
 use super::{Flax, Stored};
 use crate::error::{malformed, Error, ErrorKind, Result};
-use crate::source::limits::Limits;
+use crate::limits::Limits;
 use crate::source::Format;
 use crate::tensor::{self, DType, TensorInfo};
 

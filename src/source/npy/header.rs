@@ -1,7 +1,7 @@
 //! The `.npy` preamble and the strict parser for its header's dict-literal grammar.
 
 use crate::error::{malformed, Error, ErrorKind, Result};
-use crate::source::limits::Limits;
+use crate::limits::Limits;
 use crate::source::{to_u64, Format};
 use crate::tensor::{self, DType};
 

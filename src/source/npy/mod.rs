@@ -25,8 +25,8 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::error::{malformed, Error, ErrorKind, Result};
+use crate::limits::Limits;
 use crate::mmap::FileBytes;
-use crate::source::limits::Limits;
 use crate::source::mapped::{Index, Mapped};
 use crate::source::{tensor_not_found, to_u64, Format};
 use crate::tensor::{DType, Tensor, TensorInfo};

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::error::{ErrorKind, Result};
 
 use super::allow::{Global, Rebuild, StorageClass};
-use crate::source::limits::Limits;
+use crate::limits::Limits;
 
 /// Index of a node in its [`Arena`]. Only the arena hands these out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

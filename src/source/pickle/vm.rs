@@ -14,7 +14,7 @@ use super::allow::{self, Global};
 use super::opcodes::*;
 use super::text;
 use super::value::{budget, Arena, BigInt, Node, NodeId};
-use crate::source::limits::Limits;
+use crate::limits::Limits;
 
 /// A parsed pickle: its values and where it ended.
 #[derive(Debug)]

@@ -1,17 +1,65 @@
 //! One tensor's rebuild call, interpreted: [`rebuild`] resolves the chain of rebuild calls to a
 //! dtype, shape, strides and storage, [`declare`] records the storage, [`plan`] validates the
-//! layout against it, and [`Aliasing`] budgets bytes read beyond bytes stored.
+//! layout against it into a [`TensorPlan`], and [`Aliasing`] budgets bytes read beyond bytes
+//! stored.
 
 use std::collections::HashMap;
 
-use super::rebuild::{invalid, malformed, StorageDecl, TensorPlan, MAX_REBUILD_WRAPPING};
 use crate::error::{Error, ErrorKind, Result};
-use crate::source::limits::Limits;
+use crate::limits::Limits;
 use crate::source::pickle::{
     Arena, Global, Node, NodeId, Rebuild, StorageClass, StorageRef, TorchDType,
 };
 use crate::source::MAX_RANK;
 use crate::tensor::{checked_byte_len, checked_numel, strided_extent, DType, TensorInfo};
+
+/// Deepest chain of wrapping rebuilds (`_rebuild_from_type_v2` → `_rebuild_parameter` → …).
+pub(crate) const MAX_REBUILD_WRAPPING: usize = 8;
+
+/// A storage the pickle declares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StorageDecl {
+    /// Storage key.
+    pub(crate) key: String,
+    /// The class `module.name` (for messages).
+    pub(crate) class_name: &'static str,
+    /// Bytes per storage element.
+    pub(crate) elem_size: usize,
+    /// Declared elements (bytes for `UntypedStorage`).
+    pub(crate) numel: u64,
+}
+
+impl StorageDecl {
+    /// Declared size in bytes, if it fits.
+    pub(crate) fn byte_len(&self) -> Option<usize> {
+        usize::try_from(self.numel)
+            .ok()?
+            .checked_mul(self.elem_size)
+    }
+}
+
+/// One tensor: its listing and where its elements live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TensorPlan {
+    /// Name, dtype, shape.
+    pub(crate) info: TensorInfo,
+    /// Strides in elements.
+    pub(crate) strides: Vec<usize>,
+    /// Storage offset in elements, from `base`.
+    pub(crate) offset: usize,
+    /// Byte offset of the (legacy view) region within the storage.
+    pub(crate) base: usize,
+    /// Index into the checkpoint's storages, in first-use order.
+    pub(crate) storage: usize,
+}
+
+pub(super) fn malformed(reason: String, offset: u64) -> Error {
+    ErrorKind::MalformedPickle { reason, offset }.into()
+}
+
+pub(super) fn invalid(reason: String) -> Error {
+    ErrorKind::InvalidLayout { reason }.into()
+}
 
 /// A tensor rebuild call, resolved.
 pub(super) struct Spec {

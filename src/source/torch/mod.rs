@@ -20,7 +20,8 @@ pub(crate) mod legacy;
 mod rebuild;
 pub(crate) mod zip;
 
-pub(crate) use rebuild::{extract, Extracted, TensorPlan};
+pub(crate) use layout::TensorPlan;
+pub(crate) use rebuild::{extract, Extracted};
 
 /// A parsed torch checkpoint, zip or legacy: what [`Mapped`] serves reads from.
 #[derive(Debug)]

@@ -4,51 +4,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::layout::{declare, plan, rebuild, Aliasing};
+use super::layout::{declare, malformed, plan, rebuild, Aliasing, StorageDecl, TensorPlan};
 use crate::error::{Error, ErrorKind, Result};
-use crate::source::limits::Limits;
+use crate::limits::Limits;
 use crate::source::pickle::{Arena, Node, NodeId, Parsed};
-use crate::tensor::TensorInfo;
-
-/// Deepest chain of wrapping rebuilds (`_rebuild_from_type_v2` → `_rebuild_parameter` → …).
-pub(crate) const MAX_REBUILD_WRAPPING: usize = 8;
-
-/// A storage the pickle declares.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct StorageDecl {
-    /// Storage key.
-    pub(crate) key: String,
-    /// The class `module.name` (for messages).
-    pub(crate) class_name: &'static str,
-    /// Bytes per storage element.
-    pub(crate) elem_size: usize,
-    /// Declared elements (bytes for `UntypedStorage`).
-    pub(crate) numel: u64,
-}
-
-impl StorageDecl {
-    /// Declared size in bytes, if it fits.
-    pub(crate) fn byte_len(&self) -> Option<usize> {
-        usize::try_from(self.numel)
-            .ok()?
-            .checked_mul(self.elem_size)
-    }
-}
-
-/// One tensor: its listing and where its elements live.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct TensorPlan {
-    /// Name, dtype, shape.
-    pub(crate) info: TensorInfo,
-    /// Strides in elements.
-    pub(crate) strides: Vec<usize>,
-    /// Storage offset in elements, from `base`.
-    pub(crate) offset: usize,
-    /// Byte offset of the (legacy view) region within the storage.
-    pub(crate) base: usize,
-    /// Index into [`Extracted::storages`].
-    pub(crate) storage: usize,
-}
 
 /// What a torch pickle holds.
 #[derive(Debug, Default)]
@@ -59,14 +18,6 @@ pub(crate) struct Extracted {
     pub(crate) storages: Vec<StorageDecl>,
     /// Notes about things skipped.
     pub(crate) notes: Vec<String>,
-}
-
-pub(super) fn malformed(reason: String, offset: u64) -> Error {
-    ErrorKind::MalformedPickle { reason, offset }.into()
-}
-
-pub(super) fn invalid(reason: String) -> Error {
-    ErrorKind::InvalidLayout { reason }.into()
 }
 
 /// A path component, kept as a reference into the arena until a name is needed, so that a

@@ -16,8 +16,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::{malformed, Error, ErrorKind, Result};
+use crate::limits::Limits;
 use crate::mmap::FileBytes;
-use crate::source::limits::Limits;
 use crate::source::mapped::Mapped;
 use crate::source::pickle::parse_pickle;
 use crate::source::torch::{extract, Checkpoint, TorchIndex, TorchSource};
