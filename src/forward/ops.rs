@@ -150,6 +150,7 @@ impl WithSimd for BiasAct<'_> {
             let r = row.as_slice_mut();
             match act {
                 None => bias_act(r, bias, |v| v),
+                Some(Activation::QuickGelu) => bias_act(r, bias, quick_gelu),
                 Some(a) if a.is_tanh_approximation() => bias_act(r, bias, gelu_tanh),
                 Some(_) => bias_act(r, bias, gelu_erf),
             }
@@ -262,6 +263,12 @@ fn erf_f32(x: f32) -> f32 {
 #[inline(always)]
 pub(crate) fn gelu_erf(v: f32) -> f32 {
     0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// `x · sigmoid(1.702 x)`, as HF `quick_gelu` (OpenAI CLIP).
+pub(crate) fn quick_gelu(v: f32) -> f32 {
+    let x = f64::from(v);
+    (x / (1.0 + (-1.702 * x).exp())) as f32
 }
 
 /// tanh-approximated GELU, as HF `gelu_pytorch_tanh` / `gelu_new` and JAX `nn.gelu`.
@@ -525,6 +532,24 @@ mod tests {
         assert_eq!(gelu_erf(0.0), 0.0);
         assert!((gelu_erf(1.0) - 0.841_344_7).abs() < 1e-6);
         assert!((gelu_tanh(1.0) - 0.841_192).abs() < 1e-5);
+        // transformers 5.23 `ACT2FN["quick_gelu"]` on these inputs (float32).
+        let x = [-3.0, -1.0, -0.25, 0.0, 0.5, 2.0, 6.0];
+        let want = [
+            -0.018_071_31,
+            -0.154_204_23,
+            -0.098_800_35,
+            0.0,
+            0.350_388_44,
+            1.935_658_6,
+            5.999_778,
+        ];
+        for (v, w) in x.into_iter().zip(want) {
+            assert!(
+                (quick_gelu(v) - w).abs() <= 1e-6 * w.abs().max(1.0),
+                "{v}: {}",
+                quick_gelu(v)
+            );
+        }
     }
 
     #[test]

@@ -28,24 +28,30 @@ pub enum Activation {
     /// tanh-approximated GELU (a rearranged formula, same function).
     #[serde(rename = "gelu_fast")]
     GeluFast,
+    /// `x · sigmoid(1.702 x)`: OpenAI CLIP's `QuickGELU`.
+    #[serde(rename = "quick_gelu")]
+    QuickGelu,
 }
 
 impl Activation {
     /// Every activation, in a fixed order.
-    pub const ALL: [Activation; 4] = [
+    pub const ALL: [Activation; 5] = [
         Activation::Gelu,
         Activation::GeluPytorchTanh,
         Activation::GeluNew,
         Activation::GeluFast,
+        Activation::QuickGelu,
     ];
 
-    /// The Hugging Face name (`gelu`, `gelu_pytorch_tanh`, `gelu_new`, `gelu_fast`).
+    /// The Hugging Face name (`gelu`, `gelu_pytorch_tanh`, `gelu_new`, `gelu_fast`,
+    /// `quick_gelu`).
     pub fn name(self) -> &'static str {
         match self {
             Activation::Gelu => "gelu",
             Activation::GeluPytorchTanh => "gelu_pytorch_tanh",
             Activation::GeluNew => "gelu_new",
             Activation::GeluFast => "gelu_fast",
+            Activation::QuickGelu => "quick_gelu",
         }
     }
 
@@ -54,9 +60,12 @@ impl Activation {
         Activation::ALL.iter().map(|a| a.name()).collect()
     }
 
-    /// True when the function is GELU's tanh approximation (false: exact erf GELU).
+    /// True when the function is GELU's tanh approximation.
     pub(crate) fn is_tanh_approximation(self) -> bool {
-        !matches!(self, Activation::Gelu)
+        matches!(
+            self,
+            Activation::GeluPytorchTanh | Activation::GeluNew | Activation::GeluFast
+        )
     }
 }
 
