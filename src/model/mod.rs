@@ -13,6 +13,7 @@ mod config;
 mod infer;
 pub(crate) mod names;
 pub(crate) mod preprocessor;
+mod user;
 
 pub use crate::vocab::ModelType;
 pub use activation::Activation;

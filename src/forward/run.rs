@@ -1,0 +1,570 @@
+//! The forward pass over a loaded [`Model`]: embeddings (patches, class/distillation tokens,
+//! absolute positions resampled as transformers does), the encoder (relative position bias,
+//! layer scale, the residual adds fused with the next LayerNorm), then the poolers and heads.
+
+use ndarray::{concatenate, s, Array2, Array3, ArrayView1, ArrayView2, ArrayView4, Axis};
+
+use super::weights::{Resolved, P};
+use super::{budget, interp, ops, relpos, ForwardOptions, ForwardOutput, Linear, Model, Norm};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{self, Activation, ModelType};
+use crate::progress::{NoProgress, Progress, Stage};
+
+/// `p` as a `[rows, cols]` matrix.
+fn mat<'a>(w: &Resolved<'a>, p: P, rows: usize, cols: usize) -> Result<ArrayView2<'a, f32>> {
+    ArrayView2::from_shape((rows, cols), w.get(p)).map_err(|e| {
+        ErrorKind::InvalidLayout {
+            reason: format!("parameter of {rows}x{cols}: {e}"),
+        }
+        .into()
+    })
+}
+
+/// `p` as a vector of `n`.
+fn vector<'a>(w: &Resolved<'a>, p: P, n: usize) -> Result<&'a [f32]> {
+    let v = w.get(p);
+    if v.len() != n {
+        return Err(ErrorKind::InvalidLayout {
+            reason: format!("parameter of {} values, expected {n}", v.len()),
+        }
+        .into());
+    }
+    Ok(v)
+}
+
+/// Linear layer `l` into `y`, as one product of an [`ops::linears`] group.
+fn product<'a>(
+    w: &Resolved<'a>,
+    l: &Linear,
+    y: ndarray::ArrayViewMut2<'a, f32>,
+) -> Result<ops::Product<'a>> {
+    Ok(ops::Product {
+        w: mat(w, l.w, l.out, l.inp)?,
+        b: match l.b {
+            Some(b) => Some(vector(w, b, l.out)?),
+            None => None,
+        },
+        y,
+    })
+}
+
+/// The values of a standard-layout activation matrix.
+fn slice(a: &Array2<f32>) -> Result<&[f32]> {
+    a.as_slice().ok_or_else(not_contiguous)
+}
+
+/// The values of a standard-layout activation matrix, mutably.
+fn slice_mut(a: &mut Array2<f32>) -> Result<&mut [f32]> {
+    a.as_slice_mut().ok_or_else(not_contiguous)
+}
+
+fn not_contiguous() -> Error {
+    ErrorKind::InvalidLayout {
+        reason: "activations are not contiguous".into(),
+    }
+    .into()
+}
+
+/// [`ops::attention`] over standard-layout activation matrices `[rows, d]`, with an optional
+/// additive bias `[heads, t, t]` on the scores.
+fn attention(
+    q: &Array2<f32>,
+    k: &Array2<f32>,
+    v: &Array2<f32>,
+    heads: usize,
+    t: usize,
+    bias: Option<&[f32]>,
+    out: &mut Array2<f32>,
+) -> Result<()> {
+    let d = q.ncols();
+    ops::attention(
+        slice(q)?,
+        slice(k)?,
+        slice(v)?,
+        (d, heads, t),
+        bias,
+        slice_mut(out)?,
+    )
+}
+
+impl Model {
+    /// The absolute position embeddings for an `h × w` input (`pos` as stored): as stored at
+    /// the model's size, else resampled as transformers does (ViT/DeiT only with
+    /// `interpolate_pos_encoding`; BEiT at every size, as `BeitEmbeddings` always does).
+    fn position_embeddings(
+        &self,
+        pos: ArrayView2<f32>,
+        h: usize,
+        w: usize,
+        opts: &ForwardOptions,
+    ) -> Result<Array2<f32>> {
+        let cfg = &self.config;
+        let p = cfg.patch_size;
+        let prefix = cfg.architecture.prefix_tokens();
+        let n_pos = pos.nrows().saturating_sub(prefix);
+        let (gh, gw) = (h / p, w / p);
+        if !self.any_size(opts) {
+            if h != cfg.image_size || w != cfg.image_size {
+                return Err(size_needs_interpolation(h, w, cfg.image_size));
+            }
+            return Ok(pos.to_owned());
+        }
+        if gh * gw == n_pos && h == w {
+            return Ok(pos.to_owned());
+        }
+        let s = model::square_root(n_pos)
+            .filter(|&s| s > 0)
+            .ok_or_else(|| ErrorKind::Config {
+                reason: format!("{n_pos} position rows do not form a square grid"),
+            })?;
+        let d = cfg.hidden_size;
+        let grid: Vec<f32> = pos.slice(s![prefix.., ..]).iter().copied().collect();
+        let out = interp::bicubic_grid(&grid, (s, s), (gh, gw), d, opts.pos_interp);
+        let out =
+            Array2::from_shape_vec((gh * gw, d), out).map_err(|e| ErrorKind::InvalidLayout {
+                reason: e.to_string(),
+            })?;
+        Ok(
+            concatenate(Axis(0), &[pos.slice(s![..prefix, ..]), out.view()]).map_err(|e| {
+                ErrorKind::InvalidLayout {
+                    reason: e.to_string(),
+                }
+            })?,
+        )
+    }
+
+    /// Whether inputs of another size than `image_size` run: with `interpolate_pos_encoding`,
+    /// and always for BEiT (transformers' BEiT resamples its position embeddings and relative
+    /// position bias for every input size).
+    fn any_size(&self, opts: &ForwardOptions) -> bool {
+        opts.interpolate_pos_encoding || self.config.architecture.family() == ModelType::Beit
+    }
+
+    /// Runs the model on a batch `[B, C, H, W]` of float32 pixels.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidOption`] when the channel count differs, or the size differs from
+    /// `image_size` without `interpolate_pos_encoding` (as HF does).
+    pub fn forward(&self, pixels: ArrayView4<f32>, opts: &ForwardOptions) -> Result<ForwardOutput> {
+        self.forward_with_progress(pixels, opts, &NoProgress)
+    }
+
+    /// [`Model::forward`], reporting each encoder layer run to `progress` ([`Stage::Forward`]:
+    /// `layers × batch` units).
+    ///
+    /// ```
+    /// use vit_convert::{forward::ForwardOptions, progress::NoProgress, verify::F32Array, Model};
+    /// let model = Model::load("fixtures/convert/timm_vit/hf")?;
+    /// let x = F32Array::read_npy("fixtures/convert/timm_vit/io/input.npy")?;
+    /// let out = model.forward_with_progress(x.as_nchw()?, &ForwardOptions::default(), &NoProgress)?;
+    /// assert_eq!(out.logits.map(|l| l.ncols()), Some(5));
+    /// # Ok::<(), vit_convert::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Model::forward`].
+    pub fn forward_with_progress(
+        &self,
+        pixels: ArrayView4<f32>,
+        opts: &ForwardOptions,
+        progress: &dyn Progress,
+    ) -> Result<ForwardOutput> {
+        budget::check_forward_tokens(&self.config, pixels.dim(), &opts.limits)?;
+        budget::check_forward_bytes(&self.config, pixels.dim(), &opts.limits)?;
+        let w = self.weights.resolve()?;
+        match &self.pool {
+            Some(pool) => pool.install(|| self.run(&w, pixels, opts, progress)),
+            None => self.run(&w, pixels, opts, progress),
+        }
+    }
+
+    /// `x · Wᵀ + b` (then `act`) for one of the model's linear layers, into `y`.
+    fn linear(
+        &self,
+        w: &Resolved<'_>,
+        l: &Linear,
+        x: ArrayView2<f32>,
+        act: Option<Activation>,
+        y: ndarray::ArrayViewMut2<f32>,
+    ) -> Result<()> {
+        ops::linears(x, vec![product(w, l, y)?], act)
+    }
+
+    /// The residual connection `x += y` (when given), then `hn = LayerNorm(x)` with `nm`.
+    fn add_norm(
+        &self,
+        w: &Resolved<'_>,
+        nm: Option<&Norm>,
+        x: &mut Array2<f32>,
+        y: Option<&Array2<f32>>,
+        hn: &mut Array2<f32>,
+    ) -> Result<()> {
+        let d = self.config.hidden_size;
+        let y = match y {
+            Some(y) => Some(slice(y)?),
+            None => None,
+        };
+        let Some(nm) = nm else {
+            // No norm (BEiT with mean pooling ends without one): `hn = x += y`.
+            let x = slice_mut(x)?;
+            if let Some(y) = y {
+                for (a, b) in x.iter_mut().zip(y) {
+                    *a += b;
+                }
+            }
+            slice_mut(hn)?.copy_from_slice(x);
+            return Ok(());
+        };
+        let (nw, nb) = (vector(w, nm.w, d)?, vector(w, nm.b, d)?);
+        let eps = self.config.layer_norm_eps;
+        ops::add_layer_norm(slice_mut(x)?, y, nw, nb, eps, slice_mut(hn)?)
+    }
+
+    /// A head or the pooler on `tokens` (`[samples, in]`).
+    fn head(&self, w: &Resolved<'_>, l: &Linear, tokens: &Array2<f32>) -> Result<Array2<f32>> {
+        let mut y = Array2::zeros((tokens.nrows(), l.out));
+        self.linear(w, l, tokens.view(), None, y.view_mut())?;
+        Ok(y)
+    }
+
+    fn run(
+        &self,
+        w: &Resolved<'_>,
+        pixels: ArrayView4<f32>,
+        opts: &ForwardOptions,
+        progress: &dyn Progress,
+    ) -> Result<ForwardOutput> {
+        let cfg = &self.config;
+        let (b, c, h, wd) = pixels.dim();
+        if c != cfg.num_channels {
+            return Err(ErrorKind::InvalidOption {
+                reason: format!(
+                    "input has {c} channels, the model expects {}",
+                    cfg.num_channels
+                ),
+            }
+            .into());
+        }
+        let p = cfg.patch_size;
+        let (gh, gw) = (h / p, wd / p);
+        if gh == 0 || gw == 0 {
+            return Err(ErrorKind::InvalidOption {
+                reason: format!("input {h}x{wd} is smaller than one {p}x{p} patch"),
+            }
+            .into());
+        }
+        if !self.any_size(opts) && (h != cfg.image_size || wd != cfg.image_size) {
+            return Err(size_needs_interpolation(h, wd, cfg.image_size));
+        }
+        let d = cfg.hidden_size;
+        let pos = match self.pos {
+            Some(pp) => {
+                Some(self.position_embeddings(mat(w, pp, self.pos_rows, d)?, h, wd, opts)?)
+            }
+            None => None,
+        };
+        let t = gh * gw + cfg.architecture.prefix_tokens();
+        let x = self.embed(w, pixels, pos.as_ref(), t)?;
+        let last = self.encoder(w, x, t, b, (gh, gw), progress)?;
+        let heads = self.heads(w, &last, t)?;
+        let last_hidden_state =
+            last.into_shape_with_order((b, t, d))
+                .map_err(|e| ErrorKind::InvalidLayout {
+                    reason: e.to_string(),
+                })?;
+        progress.finish();
+        Ok(ForwardOutput {
+            last_hidden_state,
+            logits: heads.logits,
+            cls_logits: heads.cls_logits,
+            distillation_logits: heads.distillation_logits,
+            pooler_output: heads.pooler_output,
+            token_logits: heads.token_logits,
+        })
+    }
+
+    /// The embeddings: per sample, `[cls, (dist,) conv(patches) + bias] (+ pos)`, stacked into
+    /// one `[samples × t, D]` matrix (`pos`, when given, has one row per token).
+    fn embed(
+        &self,
+        w: &Resolved<'_>,
+        pixels: ArrayView4<f32>,
+        pos: Option<&Array2<f32>>,
+        t: usize,
+    ) -> Result<Array2<f32>> {
+        let cfg = &self.config;
+        let (b, _, h, wd) = pixels.dim();
+        let d = cfg.hidden_size;
+        let p = cfg.patch_size;
+        let prefix = cfg.architecture.prefix_tokens();
+        let n = (h / p) * (wd / p);
+        if n + prefix != t || pos.is_some_and(|pos| pos.nrows() != t) {
+            return Err(ErrorKind::InvalidLayout {
+                reason: format!(
+                    "{} tokens but {} position embeddings",
+                    n + prefix,
+                    pos.map_or(t, Array2::nrows)
+                ),
+            }
+            .into());
+        }
+        let too_big = || -> Error {
+            ErrorKind::InvalidOption {
+                reason: format!("a batch of {b} images of {h}x{wd} is too large"),
+            }
+            .into()
+        };
+        let rows = b.checked_mul(t).ok_or_else(too_big)?;
+        let patch_rows = b.checked_mul(n).ok_or_else(too_big)?;
+
+        let mut patches = Array2::<f32>::zeros((patch_rows, self.patch.inp));
+        for (s, block) in patches.axis_chunks_iter_mut(Axis(0), n.max(1)).enumerate() {
+            ops::patches(pixels.index_axis(Axis(0), s), p, block);
+        }
+        let mut emb = Array2::<f32>::zeros((patch_rows, d));
+        self.linear(w, &self.patch, patches.view(), None, emb.view_mut())?;
+        drop(patches);
+        let cls = vector(w, self.cls, d)?;
+        let dist = match self.dist {
+            Some(dt) => Some(vector(w, dt, d)?),
+            None => None,
+        };
+        let mut x = Array2::<f32>::zeros((rows, d));
+        for (mut block, e) in x
+            .axis_chunks_iter_mut(Axis(0), t.max(1))
+            .zip(emb.axis_chunks_iter(Axis(0), n.max(1)))
+        {
+            block.row_mut(0).assign(&ArrayView1::from(cls));
+            if let Some(dt) = dist {
+                block.row_mut(1).assign(&ArrayView1::from(dt));
+            }
+            block.slice_mut(s![prefix.., ..]).assign(&e);
+            if let Some(pos) = pos {
+                block += pos;
+            }
+        }
+        Ok(x)
+    }
+
+    /// The relative position bias `[H, t, t]` of `table` for a `grid` input.
+    fn relative_bias(&self, w: &Resolved<'_>, table: P, grid: (usize, usize)) -> Result<Vec<f32>> {
+        let cfg = &self.config;
+        relpos::bias(w.get(table), cfg.num_attention_heads, cfg.grid(), grid)
+    }
+
+    /// The encoder over the embeddings `x` (`b` samples of `t` tokens from a `grid` of
+    /// patches): the pre-LN blocks, then the final LayerNorm when the model has one. Returns the
+    /// last hidden state, `[b × t, D]`.
+    fn encoder(
+        &self,
+        w: &Resolved<'_>,
+        mut x: Array2<f32>,
+        t: usize,
+        b: usize,
+        grid: (usize, usize),
+        progress: &dyn Progress,
+    ) -> Result<Array2<f32>> {
+        let cfg = &self.config;
+        let (rows, d) = x.dim();
+        let act = cfg.hidden_act;
+        let heads = cfg.num_attention_heads;
+        let mut hn = Array2::<f32>::zeros((rows, d));
+        let mut q = Array2::<f32>::zeros((rows, d));
+        let mut k = Array2::<f32>::zeros((rows, d));
+        let mut v = Array2::<f32>::zeros((rows, d));
+        let mut a = Array2::<f32>::zeros((rows, d));
+        let mut y = Array2::<f32>::zeros((rows, d));
+        let mut inter = Array2::<f32>::zeros((rows, cfg.intermediate_size));
+        let shared = match self.shared_relative {
+            Some(table) => Some(self.relative_bias(w, table, grid)?),
+            None => None,
+        };
+        let layers = u64::try_from(self.layers.len()).unwrap_or(u64::MAX);
+        let samples = u64::try_from(b).unwrap_or(u64::MAX);
+        progress.start(Stage::Forward, layers.saturating_mul(samples));
+        if let Some(first) = self.layers.first() {
+            self.add_norm(w, Some(&first.ln1), &mut x, None, &mut hn)?;
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            let own = match l.relative {
+                Some(table) => Some(self.relative_bias(w, table, grid)?),
+                None => None,
+            };
+            // q, k and v in one parallel region.
+            let qkv = vec![
+                product(w, &l.q, q.view_mut())?,
+                product(w, &l.k, k.view_mut())?,
+                product(w, &l.v, v.view_mut())?,
+            ];
+            ops::linears(hn.view(), qkv, None)?;
+            let bias = own.as_deref().or(shared.as_deref());
+            attention(&q, &k, &v, heads, t, bias, &mut a)?;
+            self.linear(w, &l.o, a.view(), None, y.view_mut())?;
+            if let Some([l1, _]) = l.lambda {
+                scale_rows(&mut y, vector(w, l1, d)?)?;
+            }
+            self.add_norm(w, Some(&l.ln2), &mut x, Some(&y), &mut hn)?;
+            self.linear(w, &l.fc1, hn.view(), Some(act), inter.view_mut())?;
+            self.linear(w, &l.fc2, inter.view(), None, y.view_mut())?;
+            if let Some([_, l2]) = l.lambda {
+                scale_rows(&mut y, vector(w, l2, d)?)?;
+            }
+            // The residual add, fused with the next layer's first LayerNorm (or the final one).
+            let next = match self.layers.get(i + 1) {
+                Some(nl) => Some(&nl.ln1),
+                None => self.ln.as_ref(),
+            };
+            self.add_norm(w, next, &mut x, Some(&y), &mut hn)?;
+            progress.advance(samples);
+        }
+        // The last layer's residual add already applied the final LayerNorm into `hn`.
+        if self.layers.is_empty() {
+            self.add_norm(w, self.ln.as_ref(), &mut x, None, &mut hn)?;
+        }
+        Ok(hn)
+    }
+
+    /// The pooler and the heads on the last hidden state (`t` tokens per sample).
+    fn heads(&self, w: &Resolved<'_>, last: &Array2<f32>, t: usize) -> Result<Heads> {
+        let d = self.config.hidden_size;
+        let mut out = Heads::default();
+        if let Some(pl) = &self.pooler {
+            let mut o = self.head(w, pl, &token_rows(last.view(), 0, t))?;
+            o.mapv_inplace(f32::tanh);
+            out.pooler_output = Some(o);
+        }
+        // What the classifier reads: BEiT's pooled output (the normed mean of the patch tokens,
+        // or the class token), else the class (or distillation) token.
+        let pooled = match &self.pooler_norm {
+            Some(nm) => {
+                let mean =
+                    mean_patch_tokens(last.view(), self.config.architecture.prefix_tokens(), t);
+                let mut normed = Array2::<f32>::zeros(mean.dim());
+                let mut x = mean;
+                self.add_norm(w, Some(nm), &mut x, None, &mut normed)?;
+                Some(normed)
+            }
+            // BEiT without mean pooling pools the class token; the masked-image-modelling class
+            // has no pooler.
+            None if self.config.architecture.family() == ModelType::Beit
+                && self.lm_head.is_none() =>
+            {
+                Some(token_rows(last.view(), 0, t))
+            }
+            None => None,
+        };
+        if let Some(pooled) = &pooled {
+            out.pooler_output = Some(pooled.clone());
+        }
+        let mut head_out = Vec::with_capacity(self.heads.len());
+        for (j, hd) in self.heads.iter().enumerate() {
+            let input = match &pooled {
+                Some(p) => p.clone(),
+                None => token_rows(last.view(), j, t),
+            };
+            head_out.push(self.head(w, hd, &input)?);
+        }
+        match head_out.len() {
+            1 => out.logits = head_out.pop(),
+            2 => {
+                let dist = head_out.pop();
+                let cls = head_out.pop();
+                if let (Some(a), Some(bb)) = (&cls, &dist) {
+                    out.logits = Some((a + bb) / 2.0);
+                }
+                out.cls_logits = cls;
+                out.distillation_logits = dist;
+            }
+            _ => {}
+        }
+        if let Some((nm, lm)) = &self.lm_head {
+            // lm_head(layernorm(x))[:, 1:]: every patch token, per sample.
+            let mut x = last.clone();
+            let mut normed = Array2::<f32>::zeros(x.dim());
+            self.add_norm(w, Some(nm), &mut x, None, &mut normed)?;
+            let b = last.nrows() / t.max(1);
+            let n = t - 1;
+            let mut patches = Array2::<f32>::zeros((b * n, d));
+            for (mut dst, src) in patches
+                .axis_chunks_iter_mut(Axis(0), n.max(1))
+                .zip(normed.axis_chunks_iter(Axis(0), t.max(1)))
+            {
+                dst.assign(&src.slice(s![1.., ..]));
+            }
+            let mut y = Array2::zeros((b * n, lm.out));
+            self.linear(w, lm, patches.view(), None, y.view_mut())?;
+            out.token_logits = Some(y.into_shape_with_order((b, n, lm.out)).map_err(|e| {
+                ErrorKind::InvalidLayout {
+                    reason: e.to_string(),
+                }
+            })?);
+        }
+        Ok(out)
+    }
+}
+
+/// What [`Model::heads`] computed.
+#[derive(Default)]
+struct Heads {
+    pooler_output: Option<Array2<f32>>,
+    logits: Option<Array2<f32>>,
+    cls_logits: Option<Array2<f32>>,
+    distillation_logits: Option<Array2<f32>>,
+    token_logits: Option<Array3<f32>>,
+}
+
+/// The error for an input of another size than the model's, without interpolation.
+fn size_needs_interpolation(h: usize, w: usize, size: usize) -> Error {
+    ErrorKind::InvalidOption {
+        reason: format!(
+            "input image size ({h}*{w}) doesn't match model ({size}*{size}); set option `interpolate_pos_encoding`"
+        ),
+    }
+    .into()
+}
+
+/// Row `token` of each sample's `t` rows of `x`, as `[samples, D]`.
+fn token_rows(x: ArrayView2<f32>, token: usize, t: usize) -> Array2<f32> {
+    let samples = x.nrows() / t.max(1);
+    let mut out = Array2::<f32>::zeros((samples, x.ncols()));
+    for (mut dst, sample) in out
+        .rows_mut()
+        .into_iter()
+        .zip(x.axis_chunks_iter(Axis(0), t.max(1)))
+    {
+        if let Some(row) = sample.rows().into_iter().nth(token) {
+            dst.assign(&row);
+        }
+    }
+    out
+}
+
+/// The mean of each sample's tokens after the first `prefix`, as `[samples, D]` (summed in
+/// order, as torch's `mean(1)` over a contiguous tensor does on one thread).
+fn mean_patch_tokens(x: ArrayView2<f32>, prefix: usize, t: usize) -> Array2<f32> {
+    let samples = x.nrows() / t.max(1);
+    let mut out = Array2::<f32>::zeros((samples, x.ncols()));
+    let n = t.saturating_sub(prefix).max(1) as f32;
+    for (mut dst, sample) in out
+        .rows_mut()
+        .into_iter()
+        .zip(x.axis_chunks_iter(Axis(0), t.max(1)))
+    {
+        for row in sample.slice(s![prefix.., ..]).rows() {
+            dst += &row;
+        }
+        dst.mapv_inplace(|v| v / n);
+    }
+    out
+}
+
+/// `y[r, :] *= scale` for every row (layer scale).
+fn scale_rows(y: &mut Array2<f32>, scale: &[f32]) -> Result<()> {
+    let d = scale.len();
+    for row in slice_mut(y)?.chunks_exact_mut(d.max(1)) {
+        for (v, s) in row.iter_mut().zip(scale) {
+            *v *= s;
+        }
+    }
+    Ok(())
+}
