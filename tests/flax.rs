@@ -16,6 +16,7 @@ use std::process::Command;
 use serde_json::Value;
 use vit_convert::conversion::OutputFormat;
 use vit_convert::forward::{ForwardOptions, Model};
+use vit_convert::source::Format;
 use vit_convert::verify::{compare, verify_model, F32Array, Tolerance};
 use vit_convert::ConfigOverrides;
 use vit_convert::{convert, open_bytes, ConvertOptions, ErrorKind, FileBytes};
@@ -487,7 +488,10 @@ fn huge_declared_lengths_are_refused_before_allocating() {
     // str32 / bin32 / ext32 lengths past what msgpack allows in one object, or the file.
     assert_kind!(
         Mp::default().map(1).raw(&[0xdb, 0xff, 0xff, 0xff, 0xff]).0,
-        ErrorKind::MalformedContainer { .. }
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
     );
     assert_kind!(
         one(
@@ -498,7 +502,10 @@ fn huge_declared_lengths_are_refused_before_allocating() {
     );
     assert_kind!(
         one("a", Mp::default().raw(&[0xc6, 0x80, 0x00, 0x00, 0x00])),
-        ErrorKind::MalformedContainer { .. }
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
     );
     // A shape whose byte size overflows.
     assert_kind!(
@@ -514,15 +521,24 @@ fn wrong_extension_payloads_are_refused_with_specific_errors() {
     // Not a 3-array; a 2-array; shape not an array; dimension not an integer.
     assert_kind!(
         ext(1, Mp::default().s("x").0),
-        ErrorKind::MalformedContainer { .. }
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
     );
     assert_kind!(
         ext(1, Mp::default().arr(2).arr(0).s("float32").0),
-        ErrorKind::MalformedContainer { .. }
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
     );
     assert_kind!(
         ext(1, Mp::default().arr(3).uint(1).s("float32").bin(&[0; 4]).0),
-        ErrorKind::MalformedContainer { .. }
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
     );
     assert_kind!(
         ext(
@@ -535,7 +551,10 @@ fn wrong_extension_payloads_are_refused_with_specific_errors() {
                 .bin(&[0; 4])
                 .0
         ),
-        ErrorKind::MalformedContainer { .. }
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
     );
     // Negative dimension; rank over the limit.
     assert_kind!(
@@ -567,7 +586,13 @@ fn wrong_extension_payloads_are_refused_with_specific_errors() {
     );
     let mut p = Mp::payload(&[1], "uint8", &[1]);
     p.push(0xc0);
-    assert_kind!(ext(1, p), ErrorKind::MalformedContainer { .. });
+    assert_kind!(
+        ext(1, p),
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
+    );
     // Payload shorter than its own contents.
     let p = Mp::payload(&[4], "uint8", &[1, 2, 3, 4]);
     assert_kind!(
@@ -577,7 +602,10 @@ fn wrong_extension_payloads_are_refused_with_specific_errors() {
     // Unknown extension type; complex.
     assert_kind!(
         ext(9, Mp::payload(&[1], "uint8", &[1])),
-        ErrorKind::MalformedContainer { .. }
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
     );
     let r = kind_of(ext(2, Mp::default().arr(2).raw(&[0x01, 0x02]).0));
     assert!(
@@ -592,7 +620,10 @@ fn bad_keys_and_trailing_bytes_are_refused() {
     // Non-string key, repeated key, two paths that join to one name.
     assert_kind!(
         Mp::default().map(1).uint(3).raw(&a().0).0,
-        ErrorKind::MalformedContainer { .. }
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
     );
     let dup = Mp::default().map(2).s("k").raw(&a().0).s("k").raw(&a().0).0;
     let r = kind_of(dup);
@@ -613,15 +644,27 @@ fn bad_keys_and_trailing_bytes_are_refused() {
     // Invalid UTF-8 key; reserved marker; trailing bytes.
     assert_kind!(
         Mp::default().map(1).raw(&[0xa1, 0xff]).raw(&a().0).0,
-        ErrorKind::MalformedContainer { .. }
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
     );
     assert_kind!(
         one("k", Mp::default().raw(&[0xc1])),
-        ErrorKind::MalformedContainer { .. }
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
     );
     let mut t = one("k", a());
     t.push(0x00);
-    assert_kind!(t, ErrorKind::MalformedContainer { .. });
+    assert_kind!(
+        t,
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
+    );
 }
 
 #[test]
@@ -655,25 +698,43 @@ fn malformed_chunked_arrays_are_refused() {
     );
     assert_kind!(
         chunked(&[0xc2], &[2, 3], vec![chunk(4), chunk(2)]),
-        ErrorKind::MalformedContainer { .. }
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
     );
     assert_kind!(
         chunked(&[0xc3], &[0], vec![]),
-        ErrorKind::MalformedContainer { .. }
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
     );
     let mixed = Mp::default().array(&[2], "int32", &[0; 8]);
     assert_kind!(
         chunked(&[0xc3], &[2, 3], vec![chunk(4), mixed]),
-        ErrorKind::MalformedContainer { .. }
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
     );
     let two_d = Mp::default().array(&[1, 2], "float32", &f32s(2));
     assert_kind!(
         chunked(&[0xc3], &[2, 3], vec![chunk(4), two_d]),
-        ErrorKind::MalformedContainer { .. }
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
     );
     // A gap in the chunk indices.
     let gap = gapped_chunks();
-    assert_kind!(gap, ErrorKind::MalformedContainer { .. });
+    assert_kind!(
+        gap,
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
+    );
     // Extra keys.
     let extra = one(
         "w",
@@ -684,7 +745,13 @@ fn malformed_chunked_arrays_are_refused() {
             .s("other")
             .raw(&[0xc0]),
     );
-    assert_kind!(extra, ErrorKind::MalformedContainer { .. });
+    assert_kind!(
+        extra,
+        ErrorKind::MalformedContainer {
+            format: Format::Flax,
+            ..
+        }
+    );
 }
 
 #[test]

@@ -335,14 +335,17 @@ fn containers() -> Vec<Case> {
         case!("two_archive_roots.pth", two_roots,
             ErrorKind::MalformedContainer { format: Format::TorchZip, reason } if reason.contains("\"other\"")),
         case!("overlapping_zip_entries.pth", overlap,
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("overlap")),
+            ErrorKind::MalformedContainer { format: Format::Zip, reason } if reason.contains("overlap")),
         case!(
             "deflated_storage.pth",
             compressed,
-            ErrorKind::MalformedContainer { .. }
+            ErrorKind::MalformedContainer {
+                format: Format::TorchZip,
+                ..
+            }
         ),
         case!("byteorder_middle.pth", middle,
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("byteorder")),
+            ErrorKind::MalformedContainer { format: Format::TorchZip, reason } if reason.contains("byteorder")),
     ]
 }
 
@@ -418,7 +421,7 @@ fn legacy_files() -> Vec<Case> {
             }
         ),
         case!("legacy_negative_count.pth", legacy(&object("FloatStorage"), &["0"], &[(-1, &data)]),
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("negative element count")),
+            ErrorKind::MalformedContainer { format: Format::TorchLegacy, reason } if reason.contains("negative element count")),
         case!(
             "legacy_data_past_end.pth",
             legacy(&object("FloatStorage"), &["0"], &[(6, &data[..12])]),
@@ -434,7 +437,7 @@ fn legacy_files() -> Vec<Case> {
         case!("legacy_posix_system.pth", evil_file,
             ErrorKind::DisallowedGlobal { global, offset } if global == "posix.system" && *offset == evil_offset),
         case!("legacy_tar.tar", tar,
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("TAR")),
+            ErrorKind::MalformedContainer { format: Format::TorchLegacy, reason } if reason.contains("TAR")),
     ]
 }
 
@@ -626,7 +629,7 @@ fn safetensors_files() -> Vec<Case> {
             ErrorKind::InvalidLayout { reason } if reason.contains("100000 dimensions")),
         case!("st_offsets_three.safetensors",
             safetensors(r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1,2]}}"#, &[0]),
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("3 values")),
+            ErrorKind::MalformedContainer { format: Format::Safetensors, reason } if reason.contains("3 values")),
         case!(
             "st_tensor_count.safetensors",
             {
@@ -752,7 +755,7 @@ fn flax_files() -> Vec<Case> {
         ),
         case!("flax_bin_over_msgpack_limit.msgpack",
             one("a", Mp::default().raw(&[0xc6, 0xff, 0xff, 0xff, 0xff])),
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("more than msgpack allows")),
+            ErrorKind::MalformedContainer { format: Format::Flax, reason } if reason.contains("more than msgpack allows")),
         case!(
             "flax_map_count_past_end.msgpack",
             Mp::default()
@@ -783,7 +786,10 @@ fn flax_files() -> Vec<Case> {
         case!(
             "flax_payload_not_a_triple.msgpack",
             ext(1, Mp::default().arr(2).arr(0).s("float32").0),
-            ErrorKind::MalformedContainer { .. }
+            ErrorKind::MalformedContainer {
+                format: Format::Flax,
+                ..
+            }
         ),
         case!("flax_chunks_short.msgpack",
             chunked(&[0xc3], &[2, 3], vec![chunk(4), chunk(1)]),
@@ -800,25 +806,28 @@ fn flax_files() -> Vec<Case> {
         ),
         case!("flax_chunks_mixed_dtypes.msgpack",
             chunked(&[0xc3], &[2, 3], vec![chunk(4), Mp::default().array(&[2], "int32", &[0; 8])]),
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("different dtypes")),
+            ErrorKind::MalformedContainer { format: Format::Flax, reason } if reason.contains("different dtypes")),
         case!("flax_chunk_2d.msgpack",
             chunked(&[0xc3], &[2, 3], vec![chunk(4), Mp::default().array(&[1, 2], "float32", &f32s(2))]),
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("1-D chunks")),
+            ErrorKind::MalformedContainer { format: Format::Flax, reason } if reason.contains("1-D chunks")),
         case!("flax_chunk_not_an_array.msgpack",
             chunked(&[0xc3], &[4], vec![Mp::default().raw(&[0xc0])]),
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("not an array")),
+            ErrorKind::MalformedContainer { format: Format::Flax, reason } if reason.contains("not an array")),
         case!("flax_chunked_marker_false.msgpack",
             chunked(&[0xc2], &[4], vec![chunk(4)]),
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("is not true")),
+            ErrorKind::MalformedContainer { format: Format::Flax, reason } if reason.contains("is not true")),
         case!(
             "flax_chunks_gap.msgpack",
             gap,
-            ErrorKind::MalformedContainer { .. }
+            ErrorKind::MalformedContainer {
+                format: Format::Flax,
+                ..
+            }
         ),
         case!("flax_no_chunks.msgpack", chunked(&[0xc3], &[0], vec![]),
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("no chunks")),
+            ErrorKind::MalformedContainer { format: Format::Flax, reason } if reason.contains("no chunks")),
         case!("flax_chunked_top_level.msgpack", top_chunked,
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("top level is a chunked array")),
+            ErrorKind::MalformedContainer { format: Format::Flax, reason } if reason.contains("top level is a chunked array")),
         case!("flax_duplicate_key.msgpack",
             Mp::default().map(2).s("k").raw(&u8_array().0).s("k").raw(&u8_array().0).0,
             ErrorKind::Duplicate { what: "msgpack map key", name } if name == "k"),
@@ -831,16 +840,16 @@ fn flax_files() -> Vec<Case> {
             ErrorKind::UnknownFormat { .. }
         ),
         case!("flax_empty_map.msgpack", vec![0x80],
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("empty")),
+            ErrorKind::MalformedContainer { format: Format::Flax, reason } if reason.contains("empty")),
         case!("flax_integer_key.msgpack",
             Mp::default().map(1).uint(3).raw(&u8_array().0).0,
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("expected a UTF-8 string")),
+            ErrorKind::MalformedContainer { format: Format::Flax, reason } if reason.contains("expected a UTF-8 string")),
         case!("flax_trailing_bytes.msgpack", trailing,
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("trailing")),
+            ErrorKind::MalformedContainer { format: Format::Flax, reason } if reason.contains("trailing")),
         case!("flax_reserved_marker.msgpack", one("k", Mp::default().raw(&[0xc1])),
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("0xc1")),
+            ErrorKind::MalformedContainer { format: Format::Flax, reason } if reason.contains("0xc1")),
         case!("flax_unknown_extension.msgpack", ext(9, Mp::payload(&[1], "uint8", &[1])),
-            ErrorKind::MalformedContainer { reason, .. } if reason.contains("extension type 9")),
+            ErrorKind::MalformedContainer { format: Format::Flax, reason } if reason.contains("extension type 9")),
         case!("flax_complex.msgpack", ext(2, Mp::default().arr(2).raw(&[0x01, 0x02]).0),
             ErrorKind::UnsupportedDType { dtype } if dtype == "complex"),
         case!("flax_object_dtype.msgpack", ext(1, Mp::payload(&[1], "object", &[0; 8])),
