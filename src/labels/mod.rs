@@ -14,8 +14,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Deserialize;
-
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::MAX_LABELS;
 
@@ -28,58 +26,9 @@ const IMAGENET_21K: &str = include_str!("data/imagenet-21k.txt");
 /// [`LabelSet::ImageNet22k`].
 const NOT_IN_22K: [usize; 2] = [9205, 15027];
 
-/// A bundled list of class names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[non_exhaustive]
-pub enum LabelSet {
-    /// ImageNet-1k (ILSVRC-2012), 1000 classes: `0` = "tench, Tinca tinca".
-    #[serde(rename = "imagenet-1k")]
-    ImageNet1k,
-    /// ImageNet-21k in Google's order, 21 843 classes: the heads of Google's ViT (`in21k`)
-    /// checkpoints.
-    #[serde(rename = "imagenet-21k")]
-    ImageNet21k,
-    /// ImageNet-22k (fall11) in Microsoft's order, 21 841 classes: the heads of BEiT's `22k`
-    /// checkpoints. Google's list without indices 9205 and 15027.
-    #[serde(rename = "imagenet-22k")]
-    ImageNet22k,
-}
+pub use crate::vocab::LabelSet;
 
 impl LabelSet {
-    /// Every list, in a fixed order.
-    pub const ALL: [LabelSet; 3] = [
-        LabelSet::ImageNet1k,
-        LabelSet::ImageNet21k,
-        LabelSet::ImageNet22k,
-    ];
-
-    /// The name options and tables use (`imagenet-1k`, `imagenet-21k`, `imagenet-22k`).
-    pub fn name(self) -> &'static str {
-        match self {
-            LabelSet::ImageNet1k => "imagenet-1k",
-            LabelSet::ImageNet21k => "imagenet-21k",
-            LabelSet::ImageNet22k => "imagenet-22k",
-        }
-    }
-
-    /// The dataset's usual spelling (`ImageNet-1k`), for messages.
-    pub fn title(self) -> &'static str {
-        match self {
-            LabelSet::ImageNet1k => "ImageNet-1k",
-            LabelSet::ImageNet21k => "ImageNet-21k",
-            LabelSet::ImageNet22k => "ImageNet-22k",
-        }
-    }
-
-    /// The number of classes.
-    pub fn classes(self) -> usize {
-        match self {
-            LabelSet::ImageNet1k => 1000,
-            LabelSet::ImageNet21k => 21_843,
-            LabelSet::ImageNet22k => 21_841,
-        }
-    }
-
     /// The class names, in class order.
     ///
     /// ```

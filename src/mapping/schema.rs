@@ -11,9 +11,8 @@ use super::names::Branch;
 use super::ops::OpSpec;
 use super::pattern::Pattern;
 use crate::error::{ErrorKind, Result};
-use crate::labels::LabelSet;
-use crate::model::{Activation, ModelType, Preprocessor};
 use crate::source::MAX_RANK;
+use crate::vocab::{Activation, LabelSet, ModelType, Preprocessor};
 
 /// Most ops one rule may list. The shipped tables use at most two; every op of a rule runs on
 /// every tensor it converts, so a long list would multiply the work a table can ask for.

@@ -1,43 +1,9 @@
 //! `preprocessor_config.json` presets named by the mapping tables (their `preprocessor`
 //! setting, documented in `mappings/README.md`).
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-/// The `preprocessor_config.json` preset a mapping table names (`preprocessor = "vit"`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Preprocessor {
-    /// Resize to a square `image_size` (PIL bilinear), rescale 1/255, mean = std = 0.5: what
-    /// HF's ViT conversions and Google's ViT evaluation use.
-    Vit,
-    /// Resize the shorter side to `int(image_size / 0.875)` (bicubic), center crop `image_size`,
-    /// ImageNet mean/std: what DeiT and DINO evaluate with.
-    ImagenetCrop,
-    /// `BeitImageProcessor(size=image_size, resample=BILINEAR, do_center_crop=False)`: resize to a
-    /// square `image_size` (PIL bilinear), rescale 1/255, mean = std = 0.5 — what transformers'
-    /// BEiT conversion script writes.
-    Beit,
-}
-
-impl Preprocessor {
-    /// Every preset, in a fixed order.
-    pub const ALL: [Preprocessor; 3] = [
-        Preprocessor::Vit,
-        Preprocessor::ImagenetCrop,
-        Preprocessor::Beit,
-    ];
-
-    /// The name tables use (`vit`, `imagenet_crop`, `beit`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Preprocessor::Vit => "vit",
-            Preprocessor::ImagenetCrop => "imagenet_crop",
-            Preprocessor::Beit => "beit",
-        }
-    }
-}
+pub use crate::vocab::Preprocessor;
 
 crate::error::impl_names!(Preprocessor, "preprocessor", Preprocessor::ALL.into_iter());
 

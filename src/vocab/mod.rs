@@ -9,8 +9,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 mod mapping;
+mod settings;
 
 pub use mapping::MappingError;
+pub use settings::{Activation, LabelSet, Preprocessor};
 
 /// Element types a checkpoint tensor may have.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
