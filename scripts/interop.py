@@ -24,6 +24,15 @@ Then, for the HF Flax fixtures of fixtures/flax/cases.json, it converts `--from 
 result in transformers (PyTorch), comparing with the outputs Flax itself computed, and converts
 those back `--to flax` for the Flax loader.
 
+For every case and source of fixtures/convert/beit_cases.json (not its hostile `refusals`) it
+converts `--from auto` and loads the folder with the class its config.json `architectures` names
+(zero missing, unexpected and mismatched keys), under transformers 5 here and under transformers
+4.57.6 in the Flax environment (through scripts/interop_beit.py, which holds the check both share),
+comparing logits / last_hidden_state / pooler_output on every io input with the fixture's; converts
+`--to timm` and loads it with timm's own loader, comparing with timm's outputs (for the unilm
+pre-training layout, which timm has no class for, the tensors are compared with the source's
+instead); and checks that `--to npz` and `--to flax` are refused.
+
 It prints markdown tables (the ones README.md shows) and exits 1 if anything failed. Layouts a
 target cannot represent (a DeiT distillation token in the JAX npz layout, a pre-logits pooler in
 timm's) are reported as refused by vit-convert, with its message: that refusal is the correct
@@ -90,7 +99,12 @@ def refusal_cell(err: str) -> str:
 
 
 def is_refusal(err: str) -> bool:
-    return "has no place for" in err or "cannot represent" in err or "transformers has no Flax" in err
+    return (
+        "has no place for" in err
+        or "cannot represent" in err
+        or "transformers has no Flax" in err
+        or "layout holds ViT/DeiT only" in err  # BEiT `--to npz`
+    )
 
 
 def load_np(case: dict, rel: str) -> np.ndarray:
@@ -348,6 +362,9 @@ def main() -> int:
                     failures += 1
                 flax_rows.append(cells)
 
+        beit_rows, beit_failures = run_beit(binary, args.flax_python, tmp)
+        failures += beit_failures
+
         results = run_flax_jobs(args.flax_python, flax_jobs)
         skipped = any(r.get("skipped") for r in results)
         for (cells, col), r in zip(flax_cells, results):
@@ -377,12 +394,26 @@ def main() -> int:
         ],
         flax_rows,
     )
+    print()
+    print_table(
+        [
+            "BEiT case",
+            "source",
+            "transformers `from_pretrained`",
+            "max \\|Δ\\| vs fixture outputs (all inputs)",
+            "transformers 4.57.6 `from_pretrained`, max \\|Δ\\|",
+            "`--to timm` in timm",
+            "`--to npz`",
+            "`--to flax`",
+        ],
+        beit_rows,
+    )
     import timm
 
     print()
     flax_versions = "Flax loads skipped (no Flax environment)" if skipped else "Flax side: " + flax_versions_of(args.flax_python)
     print(
-        f"{len(rows) + len(flax_rows)} conversions; torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{len(rows) + len(flax_rows) + len(beit_rows)} conversions; torch {torch.__version__}, transformers {transformers.__version__}, "
         f"timm {timm.__version__}; {flax_versions}; tolerance {TOLERANCE:g} absolute; "
         + ("all passed." if failures == 0 else f"{failures} FAILED.")
     )
@@ -433,6 +464,154 @@ def check_flax_in_transformers(case: dict, out: Path) -> tuple[bool, str, str]:
         cells.append(f"{name.removesuffix('.npy')} {diff:.1e}")
         ok = ok and diff <= TOLERANCE
     return ok, f"`{arch}`, 0 missing / 0 unexpected", "; ".join(cells)
+
+
+def beit_job(case: dict, out: Path) -> dict:
+    """The job scripts/interop_beit.py runs: every io input of the case, its expected outputs."""
+    d = FIXTURES / case["dir"]
+    inputs = [
+        {
+            "input": str(d / io["input"]),
+            "interpolate": bool(io.get("interpolate", False)),
+            "outputs": {k: str(d / v) for k, v in io["outputs"].items()},
+        }
+        for io in case["io"].values()
+        if "outputs" in io
+    ]
+    return {"dir": str(out), "add_pooling_layer": case.get("add_pooling_layer"), "inputs": inputs}
+
+
+def convert_auto(binary: Path, case: dict, source: dict, to: str, out: Path) -> tuple[bool, str]:
+    return convert_file(binary, "auto", FIXTURES / case["dir"] / source["file"], to, out, [])
+
+
+def check_beit_timm(case: dict, file: Path) -> tuple[bool, str]:
+    """A BEiT `--to timm` file in timm's own loader, against timm's outputs of the fixture."""
+    import timm
+
+    spec = case["timm_model"]
+    overlay = dict(file=str(file), num_classes=spec["kwargs"]["num_classes"])
+    model = timm.create_model(spec["name"], pretrained=True, pretrained_cfg_overlay=overlay, **spec["kwargs"]).eval()
+    d = FIXTURES / case["dir"]
+    worst: dict[str, float] = {}
+    for io in case["io"].values():
+        want = io.get("timm_outputs")
+        if not want:
+            continue
+        x = torch.from_numpy(np.load(d / io["input"]))
+        with torch.no_grad():
+            feats = model.forward_features(x)
+            got = {
+                "logits": model(x),
+                "last_hidden_state": feats,
+                "pooler_output": model.forward_head(feats, pre_logits=True),
+            }
+        for name, rel in want.items():
+            worst[name] = max(worst.get(name, 0.0), max_abs(got[name].numpy(), np.load(d / rel)))
+    ok = all(v <= TOLERANCE for v in worst.values())
+    return ok, "loads, " + "; ".join(f"{k} {v:.1e}" for k, v in worst.items())
+
+
+def check_beit_timm_tensors(case: dict, source: dict, file: Path) -> tuple[bool, str]:
+    """A `--to timm` file timm has no class for (unilm pre-training: mask_token, lm_head): every
+    tensor must equal the source's tensor of the same name; source tensors it drops are listed."""
+    from safetensors.torch import load_file
+
+    sd = torch.load(FIXTURES / case["dir"] / source["file"], map_location="cpu", weights_only=True)
+    if source.get("wrapper") not in (None, "plain"):
+        sd = sd[source["wrapper"]]
+    out = load_file(str(file))
+    differ = [k for k, v in out.items() if k not in sd or not torch.equal(v, sd[k])]
+    dropped = sorted(k for k in sd if k not in out)
+    if differ:
+        return False, f"FAILED: {len(differ)} tensors differ from the source's, e.g. {differ[0]}"
+    kinds = sorted({k.rsplit(".", 1)[-1] for k in dropped})
+    tail = f"; dropped {len(dropped)} source tensors ({', '.join(kinds)})" if dropped else ""
+    return True, f"no timm class: {len(out)} tensors equal the source's{tail}"
+
+
+def run_beit(binary: Path, flax_python: Path | None, tmp: Path) -> tuple[list[list[str]], int]:
+    """Every case and source of fixtures/convert/beit_cases.json (not its `refusals`): `--from auto`
+    into transformers 5 and 4.57.6 (the Flax environment), `--to timm` into timm, `--to npz` and
+    `--to flax` refused. Returns (rows, failures)."""
+    from interop_beit import guarded as check_beit_folder
+
+    failures = 0
+    rows: list[list[str]] = []
+    # (row, column) of each cell the 4.57.6 run fills, in job order.
+    cells4: list[tuple[list[str], int]] = []
+    jobs4: list[dict] = []
+    for case in json.loads((FIXTURES / "beit_cases.json").read_text()):
+        for k, source in enumerate(case["sources"]):
+            base = tmp / f"beit-{case['case']}-{k}"
+            cells = [f"`{case['case']}`", f"`{source['file']}`"]
+            conv_ok, err = convert_auto(binary, case, source, "safetensors", base / "hf")
+            if conv_ok:
+                job = beit_job(case, base / "hf")
+                r = check_beit_folder(job)
+                failures += not r["ok"]
+                cells += [r["keys"], r["cell"]]
+                jobs4.append(job)
+                cells4.append((cells, len(cells)))
+                cells.append("")
+            else:
+                failures += 1
+                cells += [f"convert FAILED: {err}", "—", "—"]
+
+            if case.get("timm_model") is None:
+                cells.append("—")
+            else:
+                conv_ok, err = convert_auto(binary, case, source, "timm", base / "timm")
+                if not conv_ok:
+                    refused = is_refusal(err)
+                    cells.append(refusal_cell(err) if refused else f"convert FAILED: {err}")
+                    failures += not refused
+                else:
+                    file = base / "timm" / "model.safetensors"
+                    if case["architecture"] == "BeitForMaskedImageModeling":
+                        ok, cell = guarded(check_beit_timm_tensors, case, source, file)
+                    else:
+                        ok, cell = guarded(check_beit_timm, case, file)
+                    failures += not ok
+                    cells.append(cell)
+
+            for to in ("npz", "flax"):
+                conv_ok, err = convert_auto(binary, case, source, to, base / to)
+                if conv_ok:
+                    failures += 1
+                    cells.append(f"FAILED: `--to {to}` was not refused")
+                elif is_refusal(err):
+                    cells.append(refusal_cell(err))
+                else:
+                    failures += 1
+                    cells.append(f"convert FAILED: {err}")
+            rows.append(cells)
+
+    for (cells, col), r in zip(cells4, run_beit4(flax_python, jobs4)):
+        if r.get("skipped"):
+            cells[col] = r["cell"]
+            continue
+        failures += not r["ok"]
+        cells[col] = r["keys"] if r["diff"] is None else f"0 missing / 0 unexpected / 0 mismatched, {r['diff']:.1e}"
+    return rows, failures
+
+
+def run_beit4(flax_python: Path | None, jobs: list[dict]) -> list[dict]:
+    """scripts/interop_beit.py on `jobs` in the Flax environment (transformers 4.57.6)."""
+    if not jobs:
+        return []
+    if flax_python is None or not flax_python.exists():
+        return [{"ok": True, "cell": "skipped: no Flax environment (--flax-python)", "skipped": True}] * len(jobs)
+    p = subprocess.run(
+        [str(flax_python), str(ROOT / "scripts" / "interop_beit.py")],
+        input=json.dumps(jobs),
+        capture_output=True,
+        text=True,
+    )
+    if p.returncode != 0:
+        line = (p.stderr.strip().splitlines() or ["no output"])[-1][:160]
+        return [{"ok": False, "keys": f"FAILED: {line}", "diff": None}] * len(jobs)
+    return json.loads(p.stdout)
 
 
 def guarded_hf(case: dict, out: Path) -> tuple[bool, str, str]:
