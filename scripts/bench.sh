@@ -176,7 +176,7 @@ done
 
 # ---- report -------------------------------------------------------------------------------
 echo
-echo "== ViT-B/16 ($(bytes_of "$B") bytes): median (min–max) of $ROUNDS rounds =="
+echo "== ViT-B/16 ($(bytes_of "$(ckpt b)") bytes): median (min–max) of $ROUNDS rounds =="
 read -r cm cl ch <<<"$(stats "$WORK/convert_b.log" 1)"
 read -r pm pl ph <<<"$(stats "$WORK/cp_b.log" 1)"
 read -r rm_ _ rh <<<"$(stats "$WORK/convert_b.log" 2)"
