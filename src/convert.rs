@@ -493,6 +493,9 @@ fn merge_sidecar_config(
         "use_shared_relative_position_bias",
         "use_mean_pooling",
         "layer_scale_init_value",
+        "mlp_ratio",
+        "use_swiglu_ffn",
+        "num_register_tokens",
     ];
     let mut merged: serde_json::Map<String, serde_json::Value> = side
         .iter()
@@ -783,12 +786,11 @@ fn write_weights(
         });
     }
     let id = match (opts.to, arch.family()) {
-        (OutputFormat::Npz | OutputFormat::Flax, ModelType::Beit) => {
+        (OutputFormat::Npz, family @ (ModelType::Beit | ModelType::Dinov2 | ModelType::Dinov2WithRegisters)) => {
             return Err(ErrorKind::InvalidOption {
                 reason: format!(
-                    "option `to` {}: the {} layout holds ViT/DeiT only; BEiT writes safetensors or timm",
-                    opts.to.name(),
-                    if opts.to == OutputFormat::Npz { "JAX npz" } else { "Flax" }
+                    "option `to` npz: the JAX npz layout holds ViT/DeiT only; {} writes safetensors or timm",
+                    family.name()
                 ),
             }
             .into())
@@ -796,6 +798,7 @@ fn write_weights(
         (OutputFormat::Npz, _) => "jax",
         (OutputFormat::Flax, _) => "flax",
         (_, ModelType::Beit) => "beit",
+        (_, ModelType::Dinov2 | ModelType::Dinov2WithRegisters) => "dinov2",
         (_, ModelType::Deit) => "deit",
         (_, ModelType::Vit) => "timm",
     };

@@ -10,6 +10,10 @@ pub enum PosInterp {
     Hf,
     /// The original DINO algorithm: `scale_factor = ((H//P + 0.1)/√N, (W//P + 0.1)/√N)`.
     Dino,
+    /// `F.interpolate(size=(H//P, W//P), mode="bicubic", antialias=True)`: Pillow's kernel
+    /// (`A = -0.5`, widened by the scale when shrinking, normalised), as transformers'
+    /// `Dinov2WithRegisters` does.
+    Antialias,
 }
 
 const A: f64 = -0.75;
@@ -43,6 +47,45 @@ fn taps(n_in: usize, n_out: usize, inv_scale: f64) -> Vec<[(usize, f64); 4]> {
         .collect()
 }
 
+/// The taps of torch's antialiased bicubic (`_upsample_bicubic2d_aa`, Pillow's algorithm) along
+/// one axis, for `size=`: the kernel `A = -0.5` stretched by the scale when shrinking, its taps
+/// cut at the edges and normalised to sum to one.
+fn taps_antialias(n_in: usize, n_out: usize) -> Vec<Vec<(usize, f64)>> {
+    const AA: f64 = -0.5;
+    let filter = |x: f64| {
+        let x = x.abs();
+        if x < 1.0 {
+            ((AA + 2.0) * x - (AA + 3.0)) * x * x + 1.0
+        } else if x < 2.0 {
+            (((x - 5.0) * x + 8.0) * x - 4.0) * AA
+        } else {
+            0.0
+        }
+    };
+    let scale = n_in as f64 / n_out.max(1) as f64;
+    let support = if scale >= 1.0 { 2.0 * scale } else { 2.0 };
+    let inv = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
+    (0..n_out)
+        .map(|o| {
+            let center = scale * (o as f64 + 0.5);
+            let lo = ((center - support + 0.5).floor().max(0.0)) as usize;
+            let hi = ((center + support + 0.5).floor() as usize).min(n_in);
+            let mut w: Vec<(usize, f64)> = (lo..hi)
+                .map(|j| (j, filter((j as f64 - center + 0.5) * inv)))
+                .collect();
+            let total: f64 = w.iter().map(|(_, x)| x).sum();
+            if total != 0.0 {
+                w.iter_mut().for_each(|(_, x)| *x /= total);
+            }
+            w
+        })
+        .collect()
+}
+
+fn four(t: Vec<[(usize, f64); 4]>) -> Vec<Vec<(usize, f64)>> {
+    t.into_iter().map(|r| r.to_vec()).collect()
+}
+
 /// Resamples a grid `[gh_in, gw_in, D]` (row-major, flattened) to `[gh_out, gw_out, D]`.
 pub(crate) fn bicubic_grid(
     grid: &[f32],
@@ -51,18 +94,18 @@ pub(crate) fn bicubic_grid(
     d: usize,
     mode: PosInterp,
 ) -> Vec<f32> {
-    let (sy, sx) = match mode {
-        PosInterp::Hf => (gh_in as f64 / gh_out as f64, gw_in as f64 / gw_out as f64),
-        PosInterp::Dino => {
-            // DINO passes scale_factor = (out + 0.1) / in; PyTorch maps with its reciprocal.
-            (
-                gh_in as f64 / (gh_out as f64 + 0.1),
-                gw_in as f64 / (gw_out as f64 + 0.1),
-            )
-        }
+    let (ty, tx): (Vec<Vec<(usize, f64)>>, Vec<Vec<(usize, f64)>>) = match mode {
+        PosInterp::Hf => (
+            four(taps(gh_in, gh_out, gh_in as f64 / gh_out as f64)),
+            four(taps(gw_in, gw_out, gw_in as f64 / gw_out as f64)),
+        ),
+        // DINO passes scale_factor = (out + 0.1) / in; PyTorch maps with its reciprocal.
+        PosInterp::Dino => (
+            four(taps(gh_in, gh_out, gh_in as f64 / (gh_out as f64 + 0.1))),
+            four(taps(gw_in, gw_out, gw_in as f64 / (gw_out as f64 + 0.1))),
+        ),
+        PosInterp::Antialias => (taps_antialias(gh_in, gh_out), taps_antialias(gw_in, gw_out)),
     };
-    let ty = taps(gh_in, gh_out, sy);
-    let tx = taps(gw_in, gw_out, sx);
     let mut out = vec![0f32; gh_out * gw_out * d];
     let mut acc = vec![0f64; d];
     for (oy, ry) in ty.iter().enumerate() {
@@ -114,5 +157,27 @@ mod tests {
         let g = vec![2.5f32; 4 * 4];
         let out = bicubic_grid(&g, (4, 4), (7, 5), 1, PosInterp::Dino);
         assert!(out.iter().all(|v| (v - 2.5).abs() < 1e-6));
+    }
+
+    /// torch 2.15 `F.interpolate(arange(9).view(1,1,3,3)·0.37, size, mode="bicubic",
+    /// antialias=True)`, up to (5, 4) and down to (2, 2).
+    #[test]
+    fn antialias_matches_torch_up_and_down() {
+        let g: Vec<f32> = (0..9).map(|v| v as f32 * 0.37).collect();
+        let up = [
+            -0.103_101_91, 0.122_166_61, 0.450_286_33, 0.675_554_8, 0.320_298_52, 0.545_567_04,
+            0.873_686_7, 1.098_955_3, 1.090_671_7, 1.315_940_1, 1.644_059_9, 1.869_328_4,
+            1.861_044_9, 2.086_313_5, 2.414_433_2, 2.639_701_6, 2.284_445, 2.509_713_6,
+            2.837_833_4, 3.063_101_8,
+        ];
+        let out = bicubic_grid(&g, (3, 3), (5, 4), 1, PosInterp::Antialias);
+        for (a, b) in out.iter().zip(up) {
+            assert!((a - b).abs() < 1e-6, "{out:?}");
+        }
+        let down = [0.458_490_94, 0.969_245_4, 1.990_754_2, 2.501_508_7];
+        let out = bicubic_grid(&g, (3, 3), (2, 2), 1, PosInterp::Antialias);
+        for (a, b) in out.iter().zip(down) {
+            assert!((a - b).abs() < 1e-6, "{out:?}");
+        }
     }
 }

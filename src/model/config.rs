@@ -66,6 +66,19 @@ pub enum Pooling {
     MeanPatchTokens,
 }
 
+/// The MLP of each block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Mlp {
+    /// `fc2(act(fc1(x)))` with the config's `hidden_act`.
+    #[default]
+    Standard,
+    /// SwiGLU: `down(silu(gate(x)) · up(x))`, gate and up packed in one `[2·M, D]` projection
+    /// (DINOv2 `use_swiglu_ffn`).
+    SwiGlu,
+}
+
 /// The encoder features of a model: what the one configurable encoder computes beyond the
 /// sizes. Each HF architecture is one combination of them; [`Encoder::of`] gives a family's
 /// defaults.
@@ -83,14 +96,19 @@ pub struct Encoder {
     pub qkv_bias: QkvBias,
     /// Pooling before the head.
     pub pooling: Pooling,
-    /// A mask token is stored (BEiT `use_mask_token`).
+    /// A mask token is stored (BEiT, DINOv2 `use_mask_token`).
     pub mask_token: bool,
+    /// Register tokens inserted after the class token (DINOv2 with registers).
+    pub registers: usize,
+    /// The MLP kind.
+    pub mlp: Mlp,
 }
 
 impl Encoder {
     /// The features of a family's plain configuration: ViT/DeiT (absolute positions, q/k/v
     /// biases, class token), BEiT as its conversions default (relative position bias per layer,
-    /// layer scale, q/v biases, mean pooling).
+    /// layer scale, q/v biases, mean pooling), DINOv2 (absolute positions, layer scale, a mask
+    /// token; registers and SwiGLU as the weights say).
     pub fn of(family: ModelType) -> Encoder {
         match family {
             ModelType::Beit => Encoder {
@@ -100,14 +118,28 @@ impl Encoder {
                 qkv_bias: QkvBias::QueryValue,
                 pooling: Pooling::MeanPatchTokens,
                 mask_token: false,
+                registers: 0,
+                mlp: Mlp::Standard,
             },
-            _ => Encoder {
+            ModelType::Dinov2 | ModelType::Dinov2WithRegisters => Encoder {
+                absolute_position: true,
+                relative_position: RelativePosition::None,
+                layer_scale: true,
+                qkv_bias: QkvBias::All,
+                pooling: Pooling::ClassToken,
+                mask_token: true,
+                registers: 0,
+                mlp: Mlp::Standard,
+            },
+            ModelType::Vit | ModelType::Deit => Encoder {
                 absolute_position: true,
                 relative_position: RelativePosition::None,
                 layer_scale: false,
                 qkv_bias: QkvBias::All,
                 pooling: Pooling::ClassToken,
                 mask_token: false,
+                registers: 0,
+                mlp: Mlp::Standard,
             },
         }
     }
@@ -117,6 +149,48 @@ impl Encoder {
     pub fn final_norm(self) -> bool {
         self.pooling == Pooling::ClassToken
     }
+}
+
+/// DINOv2's MLP width for a hidden size and `mlp_ratio`, as transformers computes it:
+/// `int(D · ratio)`, and for SwiGLU two thirds of that rounded up to a multiple of 8.
+pub(crate) fn dinov2_mlp_width(d: usize, ratio: f64, mlp: Mlp) -> Option<usize> {
+    if !(ratio.is_finite() && ratio > 0.0) {
+        return None;
+    }
+    let h = (d as f64 * ratio).floor();
+    if h > (1u64 << 40) as f64 {
+        return None;
+    }
+    let h = h as usize;
+    Some(match mlp {
+        Mlp::Standard => h,
+        Mlp::SwiGlu => ((h * 2 / 3) + 7) / 8 * 8,
+    })
+}
+
+/// The `mlp_ratio` that gives MLP width `m` at hidden size `d` ([`dinov2_mlp_width`]):
+/// `m / d` for the standard MLP; for SwiGLU the smallest `h / d` (an integer when one fits)
+/// whose two thirds round up to `m`. `None` when no ratio gives `m`.
+pub(crate) fn dinov2_mlp_ratio(d: usize, m: usize, mlp: Mlp) -> Option<f64> {
+    if d == 0 {
+        return None;
+    }
+    let fits = |r: f64| dinov2_mlp_width(d, r, mlp) == Some(m);
+    let candidates: Vec<usize> = match mlp {
+        Mlp::Standard => vec![m],
+        // h·2/3 rounded up to 8 is m for h within a few of 1.5·m.
+        Mlp::SwiGlu => {
+            let c = m.checked_mul(3)? / 2;
+            (c.saturating_sub(16)..=c.saturating_add(16)).collect()
+        }
+    };
+    // An integer ratio first (what DINOv2's configs say: 4), then an exact fraction.
+    candidates
+        .iter()
+        .filter(|&&h| h % d == 0)
+        .map(|&h| (h / d) as f64)
+        .chain(candidates.iter().map(|&h| h as f64 / d as f64))
+        .find(|&r| fits(r))
 }
 
 /// The rows of a relative position bias table for a `w × w` patch grid: `(2w-1)² + 3` (every
@@ -247,6 +321,7 @@ impl ViTConfig {
         m.insert("num_channels".into(), json!(self.num_channels));
         match self.architecture.family() {
             ModelType::Beit => self.beit_fields(&mut m),
+            ModelType::Dinov2 | ModelType::Dinov2WithRegisters => self.dinov2_fields(&mut m),
             ModelType::Vit | ModelType::Deit => {
                 m.insert(
                     "qkv_bias".into(),
@@ -280,6 +355,29 @@ impl ViTConfig {
             m.insert(k.clone(), v.clone());
         }
         Value::Object(m)
+    }
+
+    /// The `Dinov2Config` / `Dinov2WithRegistersConfig` fields: the MLP size as `mlp_ratio`
+    /// (DINOv2 configs have no `intermediate_size`), SwiGLU, layer scale, registers, mask token.
+    fn dinov2_fields(&self, m: &mut Map<String, Value>) {
+        let e = &self.encoder;
+        m.remove("intermediate_size");
+        m.insert(
+            "mlp_ratio".into(),
+            dinov2_mlp_ratio(self.hidden_size, self.intermediate_size, e.mlp)
+                .map_or(Value::Null, |r| json!(r)),
+        );
+        m.insert("qkv_bias".into(), json!(e.qkv_bias == QkvBias::All));
+        m.insert("layerscale_value".into(), json!(1.0));
+        m.insert("drop_path_rate".into(), json!(0.0));
+        m.insert("use_swiglu_ffn".into(), json!(e.mlp == Mlp::SwiGlu));
+        m.insert("apply_layernorm".into(), json!(true));
+        m.insert("reshape_hidden_states".into(), json!(true));
+        if self.architecture.family() == ModelType::Dinov2WithRegisters {
+            m.insert("num_register_tokens".into(), json!(e.registers));
+        } else {
+            m.insert("use_mask_token".into(), json!(e.mask_token));
+        }
     }
 
     /// The `BeitConfig` fields that describe the encoder's features.
@@ -420,6 +518,8 @@ impl ViTConfig {
                         Pooling::ClassToken
                     },
                     mask_token: flag("use_mask_token", false)?,
+                    registers: 0,
+                    mlp: Mlp::Standard,
                 };
                 let vocab = match obj.get("vocab_size") {
                     None | Some(Value::Null) => BEIT_VOCAB,
@@ -431,6 +531,24 @@ impl ViTConfig {
                     && architecture != Architecture::BeitForMaskedImageModeling)
                     .then_some(hidden_size);
                 (encoder, pooler, Some(vocab))
+            }
+            ModelType::Dinov2 | ModelType::Dinov2WithRegisters => {
+                let mut encoder = Encoder::of(family);
+                if !flag("qkv_bias", true)? {
+                    encoder.qkv_bias = QkvBias::None;
+                }
+                if flag("use_swiglu_ffn", false)? {
+                    encoder.mlp = Mlp::SwiGlu;
+                }
+                if family == ModelType::Dinov2WithRegisters {
+                    encoder.registers = match obj.get("num_register_tokens") {
+                        None | Some(Value::Null) => 4,
+                        Some(_) => uint("num_register_tokens")?,
+                    };
+                } else {
+                    encoder.mask_token = flag("use_mask_token", true)?;
+                }
+                (encoder, None, None)
             }
             ModelType::Vit | ModelType::Deit => {
                 check_pooler_act(obj.get("pooler_act"), "")?;
@@ -449,12 +567,27 @@ impl ViTConfig {
             None | Some(Value::Null) => 1e-12,
             Some(v) => eps_value(v, "")?,
         };
+        let intermediate_size = if family.is_dinov2() {
+            let ratio = match obj.get("mlp_ratio") {
+                None | Some(Value::Null) => 4.0,
+                Some(v) => v.as_f64().ok_or_else(|| {
+                    cfg_err(format!("field `mlp_ratio` must be a number, got {}", short(v)))
+                })?,
+            };
+            dinov2_mlp_width(hidden_size, ratio, encoder.mlp).ok_or_else(|| {
+                cfg_err(format!(
+                    "field `mlp_ratio` {ratio} gives no MLP width for hidden_size {hidden_size}"
+                ))
+            })?
+        } else {
+            uint("intermediate_size")?
+        };
         let cfg = ViTConfig {
             architecture,
             hidden_size,
             num_hidden_layers: uint("num_hidden_layers")?,
             num_attention_heads: uint("num_attention_heads")?,
-            intermediate_size: uint("intermediate_size")?,
+            intermediate_size,
             patch_size: side("patch_size")?,
             image_size: side("image_size")?,
             num_channels: match obj.get("num_channels") {
@@ -531,6 +664,7 @@ impl ViTConfig {
         let grid = self.grid();
         grid.checked_mul(grid)
             .and_then(|n| n.checked_add(self.architecture.prefix_tokens()))
+            .and_then(|n| n.checked_add(self.encoder.registers))
             .filter(|_| relative_position_rows(grid).is_some())
             .ok_or_else(|| {
                 cfg_err(format!(
@@ -595,6 +729,8 @@ fn read_architecture(obj: &Map<String, Value>) -> Result<Architecture> {
         None => match obj.get("model_type").and_then(Value::as_str) {
             Some("deit") => Architecture::DeiTModel,
             Some("beit") => Architecture::BeitModel,
+            Some("dinov2") => Architecture::Dinov2Model,
+            Some("dinov2_with_registers") => Architecture::Dinov2WithRegistersModel,
             _ => Architecture::ViTModel,
         },
     })

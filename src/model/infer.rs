@@ -5,11 +5,11 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
-use super::config::{relative_position_grid, relative_position_rows};
+use super::config::{dinov2_mlp_ratio, relative_position_grid, relative_position_rows};
 use super::names::{self, LayerPart};
 use super::{
     cfg_err, check_classes, mismatch, short, square_root, Activation, Architecture,
-    ConfigOverrides, Encoder, InferenceNotes, ModelType, Pooling, QkvBias, RelativePosition,
+    ConfigOverrides, Encoder, InferenceNotes, Mlp, ModelType, Pooling, QkvBias, RelativePosition,
     ViTConfig,
 };
 use crate::error::Result;
@@ -48,6 +48,15 @@ pub(crate) fn architecture_of(
     let classifier = names::weight(names::CLASSIFIER);
     let mut drop = Vec::new();
     let arch = match family {
+        ModelType::Dinov2 | ModelType::Dinov2WithRegisters => {
+            // Register tokens make the registers class, whatever the table said.
+            match (has(names::REGISTER_TOKENS), has(&classifier)) {
+                (true, true) => Architecture::Dinov2WithRegistersForImageClassification,
+                (true, false) => Architecture::Dinov2WithRegistersModel,
+                (false, true) => Architecture::Dinov2ForImageClassification,
+                (false, false) => Architecture::Dinov2Model,
+            }
+        }
         ModelType::Beit => {
             if has(&names::weight(names::LM_HEAD)) {
                 Architecture::BeitForMaskedImageModeling
@@ -94,6 +103,19 @@ fn encoder_of(arch: Architecture, get: &dyn Fn(&str) -> bool) -> Encoder {
     let q_bias = get(&names::bias(&names::layer(0, LayerPart::Query)));
     let k_bias = get(&names::bias(&names::layer(0, LayerPart::Key)));
     match family {
+        ModelType::Dinov2 | ModelType::Dinov2WithRegisters => {
+            e.qkv_bias = if q_bias || k_bias {
+                QkvBias::All
+            } else {
+                QkvBias::None
+            };
+            e.mask_token = get(names::MASK_TOKEN) || family == ModelType::Dinov2WithRegisters;
+            if get(&names::weight(&names::layer_of(family, 0, LayerPart::GatedIn))) {
+                e.mlp = Mlp::SwiGlu;
+            }
+            // The count comes from the tensor's shape (set by `infer_config`).
+            e.registers = usize::from(get(names::REGISTER_TOKENS));
+        }
         ModelType::Beit => {
             e.absolute_position = get(names::POSITION_EMBEDDINGS);
             e.relative_position = if get(names::SHARED_RELATIVE_POSITION_BIAS) {
@@ -149,14 +171,40 @@ pub(crate) fn infer_config(
     let patch_name = names::weight(names::PATCH);
     let patch = get(&patch_name).ok_or_else(|| cfg_err(format!("{patch_name} is missing")))?;
     let (d, c, ph) = patch_geometry(patch)?;
+    let family = arch.family();
     let layers = (0..)
-        .take_while(|&i| present(&names::weight(&names::layer(i, LayerPart::NormBefore))))
+        .take_while(|&i| {
+            present(&names::weight(&names::layer_of(family, i, LayerPart::NormBefore)))
+        })
         .count();
-    let fc1 = names::weight(&names::layer(0, LayerPart::Intermediate));
+    let mut encoder = encoder_of(arch, &present);
+    // The MLP width: fc1's rows, or half the packed SwiGLU projection's.
+    let (fc1, halve) = match encoder.mlp {
+        Mlp::SwiGlu => (
+            names::weight(&names::layer_of(family, 0, LayerPart::GatedIn)),
+            2,
+        ),
+        Mlp::Standard => (
+            names::weight(&names::layer_of(family, 0, LayerPart::Intermediate)),
+            1,
+        ),
+    };
     let inter = get(&fc1)
         .and_then(|t| t.shape.first().copied())
+        .map(|m| m / halve)
         .ok_or_else(|| cfg_err(format!("{fc1} is missing")))?;
-    let encoder = encoder_of(arch, &present);
+    if let Some(r) = get(names::REGISTER_TOKENS) {
+        encoder.registers = match r.shape[..] {
+            [1, n, dd] if dd == d && n > 0 => n,
+            _ => {
+                return Err(cfg_err(format!(
+                    "{} has shape {:?}, expected [1, registers, {d}]",
+                    names::REGISTER_TOKENS,
+                    r.shape
+                )))
+            }
+        };
+    }
     let relative = relative_table(&encoder, tensors)?;
     let table_heads = match (facts.heads, relative) {
         (Some(h), Some((_, rh))) if h != rh => return Err(mismatch("num_attention_heads", h, rh)),
@@ -178,7 +226,7 @@ pub(crate) fn infer_config(
     };
     let k = num_labels(arch, tensors)?;
     let id2label = (0..k).map(|i| (i, format!("LABEL_{i}"))).collect();
-    let pooler = match arch.family() {
+    let pooler = match family {
         // BEiT's pooler (mean pooling) is a LayerNorm of width D; a backbone may come without.
         ModelType::Beit => get(&names::weight(names::POOLER_NORM)).map(|_| d),
         _ => get(&names::weight(names::POOLER_DENSE)).and_then(|t| t.shape.first().copied()),
@@ -192,7 +240,7 @@ pub(crate) fn infer_config(
                 .to_string(),
         );
     }
-    let vocab_size = match arch.family() {
+    let vocab_size = match family {
         ModelType::Beit => Some(
             get(&names::weight(names::LM_HEAD))
                 .and_then(|t| t.shape.first().copied())
@@ -215,11 +263,16 @@ pub(crate) fn infer_config(
         id2label,
         pooler_output_size: pooler,
         vocab_size,
-        dtype: config_dtype(tensors).to_string(),
+        dtype: config_dtype(family, tensors).to_string(),
         extra: Map::new(),
     };
     if let Some(user) = &overrides.config {
         super::user::apply_user_config(&mut cfg, user, &mut notes)?;
+    }
+    if family.is_dinov2() && dinov2_mlp_ratio(d, inter, cfg.encoder.mlp).is_none() {
+        return Err(cfg_err(format!(
+            "an MLP of width {inter} at hidden size {d} has no `mlp_ratio` transformers' DINOv2 can express"
+        )));
     }
     if cfg.image_size == 0 {
         let what = match positions {
@@ -379,12 +432,14 @@ pub(crate) fn classifies(arch: Architecture) -> bool {
         Architecture::ViTForImageClassification
             | Architecture::DeiTForImageClassificationWithTeacher
             | Architecture::BeitForImageClassification
+            | Architecture::Dinov2ForImageClassification
+            | Architecture::Dinov2WithRegistersForImageClassification
     )
 }
 
 /// The config's `dtype`: the first layer norm's.
-fn config_dtype(tensors: &[TensorInfo]) -> &'static str {
-    let ln = names::weight(&names::layer(0, LayerPart::NormBefore));
+fn config_dtype(family: ModelType, tensors: &[TensorInfo]) -> &'static str {
+    let ln = names::weight(&names::layer_of(family, 0, LayerPart::NormBefore));
     match tensors.iter().find(|t| t.name == ln).map(|t| t.dtype) {
         Some(crate::DType::F16) => "float16",
         Some(crate::DType::BF16) => "bfloat16",
@@ -484,21 +539,33 @@ pub(crate) fn expected_names(cfg: &ViTConfig) -> BTreeSet<String> {
     if e.mask_token {
         s.insert(names::MASK_TOKEN.to_string());
     }
+    if e.registers > 0 {
+        s.insert(names::REGISTER_TOKENS.to_string());
+    }
     if e.absolute_position {
         s.insert(names::POSITION_EMBEDDINGS.to_string());
     }
     module(&mut s, names::PATCH, true);
     let [qb, kb, vb] = e.qkv_bias.flags();
+    let family = arch.family();
     for i in 0..cfg.num_hidden_layers {
-        let part = |p| names::layer(i, p);
+        let part = |p| names::layer_of(family, i, p);
         module(&mut s, &part(LayerPart::NormBefore), true);
         module(&mut s, &part(LayerPart::Query), qb);
         module(&mut s, &part(LayerPart::Key), kb);
         module(&mut s, &part(LayerPart::Value), vb);
         module(&mut s, &part(LayerPart::AttentionOutput), true);
         module(&mut s, &part(LayerPart::NormAfter), true);
-        module(&mut s, &part(LayerPart::Intermediate), true);
-        module(&mut s, &part(LayerPart::Output), true);
+        match e.mlp {
+            Mlp::Standard => {
+                module(&mut s, &part(LayerPart::Intermediate), true);
+                module(&mut s, &part(LayerPart::Output), true);
+            }
+            Mlp::SwiGlu => {
+                module(&mut s, &part(LayerPart::GatedIn), true);
+                module(&mut s, &part(LayerPart::GatedOut), true);
+            }
+        }
         if e.layer_scale {
             s.insert(part(LayerPart::Lambda1));
             s.insert(part(LayerPart::Lambda2));

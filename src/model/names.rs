@@ -3,6 +3,8 @@
 //! ([`expected_names`](super::expected_names)), the forward pass and the test that checks every
 //! built-in table's targets all build names from here.
 
+use super::ModelType;
+
 /// `[1, 1, D]` class token.
 pub(crate) const CLS_TOKEN: &str = "embeddings.cls_token";
 /// `[1, 1, D]` DeiT's distillation token.
@@ -10,6 +12,8 @@ pub(crate) const DISTILLATION_TOKEN: &str = "embeddings.distillation_token";
 /// `[1, 1, D]` BEiT's mask token (used only with `bool_masked_pos`, which the reference pass
 /// does not take; carried for masked-image modelling).
 pub(crate) const MASK_TOKEN: &str = "embeddings.mask_token";
+/// `[1, R, D]` DINOv2's register tokens (inserted after the class token, after the positions).
+pub(crate) const REGISTER_TOKENS: &str = "embeddings.register_tokens";
 /// `[1, T, D]` learned absolute position embeddings.
 pub(crate) const POSITION_EMBEDDINGS: &str = "embeddings.position_embeddings";
 /// The patch embedding convolution (`.weight` `[D, C, P, P]`, `.bias` `[D]`).
@@ -56,32 +60,52 @@ pub(crate) enum LayerPart {
     Lambda2,
     /// The layer's own relative position bias table (BEiT, `[(2W-1)² + 3, H]`).
     RelativePositionBias,
+    /// SwiGLU's packed gate and up projection (`[2·M, D]`: the gate's rows first; DINOv2
+    /// `weights_in`).
+    GatedIn,
+    /// SwiGLU's down projection (`[D, M]`; DINOv2 `weights_out`).
+    GatedOut,
 }
 
 impl LayerPart {
-    fn path(self) -> &'static str {
-        match self {
-            LayerPart::NormBefore => "layernorm_before",
-            LayerPart::Query => "attention.attention.query",
-            LayerPart::Key => "attention.attention.key",
-            LayerPart::Value => "attention.attention.value",
-            LayerPart::AttentionOutput => "attention.output.dense",
-            LayerPart::NormAfter => "layernorm_after",
-            LayerPart::Intermediate => "intermediate.dense",
-            LayerPart::Output => "output.dense",
-            LayerPart::Lambda1 => "lambda_1",
-            LayerPart::Lambda2 => "lambda_2",
-            LayerPart::RelativePositionBias => {
+    /// The part's path inside layer `i` in a family's names: ViT, DeiT and BEiT share HF ViT's;
+    /// DINOv2's differ for the norms, the MLP and the layer scale.
+    fn path(self, family: ModelType) -> &'static str {
+        match (self, family.is_dinov2()) {
+            (LayerPart::NormBefore, true) => "norm1",
+            (LayerPart::NormAfter, true) => "norm2",
+            (LayerPart::Intermediate, true) => "mlp.fc1",
+            (LayerPart::Output, true) => "mlp.fc2",
+            (LayerPart::Lambda1, true) => "layer_scale1.lambda1",
+            (LayerPart::Lambda2, true) => "layer_scale2.lambda1",
+            (LayerPart::NormBefore, false) => "layernorm_before",
+            (LayerPart::NormAfter, false) => "layernorm_after",
+            (LayerPart::Intermediate, false) => "intermediate.dense",
+            (LayerPart::Output, false) => "output.dense",
+            (LayerPart::Lambda1, false) => "lambda_1",
+            (LayerPart::Lambda2, false) => "lambda_2",
+            (LayerPart::Query, _) => "attention.attention.query",
+            (LayerPart::Key, _) => "attention.attention.key",
+            (LayerPart::Value, _) => "attention.attention.value",
+            (LayerPart::AttentionOutput, _) => "attention.output.dense",
+            (LayerPart::RelativePositionBias, _) => {
                 "attention.attention.relative_position_bias.relative_position_bias_table"
             }
+            (LayerPart::GatedIn, _) => "mlp.weights_in",
+            (LayerPart::GatedOut, _) => "mlp.weights_out",
         }
     }
 }
 
-/// The name of a part of encoder layer `i`: a module path (add [`weight`] / [`bias`]) for the
-/// linear and norm parts, the tensor itself for the lambdas and the bias table.
+/// The name of a part of encoder layer `i` in a family's names: a module path (add [`weight`] /
+/// [`bias`]) for the linear and norm parts, the tensor itself for the lambdas and the bias table.
+pub(crate) fn layer_of(family: ModelType, i: usize, part: LayerPart) -> String {
+    format!("encoder.layer.{i}.{}", part.path(family))
+}
+
+/// [`layer_of`] in HF ViT's names (ViT, DeiT, BEiT).
 pub(crate) fn layer(i: usize, part: LayerPart) -> String {
-    format!("encoder.layer.{i}.{}", part.path())
+    layer_of(ModelType::Vit, i, part)
 }
 
 /// `base.weight`.

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::{
     architectures_err, cfg_err, check_pooler_act, eps_value, mismatch, parse_id2label, short,
-    Architecture, InferenceNotes, ModelType, Pooling, QkvBias, RelativePosition, ViTConfig,
+    Architecture, InferenceNotes, Mlp, ModelType, Pooling, QkvBias, RelativePosition, ViTConfig,
 };
 use crate::error::Result;
 
@@ -38,6 +38,13 @@ const MODELLED: &[&str] = &[
     "use_shared_relative_position_bias",
     "use_mean_pooling",
     "layer_scale_init_value",
+    "mlp_ratio",
+    "use_swiglu_ffn",
+    "num_register_tokens",
+    "layerscale_value",
+    "apply_layernorm",
+    "reshape_hidden_states",
+    "drop_path_rate",
 ];
 
 pub(super) fn apply_user_config(
@@ -152,6 +159,15 @@ fn check_features(cfg: &ViTConfig, user: &Map<String, Value>) -> Result<()> {
             ),
             ("use_mean_pooling", e.pooling == Pooling::MeanPatchTokens),
         ]
+    } else if cfg.architecture.family().is_dinov2() {
+        let mut v = vec![
+            ("qkv_bias", e.qkv_bias == QkvBias::All),
+            ("use_swiglu_ffn", e.mlp == Mlp::SwiGlu),
+        ];
+        if cfg.architecture.family() == ModelType::Dinov2 {
+            v.push(("use_mask_token", e.mask_token));
+        }
+        v
     } else {
         vec![("qkv_bias", e.qkv_bias == QkvBias::All)]
     };
@@ -165,6 +181,34 @@ fn check_features(cfg: &ViTConfig, user: &Map<String, Value>) -> Result<()> {
             })?;
             if b != tensors {
                 return Err(mismatch(key, usize::from(b), usize::from(tensors)));
+            }
+        }
+    }
+    if cfg.architecture.family().is_dinov2() {
+        if let Some(v) = user.get("mlp_ratio") {
+            let r = v.as_f64().ok_or_else(|| {
+                cfg_err(format!(
+                    "option `config`: `mlp_ratio` must be a number, got {}",
+                    short(v)
+                ))
+            })?;
+            let m = super::dinov2_mlp_width(cfg.hidden_size, r, e.mlp).unwrap_or(0);
+            if m != cfg.intermediate_size {
+                return Err(mismatch("mlp_ratio", m, cfg.intermediate_size));
+            }
+        }
+        if let Some(v) = user.get("num_register_tokens") {
+            let n = v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    cfg_err(format!(
+                        "option `config`: `num_register_tokens` must be a non-negative integer, got {}",
+                        short(v)
+                    ))
+                })?;
+            if n != e.registers {
+                return Err(mismatch("num_register_tokens", n, e.registers));
             }
         }
     }

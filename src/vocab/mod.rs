@@ -224,11 +224,22 @@ pub enum ModelType {
     Deit,
     /// `beit` (`BeitModel`, `BeitForImageClassification`, `BeitForMaskedImageModeling`).
     Beit,
+    /// `dinov2` (`Dinov2Model`, `Dinov2ForImageClassification`).
+    Dinov2,
+    /// `dinov2_with_registers` (`Dinov2WithRegistersModel`,
+    /// `Dinov2WithRegistersForImageClassification`).
+    Dinov2WithRegisters,
 }
 
 impl ModelType {
     /// Every family, in a fixed order.
-    pub const ALL: [ModelType; 3] = [ModelType::Vit, ModelType::Deit, ModelType::Beit];
+    pub const ALL: [ModelType; 5] = [
+        ModelType::Vit,
+        ModelType::Deit,
+        ModelType::Beit,
+        ModelType::Dinov2,
+        ModelType::Dinov2WithRegisters,
+    ];
 
     /// The `model_type` string (`vit`, `deit`, `beit`).
     pub fn name(self) -> &'static str {
@@ -236,7 +247,14 @@ impl ModelType {
             ModelType::Vit => "vit",
             ModelType::Deit => "deit",
             ModelType::Beit => "beit",
+            ModelType::Dinov2 => "dinov2",
+            ModelType::Dinov2WithRegisters => "dinov2_with_registers",
         }
+    }
+
+    /// Whether the family is DINOv2's (with or without register tokens).
+    pub fn is_dinov2(self) -> bool {
+        matches!(self, ModelType::Dinov2 | ModelType::Dinov2WithRegisters)
     }
 }
 
@@ -260,11 +278,21 @@ pub enum Architecture {
     BeitForImageClassification,
     /// `BeitForMaskedImageModeling`: `beit.` prefix + the head's `layernorm.*` and `lm_head.*`.
     BeitForMaskedImageModeling,
+    /// `Dinov2Model` (headless). Keys have no prefix.
+    Dinov2Model,
+    /// `Dinov2ForImageClassification`: `dinov2.` prefix + `classifier.*` on the class token and
+    /// the mean patch token.
+    Dinov2ForImageClassification,
+    /// `Dinov2WithRegistersModel` (register tokens, headless). Keys have no prefix.
+    Dinov2WithRegistersModel,
+    /// `Dinov2WithRegistersForImageClassification`: `dinov2_with_registers.` prefix +
+    /// `classifier.*`.
+    Dinov2WithRegistersForImageClassification,
 }
 
 impl Architecture {
     /// Every class, in a fixed order.
-    pub const ALL: [Architecture; 7] = [
+    pub const ALL: [Architecture; 11] = [
         Architecture::ViTModel,
         Architecture::ViTForImageClassification,
         Architecture::DeiTModel,
@@ -272,6 +300,10 @@ impl Architecture {
         Architecture::BeitModel,
         Architecture::BeitForImageClassification,
         Architecture::BeitForMaskedImageModeling,
+        Architecture::Dinov2Model,
+        Architecture::Dinov2ForImageClassification,
+        Architecture::Dinov2WithRegistersModel,
+        Architecture::Dinov2WithRegistersForImageClassification,
     ];
 
     /// The class name as written in `config.json` `architectures`.
@@ -286,6 +318,12 @@ impl Architecture {
             Architecture::BeitModel => "BeitModel",
             Architecture::BeitForImageClassification => "BeitForImageClassification",
             Architecture::BeitForMaskedImageModeling => "BeitForMaskedImageModeling",
+            Architecture::Dinov2Model => "Dinov2Model",
+            Architecture::Dinov2ForImageClassification => "Dinov2ForImageClassification",
+            Architecture::Dinov2WithRegistersModel => "Dinov2WithRegistersModel",
+            Architecture::Dinov2WithRegistersForImageClassification => {
+                "Dinov2WithRegistersForImageClassification"
+            }
         }
     }
 
@@ -299,6 +337,13 @@ impl Architecture {
             Architecture::BeitModel
             | Architecture::BeitForImageClassification
             | Architecture::BeitForMaskedImageModeling => ModelType::Beit,
+            Architecture::Dinov2Model | Architecture::Dinov2ForImageClassification => {
+                ModelType::Dinov2
+            }
+            Architecture::Dinov2WithRegistersModel
+            | Architecture::Dinov2WithRegistersForImageClassification => {
+                ModelType::Dinov2WithRegisters
+            }
         }
     }
 
@@ -315,16 +360,22 @@ impl Architecture {
             Architecture::BeitForImageClassification | Architecture::BeitForMaskedImageModeling => {
                 "beit."
             }
+            Architecture::Dinov2ForImageClassification => "dinov2.",
+            Architecture::Dinov2WithRegistersForImageClassification => "dinov2_with_registers.",
             _ => "",
         }
     }
 
-    /// The class with a head on top of this family's body, when it has one (`None` for the
-    /// headless classes).
+    /// Whether the class has a head on top of its family's body (false for the headless
+    /// `*Model` classes).
     pub fn has_head(self) -> bool {
         !matches!(
             self,
-            Architecture::ViTModel | Architecture::DeiTModel | Architecture::BeitModel
+            Architecture::ViTModel
+                | Architecture::DeiTModel
+                | Architecture::BeitModel
+                | Architecture::Dinov2Model
+                | Architecture::Dinov2WithRegistersModel
         )
     }
 
