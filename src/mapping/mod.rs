@@ -84,6 +84,11 @@ const BUILTIN: &[(&str, &str, &str)] = &[
         include_str!("../../mappings/beit.toml"),
     ),
     (
+        "dinov2",
+        "mappings/dinov2.toml",
+        include_str!("../../mappings/dinov2.toml"),
+    ),
+    (
         "hf",
         "mappings/hf.toml",
         include_str!("../../mappings/hf.toml"),
@@ -96,7 +101,7 @@ const BUILTIN: &[(&str, &str, &str)] = &[
 ];
 
 impl MappingTable {
-    /// A built-in table by id (`timm`, `dino`, `deit`, `jax`, `big_vision`, `beit`, `hf`, `flax`).
+    /// A built-in table by id (`timm`, `dino`, `deit`, `jax`, `big_vision`, `beit`, `dinov2`, `hf`, `flax`).
     ///
     /// ```
     /// let t = vit_convert::MappingTable::builtin("timm")?;

@@ -675,7 +675,7 @@ impl ViTConfig {
     }
 
     /// The symbol values tables use (`D`, `M`, `H`, `hd`, `P`, `C`, `N`, `T`, `K`, `R`, `F`,
-    /// `RB`, `V`), for running tables backwards.
+    /// `RB`, `V`, `NR`, `G`), for running tables backwards.
     pub(crate) fn symbol_bindings(&self) -> Bindings {
         let mut b = Bindings::new();
         let grid = self.grid();
@@ -708,6 +708,8 @@ impl ViTConfig {
         if let Some(v) = self.vocab_size {
             b.insert("V".into(), v);
         }
+        b.insert("NR".into(), self.encoder.registers);
+        b.insert("G".into(), self.intermediate_size);
         b
     }
 }

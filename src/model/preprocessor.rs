@@ -43,6 +43,20 @@ pub(crate) fn preprocessor_config(preset: Preprocessor, image_size: usize) -> Va
             "rescale_factor": rescale,
             "size": {"height": image_size, "width": image_size}
         }),
+        Preprocessor::Dinov2 => json!({
+            "crop_size": {"height": 224, "width": 224},
+            "do_center_crop": true,
+            "do_convert_rgb": true,
+            "do_normalize": true,
+            "do_rescale": true,
+            "do_resize": true,
+            "image_mean": IMAGENET_MEAN,
+            "image_std": IMAGENET_STD,
+            "image_processor_type": "BitImageProcessor",
+            "resample": 3,
+            "rescale_factor": rescale,
+            "size": {"shortest_edge": 256}
+        }),
         Preprocessor::ImagenetCrop => {
             let resize = (image_size as f64 / CROP_RATIO) as usize;
             json!({

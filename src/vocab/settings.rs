@@ -80,22 +80,27 @@ pub enum Preprocessor {
     /// square `image_size` (PIL bilinear), rescale 1/255, mean = std = 0.5 — what transformers'
     /// BEiT conversion script writes.
     Beit,
+    /// `BitImageProcessor(size={"shortest_edge": 256}, bicubic, ImageNet mean/std)` with its
+    /// default 224 crop, whatever the position grid: what transformers' DINOv2 conversion writes.
+    Dinov2,
 }
 
 impl Preprocessor {
     /// Every preset, in a fixed order.
-    pub const ALL: [Preprocessor; 3] = [
+    pub const ALL: [Preprocessor; 4] = [
         Preprocessor::Vit,
         Preprocessor::ImagenetCrop,
         Preprocessor::Beit,
+        Preprocessor::Dinov2,
     ];
 
-    /// The name tables use (`vit`, `imagenet_crop`, `beit`).
+    /// The name tables use (`vit`, `imagenet_crop`, `beit`, `dinov2`).
     pub fn name(self) -> &'static str {
         match self {
             Preprocessor::Vit => "vit",
             Preprocessor::ImagenetCrop => "imagenet_crop",
             Preprocessor::Beit => "beit",
+            Preprocessor::Dinov2 => "dinov2",
         }
     }
 }
