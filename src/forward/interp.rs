@@ -82,7 +82,10 @@ fn taps_antialias(n_in: usize, n_out: usize) -> Vec<Vec<(usize, f64)>> {
         .collect()
 }
 
-fn four(t: Vec<[(usize, f64); 4]>) -> Vec<Vec<(usize, f64)>> {
+/// Per output index along one axis: (input index, weight) pairs.
+type Taps = Vec<Vec<(usize, f64)>>;
+
+fn four(t: Vec<[(usize, f64); 4]>) -> Taps {
     t.into_iter().map(|r| r.to_vec()).collect()
 }
 
@@ -94,7 +97,7 @@ pub(crate) fn bicubic_grid(
     d: usize,
     mode: PosInterp,
 ) -> Vec<f32> {
-    let (ty, tx): (Vec<Vec<(usize, f64)>>, Vec<Vec<(usize, f64)>>) = match mode {
+    let (ty, tx): (Taps, Taps) = match mode {
         PosInterp::Hf => (
             four(taps(gh_in, gh_out, gh_in as f64 / gh_out as f64)),
             four(taps(gw_in, gw_out, gw_in as f64 / gw_out as f64)),
@@ -165,10 +168,26 @@ mod tests {
     fn antialias_matches_torch_up_and_down() {
         let g: Vec<f32> = (0..9).map(|v| v as f32 * 0.37).collect();
         let up = [
-            -0.103_101_91, 0.122_166_61, 0.450_286_33, 0.675_554_8, 0.320_298_52, 0.545_567_04,
-            0.873_686_7, 1.098_955_3, 1.090_671_7, 1.315_940_1, 1.644_059_9, 1.869_328_4,
-            1.861_044_9, 2.086_313_5, 2.414_433_2, 2.639_701_6, 2.284_445, 2.509_713_6,
-            2.837_833_4, 3.063_101_8,
+            -0.103_101_91,
+            0.122_166_61,
+            0.450_286_33,
+            0.675_554_8,
+            0.320_298_52,
+            0.545_567_04,
+            0.873_686_7,
+            1.098_955_3,
+            1.090_671_7,
+            1.315_940_1,
+            1.644_059_9,
+            1.869_328_4,
+            1.861_044_9,
+            2.086_313_5,
+            2.414_433_2,
+            2.639_701_6,
+            2.284_445,
+            2.509_713_6,
+            2.837_833_4,
+            3.063_101_8,
         ];
         let out = bicubic_grid(&g, (3, 3), (5, 4), 1, PosInterp::Antialias);
         for (a, b) in out.iter().zip(up) {

@@ -12,6 +12,9 @@ use crate::vocab::MappingError;
 pub(super) fn bind_shapes(table: &MappingTable, instances: &[Instance]) -> Result<Bindings> {
     let mut b = Bindings::new();
     // Rank checks first.
+    // `shape = "any"` rules bind nothing and check nothing.
+    let instances: Vec<&Instance> = instances.iter().filter(|i| !i.rule.any_shape).collect();
+    let instances = &instances[..];
     for ins in instances {
         for (n, info) in &ins.inputs {
             if info.shape.len() != ins.rule.shape.len() {
@@ -24,7 +27,7 @@ pub(super) fn bind_shapes(table: &MappingTable, instances: &[Instance]) -> Resul
     // the dimensions one of whose symbols was bound since they were last solved: the same
     // bindings and the same first error as full passes, without passes × dimensions work.
     let mut slots: Vec<(&Instance, &str, &[usize], &Dim, usize)> = Vec::new();
-    for ins in instances {
+    for &ins in instances {
         for (n, info) in &ins.inputs {
             for (d, &actual) in ins.rule.shape.iter().zip(&info.shape) {
                 slots.push((ins, n, &info.shape, d, actual));

@@ -29,7 +29,7 @@ pub(crate) use detection::detect;
 pub(crate) use forward::plan_forward;
 pub(crate) use forward::plan_forward_within;
 pub use names::{Branch, Family};
-pub(crate) use plan::Plan;
+pub(crate) use plan::{Plan, PlannedTensor};
 pub use report::MappingReport;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use reverse::plan_reverse;
@@ -296,6 +296,21 @@ impl TensorSource for PlannedSource<'_> {
                 name: name.to_string(),
             })?;
         let t = &self.plan.targets[k];
+        if t.sources.is_empty() {
+            // A tensor the layout lacks and the target holds as zeros (DINOv2's mask token
+            // from timm): as planned, all zero bytes.
+            let bytes =
+                crate::tensor::checked_byte_len(t.info.dtype, &t.info.shape).ok_or_else(|| {
+                    ErrorKind::InvalidLayout {
+                        reason: format!("shape {:?} overflows", t.info.shape),
+                    }
+                })?;
+            return Tensor::new(
+                t.info.dtype,
+                t.info.shape.clone(),
+                std::borrow::Cow::Owned(vec![0u8; bytes]),
+            );
+        }
         let mut inputs = Vec::with_capacity(t.sources.len());
         for s in &t.sources {
             inputs.push(self.inner.read(s)?);

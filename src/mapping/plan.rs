@@ -257,6 +257,24 @@ fn reverse_stages(
     bindings: &Bindings,
 ) -> Result<(Vec<Op>, Vec<Vec<Vec<usize>>>, Vec<(String, Vec<usize>)>)> {
     let rule = ins.rule;
+    if rule.any_shape {
+        // A one-to-one rename: the source has the canonical tensor's shape.
+        let (_, t) = ins.inputs.first().ok_or_else(|| {
+            mapping_err(
+                table,
+                rule.line,
+                MappingError::Op {
+                    reason: "a rename without its input".into(),
+                },
+            )
+        })?;
+        let name = rule
+            .from
+            .first()
+            .map(|p| p.render(ins.index))
+            .unwrap_or_default();
+        return Ok((Vec::new(), Vec::new(), vec![(name, t.shape.clone())]));
+    }
     // Forward trace from the source's symbolic shape.
     let src_shape = rule
         .shape

@@ -153,11 +153,20 @@ enum DimSpec {
     Expr(String),
 }
 
+/// A rule's `shape`: symbolic dimensions, or `"any"` (a plain rename that passes any shape
+/// through; the model's checks hold it to the config).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ShapeSpec {
+    Dims(Vec<DimSpec>),
+    Any(String),
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleSpec {
     from: OneOrMany,
-    shape: Vec<DimSpec>,
+    shape: ShapeSpec,
     #[serde(default)]
     ops: Vec<String>,
     to: OneOrMany,
@@ -217,6 +226,8 @@ pub(crate) struct Rule {
     pub(crate) ops: Vec<OpSpec>,
     pub(crate) to: Vec<Pattern>,
     pub(crate) optional: bool,
+    /// `shape = "any"`: a one-to-one rename without ops whose shape is not bound to symbols.
+    pub(crate) any_shape: bool,
     /// For a required rule: the feature a checkpoint without its source tensor has (a missing
     /// `cls_token` means global average pooling without a class token), named when refusing.
     pub(crate) absent: Option<String>,
@@ -576,10 +587,24 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
             "either every name of a rule has `{i}` or none has".into()
         ));
     }
-    if spec.shape.len() > MAX_RANK {
+    let (dims, any_shape) = match spec.shape {
+        ShapeSpec::Dims(d) => (d, false),
+        ShapeSpec::Any(a) if a == "any" => {
+            if !spec.ops.is_empty() || from.len() != 1 || to.len() != 1 {
+                return Err(err(
+                    "`shape = \"any\"` is for a one-to-one rename without ops".into(),
+                ));
+            }
+            (Vec::new(), true)
+        }
+        ShapeSpec::Any(a) => {
+            return Err(err(format!("shape {a:?}: a list of dimensions or \"any\"")))
+        }
+    };
+    if dims.len() > MAX_RANK {
         return Err(err(format!(
             "shape has {} dimensions (at most {MAX_RANK})",
-            spec.shape.len()
+            dims.len()
         )));
     }
     if spec.ops.len() > MAX_RULE_OPS {
@@ -588,8 +613,7 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
             spec.ops.len()
         )));
     }
-    let shape = spec
-        .shape
+    let shape = dims
         .into_iter()
         .map(|d| match d {
             DimSpec::Int(v) => usize::try_from(v)
@@ -650,6 +674,7 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
         ops,
         to,
         optional: spec.optional,
+        any_shape,
         absent: spec.absent,
     })
 }

@@ -164,7 +164,7 @@ pub(crate) fn dinov2_mlp_width(d: usize, ratio: f64, mlp: Mlp) -> Option<usize> 
     let h = h as usize;
     Some(match mlp {
         Mlp::Standard => h,
-        Mlp::SwiGlu => ((h * 2 / 3) + 7) / 8 * 8,
+        Mlp::SwiGlu => (h * 2 / 3).div_ceil(8) * 8,
     })
 }
 
@@ -571,7 +571,10 @@ impl ViTConfig {
             let ratio = match obj.get("mlp_ratio") {
                 None | Some(Value::Null) => 4.0,
                 Some(v) => v.as_f64().ok_or_else(|| {
-                    cfg_err(format!("field `mlp_ratio` must be a number, got {}", short(v)))
+                    cfg_err(format!(
+                        "field `mlp_ratio` must be a number, got {}",
+                        short(v)
+                    ))
                 })?,
             };
             dinov2_mlp_width(hidden_size, ratio, encoder.mlp).ok_or_else(|| {
@@ -696,7 +699,10 @@ impl ViTConfig {
         b.insert("R".into(), r);
         b.insert(
             "F".into(),
-            if self.has_pooler() {
+            if self.architecture.family().is_dinov2() {
+                // DINOv2's classifier reads [class token, mean patch token].
+                self.hidden_size.saturating_mul(2)
+            } else if self.has_pooler() {
                 r
             } else {
                 self.hidden_size
@@ -710,6 +716,7 @@ impl ViTConfig {
         }
         b.insert("NR".into(), self.encoder.registers);
         b.insert("G".into(), self.intermediate_size);
+        b.insert("M2".into(), self.intermediate_size);
         b
     }
 }

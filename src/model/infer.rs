@@ -16,7 +16,8 @@ use crate::error::Result;
 use crate::tensor::TensorInfo;
 
 /// The model family canonical names imply when the table does not say (the `hf` table reads
-/// every family): BEiT when a name only BEiT has is present (layer scale, relative position
+/// every family): DINOv2 when its layer names or register tokens are present, BEiT when a name
+/// only BEiT has is present (layer scale, relative position
 /// bias, the mean-pooling norm, the masked-image-modelling head, a mask token, or a query bias
 /// without a key bias), else ViT.
 pub(crate) fn family_of(names: &BTreeSet<String>) -> ModelType {
@@ -31,7 +32,18 @@ pub(crate) fn family_of(names: &BTreeSet<String>) -> ModelType {
         names::weight(names::LM_HEAD),
         names::MASK_TOKEN.to_string(),
     ];
-    if beit_only.iter().any(|n| has(n)) || (has(&q_bias) && !has(&k_bias)) {
+    let dinov2_only = [
+        names::weight(&names::layer_of(
+            ModelType::Dinov2,
+            0,
+            LayerPart::NormBefore,
+        )),
+        names::layer_of(ModelType::Dinov2, 0, LayerPart::Lambda1),
+        names::REGISTER_TOKENS.to_string(),
+    ];
+    if dinov2_only.iter().any(|n| has(n)) {
+        ModelType::Dinov2
+    } else if beit_only.iter().any(|n| has(n)) || (has(&q_bias) && !has(&k_bias)) {
         ModelType::Beit
     } else {
         ModelType::Vit
@@ -110,7 +122,11 @@ fn encoder_of(arch: Architecture, get: &dyn Fn(&str) -> bool) -> Encoder {
                 QkvBias::None
             };
             e.mask_token = get(names::MASK_TOKEN) || family == ModelType::Dinov2WithRegisters;
-            if get(&names::weight(&names::layer_of(family, 0, LayerPart::GatedIn))) {
+            if get(&names::weight(&names::layer_of(
+                family,
+                0,
+                LayerPart::GatedIn,
+            ))) {
                 e.mlp = Mlp::SwiGlu;
             }
             // The count comes from the tensor's shape (set by `infer_config`).
@@ -174,7 +190,11 @@ pub(crate) fn infer_config(
     let family = arch.family();
     let layers = (0..)
         .take_while(|&i| {
-            present(&names::weight(&names::layer_of(family, i, LayerPart::NormBefore)))
+            present(&names::weight(&names::layer_of(
+                family,
+                i,
+                LayerPart::NormBefore,
+            )))
         })
         .count();
     let mut encoder = encoder_of(arch, &present);
@@ -505,7 +525,8 @@ pub(crate) fn check_relative_rows(config: &ViTConfig, name: &str, rows: usize) -
 /// [`ErrorKind::Config`](crate::ErrorKind::Config) naming `image_size`, `patch_size` and both
 /// position counts.
 pub(crate) fn check_positions(config: &ViTConfig, rows: usize) -> Result<()> {
-    let tokens = config.tokens()?;
+    // Register tokens have no position.
+    let tokens = config.tokens()? - config.encoder.registers;
     if tokens != rows {
         let held = rows
             .checked_sub(config.architecture.prefix_tokens())
@@ -708,6 +729,10 @@ mod tests {
         });
         add(Architecture::BeitForMaskedImageModeling, &|c| {
             c.encoder.relative_position = RelativePosition::Shared;
+        });
+        add(Architecture::Dinov2WithRegistersModel, &|c| {
+            c.encoder.registers = 4;
+            c.encoder.mlp = Mlp::SwiGlu;
         });
         all
     }

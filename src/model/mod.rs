@@ -20,7 +20,7 @@ pub use activation::Activation;
 pub(crate) use buffers::check_buffer;
 pub(crate) use config::dinov2_mlp_width;
 pub use config::{
-    relative_position_grid, relative_position_index, relative_position_rows, Mlp, Encoder, Pooling,
+    relative_position_grid, relative_position_index, relative_position_rows, Encoder, Mlp, Pooling,
     QkvBias, RelativePosition, ViTConfig,
 };
 pub(crate) use infer::{

@@ -17,6 +17,8 @@ use crate::source::{self, Limits, OpenOptions, TensorSource};
 use crate::tensor::{DType, TensorInfo};
 use crate::write::{self, DeferredMeta, WriteItem};
 
+mod dinov2;
+
 pub use crate::vocab::OutputFormat;
 
 /// Options for [`convert`].
@@ -308,6 +310,8 @@ pub(crate) struct CanonicalPlan {
     pub(crate) arch: Architecture,
     /// Tensors the model class cannot hold, dropped, with why.
     pub(crate) dropped: Vec<(String, String)>,
+    /// Layout changes made after the table (timm's DINOv2 quirks), for the notes.
+    pub(crate) quirks: Vec<String>,
 }
 
 /// Chooses the table and plans the canonical tensors that conversion writes (tensors the model
@@ -327,6 +331,11 @@ pub(crate) fn plan_canonical(
     let family = family
         .or(table.facts.model_type)
         .unwrap_or_else(|| model::family_of(&names));
+    let mut quirks = Vec::new();
+    if family.is_dinov2() {
+        quirks = dinov2::undo_timm_layout(&mut plan, family);
+        names = plan.targets.iter().map(|t| t.info.name.clone()).collect();
+    }
     let (mut arch, mut dropped) = model::architecture_of(family, &names);
     if drop_head && arch.has_head() {
         // The backbone alone: the head's tensors are dropped and reported, and the class is the
@@ -347,6 +356,7 @@ pub(crate) fn plan_canonical(
         plan,
         arch,
         dropped,
+        quirks,
     })
 }
 
@@ -362,6 +372,7 @@ fn canonicalize<'s>(
         plan,
         arch,
         dropped,
+        quirks,
     } = plan_canonical(
         src,
         opts.from,
@@ -420,6 +431,7 @@ fn canonicalize<'s>(
         &mut inf.notes,
     )?;
     let mut notes = inf.notes;
+    notes.extend(quirks);
     for (name, kind, line) in &plan.buffers {
         model::check_buffer(src, &table, (name, *kind, *line), &config)?;
     }
