@@ -18,7 +18,8 @@ pub(crate) fn check_forward_tokens(
     let p = config.patch_size.max(1);
     let tokens = (h / p)
         .saturating_mul(w / p)
-        .saturating_add(config.architecture.prefix_tokens());
+        .saturating_add(config.architecture.prefix_tokens())
+        .saturating_add(config.encoder.registers);
     check_within("forward tokens", Some(tokens), limits.forward_tokens)
 }
 
@@ -41,10 +42,16 @@ pub(crate) fn check_forward_bytes(
         let rows = (h / p)
             .checked_mul(w / p)?
             .checked_add(config.architecture.prefix_tokens())?
+            .checked_add(config.encoder.registers)?
             .checked_mul(b)?;
         let patch_values = patches.checked_mul(c.checked_mul(p)?.checked_mul(p)?)?;
         let emb = patches.checked_mul(d)?;
-        let per_row = d.checked_mul(8)?.checked_add(config.intermediate_size)?;
+        // SwiGLU adds its packed gate and up projections: two more widths per row.
+        let mlp = match config.encoder.mlp {
+            crate::model::Mlp::Standard => config.intermediate_size,
+            crate::model::Mlp::SwiGlu => config.intermediate_size.checked_mul(3)?,
+        };
+        let per_row = d.checked_mul(8)?.checked_add(mlp)?;
         // Relative position bias: a layer's own [H, T, T] and a shared one, and the [T, T]
         // index (8-byte entries: two f32 slots each).
         let tokens = rows / b.max(1);

@@ -9,7 +9,7 @@ use super::{least_precise, Layer, Linear, Model, Norm};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::names::{self, LayerPart};
 use crate::model::{
-    self, disk_name, Architecture, ModelType, Pooling, RelativePosition, ViTConfig,
+    self, disk_name, Architecture, Mlp, ModelType, Pooling, RelativePosition, ViTConfig,
 };
 use crate::source::TensorSource;
 
@@ -71,10 +71,21 @@ impl Loader<'_> {
             }
         }
         if config.num_hidden_layers > 0 {
-            let fc1 = names::weight(&names::layer(0, LayerPart::Intermediate));
+            let family = config.architecture.family();
+            let (fc1, halve) = match config.encoder.mlp {
+                Mlp::Standard => (
+                    names::weight(&names::layer_of(family, 0, LayerPart::Intermediate)),
+                    1,
+                ),
+                Mlp::SwiGlu => (
+                    names::weight(&names::layer_of(family, 0, LayerPart::GatedIn)),
+                    2,
+                ),
+            };
             let m = self
                 .shape(&fc1)
                 .and_then(|s| s.first().copied())
+                .map(|m| m / halve)
                 .ok_or_else(|| self.not_found(&fc1))?;
             if config.intermediate_size != m {
                 return Err(model::mismatch(
@@ -229,7 +240,18 @@ impl Loader<'_> {
         let (d, m) = (config.hidden_size, config.intermediate_size);
         let e = config.encoder;
         let [qb, kb, vb] = e.qkv_bias.flags();
-        let part = |p| names::layer(i, p);
+        let family = config.architecture.family();
+        let part = |p| names::layer_of(family, i, p);
+        let (fc1, fc2) = match e.mlp {
+            Mlp::Standard => (
+                self.linear(&part(LayerPart::Intermediate), m, d, true)?,
+                self.linear(&part(LayerPart::Output), d, m, true)?,
+            ),
+            Mlp::SwiGlu => (
+                self.linear(&part(LayerPart::GatedIn), m.saturating_mul(2), d, true)?,
+                self.linear(&part(LayerPart::GatedOut), d, m, true)?,
+            ),
+        };
         Ok(Layer {
             ln1: self.norm(&part(LayerPart::NormBefore), d)?,
             q: self.linear(&part(LayerPart::Query), d, d, qb)?,
@@ -237,8 +259,8 @@ impl Loader<'_> {
             v: self.linear(&part(LayerPart::Value), d, d, vb)?,
             o: self.linear(&part(LayerPart::AttentionOutput), d, d, true)?,
             ln2: self.norm(&part(LayerPart::NormAfter), d)?,
-            fc1: self.linear(&part(LayerPart::Intermediate), m, d, true)?,
-            fc2: self.linear(&part(LayerPart::Output), d, m, true)?,
+            fc1,
+            fc2,
             lambda: if e.layer_scale {
                 Some([
                     self.param(&part(LayerPart::Lambda1), &[d])?,
@@ -286,8 +308,17 @@ impl Model {
         };
         if e.mask_token {
             // Used only with `bool_masked_pos`, which the reference pass does not take.
-            l.param(names::MASK_TOKEN, &[1, 1, d])?;
+            if arch.family().is_dinov2() {
+                l.param(names::MASK_TOKEN, &[1, d])?;
+            } else {
+                l.param(names::MASK_TOKEN, &[1, 1, d])?;
+            }
         }
+        let registers = if e.registers > 0 {
+            Some(l.param(names::REGISTER_TOKENS, &[1, e.registers, d])?)
+        } else {
+            None
+        };
         let pos = if e.absolute_position {
             Some(l.param(names::POSITION_EMBEDDINGS, &[1, pos_rows, d])?)
         } else {
@@ -353,6 +384,11 @@ impl Model {
                 l.linear(names::CLASSIFIER, k, d, true)?,
                 l.linear(names::DISTILLATION_CLASSIFIER, k, d, true)?,
             ],
+            // DINOv2's classifier reads [class token, mean patch token].
+            Architecture::Dinov2ForImageClassification
+            | Architecture::Dinov2WithRegistersForImageClassification => {
+                vec![l.linear(names::CLASSIFIER, k, d.saturating_mul(2), true)?]
+            }
             _ => Vec::new(),
         };
         let lm_head = if mim {
@@ -391,6 +427,7 @@ impl Model {
             pos,
             pos_rows,
             patch,
+            registers,
             shared_relative,
             layers,
             ln,

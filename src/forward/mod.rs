@@ -122,6 +122,8 @@ pub struct Model {
     pos: Option<P>,
     pos_rows: usize,
     patch: Linear,
+    /// DINOv2's register tokens `[1, R, D]`.
+    registers: Option<P>,
     /// The relative position bias table every layer shares.
     shared_relative: Option<P>,
     layers: Vec<Layer>,

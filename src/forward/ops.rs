@@ -265,6 +265,21 @@ pub(crate) fn gelu_erf(v: f32) -> f32 {
     0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+/// SwiGLU's middle: for each row of `packed` (`[rows, 2·m]`, the gate's `m` columns first),
+/// `out = silu(gate) · up` (`[rows, m]`), as DINOv2's `Dinov2SwiGLUFFN` computes it.
+pub(crate) fn swiglu(packed: &[f32], out: &mut [f32], m: usize) {
+    for (src, dst) in packed
+        .chunks_exact(2 * m.max(1))
+        .zip(out.chunks_exact_mut(m.max(1)))
+    {
+        let (gate, up) = src.split_at(m);
+        for ((o, &g), &u) in dst.iter_mut().zip(gate).zip(up) {
+            let g64 = f64::from(g);
+            *o = (g64 / (1.0 + (-g64).exp())) as f32 * u;
+        }
+    }
+}
+
 /// `x · sigmoid(1.702 x)`, as HF `quick_gelu` (OpenAI CLIP).
 pub(crate) fn quick_gelu(v: f32) -> f32 {
     let x = f64::from(v);

@@ -7,7 +7,7 @@ use ndarray::{concatenate, s, Array2, Array3, ArrayView1, ArrayView2, ArrayView4
 use super::weights::{Resolved, P};
 use super::{budget, interp, ops, relpos, ForwardOptions, ForwardOutput, Linear, Model, Norm};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{self, Activation, ModelType};
+use crate::model::{self, Activation, Mlp, ModelType};
 use crate::progress::{NoProgress, Progress, Stage};
 
 /// `p` as a `[rows, cols]` matrix.
@@ -119,7 +119,7 @@ impl Model {
             })?;
         let d = cfg.hidden_size;
         let grid: Vec<f32> = pos.slice(s![prefix.., ..]).iter().copied().collect();
-        let out = interp::bicubic_grid(&grid, (s, s), (gh, gw), d, opts.pos_interp);
+        let out = interp::bicubic_grid(&grid, (s, s), (gh, gw), d, self.pos_interp(opts));
         let out =
             Array2::from_shape_vec((gh * gw, d), out).map_err(|e| ErrorKind::InvalidLayout {
                 reason: e.to_string(),
@@ -137,7 +137,18 @@ impl Model {
     /// and always for BEiT (transformers' BEiT resamples its position embeddings and relative
     /// position bias for every input size).
     fn any_size(&self, opts: &ForwardOptions) -> bool {
-        opts.interpolate_pos_encoding || self.config.architecture.family() == ModelType::Beit
+        let family = self.config.architecture.family();
+        opts.interpolate_pos_encoding || family == ModelType::Beit || family.is_dinov2()
+    }
+
+    /// How the position grid is resampled: DINOv2 by its own rule (bicubic to the input's grid;
+    /// with registers antialiased, as transformers does), the others as `opts` says.
+    fn pos_interp(&self, opts: &ForwardOptions) -> interp::PosInterp {
+        match self.config.architecture.family() {
+            ModelType::Dinov2 => interp::PosInterp::Hf,
+            ModelType::Dinov2WithRegisters => interp::PosInterp::Antialias,
+            _ => opts.pos_interp,
+        }
     }
 
     /// Runs the model on a batch `[B, C, H, W]` of float32 pixels.
@@ -263,7 +274,7 @@ impl Model {
             }
             None => None,
         };
-        let t = gh * gw + cfg.architecture.prefix_tokens();
+        let t = gh * gw + cfg.architecture.prefix_tokens() + cfg.encoder.registers;
         let x = self.embed(w, pixels, pos.as_ref(), t)?;
         let last = self.encoder(w, x, t, b, (gh, gw), progress)?;
         let heads = self.heads(w, &last, t)?;
@@ -297,8 +308,10 @@ impl Model {
         let d = cfg.hidden_size;
         let p = cfg.patch_size;
         let prefix = cfg.architecture.prefix_tokens();
+        let regs = cfg.encoder.registers;
         let n = (h / p) * (wd / p);
-        if n + prefix != t || pos.is_some_and(|pos| pos.nrows() != t) {
+        // Positions cover the prefix and patch tokens; register tokens have none.
+        if n + prefix + regs != t || pos.is_some_and(|pos| pos.nrows() != n + prefix) {
             return Err(ErrorKind::InvalidLayout {
                 reason: format!(
                     "{} tokens but {} position embeddings",
@@ -329,6 +342,10 @@ impl Model {
             Some(dt) => Some(vector(w, dt, d)?),
             None => None,
         };
+        let registers = match self.registers {
+            Some(r) => Some(mat(w, r, regs, d)?),
+            None => None,
+        };
         let mut x = Array2::<f32>::zeros((rows, d));
         for (mut block, e) in x
             .axis_chunks_iter_mut(Axis(0), t.max(1))
@@ -338,9 +355,17 @@ impl Model {
             if let Some(dt) = dist {
                 block.row_mut(1).assign(&ArrayView1::from(dt));
             }
-            block.slice_mut(s![prefix.., ..]).assign(&e);
+            block.slice_mut(s![prefix + regs.., ..]).assign(&e);
             if let Some(pos) = pos {
-                block += pos;
+                // The prefix rows, then the patch rows (after the registers).
+                let mut head = block.slice_mut(s![..prefix, ..]);
+                head += &pos.slice(s![..prefix, ..]);
+                let mut tail = block.slice_mut(s![prefix + regs.., ..]);
+                tail += &pos.slice(s![prefix.., ..]);
+            }
+            // Register tokens go in after the class token, after the positions (DINOv2).
+            if let Some(r) = &registers {
+                block.slice_mut(s![prefix..prefix + regs, ..]).assign(r);
             }
         }
         Ok(x)
@@ -375,6 +400,13 @@ impl Model {
         let mut a = Array2::<f32>::zeros((rows, d));
         let mut y = Array2::<f32>::zeros((rows, d));
         let mut inter = Array2::<f32>::zeros((rows, cfg.intermediate_size));
+        let mut gated = match cfg.encoder.mlp {
+            Mlp::Standard => None,
+            Mlp::SwiGlu => Some(Array2::<f32>::zeros((
+                rows,
+                cfg.intermediate_size.saturating_mul(2),
+            ))),
+        };
         let shared = match self.shared_relative {
             Some(table) => Some(self.relative_bias(w, table, grid)?),
             None => None,
@@ -404,7 +436,14 @@ impl Model {
                 scale_rows(&mut y, vector(w, l1, d)?)?;
             }
             self.add_norm(w, Some(&l.ln2), &mut x, Some(&y), &mut hn)?;
-            self.linear(w, &l.fc1, hn.view(), Some(act), inter.view_mut())?;
+            match gated.as_mut() {
+                None => self.linear(w, &l.fc1, hn.view(), Some(act), inter.view_mut())?,
+                Some(g) => {
+                    // SwiGLU: silu(gate) · up, the gate's columns first.
+                    self.linear(w, &l.fc1, hn.view(), None, g.view_mut())?;
+                    ops::swiglu(slice(g)?, slice_mut(&mut inter)?, cfg.intermediate_size);
+                }
+            }
             self.linear(w, &l.fc2, inter.view(), None, y.view_mut())?;
             if let Some([_, l2]) = l.lambda {
                 scale_rows(&mut y, vector(w, l2, d)?)?;
@@ -435,6 +474,24 @@ impl Model {
         }
         // What the classifier reads: BEiT's pooled output (the normed mean of the patch tokens,
         // or the class token), else the class (or distillation) token.
+        let family = self.config.architecture.family();
+        if family.is_dinov2() {
+            // pooler_output: the normed class token; the classifier reads it beside the mean
+            // of the patch tokens (after the registers).
+            let cls = token_rows(last.view(), 0, t);
+            out.pooler_output = Some(cls.clone());
+            if let Some(hd) = self.heads.first() {
+                let skip = self.config.architecture.prefix_tokens() + self.config.encoder.registers;
+                let mean = mean_patch_tokens(last.view(), skip, t);
+                let input = concatenate(Axis(1), &[cls.view(), mean.view()]).map_err(|e| {
+                    ErrorKind::InvalidLayout {
+                        reason: e.to_string(),
+                    }
+                })?;
+                out.logits = Some(self.head(w, hd, &input)?);
+            }
+            return Ok(out);
+        }
         let pooled = match &self.pooler_norm {
             Some(nm) => {
                 let mean =

@@ -364,8 +364,14 @@ impl ViTConfig {
         m.remove("intermediate_size");
         m.insert(
             "mlp_ratio".into(),
-            dinov2_mlp_ratio(self.hidden_size, self.intermediate_size, e.mlp)
-                .map_or(Value::Null, |r| json!(r)),
+            dinov2_mlp_ratio(self.hidden_size, self.intermediate_size, e.mlp).map_or(
+                Value::Null,
+                // An integer ratio is written as one (`4`), as transformers' configs hold it.
+                |r| match (r.fract() == 0.0, u64::try_from(r as i64)) {
+                    (true, Ok(n)) => json!(n),
+                    _ => json!(r),
+                },
+            ),
         );
         m.insert("qkv_bias".into(), json!(e.qkv_bias == QkvBias::All));
         m.insert("layerscale_value".into(), json!(1.0));

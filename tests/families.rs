@@ -1,0 +1,195 @@
+//! DINOv2 (± registers, SwiGLU, classifier) against ground truth from timm, the dinov2 hub
+//! layout and transformers (`fixtures/convert/families_cases.json`, made by
+//! `fixtures/generate_vlm.py`): every source converts (detected) to exactly the tensors
+//! transformers saved, with its config; the forward pass matches every output transformers
+//! recorded, at other input sizes too (DINOv2 always resamples its positions; with registers
+//! antialiased). CLIP and SigLIP cases of the same manifest are not converted yet and are
+//! skipped by family.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use vit_convert::forward::{ForwardOptions, Output};
+use vit_convert::verify::F32Array;
+use vit_convert::{convert, verify_model, ConfigOverrides, ConvertOptions, ErrorKind, Model};
+
+use common::tensors;
+
+/// The families this build converts.
+const SUPPORTED: &[&str] = &["dinov2", "hf"];
+
+fn cases() -> Vec<Value> {
+    let text = std::fs::read_to_string(common::fixture("convert", "families_cases.json")).unwrap();
+    let all: Vec<Value> = serde_json::from_str(&text).unwrap();
+    all.into_iter()
+        .filter(|c| SUPPORTED.contains(&c["family"].as_str().unwrap()))
+        .collect()
+}
+
+fn dir(case: &Value) -> PathBuf {
+    common::fixture_dir("convert").join(case["dir"].as_str().unwrap())
+}
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The `config.json` fields a DINOv2 conversion must get right (`layerscale_value` only
+/// initialises the lambdas, which the weights hold).
+const FIELDS: &[&str] = &[
+    "architectures",
+    "model_type",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "mlp_ratio",
+    "patch_size",
+    "image_size",
+    "num_channels",
+    "layer_norm_eps",
+    "hidden_act",
+    "qkv_bias",
+    "use_swiglu_ffn",
+    "num_register_tokens",
+    "use_mask_token",
+];
+
+#[test]
+fn every_source_converts_to_the_tensors_and_config_transformers_saved() {
+    let mut checked = 0;
+    for case in cases() {
+        let d = dir(&case);
+        let expected_dir = d.join(case["expected_dir"].as_str().unwrap());
+        let expected = tensors(&expected_dir.join("model.safetensors"));
+        let want = read_json(&expected_dir.join("config.json"));
+        let family = case["family"].as_str().unwrap();
+        let heads = case["config"]["num_attention_heads"].as_u64().unwrap() as usize;
+        for source in case["sources"].as_array().unwrap() {
+            let input = d.join(source["file"].as_str().unwrap());
+            for f in [family, "auto"] {
+                let out = tempfile::tempdir().unwrap();
+                let opts = ConvertOptions {
+                    from: (f != "auto").then(|| f.parse().unwrap()),
+                    // tiny test models: 24 wide, 2 heads (real ones are hidden/64)
+                    overrides: ConfigOverrides {
+                        num_heads: Some(heads),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                let r = convert(&input, out.path(), &opts)
+                    .unwrap_or_else(|e| panic!("{} --from {f}: {e}", input.display()));
+                assert_eq!(r.mapping.table, family);
+                assert_eq!(
+                    r.architecture.name(),
+                    case["architecture"].as_str().unwrap()
+                );
+                let got = tensors(&out.path().join("model.safetensors"));
+                assert_eq!(
+                    got.keys().collect::<Vec<_>>(),
+                    expected.keys().collect::<Vec<_>>(),
+                    "{}",
+                    input.display()
+                );
+                assert!(got == expected, "{}: tensor values differ", input.display());
+                let cfg = read_json(&out.path().join("config.json"));
+                for k in FIELDS {
+                    assert_eq!(cfg[k], want[k], "{} --from {f}: {k}", input.display());
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 22, "{checked}");
+}
+
+#[test]
+fn the_forward_pass_matches_transformers_for_every_output_and_size() {
+    let mut compared = 0;
+    for case in cases() {
+        let d = dir(&case);
+        let model = Model::load(d.join(case["expected_dir"].as_str().unwrap())).unwrap();
+        for (name, io) in case["io"].as_object().unwrap() {
+            let input = F32Array::read_npy(d.join(io["input"].as_str().unwrap())).unwrap();
+            for (key, file) in io["outputs"].as_object().unwrap() {
+                let expected = F32Array::read_npy(d.join(file.as_str().unwrap())).unwrap();
+                let which: Output = match key.as_str() {
+                    "pooler_output" => Output::Pooler,
+                    k => k.parse().unwrap(),
+                };
+                // DINOv2 runs any size, flag or not, as transformers does.
+                for interpolate in [false, true] {
+                    let opts = ForwardOptions {
+                        interpolate_pos_encoding: interpolate,
+                        compare: Some(which),
+                        ..Default::default()
+                    };
+                    let r = verify_model(&model, &input, &expected, &opts, None).unwrap();
+                    assert!(
+                        r.passed,
+                        "{} {name} {key}: max |Δ| {}",
+                        case["case"], r.max_abs_error
+                    );
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared >= 60, "{compared}");
+}
+
+#[test]
+fn timm_quirks_are_undone_and_reported() {
+    let out = tempfile::tempdir().unwrap();
+    let opts = ConvertOptions {
+        overrides: ConfigOverrides {
+            num_heads: Some(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let d = common::fixture_dir("convert");
+    let r = convert(d.join("dinov2_reg/timm.pth"), out.path(), &opts).unwrap();
+    assert!(
+        r.notes.iter().any(|n| n.contains("no class row")),
+        "{:?}",
+        r.notes
+    );
+    assert!(
+        r.notes.iter().any(|n| n.contains("mask_token: zeros")),
+        "{:?}",
+        r.notes
+    );
+    let out = tempfile::tempdir().unwrap();
+    let r = convert(d.join("dinov2_giant/timm.pth"), out.path(), &opts).unwrap();
+    assert!(
+        r.notes.iter().any(|n| n.contains("SwiGLU packed")),
+        "{:?}",
+        r.notes
+    );
+}
+
+#[test]
+fn dinov2_outside_safetensors_is_refused_naming_why() {
+    use vit_convert::conversion::OutputFormat;
+    let d = common::fixture_dir("convert").join("dinov2_small");
+    for to in [OutputFormat::Timm, OutputFormat::Npz, OutputFormat::Flax] {
+        let out = tempfile::tempdir().unwrap();
+        let opts = ConvertOptions {
+            to,
+            overrides: ConfigOverrides {
+                num_heads: Some(2),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = convert(d.join("hub.pth"), out.path(), &opts).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::InvalidOption { reason } if reason.to_lowercase().contains("dinov2")),
+            "{to:?}: {e}"
+        );
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    }
+}
