@@ -47,7 +47,8 @@ impl Loader<'_> {
     /// them sizes an allocation; returns the position-embedding rows (0 without them).
     pub(super) fn check(&self, config: &ViTConfig) -> Result<usize> {
         let cfg_err = |reason: String| -> Error { ErrorKind::Config { reason }.into() };
-        let patch = names::weight(names::PATCH);
+        let family = config.architecture.family();
+        let patch = names::weight(names::patch(family));
         let shape = self.shape(&patch).ok_or_else(|| self.not_found(&patch))?;
         let [d, c, ph, pw] = shape[..] else {
             return Err(cfg_err(format!(
@@ -167,15 +168,17 @@ impl Loader<'_> {
             config.tokens()?;
             return Ok(0);
         }
-        let pos = names::POSITION_EMBEDDINGS;
-        let rows = match self.shape(pos).as_deref() {
-            Some(&[1, rows, dd]) if dd == d => rows,
-            Some(other) => {
+        let pos = names::position_embeddings(family);
+        let rows = match (self.shape(pos).as_deref(), family.is_clip_style()) {
+            (Some(&[1, rows, dd]), false) if dd == d => rows,
+            (Some(&[rows, dd]), true) if dd == d => rows,
+            (Some(other), _) => {
                 return Err(cfg_err(format!(
-                    "{pos} has shape {other:?}, expected [1, tokens, {d}]"
+                    "{pos} has shape {other:?}, expected [{}tokens, {d}]",
+                    if family.is_clip_style() { "" } else { "1, " }
                 )))
             }
-            None => return Err(self.not_found(pos)),
+            (None, _) => return Err(self.not_found(pos)),
         };
         model::check_positions(config, rows)?;
         Ok(rows)
@@ -233,6 +236,24 @@ impl Loader<'_> {
         Ok(Norm {
             w: self.param(&names::weight(base), &[d])?,
             b: self.param(&names::bias(base), &[d])?,
+        })
+    }
+
+    /// SigLIP's attention-pooling head: the probe, the packed q/k/v projection (split into
+    /// three `[D, D]` linears), the output projection, its LayerNorm and MLP.
+    fn map_head(&mut self, config: &ViTConfig) -> Result<super::MapHead> {
+        let (d, m) = (config.hidden_size, config.intermediate_size);
+        let probe = self.param(names::MAP_PROBE, &[1, 1, d])?;
+        let in_w = self.param(names::MAP_IN_PROJ_WEIGHT, &[d.saturating_mul(3), d])?;
+        let in_b = self.param(names::MAP_IN_PROJ_BIAS, &[d.saturating_mul(3)])?;
+        Ok(super::MapHead {
+            probe,
+            in_w,
+            in_b,
+            out: self.linear(names::MAP_OUT_PROJ, d, d, true)?,
+            norm: self.norm(names::MAP_NORM, d)?,
+            fc1: self.linear(names::MAP_FC1, m, d, true)?,
+            fc2: self.linear(names::MAP_FC2, d, m, true)?,
         })
     }
 
@@ -300,7 +321,12 @@ impl Model {
         let e = config.encoder;
         let arch = config.architecture;
         let rel_rows = model::relative_position_rows(config.grid()).unwrap_or(0);
-        let cls = l.param(names::CLS_TOKEN, &[1, 1, d])?;
+        let family = arch.family();
+        let cls = match (e.class_token, family) {
+            (false, _) => None,
+            (true, ModelType::ClipVision) => Some(l.param(names::cls_token(family), &[d])?),
+            (true, _) => Some(l.param(names::cls_token(family), &[1, 1, d])?),
+        };
         let dist = if arch.prefix_tokens() == 2 {
             Some(l.param(names::DISTILLATION_TOKEN, &[1, 1, d])?)
         } else {
@@ -319,16 +345,26 @@ impl Model {
         } else {
             None
         };
-        let pos = if e.absolute_position {
-            Some(l.param(names::POSITION_EMBEDDINGS, &[1, pos_rows, d])?)
-        } else {
-            None
+        let pos = match (e.absolute_position, family.is_clip_style()) {
+            (false, _) => None,
+            (true, true) => Some(l.param(names::position_embeddings(family), &[pos_rows, d])?),
+            (true, false) => Some(l.param(names::position_embeddings(family), &[1, pos_rows, d])?),
         };
         let patch = Linear {
-            w: l.param(&names::weight(names::PATCH), &[d, c, p, p])?,
-            b: Some(l.param(&names::bias(names::PATCH), &[d])?),
+            w: l.param(&names::weight(names::patch(family)), &[d, c, p, p])?,
+            // CLIP's patch convolution has no bias.
+            b: if family == ModelType::ClipVision {
+                None
+            } else {
+                Some(l.param(&names::bias(names::patch(family)), &[d])?)
+            },
             out: d,
             inp: c.saturating_mul(p).saturating_mul(p),
+        };
+        let pre_norm = if e.pre_norm {
+            Some(l.norm(names::PRE_NORM, d)?)
+        } else {
+            None
         };
         let shared_relative = if e.relative_position == RelativePosition::Shared {
             Some(l.param(
@@ -344,7 +380,24 @@ impl Model {
         }
         let mim = arch == Architecture::BeitForMaskedImageModeling;
         let ln = if e.final_norm() && !mim {
-            Some(l.norm(names::FINAL_NORM, d)?)
+            Some(l.norm(names::final_norm(family), d)?)
+        } else {
+            None
+        };
+        // CLIP normalises only the pooled class token, then projects it.
+        let post_norm = if e.pooling == Pooling::ClassTokenPostNorm {
+            Some(l.norm(names::final_norm(family), d)?)
+        } else {
+            None
+        };
+        let projection = match config.projection_dim {
+            Some(pd) if arch == Architecture::ClipVisionModelWithProjection => {
+                Some(l.linear(names::VISUAL_PROJECTION, pd, d, false)?)
+            }
+            _ => None,
+        };
+        let map_head = if e.pooling == Pooling::Map {
+            Some(l.map_head(config)?)
         } else {
             None
         };
@@ -428,6 +481,10 @@ impl Model {
             pos_rows,
             patch,
             registers,
+            pre_norm,
+            post_norm,
+            projection,
+            map_head,
             shared_relative,
             layers,
             ln,

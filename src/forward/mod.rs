@@ -68,6 +68,8 @@ pub struct ForwardOutput {
     /// `[B, N, V]` masked-image-modelling logits over every patch token
     /// (`BeitForMaskedImageModeling`).
     pub token_logits: Option<Array3<f32>>,
+    /// `[B, projection_dim]` CLIP's projected image embedding.
+    pub image_embeds: Option<Array2<f32>>,
 }
 
 /// A linear layer's parameters: weight `[out, in]`, optional bias `[out]`.
@@ -101,7 +103,21 @@ struct Layer {
     relative: Option<P>,
 }
 
-/// A canonical ViT/DeiT model loaded for the reference forward pass (weights in f32).
+/// SigLIP's multi-head attention pooling head.
+#[derive(Clone, Copy)]
+struct MapHead {
+    /// The probe `[1, 1, D]`.
+    probe: P,
+    /// The packed q/k/v projection `[3·D, D]` and its bias `[3·D]`.
+    in_w: P,
+    in_b: P,
+    out: Linear,
+    norm: Norm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// A canonical model loaded for the reference forward pass (weights in f32).
 ///
 /// ```
 /// use vit_convert::{forward::ForwardOptions, verify::F32Array, Model};
@@ -116,7 +132,8 @@ struct Layer {
 pub struct Model {
     config: ViTConfig,
     weights: Weights,
-    cls: P,
+    /// The class token (none in SigLIP).
+    cls: Option<P>,
     dist: Option<P>,
     /// Absolute position embeddings (`pos_rows` rows), when the model has them.
     pos: Option<P>,
@@ -124,6 +141,14 @@ pub struct Model {
     patch: Linear,
     /// DINOv2's register tokens `[1, R, D]`.
     registers: Option<P>,
+    /// CLIP's LayerNorm on the embeddings.
+    pre_norm: Option<Norm>,
+    /// CLIP's LayerNorm on the pooled class token.
+    post_norm: Option<Norm>,
+    /// CLIP's projection (`image_embeds`).
+    projection: Option<Linear>,
+    /// SigLIP's pooling head.
+    map_head: Option<MapHead>,
     /// The relative position bias table every layer shares.
     shared_relative: Option<P>,
     layers: Vec<Layer>,

@@ -26,7 +26,7 @@ pub enum Output {
     Pooler,
     /// The last hidden state `[B, T, D]`.
     LastHiddenState,
-    /// The projected image embedding (CLIP with projection); no supported model has one yet.
+    /// The projected image embedding `[B, projection_dim]` (CLIP with projection).
     ImageEmbeds,
 }
 
@@ -80,10 +80,13 @@ impl ForwardOutput {
                 let h = &self.last_hidden_state;
                 flat(h.shape(), h.iter().copied().collect())
             }
-            Output::ImageEmbeds => Err(missing(
-                which,
-                "the model has no image projection (CLIP with projection)",
-            )),
+            Output::ImageEmbeds => match &self.image_embeds {
+                Some(e) => flat(e.shape(), e.iter().copied().collect()),
+                None => Err(missing(
+                    which,
+                    "the model has no image projection (CLIP with projection)",
+                )),
+            },
         }
     }
 

@@ -291,6 +291,7 @@ impl Model {
             distillation_logits: heads.distillation_logits,
             pooler_output: heads.pooler_output,
             token_logits: heads.token_logits,
+            image_embeds: heads.image_embeds,
         })
     }
 
@@ -337,7 +338,10 @@ impl Model {
         let mut emb = Array2::<f32>::zeros((patch_rows, d));
         self.linear(w, &self.patch, patches.view(), None, emb.view_mut())?;
         drop(patches);
-        let cls = vector(w, self.cls, d)?;
+        let cls = match self.cls {
+            Some(c) => Some(vector(w, c, d)?),
+            None => None,
+        };
         let dist = match self.dist {
             Some(dt) => Some(vector(w, dt, d)?),
             None => None,
@@ -351,7 +355,9 @@ impl Model {
             .axis_chunks_iter_mut(Axis(0), t.max(1))
             .zip(emb.axis_chunks_iter(Axis(0), n.max(1)))
         {
-            block.row_mut(0).assign(&ArrayView1::from(cls));
+            if let Some(cls) = cls {
+                block.row_mut(0).assign(&ArrayView1::from(cls));
+            }
             if let Some(dt) = dist {
                 block.row_mut(1).assign(&ArrayView1::from(dt));
             }
@@ -414,6 +420,11 @@ impl Model {
         let layers = u64::try_from(self.layers.len()).unwrap_or(u64::MAX);
         let samples = u64::try_from(b).unwrap_or(u64::MAX);
         progress.start(Stage::Forward, layers.saturating_mul(samples));
+        if let Some(pn) = &self.pre_norm {
+            // CLIP normalises the embeddings before the first layer.
+            self.add_norm(w, Some(pn), &mut x, None, &mut hn)?;
+            std::mem::swap(&mut x, &mut hn);
+        }
         if let Some(first) = self.layers.first() {
             self.add_norm(w, Some(&first.ln1), &mut x, None, &mut hn)?;
         }
@@ -475,6 +486,21 @@ impl Model {
         // What the classifier reads: BEiT's pooled output (the normed mean of the patch tokens,
         // or the class token), else the class (or distillation) token.
         let family = self.config.architecture.family();
+        if let Some(pn) = &self.post_norm {
+            // CLIP: pooler_output = post_layernorm(class token); image_embeds its projection.
+            let mut cls = token_rows(last.view(), 0, t);
+            let mut pooled = Array2::<f32>::zeros(cls.dim());
+            self.add_norm(w, Some(pn), &mut cls, None, &mut pooled)?;
+            if let Some(proj) = &self.projection {
+                out.image_embeds = Some(self.head(w, proj, &pooled)?);
+            }
+            out.pooler_output = Some(pooled);
+            return Ok(out);
+        }
+        if let Some(mh) = &self.map_head {
+            out.pooler_output = Some(self.map_pool(w, mh, last, t)?);
+            return Ok(out);
+        }
         if family.is_dinov2() {
             // pooler_output: the normed class token; the classifier reads it beside the mean
             // of the patch tokens (after the registers).
@@ -560,10 +586,69 @@ impl Model {
     }
 }
 
+impl Model {
+    /// SigLIP's attention pooling: the probe attends over each sample's `t` tokens of `last`
+    /// (packed q/k/v projection, `H` heads, softmax of the scaled scores), then the output
+    /// projection and a residual MLP on its LayerNorm: `a + fc2(act(fc1(norm(a))))`.
+    fn map_pool(
+        &self,
+        w: &Resolved<'_>,
+        mh: &super::MapHead,
+        last: &Array2<f32>,
+        t: usize,
+    ) -> Result<Array2<f32>> {
+        let cfg = &self.config;
+        let d = cfg.hidden_size;
+        let heads = cfg.num_attention_heads.max(1);
+        let hd = d / heads;
+        let in_w = mat(w, mh.in_w, 3 * d, d)?;
+        let in_b = vector(w, mh.in_b, 3 * d)?;
+        let probe = mat(w, mh.probe, 1, d)?;
+        let (wq, wk, wv) = (
+            in_w.slice(s![..d, ..]),
+            in_w.slice(s![d..2 * d, ..]),
+            in_w.slice(s![2 * d.., ..]),
+        );
+        let bias = |k: usize| ArrayView1::from(&in_b[k * d..(k + 1) * d]);
+        let q = probe.dot(&wq.t()) + &bias(0);
+        let k = last.dot(&wk.t()) + &bias(1);
+        let v = last.dot(&wv.t()) + &bias(2);
+        let samples = last.nrows() / t.max(1);
+        let scale = (hd as f64).powf(-0.5) as f32;
+        let mut a = Array2::<f32>::zeros((samples, d));
+        let mut scores = vec![0f32; t];
+        for s_ in 0..samples {
+            for h in 0..heads {
+                let cols = h * hd..(h + 1) * hd;
+                let qh = q.slice(s![0, cols.clone()]);
+                for (j, sc) in scores.iter_mut().enumerate() {
+                    *sc = qh.dot(&k.slice(s![s_ * t + j, cols.clone()])) * scale;
+                }
+                ops::softmax_rows(&mut scores, t);
+                let mut out = a.slice_mut(s![s_, cols.clone()]);
+                for (j, &p) in scores.iter().enumerate() {
+                    out.scaled_add(p, &v.slice(s![s_ * t + j, cols.clone()]));
+                }
+            }
+        }
+        let mut o = Array2::<f32>::zeros((samples, d));
+        self.linear(w, &mh.out, a.view(), None, o.view_mut())?;
+        let mut normed = Array2::<f32>::zeros(o.dim());
+        let mut x = o.clone();
+        self.add_norm(w, Some(&mh.norm), &mut x, None, &mut normed)?;
+        let mut inter = Array2::<f32>::zeros((samples, mh.fc1.out));
+        self.linear(w, &mh.fc1, normed.view(), Some(cfg.hidden_act), inter.view_mut())?;
+        let mut y = Array2::<f32>::zeros((samples, d));
+        self.linear(w, &mh.fc2, inter.view(), None, y.view_mut())?;
+        Ok(o + y)
+    }
+}
+
 /// What [`Model::heads`] computed.
 #[derive(Default)]
 struct Heads {
     pooler_output: Option<Array2<f32>>,
+    image_embeds: Option<Array2<f32>>,
     logits: Option<Array2<f32>>,
     cls_logits: Option<Array2<f32>>,
     distillation_logits: Option<Array2<f32>>,

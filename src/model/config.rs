@@ -64,6 +64,11 @@ pub enum Pooling {
     /// The mean of the patch tokens, then `pooler.layernorm`; the body has no final LayerNorm
     /// (BEiT `use_mean_pooling`).
     MeanPatchTokens,
+    /// The class token through `post_layernorm`; the last hidden state is not normalised (CLIP).
+    ClassTokenPostNorm,
+    /// Multi-head attention pooling: a learned probe attends over the normalised tokens, then a
+    /// residual MLP (SigLIP's `head`).
+    Map,
 }
 
 /// The MLP of each block.
@@ -102,6 +107,10 @@ pub struct Encoder {
     pub registers: usize,
     /// The MLP kind.
     pub mlp: Mlp,
+    /// A class token leads the sequence (not in SigLIP).
+    pub class_token: bool,
+    /// A LayerNorm on the embeddings before the first layer (CLIP's `pre_layrnorm`).
+    pub pre_norm: bool,
 }
 
 impl Encoder {
@@ -120,6 +129,24 @@ impl Encoder {
                 mask_token: false,
                 registers: 0,
                 mlp: Mlp::Standard,
+                class_token: true,
+                pre_norm: false,
+            },
+            ModelType::ClipVision | ModelType::SiglipVision => Encoder {
+                absolute_position: true,
+                relative_position: RelativePosition::None,
+                layer_scale: false,
+                qkv_bias: QkvBias::All,
+                pooling: if family == ModelType::ClipVision {
+                    Pooling::ClassTokenPostNorm
+                } else {
+                    Pooling::Map
+                },
+                mask_token: false,
+                registers: 0,
+                mlp: Mlp::Standard,
+                class_token: family == ModelType::ClipVision,
+                pre_norm: family == ModelType::ClipVision,
             },
             ModelType::Dinov2 | ModelType::Dinov2WithRegisters => Encoder {
                 absolute_position: true,
@@ -130,6 +157,8 @@ impl Encoder {
                 mask_token: true,
                 registers: 0,
                 mlp: Mlp::Standard,
+                class_token: true,
+                pre_norm: false,
             },
             ModelType::Vit | ModelType::Deit => Encoder {
                 absolute_position: true,
@@ -140,6 +169,8 @@ impl Encoder {
                 mask_token: false,
                 registers: 0,
                 mlp: Mlp::Standard,
+                class_token: true,
+                pre_norm: false,
             },
         }
     }
@@ -147,7 +178,7 @@ impl Encoder {
     /// Whether the body ends with a LayerNorm over every token (`layernorm`): not with mean
     /// pooling, whose norm is the pooler's.
     pub fn final_norm(self) -> bool {
-        self.pooling == Pooling::ClassToken
+        matches!(self.pooling, Pooling::ClassToken | Pooling::Map)
     }
 }
 
@@ -265,6 +296,8 @@ pub struct ViTConfig {
     pub pooler_output_size: Option<usize>,
     /// The masked-image-modelling vocabulary (`lm_head` rows; BEiT).
     pub vocab_size: Option<usize>,
+    /// CLIP's `projection_dim` (`visual_projection` rows) when the tower has a projection.
+    pub projection_dim: Option<usize>,
     /// dtype name of the weights (`float32`, `float16`, `bfloat16`).
     pub dtype: String,
     /// Fields copied verbatim from a user `--config` file that are not modelled above.
@@ -322,6 +355,7 @@ impl ViTConfig {
         match self.architecture.family() {
             ModelType::Beit => self.beit_fields(&mut m),
             ModelType::Dinov2 | ModelType::Dinov2WithRegisters => self.dinov2_fields(&mut m),
+            ModelType::ClipVision | ModelType::SiglipVision => self.tower_fields(&mut m),
             ModelType::Vit | ModelType::Deit => {
                 m.insert(
                     "qkv_bias".into(),
@@ -383,6 +417,26 @@ impl ViTConfig {
             m.insert("num_register_tokens".into(), json!(e.registers));
         } else {
             m.insert("use_mask_token".into(), json!(e.mask_token));
+        }
+    }
+
+    /// The `CLIPVisionConfig` / `SiglipVisionConfig` fields (their dropout is `attention_dropout`).
+    fn tower_fields(&self, m: &mut Map<String, Value>) {
+        m.remove("hidden_dropout_prob");
+        m.remove("attention_probs_dropout_prob");
+        m.insert("attention_dropout".into(), json!(0.0));
+        if self.architecture.family() == ModelType::ClipVision {
+            m.insert("initializer_factor".into(), json!(1.0));
+            // CLIPVisionConfig's default when the tower has no projection.
+            m.insert(
+                "projection_dim".into(),
+                json!(self.projection_dim.unwrap_or(512)),
+            );
+        } else {
+            m.insert(
+                "vision_use_head".into(),
+                json!(self.encoder.pooling == Pooling::Map),
+            );
         }
     }
 
@@ -494,6 +548,14 @@ impl ViTConfig {
         let hidden_size = uint("hidden_size")?;
         let family = architecture.family();
         let (encoder, pooler_output_size, vocab_size) = match family {
+            ModelType::ClipVision | ModelType::SiglipVision => {
+                if family == ModelType::SiglipVision && !flag("vision_use_head", true)? {
+                    return Err(cfg_err(
+                        "`vision_use_head` false (a SigLIP tower without its pooling head) is not supported",
+                    ));
+                }
+                (Encoder::of(family), None, None)
+            }
             ModelType::Beit => {
                 let shared = flag("use_shared_relative_position_bias", false)?;
                 let per_layer = flag("use_relative_position_bias", false)?;
@@ -570,7 +632,14 @@ impl ViTConfig {
             }
         };
         let layer_norm_eps = match obj.get("layer_norm_eps") {
-            None | Some(Value::Null) => 1e-12,
+            // The families' config defaults.
+            None | Some(Value::Null) => match family {
+                ModelType::ClipVision => 1e-5,
+                ModelType::SiglipVision | ModelType::Dinov2 | ModelType::Dinov2WithRegisters => {
+                    1e-6
+                }
+                _ => 1e-12,
+            },
             Some(v) => eps_value(v, "")?,
         };
         let intermediate_size = if family.is_dinov2() {
@@ -606,7 +675,11 @@ impl ViTConfig {
             encoder,
             layer_norm_eps,
             hidden_act: match obj.get("hidden_act") {
-                None | Some(Value::Null) => Activation::Gelu,
+                None | Some(Value::Null) => match family {
+                    ModelType::ClipVision => Activation::QuickGelu,
+                    ModelType::SiglipVision => Activation::GeluPytorchTanh,
+                    _ => Activation::Gelu,
+                },
                 Some(v) => v
                     .as_str()
                     .ok_or_else(|| {
@@ -620,6 +693,15 @@ impl ViTConfig {
             id2label,
             pooler_output_size,
             vocab_size,
+            projection_dim: match (architecture, obj.get("projection_dim")) {
+                (Architecture::ClipVisionModelWithProjection, None | Some(Value::Null)) => {
+                    Some(512)
+                }
+                (Architecture::ClipVisionModelWithProjection, Some(_)) => {
+                    Some(uint("projection_dim")?)
+                }
+                _ => None,
+            },
             dtype: obj
                 .get("dtype")
                 .or_else(|| obj.get("torch_dtype"))
@@ -746,6 +828,8 @@ fn read_architecture(obj: &Map<String, Value>) -> Result<Architecture> {
             Some("beit") => Architecture::BeitModel,
             Some("dinov2") => Architecture::Dinov2Model,
             Some("dinov2_with_registers") => Architecture::Dinov2WithRegistersModel,
+            Some("clip_vision_model") => Architecture::ClipVisionModel,
+            Some("siglip_vision_model") => Architecture::SiglipVisionModel,
             _ => Architecture::ViTModel,
         },
     })

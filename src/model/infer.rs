@@ -41,7 +41,15 @@ pub(crate) fn family_of(names: &BTreeSet<String>) -> ModelType {
         names::layer_of(ModelType::Dinov2, 0, LayerPart::Lambda1),
         names::REGISTER_TOKENS.to_string(),
     ];
-    if dinov2_only.iter().any(|n| has(n)) {
+    let tower = names::weight(&names::layer_of(ModelType::ClipVision, 0, LayerPart::NormBefore));
+    if has(&tower) {
+        // CLIP-style names: a class embedding makes CLIP, its absence SigLIP.
+        if has(names::cls_token(ModelType::ClipVision)) {
+            ModelType::ClipVision
+        } else {
+            ModelType::SiglipVision
+        }
+    } else if dinov2_only.iter().any(|n| has(n)) {
         ModelType::Dinov2
     } else if beit_only.iter().any(|n| has(n)) || (has(&q_bias) && !has(&k_bias)) {
         ModelType::Beit
@@ -60,6 +68,14 @@ pub(crate) fn architecture_of(
     let classifier = names::weight(names::CLASSIFIER);
     let mut drop = Vec::new();
     let arch = match family {
+        ModelType::ClipVision => {
+            if has(&names::weight(names::VISUAL_PROJECTION)) {
+                Architecture::ClipVisionModelWithProjection
+            } else {
+                Architecture::ClipVisionModel
+            }
+        }
+        ModelType::SiglipVision => Architecture::SiglipVisionModel,
         ModelType::Dinov2 | ModelType::Dinov2WithRegisters => {
             // Register tokens make the registers class, whatever the table said.
             match (has(names::REGISTER_TOKENS), has(&classifier)) {
@@ -115,6 +131,7 @@ fn encoder_of(arch: Architecture, get: &dyn Fn(&str) -> bool) -> Encoder {
     let q_bias = get(&names::bias(&names::layer(0, LayerPart::Query)));
     let k_bias = get(&names::bias(&names::layer(0, LayerPart::Key)));
     match family {
+        ModelType::ClipVision | ModelType::SiglipVision => {}
         ModelType::Dinov2 | ModelType::Dinov2WithRegisters => {
             e.qkv_bias = if q_bias || k_bias {
                 QkvBias::All
@@ -184,10 +201,10 @@ pub(crate) fn infer_config(
     let get = |n: &str| tensors.iter().find(|t| t.name == n);
     let present = |n: &str| get(n).is_some();
     let mut notes = InferenceNotes::default();
-    let patch_name = names::weight(names::PATCH);
+    let family = arch.family();
+    let patch_name = names::weight(names::patch(family));
     let patch = get(&patch_name).ok_or_else(|| cfg_err(format!("{patch_name} is missing")))?;
     let (d, c, ph) = patch_geometry(patch)?;
-    let family = arch.family();
     let layers = (0..)
         .take_while(|&i| {
             present(&names::weight(&names::layer_of(
@@ -232,8 +249,7 @@ pub(crate) fn infer_config(
         (None, None) => None,
     };
     let heads = head_count(d, table_heads, relative.is_some(), overrides, &mut notes)?;
-    let positions =
-        get(names::POSITION_EMBEDDINGS).map(|pos| pos.shape.get(1).copied().unwrap_or(0));
+    let positions = get(names::position_embeddings(family)).map(|pos| position_rows(family, pos));
     let image_size = match (positions, relative) {
         (Some(rows), _) => {
             let patches = rows
@@ -268,8 +284,12 @@ pub(crate) fn infer_config(
         ),
         _ => None,
     };
+    let projection_dim = get(&names::weight(names::VISUAL_PROJECTION))
+        .filter(|_| arch == Architecture::ClipVisionModelWithProjection)
+        .and_then(|t| t.shape.first().copied());
     let mut cfg = ViTConfig {
         architecture: arch,
+        projection_dim,
         hidden_size: d,
         num_hidden_layers: layers,
         num_attention_heads: heads,
@@ -308,6 +328,12 @@ pub(crate) fn infer_config(
     }
     check_geometry(&cfg, tensors)?;
     Ok((cfg, notes))
+}
+
+/// The rows of a family's position table (`[1, T, D]`, or `[T, D]` in CLIP-style towers).
+pub(crate) fn position_rows(family: ModelType, pos: &TensorInfo) -> usize {
+    let axis = if family.is_clip_style() { 0 } else { 1 };
+    pos.shape.get(axis).copied().unwrap_or(0)
 }
 
 /// The relative position bias table's rows and heads (layer 0's or the shared one), checked to
@@ -476,7 +502,9 @@ fn config_dtype(family: ModelType, tensors: &[TensorInfo]) -> &'static str {
 /// counts.
 pub(crate) fn check_geometry(config: &ViTConfig, tensors: &[TensorInfo]) -> Result<()> {
     let shape = |n: &str| tensors.iter().find(|t| t.name == n).map(|t| &t.shape);
-    if let Some(rows) = shape(names::POSITION_EMBEDDINGS).and_then(|s| s.get(1)) {
+    let family = config.architecture.family();
+    let axis = if family.is_clip_style() { 0 } else { 1 };
+    if let Some(rows) = shape(names::position_embeddings(family)).and_then(|s| s.get(axis)) {
         check_positions(config, *rows)?;
     } else {
         config.tokens()?;
@@ -553,7 +581,10 @@ pub(crate) fn expected_names(cfg: &ViTConfig) -> BTreeSet<String> {
             s.insert(names::bias(base));
         }
     };
-    s.insert(names::CLS_TOKEN.to_string());
+    let family = arch.family();
+    if e.class_token {
+        s.insert(names::cls_token(family).to_string());
+    }
     if arch.prefix_tokens() == 2 {
         s.insert(names::DISTILLATION_TOKEN.to_string());
     }
@@ -564,11 +595,14 @@ pub(crate) fn expected_names(cfg: &ViTConfig) -> BTreeSet<String> {
         s.insert(names::REGISTER_TOKENS.to_string());
     }
     if e.absolute_position {
-        s.insert(names::POSITION_EMBEDDINGS.to_string());
+        s.insert(names::position_embeddings(family).to_string());
     }
-    module(&mut s, names::PATCH, true);
+    // CLIP's patch convolution has no bias.
+    module(&mut s, names::patch(family), family != ModelType::ClipVision);
+    if e.pre_norm {
+        module(&mut s, names::PRE_NORM, true);
+    }
     let [qb, kb, vb] = e.qkv_bias.flags();
-    let family = arch.family();
     for i in 0..cfg.num_hidden_layers {
         let part = |p| names::layer_of(family, i, p);
         module(&mut s, &part(LayerPart::NormBefore), true);
@@ -594,8 +628,22 @@ pub(crate) fn expected_names(cfg: &ViTConfig) -> BTreeSet<String> {
     }
     s.extend(relative_tables(cfg));
     // The body's final norm, or the masked-image-modelling head's norm (same name, top level).
-    if e.final_norm() || arch == Architecture::BeitForMaskedImageModeling {
-        module(&mut s, names::FINAL_NORM, true);
+    if e.final_norm()
+        || arch == Architecture::BeitForMaskedImageModeling
+        || e.pooling == Pooling::ClassTokenPostNorm
+    {
+        module(&mut s, names::final_norm(family), true);
+    }
+    if arch == Architecture::ClipVisionModelWithProjection {
+        module(&mut s, names::VISUAL_PROJECTION, false);
+    }
+    if e.pooling == Pooling::Map {
+        s.insert(names::MAP_PROBE.to_string());
+        s.insert(names::MAP_IN_PROJ_WEIGHT.to_string());
+        s.insert(names::MAP_IN_PROJ_BIAS.to_string());
+        for m in [names::MAP_OUT_PROJ, names::MAP_NORM, names::MAP_FC1, names::MAP_FC2] {
+            module(&mut s, m, true);
+        }
     }
     let beit = arch.family() == ModelType::Beit;
     if cfg.has_pooler() && !beit {

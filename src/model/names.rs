@@ -31,6 +31,63 @@ pub(crate) const CLASSIFIER: &str = "classifier";
 pub(crate) const DISTILLATION_CLASSIFIER: &str = "distillation_classifier";
 /// BEiT's masked-image-modelling head `[V, D]`.
 pub(crate) const LM_HEAD: &str = "lm_head";
+/// CLIP's projection head `[projection_dim, D]` (no bias; `image_embeds`).
+pub(crate) const VISUAL_PROJECTION: &str = "visual_projection";
+/// SigLIP's multi-head attention pooling (MAP) head, inside the tower: the probe `[1, 1, D]`.
+pub(crate) const MAP_PROBE: &str = "head.probe";
+/// The MAP head's packed q/k/v projection (`_weight` `[3·D, D]`, `_bias` `[3·D]`).
+pub(crate) const MAP_IN_PROJ_WEIGHT: &str = "head.attention.in_proj_weight";
+/// The MAP head's packed q/k/v bias.
+pub(crate) const MAP_IN_PROJ_BIAS: &str = "head.attention.in_proj_bias";
+/// The MAP head's attention output projection.
+pub(crate) const MAP_OUT_PROJ: &str = "head.attention.out_proj";
+/// The MAP head's LayerNorm.
+pub(crate) const MAP_NORM: &str = "head.layernorm";
+/// The MAP head's MLP up projection.
+pub(crate) const MAP_FC1: &str = "head.mlp.fc1";
+/// The MAP head's MLP down projection.
+pub(crate) const MAP_FC2: &str = "head.mlp.fc2";
+/// CLIP's LayerNorm before the layers (sic: transformers spells it `pre_layrnorm`).
+pub(crate) const PRE_NORM: &str = "pre_layrnorm";
+
+/// The class token of a family: `[1, 1, D]` `embeddings.cls_token`, or CLIP's `[D]`
+/// `embeddings.class_embedding`.
+pub(crate) fn cls_token(family: ModelType) -> &'static str {
+    if family.is_clip_style() {
+        "embeddings.class_embedding"
+    } else {
+        CLS_TOKEN
+    }
+}
+
+/// The position table of a family: `[1, T, D]` `embeddings.position_embeddings`, or CLIP's and
+/// SigLIP's `[T, D]` `embeddings.position_embedding.weight`.
+pub(crate) fn position_embeddings(family: ModelType) -> &'static str {
+    if family.is_clip_style() {
+        "embeddings.position_embedding.weight"
+    } else {
+        POSITION_EMBEDDINGS
+    }
+}
+
+/// The patch embedding convolution of a family (a module: add `.weight` / `.bias`).
+pub(crate) fn patch(family: ModelType) -> &'static str {
+    if family.is_clip_style() {
+        "embeddings.patch_embedding"
+    } else {
+        PATCH
+    }
+}
+
+/// The final LayerNorm of a family's body (`layernorm`, CLIP's and SigLIP's `post_layernorm`).
+pub(crate) fn final_norm(family: ModelType) -> &'static str {
+    if family.is_clip_style() {
+        "post_layernorm"
+    } else {
+        FINAL_NORM
+    }
+}
+
 /// BEiT's relative position bias table shared by every layer, `[(2W-1)² + 3, H]`.
 pub(crate) const SHARED_RELATIVE_POSITION_BIAS: &str =
     "encoder.relative_position_bias.relative_position_bias_table";
@@ -71,6 +128,24 @@ impl LayerPart {
     /// The part's path inside layer `i` in a family's names: ViT, DeiT and BEiT share HF ViT's;
     /// DINOv2's differ for the norms, the MLP and the layer scale.
     fn path(self, family: ModelType) -> &'static str {
+        if family.is_clip_style() {
+            return match self {
+                LayerPart::NormBefore => "layer_norm1",
+                LayerPart::NormAfter => "layer_norm2",
+                LayerPart::Query => "self_attn.q_proj",
+                LayerPart::Key => "self_attn.k_proj",
+                LayerPart::Value => "self_attn.v_proj",
+                LayerPart::AttentionOutput => "self_attn.out_proj",
+                LayerPart::Intermediate => "mlp.fc1",
+                LayerPart::Output => "mlp.fc2",
+                // Not in CLIP-style towers; named for completeness only.
+                LayerPart::Lambda1 => "lambda_1",
+                LayerPart::Lambda2 => "lambda_2",
+                LayerPart::RelativePositionBias => "relative_position_bias_table",
+                LayerPart::GatedIn => "mlp.weights_in",
+                LayerPart::GatedOut => "mlp.weights_out",
+            };
+        }
         match (self, family.is_dinov2()) {
             (LayerPart::NormBefore, true) => "norm1",
             (LayerPart::NormAfter, true) => "norm2",
@@ -100,7 +175,12 @@ impl LayerPart {
 /// The name of a part of encoder layer `i` in a family's names: a module path (add [`weight`] /
 /// [`bias`]) for the linear and norm parts, the tensor itself for the lambdas and the bias table.
 pub(crate) fn layer_of(family: ModelType, i: usize, part: LayerPart) -> String {
-    format!("encoder.layer.{i}.{}", part.path(family))
+    let layers = if family.is_clip_style() {
+        "encoder.layers"
+    } else {
+        "encoder.layer"
+    };
+    format!("{layers}.{i}.{}", part.path(family))
 }
 
 /// [`layer_of`] in HF ViT's names (ViT, DeiT, BEiT).
@@ -118,9 +198,12 @@ pub(crate) fn bias(base: &str) -> String {
     format!("{base}.bias")
 }
 
-/// The encoder layer index a canonical name belongs to (`encoder.layer.{i}.…`).
+/// The encoder layer index a canonical name belongs to (`encoder.layer.{i}.…`,
+/// `encoder.layers.{i}.…`).
 pub(crate) fn layer_index(name: &str) -> Option<usize> {
-    let rest = name.strip_prefix("encoder.layer.")?;
+    let rest = name
+        .strip_prefix("encoder.layer.")
+        .or_else(|| name.strip_prefix("encoder.layers."))?;
     let (i, _) = rest.split_once('.')?;
     i.parse().ok()
 }

@@ -229,16 +229,22 @@ pub enum ModelType {
     /// `dinov2_with_registers` (`Dinov2WithRegistersModel`,
     /// `Dinov2WithRegistersForImageClassification`).
     Dinov2WithRegisters,
+    /// `clip_vision_model` (`CLIPVisionModel`, `CLIPVisionModelWithProjection`).
+    ClipVision,
+    /// `siglip_vision_model` (`SiglipVisionModel`).
+    SiglipVision,
 }
 
 impl ModelType {
     /// Every family, in a fixed order.
-    pub const ALL: [ModelType; 5] = [
+    pub const ALL: [ModelType; 7] = [
         ModelType::Vit,
         ModelType::Deit,
         ModelType::Beit,
         ModelType::Dinov2,
         ModelType::Dinov2WithRegisters,
+        ModelType::ClipVision,
+        ModelType::SiglipVision,
     ];
 
     /// The `model_type` string (`vit`, `deit`, `beit`).
@@ -249,7 +255,15 @@ impl ModelType {
             ModelType::Beit => "beit",
             ModelType::Dinov2 => "dinov2",
             ModelType::Dinov2WithRegisters => "dinov2_with_registers",
+            ModelType::ClipVision => "clip_vision_model",
+            ModelType::SiglipVision => "siglip_vision_model",
         }
+    }
+
+    /// Whether the family is a CLIP-style image tower (CLIP, SigLIP): `vision_model.` names,
+    /// `encoder.layers.{i}.self_attn.*`, a 2-D position table.
+    pub fn is_clip_style(self) -> bool {
+        matches!(self, ModelType::ClipVision | ModelType::SiglipVision)
     }
 
     /// Whether the family is DINOv2's (with or without register tokens).
@@ -288,11 +302,18 @@ pub enum Architecture {
     /// `Dinov2WithRegistersForImageClassification`: `dinov2_with_registers.` prefix +
     /// `classifier.*`.
     Dinov2WithRegistersForImageClassification,
+    /// `CLIPVisionModel`: the CLIP image tower, `vision_model.` prefix.
+    ClipVisionModel,
+    /// `CLIPVisionModelWithProjection`: the tower + `visual_projection` (`image_embeds`).
+    ClipVisionModelWithProjection,
+    /// `SiglipVisionModel`: the SigLIP image tower (no class token, MAP head),
+    /// `vision_model.` prefix.
+    SiglipVisionModel,
 }
 
 impl Architecture {
     /// Every class, in a fixed order.
-    pub const ALL: [Architecture; 11] = [
+    pub const ALL: [Architecture; 14] = [
         Architecture::ViTModel,
         Architecture::ViTForImageClassification,
         Architecture::DeiTModel,
@@ -304,6 +325,9 @@ impl Architecture {
         Architecture::Dinov2ForImageClassification,
         Architecture::Dinov2WithRegistersModel,
         Architecture::Dinov2WithRegistersForImageClassification,
+        Architecture::ClipVisionModel,
+        Architecture::ClipVisionModelWithProjection,
+        Architecture::SiglipVisionModel,
     ];
 
     /// The class name as written in `config.json` `architectures`.
@@ -324,6 +348,9 @@ impl Architecture {
             Architecture::Dinov2WithRegistersForImageClassification => {
                 "Dinov2WithRegistersForImageClassification"
             }
+            Architecture::ClipVisionModel => "CLIPVisionModel",
+            Architecture::ClipVisionModelWithProjection => "CLIPVisionModelWithProjection",
+            Architecture::SiglipVisionModel => "SiglipVisionModel",
         }
     }
 
@@ -344,6 +371,10 @@ impl Architecture {
             | Architecture::Dinov2WithRegistersForImageClassification => {
                 ModelType::Dinov2WithRegisters
             }
+            Architecture::ClipVisionModel | Architecture::ClipVisionModelWithProjection => {
+                ModelType::ClipVision
+            }
+            Architecture::SiglipVisionModel => ModelType::SiglipVision,
         }
     }
 
@@ -362,6 +393,10 @@ impl Architecture {
             }
             Architecture::Dinov2ForImageClassification => "dinov2.",
             Architecture::Dinov2WithRegistersForImageClassification => "dinov2_with_registers.",
+            // The Hub's checkpoints and transformers 4.x keep the tower under `vision_model.`.
+            Architecture::ClipVisionModel
+            | Architecture::ClipVisionModelWithProjection
+            | Architecture::SiglipVisionModel => "vision_model.",
             _ => "",
         }
     }
@@ -376,6 +411,8 @@ impl Architecture {
                 | Architecture::BeitModel
                 | Architecture::Dinov2Model
                 | Architecture::Dinov2WithRegistersModel
+                | Architecture::ClipVisionModel
+                | Architecture::SiglipVisionModel
         )
     }
 
@@ -384,10 +421,11 @@ impl Architecture {
         Architecture::ALL.into_iter().find(|a| a.name() == name)
     }
 
-    /// Number of prefix tokens (class, and distillation for DeiT).
+    /// Number of prefix tokens (class, and distillation for DeiT; none for SigLIP).
     pub fn prefix_tokens(self) -> usize {
         match self {
             Architecture::DeiTModel | Architecture::DeiTForImageClassificationWithTeacher => 2,
+            Architecture::SiglipVisionModel => 0,
             _ => 1,
         }
     }
