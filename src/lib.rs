@@ -53,7 +53,7 @@
 //! | item | what it does |
 //! | --- | --- |
 //! | [`open`], [`open_bytes`] → [`TensorSource`] | read any supported container (PyTorch zip and legacy `.pth`, `.npy`/`.npz`, safetensors, Flax msgpack) from a file or from memory, format sniffed from the bytes; list tensors without reading data, [`read`](TensorSource::read) one on demand |
-//! | [`MappingTable`] | a declarative layout table: [`builtin`](MappingTable::builtin) (`timm`, `dino`, `deit`, `jax`, `big_vision`, `beit`, `dinov2`, `hf`, `flax`), [`from_file`](MappingTable::from_file) or [`from_toml`](MappingTable::from_toml) for your own layout |
+//! | [`MappingTable`] | a declarative layout table: [`builtin`](MappingTable::builtin) (`timm`, `dino`, `deit`, `jax`, `big_vision`, `beit`, `dinov2`, `clip`, `siglip`, `hf`, `flax`), [`from_file`](MappingTable::from_file) or [`from_toml`](MappingTable::from_toml) for your own layout |
 //! | [`Canonical`] + [`ConvertOptions`] | any source → canonical tensors + config, in memory: inspect, [`hash`](Canonical::hash), [`model`](Canonical::model) or [`write`](Canonical::write) it |
 //! | [`convert()`] → [`ConversionReport`](conversion::ConversionReport) | the path-based wrapper: checkpoint file → HF transformers folder (or timm / npz / Flax layout, [`OutputFormat`](conversion::OutputFormat)); [`conversion`] holds its report, layouts and progress-reporting form |
 //! | [`Model`] ([`load`](Model::load), [`forward`](Model::forward)) | the reference forward pass, HF numerics |

@@ -391,7 +391,7 @@ fn unknown_layout_is_a_detection_error_listing_candidates() {
     // The one Display test of this message.
     let shown = e.to_string();
     assert!(
-        shown.contains("cannot detect the checkpoint family: no known family matches (candidates: timm, dino, deit, jax, big_vision, beit, dinov2, hf"),
+        shown.contains("cannot detect the checkpoint family: no known family matches (candidates: timm, dino, deit, jax, big_vision, beit, dinov2, clip, siglip, hf"),
         "{shown}"
     );
     assert!(shown.contains("; seen: "), "{shown}");

@@ -372,7 +372,7 @@ fn canonicalize<'s>(
         plan,
         arch,
         dropped,
-        quirks,
+        mut quirks,
     } = plan_canonical(
         src,
         opts.from,
@@ -392,9 +392,22 @@ fn canonicalize<'s>(
         merge_sidecar_config(&side, &mut overrides, arch, &opts.open.limits)?;
     }
     let infos: Vec<TensorInfo> = plan.targets.iter().map(|t| t.info.clone()).collect();
+    // A source layout may imply another activation than the table's default.
+    let layout_act = table.facts.layout_hidden_act.iter().find(|l| {
+        src.tensors()
+            .iter()
+            .any(|t| t.name == l.when || t.name.ends_with(&format!("/{}", l.when)))
+    });
+    if let Some(l) = layout_act.filter(|_| opts.overrides.hidden_act.is_none()) {
+        quirks.push(format!(
+            "hidden_act = {} (the {} layout; set option `hidden_act` otherwise)",
+            l.hidden_act.name(),
+            l.when
+        ));
+    }
     let facts = model::TableFacts {
         eps: table.facts.layer_norm_eps,
-        hidden_act: table.facts.hidden_act,
+        hidden_act: layout_act.map_or(table.facts.hidden_act, |l| l.hidden_act),
         heads,
     };
     let (mut config, mut inf) = model::infer_config(arch, &infos, &facts, &overrides)?;
@@ -798,7 +811,7 @@ fn write_weights(
         });
     }
     let id = match (opts.to, arch.family()) {
-        (OutputFormat::Npz, family @ (ModelType::Beit | ModelType::Dinov2 | ModelType::Dinov2WithRegisters)) => {
+        (OutputFormat::Npz, family @ ModelType::Beit) => {
             return Err(ErrorKind::InvalidOption {
                 reason: format!(
                     "option `to` npz: the JAX npz layout holds ViT/DeiT only; {} writes safetensors or timm",
@@ -807,10 +820,16 @@ fn write_weights(
             }
             .into())
         }
-        (_, family @ (ModelType::Dinov2 | ModelType::Dinov2WithRegisters)) => {
+        (
+            _,
+            family @ (ModelType::Dinov2
+            | ModelType::Dinov2WithRegisters
+            | ModelType::ClipVision
+            | ModelType::SiglipVision),
+        ) => {
             return Err(ErrorKind::InvalidOption {
                 reason: format!(
-                    "option `to` {}: {} is written as safetensors only for now (timm's DINOv2 layout folds the class position into cls_token and drops the mask token; not written yet)",
+                    "option `to` {}: {} is written as safetensors only for now (the reverse layouts are not written yet)",
                     opts.to.name(),
                     family.name()
                 ),

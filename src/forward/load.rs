@@ -100,7 +100,9 @@ impl Loader<'_> {
                 .into_iter()
                 .zip(flags)
             {
-                let held = self.name(&names::bias(&names::layer(0, part))).is_some();
+                let held = self
+                    .name(&names::bias(&names::layer_of(family, 0, part)))
+                    .is_some();
                 if held != want {
                     return Err(model::mismatch(
                         "qkv_bias",
@@ -397,7 +399,7 @@ impl Model {
             _ => None,
         };
         let map_head = if e.pooling == Pooling::Map {
-            Some(l.map_head(config)?)
+            Some(l.map_head(&config)?)
         } else {
             None
         };

@@ -610,9 +610,9 @@ impl Model {
             in_w.slice(s![2 * d.., ..]),
         );
         let bias = |k: usize| ArrayView1::from(&in_b[k * d..(k + 1) * d]);
-        let q = probe.dot(&wq.t()) + &bias(0);
-        let k = last.dot(&wk.t()) + &bias(1);
-        let v = last.dot(&wv.t()) + &bias(2);
+        let q = probe.dot(&wq.t()) + bias(0);
+        let k = last.dot(&wk.t()) + bias(1);
+        let v = last.dot(&wv.t()) + bias(2);
         let samples = last.nrows() / t.max(1);
         let scale = (hd as f64).powf(-0.5) as f32;
         let mut a = Array2::<f32>::zeros((samples, d));
@@ -622,7 +622,8 @@ impl Model {
                 let cols = h * hd..(h + 1) * hd;
                 let qh = q.slice(s![0, cols.clone()]);
                 for (j, sc) in scores.iter_mut().enumerate() {
-                    *sc = qh.dot(&k.slice(s![s_ * t + j, cols.clone()])) * scale;
+                    let kj = k.slice(s![s_ * t + j, cols.clone()]);
+                    *sc = qh.iter().zip(kj.iter()).map(|(a, b)| a * b).sum::<f32>() * scale;
                 }
                 ops::softmax_rows(&mut scores, t);
                 let mut out = a.slice_mut(s![s_, cols.clone()]);
@@ -637,7 +638,13 @@ impl Model {
         let mut x = o.clone();
         self.add_norm(w, Some(&mh.norm), &mut x, None, &mut normed)?;
         let mut inter = Array2::<f32>::zeros((samples, mh.fc1.out));
-        self.linear(w, &mh.fc1, normed.view(), Some(cfg.hidden_act), inter.view_mut())?;
+        self.linear(
+            w,
+            &mh.fc1,
+            normed.view(),
+            Some(cfg.hidden_act),
+            inter.view_mut(),
+        )?;
         let mut y = Array2::<f32>::zeros((samples, d));
         self.linear(w, &mh.fc2, inter.view(), None, y.view_mut())?;
         Ok(o + y)

@@ -89,6 +89,16 @@ const BUILTIN: &[(&str, &str, &str)] = &[
         include_str!("../../mappings/dinov2.toml"),
     ),
     (
+        "clip",
+        "mappings/clip.toml",
+        include_str!("../../mappings/clip.toml"),
+    ),
+    (
+        "siglip",
+        "mappings/siglip.toml",
+        include_str!("../../mappings/siglip.toml"),
+    ),
+    (
         "hf",
         "mappings/hf.toml",
         include_str!("../../mappings/hf.toml"),
@@ -101,7 +111,7 @@ const BUILTIN: &[(&str, &str, &str)] = &[
 ];
 
 impl MappingTable {
-    /// A built-in table by id (`timm`, `dino`, `deit`, `jax`, `big_vision`, `beit`, `dinov2`, `hf`, `flax`).
+    /// A built-in table by id (`timm`, `dino`, `deit`, `jax`, `big_vision`, `beit`, `dinov2`, `clip`, `siglip`, `hf`, `flax`).
     ///
     /// ```
     /// let t = vit_convert::MappingTable::builtin("timm")?;

@@ -7,7 +7,7 @@ use super::{MappingTable, BUILTIN};
 use crate::error::Result;
 
 /// A source family: the id of a built-in mapping table (`timm`, `dino`, `deit`, `jax`,
-/// `big_vision`, `beit`, `dinov2`, `hf`, `flax`). The list is the built-in tables', kept once.
+/// `big_vision`, `beit`, `dinov2`, `clip`, `siglip`, `hf`, `flax`). The list is the built-in tables', kept once.
 ///
 /// ```
 /// use vit_convert::mapping::Family;

@@ -61,6 +61,9 @@ struct BufferSpec {
 pub(crate) enum BufferKind {
     /// BEiT's relative position index `[T, T]` (integers), which the patch grid determines.
     RelativePositionIndex,
+    /// A float tensor that must be all zeros (timm CLIP's projection bias, which HF's
+    /// projection does not have).
+    Zeros,
 }
 
 /// A stored buffer that the model's geometry implies (BEiT's `relative_position_index`): the
@@ -105,6 +108,19 @@ struct ModelSpec {
     model_type: Option<ModelType>,
     #[serde(default)]
     labels: Vec<LabelSet>,
+    #[serde(default)]
+    layout_hidden_act: Vec<LayoutActSpec>,
+}
+
+/// `[[model.layout_hidden_act]]`: the activation a source layout implies when one of its names is
+/// present (timm's CLIP towers use exact GELU where OpenAI's use QuickGELU).
+#[derive(Deserialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LayoutActSpec {
+    /// A source name (after unwrapping and stripping) that identifies the layout.
+    pub(crate) when: String,
+    /// The activation that layout implies.
+    pub(crate) hidden_act: Activation,
 }
 
 #[derive(Deserialize, Default)]
@@ -198,6 +214,8 @@ pub(crate) struct ModelFacts {
     pub(crate) model_type: Option<ModelType>,
     /// The label lists the family trains on: a head of one of their class counts gets its names.
     pub(crate) labels: Vec<LabelSet>,
+    /// Activations implied by source layouts (first match wins over `hidden_act`).
+    pub(crate) layout_hidden_act: Vec<LayoutActSpec>,
 }
 
 /// A name that marks an architecture HF ViT cannot represent.
@@ -435,6 +453,7 @@ impl MappingTable {
                 num_heads: spec.model.num_heads,
                 model_type: spec.model.model_type,
                 labels: spec.model.labels,
+                layout_hidden_act: spec.model.layout_hidden_act,
             },
             wrappers,
             branches,

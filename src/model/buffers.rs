@@ -31,16 +31,32 @@ pub(crate) fn check_buffer(
         }
         .into()
     };
-    let g = config.grid();
-    let shape = match kind {
-        BufferKind::RelativePositionIndex => {
-            let t = g.saturating_mul(g).saturating_add(1);
-            vec![t, t]
-        }
-    };
     let info = src.info(name).ok_or_else(|| ErrorKind::TensorNotFound {
         name: name.to_string(),
     })?;
+    if kind == BufferKind::Zeros {
+        let t = src
+            .read(name)
+            .map_err(|e| e.with_tensor(name.to_string()))?;
+        let values = crate::tensor::cast_float(t, DType::F64);
+        let shape = values.shape.clone();
+        for (k, chunk) in values.data.chunks_exact(8).enumerate() {
+            let v = f64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            if v != 0.0 || !info.dtype.is_float() {
+                return Err(err(MappingError::BufferNotZero {
+                    tensor: name.to_string(),
+                    at: unravel(k, &shape),
+                    value: v.to_string(),
+                }));
+            }
+        }
+        return Ok(());
+    }
+    let g = config.grid();
+    let shape = {
+        let t = g.saturating_mul(g).saturating_add(1);
+        vec![t, t]
+    };
     let width = match info.dtype {
         DType::I64 => 8,
         DType::I32 => 4,
@@ -56,9 +72,7 @@ pub(crate) fn check_buffer(
     }
     // The buffer holds as many elements as the index has: computing it costs what the file
     // already holds, never what a config alone asks for.
-    let expected = match kind {
-        BufferKind::RelativePositionIndex => relative_position_index(g, g),
-    };
+    let expected = relative_position_index(g, g);
     let t = src
         .read(name)
         .map_err(|e| e.with_tensor(name.to_string()))?;

@@ -588,6 +588,8 @@ impl ViTConfig {
                     mask_token: flag("use_mask_token", false)?,
                     registers: 0,
                     mlp: Mlp::Standard,
+                    class_token: true,
+                    pre_norm: false,
                 };
                 let vocab = match obj.get("vocab_size") {
                     None | Some(Value::Null) => BEIT_VOCAB,
@@ -805,6 +807,9 @@ impl ViTConfig {
         b.insert("NR".into(), self.encoder.registers);
         b.insert("G".into(), self.intermediate_size);
         b.insert("M2".into(), self.intermediate_size);
+        if let Some(pd) = self.projection_dim {
+            b.insert("PD".into(), pd);
+        }
         b
     }
 }

@@ -41,7 +41,11 @@ pub(crate) fn family_of(names: &BTreeSet<String>) -> ModelType {
         names::layer_of(ModelType::Dinov2, 0, LayerPart::Lambda1),
         names::REGISTER_TOKENS.to_string(),
     ];
-    let tower = names::weight(&names::layer_of(ModelType::ClipVision, 0, LayerPart::NormBefore));
+    let tower = names::weight(&names::layer_of(
+        ModelType::ClipVision,
+        0,
+        LayerPart::NormBefore,
+    ));
     if has(&tower) {
         // CLIP-style names: a class embedding makes CLIP, its absence SigLIP.
         if has(names::cls_token(ModelType::ClipVision)) {
@@ -598,7 +602,11 @@ pub(crate) fn expected_names(cfg: &ViTConfig) -> BTreeSet<String> {
         s.insert(names::position_embeddings(family).to_string());
     }
     // CLIP's patch convolution has no bias.
-    module(&mut s, names::patch(family), family != ModelType::ClipVision);
+    module(
+        &mut s,
+        names::patch(family),
+        family != ModelType::ClipVision,
+    );
     if e.pre_norm {
         module(&mut s, names::PRE_NORM, true);
     }
@@ -641,7 +649,12 @@ pub(crate) fn expected_names(cfg: &ViTConfig) -> BTreeSet<String> {
         s.insert(names::MAP_PROBE.to_string());
         s.insert(names::MAP_IN_PROJ_WEIGHT.to_string());
         s.insert(names::MAP_IN_PROJ_BIAS.to_string());
-        for m in [names::MAP_OUT_PROJ, names::MAP_NORM, names::MAP_FC1, names::MAP_FC2] {
+        for m in [
+            names::MAP_OUT_PROJ,
+            names::MAP_NORM,
+            names::MAP_FC1,
+            names::MAP_FC2,
+        ] {
             module(&mut s, m, true);
         }
     }

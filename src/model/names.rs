@@ -220,6 +220,7 @@ pub(crate) fn is_head(arch: super::Architecture, name: &str) -> bool {
         "cls_classifier",
         DISTILLATION_CLASSIFIER,
         LM_HEAD,
+        VISUAL_PROJECTION,
     ]
     .into_iter()
     .any(head_module)

@@ -43,6 +43,32 @@ pub(crate) fn preprocessor_config(preset: Preprocessor, image_size: usize) -> Va
             "rescale_factor": rescale,
             "size": {"height": image_size, "width": image_size}
         }),
+        Preprocessor::Clip => json!({
+            "crop_size": {"height": image_size, "width": image_size},
+            "do_center_crop": true,
+            "do_convert_rgb": true,
+            "do_normalize": true,
+            "do_rescale": true,
+            "do_resize": true,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_processor_type": "CLIPImageProcessor",
+            "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "resample": 3,
+            "rescale_factor": rescale,
+            "size": {"shortest_edge": image_size}
+        }),
+        Preprocessor::Siglip => json!({
+            "do_convert_rgb": true,
+            "do_normalize": true,
+            "do_rescale": true,
+            "do_resize": true,
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_processor_type": "SiglipImageProcessor",
+            "image_std": [0.5, 0.5, 0.5],
+            "resample": 3,
+            "rescale_factor": rescale,
+            "size": {"height": image_size, "width": image_size}
+        }),
         Preprocessor::Dinov2 => json!({
             "crop_size": {"height": 224, "width": 224},
             "do_center_crop": true,

@@ -184,6 +184,15 @@ pub enum MappingError {
         /// The shape the geometry gives (integer elements).
         expected: Vec<usize>,
     },
+    /// A tensor the layout requires to be zero (one the target has no place for) is not.
+    BufferNotZero {
+        /// The tensor (source name).
+        tensor: String,
+        /// Where (row-major index per axis).
+        at: Vec<usize>,
+        /// The value found, as printed.
+        value: String,
+    },
     /// A stored buffer that the model's geometry implies holds another value than the geometry
     /// gives: the checkpoint was made for another geometry, or altered.
     BufferMismatch {
@@ -318,6 +327,10 @@ impl fmt::Display for MappingError {
             } => write!(
                 f,
                 "{tensor} is {dtype} {shape:?}; the model's geometry gives an integer {expected:?}"
+            ),
+            MappingError::BufferNotZero { tensor, at, value } => write!(
+                f,
+                "{tensor} holds {value} at {at:?}: the target has no place for it, so only an all-zero {tensor} (which adds nothing) converts"
             ),
             MappingError::BufferMismatch {
                 tensor,

@@ -230,8 +230,10 @@ pub enum ModelType {
     /// `Dinov2WithRegistersForImageClassification`).
     Dinov2WithRegisters,
     /// `clip_vision_model` (`CLIPVisionModel`, `CLIPVisionModelWithProjection`).
+    #[serde(rename = "clip_vision_model")]
     ClipVision,
     /// `siglip_vision_model` (`SiglipVisionModel`).
+    #[serde(rename = "siglip_vision_model")]
     SiglipVision,
 }
 

@@ -83,24 +83,33 @@ pub enum Preprocessor {
     /// `BitImageProcessor(size={"shortest_edge": 256}, bicubic, ImageNet mean/std)` with its
     /// default 224 crop, whatever the position grid: what transformers' DINOv2 conversion writes.
     Dinov2,
+    /// `CLIPImageProcessor`: shortest edge to `image_size` (bicubic), center crop, OpenAI CLIP's
+    /// mean/std.
+    Clip,
+    /// `SiglipImageProcessor`: resize to a square `image_size` (bicubic), mean = std = 0.5.
+    Siglip,
 }
 
 impl Preprocessor {
     /// Every preset, in a fixed order.
-    pub const ALL: [Preprocessor; 4] = [
+    pub const ALL: [Preprocessor; 6] = [
         Preprocessor::Vit,
         Preprocessor::ImagenetCrop,
         Preprocessor::Beit,
         Preprocessor::Dinov2,
+        Preprocessor::Clip,
+        Preprocessor::Siglip,
     ];
 
-    /// The name tables use (`vit`, `imagenet_crop`, `beit`, `dinov2`).
+    /// The name tables use (`vit`, `imagenet_crop`, `beit`, `dinov2`, `clip`, `siglip`).
     pub fn name(self) -> &'static str {
         match self {
             Preprocessor::Vit => "vit",
             Preprocessor::ImagenetCrop => "imagenet_crop",
             Preprocessor::Beit => "beit",
             Preprocessor::Dinov2 => "dinov2",
+            Preprocessor::Clip => "clip",
+            Preprocessor::Siglip => "siglip",
         }
     }
 }
