@@ -6,6 +6,7 @@ compares transformers' output with timm's, and runs `vit-convert verify` against
 output. Prints one line per model and exits 1 if any model fails.
 
     $VIT_CONVERT_VENV/bin/python scripts/check_timm_family.py 'beit*'          # every BEiT
+    $VIT_CONVERT_VENV/bin/python scripts/check_timm_family.py '*dinov2*' 'vit_*clip*'  # others
     $VIT_CONVERT_VENV/bin/python scripts/check_timm_family.py beit_base_patch16_224
 
 VIT_CONVERT_BIN names the binary (default target/release/vit-convert; build it first with
@@ -29,10 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = os.environ.get("VIT_CONVERT_BIN", str(ROOT / "target/release/vit-convert"))
 
 
-def perturb(model: torch.nn.Module, seed: int) -> None:
+def perturb(model: torch.nn.Module, seed: int, zero: tuple[str, ...] = ()) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if name in zero:
+                p.zero_()
+                continue
             noise = torch.randn(p.shape, generator=g)
             if p.ndim == 1 and ("norm" in name and name.endswith("weight")):
                 p.copy_(1 + 0.1 * noise)
@@ -43,11 +47,16 @@ def perturb(model: torch.nn.Module, seed: int) -> None:
 
 def check(name: str, work: Path) -> tuple[bool, str]:
     model = timm.create_model(name, pretrained=False).eval()
-    perturb(model, 0)
+    # timm's CLIP towers carry the projection as a head with a bias, zero in every OpenAI/LAION
+    # port (HF's projection has none).
+    perturb(model, 0, zero=("head.bias",) if "clip" in name else ())
+    # A state dict cannot tell QuickGELU from GELU: timm's `*_quickgelu_*` models say so by name.
+    act = ["--hidden-act", "quick_gelu"] if "quickgelu" in name else []
     src = work / f"{name}.pth"
     torch.save(model.state_dict(), src)
     out = work / name
-    run = subprocess.run([BIN, "--quiet", "--json", str(src), "-o", str(out)],
+    run = subprocess.run([BIN, "--quiet", "--json", str(src), "-o", str(out),
+                          "--num-heads", str(model.blocks[0].attn.num_heads)] + act,
                          capture_output=True, text=True)
     if run.returncode != 0:
         return False, f"convert failed: {run.stderr.strip()}"
@@ -63,14 +72,22 @@ def check(name: str, work: Path) -> tuple[bool, str]:
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = model(x)
-        got = hf(pixel_values=x).logits
+        o = hf(pixel_values=x)
+    # What timm's forward returns: the head's logits, CLIP's projection (`image_embeds`), or a
+    # headless model's pooled token (`pooler_output`).
+    for attr, compare in [("logits", "logits"), ("image_embeds", "image_embeds"),
+                          ("pooler_output", "pooler")]:
+        got = getattr(o, attr, None)
+        if got is not None:
+            break
     delta = (want - got).abs().max().item()
     if delta > 1e-4 * max(1.0, want.abs().max().item()):
-        return False, f"transformers vs timm max |Δ| {delta:.3e}"
+        return False, f"transformers {attr} vs timm max |Δ| {delta:.3e}"
     np.save(work / "x.npy", x.numpy())
     np.save(work / "y.npy", got.numpy())
     run = subprocess.run([BIN, "verify", str(out), "--input", str(work / "x.npy"),
-                          "--expected", str(work / "y.npy")], capture_output=True, text=True)
+                          "--expected", str(work / "y.npy"), "--compare", compare],
+                         capture_output=True, text=True)
     if run.returncode != 0:
         return False, f"verify: {(run.stdout + run.stderr).strip()}"
     return True, (f"{report['architecture']} {report['config']['image_size']}px: transformers vs "

@@ -54,8 +54,14 @@ pub fn with_flags(text: &str) -> String {
                         .all(|b| b.is_ascii_lowercase() || b == b'_') =>
             {
                 out.push_str(&rest[..at]);
-                out.push_str("--");
-                out.push_str(&after[..end].replace('_', "-"));
+                // Options whose flag takes a value rather than being the option's name.
+                match &after[..end] {
+                    "drop_head" => out.push_str("--drop head"),
+                    name => {
+                        out.push_str("--");
+                        out.push_str(&name.replace('_', "-"));
+                    }
+                }
                 rest = &after[end + 1..];
             }
             _ => {

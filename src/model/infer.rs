@@ -313,6 +313,18 @@ pub(crate) fn infer_config(
     if let Some(user) = &overrides.config {
         super::user::apply_user_config(&mut cfg, user, &mut notes)?;
     }
+    if family.is_dinov2() && classifies(arch) {
+        let head = names::weight(names::CLASSIFIER);
+        let inputs = get(&head).and_then(|t| t.shape.get(1).copied());
+        if inputs != Some(d.saturating_mul(2)) {
+            return Err(cfg_err(format!(
+                "a head on {} inputs: {} reads [class token, mean patch token] ({} inputs); a head on the class token alone (timm's) has no place there — convert the backbone with option `drop_head`",
+                inputs.unwrap_or(0),
+                arch.name(),
+                d.saturating_mul(2)
+            )));
+        }
+    }
     if family.is_dinov2() && dinov2_mlp_ratio(d, inter, cfg.encoder.mlp).is_none() {
         return Err(cfg_err(format!(
             "an MLP of width {inter} at hidden size {d} has no `mlp_ratio` transformers' DINOv2 can express"

@@ -305,8 +305,10 @@ pub enum Architecture {
     /// `classifier.*`.
     Dinov2WithRegistersForImageClassification,
     /// `CLIPVisionModel`: the CLIP image tower, `vision_model.` prefix.
+    #[serde(rename = "CLIPVisionModel")]
     ClipVisionModel,
     /// `CLIPVisionModelWithProjection`: the tower + `visual_projection` (`image_embeds`).
+    #[serde(rename = "CLIPVisionModelWithProjection")]
     ClipVisionModelWithProjection,
     /// `SiglipVisionModel`: the SigLIP image tower (no class token, MAP head),
     /// `vision_model.` prefix.
