@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Performance figures of issue 5, each printed next to its baseline measured in the same run.
 #
-#   scripts/bench.sh [--rounds N] [--sizes "ti s b l"] [--threads "1 2"] [--models "vit beit"]
+#   scripts/bench.sh [--rounds N] [--sizes "ti s b l"] [--threads "1 2"] [--models "vit beit dinov2 clip"]
 #                    [--workdir DIR] [--no-torch]
 #
 # Builds the release binary, creates ViT checkpoints (timm random weights saved with torch.save
@@ -13,8 +13,9 @@
 #   forward  `vit-convert forward --threads T` (whole process, loading included) vs PyTorch's
 #            in-process forward (timm, eval, no_grad, torch.set_num_threads(T), median of 5 calls),
 #            for each T of --threads (default "1 2": per core, and the issue's two threads),
-#            for each architecture of --models (default "vit beit": ViT-B/16 and BEiT-B/16, the
-#            latter only with the PyTorch environment, which makes its checkpoint)
+#            for each architecture of --models (default "vit beit dinov2 clip": ViT-B/16, BEiT-B/16,
+#            DINOv2-B/14 at 224 px and CLIP-B/16; all but ViT only with the PyTorch environment,
+#            which makes their checkpoints)
 # and prints medians (with min–max, to show the noise) and ratios, then the conversion scaling from
 # ViT-Ti to ViT-L. The ViT-B output is checked against PyTorch's logits with `vit-convert verify`.
 # Wall times come from bash's EPOCHREALTIME around each process; peak RSS from GNU time (%M).
@@ -24,7 +25,7 @@ set -euo pipefail
 ROUNDS=5
 SIZES="ti s b l"
 THREADS="1 2"
-MODELS="vit beit"
+MODELS="vit beit dinov2 clip"
 WORK="${BENCH_DIR:-${TMPDIR:-/tmp}/vit-convert-bench}"
 PY="${VIT_BENCH_PYTHON:-${VIT_CONVERT_VENV:-.venv-ref}/bin/python}"  # relative: from the repository root
 USE_TORCH=1
@@ -143,16 +144,18 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # ---- forward vs PyTorch, interleaved ------------------------------------------------------
-# Each architecture: "timm model name, checkpoint, --from family".
+# Each architecture: "timm model name, checkpoint, --from family, the output timm's forward returns".
 arch() {
     case "$1" in
-        vit) echo "vit_base_patch16_224 $(ckpt b) timm" ;;
-        beit) echo "beit_base_patch16_224 $WORK/beit_b.pth beit" ;;
+        vit) echo "vit_base_patch16_224 $(ckpt b) timm logits" ;;
+        beit) echo "beit_base_patch16_224 $WORK/beit_b.pth beit logits" ;;
+        dinov2) echo "vit_base_patch14_dinov2 $WORK/dinov2_b.pth dinov2 pooler" ;;
+        clip) echo "vit_base_patch16_clip_224 $WORK/clip_b.pth clip image_embeds" ;;
     esac
 }
 [ "$USE_TORCH" = 1 ] || MODELS="vit"
 for m in $MODELS; do
-    read -r name c fam <<<"$(arch "$m")"
+    read -r name c fam _ <<<"$(arch "$m")"
     if [ ! -s "$c" ]; then
         echo "creating $c" >&2
         "$PY" scripts/bench_torch.py gen "$name" "$c"
@@ -162,14 +165,14 @@ for m in $MODELS; do
 done
 for r in $(seq "$ROUNDS"); do
     for m in $MODELS; do
-        read -r name c _ <<<"$(arch "$m")"
+        read -r name c _ out <<<"$(arch "$m")"
         for t in $THREADS; do
             if [ "$USE_TORCH" = 1 ]; then
                 "$PY" scripts/bench_torch.py forward "$name" "$c" "$INPUT" \
                     "$WORK/torch_logits_$m.npy" "$t" 5 >>"$WORK/torch_${m}_$t.log"
             fi
             measure "$WORK/forward_${m}_$t.log" "$BIN" forward "$WORK/fwd_$m" --input "$INPUT" \
-                --output "$WORK/logits.npy" --threads "$t"
+                --output "$WORK/logits.npy" --compare "$out" --threads "$t"
         done
     done
 done
@@ -185,7 +188,7 @@ echo "convert peak RSS: $(mib "$rm_") MiB (max $(mib "$rh"))   target ≤ 64 MiB
 read -r im il ih <<<"$(stats "$WORK/inspect.log" 1)"
 echo "inspect: $(awk -v v="$im" 'BEGIN { printf "%.1f", v * 1000 }') ms ($(awk -v a="$il" -v b="$ih" 'BEGIN { printf "%.1f–%.1f", a * 1000, b * 1000 }'))   target ≤ 50 ms"
 for m in $MODELS; do
-    read -r name c _ <<<"$(arch "$m")"
+    read -r name c _ out <<<"$(arch "$m")"
     echo "-- forward, $name ($(bytes_of "$c") bytes) --"
     for t in $THREADS; do
         read -r fm fl fh <<<"$(stats "$WORK/forward_${m}_$t.log" 1)"
@@ -198,7 +201,8 @@ for m in $MODELS; do
         fi
     done
     if [ "$USE_TORCH" = 1 ]; then
-        "$BIN" verify "$WORK/fwd_$m" --input "$INPUT" --expected "$WORK/torch_logits_$m.npy" || true
+        "$BIN" verify "$WORK/fwd_$m" --input "$INPUT" --expected "$WORK/torch_logits_$m.npy" \
+            --compare "$out" || true
     fi
 done
 echo

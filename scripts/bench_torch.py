@@ -1,6 +1,7 @@
 """PyTorch side of scripts/bench.sh (run by hand or by that script; never by the tests).
 
   bench_torch.py gen MODEL OUT.pth            timm MODEL, random weights (seed 0), torch.save(state_dict)
+                                               (DINOv2 at 224 px; CLIP's projection bias zero)
   bench_torch.py input OUT.npy                 a [1, 3, 224, 224] float32 input (seed 0)
   bench_torch.py forward MODEL CKPT IN.npy OUT.npy THREADS RUNS
       loads CKPT into timm MODEL, eval, no_grad, torch.set_num_threads(THREADS), one warm-up,
@@ -13,6 +14,11 @@ import numpy as np
 import torch
 
 
+def kwargs(name: str) -> dict:
+    """DINOv2 is built at 224 px (its 518 px default would not take the shared 224 input)."""
+    return {"img_size": 224} if "dinov2" in name else {}
+
+
 def main() -> None:
     cmd = sys.argv[1]
     if cmd == "input":
@@ -23,13 +29,17 @@ def main() -> None:
 
     if cmd == "gen":
         torch.manual_seed(0)
-        model = timm.create_model(sys.argv[2], pretrained=False)
-        torch.save(model.state_dict(), sys.argv[3])
+        model = timm.create_model(sys.argv[2], pretrained=False, **kwargs(sys.argv[2]))
+        sd = model.state_dict()
+        if "head.bias" in sd and "clip" in sys.argv[2]:
+            # timm's CLIP projection bias is zero in every OpenAI/LAION port (HF has none).
+            sd["head.bias"].zero_()
+        torch.save(sd, sys.argv[3])
         return
     if cmd == "forward":
         name, ckpt, inp, out, threads, runs = sys.argv[2:8]
         torch.set_num_threads(int(threads))
-        model = timm.create_model(name, pretrained=False)
+        model = timm.create_model(name, pretrained=False, **kwargs(name))
         model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
         model.eval()
         x = torch.from_numpy(np.load(inp))
