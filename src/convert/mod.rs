@@ -511,20 +511,10 @@ fn merge_sidecar_config(
         "num_channels",
         "qkv_bias",
         "pooler_act",
-        "vocab_size",
-        "use_mask_token",
-        "use_absolute_position_embeddings",
-        "use_relative_position_bias",
-        "use_shared_relative_position_bias",
-        "use_mean_pooling",
-        "layer_scale_init_value",
-        "mlp_ratio",
-        "use_swiglu_ffn",
-        "num_register_tokens",
     ];
     let mut merged: serde_json::Map<String, serde_json::Value> = side
         .iter()
-        .filter(|(k, _)| keep.contains(&k.as_str()))
+        .filter(|(k, _)| keep.contains(&k.as_str()) || model::FEATURE_FIELDS.contains(&k.as_str()))
         .filter(|(k, _)| *k != "id2label" || model::classifies(arch))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();

@@ -14,6 +14,7 @@ mod infer;
 pub(crate) mod names;
 pub(crate) mod preprocessor;
 mod user;
+pub(crate) use user::FEATURE_FIELDS;
 
 pub use crate::vocab::ModelType;
 pub use activation::Activation;

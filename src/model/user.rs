@@ -10,7 +10,24 @@ use super::{
 };
 use crate::error::Result;
 
-/// The `config.json` fields [`apply_user_config`] models; others are copied verbatim.
+/// The families' feature fields: checked against the tensors (BEiT's `use_*`, DINOv2's SwiGLU and
+/// registers, the masked-image-modelling vocabulary), and taken from the `config.json` beside an
+/// `hf`/`flax` input.
+pub(crate) const FEATURE_FIELDS: &[&str] = &[
+    "vocab_size",
+    "use_mask_token",
+    "use_absolute_position_embeddings",
+    "use_relative_position_bias",
+    "use_shared_relative_position_bias",
+    "use_mean_pooling",
+    "layer_scale_init_value",
+    "mlp_ratio",
+    "use_swiglu_ffn",
+    "num_register_tokens",
+];
+
+/// The `config.json` fields [`apply_user_config`] models (besides [`FEATURE_FIELDS`]); others
+/// are copied verbatim.
 const MODELLED: &[&str] = &[
     "hidden_size",
     "num_hidden_layers",
@@ -31,16 +48,6 @@ const MODELLED: &[&str] = &[
     "num_labels",
     "dtype",
     "torch_dtype",
-    "vocab_size",
-    "use_mask_token",
-    "use_absolute_position_embeddings",
-    "use_relative_position_bias",
-    "use_shared_relative_position_bias",
-    "use_mean_pooling",
-    "layer_scale_init_value",
-    "mlp_ratio",
-    "use_swiglu_ffn",
-    "num_register_tokens",
     "layerscale_value",
     "apply_layernorm",
     "reshape_hidden_states",
@@ -129,7 +136,7 @@ pub(super) fn apply_user_config(
         ));
     }
     for (k, v) in user {
-        if !MODELLED.contains(&k.as_str()) {
+        if !MODELLED.contains(&k.as_str()) && !FEATURE_FIELDS.contains(&k.as_str()) {
             cfg.extra.insert(k.clone(), v.clone());
         }
     }
