@@ -246,6 +246,25 @@ pub(crate) fn infer_config(
             }
         };
     }
+    // BEiT-like weights with neither a position table nor a relative position bias carry their
+    // positions in rotary embeddings (timm's EVA-style `vit_*_rope_*`, DINOv3), which the
+    // checkpoint does not store and HF BEiT cannot compute: converting them would silently drop
+    // every position.
+    if family == ModelType::Beit
+        && !encoder.absolute_position
+        && encoder.relative_position == RelativePosition::None
+    {
+        return Err(crate::error::ErrorKind::Mapping {
+            table: String::new(),
+            file: String::new(),
+            line: 0,
+            problem: crate::vocab::MappingError::Absent {
+                feature: "rotary position embeddings (RoPE ViT, EVA, DINOv3): no position table and no relative position bias".to_string(),
+                tensor: names::layer(0, LayerPart::RelativePositionBias),
+            },
+        }
+        .into());
+    }
     let relative = relative_table(&encoder, tensors)?;
     let table_heads = match (facts.heads, relative) {
         (Some(h), Some((_, rh))) if h != rh => return Err(mismatch("num_attention_heads", h, rh)),
@@ -835,5 +854,44 @@ mod tests {
             .collect();
         let unproduced: Vec<&String> = all.difference(&produced).collect();
         assert!(unproduced.is_empty(), "{unproduced:?}");
+    }
+
+    /// BEiT-like weights without any position information (RoPE ViTs keep their frequencies
+    /// out of the state dict) are refused naming rotary embeddings, never converted position-free.
+    #[test]
+    fn beit_weights_without_positions_are_refused_as_rope() {
+        use crate::tensor::{DType, TensorInfo};
+        let t = |n: &str, shape: &[usize]| TensorInfo {
+            name: n.to_string(),
+            dtype: DType::F32,
+            shape: shape.to_vec(),
+        };
+        let mut tensors = vec![
+            t("embeddings.cls_token", &[1, 1, 8]),
+            t(
+                "embeddings.patch_embeddings.projection.weight",
+                &[8, 3, 4, 4],
+            ),
+            t("embeddings.patch_embeddings.projection.bias", &[8]),
+        ];
+        for p in ["layernorm_before", "layernorm_after"] {
+            tensors.push(t(&format!("encoder.layer.0.{p}.weight"), &[8]));
+        }
+        tensors.push(t("encoder.layer.0.intermediate.dense.weight", &[16, 8]));
+        tensors.push(t("encoder.layer.0.lambda_1", &[8]));
+        let facts = TableFacts {
+            eps: 1e-6,
+            hidden_act: Activation::Gelu,
+            heads: None,
+        };
+        let overrides = ConfigOverrides {
+            num_heads: Some(2),
+            ..Default::default()
+        };
+        let e = infer_config(Architecture::BeitModel, &tensors, &facts, &overrides).unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::Mapping { problem: crate::vocab::MappingError::Absent { feature, .. }, .. } if feature.starts_with("rotary position embeddings")),
+            "{e}"
+        );
     }
 }
