@@ -144,7 +144,7 @@ fn listing_for(table: &crate::mapping::MappingTable) -> crate::source::MemorySou
     use std::borrow::Cow;
     let mut bindings = crate::mapping::dims::Bindings::new();
     for rule in table.rules.iter().take(FUZZ_RULES) {
-        for d in &rule.shape {
+        for d in rule.shapes.iter().flatten() {
             for s in d.symbols() {
                 bindings.insert(s.to_string(), 2);
             }
@@ -152,19 +152,6 @@ fn listing_for(table: &crate::mapping::MappingTable) -> crate::source::MemorySou
     }
     let mut src = crate::source::MemorySource::new();
     for (k, rule) in table.rules.iter().take(FUZZ_RULES).enumerate() {
-        let Some(shape) = rule
-            .shape
-            .iter()
-            .map(|d| d.eval(&bindings))
-            .collect::<Option<Vec<usize>>>()
-        else {
-            continue;
-        };
-        let Some(bytes) = crate::tensor::checked_byte_len(crate::tensor::DType::F32, &shape)
-            .filter(|&b| b <= 4096)
-        else {
-            continue;
-        };
         let prefix = match table.strip_prefixes.first() {
             Some(p) if k % 2 == 1 => p.as_str(),
             _ => "",
@@ -175,11 +162,25 @@ fn listing_for(table: &crate::mapping::MappingTable) -> crate::source::MemorySou
             &[None]
         };
         for &i in layers {
-            for p in &rule.from {
+            for (j, p) in rule.from.iter().enumerate() {
+                let Some(shape) = rule
+                    .shape_of(j)
+                    .iter()
+                    .map(|d| d.eval(&bindings))
+                    .collect::<Option<Vec<usize>>>()
+                else {
+                    continue;
+                };
+                let Some(bytes) =
+                    crate::tensor::checked_byte_len(crate::tensor::DType::F32, &shape)
+                        .filter(|&b| b <= 4096)
+                else {
+                    continue;
+                };
                 let name = format!("{prefix}{}", p.render(i));
                 if let Ok(t) = crate::tensor::Tensor::new(
                     crate::tensor::DType::F32,
-                    shape.clone(),
+                    shape,
                     Cow::Owned(vec![0; bytes]),
                 ) {
                     let _ = src.insert(&name, t);

@@ -4,8 +4,7 @@
 //! converts (detected) to exactly the tensors transformers saved, with its config; the forward
 //! pass matches every output transformers recorded (`last_hidden_state`, `pooler_output`,
 //! `logits`, `image_embeds`), at other input sizes too (DINOv2 always resamples its positions,
-//! with registers antialiased; CLIP and SigLIP with `interpolate_pos_encoding`). timm's SigLIP
-//! layout is not read yet: it is refused naming its MAP head.
+//! with registers antialiased; CLIP and SigLIP with `interpolate_pos_encoding`).
 
 mod common;
 
@@ -18,15 +17,9 @@ use vit_convert::{convert, verify_model, ConfigOverrides, ConvertOptions, ErrorK
 
 use common::tensors;
 
-/// Cases this build does not convert yet (refused by name, tested below).
-const UNSUPPORTED: &[&str] = &["siglip_timm"];
-
 fn cases() -> Vec<Value> {
     let text = std::fs::read_to_string(common::fixture("convert", "families_cases.json")).unwrap();
-    let all: Vec<Value> = serde_json::from_str(&text).unwrap();
-    all.into_iter()
-        .filter(|c| !UNSUPPORTED.contains(&c["case"].as_str().unwrap()))
-        .collect()
+    serde_json::from_str(&text).unwrap()
 }
 
 fn dir(case: &Value) -> PathBuf {
@@ -159,22 +152,27 @@ fn the_forward_pass_matches_transformers_for_every_output_and_size() {
     assert!(compared >= 120, "{compared}");
 }
 
+/// timm's SigLIP layout is detected as `siglip` (not `dino`, whose detection it also fits) and
+/// converts to the same file as the big_vision `.npz` of the same weights: its MAP head's `q` and
+/// `kv` projections join into `in_proj_*` with k and v rows in place.
 #[test]
-fn timm_siglip_is_refused_naming_its_head() {
-    let out = tempfile::tempdir().unwrap();
-    let e = convert(
-        common::fixture_dir("convert").join("siglip/source.pth"),
-        out.path(),
-        &ConvertOptions::default(),
-    )
-    .unwrap_err();
-    match e.kind() {
-        ErrorKind::Mapping {
-            problem: vit_convert::mapping::MappingError::Rejected { feature, .. },
-            ..
-        } => assert!(feature.contains("MAP attention-pool head"), "{feature}"),
-        other => panic!("{other:?}"),
-    }
+fn timm_siglip_is_detected_and_converts_like_big_vision() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let d = common::fixture_dir("convert").join("siglip");
+    let opts = ConvertOptions {
+        overrides: ConfigOverrides {
+            num_heads: Some(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let timm = convert(d.join("source.pth"), a.path(), &opts).unwrap();
+    convert(d.join("big_vision.npz"), b.path(), &opts).unwrap();
+    assert_eq!(timm.mapping.table, "siglip");
+    assert_eq!(
+        tensors(&a.path().join("model.safetensors")),
+        tensors(&b.path().join("model.safetensors"))
+    );
 }
 
 #[test]

@@ -9,6 +9,10 @@ use super::schema::{MappingTable, Rule};
 use crate::error::{Error, Result};
 use crate::vocab::MappingError;
 
+/// One dimension to bind: the instance, its input's position, name and shape, the symbolic
+/// dimension and the size the input has there.
+type Slot<'a> = (&'a Instance<'a>, usize, &'a str, &'a [usize], &'a Dim, usize);
+
 pub(super) fn bind_shapes(table: &MappingTable, instances: &[Instance]) -> Result<Bindings> {
     let mut b = Bindings::new();
     // Rank checks first.
@@ -16,9 +20,9 @@ pub(super) fn bind_shapes(table: &MappingTable, instances: &[Instance]) -> Resul
     let instances: Vec<&Instance> = instances.iter().filter(|i| !i.rule.any_shape).collect();
     let instances = &instances[..];
     for ins in instances {
-        for (n, info) in &ins.inputs {
-            if info.shape.len() != ins.rule.shape.len() {
-                return Err(shape_err(table, ins.rule, n, &info.shape));
+        for (k, (n, info)) in ins.inputs.iter().enumerate() {
+            if info.shape.len() != ins.rule.shape_of(k).len() {
+                return Err(shape_err(table, ins.rule, k, n, &info.shape));
             }
         }
     }
@@ -26,16 +30,16 @@ pub(super) fn bind_shapes(table: &MappingTable, instances: &[Instance]) -> Resul
     // dimension's outcome depends only on the bindings of its own symbols, so a pass revisits only
     // the dimensions one of whose symbols was bound since they were last solved: the same
     // bindings and the same first error as full passes, without passes × dimensions work.
-    let mut slots: Vec<(&Instance, &str, &[usize], &Dim, usize)> = Vec::new();
+    let mut slots: Vec<Slot> = Vec::new();
     for &ins in instances {
-        for (n, info) in &ins.inputs {
-            for (d, &actual) in ins.rule.shape.iter().zip(&info.shape) {
-                slots.push((ins, n, &info.shape, d, actual));
+        for (k, (n, info)) in ins.inputs.iter().enumerate() {
+            for (d, &actual) in ins.rule.shape_of(k).iter().zip(&info.shape) {
+                slots.push((ins, k, n, &info.shape, d, actual));
             }
         }
     }
     let mut users: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (k, (_, _, _, d, _)) in slots.iter().enumerate() {
+    for (k, (_, _, _, _, d, _)) in slots.iter().enumerate() {
         for sym in d.symbols() {
             let list = users.entry(sym).or_default();
             if list.last() != Some(&k) {
@@ -48,7 +52,7 @@ pub(super) fn bind_shapes(table: &MappingTable, instances: &[Instance]) -> Resul
         let mut next: BTreeSet<usize> = BTreeSet::new();
         let mut progress = false;
         while let Some(k) = now.pop_first() {
-            let Some(&(ins, n, shape, d, actual)) = slots.get(k) else {
+            let Some(&(ins, input, n, shape, d, actual)) = slots.get(k) else {
                 continue;
             };
             let unbound: Vec<&str> = d.symbols().filter(|s| !b.contains_key(*s)).collect();
@@ -66,7 +70,7 @@ pub(super) fn bind_shapes(table: &MappingTable, instances: &[Instance]) -> Resul
                     }
                 }
                 Ok(false) => {}
-                Err(()) => return Err(shape_err(table, ins.rule, n, shape)),
+                Err(()) => return Err(shape_err(table, ins.rule, input, n, shape)),
             }
         }
         if !progress {
@@ -75,11 +79,11 @@ pub(super) fn bind_shapes(table: &MappingTable, instances: &[Instance]) -> Resul
         now = next;
     }
     for ins in instances {
-        for (n, info) in &ins.inputs {
-            for (d, &actual) in ins.rule.shape.iter().zip(&info.shape) {
+        for (k, (n, info)) in ins.inputs.iter().enumerate() {
+            for (d, &actual) in ins.rule.shape_of(k).iter().zip(&info.shape) {
                 match d.eval(&b) {
                     Some(v) if v == actual => {}
-                    Some(_) => return Err(shape_err(table, ins.rule, n, &info.shape)),
+                    Some(_) => return Err(shape_err(table, ins.rule, k, n, &info.shape)),
                     None => {
                         return Err(mapping_err(
                             table,
@@ -97,13 +101,20 @@ pub(super) fn bind_shapes(table: &MappingTable, instances: &[Instance]) -> Resul
     Ok(b)
 }
 
-fn shape_err(table: &MappingTable, rule: &Rule, name: &str, actual: &[usize]) -> Error {
+/// `name`, input `input` of `rule`, contradicts that input's symbolic shape.
+fn shape_err(
+    table: &MappingTable,
+    rule: &Rule,
+    input: usize,
+    name: &str,
+    actual: &[usize],
+) -> Error {
     mapping_err(
         table,
         rule.line,
         MappingError::ShapeContradiction {
             tensor: name.to_string(),
-            expected: show_shape(&rule.shape),
+            expected: show_shape(rule.shape_of(input)),
             actual: actual.to_vec(),
         },
     )

@@ -35,12 +35,29 @@ pub(crate) enum OpSpec {
 pub(crate) enum Op {
     Transpose(Vec<usize>),
     Reshape(Vec<usize>),
-    Split { axis: usize, parts: usize },
-    Concat { axis: usize },
+    Split {
+        axis: usize,
+        parts: usize,
+    },
+    /// Parts of the given sizes along an axis: the inverse of a `concat` whose inputs differ in
+    /// size along it (a rule with `shapes`). Internal: tables cannot write it.
+    SplitAt {
+        axis: usize,
+        sizes: Vec<usize>,
+    },
+    Concat {
+        axis: usize,
+    },
     Squeeze(usize),
     Unsqueeze(usize),
-    PrependZeros { axis: usize, n: usize },
-    DropZeros { axis: usize, n: usize },
+    PrependZeros {
+        axis: usize,
+        n: usize,
+    },
+    DropZeros {
+        axis: usize,
+        n: usize,
+    },
 }
 
 impl OpSpec {
@@ -178,6 +195,7 @@ impl fmt::Display for Op {
             Op::Transpose(p) => write!(f, "transpose({})", list(p)),
             Op::Reshape(d) => write!(f, "reshape({})", list(d)),
             Op::Split { axis, parts } => write!(f, "split({axis}, {parts})"),
+            Op::SplitAt { axis, sizes } => write!(f, "split_at({axis}, [{}])", list(sizes)),
             Op::Concat { axis } => write!(f, "concat({axis})"),
             Op::Squeeze(a) => write!(f, "squeeze({a})"),
             Op::Unsqueeze(a) => write!(f, "unsqueeze({a})"),
@@ -231,6 +249,23 @@ impl Op {
                 let mut part = s.clone();
                 part[*axis] = len / parts;
                 Ok(vec![part; *parts])
+            }
+            Op::SplitAt { axis, sizes } => {
+                let s = single()?;
+                let len = *s
+                    .get(*axis)
+                    .ok_or_else(|| format!("{self} on a rank-{} tensor", s.len()))?;
+                if sizes.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(len) {
+                    return Err(format!("{self}: axis length {len} is not the sizes' sum"));
+                }
+                Ok(sizes
+                    .iter()
+                    .map(|&n| {
+                        let mut part = s.clone();
+                        part[*axis] = n;
+                        part
+                    })
+                    .collect())
             }
             Op::Concat { axis } => {
                 let first = inputs
@@ -305,11 +340,21 @@ impl Op {
                 Op::Transpose(inv)
             }
             Op::Reshape(_) => Op::Reshape(inputs.first().cloned().unwrap_or_default()),
-            Op::Split { axis, .. } => Op::Concat { axis: *axis },
-            Op::Concat { axis } => Op::Split {
-                axis: *axis,
-                parts: inputs.len(),
-            },
+            Op::Split { axis, .. } | Op::SplitAt { axis, .. } => Op::Concat { axis: *axis },
+            Op::Concat { axis } => {
+                let sizes: Vec<usize> = inputs
+                    .iter()
+                    .map(|s| s.get(*axis).copied().unwrap_or(0))
+                    .collect();
+                if sizes.windows(2).all(|w| w[0] == w[1]) {
+                    Op::Split {
+                        axis: *axis,
+                        parts: inputs.len(),
+                    }
+                } else {
+                    Op::SplitAt { axis: *axis, sizes }
+                }
+            }
             Op::Squeeze(a) => Op::Unsqueeze(*a),
             Op::Unsqueeze(a) => Op::Squeeze(*a),
             Op::PrependZeros { axis, n } => Op::DropZeros { axis: *axis, n: *n },
@@ -356,12 +401,23 @@ impl Op {
                         .ok_or_else(|| format!("{self}: data shorter than shape"))?,
                 )
             }
-            Op::Split { axis, parts } => {
+            Op::Split { axis, .. } | Op::SplitAt { axis, .. } => {
                 let t = inputs.swap_remove(0);
                 let (outer, len, inner) = axis_split(&t.shape, *axis, elem)?;
-                let part = len.checked_div(*parts).ok_or_else(|| overflow(self))?;
+                // Output `want` is `part` slices along the axis from slice `first`.
+                let (first, part) = match self {
+                    Op::SplitAt { sizes, .. } => (
+                        sizes.get(..want).map_or(0, |s| s.iter().sum()),
+                        sizes.get(want).copied().unwrap_or(0),
+                    ),
+                    Op::Split { parts, .. } => {
+                        let part = len.checked_div(*parts).ok_or_else(|| overflow(self))?;
+                        (mul(self, want, part)?, part)
+                    }
+                    _ => return Err(format!("{self}: not a split")),
+                };
                 let block = mul(self, part, inner)?;
-                let start = mul(self, want, block)?;
+                let start = mul(self, first, inner)?;
                 let end = start.checked_add(block).ok_or_else(|| overflow(self))?;
                 let short = || format!("{self}: data shorter than shape");
                 if outer == 1 {

@@ -275,26 +275,31 @@ fn reverse_stages(
             .unwrap_or_default();
         return Ok((Vec::new(), Vec::new(), vec![(name, t.shape.clone())]));
     }
-    // Forward trace from the source's symbolic shape.
-    let src_shape = rule
-        .shape
+    // Forward trace from the sources' symbolic shapes.
+    let src_shapes = rule
+        .shapes
         .iter()
-        .map(|d| {
-            d.eval(bindings).ok_or_else(|| {
-                mapping_err(
-                    table,
-                    rule.line,
-                    MappingError::UnboundDimension {
-                        dim: d.to_string(),
-                        tensor: None,
-                    },
-                )
-            })
+        .map(|shape| {
+            shape
+                .iter()
+                .map(|d| {
+                    d.eval(bindings).ok_or_else(|| {
+                        mapping_err(
+                            table,
+                            rule.line,
+                            MappingError::UnboundDimension {
+                                dim: d.to_string(),
+                                tensor: None,
+                            },
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<Vec<_>>>()?;
     let fwd = resolve_ops(table, rule, bindings)?;
     let mut stage_inputs: Vec<Vec<Vec<usize>>> = Vec::new();
-    let mut shapes = vec![src_shape.clone(); rule.from.len()];
+    let mut shapes = src_shapes.clone();
     for op in &fwd {
         stage_inputs.push(shapes.clone());
         shapes = op
@@ -324,7 +329,8 @@ fn reverse_stages(
     let outputs = rule
         .from
         .iter()
-        .map(|p| (p.render(ins.index), src_shape.clone()))
+        .zip(src_shapes)
+        .map(|(p, shape)| (p.render(ins.index), shape))
         .collect();
     Ok((inv, stage_inputs, outputs))
 }

@@ -162,7 +162,7 @@ impl OneOrMany {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(untagged)]
 enum DimSpec {
     Int(u64),
@@ -182,7 +182,11 @@ enum ShapeSpec {
 #[serde(deny_unknown_fields)]
 struct RuleSpec {
     from: OneOrMany,
-    shape: ShapeSpec,
+    #[serde(default)]
+    shape: Option<ShapeSpec>,
+    /// One symbolic shape per `from` name (a concat of inputs whose sizes differ along its axis).
+    #[serde(default)]
+    shapes: Option<Vec<Vec<DimSpec>>>,
     #[serde(default)]
     ops: Vec<String>,
     to: OneOrMany,
@@ -235,12 +239,14 @@ pub(crate) enum RejectMatch {
     Prefix(String),
 }
 
-/// One rule: source name(s), their symbolic shape, ops, target name(s).
+/// One rule: source name(s), their symbolic shapes, ops, target name(s).
 #[derive(Clone, Debug)]
 pub(crate) struct Rule {
     pub(crate) line: usize,
     pub(crate) from: Vec<Pattern>,
-    pub(crate) shape: Vec<Dim>,
+    /// One symbolic shape per `from` name, in order (a rule written with `shape` repeats it; a
+    /// `shape = "any"` rule has one empty shape).
+    pub(crate) shapes: Vec<Vec<Dim>>,
     pub(crate) ops: Vec<OpSpec>,
     pub(crate) to: Vec<Pattern>,
     pub(crate) optional: bool,
@@ -252,6 +258,11 @@ pub(crate) struct Rule {
 }
 
 impl Rule {
+    /// The symbolic shape of `from` name `k` (empty past the last).
+    pub(crate) fn shape_of(&self, k: usize) -> &[Dim] {
+        self.shapes.get(k).map_or(&[], Vec::as_slice)
+    }
+
     /// True when the rule is instantiated once per layer (`{i}`).
     pub(crate) fn is_indexed(&self) -> bool {
         self.from.first().is_some_and(Pattern::is_indexed)
@@ -606,24 +617,57 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
             "either every name of a rule has `{i}` or none has".into()
         ));
     }
-    let (dims, any_shape) = match spec.shape {
-        ShapeSpec::Dims(d) => (d, false),
-        ShapeSpec::Any(a) if a == "any" => {
+    let explicit = spec.shapes.is_some();
+    let (dims, any_shape) = match (spec.shape, spec.shapes) {
+        (Some(_), Some(_)) => {
+            return Err(err(
+                "a rule gives `shape` or `shapes` (one per `from` name), not both".into(),
+            ))
+        }
+        (None, None) => {
+            return Err(err(
+                "a rule needs `shape` (or `shapes`, one per `from` name)".into(),
+            ))
+        }
+        (None, Some(list)) => {
+            if from.len() < 2 {
+                return Err(err(
+                    "`shapes` is for a rule with several `from` names; one name takes `shape`"
+                        .into(),
+                ));
+            }
+            if list.len() != from.len() {
+                return Err(err(format!(
+                    "{} `shapes` for {} `from` names (one shape per name)",
+                    list.len(),
+                    from.len()
+                )));
+            }
+            if list.iter().any(|d| d.len() != list[0].len()) {
+                let ranks: Vec<usize> = list.iter().map(Vec::len).collect();
+                return Err(err(format!(
+                    "`shapes` of different ranks {ranks:?}: concat joins tensors of one rank"
+                )));
+            }
+            (list, false)
+        }
+        (Some(ShapeSpec::Dims(d)), None) => (vec![d; from.len()], false),
+        (Some(ShapeSpec::Any(a)), None) if a == "any" => {
             if !spec.ops.is_empty() || from.len() != 1 || to.len() != 1 {
                 return Err(err(
                     "`shape = \"any\"` is for a one-to-one rename without ops".into(),
                 ));
             }
-            (Vec::new(), true)
+            (vec![Vec::new()], true)
         }
-        ShapeSpec::Any(a) => {
+        (Some(ShapeSpec::Any(a)), None) => {
             return Err(err(format!("shape {a:?}: a list of dimensions or \"any\"")))
         }
     };
-    if dims.len() > MAX_RANK {
+    if let Some(d) = dims.first().filter(|d| d.len() > MAX_RANK) {
         return Err(err(format!(
             "shape has {} dimensions (at most {MAX_RANK})",
-            dims.len()
+            d.len()
         )));
     }
     if spec.ops.len() > MAX_RULE_OPS {
@@ -632,13 +676,18 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
             spec.ops.len()
         )));
     }
-    let shape = dims
+    let shapes = dims
         .into_iter()
-        .map(|d| match d {
-            DimSpec::Int(v) => usize::try_from(v)
-                .map(Dim::int)
-                .map_err(|_| err(format!("dimension {v} too large"))),
-            DimSpec::Expr(s) => Dim::parse(&s).map_err(err),
+        .map(|shape| {
+            shape
+                .into_iter()
+                .map(|d| match d {
+                    DimSpec::Int(v) => usize::try_from(v)
+                        .map(Dim::int)
+                        .map_err(|_| err(format!("dimension {v} too large"))),
+                    DimSpec::Expr(s) => Dim::parse(&s).map_err(err),
+                })
+                .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<Vec<_>>>()?;
     let ops = spec
@@ -668,6 +717,11 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
         )));
     }
     let concat = matches!(ops.first(), Some(OpSpec::Concat { .. }));
+    if let (true, Some(OpSpec::Concat { axis }), Some(first)) =
+        (explicit, ops.first(), shapes.first())
+    {
+        check_concat_shapes(*axis, first, &shapes).map_err(err)?;
+    }
     if concat != (from.len() > 1) {
         return Err(err("a rule with several `from` names must start with concat(axis), and only such a rule may".into()));
     }
@@ -689,13 +743,38 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
     Ok(Rule {
         line,
         from,
-        shape,
+        shapes,
         ops,
         to,
         optional: spec.optional,
         any_shape,
         absent: spec.absent,
     })
+}
+
+/// `shapes` joined by `concat(axis)`: the axis exists, and every other dimension is written the
+/// same in every shape (only the axis may differ; its inverse splits at the sizes it joined).
+fn check_concat_shapes(
+    axis: usize,
+    first: &[Dim],
+    shapes: &[Vec<Dim>],
+) -> std::result::Result<(), String> {
+    if axis >= first.len() {
+        return Err(format!("concat({axis}) on a rank-{} shape", first.len()));
+    }
+    for s in shapes {
+        let differs = s
+            .iter()
+            .zip(first)
+            .enumerate()
+            .find(|(k, (a, b))| *k != axis && a != b);
+        if let Some((k, (a, b))) = differs {
+            return Err(format!(
+                "`shapes` differ in dimension {k} (`{b}` and `{a}`): concat({axis}) joins shapes that differ only along its axis"
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

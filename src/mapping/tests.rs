@@ -841,3 +841,146 @@ fn ops_recomputed_for_every_split_output_are_bounded_at_load() {
         MappingTable::from_toml(&table_text("", &ok), "ok.toml").unwrap();
     }
 }
+
+/// Two rules joining inputs of unequal sizes (`shapes`): rows (q `[D, D]` + kv `[2·D, D]`, as
+/// timm's MAP head) and columns (`[R, A]` + `[R, B]`, several rows apart in memory).
+const UNEQUAL_CONCAT: &str = "[[rule]]\nfrom = [\"q\", \"kv\"]\nshapes = [[\"D\", \"D\"], [\"2*D\", \"D\"]]\nops = [\"concat(0)\"]\nto = \"x\"\n\n[[rule]]\nfrom = [\"a\", \"b\"]\nshapes = [[\"R\", \"A\"], [\"R\", \"B\"]]\nops = [\"concat(1)\"]\nto = \"y\"\n";
+
+#[test]
+fn a_concat_of_unequal_shapes_joins_forward_and_splits_back_exactly() {
+    let t = MappingTable::from_toml(&table_text("", UNEQUAL_CONCAT), "t.toml").unwrap();
+    let src = mem_source(&[
+        ("q", &[2, 2]),
+        ("kv", &[4, 2]),
+        ("a", &[3, 1]),
+        ("b", &[3, 2]),
+    ]);
+    let plan = plan_forward(&t, src.tensors(), None).unwrap();
+    assert_eq!((plan.bindings["D"], plan.bindings["B"]), (2, 2));
+    let canon = PlannedSource::new(&src, plan);
+    let x = canon.read("x").unwrap();
+    assert_eq!(x.shape, vec![6, 2]);
+    let (q, kv) = (src.read("q").unwrap(), src.read("kv").unwrap());
+    assert_eq!(x.data[..], [&q.data[..], &kv.data[..]].concat()[..]);
+    let y = canon.read("y").unwrap();
+    assert_eq!(y.shape, vec![3, 3]);
+    let (a, b) = (src.read("a").unwrap(), src.read("b").unwrap());
+    let rows: Vec<u8> = (0..3)
+        .flat_map(|r| [&a.data[r * 4..r * 4 + 4], &b.data[r * 8..r * 8 + 8]].concat())
+        .collect();
+    assert_eq!(y.data[..], rows[..]);
+
+    // Backwards: split at the sizes joined, bit-exact.
+    let mut bind = crate::mapping::dims::Bindings::new();
+    for (k, v) in [("D", 2), ("R", 3), ("A", 1), ("B", 2)] {
+        bind.insert(k.to_string(), v);
+    }
+    let back = plan_reverse(&t, canon.tensors(), &bind).unwrap();
+    let kv_plan = back.targets.iter().find(|p| p.info.name == "kv").unwrap();
+    assert_eq!(kv_plan.ops[0].to_string(), "split_at(0, [2, 4])");
+    let back = PlannedSource::new(&canon, back);
+    assert_eq!(back.tensors().len(), 4);
+    for info in src.tensors() {
+        assert_eq!(
+            back.read(&info.name).unwrap(),
+            src.read(&info.name).unwrap(),
+            "{}",
+            info.name
+        );
+    }
+}
+
+#[test]
+fn an_input_contradicting_its_own_shape_names_it_and_that_shape() {
+    let t = MappingTable::from_toml(&table_text("", UNEQUAL_CONCAT), "t.toml").unwrap();
+    let src = mem_source(&[
+        ("q", &[2, 2]),
+        ("kv", &[5, 2]),
+        ("a", &[3, 1]),
+        ("b", &[3, 2]),
+    ]);
+    let (_, line, problem) = mapping_reason(&plan_forward(&t, src.tensors(), None).unwrap_err());
+    assert_eq!(line, 13);
+    assert_eq!(
+        problem,
+        MappingError::ShapeContradiction {
+            tensor: "kv".into(),
+            expected: "[2*D, D]".into(),
+            actual: vec![5, 2],
+        }
+    );
+}
+
+#[test]
+fn malformed_shapes_lists_are_refused_at_load_naming_the_line() {
+    let rule = |from: &str, shape: &str, ops: &str| {
+        format!("[[rule]]\nfrom = {from}\n{shape}\nops = [{ops}]\nto = \"x\"\n")
+    };
+    let two = "[\"q\", \"kv\"]";
+    let good = "shapes = [[\"D\", \"D\"], [\"2*D\", \"D\"]]";
+    for (text, want) in [
+        (
+            rule(
+                two,
+                &format!("shape = [\"D\", \"D\"]\n{good}"),
+                "\"concat(0)\"",
+            ),
+            "not both",
+        ),
+        (rule(two, "", "\"concat(0)\""), "needs `shape`"),
+        (
+            rule("\"q\"", "shapes = [[\"D\"]]", ""),
+            "`shapes` is for a rule with several `from` names",
+        ),
+        (
+            rule(two, "shapes = [[\"D\"], [\"D\"], [\"D\"]]", "\"concat(0)\""),
+            "3 `shapes` for 2 `from` names",
+        ),
+        (
+            rule(two, "shapes = [[\"D\", \"D\"], [\"2*D\"]]", "\"concat(0)\""),
+            "different ranks [2, 1]",
+        ),
+        (
+            rule(
+                two,
+                "shapes = [[\"D\", \"D\"], [\"D\", \"E\"]]",
+                "\"concat(0)\"",
+            ),
+            "differ in dimension 1 (`D` and `E`)",
+        ),
+        (
+            rule(two, good, "\"concat(2)\""),
+            "concat(2) on a rank-2 shape",
+        ),
+        (rule(two, good, ""), "must start with concat(axis)"),
+        (
+            rule(
+                two,
+                "shapes = [[\"D\", \"D\"], [\"D\", [\"D\"]]]",
+                "\"concat(0)\"",
+            ),
+            "",
+        ),
+    ] {
+        let e = MappingTable::from_toml(&table_text("", &text), "evil.toml").unwrap_err();
+        let (file, line, reason) = table_reason(&e);
+        assert_eq!(file, "evil.toml");
+        assert!(line >= 13, "{text}: {reason}");
+        assert!(reason.contains(want), "{text}: {reason}");
+    }
+    // Budgeted like any concat: every output's other ops count (3 inputs × 6 transposes).
+    let ops = ["\"concat(0)\""]
+        .into_iter()
+        .chain(["\"transpose(1, 0)\""; 6])
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = rule(
+        "[\"a\", \"b\", \"c\"]",
+        "shapes = [[\"D\", \"D\"], [\"2*D\", \"D\"], [\"D\", \"D\"]]",
+        &ops,
+    );
+    let e = MappingTable::from_toml(&table_text("", &text), "evil.toml").unwrap_err();
+    let (_, line, reason) = table_reason(&e);
+    assert_eq!(line, 13);
+    assert!(reason.contains("ops × outputs at most 16"), "{reason}");
+}
