@@ -11,7 +11,14 @@ use crate::vocab::MappingError;
 
 /// One dimension to bind: the instance, its input's position, name and shape, the symbolic
 /// dimension and the size the input has there.
-type Slot<'a> = (&'a Instance<'a>, usize, &'a str, &'a [usize], &'a Dim, usize);
+type Slot<'a> = (
+    &'a Instance<'a>,
+    usize,
+    &'a str,
+    &'a [usize],
+    &'a Dim,
+    usize,
+);
 
 pub(super) fn bind_shapes(table: &MappingTable, instances: &[Instance]) -> Result<Bindings> {
     let mut b = Bindings::new();

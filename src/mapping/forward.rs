@@ -80,7 +80,7 @@ pub(crate) fn plan_forward_within(
             buffers.push((o.clone(), b.kind, b.line));
             continue;
         }
-        if table.index.ignore.any_match(s) {
+        if table.index.ignore.any_match(s) || table.ignore_names.iter().any(|n| n == s) {
             ignored.push(o.clone());
         } else {
             unconsumed.push(o.clone());

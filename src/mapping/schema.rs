@@ -29,6 +29,9 @@ pub(crate) const MAX_RULE_NAMES: usize = 64;
 /// 16 MiB checkpoint took 40 s). The shipped tables need at most 3; one output may still have 16.
 pub(crate) const MAX_RULE_WORK: usize = MAX_RULE_OPS;
 
+/// Most `ignore_names` in one table (the SigLIP table has two).
+pub(crate) const MAX_IGNORE_NAMES: usize = 64;
+
 /// Most `[[buffer]]` entries in one table (the BEiT table has two): each is matched against every
 /// source name without an index.
 pub(crate) const MAX_BUFFERS: usize = 16;
@@ -134,6 +137,8 @@ struct SourceSpec {
     strip_prefixes: Vec<Spanned<String>>,
     #[serde(default)]
     ignore_prefixes: Vec<Spanned<String>>,
+    #[serde(default)]
+    ignore_names: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -286,6 +291,8 @@ pub struct MappingTable {
     pub(crate) branches: Vec<Branch>,
     pub(crate) strip_prefixes: Vec<String>,
     pub(crate) ignore_prefixes: Vec<String>,
+    /// Source tensors dropped on purpose, by exact name (reported).
+    pub(crate) ignore_names: Vec<String>,
     pub(crate) rejects: Vec<Reject>,
     /// Buffers checked against the geometry, then dropped.
     pub(crate) buffers: Vec<Buffer>,
@@ -444,6 +451,16 @@ impl MappingTable {
             &lines,
             file,
         )?;
+        if src.ignore_names.len() > MAX_IGNORE_NAMES {
+            return Err(table_error(
+                file,
+                0,
+                format!(
+                    "{} `ignore_names` (at most {MAX_IGNORE_NAMES}: each is compared with every name no rule reads)",
+                    src.ignore_names.len()
+                ),
+            ));
+        }
         let hash = hex(&Sha256::digest(text.as_bytes()));
         let mut table = MappingTable {
             id: spec.table.id,
@@ -470,6 +487,7 @@ impl MappingTable {
             branches,
             strip_prefixes,
             ignore_prefixes,
+            ignore_names: src.ignore_names,
             rejects,
             buffers,
             rules,

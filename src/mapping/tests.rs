@@ -132,6 +132,31 @@ fn unconsumed_tensor_names_the_tensor_and_table() {
     );
 }
 
+/// `ignore_names` drop exactly their names: SigLIP's logit scale `t` and bias `b` go, while a
+/// `t…`/`b…` tensor no rule reads is refused (prefixes `t` and `b` used to drop them silently).
+#[test]
+fn ignore_names_drop_only_their_exact_names() {
+    let text = MappingTable::builtin("timm")
+        .unwrap()
+        .text()
+        .replace("[source]\n", "[source]\nignore_names = [\"t\", \"b\"]\n");
+    let t = MappingTable::from_toml(&text, "t.toml").unwrap();
+    let mut l = timm_listing("", 1);
+    l.push(("t".into(), vec![1]));
+    l.push(("b".into(), vec![1]));
+    let plan = plan_forward(&t, source(&l).tensors(), None).unwrap();
+    assert_eq!(plan.report.ignored, ["t", "b"]);
+    l.push(("blocks.0.attn.extra".into(), vec![8]));
+    let e = plan_forward(&t, source(&l).tensors(), None).unwrap_err();
+    let (_, _, problem) = mapping_reason(&e);
+    assert_eq!(
+        problem,
+        MappingError::Unconsumed {
+            names: vec!["blocks.0.attn.extra".into()]
+        }
+    );
+}
+
 #[test]
 fn unconsumed_sources_are_all_listed() {
     let mut l = timm_listing("", 1);
