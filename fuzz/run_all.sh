@@ -36,7 +36,7 @@ for t in "${targets[@]}"; do
     "${rate:-?}" "$size" "${VIT_CONVERT_FUZZ_SANITIZER:-address}"
   if [ $rc -ne 0 ]; then
     failed=1
-    grep -E 'ERROR|panicked|Test unit written' "$log" | head -5
+    grep -m5 -E 'ERROR|panicked|Test unit written' "$log"
   fi
 done
 exit $failed

@@ -33,7 +33,9 @@ while IFS= read -r -d '' f; do
     504b0304*|504b0506*)
       if [ $have_unzip = 1 ] && unzip -Z1 "$f" 2>/dev/null | grep -q '/data\.pkl$'; then
         add torch_zip "$f"
-        name=$(unzip -Z1 "$f" | grep '/data\.pkl$' | head -1)
+        # Process substitution, not a pipe: with pipefail, a reader that stops early would turn
+        # the writer's SIGPIPE into the script's exit status.
+        name=$(grep -m1 '/data\.pkl$' < <(unzip -Z1 "$f"))
         unzip -p "$f" "$name" > "$tmp/data.pkl" && add pickle "$tmp/data.pkl"
       else
         add npz "$f"
@@ -41,8 +43,8 @@ while IFS= read -r -d '' f; do
         if [ $have_unzip = 1 ]; then
           rm -rf "$tmp/npz" && mkdir -p "$tmp/npz"
           unzip -qq -o "$f" -d "$tmp/npz" 2>/dev/null || true
-          find "$tmp/npz" -name '*.npy' -size -64k -print0 | head -z -n 8 |
-            while IFS= read -r -d '' m; do add npy "$m"; done
+          mapfile -d '' -t members < <(find "$tmp/npz" -name '*.npy' -size -64k -print0)
+          for m in "${members[@]:0:8}"; do add npy "$m"; done
         fi
       fi
       ;;

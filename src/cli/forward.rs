@@ -25,6 +25,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub interpolate_pos_encoding: bool,
     /// Resampling algorithm: hf (current transformers) or dino (original DINO, +0.1 offset).
+    /// DINOv2 always resamples by its own rule (antialiased with registers), as transformers does.
     #[arg(long, default_value = "hf", value_parser = ["hf", "dino"])]
     pub pos_interp: String,
     /// Threads for the forward pass (default: one per available core; at most 256).
