@@ -116,7 +116,8 @@ fn sha256_file(path: &Path) -> Result<String> {
 ///
 /// # Errors
 /// [`ErrorKind::InvalidOption`] when both a family and a custom table are given;
-/// [`ErrorKind::NoFamily`] or [`ErrorKind::AmbiguousFamily`] when detection finds no family or
+/// [`ErrorKind::Mapping`] (`Rejected`) when no family claims the layout but a table names a
+/// feature it holds; [`ErrorKind::NoFamily`] or [`ErrorKind::AmbiguousFamily`] when detection finds no family or
 /// more than one.
 pub(crate) fn choose_table(
     src: &dyn TensorSource,
@@ -143,6 +144,24 @@ pub(crate) fn choose_table(
         if let Ok(view) = mapping::select_view(&t, &names, None) {
             if mapping::detect(&t, &view) {
                 hits.push(t);
+            }
+        }
+    }
+    if hits.is_empty() {
+        // No table claims the layout, but a table may still name a feature it holds (timm's
+        // relative-position-MLP or parallel-block ViTs): say that rather than "no family".
+        for t in MappingTable::builtins()? {
+            if let Err(e) = mapping::plan_forward_within(&t, src.tensors(), None, &Limits::DEFAULT)
+            {
+                if matches!(
+                    e.kind(),
+                    ErrorKind::Mapping {
+                        problem: mapping::MappingError::Rejected { .. },
+                        ..
+                    }
+                ) {
+                    return Err(e);
+                }
             }
         }
     }
