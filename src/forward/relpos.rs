@@ -6,22 +6,25 @@
 //! transformers does for every input size.
 
 use crate::error::{ErrorKind, Result};
-use crate::model::relative_position_index;
 
 /// The bias `[heads, T, T]` (`T = gh·gw + 1`) for a `gh × gw` input grid from a table made for
-/// a `w × w` grid (`table` row-major `[(2w-1)² + 3, heads]`).
+/// a `w × w` grid (`table` row-major `[(2w-1)² + 3, heads]`); `index` is that grid's
+/// [`relative_position_index`](crate::model::relative_position_index), computed once per forward pass for every layer's table.
 ///
 /// # Errors
-/// [`ErrorKind::InvalidLayout`] when the table's size disagrees with `w` and `heads`.
+/// [`ErrorKind::InvalidLayout`] when the table's size disagrees with `w` and `heads`, or the
+/// index's with the grid.
 pub(crate) fn bias(
     table: &[f32],
     heads: usize,
     w: usize,
     (gh, gw): (usize, usize),
+    index: &[usize],
 ) -> Result<Vec<f32>> {
     let old_side = 2 * w - 1;
     let old_rows = old_side * old_side + 3;
-    if w == 0 || gh == 0 || gw == 0 || table.len() != old_rows * heads {
+    let t = gh * gw + 1;
+    if w == 0 || gh == 0 || gw == 0 || table.len() != old_rows * heads || index.len() != t * t {
         return Err(ErrorKind::InvalidLayout {
             reason: format!(
                 "a relative position bias table of {} values for a {w}x{w} grid and {heads} heads",
@@ -44,8 +47,6 @@ pub(crate) fn bias(
     }
     let new_offsets = new_h * new_w;
     resized[new_offsets * heads..].copy_from_slice(&table[offsets * heads..]);
-    let index = relative_position_index(gh, gw);
-    let t = gh * gw + 1;
     let mut out = vec![0f32; heads * t * t];
     for (k, &row) in index.iter().enumerate() {
         for hh in 0..heads {
@@ -90,6 +91,7 @@ fn bilinear(x: &[f32], (ih, iw): (usize, usize), (oh, ow): (usize, usize)) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::relative_position_index;
 
     #[test]
     fn index_matches_the_definition_for_a_2x3_grid() {
@@ -128,14 +130,15 @@ mod tests {
         let (w, heads) = (2, 2);
         let rows = 9 + 3;
         let table: Vec<f32> = (0..rows * heads).map(|i| i as f32).collect();
-        let b = bias(&table, heads, w, (2, 2)).unwrap();
         let index = relative_position_index(2, 2);
+        let b = bias(&table, heads, w, (2, 2), &index).unwrap();
         let t = 5;
         for hh in 0..heads {
             for k in 0..t * t {
                 assert_eq!(b[hh * t * t + k], table[index[k] * heads + hh]);
             }
         }
-        assert!(bias(&table, heads, 3, (2, 2)).is_err());
+        assert!(bias(&table, heads, 3, (2, 2), &index).is_err());
+        assert!(bias(&table, heads, w, (2, 2), &index[1..]).is_err());
     }
 }

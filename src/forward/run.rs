@@ -378,9 +378,21 @@ impl Model {
     }
 
     /// The relative position bias `[H, t, t]` of `table` for a `grid` input.
-    fn relative_bias(&self, w: &Resolved<'_>, table: P, grid: (usize, usize)) -> Result<Vec<f32>> {
+    fn relative_bias(
+        &self,
+        w: &Resolved<'_>,
+        table: P,
+        grid: (usize, usize),
+        index: &[usize],
+    ) -> Result<Vec<f32>> {
         let cfg = &self.config;
-        relpos::bias(w.get(table), cfg.num_attention_heads, cfg.grid(), grid)
+        relpos::bias(
+            w.get(table),
+            cfg.num_attention_heads,
+            cfg.grid(),
+            grid,
+            index,
+        )
     }
 
     /// The encoder over the embeddings `x` (`b` samples of `t` tokens from a `grid` of
@@ -413,8 +425,15 @@ impl Model {
                 cfg.intermediate_size.saturating_mul(2),
             ))),
         };
+        // The relative position index of the input's grid: one for every layer's table.
+        let index =
+            if self.shared_relative.is_some() || self.layers.iter().any(|l| l.relative.is_some()) {
+                model::relative_position_index(grid.0, grid.1)
+            } else {
+                Vec::new()
+            };
         let shared = match self.shared_relative {
-            Some(table) => Some(self.relative_bias(w, table, grid)?),
+            Some(table) => Some(self.relative_bias(w, table, grid, &index)?),
             None => None,
         };
         let layers = u64::try_from(self.layers.len()).unwrap_or(u64::MAX);
@@ -430,7 +449,7 @@ impl Model {
         }
         for (i, l) in self.layers.iter().enumerate() {
             let own = match l.relative {
-                Some(table) => Some(self.relative_bias(w, table, grid)?),
+                Some(table) => Some(self.relative_bias(w, table, grid, &index)?),
                 None => None,
             };
             // q, k and v in one parallel region.
