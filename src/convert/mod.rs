@@ -411,12 +411,19 @@ fn canonicalize<'s>(
         merge_sidecar_config(&side, &mut overrides, arch, &opts.open.limits)?;
     }
     let infos: Vec<TensorInfo> = plan.targets.iter().map(|t| t.info.clone()).collect();
-    // A source layout may imply another activation than the table's default.
-    let layout_act = table.facts.layout_hidden_act.iter().find(|l| {
-        src.tensors()
+    // A source layout may imply another activation than the table's default: its marker name is
+    // looked for as the table sees the names (wrapper chosen, prefixes stripped).
+    let layout_act = if table.facts.layout_hidden_act.is_empty() {
+        None
+    } else {
+        let names: Vec<&str> = src.tensors().iter().map(|t| t.name.as_str()).collect();
+        let view = mapping::select_view(&table, &names, opts.branch)?;
+        table
+            .facts
+            .layout_hidden_act
             .iter()
-            .any(|t| t.name == l.when || t.name.ends_with(&format!("/{}", l.when)))
-    });
+            .find(|l| view.names.iter().any(|(stripped, _)| *stripped == l.when))
+    };
     if let Some(l) = layout_act.filter(|_| opts.overrides.hidden_act.is_none()) {
         quirks.push(format!(
             "hidden_act = {} (the {} layout; set option `hidden_act` otherwise)",
@@ -907,4 +914,37 @@ fn write_weights(
 /// a hard link or `./x`), and outputs naming one file twice.
 fn refuse_overwriting_input(input: &Path, outputs: &[&Path]) -> Result<()> {
     write::check_outputs(outputs, &[input]).map_err(|e| e.with_path(input))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// timm's CLIP layout implies exact GELU however its names are wrapped or prefixed: the
+    /// marker is looked for as the table sees the names (a `module.` prefix once made it
+    /// QuickGELU).
+    #[test]
+    fn a_layout_activation_is_found_after_prefixes_are_stripped() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/convert/clip_timm");
+        let plain = source::open(dir.join("source.pth")).unwrap();
+        let mut prefixed = crate::source::MemorySource::new();
+        for t in plain.tensors() {
+            let tensor = plain.read(&t.name).unwrap();
+            prefixed
+                .insert(&format!("module.{}", t.name), tensor)
+                .unwrap();
+        }
+        let opts = ConvertOptions {
+            overrides: ConfigOverrides {
+                num_heads: Some(2),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        for src in [plain.as_ref(), &prefixed as &dyn TensorSource] {
+            let canon = Canonical::new(src, &opts).unwrap();
+            assert_eq!(canon.config().hidden_act, model::Activation::Gelu);
+        }
+    }
 }
