@@ -2,12 +2,19 @@
 """By-hand check of whole timm model families (not run by `cargo test`): builds each named timm
 model with random, perturbed weights (nothing is downloaded), saves its state dict, converts it
 with `vit-convert --from auto`, loads the output in transformers (zero missing/unexpected keys),
-compares transformers' output with timm's, and runs `vit-convert verify` against transformers'
-output. Prints one line per model and exits 1 if any model fails.
+compares transformers' output with timm's, runs `vit-convert verify` against transformers'
+output, and writes the output back with `--to timm`: the same state dict, bit for bit, which timm
+loads strictly. Prints one line per model and exits 1 if any model fails.
 
     $VIT_CONVERT_VENV/bin/python scripts/check_timm_family.py 'beit*'          # every BEiT
     $VIT_CONVERT_VENV/bin/python scripts/check_timm_family.py '*dinov2*' 'vit_*clip*'  # others
     $VIT_CONVERT_VENV/bin/python scripts/check_timm_family.py beit_base_patch16_224
+
+`--census` runs every model of timm's ViT family (the `vision_transformer`, `deit` and `beit`
+modules) and sorts each into converted (all checks pass), refused (vit-convert exits with an
+error and writes nothing) or wrong (converted, but a check fails: the number that must stay 0).
+`--depth N` builds each model with N blocks instead of its own depth (the architecture's features
+are per block, so a census at `--depth 2` sees the same features in a fraction of the time).
 
 VIT_CONVERT_BIN names the binary (default target/release/vit-convert; build it first with
 `cargo build --release`). BEiT 3 (`beit3_*`, a multiway text+image model) is not a BEiT and is
@@ -22,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import safetensors.torch
 import timm
 import torch
 import transformers
@@ -45,13 +53,21 @@ def perturb(model: torch.nn.Module, seed: int, zero: tuple[str, ...] = ()) -> No
                         else noise * (p.shape[-1] ** -0.5))
 
 
-def check(name: str, work: Path) -> tuple[bool, str]:
-    model = timm.create_model(name, pretrained=False).eval()
+def check(name: str, work: Path, depth: int | None = None) -> tuple[str, str]:
+    """Returns ("ok" | "refused" | "wrong", message)."""
+    kwargs = {"depth": depth} if depth else {}
+    model = timm.create_model(name, pretrained=False, **kwargs).eval()
     # timm's CLIP towers carry the projection as a head with a bias, zero in every OpenAI/LAION
     # port (HF's projection has none).
     perturb(model, 0, zero=("head.bias",) if "clip" in name else ())
     # A state dict cannot tell QuickGELU from GELU: timm's `*_quickgelu_*` models say so by name.
     act = ["--hidden-act", "quick_gelu"] if "quickgelu" in name else []
+    # timm builds most SigLIP towers with exact GELU (big_vision trained them with the tanh form,
+    # the table's default): the model is what is checked, so say which one it computes.
+    mlp_act = getattr(getattr(model, "blocks", [None])[0], "mlp", None)
+    mlp_act = getattr(mlp_act, "act", None)
+    if "siglip" in name and type(mlp_act) is torch.nn.GELU and mlp_act.approximate == "none":
+        act = ["--hidden-act", "gelu"]
     src = work / f"{name}.pth"
     torch.save(model.state_dict(), src)
     out = work / name
@@ -59,7 +75,8 @@ def check(name: str, work: Path) -> tuple[bool, str]:
                           "--num-heads", str(model.blocks[0].attn.num_heads)] + act,
                          capture_output=True, text=True)
     if run.returncode != 0:
-        return False, f"convert failed: {run.stderr.strip()}"
+        # Nothing was written: a refusal, whatever its reason (the census lists the reasons).
+        return "refused", f"convert failed: {run.stderr.strip()}"
     report = json.loads(run.stdout)
     cfg = json.loads((out / "config.json").read_text())
     cls = getattr(transformers, cfg["architectures"][0])
@@ -67,7 +84,7 @@ def check(name: str, work: Path) -> tuple[bool, str]:
     hf.eval()
     bad = {k: v for k, v in info.items() if v}
     if bad:
-        return False, f"transformers loading info: {bad}"
+        return "wrong", f"transformers loading info: {bad}"
     size = cfg["image_size"]
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -82,30 +99,70 @@ def check(name: str, work: Path) -> tuple[bool, str]:
             break
     delta = (want - got).abs().max().item()
     if delta > 1e-4 * max(1.0, want.abs().max().item()):
-        return False, f"transformers {attr} vs timm max |Δ| {delta:.3e}"
+        return "wrong", f"transformers {attr} vs timm max |Δ| {delta:.3e}"
     np.save(work / "x.npy", x.numpy())
     np.save(work / "y.npy", got.numpy())
     run = subprocess.run([BIN, "verify", str(out), "--input", str(work / "x.npy"),
                           "--expected", str(work / "y.npy"), "--compare", compare],
                          capture_output=True, text=True)
     if run.returncode != 0:
-        return False, f"verify: {(run.stdout + run.stderr).strip()}"
-    return True, (f"{report['architecture']} {report['config']['image_size']}px: transformers vs "
-                  f"timm {delta:.1e}; {run.stdout.strip()}")
+        return "wrong", f"verify: {(run.stdout + run.stderr).strip()}"
+    back = reverse(model, out, work)
+    if back.startswith("FAIL"):
+        return "wrong", back
+    return "ok", (f"{report['architecture']} {report['config']['image_size']}px: transformers vs "
+                  f"timm {delta:.1e}; {run.stdout.strip()}; {back}")
+
+
+def reverse(model: torch.nn.Module, out: Path, work: Path) -> str:
+    """Writes the converted model back with `--to timm`; timm's state dict must come back."""
+    back = work / "back"
+    run = subprocess.run([BIN, "--quiet", "--from", "hf", "--to", "timm",
+                          str(out / "model.safetensors"), "-o", str(back)],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        return f"FAIL --to timm: {run.stderr.strip()}"
+    got = safetensors.torch.load_file(back / "model.safetensors")
+    want = model.state_dict()
+    if set(got) != set(want):
+        return f"FAIL --to timm names: {sorted(set(got) ^ set(want))[:6]}"
+    differ = [k for k in want if not torch.equal(got[k], want[k].contiguous())]
+    if differ:
+        return f"FAIL --to timm values: {differ[:6]}"
+    model.load_state_dict(got, strict=True)
+    return "--to timm: bit-exact"
 
 
 def main() -> int:
-    patterns = sys.argv[1:] or ["beit*"]
-    names = [n for n in timm.list_models() if any(fnmatch.fnmatch(n, p) for p in patterns)]
-    names = [n for n in names if not n.startswith("beit3") or n in patterns]
-    failed = 0
+    args = sys.argv[1:]
+    depth = None
+    if "--depth" in args:
+        k = args.index("--depth")
+        depth = int(args[k + 1])
+        del args[k:k + 2]
+    if "--census" in args:
+        args.remove("--census")
+        names = sorted(set(timm.list_models(module=["vision_transformer", "deit", "beit"])))
+        names = [n for n in names if not n.startswith("beit3")]
+        strict = False
+    else:
+        patterns = args or ["beit*"]
+        names = [n for n in timm.list_models() if any(fnmatch.fnmatch(n, p) for p in patterns)]
+        names = [n for n in names if not n.startswith("beit3") or n in patterns]
+        strict = True
+    counts = {"ok": 0, "refused": 0, "wrong": 0}
     for n in names:
         with tempfile.TemporaryDirectory() as d:
-            ok, msg = check(n, Path(d))
-        failed += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {n}: {msg}", flush=True)
-    print(f"{len(names) - failed}/{len(names)} passed")
-    return 1 if failed else 0
+            try:
+                verdict, msg = check(n, Path(d), depth)
+            except Exception as e:  # a model timm cannot build this way is not a verdict on us
+                verdict, msg = "refused", f"not built: {type(e).__name__}: {e}"
+        counts[verdict] += 1
+        print(f"{verdict:8} {n}: {msg}", flush=True)
+    print(f"{counts['ok']} converted, {counts['refused']} refused, {counts['wrong']} wrong "
+          f"of {len(names)}")
+    bad = counts["wrong"] + (counts["refused"] if strict else 0)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":

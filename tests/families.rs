@@ -16,6 +16,8 @@ use vit_convert::verify::F32Array;
 use vit_convert::{convert, verify_model, ConfigOverrides, ConvertOptions, ErrorKind, Model};
 
 use common::tensors;
+use vit_convert::conversion::OutputFormat;
+use vit_convert::source::MemorySource;
 
 fn cases() -> Vec<Value> {
     let text = std::fs::read_to_string(common::fixture("convert", "families_cases.json")).unwrap();
@@ -251,25 +253,153 @@ fn timm_quirks_are_undone_and_reported() {
     );
 }
 
+fn heads_opts(case: &Value) -> ConvertOptions {
+    ConvertOptions {
+        overrides: ConfigOverrides {
+            num_heads: Some(case["config"]["num_attention_heads"].as_u64().unwrap() as usize),
+            hidden_act: hidden_act(case),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// The output format that writes a case's source back in its own layout, if one does.
+fn reverse_format(case: &Value, file: &str) -> Option<OutputFormat> {
+    match (file, case["case"].as_str()) {
+        ("big_vision.npz", _) => Some(OutputFormat::Npz),
+        ("timm.pth", _) | (_, Some("clip_timm" | "siglip_timm")) => Some(OutputFormat::Timm),
+        _ => None,
+    }
+}
+
+/// timm (DINOv2 ± registers, the SwiGLU giant, CLIP, SigLIP) and big_vision SigLIP sources
+/// written back in their own layout hold exactly the source's tensors (names and bytes; the
+/// text tower of a two-tower npz aside), and read again they convert to the same HF tensors.
 #[test]
-fn dinov2_outside_safetensors_is_refused_naming_why() {
-    use vit_convert::conversion::OutputFormat;
-    let d = common::fixture_dir("convert").join("dinov2_small");
-    for to in [OutputFormat::Timm, OutputFormat::Npz, OutputFormat::Flax] {
+fn reverse_layouts_round_trip_bit_for_bit() {
+    let mut checked = Vec::new();
+    for case in cases() {
+        let d = dir(&case);
+        for source in case["sources"].as_array().unwrap() {
+            let file = source["file"].as_str().unwrap();
+            let Some(to) = reverse_format(&case, file) else {
+                continue;
+            };
+            let input = d.join(file);
+            let canon = tempfile::tempdir().unwrap();
+            convert(&input, canon.path(), &heads_opts(&case)).unwrap();
+            let out = tempfile::tempdir().unwrap();
+            let opts = ConvertOptions {
+                to,
+                ..heads_opts(&case)
+            };
+            let r = convert(&input, out.path(), &opts)
+                .unwrap_or_else(|e| panic!("{}: {e}", case["case"]));
+            let written = tensors(&r.outputs[0]);
+            let mut want = tensors(&input);
+            // A two-tower npz: only the image tower is written back.
+            want.retain(|k, _| !k.starts_with("params/txt/") && k != "params/t" && k != "params/b");
+            assert!(
+                written == want,
+                "{} via {to:?}: {:?} vs {:?}",
+                case["case"],
+                written.keys().collect::<Vec<_>>(),
+                want.keys().collect::<Vec<_>>()
+            );
+            let back = tempfile::tempdir().unwrap();
+            convert(&r.outputs[0], back.path(), &heads_opts(&case)).unwrap();
+            assert!(
+                tensors(&back.path().join("model.safetensors"))
+                    == tensors(&canon.path().join("model.safetensors")),
+                "{} back from {to:?}",
+                case["case"]
+            );
+            checked.push(case["case"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(checked.len(), 8, "{checked:?}");
+}
+
+/// The hub layout written as timm's is timm's own checkpoint of the same model (the fixtures'
+/// hub files are timm's renamed): the mask token timm lacks is dropped and said.
+#[test]
+fn dinov2_hub_checkpoints_write_timms_layout() {
+    for case in ["dinov2_small", "dinov2_reg", "dinov2_giant"] {
+        let d = common::fixture_dir("convert").join(case);
         let out = tempfile::tempdir().unwrap();
         let opts = ConvertOptions {
-            to,
+            to: OutputFormat::Timm,
             overrides: ConfigOverrides {
                 num_heads: Some(2),
                 ..Default::default()
             },
             ..Default::default()
         };
-        let e = convert(d.join("hub.pth"), out.path(), &opts).unwrap_err();
+        let r = convert(d.join("hub.pth"), out.path(), &opts).unwrap();
         assert!(
-            matches!(e.kind(), ErrorKind::InvalidOption { reason } if reason.to_lowercase().contains("dinov2")),
+            tensors(&r.outputs[0]) == tensors(&d.join("timm.pth")),
+            "{case}"
+        );
+        assert!(
+            r.notes
+                .iter()
+                .any(|n| n.contains("mask_token is not written")),
+            "{case}: {:?}",
+            r.notes
+        );
+    }
+}
+
+/// What timm's DINOv2 layout cannot hold is refused by name, and nothing is written: a
+/// classifier on [class token, mean patch token], and a position row for the class token beside
+/// registers. DINOv2, CLIP and BEiT have no npz layout; the new families no Flax one.
+#[test]
+fn what_a_reverse_layout_cannot_hold_is_refused_naming_why() {
+    let d = common::fixture_dir("convert");
+    let two_heads = || ConvertOptions {
+        overrides: ConfigOverrides {
+            num_heads: Some(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let refused = |canon: &vit_convert::Canonical<'_>, to: OutputFormat, says: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let e = canon
+            .write(out.path(), &ConvertOptions { to, ..two_heads() })
+            .unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::InvalidOption { reason } if reason.to_lowercase().contains(&says.to_lowercase())),
             "{to:?}: {e}"
         );
         assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+    };
+    let src = vit_convert::open(d.join("dinov2_cls/hf/model.safetensors")).unwrap();
+    let canon = vit_convert::Canonical::new(src.as_ref(), &two_heads()).unwrap();
+    refused(&canon, OutputFormat::Timm, "class token alone");
+
+    // A hub reg4 checkpoint whose class position row is not zero.
+    let hub = vit_convert::open(d.join("dinov2_reg/hub.pth")).unwrap();
+    let mut edited = MemorySource::new();
+    for t in hub.tensors() {
+        let mut tensor = hub.read(&t.name).unwrap();
+        if t.name.ends_with("pos_embed") {
+            tensor.data.to_mut()[..4].copy_from_slice(&1.0f32.to_le_bytes());
+        }
+        edited.insert(&t.name, tensor).unwrap();
+    }
+    let canon = vit_convert::Canonical::new(&edited, &two_heads()).unwrap();
+    refused(&canon, OutputFormat::Timm, "class row is not zero");
+
+    for (case, file, to, says) in [
+        ("dinov2_small", "hub.pth", OutputFormat::Npz, "Dinov2"),
+        ("dinov2_small", "hub.pth", OutputFormat::Flax, "Dinov2"),
+        ("clip_timm", "source.pth", OutputFormat::Npz, "CLIP"),
+        ("siglip", "source.pth", OutputFormat::Flax, "Siglip"),
+    ] {
+        let src = vit_convert::open(d.join(case).join(file)).unwrap();
+        let canon = vit_convert::Canonical::new(src.as_ref(), &two_heads()).unwrap();
+        refused(&canon, to, says);
     }
 }

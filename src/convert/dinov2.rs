@@ -12,10 +12,13 @@
 //!
 //! Each change is reported in the conversion's notes.
 
+use crate::error::{ErrorKind, Result};
+use crate::mapping::dims::Bindings;
 use crate::mapping::ops::Op;
 use crate::mapping::{Plan, PlannedTensor};
 use crate::model::names::{self, LayerPart};
 use crate::model::{square_root, ModelType};
+use crate::source::TensorSource;
 use crate::tensor::TensorInfo;
 
 /// Applies the three fixes to a plan of the `dinov2` family; returns the notes.
@@ -89,4 +92,133 @@ pub(crate) fn undo_timm_layout(plan: &mut Plan, family: ModelType) -> Vec<String
         }
     }
     notes
+}
+
+/// What [`redo_timm_layout`] changed before the reverse plan, finished on the plan by
+/// [`TimmRedo::finish`].
+pub(crate) struct TimmRedo {
+    /// Canonical names renamed for planning (SwiGLU under the standard MLP's names) → the real
+    /// canonical name the written tensor reads.
+    renamed: Vec<(String, String)>,
+    /// The position embeddings lose their (zero) class row.
+    drop_class_row: bool,
+    pub(crate) notes: Vec<String>,
+}
+
+/// Prepares canonical DINOv2 tensors for timm's `vit_*_dinov2` layout, the reverse of
+/// [`undo_timm_layout`]: `infos` and `bindings` become what the `dinov2` table's timm rules
+/// read. timm has no mask token (dropped, said in the notes); SwiGLU goes under `mlp.fc1` /
+/// `mlp.fc2`; with register tokens, the position embeddings' class row (zero in timm's own
+/// checkpoints; timm adds no position to the class token) is dropped, and refused unless zero.
+///
+/// # Errors
+/// [`ErrorKind::InvalidOption`] for what timm's layout cannot hold: a classifier on [class
+/// token, mean patch token], or a non-zero class row of the position embeddings beside
+/// register tokens.
+pub(crate) fn redo_timm_layout(
+    canon: &dyn TensorSource,
+    infos: &mut Vec<TensorInfo>,
+    bindings: &mut Bindings,
+    family: ModelType,
+) -> Result<TimmRedo> {
+    let refuse = |reason: String| -> crate::Error {
+        ErrorKind::InvalidOption {
+            reason: format!("option `to` timm: {reason}"),
+        }
+        .into()
+    };
+    let has = |infos: &[TensorInfo], n: &str| infos.iter().any(|t| t.name == n);
+    if has(infos, &names::weight(names::CLASSIFIER)) {
+        return Err(refuse(
+            "Dinov2ForImageClassification's classifier reads [class token, mean patch token]; \
+             timm's vit_*_dinov2 head reads the class token alone (write safetensors, or convert \
+             the backbone with --drop head)"
+                .to_string(),
+        ));
+    }
+    let mut notes = Vec::new();
+    if has(infos, names::MASK_TOKEN) {
+        let zero = canon.read(names::MASK_TOKEN)?.data.iter().all(|&b| b == 0);
+        infos.retain(|t| t.name != names::MASK_TOKEN);
+        notes.push(format!(
+            "embeddings.mask_token is not written ({}): timm's layout has none; it is used only for masked-image training",
+            if zero { "zeros" } else { "its values are lost" }
+        ));
+    }
+    let mut renamed = Vec::new();
+    let gated_in = names::weight(&names::layer_of(family, 0, LayerPart::GatedIn));
+    if let Some(w) = infos.iter().find(|t| t.name == gated_in) {
+        if let Some(&rows) = w.shape.first() {
+            // timm's packed fc1 holds both halves: `M` is its row count.
+            bindings.insert("M".into(), rows);
+        }
+        for t in infos.iter_mut() {
+            let Some(i) = names::layer_index(&t.name) else {
+                continue;
+            };
+            for (from, to) in [
+                (LayerPart::GatedIn, LayerPart::Intermediate),
+                (LayerPart::GatedOut, LayerPart::Output),
+            ] {
+                let base = names::layer_of(family, i, from);
+                if let Some(rest) = t.name.strip_prefix(&base) {
+                    let planned = format!("{}{rest}", names::layer_of(family, i, to));
+                    renamed.push((planned.clone(), std::mem::replace(&mut t.name, planned)));
+                    break;
+                }
+            }
+        }
+        notes.push(
+            "SwiGLU written under mlp.fc1 / mlp.fc2, packed as timm's vit_giant_patch14_dinov2 holds it (gate rows first)"
+                .to_string(),
+        );
+    }
+    let mut drop_class_row = false;
+    if has(infos, names::REGISTER_TOKENS) {
+        if let Some(pos) = infos
+            .iter_mut()
+            .find(|t| t.name == names::POSITION_EMBEDDINGS)
+        {
+            let t = canon.read(names::POSITION_EMBEDDINGS)?;
+            let row = t.shape.last().copied().unwrap_or(0) * t.dtype.size();
+            if t.data.iter().take(row).any(|&b| b != 0) {
+                return Err(refuse(
+                    "the position embeddings' class row is not zero, and timm's reg4 layout adds no \
+                     position to the class token (write safetensors)"
+                        .to_string(),
+                ));
+            }
+            if let Some(r) = pos.shape.get_mut(1) {
+                *r = r.saturating_sub(1);
+                bindings.insert("T".into(), *r);
+            }
+            drop_class_row = true;
+            notes.push(
+                "position embeddings: the (zero) class row is dropped, as timm's reg4 models hold them (no_embed_class)"
+                    .to_string(),
+            );
+        }
+    }
+    Ok(TimmRedo {
+        renamed,
+        drop_class_row,
+        notes,
+    })
+}
+
+impl TimmRedo {
+    /// Points the reverse plan back at the real canonical tensors.
+    pub(crate) fn finish(self, plan: &mut Plan) -> Vec<String> {
+        for t in &mut plan.targets {
+            for s in &mut t.sources {
+                if let Some((_, real)) = self.renamed.iter().find(|(p, _)| p == s) {
+                    s.clone_from(real);
+                }
+                if self.drop_class_row && s == names::POSITION_EMBEDDINGS {
+                    t.ops.insert(0, Op::DropZeros { axis: 1, n: 1 });
+                }
+            }
+        }
+        self.notes
+    }
 }

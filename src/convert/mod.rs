@@ -677,7 +677,7 @@ fn write_canonical(
         let sha = hash.as_mut().map(PendingHash::get).transpose()?;
         Ok::<_, Error>((sha, written))
     })?;
-    notes.extend(written.cast_note);
+    notes.extend(written.notes);
     let mut set = write::OutputSet::with_fsync(opts.fsync);
     set.push(written.file);
     set.push(cfg_file);
@@ -774,8 +774,9 @@ struct Written {
     tensors: usize,
     /// Bytes of the weights file.
     bytes: u64,
-    /// With `allow_overflow`: how many values the cast saturated, if any.
-    cast_note: Option<String>,
+    /// What writing changed: with `allow_overflow`, how many values the cast saturated; in a
+    /// reverse layout, what it could not hold the same way.
+    notes: Vec<String>,
     /// The staged weights file, committed with the JSON files.
     file: write::AtomicFile,
 }
@@ -822,31 +823,38 @@ fn write_weights(
         return Ok(Written {
             tensors: disk.len(),
             bytes: b,
-            cast_note: casting.and_then(|c| c.note()),
+            notes: casting.and_then(|c| c.note()).into_iter().collect(),
             file: f,
         });
     }
-    let id = match (opts.to, arch.family()) {
-        (OutputFormat::Npz, family @ ModelType::Beit) => {
+    let family = arch.family();
+    let id = match (opts.to, family) {
+        (OutputFormat::Npz, ModelType::SiglipVision) => "siglip",
+        (
+            OutputFormat::Npz,
+            ModelType::Beit
+            | ModelType::Dinov2
+            | ModelType::Dinov2WithRegisters
+            | ModelType::ClipVision,
+        ) => {
             return Err(ErrorKind::InvalidOption {
                 reason: format!(
-                    "option `to` npz: the JAX npz layout holds ViT/DeiT only; {} writes safetensors or timm",
+                    "option `to` npz: the npz layouts hold ViT/DeiT (google-research) and SigLIP (big_vision); {} writes safetensors or timm",
                     family.name()
                 ),
             }
             .into())
         }
         (
-            _,
-            family @ (ModelType::Dinov2
+            OutputFormat::Flax,
+            ModelType::Dinov2
             | ModelType::Dinov2WithRegisters
             | ModelType::ClipVision
-            | ModelType::SiglipVision),
+            | ModelType::SiglipVision,
         ) => {
             return Err(ErrorKind::InvalidOption {
                 reason: format!(
-                    "option `to` {}: {} is written as safetensors only for now (the reverse layouts are not written yet)",
-                    opts.to.name(),
+                    "option `to` flax: the Flax layout is written for ViT only; {} writes safetensors or timm",
                     family.name()
                 ),
             }
@@ -857,14 +865,39 @@ fn write_weights(
         (_, ModelType::Beit) => "beit",
         (_, ModelType::Deit) => "deit",
         (_, ModelType::Vit) => "timm",
+        (_, ModelType::Dinov2 | ModelType::Dinov2WithRegisters) => "dinov2",
+        (_, ModelType::ClipVision) => "clip",
+        (_, ModelType::SiglipVision) => "siglip",
     };
     let table = MappingTable::builtin(id)?;
-    let plan = mapping::plan_reverse_within(
-        &table,
-        canon.planned.tensors(),
-        &config.symbol_bindings(),
-        &opts.open.limits,
-    )?;
+    let layout = if table.layouts.is_empty() {
+        None
+    } else {
+        Some(table.layout_written_by(opts.to).ok_or_else(|| {
+            crate::Error::from(ErrorKind::InvalidOption {
+                reason: format!(
+                    "option `to` {}: table {} writes no layout in that format",
+                    opts.to.name(),
+                    table.id
+                ),
+            })
+        })?)
+    };
+    let mut infos = canon.planned.tensors().to_vec();
+    let mut bindings = config.symbol_bindings();
+    let redo = if family.is_dinov2() {
+        Some(dinov2::redo_timm_layout(
+            &canon.planned,
+            &mut infos,
+            &mut bindings,
+            family,
+        )?)
+    } else {
+        None
+    };
+    let mut plan =
+        mapping::plan_reverse_within(&table, layout, &infos, &bindings, &opts.open.limits)?;
+    let mut notes = redo.map(|r| r.finish(&mut plan)).unwrap_or_default();
     let rev = PlannedSource::new(&canon.planned, plan);
     let casting = casting(&rev, opts);
     let src = Reporting {
@@ -902,10 +935,11 @@ fn write_weights(
             (items.len(), b, f)
         }
     };
+    notes.extend(casting.and_then(|c| c.note()));
     Ok(Written {
         tensors,
         bytes,
-        cast_note: casting.and_then(|c| c.note()),
+        notes,
         file,
     })
 }

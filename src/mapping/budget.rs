@@ -31,7 +31,7 @@ impl OutputBudget {
 
     fn exceeded(
         table: &MappingTable,
-        rule: &Rule,
+        line: usize,
         name: &str,
         limit: usize,
         bytes: Option<usize>,
@@ -43,7 +43,7 @@ impl OutputBudget {
                 .and_then(|b| u64::try_from(b).ok())
                 .unwrap_or(u64::MAX),
         })
-        .with_tensor(format!("{name} (rule {}:{})", table.file, rule.line))
+        .with_tensor(format!("{name} (rule {}:{line})", table.file))
     }
 
     /// Every step of one rule instance stays within what it reads plus the allowance.
@@ -64,17 +64,17 @@ impl OutputBudget {
                 acc.checked_add(checked_byte_len(dtype, s)?)
             });
             if bytes.is_none_or(|b| b > limit) {
-                return Err(Self::exceeded(table, rule, name, limit, bytes));
+                return Err(Self::exceeded(table, rule.line, name, limit, bytes));
             }
         }
         Ok(())
     }
 
-    /// Counts one planned tensor against the plan's total.
+    /// Counts one planned tensor, made by the table entry at `line`, against the plan's total.
     pub(super) fn add(
         &mut self,
         table: &MappingTable,
-        rule: &Rule,
+        line: usize,
         name: &str,
         shape: &[usize],
         dtype: DType,
@@ -85,7 +85,7 @@ impl OutputBudget {
                 self.made = b;
                 Ok(())
             }
-            _ => Err(Self::exceeded(table, rule, name, self.limit, bytes)),
+            _ => Err(Self::exceeded(table, line, name, self.limit, bytes)),
         }
     }
 }

@@ -224,7 +224,7 @@ pub(super) fn resolve_targets(
         )?;
         for (k, (name, shape)) in outputs.into_iter().enumerate() {
             claim_target(table, rule, &mut produced, &name)?;
-            budget.add(table, rule, &name, &shape, dtype)?;
+            budget.add(table, rule.line, &name, &shape, dtype)?;
             targets.push(PlannedTensor {
                 info: TensorInfo { name, dtype, shape },
                 sources: ins.inputs.iter().map(|(_, i)| i.name.clone()).collect(),

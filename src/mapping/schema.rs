@@ -12,7 +12,7 @@ use super::ops::OpSpec;
 use super::pattern::Pattern;
 use crate::error::{ErrorKind, Result};
 use crate::source::MAX_RANK;
-use crate::vocab::{Activation, LabelSet, ModelType, Preprocessor};
+use crate::vocab::{Activation, LabelSet, ModelType, OutputFormat, Preprocessor};
 
 /// Most ops one rule may list. The shipped tables use at most two; every op of a rule runs on
 /// every tensor it converts, so a long list would multiply the work a table can ask for.
@@ -56,6 +56,39 @@ struct FileSpec {
 struct BufferSpec {
     name: String,
     kind: BufferKind,
+    /// The source layout this buffer belongs to (one of `[[table.layouts]]`).
+    #[serde(default)]
+    layout: Option<String>,
+    /// Written when the reverse direction writes `beside` in `layout`: a `zeros` buffer of
+    /// `shape` (timm CLIP's `head.bias` beside `head.weight`).
+    #[serde(default)]
+    beside: Option<String>,
+    #[serde(default)]
+    shape: Option<Vec<DimSpec>>,
+}
+
+/// `[[table.layouts]]`: one of several source layouts a table reads. Rules and buffers tagged
+/// with its name belong to it alone; untagged ones to every layout. Running the table backwards
+/// writes one layout: the one whose `to` is the requested output format.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LayoutSpec {
+    name: String,
+    #[serde(default)]
+    to: Option<String>,
+    /// A prefix every written name gets (big_vision's `params/`).
+    #[serde(default)]
+    write_prefix: String,
+}
+
+/// A source layout of a multi-layout table (`[[table.layouts]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Layout {
+    pub(crate) name: String,
+    /// The output format that writes this layout (`--to timm`, `--to npz`), if any.
+    pub(crate) to: Option<OutputFormat>,
+    /// Prefixed to every name written in this layout.
+    pub(crate) write_prefix: String,
 }
 
 /// What a buffer the geometry implies holds: its values are checked, then it is dropped.
@@ -76,6 +109,17 @@ pub(crate) struct Buffer {
     pub(crate) pattern: Pattern,
     pub(crate) kind: BufferKind,
     pub(crate) line: usize,
+    /// The layout the buffer belongs to (`None`: every layout).
+    pub(crate) layout: Option<String>,
+    /// Written as zeros of this shape when the reverse direction writes the name beside it.
+    pub(crate) written: Option<WrittenBuffer>,
+}
+
+/// A `zeros` buffer the reverse direction writes beside another name (`[[buffer]]` with `beside`).
+#[derive(Clone, Debug)]
+pub(crate) struct WrittenBuffer {
+    pub(crate) beside: String,
+    pub(crate) shape: Vec<Dim>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +130,8 @@ struct TableSpec {
     families: Vec<String>,
     #[serde(default)]
     detect: DetectSpec,
+    #[serde(default)]
+    layouts: Vec<LayoutSpec>,
 }
 
 #[derive(Deserialize, Default)]
@@ -199,6 +245,8 @@ struct RuleSpec {
     optional: bool,
     #[serde(default)]
     absent: Option<String>,
+    #[serde(default)]
+    layout: Option<String>,
 }
 
 /// Which names must (all), may (any: at least one) and must not (none) appear for a table to
@@ -260,6 +308,8 @@ pub(crate) struct Rule {
     /// For a required rule: the feature a checkpoint without its source tensor has (a missing
     /// `cls_token` means global average pooling without a class token), named when refusing.
     pub(crate) absent: Option<String>,
+    /// The layout the rule belongs to (`None`: every layout of the table).
+    pub(crate) layout: Option<String>,
 }
 
 impl Rule {
@@ -280,6 +330,8 @@ pub struct MappingTable {
     pub(crate) id: String,
     pub(crate) description: String,
     pub(crate) families: Vec<String>,
+    /// The source layouts of a multi-layout table (empty: one layout, every rule).
+    pub(crate) layouts: Vec<Layout>,
     /// Where the table came from (`mappings/timm.toml` or a user path), for error messages.
     pub(crate) file: String,
     /// sha256 of the table text.
@@ -390,11 +442,29 @@ impl MappingTable {
         for b in spec.buffer {
             let line = lines.line_of(b.span().start);
             let b = b.into_inner();
-            let pattern = Pattern::parse(&b.name).map_err(|e| table_error(file, line, e.0))?;
+            let err = |m: String| table_error(file, line, m);
+            let pattern = Pattern::parse(&b.name).map_err(|e| err(e.0))?;
+            let written = match (b.beside, b.shape) {
+                (None, None) => None,
+                (Some(beside), Some(shape)) => {
+                    if b.kind != BufferKind::Zeros || b.layout.is_none() || pattern.is_indexed() {
+                        return Err(err(
+                            "a buffer written `beside` a name is a `zeros` one of one layout, without `{i}`".into(),
+                        ));
+                    }
+                    Some(WrittenBuffer {
+                        beside,
+                        shape: parse_shape(shape, &err)?,
+                    })
+                }
+                _ => return Err(err("`beside` and `shape` go together".into())),
+            };
             buffers.push(Buffer {
                 pattern,
                 kind: b.kind,
                 line,
+                layout: b.layout,
+                written,
             });
         }
         let mut rejects = Vec::new();
@@ -461,11 +531,29 @@ impl MappingTable {
                 ),
             ));
         }
+        let layouts = build_layouts(spec.table.layouts, file)?;
+        let tags = rules
+            .iter()
+            .map(|r| (r.line, &r.layout))
+            .chain(buffers.iter().map(|b| (b.line, &b.layout)));
+        for (line, tag) in tags {
+            if let Some(t) = tag
+                .as_ref()
+                .filter(|t| !layouts.iter().any(|l| &l.name == *t))
+            {
+                return Err(table_error(
+                    file,
+                    line,
+                    format!("layout {t:?} is not one of the table's `[[table.layouts]]`"),
+                ));
+            }
+        }
         let hash = hex(&Sha256::digest(text.as_bytes()));
         let mut table = MappingTable {
             id: spec.table.id,
             description: spec.table.description,
             families: spec.table.families,
+            layouts,
             file: file.to_string(),
             hash,
             text: text.to_string(),
@@ -533,6 +621,21 @@ impl MappingTable {
     /// Number of `[[rule]]` entries.
     pub fn rule_count(&self) -> usize {
         self.rules.len()
+    }
+
+    /// The layout written by `to`, if the table declares one.
+    pub(crate) fn layout_written_by(&self, to: OutputFormat) -> Option<&Layout> {
+        self.layouts.iter().find(|l| l.to == Some(to))
+    }
+
+    /// The table as `layout` alone sees it: its rules and buffers and the untagged ones.
+    pub(crate) fn restricted_to(&self, layout: &str) -> MappingTable {
+        let mine = |tag: &Option<String>| tag.as_deref().is_none_or(|t| t == layout);
+        let mut t = self.clone();
+        t.rules.retain(|r| mine(&r.layout));
+        t.buffers.retain(|b| mine(&b.layout));
+        t.index = TableIndex::build(&t);
+        t
     }
 }
 
@@ -696,17 +799,7 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
     }
     let shapes = dims
         .into_iter()
-        .map(|shape| {
-            shape
-                .into_iter()
-                .map(|d| match d {
-                    DimSpec::Int(v) => usize::try_from(v)
-                        .map(Dim::int)
-                        .map_err(|_| err(format!("dimension {v} too large"))),
-                    DimSpec::Expr(s) => Dim::parse(&s).map_err(err),
-                })
-                .collect::<Result<Vec<_>>>()
-        })
+        .map(|shape| parse_shape(shape, &err))
         .collect::<Result<Vec<_>>>()?;
     let ops = spec
         .ops
@@ -767,7 +860,52 @@ fn build_rule(spec: RuleSpec, file: &str, line: usize) -> Result<Rule> {
         optional: spec.optional,
         any_shape,
         absent: spec.absent,
+        layout: spec.layout,
     })
+}
+
+/// Parses one symbolic shape.
+fn parse_shape(shape: Vec<DimSpec>, err: &dyn Fn(String) -> crate::Error) -> Result<Vec<Dim>> {
+    shape
+        .into_iter()
+        .map(|d| match d {
+            DimSpec::Int(v) => usize::try_from(v)
+                .map(Dim::int)
+                .map_err(|_| err(format!("dimension {v} too large"))),
+            DimSpec::Expr(s) => Dim::parse(&s).map_err(err),
+        })
+        .collect()
+}
+
+/// Parses `[[table.layouts]]`: distinct non-empty names, each output format at most once.
+fn build_layouts(specs: Vec<LayoutSpec>, file: &str) -> Result<Vec<Layout>> {
+    let mut layouts: Vec<Layout> = Vec::with_capacity(specs.len());
+    for l in specs {
+        let err = |m: String| table_error(file, 0, format!("layout {:?}: {m}", l.name));
+        if l.name.is_empty() || layouts.iter().any(|o| o.name == l.name) {
+            return Err(err("layout names are distinct and non-empty".into()));
+        }
+        let to = match l.to.as_deref() {
+            None => None,
+            Some(t) => match OutputFormat::parse(t) {
+                Some(f @ (OutputFormat::Timm | OutputFormat::Npz)) => Some(f),
+                _ => {
+                    return Err(err(format!(
+                        "`to = {t:?}`: a layout is written by `timm` or `npz`"
+                    )))
+                }
+            },
+        };
+        if to.is_some() && layouts.iter().any(|o| o.to == to) {
+            return Err(err("two layouts written by one output format".into()));
+        }
+        layouts.push(Layout {
+            name: l.name,
+            to,
+            write_prefix: l.write_prefix,
+        });
+    }
+    Ok(layouts)
 }
 
 /// `shapes` joined by `concat(axis)`: the axis exists, and every other dimension is written the
@@ -855,5 +993,51 @@ to = ["q.{i}", "k.{i}", "v.{i}"]
             MappingTable::from_toml(&bad, "t.toml").unwrap_err().kind(),
             ErrorKind::Table { .. }
         ));
+    }
+
+    /// `[[table.layouts]]` and the `layout` tags: a tag names a declared layout, a layout is
+    /// written by `timm` or `npz` and by one format at most, a buffer written `beside` a name is
+    /// a `zeros` one of one layout with a shape; restricting keeps a layout's rules and the
+    /// untagged ones.
+    #[test]
+    fn layouts_are_declared_tagged_and_restricted() {
+        let two = MINIMAL.replace(
+            "families = [\"x\"]\n",
+            "families = [\"x\"]\n[[table.layouts]]\nname = \"a\"\n[[table.layouts]]\nname = \"b\"\nto = \"timm\"\n",
+        );
+        let tagged = format!(
+            "{two}layout = \"b\"\n\n[[rule]]\nfrom = \"x\"\nshape = [\"D\"]\nto = \"y\"\n\n[[buffer]]\nname = \"z\"\nkind = \"zeros\"\nlayout = \"b\"\nbeside = \"x\"\nshape = [\"D\"]\n"
+        );
+        let t = MappingTable::from_toml(&tagged, "t.toml").unwrap();
+        assert_eq!(t.layouts.len(), 2);
+        let b = t.layout_written_by(OutputFormat::Timm).unwrap();
+        assert_eq!(b.name, "b");
+        assert!(t.layout_written_by(OutputFormat::Npz).is_none());
+        assert_eq!(t.restricted_to("b").rules.len(), 2);
+        let a = t.restricted_to("a");
+        assert_eq!((a.rules.len(), a.buffers.len()), (1, 0));
+        assert_eq!(a.rules[0].from[0].render(None), "x");
+
+        let reason = |text: &str| match MappingTable::from_toml(text, "t.toml").unwrap_err().kind()
+        {
+            ErrorKind::Table { reason, .. } => reason.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            reason(&tagged.replacen("layout = \"b\"", "layout = \"c\"", 1))
+                .contains("layout \"c\" is not one of the table's")
+        );
+        assert!(reason(&tagged.replace("to = \"timm\"", "to = \"flax\""))
+            .contains("written by `timm` or `npz`"));
+        assert!(reason(&tagged.replace("name = \"a\"", "name = \"b\"")).contains("distinct"));
+        assert!(
+            reason(&tagged.replace("name = \"a\"", "name = \"a\"\nto = \"timm\""))
+                .contains("two layouts written by one output format")
+        );
+        assert!(reason(&tagged.replacen("beside = \"x\"\n", "", 1)).contains("go together"));
+        assert!(reason(
+            &tagged.replace("kind = \"zeros\"\nlayout = \"b\"\n", "kind = \"zeros\"\n")
+        )
+        .contains("a `zeros` one of one layout"));
     }
 }
