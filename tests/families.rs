@@ -202,6 +202,50 @@ fn a_clip_projection_bias_that_is_not_zero_is_refused() {
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
 }
 
+/// A `zeros` buffer must be floating point: an integer one is refused by its dtype, even empty
+/// (its values were once checked only element by element, so an empty one passed).
+#[test]
+fn a_clip_projection_bias_that_is_not_floating_point_is_refused() {
+    let src =
+        vit_convert::open(common::fixture_dir("convert").join("clip_timm/source.pth")).unwrap();
+    let opts = ConvertOptions {
+        overrides: ConfigOverrides {
+            num_heads: Some(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    for n in [0usize, 3] {
+        let mut edited = MemorySource::new();
+        for t in src.tensors() {
+            let tensor = if t.name == "head.bias" {
+                vit_convert::tensor::Tensor::new(
+                    vit_convert::DType::I64,
+                    vec![n],
+                    std::borrow::Cow::Owned(vec![0u8; 8 * n]),
+                )
+                .unwrap()
+            } else {
+                src.read(&t.name).unwrap()
+            };
+            edited.insert(&t.name, tensor).unwrap();
+        }
+        let Err(e) = vit_convert::Canonical::new(&edited, &opts) else {
+            panic!("{n}: an integer head.bias converted");
+        };
+        match e.kind() {
+            ErrorKind::Mapping {
+                problem: vit_convert::mapping::MappingError::BufferNotFloat { tensor, dtype },
+                ..
+            } => assert_eq!(
+                (tensor.as_str(), *dtype),
+                ("head.bias", vit_convert::DType::I64)
+            ),
+            other => panic!("{n}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn a_whole_clip_checkpoint_converts_its_image_tower_and_says_what_it_left() {
     let out = tempfile::tempdir().unwrap();

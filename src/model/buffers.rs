@@ -35,6 +35,12 @@ pub(crate) fn check_buffer(
         name: name.to_string(),
     })?;
     if kind == BufferKind::Zeros {
+        if !info.dtype.is_float() {
+            return Err(err(MappingError::BufferNotFloat {
+                tensor: name.to_string(),
+                dtype: info.dtype,
+            }));
+        }
         let t = src
             .read(name)
             .map_err(|e| e.with_tensor(name.to_string()))?;
@@ -42,7 +48,7 @@ pub(crate) fn check_buffer(
         let shape = values.shape.clone();
         for (k, chunk) in values.data.chunks_exact(8).enumerate() {
             let v = f64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-            if v != 0.0 || !info.dtype.is_float() {
+            if v != 0.0 {
                 return Err(err(MappingError::BufferNotZero {
                     tensor: name.to_string(),
                     at: unravel(k, &shape),

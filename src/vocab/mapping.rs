@@ -184,6 +184,13 @@ pub enum MappingError {
         /// The shape the geometry gives (integer elements).
         expected: Vec<usize>,
     },
+    /// A tensor the layout requires to be all zeros is not a floating-point tensor.
+    BufferNotFloat {
+        /// The tensor (source name).
+        tensor: String,
+        /// Its dtype.
+        dtype: DType,
+    },
     /// A tensor the layout requires to be zero (one the target has no place for) is not.
     BufferNotZero {
         /// The tensor (source name).
@@ -327,6 +334,10 @@ impl fmt::Display for MappingError {
             } => write!(
                 f,
                 "{tensor} is {dtype} {shape:?}; the model's geometry gives an integer {expected:?}"
+            ),
+            MappingError::BufferNotFloat { tensor, dtype } => write!(
+                f,
+                "{tensor} is {dtype}; the layout holds it as floating-point zeros"
             ),
             MappingError::BufferNotZero { tensor, at, value } => write!(
                 f,
