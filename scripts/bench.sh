@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
 # Performance figures of issue 5, each printed next to its baseline measured in the same run.
 #
-#   scripts/bench.sh [--rounds N] [--sizes "ti s b l"] [--threads "1 2"] [--models "vit beit dinov2 clip"]
-#                    [--workdir DIR] [--no-torch]
+#   scripts/bench.sh [--rounds N] [--sizes "ti s b l"] [--threads "1 2"] [--batches "1 8"]
+#                    [--models "vit deit beit dinov2 clip siglip"] [--workdir DIR] [--no-torch]
 #
 # Builds the release binary, creates ViT checkpoints (timm random weights saved with torch.save
 # when the fixture Python environment is present — $VIT_BENCH_PYTHON, default
 # $VIT_CONVERT_VENV/bin/python (default .venv-ref/, made by scripts/make_venv.sh) — else timm-layout safetensors written by the pure-Rust generator
 # `cargo bench --bench make_checkpoint`), then, for N rounds with the baselines interleaved:
-#   convert  `vit-convert --from timm CKPT -o OUT` (whole process) vs `cp CKPT` — wall and peak RSS
+#   convert  `vit-convert --from timm CKPT -o OUT` (whole process) vs the SHA-256 floor (the
+#            in-process hash of the same bytes in memory, `cargo bench --bench floors -- sha256`)
+#            and `cp CKPT` — wall and peak RSS
 #   inspect  `vit-convert inspect CKPT` (ViT-B)
 #   forward  `vit-convert forward --threads T` (whole process, loading included) vs PyTorch's
 #            in-process forward (timm, eval, no_grad, torch.set_num_threads(T), median of 5 calls),
 #            for each T of --threads (default "1 2": per core, and the issue's two threads),
-#            for each architecture of --models (default "vit beit dinov2 clip": ViT-B/16, BEiT-B/16,
-#            DINOv2-B/14 at 224 px and CLIP-B/16; all but ViT only with the PyTorch environment,
-#            which makes their checkpoints)
+#            each batch B of --batches (default "1 8"), and each architecture of --models (default
+#            "vit deit beit dinov2 clip siglip": ViT-B/16, DeiT-B/16 distilled, BEiT-B/16,
+#            DINOv2-B/14 at 224 px, CLIP-B/16 and SigLIP-B/16; all but ViT only with the PyTorch
+#            environment, which makes their checkpoints); GFLOP/s from the FLOPs torch counts for
+#            the model (2 per multiply-add) and the fraction of the FMA peak measured here
+#            (`cargo bench --bench floors -- fma-peak T`)
 # and prints medians (with min–max, to show the noise) and ratios, then the conversion scaling from
-# ViT-Ti to ViT-L. The ViT-B output is checked against PyTorch's logits with `vit-convert verify`.
+# ViT-Ti to ViT-L. Every output is checked against PyTorch's with `vit-convert verify`.
 # Wall times come from bash's EPOCHREALTIME around each process; peak RSS from GNU time (%M).
 # Nothing here is a test: the numbers go into BENCHMARKS.md by hand.
 set -euo pipefail
@@ -25,7 +30,8 @@ set -euo pipefail
 ROUNDS=5
 SIZES="ti s b l"
 THREADS="1 2"
-MODELS="vit beit dinov2 clip"
+BATCHES="1 8"
+MODELS="vit deit beit dinov2 clip siglip"
 WORK="${BENCH_DIR:-${TMPDIR:-/tmp}/vit-convert-bench}"
 PY="${VIT_BENCH_PYTHON:-${VIT_CONVERT_VENV:-.venv-ref}/bin/python}"  # relative: from the repository root
 USE_TORCH=1
@@ -35,9 +41,10 @@ while [ $# -gt 0 ]; do
         --sizes) SIZES="$2"; shift 2 ;;
         --threads) THREADS="$2"; shift 2 ;;
         --models) MODELS="$2"; shift 2 ;;
+        --batches) BATCHES="$2"; shift 2 ;;
         --workdir) WORK="$2"; shift 2 ;;
         --no-torch) USE_TORCH=0; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -56,6 +63,7 @@ fi
 
 cargo build --release --quiet
 BIN="$ROOT/target/release/vit-convert"
+floors() { cargo bench --quiet --bench floors -- "$@"; }
 
 if [ "$USE_TORCH" = 1 ] && ! "$PY" -c "import torch, timm" 2>/dev/null; then
     echo "no torch/timm at $PY: pure-Rust checkpoints, no PyTorch baseline" >&2
@@ -94,6 +102,12 @@ if [ ! -s "$INPUT" ]; then
         cargo bench --quiet --bench make_checkpoint -- input "$INPUT" >/dev/null
     fi
 fi
+# A batch of B images (batch 1 is INPUT); without PyTorch, batch 1 only.
+input_of() { if [ "$1" = 1 ]; then echo "$INPUT"; else echo "$WORK/input_b$1.npy"; fi; }
+[ "$USE_TORCH" = 1 ] || BATCHES="1"
+for bt in $BATCHES; do
+    [ -s "$(input_of "$bt")" ] || "$PY" scripts/bench_torch.py input "$(input_of "$bt")" "$bt"
+done
 
 # ---- helpers ------------------------------------------------------------------------------
 now_us() { echo "${EPOCHREALTIME/./}"; }
@@ -129,10 +143,14 @@ rm -f "$WORK"/*.log
 echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "rounds: $ROUNDS (baselines interleaved in each round)"
 
-# ---- conversion and cp, interleaved -------------------------------------------------------
+# ---- floors -------------------------------------------------------------------------------
+for t in $THREADS; do echo "$(floors fma-peak "$t")" >"$WORK/peak_$t.txt"; done
+
+# ---- conversion, the SHA-256 floor and cp, interleaved -------------------------------------
 for r in $(seq "$ROUNDS"); do
     for s in $SIZES; do
         c="$(ckpt "$s")"
+        floors sha256 "$c" >>"$WORK/sha_$s.log"
         measure "$WORK/cp_$s.log" cp "$c" "$WORK/copy.bin"
         rm -f "$WORK/copy.bin"
         rm -rf "$WORK/out_$s"
@@ -148,9 +166,11 @@ done
 arch() {
     case "$1" in
         vit) echo "vit_base_patch16_224 $(ckpt b) timm logits" ;;
+        deit) echo "deit_base_distilled_patch16_224 $WORK/deit_b.pth deit logits" ;;
         beit) echo "beit_base_patch16_224 $WORK/beit_b.pth beit logits" ;;
         dinov2) echo "vit_base_patch14_dinov2 $WORK/dinov2_b.pth dinov2 pooler" ;;
         clip) echo "vit_base_patch16_clip_224 $WORK/clip_b.pth clip image_embeds" ;;
+        siglip) echo "vit_base_patch16_siglip_224 $WORK/siglip_b.pth siglip pooler" ;;
     esac
 }
 [ "$USE_TORCH" = 1 ] || MODELS="vit"
@@ -162,17 +182,24 @@ for m in $MODELS; do
     fi
     cat "$c" >/dev/null
     [ -d "$WORK/fwd_$m" ] || "$BIN" --from "$fam" "$c" -o "$WORK/fwd_$m" >/dev/null
+    for bt in $BATCHES; do
+        f="$WORK/flops_${m}_$bt.txt"
+        [ "$USE_TORCH" = 1 ] && [ ! -s "$f" ] && "$PY" scripts/bench_torch.py flops "$name" "$bt" >"$f"
+    done
 done
 for r in $(seq "$ROUNDS"); do
     for m in $MODELS; do
         read -r name c _ out <<<"$(arch "$m")"
-        for t in $THREADS; do
-            if [ "$USE_TORCH" = 1 ]; then
-                "$PY" scripts/bench_torch.py forward "$name" "$c" "$INPUT" \
-                    "$WORK/torch_logits_$m.npy" "$t" 5 >>"$WORK/torch_${m}_$t.log"
-            fi
-            measure "$WORK/forward_${m}_$t.log" "$BIN" forward "$WORK/fwd_$m" --input "$INPUT" \
-                --output "$WORK/logits.npy" --compare "$out" --threads "$t"
+        for bt in $BATCHES; do
+            x="$(input_of "$bt")"
+            for t in $THREADS; do
+                if [ "$USE_TORCH" = 1 ]; then
+                    "$PY" scripts/bench_torch.py forward "$name" "$c" "$x" \
+                        "$WORK/torch_out_${m}_$bt.npy" "$t" 5 >>"$WORK/torch_${m}_${bt}_$t.log"
+                fi
+                measure "$WORK/forward_${m}_${bt}_$t.log" "$BIN" forward "$WORK/fwd_$m" --input "$x" \
+                    --output "$WORK/out.npy" --compare "$out" --threads "$t"
+            done
         done
     done
 done
@@ -182,38 +209,56 @@ echo
 echo "== ViT-B/16 ($(bytes_of "$(ckpt b)") bytes): median (min–max) of $ROUNDS rounds =="
 read -r cm cl ch <<<"$(stats "$WORK/convert_b.log" 1)"
 read -r pm pl ph <<<"$(stats "$WORK/cp_b.log" 1)"
+read -r hm hl hh <<<"$(stats "$WORK/sha_b.log" 1)"
 read -r rm_ _ rh <<<"$(stats "$WORK/convert_b.log" 2)"
-echo "convert --from timm --to safetensors: ${cm} s (${cl}–${ch})   cp: ${pm} s (${pl}–${ph})   ratio $(ratio "$cm" "$pm")× (target ≤ 1.5×)"
-echo "convert peak RSS: $(mib "$rm_") MiB (max $(mib "$rh"))   target ≤ 64 MiB"
+echo "convert --from timm --to safetensors: ${cm} s (${cl}–${ch})   SHA-256 floor (in-process, in memory): ${hm} s (${hl}–${hh})   ratio $(ratio "$cm" "$hm")× (target ≤ 1.1×)   cp: ${pm} s (${pl}–${ph})"
+echo "convert peak RSS: $(mib "$rm_") MiB (max $(mib "$rh"))   target ≤ 8 MiB"
 read -r im il ih <<<"$(stats "$WORK/inspect.log" 1)"
 echo "inspect: $(awk -v v="$im" 'BEGIN { printf "%.1f", v * 1000 }') ms ($(awk -v a="$il" -v b="$ih" 'BEGIN { printf "%.1f–%.1f", a * 1000, b * 1000 }'))   target ≤ 50 ms"
+echo
+echo "== forward: whole process (ours, loading included) vs PyTorch's in-process call, median (min–max) of $ROUNDS =="
+echo "FMA peak measured here: $(for t in $THREADS; do printf "%s thread(s) %s GFLOP/s  " "$t" "$(cat "$WORK/peak_$t.txt")"; done)"
+echo "| model | batch | threads | ours | PyTorch | ratio | GFLOP | ours GFLOP/s (% peak) | PyTorch GFLOP/s (% peak) | peak RSS / checkpoint |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for m in $MODELS; do
     read -r name c _ out <<<"$(arch "$m")"
-    echo "-- forward, $name ($(bytes_of "$c") bytes) --"
-    for t in $THREADS; do
-        read -r fm fl fh <<<"$(stats "$WORK/forward_${m}_$t.log" 1)"
-        read -r fr _ _ <<<"$(stats "$WORK/forward_${m}_$t.log" 2)"
-        read -r fc _ _ <<<"$(stats "$WORK/forward_${m}_$t.log" 3)"
-        echo "forward (whole process, $t thread(s)): ${fm} s (${fl}–${fh}), ${fc} s CPU; peak RSS $(mib "$fr") MiB = $(ratio "$((fr * 1024))" "$(bytes_of "$c")")× the checkpoint (target ≤ 1.5×)"
-        if [ "$USE_TORCH" = 1 ]; then
-            read -r tm tl th <<<"$(stats "$WORK/torch_${m}_$t.log" 1)"
-            echo "PyTorch in-process forward ($t thread(s), median of 5 calls per round): ${tm} s (${tl}–${th})   ratio $(ratio "$fm" "$tm")× (target ≤ 1.0×)"
-        fi
+    for bt in $BATCHES; do
+        gf="$(cat "$WORK/flops_${m}_$bt.txt" 2>/dev/null || echo 0)"
+        for t in $THREADS; do
+            pk="$(cat "$WORK/peak_$t.txt")"
+            read -r fm fl fh <<<"$(stats "$WORK/forward_${m}_${bt}_$t.log" 1)"
+            read -r fr _ _ <<<"$(stats "$WORK/forward_${m}_${bt}_$t.log" 2)"
+            rss="$(ratio "$((fr * 1024))" "$(bytes_of "$c")")×"
+            rate() { awk -v g="$gf" -v s="$1" -v p="$pk" 'BEGIN { if (g > 0) printf "%.0f (%.0f %%)", g / s, 100 * g / s / p; else printf "—" }'; }
+            if [ "$USE_TORCH" = 1 ]; then
+                read -r tm tl th <<<"$(stats "$WORK/torch_${m}_${bt}_$t.log" 1)"
+                echo "| $name | $bt | $t | ${fm} s (${fl}–${fh}) | ${tm} s (${tl}–${th}) | $(ratio "$fm" "$tm")× | $gf | $(rate "$fm") | $(rate "$tm") | $rss |"
+            else
+                echo "| $name | $bt | $t | ${fm} s (${fl}–${fh}) | — | — | — | — | — | $rss |"
+            fi
+        done
     done
-    if [ "$USE_TORCH" = 1 ]; then
-        "$BIN" verify "$WORK/fwd_$m" --input "$INPUT" --expected "$WORK/torch_logits_$m.npy" \
-            --compare "$out" || true
-    fi
 done
+if [ "$USE_TORCH" = 1 ]; then
+    for m in $MODELS; do
+        read -r name c _ out <<<"$(arch "$m")"
+        for bt in $BATCHES; do
+            printf "%s batch %s: " "$name" "$bt"
+            "$BIN" verify "$WORK/fwd_$m" --input "$(input_of "$bt")" \
+                --expected "$WORK/torch_out_${m}_$bt.npy" --compare "$out" | head -n 1 || true
+        done
+    done
+fi
 echo
 echo "== conversion scaling (median of $ROUNDS) =="
-printf "%-5s %12s %10s %8s %8s %10s %12s\n" size bytes convert_s cp_s ratio MB/s peak_RSS_MiB
+echo "| size | bytes | convert | SHA-256 floor | ratio (target ≤ 1.1×) | cp | MB/s | peak RSS MiB (target ≤ 8) |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
 for s in $SIZES; do
-    read -r cm _ _ <<<"$(stats "$WORK/convert_$s.log" 1)"
+    read -r cm cl ch <<<"$(stats "$WORK/convert_$s.log" 1)"
+    read -r hm hl hh <<<"$(stats "$WORK/sha_$s.log" 1)"
     read -r pm _ _ <<<"$(stats "$WORK/cp_$s.log" 1)"
     read -r rm_ _ _ <<<"$(stats "$WORK/convert_$s.log" 2)"
     n="$(bytes_of "$(ckpt "$s")")"
-    printf "%-5s %12s %10s %8s %8s %10s %12s\n" "$s" "$n" "$cm" "$pm" "$(ratio "$cm" "$pm")" \
-        "$(awk -v n="$n" -v t="$cm" 'BEGIN { printf "%.0f", n / t / 1e6 }')" "$(mib "$rm_")"
+    echo "| $s | $n | $cm s ($cl–$ch) | $hm s ($hl–$hh) | $(ratio "$cm" "$hm")× | $pm s | $(awk -v n="$n" -v t="$cm" 'BEGIN { printf "%.0f", n / t / 1e6 }') | $(mib "$rm_") |"
 done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -2,7 +2,11 @@
 
   bench_torch.py gen MODEL OUT.pth            timm MODEL, random weights (seed 0), torch.save(state_dict)
                                                (DINOv2 at 224 px; CLIP's projection bias zero)
-  bench_torch.py input OUT.npy                 a [1, 3, 224, 224] float32 input (seed 0)
+  bench_torch.py input OUT.npy [BATCH]         a [BATCH, 3, 224, 224] float32 input (seed 0; BATCH 1)
+  bench_torch.py flops MODEL BATCH             the floating-point operations of one forward pass of
+                                               BATCH images, in GFLOP (torch's FlopCounterMode: every
+                                               matrix product and convolution, 2 per multiply-add;
+                                               the element-wise ops are not counted)
   bench_torch.py forward MODEL CKPT IN.npy OUT.npy THREADS RUNS
       loads CKPT into timm MODEL, eval, no_grad, torch.set_num_threads(THREADS), one warm-up,
       then RUNS timed forward calls (the call only); prints the median seconds; saves the logits.
@@ -15,17 +19,33 @@ import torch
 
 
 def kwargs(name: str) -> dict:
-    """DINOv2 is built at 224 px (its 518 px default would not take the shared 224 input)."""
-    return {"img_size": 224} if "dinov2" in name else {}
+    """DINOv2 is built at 224 px (its 518 px default would not take the shared 224 input); SigLIP
+    with the tanh GELU its weights were trained with (timm's default is the exact one)."""
+    if "dinov2" in name:
+        return {"img_size": 224}
+    if "siglip" in name:
+        return {"act_layer": "gelu_tanh"}
+    return {}
 
 
 def main() -> None:
     cmd = sys.argv[1]
     if cmd == "input":
         rng = np.random.default_rng(0)
-        np.save(sys.argv[2], rng.standard_normal((1, 3, 224, 224)).astype(np.float32))
+        batch = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+        np.save(sys.argv[2], rng.standard_normal((batch, 3, 224, 224)).astype(np.float32))
         return
     import timm
+
+    if cmd == "flops":
+        from torch.utils.flop_counter import FlopCounterMode
+
+        name, batch = sys.argv[2], int(sys.argv[3])
+        model = timm.create_model(name, pretrained=False, **kwargs(name)).eval()
+        with FlopCounterMode(display=False) as counter:
+            model(torch.zeros(batch, 3, 224, 224))
+        print(f"{counter.get_total_flops() / 1e9:.3f}")
+        return
 
     if cmd == "gen":
         torch.manual_seed(0)
