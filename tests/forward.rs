@@ -322,3 +322,72 @@ fn image_input_is_preprocessed_like_transformers_and_top_k_prints_labels() {
         .passed
     );
 }
+
+/// `heads_only` runs the last layer for the tokens the outputs read: every output but
+/// `last_hidden_state` agrees with the full pass (which is then empty, and refused by
+/// `select`), for every fixture model of every family; models whose outputs read every token
+/// run the full pass.
+#[test]
+fn heads_only_keeps_every_output_but_the_last_hidden_state() {
+    let mut narrowed = 0;
+    let mut dirs: Vec<_> = std::fs::read_dir(common::fixture_dir("convert"))
+        .unwrap()
+        .flat_map(|e| {
+            let d = e.unwrap().path();
+            ["hf", "hf_timm"].map(|s| d.join(s))
+        })
+        .filter(|d| d.join("config.json").is_file() && d.join("model.safetensors").is_file())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 20, "{dirs:?}");
+    for dir in &dirs {
+        let model = Model::load(dir).unwrap();
+        let size = model.config().image_size;
+        let c = model.config().num_channels;
+        let x = ndarray::Array4::from_shape_fn((2, c, size, size), |(b, ch, i, j)| {
+            ((b * 7 + ch * 5 + i * 3 + j) % 17) as f32 / 8.0 - 1.0
+        });
+        let full = model.forward(x.view(), &ForwardOptions::default()).unwrap();
+        let opts = ForwardOptions {
+            heads_only: true,
+            ..Default::default()
+        };
+        let part = model.forward(x.view(), &opts).unwrap();
+        let pairs = [
+            (&full.logits, &part.logits),
+            (&full.pooler_output, &part.pooler_output),
+            (&full.image_embeds, &part.image_embeds),
+            (&full.cls_logits, &part.cls_logits),
+            (&full.distillation_logits, &part.distillation_logits),
+        ];
+        for (a, b) in pairs {
+            assert_eq!(a.is_some(), b.is_some(), "{}", dir.display());
+            if let (Some(a), Some(b)) = (a, b) {
+                let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+                let worst = a
+                    .iter()
+                    .zip(b.iter())
+                    .fold(0.0f32, |m, (p, q)| m.max((p - q).abs()));
+                assert!(worst <= 1e-5 * scale, "{}: {worst}", dir.display());
+            }
+        }
+        if part.last_hidden_state.shape()[1] == 0 {
+            narrowed += 1;
+            let e = part
+                .select(Some(vit_convert::forward::Output::LastHiddenState))
+                .unwrap_err();
+            assert!(
+                matches!(e.kind(), ErrorKind::InvalidOption { reason } if reason.contains("heads_only")),
+                "{e}"
+            );
+        } else {
+            assert_eq!(
+                part.last_hidden_state,
+                full.last_hidden_state,
+                "{}",
+                dir.display()
+            );
+        }
+    }
+    assert!(narrowed >= 10, "{narrowed} of {}", dirs.len());
+}

@@ -72,7 +72,15 @@ impl RunArgs {
         Ok(model)
     }
 
-    fn options(&self, ui: Ui) -> ForwardOptions {
+    /// The pass's options; `hidden_states`: whether `last_hidden_state` is written besides
+    /// the compared output (else the last layer runs only for the tokens the heads read, when
+    /// the compared output is one of theirs).
+    fn options(&self, ui: Ui, model: &Model, hidden_states: bool) -> ForwardOptions {
+        let compared_reads_heads = match self.compare {
+            Some(Output::LastHiddenState) => false,
+            Some(_) => true,
+            None => model.config().architecture.has_head(),
+        };
         ForwardOptions {
             interpolate_pos_encoding: self.interpolate_pos_encoding || self.pos_interp == "dino",
             pos_interp: if self.pos_interp == "dino" {
@@ -82,6 +90,7 @@ impl RunArgs {
             },
             limits: ui.open.limits,
             compare: self.compare,
+            heads_only: compared_reads_heads && !hidden_states,
         }
     }
 }
@@ -194,7 +203,8 @@ pub fn forward(a: ForwardArgs, ui: Ui) -> anyhow::Result<i32> {
     let input = a.run.input(ui)?;
     let out = {
         let bar = forward_bar(ui, &a.run.model_dir);
-        model.forward_with_progress(input.as_nchw()?, &a.run.options(ui), &bar)?
+        let opts = a.run.options(ui, &model, a.hidden_states.is_some());
+        model.forward_with_progress(input.as_nchw()?, &opts, &bar)?
     };
     ui.detail(format_args!(
         "forward pass on {:?} in {:.2} s",
@@ -284,7 +294,7 @@ pub fn verify(a: VerifyArgs, ui: Ui) -> anyhow::Result<i32> {
             &model,
             &input,
             &expected,
-            &a.run.options(ui),
+            &a.run.options(ui, &model, false),
             tol,
             &bar,
         )?

@@ -430,22 +430,25 @@ pub(crate) fn softmax_rows(x: &mut [f32], n: usize) {
 }
 
 /// Multi-head self-attention (eager path) for `samples` stacked samples of `t` tokens: per
-/// sample and head, `softmax(q·kᵀ · hd^-0.5) · v`, heads concatenated along the feature axis,
-/// into `out`. `q`, `k`, `v` and `out` are row-major `[samples·t, d]`. Each (sample, head) pair
-/// is one task with its own score buffer, writing its `[t, hd]` block of `out` in place.
+/// sample and head, `softmax(q·kᵀ · hd^-0.5 (+ bias)) · v`, heads concatenated along the feature
+/// axis, into `out`. `k` and `v` are row-major `[samples·t, d]`; `q` and `out` `[samples·tq, d]`:
+/// the first `tq` tokens of each sample attend (all `t` of them in every layer but a last one
+/// whose outputs read only the leading tokens). `bias` is `[heads, t, t]`; the first `tq` rows of
+/// each head's apply. Each (sample, head) pair is one task with its own score buffer, writing its
+/// `[tq, hd]` block of `out` in place.
 ///
 /// # Errors
-/// [`ErrorKind::InvalidLayout`] when the lengths disagree with `t`, `heads` and `d`.
+/// [`ErrorKind::InvalidLayout`] when the lengths disagree with `t`, `tq`, `heads` and `d`.
 pub(crate) fn attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
-    (d, heads, t): (usize, usize, usize),
+    (d, heads, t, tq): (usize, usize, usize, usize),
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) -> Result<()> {
     let hd = d / heads.max(1);
-    let len = out.len();
+    let len = k.len();
     if let Some(b) = bias {
         if Some(b.len()) != heads.checked_mul(t).and_then(|x| x.checked_mul(t)) {
             return Err(layout(format!(
@@ -454,37 +457,33 @@ pub(crate) fn attention(
             )));
         }
     }
-    if t == 0 || hd == 0 || hd * heads != d || len % (t * d) != 0 {
+    if t == 0 || tq == 0 || tq > t || hd == 0 || hd * heads != d || len % (t * d) != 0 {
         return Err(layout(format!(
-            "attention over {len} values with {t} tokens, {heads} heads of {hd}"
+            "attention over {len} values with {t} tokens ({tq} attending), {heads} heads of {hd}"
         )));
     }
-    if q.len() != len || k.len() != len || v.len() != len {
+    let samples = len / (t * d);
+    let qlen = samples * tq * d;
+    if v.len() != len || q.len() != qlen || out.len() != qlen {
         return Err(layout(format!(
-            "attention inputs of {}, {} and {} values for an output of {len}",
+            "attention inputs of {}, {} and {} values and an output of {} for {samples} samples \
+             of {t} tokens ({tq} attending) of {d}",
             q.len(),
             k.len(),
-            v.len()
+            v.len(),
+            out.len()
         )));
     }
     let scale = (hd as f64).powf(-0.5) as f32;
-    let rows = len / d;
-    // The [t, hd] block of head h of sample s, as a strided view of a row-major [rows, d]
-    // matrix (whose length was checked above, so the block lies inside it).
-    fn head_block(
-        m: &[f32],
-        rows: usize,
-        d: usize,
-        r: usize,
-        c: usize,
-        t: usize,
-        hd: usize,
-    ) -> MatRef<'_, f32> {
-        MatRef::from_row_major_slice(m, rows, d).submatrix(r, c, t, hd)
+    // The [n, hd] block of head h of sample s, as a strided view of a row-major [rows, d]
+    // matrix of `n` rows per sample (whose length was checked above, so the block lies inside
+    // it).
+    fn head_block(m: &[f32], n: usize, d: usize, s: usize, h: usize, hd: usize) -> MatRef<'_, f32> {
+        let rows = m.len() / d;
+        MatRef::from_row_major_slice(m, rows, d).submatrix(s * n, h * hd, n, hd)
     }
-    let block = |m, s, h| head_block(m, rows, d, s * t, h * hd, t, hd);
-    MatMut::from_row_major_slice_mut(out, rows, d)
-        .par_row_chunks_mut(t)
+    MatMut::from_row_major_slice_mut(out, samples * tq, d)
+        .par_row_chunks_mut(tq)
         .enumerate()
         .flat_map(|(s, sample)| {
             sample
@@ -493,26 +492,34 @@ pub(crate) fn attention(
                 .map(move |(h, o)| (s, h, o))
         })
         .for_each_init(
-            || vec![0.0f32; t * t],
+            || vec![0.0f32; tq * t],
             |scores, (s, h, o)| {
-                let mut sm = MatMut::from_row_major_slice_mut(scores, t, t);
+                let mut sm = MatMut::from_row_major_slice_mut(scores, tq, t);
                 matmul(
                     sm.as_mut(),
                     Accum::Replace,
-                    block(q, s, h),
-                    block(k, s, h).transpose(),
+                    head_block(q, tq, d, s, h, hd),
+                    head_block(k, t, d, s, h, hd).transpose(),
                     scale,
                     Par::Seq,
                 );
-                // The relative position bias of head h, added to the scaled scores.
-                if let Some(b) = bias.and_then(|b| b.get(h * t * t..(h + 1) * t * t)) {
+                // The relative position bias of head h (its first tq rows), added to the
+                // scaled scores.
+                if let Some(b) = bias.and_then(|b| b.get(h * t * t..h * t * t + tq * t)) {
                     for (x, y) in scores.iter_mut().zip(b) {
                         *x += y;
                     }
                 }
                 softmax_rows(scores, t);
-                let sm = MatRef::from_row_major_slice(scores, t, t);
-                matmul(o, Accum::Replace, sm, block(v, s, h), 1.0, Par::Seq);
+                let sm = MatRef::from_row_major_slice(scores, tq, t);
+                matmul(
+                    o,
+                    Accum::Replace,
+                    sm,
+                    head_block(v, t, d, s, h, hd),
+                    1.0,
+                    Par::Seq,
+                );
             },
         );
     Ok(())
@@ -763,7 +770,7 @@ mod tests {
             .collect();
         let mut out = vec![0.0f32; rows * d];
         on_pool(2, || {
-            attention(&q, &k, &v, (d, heads, t), Some(&bias), &mut out).unwrap()
+            attention(&q, &k, &v, (d, heads, t, t), Some(&bias), &mut out).unwrap()
         });
         let scale = 1.0 / (hd as f64).sqrt();
         for s in 0..samples {
@@ -790,7 +797,23 @@ mod tests {
                 }
             }
         }
-        assert!(attention(&q, &k, &v, (d, heads, 4), None, &mut out).is_err());
-        assert!(attention(&q, &k, &v, (d, heads, t), Some(&bias[1..]), &mut out).is_err());
+        // Only the first two tokens of each sample attending: their rows of the full result.
+        let tq = 2;
+        let lead = |m: &[f32]| -> Vec<f32> {
+            m.chunks_exact(t * d)
+                .flat_map(|sample| sample[..tq * d].to_vec())
+                .collect()
+        };
+        let mut part = vec![0.0f32; samples * tq * d];
+        on_pool(2, || {
+            attention(&lead(&q), &k, &v, (d, heads, t, tq), Some(&bias), &mut part).unwrap()
+        });
+        for (got, want) in part.iter().zip(lead(&out)) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        assert!(attention(&q, &k, &v, (d, heads, 4, 4), None, &mut out).is_err());
+        assert!(attention(&q, &k, &v, (d, heads, t, t), Some(&bias[1..]), &mut out).is_err());
+        assert!(attention(&q, &k, &v, (d, heads, t, tq), None, &mut out).is_err());
+        assert!(attention(&q, &k, &v, (d, heads, t, t + 1), None, &mut out).is_err());
     }
 }

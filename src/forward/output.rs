@@ -78,6 +78,12 @@ impl ForwardOutput {
             },
             Output::LastHiddenState => {
                 let h = &self.last_hidden_state;
+                if h.shape().get(1) == Some(&0) {
+                    return Err(missing(
+                        which,
+                        "not computed (the pass ran with option `heads_only`)",
+                    ));
+                }
                 flat(h.shape(), h.iter().copied().collect())
             }
             Output::ImageEmbeds => match &self.image_embeds {

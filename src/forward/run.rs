@@ -71,8 +71,7 @@ fn attention(
     q: &Array2<f32>,
     k: &Array2<f32>,
     v: &Array2<f32>,
-    heads: usize,
-    t: usize,
+    (heads, t, tq): (usize, usize, usize),
     bias: Option<&[f32]>,
     out: &mut Array2<f32>,
 ) -> Result<()> {
@@ -81,7 +80,7 @@ fn attention(
         slice(q)?,
         slice(k)?,
         slice(v)?,
-        (d, heads, t),
+        (d, heads, t, tq),
         bias,
         slice_mut(out)?,
     )
@@ -276,13 +275,21 @@ impl Model {
         };
         let t = gh * gw + cfg.architecture.prefix_tokens() + cfg.encoder.registers;
         let x = self.embed(w, pixels, pos.as_ref(), t)?;
-        let last = self.encoder(w, x, t, b, (gh, gw), progress)?;
-        let heads = self.heads(w, &last, t)?;
-        let last_hidden_state =
+        // With `heads_only`, the last layer runs for the tokens the outputs read.
+        let kept = self
+            .head_rows()
+            .filter(|&r| opts.heads_only && r < t && !self.layers.is_empty());
+        let last = self.encoder(w, x, (t, kept), b, (gh, gw), progress)?;
+        let tl = kept.unwrap_or(t);
+        let heads = self.heads(w, &last, tl)?;
+        let last_hidden_state = if kept.is_some() {
+            Array3::zeros((b, 0, d))
+        } else {
             last.into_shape_with_order((b, t, d))
                 .map_err(|e| ErrorKind::InvalidLayout {
                     reason: e.to_string(),
-                })?;
+                })?
+        };
         progress.finish();
         Ok(ForwardOutput {
             last_hidden_state,
@@ -402,7 +409,7 @@ impl Model {
         &self,
         w: &Resolved<'_>,
         mut x: Array2<f32>,
-        t: usize,
+        (t, kept): (usize, Option<usize>),
         b: usize,
         grid: (usize, usize),
         progress: &dyn Progress,
@@ -452,6 +459,12 @@ impl Model {
                 Some(table) => Some(self.relative_bias(w, table, grid, &index)?),
                 None => None,
             };
+            if let Some(r) = kept.filter(|_| i + 1 == self.layers.len()) {
+                let bias = own.as_deref().or(shared.as_deref());
+                let out = self.last_layer_rows(w, l, (&x, &hn), (t, r), bias, (&mut k, &mut v))?;
+                progress.advance(samples);
+                return Ok(out);
+            }
             // q, k and v in one parallel region.
             let qkv = vec![
                 product(w, &l.q, q.view_mut())?,
@@ -460,7 +473,7 @@ impl Model {
             ];
             ops::linears(hn.view(), qkv, None)?;
             let bias = own.as_deref().or(shared.as_deref());
-            attention(&q, &k, &v, heads, t, bias, &mut a)?;
+            attention(&q, &k, &v, (heads, t, t), bias, &mut a)?;
             self.linear(w, &l.o, a.view(), None, y.view_mut())?;
             if let Some([l1, _]) = l.lambda {
                 scale_rows(&mut y, vector(w, l1, d)?)?;
@@ -491,6 +504,89 @@ impl Model {
             self.add_norm(w, self.ln.as_ref(), &mut x, None, &mut hn)?;
         }
         Ok(hn)
+    }
+
+    /// The last layer for the first `r` of each sample's `t` tokens (`x` the residual stream,
+    /// `hn` its first LayerNorm, both `[samples·t, D]`): keys and values over every token,
+    /// everything else over the kept rows; ends with the final LayerNorm. Returns
+    /// `[samples·r, D]`. `k` and `v` are the encoder's `[samples·t, D]` buffers.
+    fn last_layer_rows(
+        &self,
+        w: &Resolved<'_>,
+        l: &super::Layer,
+        (x, hn): (&Array2<f32>, &Array2<f32>),
+        (t, r): (usize, usize),
+        bias: Option<&[f32]>,
+        (k, v): (&mut Array2<f32>, &mut Array2<f32>),
+    ) -> Result<Array2<f32>> {
+        let cfg = &self.config;
+        let d = cfg.hidden_size;
+        let rows = x.nrows() / t.max(1) * r;
+        ops::linears(
+            hn.view(),
+            vec![
+                product(w, &l.k, k.view_mut())?,
+                product(w, &l.v, v.view_mut())?,
+            ],
+            None,
+        )?;
+        let hn_r = leading_rows(hn.view(), t, r);
+        let mut q = Array2::<f32>::zeros((rows, d));
+        self.linear(w, &l.q, hn_r.view(), None, q.view_mut())?;
+        let mut a = Array2::<f32>::zeros((rows, d));
+        attention(&q, k, v, (cfg.num_attention_heads, t, r), bias, &mut a)?;
+        let mut y = Array2::<f32>::zeros((rows, d));
+        self.linear(w, &l.o, a.view(), None, y.view_mut())?;
+        if let Some([l1, _]) = l.lambda {
+            scale_rows(&mut y, vector(w, l1, d)?)?;
+        }
+        let mut x_r = leading_rows(x.view(), t, r);
+        let mut h = Array2::<f32>::zeros((rows, d));
+        self.add_norm(w, Some(&l.ln2), &mut x_r, Some(&y), &mut h)?;
+        let mut inter = Array2::<f32>::zeros((rows, cfg.intermediate_size));
+        match cfg.encoder.mlp {
+            Mlp::Standard => {
+                self.linear(w, &l.fc1, h.view(), Some(cfg.hidden_act), inter.view_mut())?;
+            }
+            Mlp::SwiGlu => {
+                let mut g = Array2::<f32>::zeros((rows, cfg.intermediate_size.saturating_mul(2)));
+                self.linear(w, &l.fc1, h.view(), None, g.view_mut())?;
+                ops::swiglu(slice(&g)?, slice_mut(&mut inter)?, cfg.intermediate_size);
+            }
+        }
+        self.linear(w, &l.fc2, inter.view(), None, y.view_mut())?;
+        if let Some([_, l2]) = l.lambda {
+            scale_rows(&mut y, vector(w, l2, d)?)?;
+        }
+        self.add_norm(w, self.ln.as_ref(), &mut x_r, Some(&y), &mut h)?;
+        Ok(h)
+    }
+
+    /// How many leading tokens per sample every output besides `last_hidden_state` reads, when
+    /// that is fewer than all ([`ForwardOptions::heads_only`]): the class token for poolers and
+    /// CLIP / DINOv2 / BEiT class-token pooling, one token per head for ViT and DeiT. `None` when
+    /// some output reads every token, or there is no output but `last_hidden_state`.
+    fn head_rows(&self) -> Option<usize> {
+        let family = self.config.architecture.family();
+        if self.map_head.is_some() || self.lm_head.is_some() || self.pooler_norm.is_some() {
+            return None;
+        }
+        if self.post_norm.is_some() {
+            return Some(1);
+        }
+        if family.is_dinov2() {
+            // The classifier reads the mean of the patch tokens too.
+            return self.heads.is_empty().then_some(1);
+        }
+        if family == ModelType::Beit {
+            // Class-token pooling (mean pooling returned above).
+            return Some(1);
+        }
+        let pooler = usize::from(self.pooler.is_some());
+        match self.heads.len().max(pooler) {
+            0 => None,
+            n => Some(n),
+        }
     }
 
     /// The pooler and the heads on the last hidden state (`t` tokens per sample).
@@ -689,6 +785,19 @@ fn size_needs_interpolation(h: usize, w: usize, size: usize) -> Error {
         ),
     }
     .into()
+}
+
+/// The first `r` of each sample's `t` rows of `x`, stacked: `[samples·r, D]`.
+fn leading_rows(x: ArrayView2<f32>, t: usize, r: usize) -> Array2<f32> {
+    let samples = x.nrows() / t.max(1);
+    let mut out = Array2::<f32>::zeros((samples * r, x.ncols()));
+    for (mut dst, sample) in out
+        .axis_chunks_iter_mut(Axis(0), r.max(1))
+        .zip(x.axis_chunks_iter(Axis(0), t.max(1)))
+    {
+        dst.assign(&sample.slice(s![..r, ..]));
+    }
+    out
 }
 
 /// Row `token` of each sample's `t` rows of `x`, as `[samples, D]`.
