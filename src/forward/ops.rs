@@ -18,10 +18,12 @@ use crate::model::Activation;
 
 /// Output columns per product task. Fixed (not derived from the thread count), so that every
 /// output element is computed by the same kernel call over the same operands whatever the number
-/// of threads: results do not depend on it. A multiple of the vector width; 768 columns make 6
-/// tasks, 3072 make 24, enough to balance two threads on a busy machine. (Measured: 96 to 384
-/// columns per task run the ViT-B products at the same speed as one whole-matrix call.)
-const COLUMN_BLOCK: usize = 128;
+/// of threads: results do not depend on it. A multiple of the GEMM microkernel's rows (96 with
+/// AVX-512, 48 with AVX2): 128 left a 32-row remainder in every task, run by a slower kernel.
+/// 768 columns make 4 tasks, 3072 make 16, enough to balance two threads. (Measured on the
+/// 2-core Xeon, ViT-B/16, whole process: 5–10 % faster than 128 on one thread and at batch 8,
+/// even at batch 1 with two; 256 and 384 are slower, one whole-matrix call too; BENCHMARKS.md.)
+const COLUMN_BLOCK: usize = 192;
 /// Rows per task for the row-wise ops (fixed, like [`COLUMN_BLOCK`]).
 const ROW_BLOCK: usize = 8;
 
