@@ -11,7 +11,9 @@
 # A relative VIT_CONVERT_VENV is taken from the repository root; both default folders are
 # git-ignored. The generators refuse to run unless every package equals its pin (fixtures/pins.py),
 # so this script installs exactly those pins, on Python 3.11 ($PYTHON, default python3.11), with
-# CPU torch wheels (torch is compared without its local tag, so 2.15.0+cpu passes).
+# CPU torch wheels (torch is compared without its local tag, so 2.15.0+cpu passes) from
+# $VIT_CONVERT_TORCH_INDEX (default https://download.pytorch.org/whl/cpu); set it empty where that
+# index is unreachable: PyPI's torch wheels (with CUDA libraries, a larger download) pass too.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,16 +21,18 @@ cd "$ROOT"
 VENV="${VIT_CONVERT_VENV:-.venv-ref}"
 VENV="${VENV%/}"
 PYTHON="${PYTHON:-python3.11}"
-CPU_TORCH=(--extra-index-url https://download.pytorch.org/whl/cpu)
+TORCH_INDEX="${VIT_CONVERT_TORCH_INDEX-https://download.pytorch.org/whl/cpu}"
+CPU_TORCH=()
+[ -n "$TORCH_INDEX" ] && CPU_TORCH=(--extra-index-url "$TORCH_INDEX")
 
 case "${1:-ref}" in
     ref) DIR="$VENV"; REQS=fixtures/requirements.txt ;;
     flax) DIR="$VENV-flax"; REQS=fixtures/requirements-flax.txt ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "usage: scripts/make_venv.sh [ref|flax]" >&2; exit 2 ;;
 esac
 
 "$PYTHON" -m venv "$DIR"
 "$DIR/bin/python" -m pip install --quiet --upgrade pip
-"$DIR/bin/python" -m pip install -r "$REQS" "${CPU_TORCH[@]}"
+"$DIR/bin/python" -m pip install -r "$REQS" ${CPU_TORCH[@]+"${CPU_TORCH[@]}"}
 echo "ready: $DIR/bin/python" >&2
