@@ -324,6 +324,7 @@ pub fn side_files(data: &[u8]) {
                     },
                     limits,
                     compare: None,
+                    heads_only: n(3) & 4 == 4,
                 };
                 let _ = m.forward(pixels.view(), &opts);
             }
