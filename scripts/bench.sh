@@ -12,6 +12,9 @@
 #            in-process hash of the same bytes in memory, `cargo bench --bench floors -- sha256`)
 #            and `cp CKPT` — wall and peak RSS
 #   inspect  `vit-convert inspect CKPT` (ViT-B)
+#   images   `vit-convert verify` of 8 PNG photos (640×480) through the preprocessor, ViT-B, whole
+#            process, vs transformers' (PIL) image processor + model in one Python process (decode,
+#            preprocess and forward; median of 5 calls), 2 threads: images/s
 #   forward  `vit-convert forward --threads T` (whole process, loading included) vs PyTorch's
 #            in-process forward (timm, eval, no_grad, torch.set_num_threads(T), median of 5 calls),
 #            for each T of --threads (default "1 2": per core, and the issue's two threads),
@@ -204,6 +207,20 @@ for r in $(seq "$ROUNDS"); do
     done
 done
 
+# ---- verify of 8 images through the preprocessor (ViT-B), interleaved -------------------------
+if [ "$USE_TORCH" = 1 ]; then
+    mkdir -p "$WORK/photos"
+    [ -s "$WORK/photos/img7.png" ] || "$PY" scripts/bench_torch.py photos "$WORK/photos" 8
+    read -r _ c fam _ <<<"$(arch vit)"
+    [ -d "$WORK/fwd_vit" ] || "$BIN" --from "$fam" "$c" -o "$WORK/fwd_vit" >/dev/null
+    for r in $(seq "$ROUNDS"); do
+        "$PY" scripts/bench_torch.py images "$WORK/fwd_vit" 2 5 "$WORK/images_logits.npy" \
+            "$WORK"/photos/img?.png >>"$WORK/torch_images.log" 2>/dev/null
+        measure "$WORK/verify_images.log" "$BIN" verify "$WORK/fwd_vit" --image "$WORK"/photos/img?.png \
+            --expected "$WORK/images_logits.npy" --threads 2
+    done
+fi
+
 # ---- report -------------------------------------------------------------------------------
 echo
 echo "== ViT-B/16 ($(bytes_of "$(ckpt b)") bytes): median (min–max) of $ROUNDS rounds =="
@@ -248,6 +265,14 @@ if [ "$USE_TORCH" = 1 ]; then
                 --expected "$WORK/torch_out_${m}_$bt.npy" --compare "$out" | head -n 1 || true
         done
     done
+fi
+if [ "$USE_TORCH" = 1 ]; then
+    echo
+    echo "== verify of 8 PNG photos (640×480) through the preprocessor, ViT-B, 2 threads, median (min–max) of $ROUNDS =="
+    read -r vm vl vh <<<"$(stats "$WORK/verify_images.log" 1)"
+    read -r pm pl ph <<<"$(stats "$WORK/torch_images.log" 1)"
+    echo "vit-convert verify (whole process): ${vm} s (${vl}–${vh}), $(awk -v t="$vm" 'BEGIN { printf "%.1f", 8 / t }') images/s"
+    echo "transformers processor + model (in-process call): ${pm} s (${pl}–${ph}), $(awk -v t="$pm" 'BEGIN { printf "%.1f", 8 / t }') images/s   ratio $(ratio "$vm" "$pm")×"
 fi
 echo
 echo "== conversion scaling (median of $ROUNDS) =="

@@ -7,6 +7,12 @@
                                                BATCH images, in GFLOP (torch's FlopCounterMode: every
                                                matrix product and convolution, 2 per multiply-add;
                                                the element-wise ops are not counted)
+  bench_torch.py photos OUTDIR N                N 640×480 PNG photo-like images (seed 0: smooth colour
+                                               fields with noise; PNG, which vit-convert decodes bit for bit as PIL does), OUTDIR/img{k}.png
+  bench_torch.py images HFDIR THREADS RUNS OUT.npy IMG...
+      transformers' image processor and model from HFDIR (the converted folder) in one process:
+      one warm-up, then RUNS timed calls of decode (PIL) + processor + forward on every IMG at
+      once; prints the median seconds; saves the logits.
   bench_torch.py forward MODEL CKPT IN.npy OUT.npy THREADS RUNS
       loads CKPT into timm MODEL, eval, no_grad, torch.set_num_threads(THREADS), one warm-up,
       then RUNS timed forward calls (the call only); prints the median seconds; saves the logits.
@@ -34,6 +40,48 @@ def main() -> None:
         rng = np.random.default_rng(0)
         batch = int(sys.argv[3]) if len(sys.argv) > 3 else 1
         np.save(sys.argv[2], rng.standard_normal((batch, 3, 224, 224)).astype(np.float32))
+        return
+    if cmd == "photos":
+        from PIL import Image
+
+        out, count = sys.argv[2], int(sys.argv[3])
+        rng = np.random.default_rng(0)
+        yy, xx = np.mgrid[0:480, 0:640].astype(np.float32)
+        for k in range(count):
+            a, b, c = rng.uniform(0.005, 0.03, 3)
+            field = np.stack([np.sin(xx * a + k), np.cos(yy * b), np.sin((xx + yy) * c)], -1)
+            img = 127.5 * (1 + field) + rng.normal(0, 12, field.shape)
+            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(f"{out}/img{k}.png")
+        return
+    if cmd == "images":
+        import json
+
+        import transformers
+        from PIL import Image
+
+        hf, threads, runs, out = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+        paths = sys.argv[6:]
+        torch.set_num_threads(threads)
+        arch = json.load(open(f"{hf}/config.json"))["architectures"][0]
+        model = getattr(transformers, arch).from_pretrained(hf).eval()
+        # The PIL processor, which `--image` reproduces (PNG); the torchvision one transformers
+        # picks by default when torchvision is installed resizes slightly differently.
+        processor = transformers.AutoImageProcessor.from_pretrained(hf, use_fast=False)
+
+        def call():
+            images = [Image.open(p).convert("RGB") for p in paths]
+            with torch.no_grad():
+                return model(**processor(images=images, return_tensors="pt")).logits
+
+        y = call()
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            y = call()
+            times.append(time.perf_counter() - t)
+        np.save(out, y.numpy())
+        times.sort()
+        print(f"{times[len(times) // 2]:.4f}")
         return
     import timm
 
