@@ -89,6 +89,22 @@ pub(crate) fn plan_reverse_within(
             dtype: beside.info.dtype,
             shape,
         };
+        if targets.iter().any(|t| t.info.name == info.name) {
+            // A rule writes that name too (reverse: the rules' `from` names are the targets).
+            let also_line = table
+                .rules
+                .iter()
+                .find(|r| r.from.iter().any(|p| p.matches(&info.name).is_some()))
+                .map_or(b.line, |r| r.line);
+            return Err(mapping_err(
+                table,
+                b.line,
+                MappingError::ProducedTwice {
+                    target: info.name,
+                    also_line,
+                },
+            ));
+        }
         budget.add(table, b.line, &info.name, &info.shape, info.dtype)?;
         targets.push(PlannedTensor {
             info,

@@ -1009,3 +1009,115 @@ fn malformed_shapes_lists_are_refused_at_load_naming_the_line() {
     assert_eq!(line, 13);
     assert!(reason.contains("ops × outputs at most 16"), "{reason}");
 }
+
+/// Backwards, a layout writes its rules and the untagged ones under its `write_prefix`, plus the
+/// `zeros` buffers it writes beside a name; a buffer that a rule writes too is refused.
+#[test]
+fn reverse_writes_one_layout_with_its_prefix_and_zeros_buffers() {
+    let text = |buffer: &str| {
+        format!(
+            r#"
+[table]
+id = "two"
+description = "two layouts"
+families = ["two"]
+[[table.layouts]]
+name = "a"
+[[table.layouts]]
+name = "b"
+to = "timm"
+write_prefix = "p/"
+
+[model]
+layer_norm_eps = 1e-6
+hidden_act = "gelu"
+preprocessor = "vit"
+
+[[buffer]]
+name = "{buffer}"
+kind = "zeros"
+layout = "b"
+beside = "bx"
+shape = ["2*D"]
+
+[[rule]]
+from = "ax"
+shape = ["D"]
+to = "y"
+layout = "a"
+
+[[rule]]
+from = "bx"
+shape = ["D"]
+to = "y"
+layout = "b"
+
+[[rule]]
+from = "w"
+shape = ["D", "D"]
+to = "v"
+"#
+        )
+    };
+    let infos = vec![
+        TensorInfo {
+            name: "y".into(),
+            dtype: DType::F32,
+            shape: vec![3],
+        },
+        TensorInfo {
+            name: "v".into(),
+            dtype: DType::F32,
+            shape: vec![3, 3],
+        },
+    ];
+    let b: crate::mapping::dims::Bindings = [("D".to_string(), 3)].into_iter().collect();
+    let t = MappingTable::from_toml(&text("bz"), "two.toml").unwrap();
+    let layout = t
+        .layout_written_by(crate::vocab::OutputFormat::Timm)
+        .unwrap();
+    let plan = plan_reverse_within(&t, Some(layout), &infos, &b, &crate::Limits::DEFAULT).unwrap();
+    let written: Vec<(&str, &[usize], usize)> = plan
+        .targets
+        .iter()
+        .map(|p| {
+            (
+                p.info.name.as_str(),
+                p.info.shape.as_slice(),
+                p.sources.len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        written,
+        [
+            ("p/bx", &[3][..], 1),
+            ("p/w", &[3, 3][..], 1),
+            ("p/bz", &[6][..], 0)
+        ]
+    );
+    // Layout a: its own rule, no buffer, no prefix.
+    let a = crate::mapping::schema::Layout {
+        name: "a".into(),
+        to: None,
+        write_prefix: String::new(),
+    };
+    let plan = plan_reverse_within(&t, Some(&a), &infos, &b, &crate::Limits::DEFAULT).unwrap();
+    let names: Vec<&str> = plan.targets.iter().map(|p| p.info.name.as_str()).collect();
+    assert_eq!(names, ["ax", "w"]);
+    // A buffer named like a rule's source is produced twice.
+    let t = MappingTable::from_toml(&text("w"), "two.toml").unwrap();
+    let layout = t
+        .layout_written_by(crate::vocab::OutputFormat::Timm)
+        .unwrap();
+    let e = plan_reverse_within(&t, Some(layout), &infos, &b, &crate::Limits::DEFAULT).unwrap_err();
+    let (_, line, problem) = mapping_reason(&e);
+    assert_eq!(line, 18);
+    assert_eq!(
+        problem,
+        MappingError::ProducedTwice {
+            target: "w".into(),
+            also_line: 37
+        }
+    );
+}
