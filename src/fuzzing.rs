@@ -116,10 +116,17 @@ pub fn mapping_table(data: &[u8]) {
         read_every_tensor(&forward);
     }
     let infos = forward.tensors().to_vec();
-    if let Ok(back) = crate::mapping::plan_reverse(&table, &infos, &bindings) {
-        let back = crate::mapping::PlannedSource::new(&forward, back);
-        if small(forward.tensors()) && small(back.tensors()) {
-            read_every_tensor(&back);
+    // Every rule backwards, then each declared layout alone (its rules, prefix and buffers).
+    let layouts = std::iter::once(None).chain(table.layouts.iter().map(Some));
+    for layout in layouts {
+        let limits = crate::source::Limits::DEFAULT;
+        if let Ok(back) =
+            crate::mapping::plan_reverse_within(&table, layout, &infos, &bindings, &limits)
+        {
+            let back = crate::mapping::PlannedSource::new(&forward, back);
+            if small(forward.tensors()) && small(back.tensors()) {
+                read_every_tensor(&back);
+            }
         }
     }
 }

@@ -31,7 +31,7 @@ pub(crate) use forward::plan_forward_within;
 pub use names::{Branch, Family};
 pub(crate) use plan::{Plan, PlannedTensor};
 pub use report::MappingReport;
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 pub(crate) use reverse::plan_reverse;
 pub(crate) use reverse::plan_reverse_within;
 pub(crate) use schema::BufferKind;

@@ -16,7 +16,7 @@ use crate::vocab::MappingError;
 
 /// Plans canonical → source layout by running the table's rules backwards. `bindings` must bind
 /// every symbol the table's shapes use (see `model::symbol_bindings`).
-#[cfg(any(test, feature = "fuzzing"))]
+#[cfg(test)]
 pub(crate) fn plan_reverse(
     table: &MappingTable,
     infos: &[TensorInfo],
