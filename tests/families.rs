@@ -70,20 +70,13 @@ fn every_source_converts_to_the_tensors_and_config_transformers_saved() {
         let expected = tensors(&expected_dir.join("model.safetensors"));
         let want = read_json(&expected_dir.join("config.json"));
         let family = case["family"].as_str().unwrap();
-        let heads = case["config"]["num_attention_heads"].as_u64().unwrap() as usize;
         for source in case["sources"].as_array().unwrap() {
             let input = d.join(source["file"].as_str().unwrap());
             for f in [family, "auto"] {
                 let out = tempfile::tempdir().unwrap();
                 let opts = ConvertOptions {
                     from: (f != "auto").then(|| f.parse().unwrap()),
-                    // tiny test models: 24 wide, 2 heads (real ones are hidden/64)
-                    overrides: ConfigOverrides {
-                        num_heads: Some(heads),
-                        hidden_act: hidden_act(&case),
-                        ..Default::default()
-                    },
-                    ..Default::default()
+                    ..heads_opts(&case)
                 };
                 let r = convert(&input, out.path(), &opts)
                     .unwrap_or_else(|e| panic!("{} --from {f}: {e}", input.display()));
@@ -161,13 +154,7 @@ fn the_forward_pass_matches_transformers_for_every_output_and_size() {
 fn timm_siglip_is_detected_and_converts_like_big_vision() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let d = common::fixture_dir("convert").join("siglip");
-    let opts = ConvertOptions {
-        overrides: ConfigOverrides {
-            num_heads: Some(2),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let opts = two_heads();
     let timm = convert(d.join("source.pth"), a.path(), &opts).unwrap();
     convert(d.join("big_vision.npz"), b.path(), &opts).unwrap();
     assert_eq!(timm.mapping.table, "siglip");
@@ -183,13 +170,7 @@ fn a_clip_projection_bias_that_is_not_zero_is_refused() {
     let e = convert(
         common::fixture_dir("convert").join("clip_timm/head_bias.pth"),
         out.path(),
-        &ConvertOptions {
-            overrides: ConfigOverrides {
-                num_heads: Some(2),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        &two_heads(),
     )
     .unwrap_err();
     match e.kind() {
@@ -208,13 +189,7 @@ fn a_clip_projection_bias_that_is_not_zero_is_refused() {
 fn a_clip_projection_bias_that_is_not_floating_point_is_refused() {
     let src =
         vit_convert::open(common::fixture_dir("convert").join("clip_timm/source.pth")).unwrap();
-    let opts = ConvertOptions {
-        overrides: ConfigOverrides {
-            num_heads: Some(2),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let opts = two_heads();
     for n in [0usize, 3] {
         let mut edited = MemorySource::new();
         for t in src.tensors() {
@@ -252,13 +227,7 @@ fn a_whole_clip_checkpoint_converts_its_image_tower_and_says_what_it_left() {
     let r = convert(
         common::fixture_dir("convert").join("clip_openai/full.pth"),
         out.path(),
-        &ConvertOptions {
-            overrides: ConfigOverrides {
-                num_heads: Some(2),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        &two_heads(),
     )
     .unwrap();
     assert_eq!(r.architecture.name(), "CLIPVisionModelWithProjection");
@@ -269,13 +238,7 @@ fn a_whole_clip_checkpoint_converts_its_image_tower_and_says_what_it_left() {
 #[test]
 fn timm_quirks_are_undone_and_reported() {
     let out = tempfile::tempdir().unwrap();
-    let opts = ConvertOptions {
-        overrides: ConfigOverrides {
-            num_heads: Some(2),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
+    let opts = two_heads();
     let d = common::fixture_dir("convert");
     let r = convert(d.join("dinov2_reg/timm.pth"), out.path(), &opts).unwrap();
     assert!(
@@ -297,6 +260,19 @@ fn timm_quirks_are_undone_and_reported() {
     );
 }
 
+/// Options for the fixtures' tiny models: 24 wide, 2 heads (real ones are hidden/64).
+fn two_heads() -> ConvertOptions {
+    ConvertOptions {
+        overrides: ConfigOverrides {
+            num_heads: Some(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Options for a case: its head count (the tiny models are 24 wide, real ones hidden/64) and
+/// the activation its command line sets.
 fn heads_opts(case: &Value) -> ConvertOptions {
     ConvertOptions {
         overrides: ConfigOverrides {
@@ -374,11 +350,7 @@ fn dinov2_hub_checkpoints_write_timms_layout() {
         let out = tempfile::tempdir().unwrap();
         let opts = ConvertOptions {
             to: OutputFormat::Timm,
-            overrides: ConfigOverrides {
-                num_heads: Some(2),
-                ..Default::default()
-            },
-            ..Default::default()
+            ..two_heads()
         };
         let r = convert(d.join("hub.pth"), out.path(), &opts).unwrap();
         assert!(
@@ -401,13 +373,6 @@ fn dinov2_hub_checkpoints_write_timms_layout() {
 #[test]
 fn what_a_reverse_layout_cannot_hold_is_refused_naming_why() {
     let d = common::fixture_dir("convert");
-    let two_heads = || ConvertOptions {
-        overrides: ConfigOverrides {
-            num_heads: Some(2),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
     let refused = |canon: &vit_convert::Canonical<'_>, to: OutputFormat, says: &str| {
         let out = tempfile::tempdir().unwrap();
         let e = canon
