@@ -416,7 +416,6 @@ impl Model {
     ) -> Result<Array2<f32>> {
         let cfg = &self.config;
         let (rows, d) = x.dim();
-        let act = cfg.hidden_act;
         let heads = cfg.num_attention_heads;
         let mut hn = Array2::<f32>::zeros((rows, d));
         let mut q = Array2::<f32>::zeros((rows, d));
@@ -424,14 +423,7 @@ impl Model {
         let mut v = Array2::<f32>::zeros((rows, d));
         let mut a = Array2::<f32>::zeros((rows, d));
         let mut y = Array2::<f32>::zeros((rows, d));
-        let mut inter = Array2::<f32>::zeros((rows, cfg.intermediate_size));
-        let mut gated = match cfg.encoder.mlp {
-            Mlp::Standard => None,
-            Mlp::SwiGlu => Some(Array2::<f32>::zeros((
-                rows,
-                cfg.intermediate_size.saturating_mul(2),
-            ))),
-        };
+        let (mut inter, mut gated) = self.mlp_buffers(rows);
         // The relative position index of the input's grid: one for every layer's table.
         let index =
             if self.shared_relative.is_some() || self.layers.iter().any(|l| l.relative.is_some()) {
@@ -479,18 +471,7 @@ impl Model {
                 scale_rows(&mut y, vector(w, l1, d)?)?;
             }
             self.add_norm(w, Some(&l.ln2), &mut x, Some(&y), &mut hn)?;
-            match gated.as_mut() {
-                None => self.linear(w, &l.fc1, hn.view(), Some(act), inter.view_mut())?,
-                Some(g) => {
-                    // SwiGLU: silu(gate) · up, the gate's columns first.
-                    self.linear(w, &l.fc1, hn.view(), None, g.view_mut())?;
-                    ops::swiglu(slice(g)?, slice_mut(&mut inter)?, cfg.intermediate_size);
-                }
-            }
-            self.linear(w, &l.fc2, inter.view(), None, y.view_mut())?;
-            if let Some([_, l2]) = l.lambda {
-                scale_rows(&mut y, vector(w, l2, d)?)?;
-            }
+            self.mlp(w, l, &hn, (&mut inter, gated.as_mut()), &mut y)?;
             // The residual add, fused with the next layer's first LayerNorm (or the final one).
             let next = match self.layers.get(i + 1) {
                 Some(nl) => Some(&nl.ln1),
@@ -543,23 +524,45 @@ impl Model {
         let mut x_r = leading_rows(x.view(), t, r);
         let mut h = Array2::<f32>::zeros((rows, d));
         self.add_norm(w, Some(&l.ln2), &mut x_r, Some(&y), &mut h)?;
-        let mut inter = Array2::<f32>::zeros((rows, cfg.intermediate_size));
-        match cfg.encoder.mlp {
-            Mlp::Standard => {
-                self.linear(w, &l.fc1, h.view(), Some(cfg.hidden_act), inter.view_mut())?;
-            }
-            Mlp::SwiGlu => {
-                let mut g = Array2::<f32>::zeros((rows, cfg.intermediate_size.saturating_mul(2)));
+        let (mut inter, mut gated) = self.mlp_buffers(rows);
+        self.mlp(w, l, &h, (&mut inter, gated.as_mut()), &mut y)?;
+        self.add_norm(w, self.ln.as_ref(), &mut x_r, Some(&y), &mut h)?;
+        Ok(h)
+    }
+
+    /// The MLP's buffers for `rows` rows: `[rows, M]`, and for SwiGLU the packed `[rows, 2·M]`.
+    fn mlp_buffers(&self, rows: usize) -> (Array2<f32>, Option<Array2<f32>>) {
+        let m = self.config.intermediate_size;
+        let gated = match self.config.encoder.mlp {
+            Mlp::Standard => None,
+            Mlp::SwiGlu => Some(Array2::<f32>::zeros((rows, m.saturating_mul(2)))),
+        };
+        (Array2::<f32>::zeros((rows, m)), gated)
+    }
+
+    /// Layer `l`'s MLP on the normed rows `h`, into `y`: fc1 with the activation (or SwiGLU:
+    /// silu(gate) · up, the gate's columns first, through `gated`), fc2, then layer scale.
+    fn mlp(
+        &self,
+        w: &Resolved<'_>,
+        l: &super::Layer,
+        h: &Array2<f32>,
+        (inter, gated): (&mut Array2<f32>, Option<&mut Array2<f32>>),
+        y: &mut Array2<f32>,
+    ) -> Result<()> {
+        let cfg = &self.config;
+        match gated {
+            None => self.linear(w, &l.fc1, h.view(), Some(cfg.hidden_act), inter.view_mut())?,
+            Some(g) => {
                 self.linear(w, &l.fc1, h.view(), None, g.view_mut())?;
-                ops::swiglu(slice(&g)?, slice_mut(&mut inter)?, cfg.intermediate_size);
+                ops::swiglu(slice(g)?, slice_mut(inter)?, cfg.intermediate_size);
             }
         }
         self.linear(w, &l.fc2, inter.view(), None, y.view_mut())?;
         if let Some([_, l2]) = l.lambda {
-            scale_rows(&mut y, vector(w, l2, d)?)?;
+            scale_rows(y, vector(w, l2, cfg.hidden_size)?)?;
         }
-        self.add_norm(w, self.ln.as_ref(), &mut x_r, Some(&y), &mut h)?;
-        Ok(h)
+        Ok(())
     }
 
     /// How many leading tokens per sample every output besides `last_hidden_state` reads, when
