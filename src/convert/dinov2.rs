@@ -21,6 +21,26 @@ use crate::model::{square_root, ModelType};
 use crate::source::TensorSource;
 use crate::tensor::TensorInfo;
 
+/// The standard MLP's parts and the SwiGLU parts timm packs under their names.
+const SWIGLU_PARTS: [(LayerPart, LayerPart); 2] = [
+    (LayerPart::Intermediate, LayerPart::GatedIn),
+    (LayerPart::Output, LayerPart::GatedOut),
+];
+
+/// `name` with the first part of a `(from, to)` pair it lies under replaced by the `to` part of
+/// the same layer; `None` when it lies under none.
+fn swiglu_renamed(
+    family: ModelType,
+    name: &str,
+    parts: [(LayerPart, LayerPart); 2],
+) -> Option<String> {
+    let i = names::layer_index(name)?;
+    parts.into_iter().find_map(|(from, to)| {
+        let rest = name.strip_prefix(&names::layer_of(family, i, from))?;
+        Some(format!("{}{rest}", names::layer_of(family, i, to)))
+    })
+}
+
 /// Applies the three fixes to a plan of the `dinov2` family; returns the notes.
 pub(crate) fn undo_timm_layout(plan: &mut Plan, family: ModelType) -> Vec<String> {
     let mut notes = Vec::new();
@@ -38,18 +58,8 @@ pub(crate) fn undo_timm_layout(plan: &mut Plan, family: ModelType) -> Vec<String
     };
     if packed {
         for t in &mut plan.targets {
-            let name = &t.info.name;
-            if let Some(i) = names::layer_index(name) {
-                for (from, to) in [
-                    (LayerPart::Intermediate, LayerPart::GatedIn),
-                    (LayerPart::Output, LayerPart::GatedOut),
-                ] {
-                    let base = names::layer_of(family, i, from);
-                    if let Some(rest) = name.strip_prefix(&base) {
-                        t.info.name = format!("{}{rest}", names::layer_of(family, i, to));
-                        break;
-                    }
-                }
+            if let Some(n) = swiglu_renamed(family, &t.info.name, SWIGLU_PARTS) {
+                t.info.name = n;
             }
         }
         notes.push(
@@ -152,20 +162,10 @@ pub(crate) fn redo_timm_layout(
             // timm's packed fc1 holds both halves: `M` is its row count.
             bindings.insert("M".into(), rows);
         }
+        let back = SWIGLU_PARTS.map(|(standard, gated)| (gated, standard));
         for t in infos.iter_mut() {
-            let Some(i) = names::layer_index(&t.name) else {
-                continue;
-            };
-            for (from, to) in [
-                (LayerPart::GatedIn, LayerPart::Intermediate),
-                (LayerPart::GatedOut, LayerPart::Output),
-            ] {
-                let base = names::layer_of(family, i, from);
-                if let Some(rest) = t.name.strip_prefix(&base) {
-                    let planned = format!("{}{rest}", names::layer_of(family, i, to));
-                    renamed.push((planned.clone(), std::mem::replace(&mut t.name, planned)));
-                    break;
-                }
+            if let Some(planned) = swiglu_renamed(family, &t.name, back) {
+                renamed.push((planned.clone(), std::mem::replace(&mut t.name, planned)));
             }
         }
         notes.push(
