@@ -103,7 +103,7 @@ def is_refusal(err: str) -> bool:
         "has no place for" in err
         or "cannot represent" in err
         or "transformers has no Flax" in err
-        or "layout holds ViT/DeiT only" in err  # BEiT `--to npz`
+        or "the npz layouts hold" in err  # BEiT `--to npz`
     )
 
 
