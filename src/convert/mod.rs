@@ -956,6 +956,45 @@ fn refuse_overwriting_input(input: &Path, outputs: &[&Path]) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// timm's fused `qkv` is split along its rows: each of query, key and value is one byte
+    /// range of the input (located, so the writer copies it from the file and never holds it),
+    /// and the written tensors equal the materialised split byte for byte.
+    #[test]
+    fn qkv_split_parts_are_ranges_of_the_input_and_written_exactly() {
+        let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/convert/timm_vit/source.pth");
+        let src = source::open(&input).unwrap();
+        let opts = ConvertOptions {
+            overrides: ConfigOverrides {
+                num_heads: Some(2),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let canon = Canonical::new(src.as_ref(), &opts).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        convert(&input, out.path(), &opts).unwrap();
+        let written = source::open(out.path().join("model.safetensors")).unwrap();
+        let mut checked = 0;
+        for kind in ["weight", "bias"] {
+            let fused = src.read(&format!("blocks.0.attn.qkv.{kind}")).unwrap();
+            let (_, fused_at) = src.locate(&fused.data).unwrap();
+            let third = fused.data.len() / 3;
+            for (part, name) in ["query", "key", "value"].into_iter().enumerate() {
+                let name = format!("encoder.layer.0.attention.attention.{name}.{kind}");
+                let t = canon.source().read(&name).unwrap();
+                assert!(matches!(t.data, std::borrow::Cow::Borrowed(_)), "{name}");
+                let (_, at) = canon.source().locate(&t.data).unwrap();
+                assert_eq!(at, fused_at + (part * third) as u64, "{name}");
+                let materialised = fused.data[part * third..(part + 1) * third].to_vec();
+                let on_disk = written.read(&format!("vit.{name}")).unwrap();
+                assert_eq!(&on_disk.data[..], &materialised[..], "{name}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 6);
+    }
+
     /// timm's CLIP layout implies exact GELU however its names are wrapped or prefixed: the
     /// marker is looked for as the table sees the names (a `module.` prefix once made it
     /// QuickGELU).
