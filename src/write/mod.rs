@@ -445,36 +445,41 @@ pub(crate) struct DeferredMeta<'a> {
     pub(crate) value: &'a mut dyn FnMut() -> Result<String>,
 }
 
-/// The safetensors header for `plan`, padded with spaces to a multiple of 8.
+/// The safetensors header for `plan`, padded with spaces to a multiple of 8: serde_json's compact
+/// form of `{"__metadata__": {…}, "<name>": {"dtype", "shape", "data_offsets"}, …}` in plan
+/// order, written straight into the text (no JSON tree: it held ~0.3 MiB at ViT-L's peak).
 fn safetensors_header(
     metadata: &BTreeMap<String, String>,
     plan: &[(&WriteItem, DType, &[usize], u64)],
 ) -> Result<Vec<u8>> {
-    let mut header = serde_json::Map::new();
+    let json = |e: serde_json::Error| ErrorKind::InvalidOption {
+        reason: format!("header: {e}"),
+    };
+    let mut text = Vec::with_capacity(64 + 96 * plan.len());
+    text.push(b'{');
     if !metadata.is_empty() {
-        let m: serde_json::Map<String, serde_json::Value> = metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        header.insert("__metadata__".into(), serde_json::Value::Object(m));
+        text.extend_from_slice(b"\"__metadata__\":");
+        serde_json::to_writer(&mut text, metadata).map_err(json)?;
     }
     let mut offset = 0u64;
     for (it, out_dtype, shape, len) in plan {
-        header.insert(
-            it.name.clone(),
-            serde_json::json!({
-                "dtype": out_dtype.name(),
-                "shape": shape,
-                "data_offsets": [offset, offset + len],
-            }),
-        );
-        offset += len;
-    }
-    let mut text = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(|e| {
-        ErrorKind::InvalidOption {
-            reason: format!("header: {e}"),
+        if text.len() > 1 {
+            text.push(b',');
         }
-    })?;
+        serde_json::to_writer(&mut text, &it.name).map_err(json)?;
+        text.extend_from_slice(b":{\"dtype\":");
+        serde_json::to_writer(&mut text, out_dtype.name()).map_err(json)?;
+        text.extend_from_slice(b",\"shape\":");
+        serde_json::to_writer(&mut text, shape).map_err(json)?;
+        let end = offset
+            .checked_add(*len)
+            .ok_or_else(|| ErrorKind::InvalidLayout {
+                reason: format!("{}: data offsets overflow", it.name),
+            })?;
+        text.extend_from_slice(format!(",\"data_offsets\":[{offset},{end}]}}").as_bytes());
+        offset = end;
+    }
+    text.push(b'}');
     while text.len() % 8 != 0 {
         text.push(b' ');
     }
@@ -786,6 +791,55 @@ mod tests {
         let mut npy = Vec::new();
         write_npy(&mut npy, DType::F32, &[values.len()], &data).unwrap();
         crate::source::open_bytes(FileBytes::from_vec(npy)).unwrap()
+    }
+
+    #[test]
+    fn the_header_is_serde_json_compact_form_of_the_header_object() {
+        let items: Vec<WriteItem> = ["a.weight", "b\"q\\uote\u{e9}\n", "c"]
+            .iter()
+            .map(|n| WriteItem {
+                name: n.to_string(),
+                source: n.to_string(),
+            })
+            .collect();
+        let shapes: [&[usize]; 3] = [&[2, 3], &[], &[0, 5]];
+        let plan: Vec<(&WriteItem, DType, &[usize], u64)> = vec![
+            (&items[0], DType::F32, shapes[0], 24),
+            (&items[1], DType::BF16, shapes[1], 2),
+            (&items[2], DType::I64, shapes[2], 0),
+        ];
+        for metadata in [
+            BTreeMap::new(),
+            BTreeMap::from([
+                ("format".to_string(), "pt".to_string()),
+                ("z \"k\"".to_string(), "v\u{1}".to_string()),
+            ]),
+        ] {
+            let mut object = serde_json::Map::new();
+            if !metadata.is_empty() {
+                object.insert("__metadata__".into(), serde_json::json!(metadata));
+            }
+            let mut offset = 0u64;
+            for (it, dtype, shape, len) in &plan {
+                object.insert(
+                    it.name.clone(),
+                    serde_json::json!({
+                        "dtype": dtype.name(),
+                        "shape": shape,
+                        "data_offsets": [offset, offset + len],
+                    }),
+                );
+                offset += len;
+            }
+            let mut want = serde_json::to_vec(&serde_json::Value::Object(object)).unwrap();
+            while want.len() % 8 != 0 {
+                want.push(b' ');
+            }
+            assert_eq!(
+                String::from_utf8(safetensors_header(&metadata, &plan).unwrap()).unwrap(),
+                String::from_utf8(want).unwrap()
+            );
+        }
     }
 
     #[test]
