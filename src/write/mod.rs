@@ -15,8 +15,10 @@
 //!
 //! Writers stream: one tensor is read, written and released (its mapped input pages dropped,
 //! see [`TensorSource::release_pages`]) before the next, so peak memory does not grow with the
-//! model. Tensors are written straight from the (usually borrowed, memory-mapped) source
-//! bytes; only small pieces go through the write buffer.
+//! model. A tensor that is a byte range of the (memory-mapped) input is read from the input file,
+//! never through the mapping: big ones are copied file to file in the kernel, small ones read
+//! with `pread` into the write buffer (the first touch of a mapped byte can map a whole 2 MiB
+//! page-cache folio). Computed tensors are written from memory.
 //!
 //! Durability: files are renamed into place after a complete write, so a reader sees either the
 //! old file or the whole new one, but they are not `fsync`ed (like `cp`, `torch.save` and
