@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -96,13 +97,17 @@ const HASH_CHUNK: usize = 1 << 18;
 const SHA256_HEX_LEN: usize = 64;
 
 /// The sha256 of a file, read in chunks into one reused buffer (memory stays flat, and the
-/// page cache serves the bytes without faulting a mapping in).
-fn sha256_file(path: &Path) -> Result<String> {
+/// page cache serves the bytes without faulting a mapping in). Stops with an error between two
+/// chunks once `cancel` is set.
+fn sha256_file(path: &Path, cancel: &AtomicBool) -> Result<String> {
     let io = |op, e| Error::from(ErrorKind::io(op, e)).with_path(path);
     let mut file = crate::fsio::open_regular(path)?;
     let mut buf = vec![0u8; HASH_CHUNK];
     let mut h = Sha256::new();
     loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(io("hash", std::io::Error::other("cancelled")));
+        }
         let n = match file.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -606,25 +611,48 @@ pub fn convert_with_progress(
     let (input, outdir) = (input.as_ref(), outdir.as_ref());
     let [weights, cfg_path, pre_path] = opts.to.output_files(outdir);
     refuse_overwriting_input(input, &[&weights, &cfg_path, &pre_path])?;
-    let src = source::open_with(input, &opts.open)?;
-    let canon = canonicalize(src.as_ref(), Some(input), opts).map_err(|e| e.with_path(input))?;
-    if let Some(side) = sidecar_config(input, &canon.table.id) {
-        // The `config.json` read beside the input is an input too: `-o` the input's own folder
-        // must not replace it.
-        write::check_outputs(&[&weights, &cfg_path, &pre_path], &[input, &side])?;
-    }
-    write_canonical(&canon, outdir, opts, Some(input), progress)
+    // The input's sha256 (recorded in the output's metadata) needs only the path: it is computed
+    // on another thread from here on, while the input is parsed and the tensors stream. Any
+    // error cancels it (it stops within one chunk), so a refusal returns without waiting for it.
+    let cancel = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let cancel = &cancel;
+        let mut hash = PendingHash {
+            thread: Some(scope.spawn(move || sha256_file(input, cancel))),
+            value: None,
+        };
+        let converted = (|| {
+            let src = source::open_with(input, &opts.open)?;
+            let canon =
+                canonicalize(src.as_ref(), Some(input), opts).map_err(|e| e.with_path(input))?;
+            if let Some(side) = sidecar_config(input, &canon.table.id) {
+                // The `config.json` read beside the input is an input too: `-o` the input's own
+                // folder must not replace it.
+                write::check_outputs(&[&weights, &cfg_path, &pre_path], &[input, &side])?;
+            }
+            write_canonical(&canon, outdir, opts, Some((input, &mut hash)), progress)
+        })();
+        if converted.is_err() {
+            cancel.store(true, Ordering::Relaxed);
+            // Joined here so that a panic on the thread is not re-raised by the scope; its
+            // result (cancelled) is not the error to report.
+            let _ = hash.get();
+        }
+        converted
+    })
 }
 
 /// Writes `canon` into `outdir` (the outputs already checked against the inputs); with an
-/// `input` file, its sha256 goes into the weights' metadata and the report, and errors name it.
+/// `input` file, its sha256 (being computed by `hash`) goes into the weights' metadata and the
+/// report, and errors name it.
 fn write_canonical(
     canon: &Canonical<'_>,
     outdir: &Path,
     opts: &ConvertOptions,
-    input: Option<&Path>,
+    input: Option<(&Path, &mut PendingHash<'_>)>,
     progress: &dyn Progress,
 ) -> Result<ConversionReport> {
+    let (input, mut hash) = input.unzip();
     let [weights, cfg_path, pre_path] = opts.to.output_files(outdir);
     let arch = canon.config.architecture;
 
@@ -657,28 +685,21 @@ fn write_canonical(
         None => e,
     };
 
-    // The input's sha256 (recorded in the output's metadata) is computed on another thread while
-    // the tensors stream; the safetensors header is written with a placeholder of the hash's
-    // length and rewritten in place once the hash is known.
-    let (input_sha256, written) = std::thread::scope(|scope| {
-        let mut hash = input.map(|input| PendingHash {
-            thread: Some(scope.spawn(move || sha256_file(input))),
-            value: None,
-        });
-        let mut get = || match hash.as_mut() {
-            Some(h) => h.get(),
-            None => Err(ErrorKind::io("hash", std::io::Error::other("no input file")).into()),
-        };
-        let deferred = input.is_some().then_some(DeferredMeta {
-            key: "source_sha256",
-            len: SHA256_HEX_LEN,
-            value: &mut get,
-        });
-        let written = write_weights(canon, &config, &weights, opts, deferred, progress)
-            .map_err(name_input)?;
-        let sha = hash.as_mut().map(PendingHash::get).transpose()?;
-        Ok::<_, Error>((sha, written))
-    })?;
+    // The input's sha256 is being computed on another thread while the tensors stream; the
+    // safetensors header is written with a placeholder of the hash's length and rewritten in
+    // place once the hash is known.
+    let mut get = || match hash.as_deref_mut() {
+        Some(h) => h.get(),
+        None => Err(ErrorKind::io("hash", std::io::Error::other("no input file")).into()),
+    };
+    let deferred = input.is_some().then_some(DeferredMeta {
+        key: "source_sha256",
+        len: SHA256_HEX_LEN,
+        value: &mut get,
+    });
+    let written =
+        write_weights(canon, &config, &weights, opts, deferred, progress).map_err(name_input)?;
+    let input_sha256 = hash.map(PendingHash::get).transpose()?;
     notes.extend(written.notes);
     let mut set = write::OutputSet::with_fsync(opts.fsync);
     set.push(written.file);
@@ -955,6 +976,59 @@ fn refuse_overwriting_input(input: &Path, outputs: &[&Path]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The input's hash stops between two chunks once cancelled (a refused conversion does not
+    /// wait for the hash of a large input), and hashes the whole file otherwise.
+    #[test]
+    fn the_input_hash_stops_when_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.bin");
+        let bytes: Vec<u8> = (0..3 * HASH_CHUNK + 5).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let e = sha256_file(&path, &AtomicBool::new(true)).unwrap_err();
+        assert!(matches!(e.kind(), ErrorKind::Io { op: "hash", .. }), "{e}");
+        let sha = sha256_file(&path, &AtomicBool::new(false)).unwrap();
+        assert_eq!(sha, mapping::schema::hex(&Sha256::digest(&bytes)));
+    }
+
+    /// timm's fused `qkv` is split along its rows: each of query, key and value is one byte
+    /// range of the input (located, so the writer copies it from the file and never holds it),
+    /// and the written tensors equal the materialised split byte for byte.
+    #[test]
+    fn qkv_split_parts_are_ranges_of_the_input_and_written_exactly() {
+        let input = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/convert/timm_vit/source.pth");
+        let src = source::open(&input).unwrap();
+        let opts = ConvertOptions {
+            overrides: ConfigOverrides {
+                num_heads: Some(2),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let canon = Canonical::new(src.as_ref(), &opts).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        convert(&input, out.path(), &opts).unwrap();
+        let written = source::open(out.path().join("model.safetensors")).unwrap();
+        let mut checked = 0;
+        for kind in ["weight", "bias"] {
+            let fused = src.read(&format!("blocks.0.attn.qkv.{kind}")).unwrap();
+            let (_, fused_at) = src.locate(&fused.data).unwrap();
+            let third = fused.data.len() / 3;
+            for (part, name) in ["query", "key", "value"].into_iter().enumerate() {
+                let name = format!("encoder.layer.0.attention.attention.{name}.{kind}");
+                let t = canon.source().read(&name).unwrap();
+                assert!(matches!(t.data, std::borrow::Cow::Borrowed(_)), "{name}");
+                let (_, at) = canon.source().locate(&t.data).unwrap();
+                assert_eq!(at, fused_at + (part * third) as u64, "{name}");
+                let materialised = fused.data[part * third..(part + 1) * third].to_vec();
+                let on_disk = written.read(&format!("vit.{name}")).unwrap();
+                assert_eq!(&on_disk.data[..], &materialised[..], "{name}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 6);
+    }
 
     /// timm's CLIP layout implies exact GELU however its names are wrapped or prefixed: the
     /// marker is looked for as the table sees the names (a `module.` prefix once made it
