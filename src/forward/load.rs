@@ -496,6 +496,7 @@ impl Model {
             lm_head,
             threads: 0,
             pool: None,
+            prefetch: std::sync::Mutex::new(None),
         };
         model.set_threads(0);
         Ok(model)

@@ -182,6 +182,7 @@ impl Model {
         budget::check_forward_tokens(&self.config, pixels.dim(), &opts.limits)?;
         budget::check_forward_bytes(&self.config, pixels.dim(), &opts.limits)?;
         let w = self.weights.resolve()?;
+        self.start_prefetch();
         match &self.pool {
             Some(pool) => pool.install(|| self.run(&w, pixels, opts, progress)),
             None => self.run(&w, pixels, opts, progress),
