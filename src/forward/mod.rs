@@ -8,7 +8,8 @@
 //! are stacked into one matrix so each linear layer is one product, the products are split over
 //! output columns and attention over (sample, head) pairs on a thread pool of
 //! [`Model::set_threads`] threads (default: one per available core), and the activation
-//! buffers are allocated once per call.
+//! buffers are allocated once per call. When the pool leaves a core free, the first pass maps the
+//! weights file in on that core ahead of the layers that read it (`Model::start_prefetch`).
 
 use std::path::Path;
 
