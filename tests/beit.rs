@@ -7,24 +7,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use serde_json::Value;
 use vit_convert::conversion::OutputFormat;
-use vit_convert::forward::{ForwardOptions, Output};
+use vit_convert::forward::Output;
 use vit_convert::mapping::MappingError;
 use vit_convert::verify::F32Array;
-use vit_convert::{convert, verify_model, ConvertOptions, ErrorKind, Model};
+use vit_convert::{convert, ConvertOptions, ErrorKind, Model};
 
-use common::tensors;
+use cases::{dir, read_json};
+use common::{cases, tensors};
 
 fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(common::fixture("convert", "beit_cases.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn dir(case: &Value) -> PathBuf {
-    common::fixture_dir("convert").join(case["dir"].as_str().unwrap())
+    cases::load("beit_cases.json")
 }
 
 fn from(family: &str) -> ConvertOptions {
@@ -32,10 +26,6 @@ fn from(family: &str) -> ConvertOptions {
         from: (family != "auto").then(|| family.parse().unwrap()),
         ..Default::default()
     }
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// The `config.json` fields a BEiT conversion must get right (the rest are BeitConfig defaults
@@ -62,45 +52,20 @@ const FIELDS: &[&str] = &[
 
 #[test]
 fn every_source_converts_to_the_tensors_and_config_transformers_saved() {
-    let mut checked = 0;
-    for case in cases() {
-        let d = dir(&case);
-        let expected_dir = d.join(case["expected_dir"].as_str().unwrap());
-        let expected = tensors(&expected_dir.join("model.safetensors"));
-        let want_cfg = read_json(&expected_dir.join("config.json"));
-        let family = case["family"].as_str().unwrap();
-        for source in case["sources"].as_array().unwrap() {
-            let input = d.join(source["file"].as_str().unwrap());
-            for f in [family, "auto"] {
-                let out = tempfile::tempdir().unwrap();
-                let r = convert(&input, out.path(), &from(f))
-                    .unwrap_or_else(|e| panic!("{} --from {f}: {e}", input.display()));
-                assert_eq!(r.mapping.table, family, "{}", input.display());
-                assert_eq!(
-                    r.architecture.name(),
-                    case["architecture"].as_str().unwrap()
-                );
-                let got = tensors(&out.path().join("model.safetensors"));
-                assert_eq!(
-                    got.keys().collect::<Vec<_>>(),
-                    expected.keys().collect::<Vec<_>>(),
-                    "{}",
-                    input.display()
-                );
-                assert!(got == expected, "{}: tensor values differ", input.display());
-                let cfg = read_json(&out.path().join("config.json"));
-                for k in FIELDS {
-                    assert_eq!(cfg[k], want_cfg[k], "{} --from {f}: {k}", input.display());
-                }
-                assert!(cfg["layer_scale_init_value"].as_f64().unwrap() > 0.0);
-                assert_eq!(
-                    cfg["id2label"].as_object().map(|m| m.len()),
-                    want_cfg["id2label"].as_object().map(|m| m.len())
-                );
-                checked += 1;
+    let checked = cases::convert_every_source(
+        &cases(),
+        |_, family| from(family),
+        |cfg, want, label| {
+            for k in FIELDS {
+                assert_eq!(cfg[k], want[k], "{label}: {k}");
             }
-        }
-    }
+            assert!(cfg["layer_scale_init_value"].as_f64().unwrap() > 0.0);
+            assert_eq!(
+                cfg["id2label"].as_object().map(|m| m.len()),
+                want["id2label"].as_object().map(|m| m.len())
+            );
+        },
+    );
     assert!(checked >= 16, "{checked}");
 }
 
@@ -119,37 +84,12 @@ fn the_preprocessor_is_what_the_hf_conversion_script_writes() {
 /// recorded, through `verify_model` with the default strict tolerance.
 #[test]
 fn the_forward_pass_matches_transformers_for_every_output_and_size() {
-    let mut compared = 0;
-    for case in cases().iter().filter(|c| c["family"] != "hf") {
-        let d = dir(case);
-        let model = Model::load(d.join(case["expected_dir"].as_str().unwrap())).unwrap();
-        for (name, io) in case["io"].as_object().unwrap() {
-            let input = F32Array::read_npy(d.join(io["input"].as_str().unwrap())).unwrap();
-            for (key, file) in io["outputs"].as_object().unwrap() {
-                let expected = F32Array::read_npy(d.join(file.as_str().unwrap())).unwrap();
-                let which: Output = match key.as_str() {
-                    "pooler_output" => Output::Pooler,
-                    k => k.parse().unwrap(),
-                };
-                // transformers runs BEiT at any size; so does the reference pass, flag or not.
-                for interpolate in [false, true] {
-                    let opts = ForwardOptions {
-                        interpolate_pos_encoding: interpolate,
-                        compare: Some(which),
-                        ..Default::default()
-                    };
-                    let r = verify_model(&model, &input, &expected, &opts, None).unwrap();
-                    assert!(
-                        r.passed,
-                        "{} {name} {key}: max |Δ| {}",
-                        case["case"], r.max_abs_error
-                    );
-                    assert_eq!(r.output, Some(which));
-                    compared += 1;
-                }
-            }
-        }
-    }
+    let models: Vec<Value> = cases()
+        .into_iter()
+        .filter(|c| c["family"] != "hf")
+        .collect();
+    // transformers runs BEiT at any size; so does the reference pass, flag or not.
+    let compared = cases::forward_matches_every_output(&models, |_, _| vec![false, true]);
     assert!(compared >= 80, "{compared}");
 }
 

@@ -8,28 +8,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use serde_json::Value;
-use vit_convert::forward::{ForwardOptions, Output};
-use vit_convert::verify::F32Array;
-use vit_convert::{convert, verify_model, ConfigOverrides, ConvertOptions, ErrorKind, Model};
+use vit_convert::{convert, ConfigOverrides, ConvertOptions, ErrorKind};
 
-use common::tensors;
+use cases::dir;
+use common::{cases, tensors};
 use vit_convert::conversion::OutputFormat;
 use vit_convert::source::MemorySource;
 
 fn cases() -> Vec<Value> {
-    let text = std::fs::read_to_string(common::fixture("convert", "families_cases.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn dir(case: &Value) -> PathBuf {
-    common::fixture_dir("convert").join(case["dir"].as_str().unwrap())
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    cases::load("families_cases.json")
 }
 
 /// `config.json` fields left out of the comparison: what only initialises or trains a model
@@ -63,87 +51,34 @@ fn hidden_act(case: &Value) -> Option<vit_convert::model::Activation> {
 
 #[test]
 fn every_source_converts_to_the_tensors_and_config_transformers_saved() {
-    let mut checked = 0;
-    for case in cases() {
-        let d = dir(&case);
-        let expected_dir = d.join(case["expected_dir"].as_str().unwrap());
-        let expected = tensors(&expected_dir.join("model.safetensors"));
-        let want = read_json(&expected_dir.join("config.json"));
-        let family = case["family"].as_str().unwrap();
-        for source in case["sources"].as_array().unwrap() {
-            let input = d.join(source["file"].as_str().unwrap());
-            for f in [family, "auto"] {
-                let out = tempfile::tempdir().unwrap();
-                let opts = ConvertOptions {
-                    from: (f != "auto").then(|| f.parse().unwrap()),
-                    ..heads_opts(&case)
-                };
-                let r = convert(&input, out.path(), &opts)
-                    .unwrap_or_else(|e| panic!("{} --from {f}: {e}", input.display()));
-                assert_eq!(r.mapping.table, family);
-                assert_eq!(
-                    r.architecture.name(),
-                    case["architecture"].as_str().unwrap()
-                );
-                let got = tensors(&out.path().join("model.safetensors"));
-                assert_eq!(
-                    got.keys().collect::<Vec<_>>(),
-                    expected.keys().collect::<Vec<_>>(),
-                    "{}",
-                    input.display()
-                );
-                assert!(got == expected, "{}: tensor values differ", input.display());
-                let cfg = read_json(&out.path().join("config.json"));
-                for (k, v) in want.as_object().unwrap() {
-                    if !NOT_COMPARED.contains(&k.as_str()) {
-                        assert_eq!(&cfg[k], v, "{} --from {f}: {k}", input.display());
-                    }
+    let checked = cases::convert_every_source(
+        &cases(),
+        |case, family| ConvertOptions {
+            from: (family != "auto").then(|| family.parse().unwrap()),
+            ..heads_opts(case)
+        },
+        |cfg, want, label| {
+            for (k, v) in want.as_object().unwrap() {
+                if !NOT_COMPARED.contains(&k.as_str()) {
+                    assert_eq!(&cfg[k], v, "{label}: {k}");
                 }
-                checked += 1;
             }
-        }
-    }
+        },
+    );
     assert!(checked >= 30, "{checked}");
 }
 
 #[test]
 fn the_forward_pass_matches_transformers_for_every_output_and_size() {
-    let mut compared = 0;
-    for case in cases() {
-        let d = dir(&case);
-        let model = Model::load(d.join(case["expected_dir"].as_str().unwrap())).unwrap();
-        for (name, io) in case["io"].as_object().unwrap() {
-            let input = F32Array::read_npy(d.join(io["input"].as_str().unwrap())).unwrap();
-            for (key, file) in io["outputs"].as_object().unwrap() {
-                let expected = F32Array::read_npy(d.join(file.as_str().unwrap())).unwrap();
-                let which: Output = match key.as_str() {
-                    "pooler_output" => Output::Pooler,
-                    k => k.parse().unwrap(),
-                };
-                // DINOv2 runs any size, flag or not, as transformers does; CLIP and SigLIP
-                // other sizes with the flag only.
-                let flags: &[bool] = if case["family"] == "dinov2" {
-                    &[false, true]
-                } else {
-                    &[io["interpolate"].as_bool().unwrap_or(false)]
-                };
-                for &interpolate in flags {
-                    let opts = ForwardOptions {
-                        interpolate_pos_encoding: interpolate,
-                        compare: Some(which),
-                        ..Default::default()
-                    };
-                    let r = verify_model(&model, &input, &expected, &opts, None).unwrap();
-                    assert!(
-                        r.passed,
-                        "{} {name} {key}: max |Δ| {}",
-                        case["case"], r.max_abs_error
-                    );
-                    compared += 1;
-                }
-            }
+    // DINOv2 runs any size, flag or not, as transformers does; CLIP and SigLIP other sizes with
+    // the flag only.
+    let compared = cases::forward_matches_every_output(&cases(), |case, io| {
+        if case["family"] == "dinov2" {
+            vec![false, true]
+        } else {
+            vec![io["interpolate"].as_bool().unwrap_or(false)]
         }
-    }
+    });
     assert!(compared >= 120, "{compared}");
 }
 

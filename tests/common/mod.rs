@@ -2,6 +2,7 @@
 //! `fixtures/generate.py`, and small formatting helpers.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod cases;
 pub mod msgpack;
 
 use std::fmt::Write as _;
