@@ -512,7 +512,7 @@ impl Model {
             ],
             None,
         )?;
-        let hn_r = leading_rows(hn.view(), t, r);
+        let hn_r = sample_rows(hn.view(), t, 0..r);
         let mut q = Array2::<f32>::zeros((rows, d));
         self.linear(w, &l.q, hn_r.view(), None, q.view_mut())?;
         let mut a = Array2::<f32>::zeros((rows, d));
@@ -522,7 +522,7 @@ impl Model {
         if let Some([l1, _]) = l.lambda {
             scale_rows(&mut y, vector(w, l1, d)?)?;
         }
-        let mut x_r = leading_rows(x.view(), t, r);
+        let mut x_r = sample_rows(x.view(), t, 0..r);
         let mut h = Array2::<f32>::zeros((rows, d));
         self.add_norm(w, Some(&l.ln2), &mut x_r, Some(&y), &mut h)?;
         let (mut inter, mut gated) = self.mlp_buffers(rows);
@@ -791,33 +791,27 @@ fn size_needs_interpolation(h: usize, w: usize, size: usize) -> Error {
     .into()
 }
 
-/// The first `r` of each sample's `t` rows of `x`, stacked: `[samples·r, D]`.
-fn leading_rows(x: ArrayView2<f32>, t: usize, r: usize) -> Array2<f32> {
+/// Rows `rows` of each sample's `t` rows of `x`, stacked: `[samples·rows.len(), D]` (rows a
+/// sample does not have stay zero).
+fn sample_rows(x: ArrayView2<f32>, t: usize, rows: std::ops::Range<usize>) -> Array2<f32> {
     let samples = x.nrows() / t.max(1);
-    let mut out = Array2::<f32>::zeros((samples * r, x.ncols()));
+    let n = rows.len();
+    let mut out = Array2::<f32>::zeros((samples * n, x.ncols()));
     for (mut dst, sample) in out
-        .axis_chunks_iter_mut(Axis(0), r.max(1))
+        .axis_chunks_iter_mut(Axis(0), n.max(1))
         .zip(x.axis_chunks_iter(Axis(0), t.max(1)))
     {
-        dst.assign(&sample.slice(s![..r, ..]));
+        let end = rows.end.min(sample.nrows());
+        let start = rows.start.min(end);
+        dst.slice_mut(s![..end - start, ..])
+            .assign(&sample.slice(s![start..end, ..]));
     }
     out
 }
 
 /// Row `token` of each sample's `t` rows of `x`, as `[samples, D]`.
 fn token_rows(x: ArrayView2<f32>, token: usize, t: usize) -> Array2<f32> {
-    let samples = x.nrows() / t.max(1);
-    let mut out = Array2::<f32>::zeros((samples, x.ncols()));
-    for (mut dst, sample) in out
-        .rows_mut()
-        .into_iter()
-        .zip(x.axis_chunks_iter(Axis(0), t.max(1)))
-    {
-        if let Some(row) = sample.rows().into_iter().nth(token) {
-            dst.assign(&row);
-        }
-    }
-    out
+    sample_rows(x, t, token..token + 1)
 }
 
 /// The mean of each sample's tokens after the first `prefix`, as `[samples, D]` (summed in
