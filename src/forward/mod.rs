@@ -310,11 +310,14 @@ impl Model {
     /// runs 3–6 % faster with it; two run 1–3 % slower (the prefetch takes a core from them), so
     /// a pass using every core leaves the pages to fault in as it reads them (BENCHMARKS.md).
     pub(crate) fn start_prefetch(&self) {
-        if self.threads >= default_threads() {
+        let Ok(mut pending) = self.prefetch.lock() else {
             return;
-        }
-        if let Some(p) = self.prefetch.lock().ok().and_then(|mut p| p.take()) {
-            let _ = p.start();
+        };
+        // The core count (cgroup files on Linux) is read only while a prefetch is pending.
+        if pending.is_some() && self.threads < default_threads() {
+            if let Some(p) = pending.take() {
+                let _ = p.start();
+            }
         }
     }
 
