@@ -12,7 +12,7 @@ use serde_json::Value;
 use vit_convert::{convert, ConfigOverrides, ConvertOptions, ErrorKind};
 
 use cases::dir;
-use common::{cases, tensors};
+use common::{cases, tensors, two_heads};
 use vit_convert::conversion::OutputFormat;
 use vit_convert::source::MemorySource;
 
@@ -193,17 +193,6 @@ fn timm_quirks_are_undone_and_reported() {
         "{:?}",
         r.notes
     );
-}
-
-/// Options for the fixtures' tiny models: 24 wide, 2 heads (real ones are hidden/64).
-fn two_heads() -> ConvertOptions {
-    ConvertOptions {
-        overrides: ConfigOverrides {
-            num_heads: Some(2),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
 }
 
 /// Options for a case: its head count (the tiny models are 24 wide, real ones hidden/64) and

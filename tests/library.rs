@@ -11,8 +11,8 @@ use vit_convert::diff::{diff, diff_sources, DiffOptions};
 use vit_convert::hash::{hash, hash_source, ReadAs};
 use vit_convert::verify::ToleranceBasis;
 use vit_convert::{
-    open_bytes, verify_model, Canonical, ConfigOverrides, ConvertOptions, DType, F32Array,
-    FileBytes, Model, Tolerance,
+    open_bytes, verify_model, Canonical, ConvertOptions, DType, F32Array, FileBytes, Model,
+    Tolerance,
 };
 
 fn conv(rel: &str) -> PathBuf {
@@ -22,17 +22,6 @@ fn conv(rel: &str) -> PathBuf {
 fn in_memory(rel: &str) -> Box<dyn vit_convert::TensorSource> {
     let bytes = std::fs::read(conv(rel)).unwrap();
     open_bytes(FileBytes::from_vec(bytes)).unwrap()
-}
-
-/// The tiny timm model: 2 heads, which no tensor records.
-fn timm_opts() -> ConvertOptions {
-    ConvertOptions {
-        overrides: ConfigOverrides {
-            num_heads: Some(2),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
 }
 
 fn cli(args: &[&str]) -> (Option<i32>, String) {
@@ -55,7 +44,7 @@ fn canonical_hash_equals_hash_from_of_the_file() {
         ("deit_distilled/source.pth", "deit", 3),
     ] {
         let src = in_memory(rel);
-        let mut opts = timm_opts();
+        let mut opts = common::two_heads();
         opts.overrides.num_heads = Some(heads);
         let canon = Canonical::new(src.as_ref(), &opts).unwrap();
         let from_file = hash(conv(rel), &ReadAs::family(family.parse().unwrap())).unwrap();
@@ -80,7 +69,7 @@ fn canonical_hash_equals_hash_from_of_the_file() {
 #[test]
 fn canonical_from_bytes_runs_and_matches_timm_logits() {
     let src = in_memory("timm_vit/source.pth");
-    let canon = Canonical::new(src.as_ref(), &timm_opts()).unwrap();
+    let canon = Canonical::new(src.as_ref(), &common::two_heads()).unwrap();
     assert_eq!(canon.mapping().table, "timm");
     assert!(canon.dropped().is_empty());
     let model = canon.model().unwrap();
@@ -104,10 +93,11 @@ fn canonical_write_matches_convert_but_for_the_source_hash() {
     let dir = tempfile::tempdir().unwrap();
     let (mem, file) = (dir.path().join("mem"), dir.path().join("file"));
     let src = in_memory("timm_vit/source.pth");
-    let canon = Canonical::new(src.as_ref(), &timm_opts()).unwrap();
-    let written = canon.write(&mem, &timm_opts()).unwrap();
+    let canon = Canonical::new(src.as_ref(), &common::two_heads()).unwrap();
+    let written = canon.write(&mem, &common::two_heads()).unwrap();
     assert!(written.input.is_none() && written.input_sha256.is_none());
-    let converted = vit_convert::convert(conv("timm_vit/source.pth"), &file, &timm_opts()).unwrap();
+    let converted =
+        vit_convert::convert(conv("timm_vit/source.pth"), &file, &common::two_heads()).unwrap();
     assert_eq!(written.tensors, converted.tensors);
     for name in ["config.json", "preprocessor_config.json"] {
         assert_eq!(

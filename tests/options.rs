@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use vit_convert::source::{open_bytes_with, open_with};
-use vit_convert::{ConfigOverrides, ConvertOptions, ErrorKind, FileBytes, Limits, OpenOptions};
+use vit_convert::{ConvertOptions, ErrorKind, FileBytes, Limits, OpenOptions};
 
 fn pth() -> PathBuf {
     common::fixture("convert", "timm_vit/source.pth")
@@ -93,12 +93,8 @@ fn two_opens_with_different_limits_run_concurrently_without_interfering() {
 
 fn timm_opts(limits: Limits) -> ConvertOptions {
     ConvertOptions {
-        overrides: ConfigOverrides {
-            num_heads: Some(2),
-            ..ConfigOverrides::default()
-        },
         open: OpenOptions::with_limits(limits),
-        ..ConvertOptions::default()
+        ..common::two_heads()
     }
 }
 

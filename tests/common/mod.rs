@@ -12,6 +12,18 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use vit_convert::ErrorKind;
 
+/// Options for the fixtures' tiny models: 24 wide with 2 heads, which no tensor records (a real
+/// model's head count is inferred as hidden/64).
+pub fn two_heads() -> vit_convert::ConvertOptions {
+    vit_convert::ConvertOptions {
+        overrides: vit_convert::ConfigOverrides {
+            num_heads: Some(2),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
 /// `<crate>/fixtures/<section>`.
 pub fn fixture_dir(section: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
